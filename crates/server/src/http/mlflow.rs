@@ -1,0 +1,395 @@
+//! The MLflow scoring protocol, as `mlflow models serve` speaks it: `POST /invocations`
+//! with JSON (`dataframe_split`, `dataframe_records`, `instances` or `inputs`, plus
+//! optional `params`) or `text/csv`, answering `{"predictions": ...}`; `GET /ping`,
+//! `GET /version`. Errors are `{"error_code", "message"}` as MLflow sends them.
+//!
+//! Tensor-style requests (`inputs`, `instances`) are answered with the outputs as
+//! arrays (`{"predictions": {output: [...]}}`, or the bare array for a one-output
+//! model); dataframe-style requests (`dataframe_split`, `dataframe_records`, CSV) with
+//! one record per row.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::{Shared, body_or_error, infer_status};
+use crate::model::{InferError, Model};
+use crate::runtime::IoSpec;
+use crate::tensor::{Tensor, TensorData, TensorError, flatten_json};
+
+pub async fn ping() -> Response {
+    (StatusCode::OK, "\n").into_response()
+}
+
+pub async fn version() -> Response {
+    (StatusCode::OK, env!("CARGO_PKG_VERSION")).into_response()
+}
+
+fn mlflow_error(status: StatusCode, message: &str) -> Response {
+    let code = match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => "BAD_REQUEST",
+        StatusCode::PAYLOAD_TOO_LARGE => "REQUEST_LIMIT_EXCEEDED",
+        StatusCode::SERVICE_UNAVAILABLE => "TEMPORARILY_UNAVAILABLE",
+        _ => "INTERNAL_ERROR",
+    };
+    let mut resp = (
+        status,
+        axum::Json(json!({"error_code": code, "message": message})),
+    )
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// How the answer is shaped, following the request's style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Tensor,
+    Records,
+}
+
+pub async fn invocations(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body, state.max_body) {
+        Ok(b) => b,
+        Err(_) => {
+            return mlflow_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is larger than the limit of {} bytes", state.max_body),
+            );
+        }
+    };
+    let model = match state.current() {
+        Ok(m) => m,
+        Err(e) => return mlflow_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let parsed = match content_type.as_str() {
+        "text/csv" => std::str::from_utf8(&body)
+            .map_err(|_| "CSV body is not UTF-8".to_string())
+            .and_then(|text| csv_inputs(&model, text).map_err(|e| e.0))
+            .map(|t| (t, Style::Records)),
+        "application/json" | "" => match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => json_inputs(&model, &v).map_err(|e| e.0),
+            Err(e) => Err(format!("Invalid input. The body is not valid JSON: {e}")),
+        },
+        other => {
+            return mlflow_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!(
+                    "This predictor only supports the following content types: application/json, text/csv. Got '{other}'."
+                ),
+            );
+        }
+    };
+    let (inputs, style) = match parsed {
+        Ok(x) => x,
+        Err(msg) => return mlflow_error(StatusCode::BAD_REQUEST, &msg),
+    };
+    match model.infer(inputs).await {
+        Ok(outputs) => axum::Json(json!({ "predictions": predictions(outputs, style) })).into_response(),
+        Err(e) => mlflow_error(infer_status(&e), &e.to_string()),
+    }
+}
+
+/// The tensors an MLflow input example stands for (used to check a model at load).
+pub fn example_inputs(model: &Model, example: &Value) -> Result<Vec<Tensor>, InferError> {
+    let inputs = match example {
+        Value::Object(o) if o.contains_key("columns") && o.contains_key("data") => {
+            dataframe_split(model, example)?
+        }
+        Value::Object(o)
+            if ["inputs", "instances", "dataframe_split", "dataframe_records"]
+                .iter()
+                .any(|k| o.contains_key(*k)) =>
+        {
+            json_inputs(model, example)?.0
+        }
+        other => tensor_inputs(model, other)?,
+    };
+    Ok(inputs)
+}
+
+fn json_inputs(model: &Model, v: &Value) -> Result<(Vec<Tensor>, Style), TensorError> {
+    let Value::Object(obj) = v else {
+        return Err(TensorError::new(
+            "Invalid input. The body must be a JSON object with one of the keys dataframe_split, dataframe_records, instances or inputs",
+        ));
+    };
+    let keys: Vec<&str> = obj
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "params")
+        .collect();
+    match keys.as_slice() {
+        ["dataframe_split"] => Ok((dataframe_split(model, &obj["dataframe_split"])?, Style::Records)),
+        ["dataframe_records"] => Ok((dataframe_records(model, &obj["dataframe_records"])?, Style::Records)),
+        ["instances"] => Ok((instances(model, &obj["instances"])?, Style::Tensor)),
+        ["inputs"] => Ok((tensor_inputs(model, &obj["inputs"])?, Style::Tensor)),
+        _ => Err(TensorError::new(format!(
+            "Invalid input. The body must have exactly one of the keys dataframe_split, dataframe_records, instances or inputs (plus optional params); got {keys:?}"
+        ))),
+    }
+}
+
+/// One tensor for `spec` from nested JSON, converted to the model's datatype. A
+/// single row without its batch dimension (`[1, 2, 3]` for `[-1, 3]`) gets one.
+fn tensor_for(spec: &IoSpec, v: &Value) -> Result<Tensor, TensorError> {
+    let (mut shape, flat) = flatten_json(v).map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
+    let data = TensorData::from_json_scalars(spec.datatype, &flat)
+        .map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
+    if shape.len() + 1 == spec.shape.len() && spec.shape[0] < 0 {
+        shape.insert(0, 1);
+    }
+    Tensor::new(spec.name.clone(), shape, data)
+}
+
+fn only_input(model: &Model) -> Result<&IoSpec, TensorError> {
+    match model.inputs.as_slice() {
+        [one] => Ok(one),
+        many => Err(TensorError::new(format!(
+            "the model has {} inputs ({}); send them as an object keyed by input name",
+            many.len(),
+            many.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+fn spec_for<'m>(model: &'m Model, name: &str) -> Result<&'m IoSpec, TensorError> {
+    model.inputs.iter().find(|s| s.name == name).ok_or_else(|| {
+        TensorError::new(format!(
+            "unknown input '{name}'; the model takes {}",
+            model.inputs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// `inputs`: an array for a one-input model, or an object of arrays by input name.
+fn tensor_inputs(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
+    match v {
+        Value::Object(named) => named
+            .iter()
+            .map(|(name, value)| tensor_for(spec_for(model, name)?, value))
+            .collect(),
+        other => Ok(vec![tensor_for(only_input(model)?, other)?]),
+    }
+}
+
+/// `instances`: a list of rows; rows are values (one input) or objects by input name.
+fn instances(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
+    let Value::Array(rows) = v else {
+        return Err(TensorError::new("instances must be a list"));
+    };
+    if rows.first().is_some_and(Value::is_object) {
+        let mut columns: Map<String, Value> = Map::new();
+        for row in rows {
+            let Value::Object(o) = row else {
+                return Err(TensorError::new("instances: every row must be an object like the first"));
+            };
+            for (k, x) in o {
+                match columns.entry(k.clone()).or_insert_with(|| Value::Array(vec![])) {
+                    Value::Array(a) => a.push(x.clone()),
+                    _ => unreachable!("inserted arrays only"),
+                }
+            }
+        }
+        tensor_inputs(model, &Value::Object(columns))
+    } else {
+        Ok(vec![tensor_for(only_input(model)?, v)?])
+    }
+}
+
+/// `dataframe_split`: `{columns?, data, index?}`.
+fn dataframe_split(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
+    let data = v
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TensorError::new("dataframe_split must have a 'data' list of rows"))?;
+    let columns: Option<Vec<String>> = match v.get("columns") {
+        None | Some(Value::Null) => None,
+        Some(c) => Some(
+            serde_json::from_value(c.clone())
+                .map_err(|_| TensorError::new("dataframe_split 'columns' must be a list of names"))?,
+        ),
+    };
+    let rows: Vec<&Vec<Value>> = data
+        .iter()
+        .map(|r| r.as_array().ok_or_else(|| TensorError::new("dataframe_split 'data' must be a list of rows (lists)")))
+        .collect::<Result<_, _>>()?;
+    frame_inputs(model, columns.as_deref(), &rows)
+}
+
+/// `dataframe_records`: a list of `{column: value}` objects.
+fn dataframe_records(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
+    let records = v
+        .as_array()
+        .ok_or_else(|| TensorError::new("dataframe_records must be a list of objects"))?;
+    let first = records
+        .first()
+        .and_then(Value::as_object)
+        .ok_or_else(|| TensorError::new("dataframe_records must be a non-empty list of objects"))?;
+    let columns: Vec<String> = match &model.package.columns {
+        Some(sig) => sig.clone(),
+        None if model.inputs.len() > 1 => model.inputs.iter().map(|s| s.name.clone()).collect(),
+        None => first.keys().cloned().collect(),
+    };
+    let mut owned_rows = Vec::with_capacity(records.len());
+    for (i, rec) in records.iter().enumerate() {
+        let rec = rec
+            .as_object()
+            .ok_or_else(|| TensorError::new(format!("dataframe_records: record {i} is not an object")))?;
+        let row: Vec<Value> = columns
+            .iter()
+            .map(|c| {
+                rec.get(c).cloned().ok_or_else(|| {
+                    TensorError::new(format!("dataframe_records: record {i} has no column '{c}'"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        owned_rows.push(row);
+    }
+    let rows: Vec<&Vec<Value>> = owned_rows.iter().collect();
+    frame_inputs(model, Some(&columns), &rows)
+}
+
+/// Turns a table into tensors. One input: the rows are its rows, with columns put in
+/// the signature's order when it names them. Several inputs: each column is the input
+/// of the same name.
+fn frame_inputs(
+    model: &Model,
+    columns: Option<&[String]>,
+    rows: &[&Vec<Value>],
+) -> Result<Vec<Tensor>, TensorError> {
+    if rows.is_empty() {
+        return Err(TensorError::new("the dataframe has no rows"));
+    }
+    let width = rows[0].len();
+    if let Some(bad) = rows.iter().position(|r| r.len() != width) {
+        return Err(TensorError::new(format!(
+            "row {bad} has {} values, row 0 has {width}",
+            rows[bad].len()
+        )));
+    }
+    if let Some(cols) = columns
+        && cols.len() != width
+    {
+        return Err(TensorError::new(format!(
+            "{} columns named but rows have {width} values",
+            cols.len()
+        )));
+    }
+    if model.inputs.len() == 1 {
+        let spec = &model.inputs[0];
+        // Reorder to the signature's column order when both sides name columns.
+        let order: Vec<usize> = match (columns, &model.package.columns) {
+            (Some(cols), Some(sig)) => sig
+                .iter()
+                .map(|want| {
+                    cols.iter().position(|c| c == want).ok_or_else(|| {
+                        TensorError::new(format!("missing column '{want}' (the model's signature names {sig:?})"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            _ => (0..width).collect(),
+        };
+        let flat: Vec<&Value> = rows.iter().flat_map(|r| order.iter().map(|&i| &r[i])).collect();
+        let data = TensorData::from_json_scalars(spec.datatype, &flat)
+            .map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
+        let mut shape = vec![rows.len(), order.len()];
+        if spec.shape.len() == 1 && order.len() == 1 {
+            shape.pop();
+        }
+        return Tensor::new(spec.name.clone(), shape, data).map(|t| vec![t]);
+    }
+    let cols = columns.ok_or_else(|| {
+        TensorError::new("the model has several inputs: name the dataframe's columns after them")
+    })?;
+    cols.iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let spec = spec_for(model, name)?;
+            let column = Value::Array(rows.iter().map(|r| r[i].clone()).collect());
+            let mut t = tensor_for(spec, &column)?;
+            // A column [n] for an input [-1, 1].
+            if spec.shape.len() == 2 && t.shape.len() == 1 {
+                t.shape.push(1);
+            }
+            Ok(t)
+        })
+        .collect()
+}
+
+/// `text/csv`: a header line of column names (optional when every field of the first
+/// line is a number), then one row per line.
+fn csv_inputs(model: &Model, text: &str) -> Result<Vec<Tensor>, TensorError> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().ok_or_else(|| TensorError::new("the CSV body is empty"))?;
+    let split = |l: &str| -> Vec<String> { l.split(',').map(|f| f.trim().trim_matches('"').to_string()).collect() };
+    let first_fields = split(first);
+    let header_present = first_fields.iter().any(|f| f.parse::<f64>().is_err());
+    let columns = header_present.then(|| first_fields.clone());
+    let mut owned: Vec<Vec<Value>> = Vec::new();
+    let to_values = |fields: Vec<String>| -> Vec<Value> {
+        fields
+            .into_iter()
+            .map(|f| match f.parse::<f64>() {
+                Ok(x) => json!(x),
+                Err(_) if f.is_empty() => Value::Null,
+                Err(_) => Value::String(f),
+            })
+            .collect()
+    };
+    if !header_present {
+        owned.push(to_values(first_fields));
+    }
+    for l in lines {
+        owned.push(to_values(split(l)));
+    }
+    let rows: Vec<&Vec<Value>> = owned.iter().collect();
+    frame_inputs(model, columns.as_deref(), &rows)
+}
+
+fn predictions(outputs: Vec<Tensor>, style: Style) -> Value {
+    match style {
+        Style::Tensor => match outputs.as_slice() {
+            [one] => one.to_nested_json(),
+            _ => Value::Object(outputs.iter().map(|t| (t.name.clone(), t.to_nested_json())).collect()),
+        },
+        Style::Records => {
+            let n = outputs.first().map(Tensor::rows).unwrap_or(0);
+            match outputs.as_slice() {
+                [one] => Value::Array((0..n).map(|i| one.row_json(i)).collect()),
+                _ => Value::Array(
+                    (0..n)
+                        .map(|i| {
+                            Value::Object(
+                                outputs
+                                    .iter()
+                                    .filter(|t| t.rows() == n)
+                                    .map(|t| (t.name.clone(), t.row_json(i)))
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                ),
+            }
+        }
+    }
+}

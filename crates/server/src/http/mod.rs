@@ -1,0 +1,182 @@
+//! The HTTP surface: routes, shared state, errors, and the metrics middleware.
+//!
+//! One module per protocol: [`v2`] (Open Inference Protocol), [`mlflow`] (MLflow
+//! scoring), [`image`] (`/predict-image`), [`admin`] (reload). Every error a client
+//! sees is built here or in those modules on purpose; no panic reaches a client.
+
+pub mod admin;
+pub mod image;
+pub mod mlflow;
+pub mod v2;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::metrics::{Metrics, Route};
+use crate::model::{InferError, Model, ModelOptions};
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The model being served; `None` until the first load succeeds. Swapped
+    /// atomically on reload: a request holds its own `Arc` until it finishes.
+    pub model: ArcSwapOption<Model>,
+    pub metrics: Arc<Metrics>,
+    pub opts: ModelOptions,
+    /// Where the model is loaded from; a reload may point it elsewhere.
+    pub source: std::sync::Mutex<PathBuf>,
+    /// False before the first load and once shutdown starts.
+    pub ready: AtomicBool,
+    pub admin: admin::AdminTokens,
+    /// One reload at a time.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+}
+
+impl AppState {
+    /// The model, or the error a client sees while none is loaded.
+    pub fn current(&self) -> Result<Arc<Model>, InferError> {
+        self.model
+            .load_full()
+            .ok_or_else(|| InferError::Model("no model is loaded yet".into()))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && self.model.load().is_some()
+    }
+}
+
+pub type Shared = Arc<AppState>;
+
+/// Builds the router.
+pub fn router(state: Shared) -> Router {
+    let max_body = state.max_body;
+    Router::new()
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{model}", get(v2::model_metadata))
+        .route("/v2/models/{model}/versions/{version}", get(v2::model_metadata_v))
+        .route("/v2/models/{model}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready_v))
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_v))
+        .route("/invocations", post(mlflow::invocations))
+        .route("/ping", get(mlflow::ping))
+        .route("/version", get(mlflow::version))
+        .route("/health", get(health))
+        .route("/predict-image", post(image::predict_image))
+        .route("/metrics", get(metrics))
+        .route("/admin/reload", post(admin::reload))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Counts every request by route and status, and times it.
+async fn track(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| Route::of(m.as_str()))
+        .unwrap_or(Route::Other);
+    let start = Instant::now();
+    state.metrics.request_started();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .request_finished(route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// `GET /health`: the shape the seed documents' health checks read.
+async fn health(State(state): State<Shared>) -> Response {
+    let model = state.model.load_full();
+    let ready = state.is_ready();
+    let body = json!({
+        "status": if ready { "healthy" } else if model.is_some() { "shutting_down" } else { "loading" },
+        "model_loaded": model.is_some(),
+        "timestamp": crate::util::rfc3339_now(),
+        "version": model.as_ref().map(|m| m.package.version.clone()),
+        "model": model.as_ref().map(|m| json!({
+            "name": m.package.name,
+            "version": m.package.version,
+            "digest": m.package.digest,
+            "runtime": m.runtime.as_str(),
+        })),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        &format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+/// `{"error": message}` with `status`: the Open Inference Protocol's error shape.
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    let mut resp = (status, axum::Json(json!({ "error": message }))).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// The status an inference error maps to.
+pub fn infer_status(e: &InferError) -> StatusCode {
+    match e {
+        InferError::BadInput(_) => StatusCode::BAD_REQUEST,
+        InferError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        InferError::Model(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Reads a request body, turning axum's rejections (too large, broken stream) into
+/// clear JSON errors.
+pub fn body_or_error(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    max: usize,
+) -> Result<axum::body::Bytes, Response> {
+    body.map_err(|r| {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            json_error(
+                status,
+                &format!("request body is larger than the limit of {max} bytes (--max-body-bytes)"),
+            )
+        } else {
+            json_error(status, &r.body_text())
+        }
+    })
+}

@@ -1,0 +1,441 @@
+//! Open Inference Protocol v2 (KServe, Triton, MLServer), REST, with the binary
+//! tensor data extension (`Inference-Header-Content-Length`, `binary_data_size`,
+//! `binary_data`, `binary_data_output`), so `tritonclient` works unchanged in both
+//! its binary (default) and JSON modes.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{Shared, body_or_error, infer_status, json_error};
+use crate::model::Model;
+use crate::tensor::{DataType, Tensor, TensorData, flatten_json};
+
+/// The header that carries the JSON length when binary tensors follow it.
+pub const HEADER_LEN: &str = "inference-header-content-length";
+
+pub async fn server_metadata() -> Response {
+    axum::Json(json!({
+        "name": "hoist-server",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "model_repository_health"],
+    }))
+    .into_response()
+}
+
+pub async fn live() -> Response {
+    axum::Json(json!({ "live": true })).into_response()
+}
+
+pub async fn ready(State(state): State<Shared>) -> Response {
+    let ready = state.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({ "ready": ready }))).into_response()
+}
+
+/// Finds the served model by name (and version), or the 404 a client sees.
+fn lookup(state: &Shared, name: &str, version: Option<&str>) -> Result<Arc<Model>, Response> {
+    let Some(model) = state.model.load_full() else {
+        return Err(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no model is loaded yet",
+        ));
+    };
+    if model.package.name != name {
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "model '{name}' not found; this server serves '{}'",
+                model.package.name
+            ),
+        ));
+    }
+    if let Some(v) = version
+        && v != model.package.version
+    {
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "model '{name}' version '{v}' not found; this server serves version '{}'",
+                model.package.version
+            ),
+        ));
+    }
+    Ok(model)
+}
+
+fn metadata(state: &Shared, name: &str, version: Option<&str>) -> Response {
+    let model = match lookup(state, name, version) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let io = |specs: &[crate::runtime::IoSpec]| -> Vec<Value> {
+        specs
+            .iter()
+            .map(|s| json!({"name": s.name, "datatype": s.datatype.as_str(), "shape": s.shape}))
+            .collect()
+    };
+    axum::Json(json!({
+        "name": model.package.name,
+        "versions": [model.package.version],
+        "platform": model.runtime.platform(),
+        "inputs": io(&model.inputs),
+        "outputs": io(&model.outputs),
+        "parameters": {
+            "runtime": model.runtime.as_str(),
+            "digest": model.package.digest,
+            "labels": model.package.labels,
+        },
+    }))
+    .into_response()
+}
+
+pub async fn model_metadata(State(state): State<Shared>, Path(model): Path<String>) -> Response {
+    metadata(&state, &model, None)
+}
+
+pub async fn model_metadata_v(
+    State(state): State<Shared>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    metadata(&state, &model, Some(&version))
+}
+
+fn model_ready_inner(state: &Shared, name: &str, version: Option<&str>) -> Response {
+    match lookup(state, name, version) {
+        Ok(m) if state.is_ready() => {
+            axum::Json(json!({"name": m.package.name, "ready": true})).into_response()
+        }
+        Ok(m) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"name": m.package.name, "ready": false})),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+pub async fn model_ready(State(state): State<Shared>, Path(model): Path<String>) -> Response {
+    model_ready_inner(&state, &model, None)
+}
+
+pub async fn model_ready_v(
+    State(state): State<Shared>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    model_ready_inner(&state, &model, Some(&version))
+}
+
+#[derive(Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<RequestInput>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestOutput>>,
+}
+
+#[derive(Deserialize)]
+struct RequestInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RequestOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+fn flag(params: &Option<Map<String, Value>>, key: &str) -> bool {
+    params
+        .as_ref()
+        .and_then(|p| p.get(key))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+pub async fn infer(
+    State(state): State<Shared>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    infer_inner(state, &model, None, headers, body).await
+}
+
+pub async fn infer_v(
+    State(state): State<Shared>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    infer_inner(state, &model, Some(&version), headers, body).await
+}
+
+async fn infer_inner(
+    state: Shared,
+    name: &str,
+    version: Option<&str>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body, state.max_body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let model = match lookup(&state, name, version) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let (req, inputs) = match parse_request(&headers, &body) {
+        Ok(x) => x,
+        Err(msg) => return json_error(StatusCode::BAD_REQUEST, &msg),
+    };
+    // Requested outputs must exist before any work is done.
+    if let Some(outs) = &req.outputs
+        && let Some(bad) = outs
+            .iter()
+            .find(|o| !model.outputs.iter().any(|s| s.name == o.name))
+    {
+        let names: Vec<&str> = model.outputs.iter().map(|s| s.name.as_str()).collect();
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "unknown output '{}'; the model's outputs are {names:?}",
+                bad.name
+            ),
+        );
+    }
+    let outputs = match model.infer(inputs).await {
+        Ok(o) => o,
+        Err(e) => return json_error(infer_status(&e), &e.to_string()),
+    };
+    respond(&model, req, outputs)
+}
+
+/// Splits the body into the JSON request and its tensors.
+fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Vec<Tensor>), String> {
+    let (json_part, mut binary) = match headers.get(HEADER_LEN) {
+        Some(v) => {
+            let n: usize = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or("Inference-Header-Content-Length must be a number")?;
+            if n > body.len() {
+                return Err(format!(
+                    "Inference-Header-Content-Length is {n} but the body has {} bytes",
+                    body.len()
+                ));
+            }
+            body.split_at(n)
+        }
+        None => (body, &[][..]),
+    };
+    let mut req: InferRequest = serde_json::from_slice(json_part)
+        .map_err(|e| format!("invalid inference request JSON: {e}"))?;
+    let mut tensors = Vec::with_capacity(req.inputs.len());
+    for input in std::mem::take(&mut req.inputs) {
+        let name = input.name;
+        let dt = DataType::parse(&input.datatype).ok_or_else(|| {
+            format!(
+                "input '{name}': unsupported datatype '{}'",
+                input.datatype
+            )
+        })?;
+        let shape: Vec<usize> = input
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("input '{name}': shape {:?} has a negative dimension", input.shape))?;
+        let binary_size = input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+            .map(|v| {
+                v.as_u64()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| format!("input '{name}': binary_data_size must be a number"))
+            })
+            .transpose()?;
+        let data = match (binary_size, &input.data) {
+            (Some(n), _) => {
+                if n > binary.len() {
+                    return Err(format!(
+                        "input '{name}': binary_data_size is {n} but only {} bytes of binary data remain",
+                        binary.len()
+                    ));
+                }
+                let (mine, rest) = binary.split_at(n);
+                binary = rest;
+                TensorData::from_le_bytes(dt, mine).map_err(|e| format!("input '{name}': {e}"))?
+            }
+            (None, Some(v)) => {
+                let (_, flat) = flatten_json(v).map_err(|e| format!("input '{name}': {e}"))?;
+                TensorData::from_json_scalars(dt, &flat)
+                    .map_err(|e| format!("input '{name}': {e}"))?
+            }
+            (None, None) => {
+                return Err(format!(
+                    "input '{name}' has neither data nor binary_data_size"
+                ));
+            }
+        };
+        tensors.push(Tensor::new(name, shape, data).map_err(|e| e.0)?);
+    }
+    if !binary.is_empty() {
+        return Err(format!(
+            "{} bytes of binary data follow the JSON header but no input claims them",
+            binary.len()
+        ));
+    }
+    Ok((req, tensors))
+}
+
+/// Builds the response, binary where the client asked for it.
+fn respond(model: &Model, req: InferRequest, outputs: Vec<Tensor>) -> Response {
+    let all_binary = flag(&req.parameters, "binary_data_output");
+    // (tensor, binary?) in the order requested, or every output in model order.
+    let selected: Vec<(Tensor, bool)> = match req.outputs {
+        Some(wanted) if !wanted.is_empty() => {
+            let mut outputs = outputs;
+            wanted
+                .into_iter()
+                .filter_map(|w| {
+                    let pos = outputs.iter().position(|o| o.name == w.name)?;
+                    let binary = all_binary || flag(&w.parameters, "binary_data");
+                    Some((outputs.swap_remove(pos), binary))
+                })
+                .collect()
+        }
+        _ => outputs.into_iter().map(|o| (o, all_binary)).collect(),
+    };
+    let mut binary = Vec::new();
+    let outs: Vec<Value> = selected
+        .into_iter()
+        .map(|(t, as_binary)| {
+            let mut o = json!({
+                "name": t.name,
+                "datatype": t.data.datatype().as_str(),
+                "shape": t.shape,
+            });
+            if as_binary {
+                let before = binary.len();
+                t.data.to_le_bytes(&mut binary);
+                o["parameters"] = json!({"binary_data_size": binary.len() - before});
+            } else {
+                o["data"] = Value::Array(t.flat_json());
+            }
+            o
+        })
+        .collect();
+    let mut body = json!({
+        "model_name": model.package.name,
+        "model_version": model.package.version,
+        "outputs": outs,
+    });
+    if let Some(id) = req.id {
+        body["id"] = id;
+    }
+    let json_bytes = serde_json::to_vec(&body).expect("JSON values serialize");
+    if binary.is_empty() {
+        return (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            json_bytes,
+        )
+            .into_response();
+    }
+    let json_len = json_bytes.len();
+    let mut all = json_bytes;
+    all.extend_from_slice(&binary);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::HeaderName::from_static(HEADER_LEN),
+                HeaderValue::from(json_len),
+            ),
+        ],
+        all,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_inputs_are_split_by_the_header_length() {
+        let json = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
+        let mut body = json.to_vec();
+        body.extend_from_slice(&1.5f32.to_le_bytes());
+        body.extend_from_slice(&(-2.0f32).to_le_bytes());
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_LEN, HeaderValue::from(json.len()));
+        let (_, tensors) = parse_request(&headers, &body).unwrap();
+        assert_eq!(tensors[0].data, TensorData::F32(vec![1.5, -2.0]));
+        assert_eq!(tensors[0].shape, vec![1, 2]);
+    }
+
+    #[test]
+    fn leftover_or_missing_binary_data_is_refused() {
+        let json = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_LEN, HeaderValue::from(json.len()));
+        let mut body = json.to_vec();
+        body.extend_from_slice(&[0; 4]);
+        let err = parse_request(&headers, &body).err().unwrap();
+        assert!(err.contains("only 4 bytes"), "{err}");
+        let json = br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#;
+        headers.insert(HEADER_LEN, HeaderValue::from(json.len()));
+        let mut body = json.to_vec();
+        body.extend_from_slice(&[0; 4]);
+        let err = parse_request(&headers, &body).err().unwrap();
+        assert!(err.contains("no input claims them"), "{err}");
+    }
+
+    #[test]
+    fn json_errors_name_the_input() {
+        let headers = HeaderMap::new();
+        let err = parse_request(
+            &headers,
+            br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,"a"]}]}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(err.starts_with("input 'x'"), "{err}");
+        let err = parse_request(
+            &headers,
+            br#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2]}]}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(err.contains("input 'x'") && err.contains("[3]"), "{err}");
+        let err = parse_request(&headers, b"{not json").err().unwrap();
+        assert!(err.contains("invalid inference request JSON"), "{err}");
+    }
+}

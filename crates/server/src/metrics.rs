@@ -1,0 +1,310 @@
+//! Prometheus metrics, kept in atomics so the request path takes no lock.
+//!
+//! Exposed on `GET /metrics` in the text exposition format: requests by route and
+//! status code, request latency, inference time and batch sizes, requests in flight,
+//! queue rejections, model load time and reloads, and the served model as an info
+//! metric (`hoist_model_info{name,version,digest,runtime}`).
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The routes metrics are kept for; anything else counts as `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    V2Infer,
+    Invocations,
+    PredictImage,
+    V2Metadata,
+    Health,
+    Metrics,
+    Admin,
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 8] = [
+        Route::V2Infer,
+        Route::Invocations,
+        Route::PredictImage,
+        Route::V2Metadata,
+        Route::Health,
+        Route::Metrics,
+        Route::Admin,
+        Route::Other,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::V2Infer => "/v2/models/:model/infer",
+            Route::Invocations => "/invocations",
+            Route::PredictImage => "/predict-image",
+            Route::V2Metadata => "/v2/models/:model",
+            Route::Health => "health",
+            Route::Metrics => "/metrics",
+            Route::Admin => "/admin",
+            Route::Other => "other",
+        }
+    }
+
+    /// Classifies a matched route template.
+    pub fn of(matched: &str) -> Route {
+        if matched.ends_with("/infer") {
+            Route::V2Infer
+        } else if matched == "/invocations" {
+            Route::Invocations
+        } else if matched == "/predict-image" {
+            Route::PredictImage
+        } else if matched.starts_with("/v2/models") {
+            Route::V2Metadata
+        } else if matched.starts_with("/v2/health")
+            || matches!(matched, "/health" | "/ping" | "/v2" | "/version")
+        {
+            Route::Health
+        } else if matched == "/metrics" {
+            Route::Metrics
+        } else if matched.starts_with("/admin") {
+            Route::Admin
+        } else {
+            Route::Other
+        }
+    }
+}
+
+/// A fixed-bucket histogram.
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    /// Sum of observations, in millionths of the unit.
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|&b| v <= b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add((v * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cum = 0;
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            cum += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+const LATENCY_BOUNDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+
+/// The model currently served, for `hoist_model_info`.
+#[derive(Debug, Clone, Default)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub runtime: String,
+}
+
+/// All of the server's metrics.
+pub struct Metrics {
+    /// Requests by route and status code (100–599).
+    requests: Vec<Vec<AtomicU64>>,
+    latency: Vec<Histogram>,
+    inference: Histogram,
+    batch_size: Histogram,
+    in_flight: AtomicI64,
+    rejected: AtomicU64,
+    reload_ok: AtomicU64,
+    reload_failed: AtomicU64,
+    /// Microseconds the current model took to load.
+    load_micros: AtomicU64,
+    model: Mutex<ModelInfo>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Route::ALL
+                .iter()
+                .map(|_| (0..500).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            latency: Route::ALL
+                .iter()
+                .map(|_| Histogram::new(LATENCY_BOUNDS))
+                .collect(),
+            inference: Histogram::new(LATENCY_BOUNDS),
+            batch_size: Histogram::new(BATCH_BOUNDS),
+            in_flight: AtomicI64::new(0),
+            rejected: AtomicU64::new(0),
+            reload_ok: AtomicU64::new(0),
+            reload_failed: AtomicU64::new(0),
+            load_micros: AtomicU64::new(0),
+            model: Mutex::new(ModelInfo::default()),
+        }
+    }
+}
+
+fn route_index(r: Route) -> usize {
+    Route::ALL.iter().position(|&x| x == r).expect("listed")
+}
+
+impl Metrics {
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn request_finished(&self, route: Route, status: u16, elapsed: Duration) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let i = route_index(route);
+        if (100..600).contains(&status) {
+            self.requests[i][(status - 100) as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency[i].observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_inference(&self, elapsed: Duration, rows: usize) {
+        self.inference.observe(elapsed.as_secs_f64());
+        self.batch_size.observe(rows as f64);
+    }
+
+    pub fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        if ok { &self.reload_ok } else { &self.reload_failed }.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn model_loaded(&self, info: ModelInfo, load_time: Duration) {
+        self.load_micros
+            .store(load_time.as_micros() as u64, Ordering::Relaxed);
+        *self.model.lock().expect("metrics lock") = info;
+    }
+
+    /// Requests counted for a route and status (for tests and the admin API).
+    pub fn requests(&self, route: Route, status: u16) -> u64 {
+        self.requests[route_index(route)][(status - 100) as usize].load(Ordering::Relaxed)
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        out.push_str("# HELP hoist_requests_total HTTP requests answered, by route and status code.\n# TYPE hoist_requests_total counter\n");
+        for (r, codes) in Route::ALL.iter().zip(&self.requests) {
+            for (i, c) in codes.iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "hoist_requests_total{{route=\"{}\",code=\"{}\"}} {n}",
+                        r.label(),
+                        i + 100
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP hoist_request_duration_seconds Time from request to response, by route.\n# TYPE hoist_request_duration_seconds histogram\n");
+        for (r, h) in Route::ALL.iter().zip(&self.latency) {
+            if h.count.load(Ordering::Relaxed) > 0 {
+                h.render(
+                    &mut out,
+                    "hoist_request_duration_seconds",
+                    &format!("route=\"{}\"", r.label()),
+                );
+            }
+        }
+        out.push_str("# HELP hoist_inference_duration_seconds Time the runtime spent per model call (one batch).\n# TYPE hoist_inference_duration_seconds histogram\n");
+        self.inference
+            .render(&mut out, "hoist_inference_duration_seconds", "");
+        out.push_str("# HELP hoist_batch_size Rows per model call.\n# TYPE hoist_batch_size histogram\n");
+        self.batch_size.render(&mut out, "hoist_batch_size", "");
+        let _ = writeln!(
+            out,
+            "# HELP hoist_requests_in_flight Requests being handled now.\n# TYPE hoist_requests_in_flight gauge\nhoist_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hoist_queue_rejected_total Requests refused with 503 because the inference queue was full.\n# TYPE hoist_queue_rejected_total counter\nhoist_queue_rejected_total {}",
+            self.rejected.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hoist_model_reloads_total Model reloads, by result.\n# TYPE hoist_model_reloads_total counter\nhoist_model_reloads_total{{result=\"success\"}} {}\nhoist_model_reloads_total{{result=\"failure\"}} {}",
+            self.reload_ok.load(Ordering::Relaxed),
+            self.reload_failed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hoist_model_load_seconds Time the served model took to load and check.\n# TYPE hoist_model_load_seconds gauge\nhoist_model_load_seconds {}",
+            self.load_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let m = self.model.lock().expect("metrics lock").clone();
+        let _ = writeln!(
+            out,
+            "# HELP hoist_model_info The model being served.\n# TYPE hoist_model_info gauge\nhoist_model_info{{name=\"{}\",version=\"{}\",digest=\"{}\",runtime=\"{}\"}} 1",
+            escape(&m.name),
+            escape(&m.version),
+            escape(&m.digest),
+            escape(&m.runtime)
+        );
+        out
+    }
+}
+
+/// Escapes a label value for the text format.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.request_started();
+        m.request_finished(Route::V2Infer, 200, Duration::from_micros(300));
+        m.request_started();
+        m.request_finished(Route::V2Infer, 400, Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("hoist_requests_total{route=\"/v2/models/:model/infer\",code=\"200\"} 1"));
+        assert!(text.contains("hoist_requests_total{route=\"/v2/models/:model/infer\",code=\"400\"} 1"));
+        assert!(text.contains("hoist_request_duration_seconds_bucket{route=\"/v2/models/:model/infer\",le=\"0.0005\"} 1"));
+        assert!(text.contains("hoist_request_duration_seconds_bucket{route=\"/v2/models/:model/infer\",le=\"0.005\"} 2"));
+        assert!(text.contains("hoist_requests_in_flight 0"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

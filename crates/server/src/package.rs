@@ -1,0 +1,349 @@
+//! Model packages: an MLflow model directory (`MLmodel` with the `onnx` flavor) or a
+//! bare `.onnx` file, read into what the server needs to know about it.
+//!
+//! A package is identified by name, version and a sha256 digest of its files. This
+//! module reads files and nothing else: it neither loads the model into a runtime
+//! nor serves anything.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// What a package says about itself.
+#[derive(Debug, Clone)]
+pub struct Package {
+    /// The name clients use in `/v2/models/{name}`.
+    pub name: String,
+    /// The version clients see; `/v2/models/{name}/versions/{version}`.
+    pub version: String,
+    /// The path the package was loaded from (directory or file), watched for changes.
+    pub source: PathBuf,
+    /// The `.onnx` file inside the package.
+    pub onnx_path: PathBuf,
+    /// `sha256:<hex>` over the package's files (see [`digest_path`]).
+    pub digest: String,
+    /// The MLflow input example, if the package has one; checked on every (re)load.
+    pub input_example: Option<Value>,
+    /// Column names of a column-based MLflow signature, used for dataframe inputs.
+    pub columns: Option<Vec<String>>,
+    /// Class names, from `metadata.hoist.labels` in `MLmodel`.
+    pub labels: Option<Vec<String>>,
+    /// Image preprocessing, from `metadata.hoist.image` in `MLmodel`.
+    pub image: Option<ImageSpec>,
+}
+
+/// How `/predict-image` turns pixels into the model's input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSpec {
+    /// `NCHW` (channels first, as PyTorch exports) or `NHWC`.
+    pub channels_first: bool,
+    /// Multiplied with each 0–255 pixel value before mean and std.
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        ImageSpec {
+            channels_first: true,
+            scale: 1.0 / 255.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
+    }
+}
+
+/// Why a package could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("model path {0} does not exist")]
+    Missing(PathBuf),
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> PackageError {
+    PackageError::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
+    move |source| PackageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Package {
+    /// Reads the package at `path`. `name` and `version` override what the path implies
+    /// (the directory or file name, and version `1`).
+    pub fn read(
+        path: &Path,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Package, PackageError> {
+        if !path.exists() {
+            return Err(PackageError::Missing(path.to_path_buf()));
+        }
+        let default_name = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into());
+        let mut pkg = Package {
+            name: name.map(str::to_string).unwrap_or(default_name),
+            version: version.unwrap_or("1").to_string(),
+            source: path.to_path_buf(),
+            onnx_path: path.to_path_buf(),
+            digest: digest_path(path)?,
+            input_example: None,
+            columns: None,
+            labels: None,
+            image: None,
+        };
+        if path.is_dir() {
+            pkg.read_mlmodel(path)?;
+        } else if path.extension().and_then(|e| e.to_str()) != Some("onnx") {
+            return Err(invalid(
+                path,
+                "expected an MLflow model directory (with an MLmodel file) or a .onnx file",
+            ));
+        }
+        Ok(pkg)
+    }
+
+    fn read_mlmodel(&mut self, dir: &Path) -> Result<(), PackageError> {
+        let mlmodel_path = dir.join("MLmodel");
+        let text = std::fs::read_to_string(&mlmodel_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                invalid(dir, "not an MLflow model directory: no MLmodel file")
+            } else {
+                io(&mlmodel_path)(e)
+            }
+        })?;
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text)
+            .map_err(|e| invalid(&mlmodel_path, format!("not valid YAML: {e}")))?;
+        let onnx = doc
+            .get("flavors")
+            .and_then(|f| f.get("onnx"))
+            .ok_or_else(|| {
+                let flavors: Vec<String> = doc
+                    .get("flavors")
+                    .and_then(|f| f.as_mapping())
+                    .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                invalid(
+                    &mlmodel_path,
+                    format!(
+                        "hoist-server serves the onnx flavor; this model has flavors [{}]",
+                        flavors.join(", ")
+                    ),
+                )
+            })?;
+        let data = onnx
+            .get("data")
+            .and_then(|d| d.as_str())
+            .unwrap_or("model.onnx");
+        self.onnx_path = dir.join(data);
+        if !self.onnx_path.is_file() {
+            return Err(invalid(
+                &mlmodel_path,
+                format!("the onnx flavor names {data}, which is not in the directory"),
+            ));
+        }
+
+        if let Some(info) = doc.get("saved_input_example_info") {
+            let file = info
+                .get("artifact_path")
+                .and_then(|p| p.as_str())
+                .unwrap_or("input_example.json");
+            let p = dir.join(file);
+            let text = std::fs::read_to_string(&p).map_err(io(&p))?;
+            let example: Value = serde_json::from_str(&text)
+                .map_err(|e| invalid(&p, format!("input example is not JSON: {e}")))?;
+            self.input_example = Some(example);
+        }
+
+        if let Some(inputs) = doc
+            .get("signature")
+            .and_then(|s| s.get("inputs"))
+            .and_then(|s| s.as_str())
+        {
+            let specs: Vec<Value> = serde_json::from_str(inputs).map_err(|e| {
+                invalid(&mlmodel_path, format!("signature inputs are not JSON: {e}"))
+            })?;
+            let column_based = specs
+                .iter()
+                .all(|s| s.get("type").and_then(Value::as_str) != Some("tensor"));
+            if column_based {
+                let names: Option<Vec<String>> = specs
+                    .iter()
+                    .map(|s| s.get("name").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                self.columns = names;
+            }
+        }
+
+        if let Some(hoist) = doc.get("metadata").and_then(|m| m.get("hoist")) {
+            let hoist: Value = serde_json::to_value(hoist)
+                .map_err(|e| invalid(&mlmodel_path, format!("metadata.hoist: {e}")))?;
+            if let Some(labels) = hoist.get("labels") {
+                let labels: Vec<String> = serde_json::from_value(labels.clone()).map_err(|_| {
+                    invalid(&mlmodel_path, "metadata.hoist.labels must be a list of strings")
+                })?;
+                self.labels = Some(labels);
+            }
+            if let Some(image) = hoist.get("image") {
+                self.image = Some(parse_image_spec(image).map_err(|m| {
+                    invalid(&mlmodel_path, format!("metadata.hoist.image: {m}"))
+                })?);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_image_spec(v: &Value) -> Result<ImageSpec, String> {
+    let mut spec = ImageSpec::default();
+    if let Some(layout) = v.get("layout") {
+        spec.channels_first = match layout.as_str() {
+            Some("NCHW") => true,
+            Some("NHWC") => false,
+            _ => return Err(format!("layout must be NCHW or NHWC, not {layout}")),
+        };
+    }
+    if let Some(scale) = v.get("scale") {
+        spec.scale = scale.as_f64().ok_or("scale must be a number")? as f32;
+    }
+    let triple = |key: &str| -> Result<Option<[f32; 3]>, String> {
+        match v.get(key) {
+            None => Ok(None),
+            Some(x) => {
+                let xs: Vec<f32> = serde_json::from_value(x.clone())
+                    .map_err(|_| format!("{key} must be three numbers"))?;
+                let arr: [f32; 3] = xs
+                    .try_into()
+                    .map_err(|_| format!("{key} must be three numbers"))?;
+                Ok(Some(arr))
+            }
+        }
+    };
+    if let Some(mean) = triple("mean")? {
+        spec.mean = mean;
+    }
+    if let Some(std) = triple("std")? {
+        if std.contains(&0.0) {
+            return Err("std must not contain 0".into());
+        }
+        spec.std = std;
+    }
+    Ok(spec)
+}
+
+/// The package digest: `sha256:<hex>`. For a file, the sha256 of its bytes. For a
+/// directory, the sha256 of one line per regular file, in byte order of the relative
+/// path: `<relative path>\0<sha256 of the file>\n`. Any change to any file changes it.
+pub fn digest_path(path: &Path) -> Result<String, PackageError> {
+    if path.is_file() {
+        return Ok(format!("sha256:{}", hash_file(path)?));
+    }
+    let mut files = Vec::new();
+    collect_files(path, path, &mut files)?;
+    files.sort();
+    let mut h = Sha256::new();
+    for rel in files {
+        let hex = hash_file(&path.join(&rel))?;
+        h.update(rel.as_bytes());
+        h.update([0]);
+        h.update(hex.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(format!("sha256:{}", hex(&h.finalize())))
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), PackageError> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let p = entry.path();
+        let ft = entry.file_type().map_err(io(&p))?;
+        if ft.is_dir() {
+            collect_files(root, &p, out)?;
+        } else if p.is_file() {
+            let rel = p.strip_prefix(root).expect("under root");
+            out.push(rel.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}
+
+fn hash_file(path: &Path) -> Result<String, PackageError> {
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io(path))?;
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hoist-pkg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn digest_changes_with_any_file_and_not_with_order() {
+        let d = tmpdir("digest");
+        std::fs::write(d.join("a"), b"1").unwrap();
+        std::fs::write(d.join("b"), b"2").unwrap();
+        let first = digest_path(&d).unwrap();
+        assert_eq!(first, digest_path(&d).unwrap());
+        std::fs::write(d.join("b"), b"3").unwrap();
+        assert_ne!(first, digest_path(&d).unwrap());
+        assert!(first.starts_with("sha256:") && first.len() == 7 + 64);
+    }
+
+    #[test]
+    fn a_directory_without_mlmodel_is_refused_clearly() {
+        let d = tmpdir("nomlmodel");
+        let err = Package::read(&d, None, None).unwrap_err().to_string();
+        assert!(err.contains("no MLmodel file"), "{err}");
+        let err = Package::read(&d.join("nope"), None, None).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn a_non_onnx_flavor_is_named_in_the_error() {
+        let d = tmpdir("sklearn");
+        std::fs::write(d.join("MLmodel"), "flavors:\n  sklearn: {pickled_model: m.pkl}\n").unwrap();
+        let err = Package::read(&d, None, None).unwrap_err().to_string();
+        assert!(err.contains("flavors [sklearn]"), "{err}");
+    }
+
+    #[test]
+    fn image_metadata_is_validated() {
+        let spec = parse_image_spec(&serde_json::json!({"layout": "NHWC", "std": [0.5, 0.5, 0.5]}))
+            .unwrap();
+        assert!(!spec.channels_first);
+        assert_eq!(spec.std, [0.5; 3]);
+        assert!(parse_image_spec(&serde_json::json!({"layout": "CHW"})).is_err());
+        assert!(parse_image_spec(&serde_json::json!({"std": [1, 0, 1]})).is_err());
+    }
+}

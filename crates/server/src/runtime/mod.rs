@@ -1,0 +1,145 @@
+//! The inference runtimes: one small interface, two implementations.
+//!
+//! - [`onnxruntime`]: ONNX Runtime loaded at run time from `libonnxruntime.so`
+//!   (the reference implementation MLflow's onnx flavor and MLServer use).
+//! - [`tract`]: tract, pure Rust, the fallback when no ONNX Runtime library is found,
+//!   with hoist's own ONNX-ML operators ([`tract_ops`]) where tract's are missing or wrong.
+//!
+//! A runtime is synchronous and thread-safe; callers run it off the async reactor
+//! (see [`crate::executor`]). It never sees HTTP.
+
+pub mod onnxruntime;
+pub mod tract;
+pub mod tract_ops;
+
+use std::path::{Path, PathBuf};
+
+use crate::tensor::{DataType, Tensor};
+
+/// Which runtime serves a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeChoice {
+    /// ONNX Runtime when its library is found, else tract.
+    Auto,
+    /// ONNX Runtime only; fail if its library is not found.
+    Onnxruntime,
+    /// tract only (pure Rust, nothing to install).
+    Tract,
+}
+
+/// The runtime actually in use, as named in metadata and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    OnnxRuntime,
+    Tract,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::OnnxRuntime => "onnxruntime",
+            RuntimeKind::Tract => "tract",
+        }
+    }
+
+    /// The platform string of the Open Inference Protocol model metadata.
+    pub fn platform(self) -> &'static str {
+        match self {
+            RuntimeKind::OnnxRuntime => "onnxruntime_onnx",
+            RuntimeKind::Tract => "tract_onnx",
+        }
+    }
+}
+
+/// One model input or output as the model declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoSpec {
+    pub name: String,
+    pub datatype: DataType,
+    /// Dimensions; `-1` for a variable one.
+    pub shape: Vec<i64>,
+}
+
+impl IoSpec {
+    /// Whether a concrete shape fits this declared shape.
+    pub fn accepts(&self, shape: &[usize]) -> bool {
+        self.shape.len() == shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(shape)
+                .all(|(&want, &got)| want < 0 || want as usize == got)
+    }
+
+    /// The declared shape for messages: `[-1, 30]`.
+    pub fn shape_str(&self) -> String {
+        format!("{:?}", self.shape)
+    }
+}
+
+/// Errors loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "ONNX Runtime library not found (looked for {looked}); install it with tools/fetch-onnxruntime.sh, set ORT_DYLIB_PATH or pass --onnxruntime PATH, or use --runtime tract"
+    )]
+    OrtNotFound { looked: String },
+    #[error("ONNX Runtime failed to load from {path}: {message}")]
+    OrtLoad { path: PathBuf, message: String },
+    #[error("{runtime} cannot load the model {path}: {message}")]
+    Load {
+        runtime: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// A loaded model, ready to run. Implementations are thread-safe.
+pub trait Runtime: Send + Sync {
+    fn kind(&self) -> RuntimeKind;
+    fn inputs(&self) -> &[IoSpec];
+    fn outputs(&self) -> &[IoSpec];
+    /// Runs the model. `inputs` are in the order of [`Runtime::inputs`] with the
+    /// declared datatypes and accepted shapes (the caller checks). Outputs come back
+    /// in the order of [`Runtime::outputs`].
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError>;
+}
+
+/// Options for loading a model into a runtime.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub choice: RuntimeChoice,
+    /// An explicit `libonnxruntime.so`; else `ORT_DYLIB_PATH`, else the usual places.
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// How many inferences may run at once (worker threads).
+    pub parallelism: usize,
+}
+
+/// Loads `model` (an `.onnx` file) with the runtime `opts` selects.
+pub fn load(model: &Path, opts: &LoadOptions) -> Result<Box<dyn Runtime>, RuntimeError> {
+    match opts.choice {
+        RuntimeChoice::Tract => Ok(Box::new(tract::TractRuntime::load(model)?)),
+        RuntimeChoice::Onnxruntime => {
+            let lib = onnxruntime::find_library(opts.onnxruntime_lib.as_deref())?;
+            Ok(Box::new(onnxruntime::OrtRuntime::load(
+                model,
+                &lib,
+                opts.parallelism,
+            )?))
+        }
+        RuntimeChoice::Auto => match onnxruntime::find_library(opts.onnxruntime_lib.as_deref()) {
+            Ok(lib) => Ok(Box::new(onnxruntime::OrtRuntime::load(
+                model,
+                &lib,
+                opts.parallelism,
+            )?)),
+            Err(RuntimeError::OrtNotFound { .. }) => {
+                tracing::info!("no ONNX Runtime library found; serving with tract");
+                Ok(Box::new(tract::TractRuntime::load(model)?))
+            }
+            Err(e) => Err(e),
+        },
+    }
+}

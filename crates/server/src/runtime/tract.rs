@@ -1,0 +1,235 @@
+//! tract: the pure-Rust runtime, used when no ONNX Runtime library is present.
+//!
+//! The graph is parsed with hoist's ONNX-ML operators registered on top of tract's
+//! ([`super::tract_ops`]), every variable input dimension becomes one symbol (the
+//! batch), and the model is optimised once at load. A model using an operator that
+//! neither tract nor hoist implements fails here, with the operator's name.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tract_onnx::pb::tensor_proto::DataType as PbType;
+use tract_onnx::pb::type_proto::Value as PbTypeValue;
+use tract_onnx::pb::tensor_shape_proto::dimension::Value as PbDim;
+use tract_onnx::prelude::*;
+
+use super::{IoSpec, Runtime, RuntimeError, RuntimeKind};
+use crate::tensor::{DataType, Tensor as HTensor, TensorData};
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A model loaded into tract.
+pub struct TractRuntime {
+    plan: Plan,
+    inputs: Vec<IoSpec>,
+    outputs: Vec<IoSpec>,
+}
+
+impl TractRuntime {
+    pub fn load(path: &Path) -> Result<Self, RuntimeError> {
+        let err = |e: TractError| RuntimeError::Load {
+            runtime: "tract",
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
+        let mut onnx = tract_onnx::onnx();
+        super::tract_ops::register(&mut onnx);
+        let proto = onnx.proto_model_for_path(path).map_err(err)?;
+        let graph = proto.graph.as_ref().ok_or_else(|| RuntimeError::Load {
+            runtime: "tract",
+            path: path.to_path_buf(),
+            message: "the file holds no graph".into(),
+        })?;
+        let initializers: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let spec = |v: &tract_onnx::pb::ValueInfoProto| -> Result<IoSpec, RuntimeError> {
+            let bad = |m: String| RuntimeError::Load {
+                runtime: "tract",
+                path: path.to_path_buf(),
+                message: m,
+            };
+            let Some(PbTypeValue::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref())
+            else {
+                return Err(bad(format!(
+                    "'{}' is not a tensor (convert scikit-learn models with zipmap off)",
+                    v.name
+                )));
+            };
+            let datatype = PbType::try_from(t.elem_type)
+                .ok()
+                .and_then(from_pb)
+                .ok_or_else(|| bad(format!("'{}' has unsupported element type {}", v.name, t.elem_type)))?;
+            let shape = t
+                .shape
+                .as_ref()
+                .map(|s| {
+                    s.dim
+                        .iter()
+                        .map(|d| match d.value {
+                            Some(PbDim::DimValue(n)) if n > 0 => n,
+                            _ => -1,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(IoSpec {
+                name: v.name.clone(),
+                datatype,
+                shape,
+            })
+        };
+        let inputs = graph
+            .input
+            .iter()
+            .filter(|v| !initializers.contains(v.name.as_str()))
+            .map(spec)
+            .collect::<Result<Vec<_>, _>>()?;
+        let outputs = graph.output.iter().map(spec).collect::<Result<Vec<_>, _>>()?;
+
+        let mut model = onnx.model_for_path(path).map_err(err)?;
+        let batch = model.symbols.sym("N");
+        for (i, input) in inputs.iter().enumerate() {
+            let dims: TVec<TDim> = input
+                .shape
+                .iter()
+                .map(|&d| if d < 0 { batch.to_dim() } else { (d as usize).to_dim() })
+                .collect();
+            let fact = InferenceFact::dt_shape(to_datum(input.datatype), dims);
+            model.set_input_fact(i, fact).map_err(err)?;
+        }
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(err)?;
+        Ok(TractRuntime {
+            plan,
+            inputs,
+            outputs,
+        })
+    }
+}
+
+impl Runtime for TractRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Tract
+    }
+
+    fn inputs(&self) -> &[IoSpec] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[IoSpec] {
+        &self.outputs
+    }
+
+    fn run(&self, inputs: &[HTensor]) -> Result<Vec<HTensor>, RuntimeError> {
+        let err = |e: TractError| RuntimeError::Run(format!("{e:#}"));
+        let values: TVec<TValue> = inputs
+            .iter()
+            .map(|t| to_tract(t).map(|t| t.into_tvalue()))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let outs = self.plan.run(values).map_err(err)?;
+        outs.iter()
+            .zip(&self.outputs)
+            .map(|(v, spec)| from_tract(&spec.name, v))
+            .collect()
+    }
+}
+
+fn from_pb(t: PbType) -> Option<DataType> {
+    Some(match t {
+        PbType::Float => DataType::F32,
+        PbType::Double => DataType::F64,
+        PbType::Uint8 => DataType::U8,
+        PbType::Uint16 => DataType::U16,
+        PbType::Uint32 => DataType::U32,
+        PbType::Uint64 => DataType::U64,
+        PbType::Int8 => DataType::I8,
+        PbType::Int16 => DataType::I16,
+        PbType::Int32 => DataType::I32,
+        PbType::Int64 => DataType::I64,
+        PbType::Bool => DataType::Bool,
+        PbType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+fn to_datum(dt: DataType) -> DatumType {
+    match dt {
+        DataType::Bool => DatumType::Bool,
+        DataType::U8 => DatumType::U8,
+        DataType::U16 => DatumType::U16,
+        DataType::U32 => DatumType::U32,
+        DataType::U64 => DatumType::U64,
+        DataType::I8 => DatumType::I8,
+        DataType::I16 => DatumType::I16,
+        DataType::I32 => DatumType::I32,
+        DataType::I64 => DatumType::I64,
+        DataType::F32 => DatumType::F32,
+        DataType::F64 => DatumType::F64,
+        DataType::Bytes => DatumType::String,
+    }
+}
+
+fn to_tract(t: &HTensor) -> TractResult<Tensor> {
+    let shape = &t.shape;
+    Ok(match &t.data {
+        TensorData::Bool(v) => Tensor::from_shape(shape, v)?,
+        TensorData::U8(v) => Tensor::from_shape(shape, v)?,
+        TensorData::U16(v) => Tensor::from_shape(shape, v)?,
+        TensorData::U32(v) => Tensor::from_shape(shape, v)?,
+        TensorData::U64(v) => Tensor::from_shape(shape, v)?,
+        TensorData::I8(v) => Tensor::from_shape(shape, v)?,
+        TensorData::I16(v) => Tensor::from_shape(shape, v)?,
+        TensorData::I32(v) => Tensor::from_shape(shape, v)?,
+        TensorData::I64(v) => Tensor::from_shape(shape, v)?,
+        TensorData::F32(v) => Tensor::from_shape(shape, v)?,
+        TensorData::F64(v) => Tensor::from_shape(shape, v)?,
+        TensorData::Bytes(v) => {
+            let strings: Vec<String> = v
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect();
+            tract_ndarray::ArrayD::from_shape_vec(shape.as_slice(), strings)?.into_tensor()
+        }
+    })
+}
+
+fn from_tract(name: &str, v: &TValue) -> Result<HTensor, RuntimeError> {
+    let err = |e: TractError| RuntimeError::Run(format!("output '{name}': {e:#}"));
+    let shape = v.shape().to_vec();
+    let plain = v.try_as_plain_ram().map_err(err)?;
+    macro_rules! sl {
+        ($t:ty, $var:ident) => {
+            TensorData::$var(plain.as_slice::<$t>().map_err(err)?.to_vec())
+        };
+    }
+    let data = match v.datum_type() {
+        DatumType::Bool => sl!(bool, Bool),
+        DatumType::U8 => sl!(u8, U8),
+        DatumType::U16 => sl!(u16, U16),
+        DatumType::U32 => sl!(u32, U32),
+        DatumType::U64 => sl!(u64, U64),
+        DatumType::I8 => sl!(i8, I8),
+        DatumType::I16 => sl!(i16, I16),
+        DatumType::I32 => sl!(i32, I32),
+        DatumType::I64 => sl!(i64, I64),
+        DatumType::F32 => sl!(f32, F32),
+        DatumType::F64 => sl!(f64, F64),
+        DatumType::String => TensorData::Bytes(
+            plain
+                .as_slice::<String>()
+                .map_err(err)?
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+        ),
+        other => {
+            return Err(RuntimeError::Run(format!(
+                "output '{name}' has unsupported type {other:?}"
+            )));
+        }
+    };
+    HTensor::new(name, shape, data).map_err(|e| RuntimeError::Run(e.to_string()))
+}

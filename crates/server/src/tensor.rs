@@ -1,0 +1,546 @@
+//! Tensors as the server sees them: a name, a shape and a typed, row-major buffer.
+//!
+//! This module owns the datatypes of the Open Inference Protocol (`FP32`, `INT64`, …),
+//! conversion from JSON values and from little-endian bytes (the binary tensor
+//! extension), and the inverse. It knows nothing about HTTP or about runtimes.
+
+use serde_json::Value;
+
+/// A tensor element type, named as the Open Inference Protocol names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Bool,
+    U8,
+    U16,
+    U32,
+    U64,
+    I8,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+    Bytes,
+}
+
+impl DataType {
+    /// The protocol's name for this type (`FP32`, `INT64`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::U8 => "UINT8",
+            DataType::U16 => "UINT16",
+            DataType::U32 => "UINT32",
+            DataType::U64 => "UINT64",
+            DataType::I8 => "INT8",
+            DataType::I16 => "INT16",
+            DataType::I32 => "INT32",
+            DataType::I64 => "INT64",
+            DataType::F32 => "FP32",
+            DataType::F64 => "FP64",
+            DataType::Bytes => "BYTES",
+        }
+    }
+
+    /// Parses a protocol datatype name. `FP16` and `BF16` are not supported and give `None`.
+    pub fn parse(s: &str) -> Option<DataType> {
+        Some(match s {
+            "BOOL" => DataType::Bool,
+            "UINT8" => DataType::U8,
+            "UINT16" => DataType::U16,
+            "UINT32" => DataType::U32,
+            "UINT64" => DataType::U64,
+            "INT8" => DataType::I8,
+            "INT16" => DataType::I16,
+            "INT32" => DataType::I32,
+            "INT64" => DataType::I64,
+            "FP32" => DataType::F32,
+            "FP64" => DataType::F64,
+            "BYTES" => DataType::Bytes,
+            _ => return None,
+        })
+    }
+
+    /// Size in bytes of one element, `None` for `BYTES` (variable length).
+    pub fn size(self) -> Option<usize> {
+        Some(match self {
+            DataType::Bool | DataType::U8 | DataType::I8 => 1,
+            DataType::U16 | DataType::I16 => 2,
+            DataType::U32 | DataType::I32 | DataType::F32 => 4,
+            DataType::U64 | DataType::I64 | DataType::F64 => 8,
+            DataType::Bytes => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for DataType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A typed, row-major tensor buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    Bool(Vec<bool>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// Applies `$body` to the inner vector of any [`TensorData`] variant.
+macro_rules! each_variant {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::Bool($v) => $body,
+            TensorData::U8($v) => $body,
+            TensorData::U16($v) => $body,
+            TensorData::U32($v) => $body,
+            TensorData::U64($v) => $body,
+            TensorData::I8($v) => $body,
+            TensorData::I16($v) => $body,
+            TensorData::I32($v) => $body,
+            TensorData::I64($v) => $body,
+            TensorData::F32($v) => $body,
+            TensorData::F64($v) => $body,
+            TensorData::Bytes($v) => $body,
+        }
+    };
+}
+
+impl TensorData {
+    pub fn datatype(&self) -> DataType {
+        match self {
+            TensorData::Bool(_) => DataType::Bool,
+            TensorData::U8(_) => DataType::U8,
+            TensorData::U16(_) => DataType::U16,
+            TensorData::U32(_) => DataType::U32,
+            TensorData::U64(_) => DataType::U64,
+            TensorData::I8(_) => DataType::I8,
+            TensorData::I16(_) => DataType::I16,
+            TensorData::I32(_) => DataType::I32,
+            TensorData::I64(_) => DataType::I64,
+            TensorData::F32(_) => DataType::F32,
+            TensorData::F64(_) => DataType::F64,
+            TensorData::Bytes(_) => DataType::Bytes,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        each_variant!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An empty buffer of the given type with room for `n` elements.
+    pub fn with_capacity(dt: DataType, n: usize) -> TensorData {
+        match dt {
+            DataType::Bool => TensorData::Bool(Vec::with_capacity(n)),
+            DataType::U8 => TensorData::U8(Vec::with_capacity(n)),
+            DataType::U16 => TensorData::U16(Vec::with_capacity(n)),
+            DataType::U32 => TensorData::U32(Vec::with_capacity(n)),
+            DataType::U64 => TensorData::U64(Vec::with_capacity(n)),
+            DataType::I8 => TensorData::I8(Vec::with_capacity(n)),
+            DataType::I16 => TensorData::I16(Vec::with_capacity(n)),
+            DataType::I32 => TensorData::I32(Vec::with_capacity(n)),
+            DataType::I64 => TensorData::I64(Vec::with_capacity(n)),
+            DataType::F32 => TensorData::F32(Vec::with_capacity(n)),
+            DataType::F64 => TensorData::F64(Vec::with_capacity(n)),
+            DataType::Bytes => TensorData::Bytes(Vec::with_capacity(n)),
+        }
+    }
+
+    /// Appends all of `other`'s elements; both must have the same type.
+    pub fn extend_from(&mut self, other: &TensorData) -> Result<(), TensorError> {
+        macro_rules! ext {
+            ($($var:ident),*) => {
+                match (self, other) {
+                    $((TensorData::$var(a), TensorData::$var(b)) => { a.extend_from_slice(b); Ok(()) })*
+                    (a, b) => Err(TensorError::new(format!(
+                        "cannot concatenate {} with {}", a.datatype(), b.datatype()
+                    ))),
+                }
+            };
+        }
+        ext!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64, Bytes)
+    }
+
+    /// Elements `[start, end)` as a new buffer.
+    pub fn slice(&self, start: usize, end: usize) -> TensorData {
+        macro_rules! sl {
+            ($($var:ident),*) => {
+                match self { $(TensorData::$var(v) => TensorData::$var(v[start..end].to_vec()),)* }
+            };
+        }
+        sl!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64, Bytes)
+    }
+
+    /// Element `i` as a JSON value (numbers, booleans, or UTF-8 strings for `BYTES`).
+    pub fn json_at(&self, i: usize) -> Value {
+        match self {
+            TensorData::Bool(v) => Value::Bool(v[i]),
+            TensorData::F32(v) => json_f64(v[i] as f64),
+            TensorData::F64(v) => json_f64(v[i]),
+            TensorData::Bytes(v) => Value::String(String::from_utf8_lossy(&v[i]).into_owned()),
+            TensorData::U8(v) => Value::from(v[i]),
+            TensorData::U16(v) => Value::from(v[i]),
+            TensorData::U32(v) => Value::from(v[i]),
+            TensorData::U64(v) => Value::from(v[i]),
+            TensorData::I8(v) => Value::from(v[i]),
+            TensorData::I16(v) => Value::from(v[i]),
+            TensorData::I32(v) => Value::from(v[i]),
+            TensorData::I64(v) => Value::from(v[i]),
+        }
+    }
+
+    /// Encodes the buffer as the binary tensor extension lays it out: little-endian
+    /// elements, `BYTES` elements each preceded by a 4-byte little-endian length.
+    pub fn to_le_bytes(&self, out: &mut Vec<u8>) {
+        match self {
+            TensorData::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
+            TensorData::U8(v) => out.extend_from_slice(v),
+            TensorData::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
+            TensorData::U16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Bytes(v) => v.iter().for_each(|b| {
+                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                out.extend_from_slice(b);
+            }),
+        }
+    }
+
+    /// Decodes `bytes` laid out as [`TensorData::to_le_bytes`] writes them.
+    pub fn from_le_bytes(dt: DataType, bytes: &[u8]) -> Result<TensorData, TensorError> {
+        if let Some(size) = dt.size()
+            && bytes.len() % size != 0
+        {
+            return Err(TensorError::new(format!(
+                "binary data of {} bytes is not a whole number of {dt} elements ({size} bytes each)",
+                bytes.len()
+            )));
+        }
+        macro_rules! num {
+            ($var:ident, $t:ty, $n:expr) => {
+                TensorData::$var(
+                    bytes
+                        .chunks_exact($n)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")))
+                        .collect(),
+                )
+            };
+        }
+        Ok(match dt {
+            DataType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            DataType::U8 => TensorData::U8(bytes.to_vec()),
+            DataType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
+            DataType::U16 => num!(U16, u16, 2),
+            DataType::U32 => num!(U32, u32, 4),
+            DataType::U64 => num!(U64, u64, 8),
+            DataType::I16 => num!(I16, i16, 2),
+            DataType::I32 => num!(I32, i32, 4),
+            DataType::I64 => num!(I64, i64, 8),
+            DataType::F32 => num!(F32, f32, 4),
+            DataType::F64 => num!(F64, f64, 8),
+            DataType::Bytes => {
+                let mut out = Vec::new();
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    if rest.len() < 4 {
+                        return Err(TensorError::new("truncated BYTES element length prefix"));
+                    }
+                    let n = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+                    rest = &rest[4..];
+                    if rest.len() < n {
+                        return Err(TensorError::new("BYTES element longer than the data sent"));
+                    }
+                    out.push(rest[..n].to_vec());
+                    rest = &rest[n..];
+                }
+                TensorData::Bytes(out)
+            }
+        })
+    }
+
+    /// Builds a buffer of type `dt` from flat JSON scalars. Numbers are converted to
+    /// `dt` when they fit exactly (integers) or are finite (floats); anything else is
+    /// an error that says which element is wrong.
+    pub fn from_json_scalars(dt: DataType, values: &[&Value]) -> Result<TensorData, TensorError> {
+        let mut out = TensorData::with_capacity(dt, values.len());
+        for (i, v) in values.iter().enumerate() {
+            out.push_json(v)
+                .map_err(|e| TensorError::new(format!("element {i}: {e}")))?;
+        }
+        Ok(out)
+    }
+
+    fn push_json(&mut self, v: &Value) -> Result<(), String> {
+        fn int<T: TryFrom<i64> + TryFrom<u64>>(v: &Value) -> Result<T, String> {
+            let r = if let Some(i) = v.as_i64() {
+                T::try_from(i).ok()
+            } else if let Some(u) = v.as_u64() {
+                T::try_from(u).ok()
+            } else if let Some(f) = v.as_f64().filter(|f| f.fract() == 0.0) {
+                T::try_from(f as i64).ok()
+            } else if let Some(b) = v.as_bool() {
+                T::try_from(b as i64).ok()
+            } else {
+                return Err(format!("expected an integer, got {}", short(v)));
+            };
+            r.ok_or_else(|| format!("{} is out of range", short(v)))
+        }
+        fn float(v: &Value) -> Result<f64, String> {
+            match v {
+                Value::Number(n) => n.as_f64().ok_or_else(|| format!("bad number {n}")),
+                Value::Bool(b) => Ok(*b as u8 as f64),
+                // pandas/MLflow clients send NaN as null.
+                Value::Null => Ok(f64::NAN),
+                Value::String(s) => match s.as_str() {
+                    "NaN" | "nan" => Ok(f64::NAN),
+                    "Infinity" | "inf" => Ok(f64::INFINITY),
+                    "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
+                    _ => s
+                        .trim()
+                        .parse::<f64>()
+                        .map_err(|_| format!("expected a number, got {}", short(v))),
+                },
+                _ => Err(format!("expected a number, got {}", short(v))),
+            }
+        }
+        match self {
+            TensorData::Bool(o) => o.push(match v {
+                Value::Bool(b) => *b,
+                Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+                _ => return Err(format!("expected a boolean, got {}", short(v))),
+            }),
+            TensorData::U8(o) => o.push(int(v)?),
+            TensorData::U16(o) => o.push(int(v)?),
+            TensorData::U32(o) => o.push(int(v)?),
+            TensorData::U64(o) => o.push(int(v)?),
+            TensorData::I8(o) => o.push(int(v)?),
+            TensorData::I16(o) => o.push(int(v)?),
+            TensorData::I32(o) => o.push(int(v)?),
+            TensorData::I64(o) => o.push(int(v)?),
+            TensorData::F32(o) => o.push(float(v)? as f32),
+            TensorData::F64(o) => o.push(float(v)?),
+            TensorData::Bytes(o) => o.push(match v {
+                Value::String(s) => s.as_bytes().to_vec(),
+                other => other.to_string().into_bytes(),
+            }),
+        }
+        Ok(())
+    }
+
+    /// Converts the buffer to another numeric type (used when a client sends FP64
+    /// to an FP32 model through a protocol without datatypes).
+    pub fn cast(&self, dt: DataType) -> Result<TensorData, TensorError> {
+        if self.datatype() == dt {
+            return Ok(self.clone());
+        }
+        let values: Vec<Value> = (0..self.len()).map(|i| self.json_at(i)).collect();
+        let refs: Vec<&Value> = values.iter().collect();
+        TensorData::from_json_scalars(dt, &refs)
+    }
+}
+
+/// A JSON number for a float; non-finite values become `null`, as JSON has no NaN.
+fn json_f64(f: f64) -> Value {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// A short rendering of a JSON value for error messages.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 40 {
+        format!("{}…", &s[..s.floor_char_boundary(40)])
+    } else {
+        s
+    }
+}
+
+/// A named tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    pub fn new(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        data: TensorData,
+    ) -> Result<Tensor, TensorError> {
+        let name = name.into();
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(TensorError::new(format!(
+                "input '{name}': shape {shape:?} holds {n} elements but {} were sent",
+                data.len()
+            )));
+        }
+        Ok(Tensor { name, shape, data })
+    }
+
+    /// Number of rows (the first dimension), 1 for a scalar.
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+
+    /// The tensor as nested JSON arrays following its shape.
+    pub fn to_nested_json(&self) -> Value {
+        fn build(data: &TensorData, shape: &[usize], offset: &mut usize) -> Value {
+            match shape.split_first() {
+                None => {
+                    let v = data.json_at(*offset);
+                    *offset += 1;
+                    v
+                }
+                Some((&n, rest)) => Value::Array((0..n).map(|_| build(data, rest, offset)).collect()),
+            }
+        }
+        build(&self.data, &self.shape, &mut 0)
+    }
+
+    /// Row `i` as JSON: a scalar for a 1-D tensor, nested arrays otherwise.
+    pub fn row_json(&self, i: usize) -> Value {
+        let row_len: usize = self.shape.iter().skip(1).product();
+        let sub = Tensor {
+            name: String::new(),
+            shape: self.shape[1..].to_vec(),
+            data: self.data.slice(i * row_len, (i + 1) * row_len),
+        };
+        sub.to_nested_json()
+    }
+
+    /// The flat elements as JSON values.
+    pub fn flat_json(&self) -> Vec<Value> {
+        (0..self.data.len()).map(|i| self.data.json_at(i)).collect()
+    }
+}
+
+/// Flattens nested JSON arrays into their scalars, returning the shape found.
+/// Ragged arrays are an error.
+pub fn flatten_json(v: &Value) -> Result<(Vec<usize>, Vec<&Value>), TensorError> {
+    let mut shape = Vec::new();
+    let mut cur = v;
+    while let Value::Array(a) = cur {
+        shape.push(a.len());
+        match a.first() {
+            Some(first) => cur = first,
+            None => break,
+        }
+    }
+    let mut out = Vec::with_capacity(shape.iter().product());
+    fn walk<'a>(
+        v: &'a Value,
+        shape: &[usize],
+        out: &mut Vec<&'a Value>,
+    ) -> Result<(), TensorError> {
+        match (shape.split_first(), v) {
+            (None, Value::Array(_)) => Err(TensorError::new("ragged nested arrays")),
+            (None, scalar) => {
+                out.push(scalar);
+                Ok(())
+            }
+            (Some((&n, rest)), Value::Array(a)) if a.len() == n => {
+                a.iter().try_for_each(|x| walk(x, rest, out))
+            }
+            (Some(_), _) => Err(TensorError::new(
+                "ragged nested arrays: every row must have the same length",
+            )),
+        }
+    }
+    walk(v, &shape, &mut out)?;
+    Ok((shape, out))
+}
+
+/// A problem with tensor data sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TensorError(pub String);
+
+impl TensorError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        TensorError(msg.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn le_bytes_round_trip_for_every_type() {
+        let cases = vec![
+            TensorData::Bool(vec![true, false]),
+            TensorData::U8(vec![1, 255]),
+            TensorData::I16(vec![-3, 7]),
+            TensorData::I64(vec![i64::MIN, 42]),
+            TensorData::F32(vec![1.5, -0.25]),
+            TensorData::F64(vec![1e300, -2.0]),
+            TensorData::Bytes(vec![b"ab".to_vec(), vec![], b"xyz".to_vec()]),
+        ];
+        for data in cases {
+            let mut buf = Vec::new();
+            data.to_le_bytes(&mut buf);
+            assert_eq!(TensorData::from_le_bytes(data.datatype(), &buf).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn truncated_binary_data_is_an_error() {
+        let err = TensorData::from_le_bytes(DataType::F32, &[0, 0, 0]).unwrap_err();
+        assert!(err.0.contains("not a whole number of FP32"), "{err}");
+        assert!(TensorData::from_le_bytes(DataType::Bytes, &[5, 0, 0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn nested_json_flattens_with_its_shape() {
+        let v = json!([[1, 2, 3], [4, 5, 6]]);
+        let (shape, flat) = flatten_json(&v).unwrap();
+        assert_eq!(shape, vec![2, 3]);
+        let data = TensorData::from_json_scalars(DataType::F32, &flat).unwrap();
+        assert_eq!(data, TensorData::F32(vec![1., 2., 3., 4., 5., 6.]));
+        assert!(flatten_json(&json!([[1, 2], [3]])).is_err());
+        assert!(flatten_json(&json!([[1, 2], 3])).is_err());
+    }
+
+    #[test]
+    fn json_conversion_rejects_what_does_not_fit() {
+        let v = [json!(300)];
+        let refs: Vec<&Value> = v.iter().collect();
+        assert!(TensorData::from_json_scalars(DataType::U8, &refs).is_err());
+        let v = [json!("abc")];
+        let refs: Vec<&Value> = v.iter().collect();
+        let err = TensorData::from_json_scalars(DataType::F32, &refs).unwrap_err();
+        assert!(err.0.contains("element 0"), "{err}");
+    }
+
+    #[test]
+    fn nested_output_follows_shape() {
+        let t = Tensor::new("p", vec![2, 2], TensorData::F32(vec![0.5, 0.5, 1.0, 0.0])).unwrap();
+        assert_eq!(t.to_nested_json(), json!([[0.5, 0.5], [1.0, 0.0]]));
+        assert_eq!(t.row_json(1), json!([1.0, 0.0]));
+        assert!(Tensor::new("p", vec![3], TensorData::F32(vec![1.0])).is_err());
+    }
+}
