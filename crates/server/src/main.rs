@@ -113,8 +113,13 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         println!("listening on http://{}", listener.local_addr()?);
-        hoist_server::run(listener, config, admin, hoist_server::server::shutdown_signal())
-            .await
-            .map_err(anyhow::Error::from)
+        hoist_server::run(
+            listener,
+            config,
+            admin,
+            hoist_server::server::shutdown_signal(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
     })
 }

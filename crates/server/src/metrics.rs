@@ -197,7 +197,12 @@ impl Metrics {
     }
 
     pub fn reloaded(&self, ok: bool) {
-        if ok { &self.reload_ok } else { &self.reload_failed }.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            &self.reload_ok
+        } else {
+            &self.reload_failed
+        }
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn model_loaded(&self, info: ModelInfo, load_time: Duration) {
@@ -241,7 +246,9 @@ impl Metrics {
         out.push_str("# HELP hoist_inference_duration_seconds Time the runtime spent per model call (one batch).\n# TYPE hoist_inference_duration_seconds histogram\n");
         self.inference
             .render(&mut out, "hoist_inference_duration_seconds", "");
-        out.push_str("# HELP hoist_batch_size Rows per model call.\n# TYPE hoist_batch_size histogram\n");
+        out.push_str(
+            "# HELP hoist_batch_size Rows per model call.\n# TYPE hoist_batch_size histogram\n",
+        );
         self.batch_size.render(&mut out, "hoist_batch_size", "");
         let _ = writeln!(
             out,
@@ -296,8 +303,12 @@ mod tests {
         m.request_started();
         m.request_finished(Route::V2Infer, 400, Duration::from_millis(3));
         let text = m.render();
-        assert!(text.contains("hoist_requests_total{route=\"/v2/models/:model/infer\",code=\"200\"} 1"));
-        assert!(text.contains("hoist_requests_total{route=\"/v2/models/:model/infer\",code=\"400\"} 1"));
+        assert!(
+            text.contains("hoist_requests_total{route=\"/v2/models/:model/infer\",code=\"200\"} 1")
+        );
+        assert!(
+            text.contains("hoist_requests_total{route=\"/v2/models/:model/infer\",code=\"400\"} 1")
+        );
         assert!(text.contains("hoist_request_duration_seconds_bucket{route=\"/v2/models/:model/infer\",le=\"0.0005\"} 1"));
         assert!(text.contains("hoist_request_duration_seconds_bucket{route=\"/v2/models/:model/infer\",le=\"0.005\"} 2"));
         assert!(text.contains("hoist_requests_in_flight 0"));

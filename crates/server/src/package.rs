@@ -140,7 +140,11 @@ impl Package {
                 let flavors: Vec<String> = doc
                     .get("flavors")
                     .and_then(|f| f.as_mapping())
-                    .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                    .map(|m| {
+                        m.keys()
+                            .filter_map(|k| k.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 invalid(
                     &mlmodel_path,
@@ -199,14 +203,18 @@ impl Package {
                 .map_err(|e| invalid(&mlmodel_path, format!("metadata.hoist: {e}")))?;
             if let Some(labels) = hoist.get("labels") {
                 let labels: Vec<String> = serde_json::from_value(labels.clone()).map_err(|_| {
-                    invalid(&mlmodel_path, "metadata.hoist.labels must be a list of strings")
+                    invalid(
+                        &mlmodel_path,
+                        "metadata.hoist.labels must be a list of strings",
+                    )
                 })?;
                 self.labels = Some(labels);
             }
             if let Some(image) = hoist.get("image") {
-                self.image = Some(parse_image_spec(image).map_err(|m| {
-                    invalid(&mlmodel_path, format!("metadata.hoist.image: {m}"))
-                })?);
+                self.image =
+                    Some(parse_image_spec(image).map_err(|m| {
+                        invalid(&mlmodel_path, format!("metadata.hoist.image: {m}"))
+                    })?);
             }
         }
         Ok(())
@@ -325,14 +333,20 @@ mod tests {
         let d = tmpdir("nomlmodel");
         let err = Package::read(&d, None, None).unwrap_err().to_string();
         assert!(err.contains("no MLmodel file"), "{err}");
-        let err = Package::read(&d.join("nope"), None, None).unwrap_err().to_string();
+        let err = Package::read(&d.join("nope"), None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
     }
 
     #[test]
     fn a_non_onnx_flavor_is_named_in_the_error() {
         let d = tmpdir("sklearn");
-        std::fs::write(d.join("MLmodel"), "flavors:\n  sklearn: {pickled_model: m.pkl}\n").unwrap();
+        std::fs::write(
+            d.join("MLmodel"),
+            "flavors:\n  sklearn: {pickled_model: m.pkl}\n",
+        )
+        .unwrap();
         let err = Package::read(&d, None, None).unwrap_err().to_string();
         assert!(err.contains("flavors [sklearn]"), "{err}");
     }

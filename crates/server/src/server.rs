@@ -178,15 +178,20 @@ async fn auto_refresh(state: Shared, every: Duration) {
     loop {
         tick.tick().await;
         let path = state.source.lock().expect("source lock").clone();
-        let digest = match tokio::task::spawn_blocking(move || crate::package::digest_path(&path)).await {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                tracing::warn!("auto-refresh: {e}");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let current = state.model.load().as_ref().map(|m| m.package.digest.clone());
+        let digest =
+            match tokio::task::spawn_blocking(move || crate::package::digest_path(&path)).await {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
+                    tracing::warn!("auto-refresh: {e}");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+        let current = state
+            .model
+            .load()
+            .as_ref()
+            .map(|m| m.package.digest.clone());
         if current.as_deref() == Some(&digest) || failed.as_deref() == Some(&digest) {
             continue;
         }

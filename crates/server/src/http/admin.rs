@@ -72,7 +72,10 @@ impl AdminTokens {
                 cache.1 = std::fs::read_to_string(path)
                     .map(|t| parse_tokens(&t))
                     .unwrap_or_else(|e| {
-                        tracing::warn!("cannot read HOIST_ADMIN_TOKEN_FILE {}: {e}", path.display());
+                        tracing::warn!(
+                            "cannot read HOIST_ADMIN_TOKEN_FILE {}: {e}",
+                            path.display()
+                        );
                         Vec::new()
                     });
                 cache.0 = mtime;
@@ -96,7 +99,10 @@ impl AdminTokens {
 /// Checks the admin token; `Err` is the response to send.
 pub fn authorize(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     if !state.admin.configured() {
-        return Err(json_error(StatusCode::NOT_FOUND, "no route for POST /admin/reload (admin endpoints are off: set HOIST_ADMIN_TOKEN or HOIST_ADMIN_TOKEN_FILE)"));
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            "no route for POST /admin/reload (admin endpoints are off: set HOIST_ADMIN_TOKEN or HOIST_ADMIN_TOKEN_FILE)",
+        ));
     }
     let presented = headers
         .get("x-admin-token")
@@ -133,7 +139,9 @@ pub async fn reload(State(state): State<Shared>, headers: HeaderMap, body: Bytes
             Err(e) => {
                 return json_error(
                     StatusCode::BAD_REQUEST,
-                    &format!("reload body must be empty or {{\"path\": ..., \"version\": ...}}: {e}"),
+                    &format!(
+                        "reload body must be empty or {{\"path\": ..., \"version\": ...}}: {e}"
+                    ),
                 );
             }
         }

@@ -31,7 +31,9 @@ struct Layout {
 
 fn layout(model: &Model) -> Result<Layout, String> {
     let [input] = model.inputs.as_slice() else {
-        return Err("this model has several inputs; /predict-image needs a one-input image model".into());
+        return Err(
+            "this model has several inputs; /predict-image needs a one-input image model".into(),
+        );
     };
     let dims = &input.shape;
     if dims.len() != 4 || !matches!(input.datatype, DataType::F32 | DataType::U8) {
@@ -71,7 +73,9 @@ fn decode(b64: &str, l: &Layout) -> Result<image::RgbImage, String> {
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.as_bytes())
-        .map_err(|_| "Invalid base64 image data. Please ensure the image is properly encoded.".to_string())?;
+        .map_err(|_| {
+            "Invalid base64 image data. Please ensure the image is properly encoded.".to_string()
+        })?;
     let img = image::load_from_memory(&bytes).map_err(|e| {
         format!("Could not decode the image ({e}); send a PNG or JPEG, base64-encoded")
     })?;
@@ -79,7 +83,12 @@ fn decode(b64: &str, l: &Layout) -> Result<image::RgbImage, String> {
     Ok(if rgb.dimensions() == (l.width, l.height) {
         rgb
     } else {
-        image::imageops::resize(&rgb, l.width, l.height, image::imageops::FilterType::Triangle)
+        image::imageops::resize(
+            &rgb,
+            l.width,
+            l.height,
+            image::imageops::FilterType::Triangle,
+        )
     })
 }
 
@@ -122,7 +131,10 @@ fn to_tensor(name: &str, dt: DataType, img: &image::RgbImage, l: &Layout) -> Ten
     Tensor::new(name, shape, data).expect("sizes agree")
 }
 
-pub async fn predict_image(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn predict_image(
+    State(state): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body_or_error(body, state.max_body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -133,7 +145,12 @@ pub async fn predict_image(State(state): State<Shared>, body: Result<Bytes, Byte
     };
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return image_error(StatusCode::BAD_REQUEST, &format!("The body must be JSON like {{\"image\": \"<base64>\"}}: {e}")),
+        Err(e) => {
+            return image_error(
+                StatusCode::BAD_REQUEST,
+                &format!("The body must be JSON like {{\"image\": \"<base64>\"}}: {e}"),
+            );
+        }
     };
     let b64 = match req.get("image") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
@@ -149,7 +166,11 @@ pub async fn predict_image(State(state): State<Shared>, body: Result<Bytes, Byte
     let input = &model.inputs[0];
     let (name, dt) = (input.name.clone(), input.datatype);
     // Decoding and resizing are CPU work: keep them off the reactor.
-    let tensor = match tokio::task::spawn_blocking(move || decode(&b64, &l).map(|img| to_tensor(&name, dt, &img, &l))).await {
+    let tensor = match tokio::task::spawn_blocking(move || {
+        decode(&b64, &l).map(|img| to_tensor(&name, dt, &img, &l))
+    })
+    .await
+    {
         Ok(Ok(t)) => t,
         Ok(Err(msg)) => return image_error(StatusCode::BAD_REQUEST, &msg),
         Err(_) => return image_error(StatusCode::INTERNAL_SERVER_ERROR, "image decoding failed"),

@@ -3,10 +3,8 @@
 //! optional `params`) or `text/csv`, answering `{"predictions": ...}`; `GET /ping`,
 //! `GET /version`. Errors are `{"error_code", "message"}` as MLflow sends them.
 //!
-//! Tensor-style requests (`inputs`, `instances`) are answered with the outputs as
-//! arrays (`{"predictions": {output: [...]}}`, or the bare array for a one-output
-//! model); dataframe-style requests (`dataframe_split`, `dataframe_records`, CSV) with
-//! one record per row.
+//! Answers are what MLflow's onnx flavor gives, whatever the request's style:
+//! `{"predictions": {output: [...], ...}}`, or the bare array for a one-output model.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -47,13 +45,6 @@ fn mlflow_error(status: StatusCode, message: &str) -> Response {
     resp
 }
 
-/// How the answer is shaped, following the request's style.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Style {
-    Tensor,
-    Records,
-}
-
 pub async fn invocations(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -64,7 +55,10 @@ pub async fn invocations(
         Err(_) => {
             return mlflow_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body is larger than the limit of {} bytes", state.max_body),
+                &format!(
+                    "request body is larger than the limit of {} bytes",
+                    state.max_body
+                ),
             );
         }
     };
@@ -84,8 +78,7 @@ pub async fn invocations(
     let parsed = match content_type.as_str() {
         "text/csv" => std::str::from_utf8(&body)
             .map_err(|_| "CSV body is not UTF-8".to_string())
-            .and_then(|text| csv_inputs(&model, text).map_err(|e| e.0))
-            .map(|t| (t, Style::Records)),
+            .and_then(|text| csv_inputs(&model, text).map_err(|e| e.0)),
         "application/json" | "" => match serde_json::from_slice::<Value>(&body) {
             Ok(v) => json_inputs(&model, &v).map_err(|e| e.0),
             Err(e) => Err(format!("Invalid input. The body is not valid JSON: {e}")),
@@ -99,12 +92,12 @@ pub async fn invocations(
             );
         }
     };
-    let (inputs, style) = match parsed {
+    let inputs = match parsed {
         Ok(x) => x,
         Err(msg) => return mlflow_error(StatusCode::BAD_REQUEST, &msg),
     };
     match model.infer(inputs).await {
-        Ok(outputs) => axum::Json(json!({ "predictions": predictions(outputs, style) })).into_response(),
+        Ok(outputs) => axum::Json(json!({ "predictions": predictions(outputs) })).into_response(),
         Err(e) => mlflow_error(infer_status(&e), &e.to_string()),
     }
 }
@@ -116,18 +109,23 @@ pub fn example_inputs(model: &Model, example: &Value) -> Result<Vec<Tensor>, Inf
             dataframe_split(model, example)?
         }
         Value::Object(o)
-            if ["inputs", "instances", "dataframe_split", "dataframe_records"]
-                .iter()
-                .any(|k| o.contains_key(*k)) =>
+            if [
+                "inputs",
+                "instances",
+                "dataframe_split",
+                "dataframe_records",
+            ]
+            .iter()
+            .any(|k| o.contains_key(*k)) =>
         {
-            json_inputs(model, example)?.0
+            json_inputs(model, example)?
         }
         other => tensor_inputs(model, other)?,
     };
     Ok(inputs)
 }
 
-fn json_inputs(model: &Model, v: &Value) -> Result<(Vec<Tensor>, Style), TensorError> {
+fn json_inputs(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
     let Value::Object(obj) = v else {
         return Err(TensorError::new(
             "Invalid input. The body must be a JSON object with one of the keys dataframe_split, dataframe_records, instances or inputs",
@@ -139,10 +137,10 @@ fn json_inputs(model: &Model, v: &Value) -> Result<(Vec<Tensor>, Style), TensorE
         .filter(|k| *k != "params")
         .collect();
     match keys.as_slice() {
-        ["dataframe_split"] => Ok((dataframe_split(model, &obj["dataframe_split"])?, Style::Records)),
-        ["dataframe_records"] => Ok((dataframe_records(model, &obj["dataframe_records"])?, Style::Records)),
-        ["instances"] => Ok((instances(model, &obj["instances"])?, Style::Tensor)),
-        ["inputs"] => Ok((tensor_inputs(model, &obj["inputs"])?, Style::Tensor)),
+        ["dataframe_split"] => dataframe_split(model, &obj["dataframe_split"]),
+        ["dataframe_records"] => dataframe_records(model, &obj["dataframe_records"]),
+        ["instances"] => instances(model, &obj["instances"]),
+        ["inputs"] => tensor_inputs(model, &obj["inputs"]),
         _ => Err(TensorError::new(format!(
             "Invalid input. The body must have exactly one of the keys dataframe_split, dataframe_records, instances or inputs (plus optional params); got {keys:?}"
         ))),
@@ -152,7 +150,8 @@ fn json_inputs(model: &Model, v: &Value) -> Result<(Vec<Tensor>, Style), TensorE
 /// One tensor for `spec` from nested JSON, converted to the model's datatype. A
 /// single row without its batch dimension (`[1, 2, 3]` for `[-1, 3]`) gets one.
 fn tensor_for(spec: &IoSpec, v: &Value) -> Result<Tensor, TensorError> {
-    let (mut shape, flat) = flatten_json(v).map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
+    let (mut shape, flat) =
+        flatten_json(v).map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
     let data = TensorData::from_json_scalars(spec.datatype, &flat)
         .map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
     if shape.len() + 1 == spec.shape.len() && spec.shape[0] < 0 {
@@ -167,7 +166,10 @@ fn only_input(model: &Model) -> Result<&IoSpec, TensorError> {
         many => Err(TensorError::new(format!(
             "the model has {} inputs ({}); send them as an object keyed by input name",
             many.len(),
-            many.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -176,7 +178,12 @@ fn spec_for<'m>(model: &'m Model, name: &str) -> Result<&'m IoSpec, TensorError>
     model.inputs.iter().find(|s| s.name == name).ok_or_else(|| {
         TensorError::new(format!(
             "unknown input '{name}'; the model takes {}",
-            model.inputs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
+            model
+                .inputs
+                .iter()
+                .map(|s| format!("'{}'", s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     })
 }
@@ -201,10 +208,15 @@ fn instances(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
         let mut columns: Map<String, Value> = Map::new();
         for row in rows {
             let Value::Object(o) = row else {
-                return Err(TensorError::new("instances: every row must be an object like the first"));
+                return Err(TensorError::new(
+                    "instances: every row must be an object like the first",
+                ));
             };
             for (k, x) in o {
-                match columns.entry(k.clone()).or_insert_with(|| Value::Array(vec![])) {
+                match columns
+                    .entry(k.clone())
+                    .or_insert_with(|| Value::Array(vec![]))
+                {
                     Value::Array(a) => a.push(x.clone()),
                     _ => unreachable!("inserted arrays only"),
                 }
@@ -222,16 +234,20 @@ fn dataframe_split(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError>
         .get("data")
         .and_then(Value::as_array)
         .ok_or_else(|| TensorError::new("dataframe_split must have a 'data' list of rows"))?;
-    let columns: Option<Vec<String>> = match v.get("columns") {
-        None | Some(Value::Null) => None,
-        Some(c) => Some(
-            serde_json::from_value(c.clone())
-                .map_err(|_| TensorError::new("dataframe_split 'columns' must be a list of names"))?,
-        ),
-    };
+    let columns: Option<Vec<String>> =
+        match v.get("columns") {
+            None | Some(Value::Null) => None,
+            Some(c) => Some(serde_json::from_value(c.clone()).map_err(|_| {
+                TensorError::new("dataframe_split 'columns' must be a list of names")
+            })?),
+        };
     let rows: Vec<&Vec<Value>> = data
         .iter()
-        .map(|r| r.as_array().ok_or_else(|| TensorError::new("dataframe_split 'data' must be a list of rows (lists)")))
+        .map(|r| {
+            r.as_array().ok_or_else(|| {
+                TensorError::new("dataframe_split 'data' must be a list of rows (lists)")
+            })
+        })
         .collect::<Result<_, _>>()?;
     frame_inputs(model, columns.as_deref(), &rows)
 }
@@ -252,9 +268,9 @@ fn dataframe_records(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorErro
     };
     let mut owned_rows = Vec::with_capacity(records.len());
     for (i, rec) in records.iter().enumerate() {
-        let rec = rec
-            .as_object()
-            .ok_or_else(|| TensorError::new(format!("dataframe_records: record {i} is not an object")))?;
+        let rec = rec.as_object().ok_or_else(|| {
+            TensorError::new(format!("dataframe_records: record {i} is not an object"))
+        })?;
         let row: Vec<Value> = columns
             .iter()
             .map(|c| {
@@ -295,7 +311,13 @@ fn frame_inputs(
             cols.len()
         )));
     }
-    if model.inputs.len() == 1 {
+    // Columns named after the model's inputs carry those inputs, a cell per row (for a
+    // tensor input, a cell holds the whole row: MLflow's form for tensor signatures).
+    let named_inputs = columns.is_some_and(|cols| {
+        cols.iter()
+            .all(|c| model.inputs.iter().any(|s| &s.name == c))
+    });
+    if model.inputs.len() == 1 && !named_inputs {
         let spec = &model.inputs[0];
         // Reorder to the signature's column order when both sides name columns.
         let order: Vec<usize> = match (columns, &model.package.columns) {
@@ -303,13 +325,18 @@ fn frame_inputs(
                 .iter()
                 .map(|want| {
                     cols.iter().position(|c| c == want).ok_or_else(|| {
-                        TensorError::new(format!("missing column '{want}' (the model's signature names {sig:?})"))
+                        TensorError::new(format!(
+                            "missing column '{want}' (the model's signature names {sig:?})"
+                        ))
                     })
                 })
                 .collect::<Result<_, _>>()?,
             _ => (0..width).collect(),
         };
-        let flat: Vec<&Value> = rows.iter().flat_map(|r| order.iter().map(|&i| &r[i])).collect();
+        let flat: Vec<&Value> = rows
+            .iter()
+            .flat_map(|r| order.iter().map(|&i| &r[i]))
+            .collect();
         let data = TensorData::from_json_scalars(spec.datatype, &flat)
             .map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
         let mut shape = vec![rows.len(), order.len()];
@@ -336,15 +363,19 @@ fn frame_inputs(
         .collect()
 }
 
-/// `text/csv`: a header line of column names (optional when every field of the first
-/// line is a number), then one row per line.
+/// `text/csv`: a header line of column names, then one row per line (as pandas, and so
+/// MLflow, reads it).
 fn csv_inputs(model: &Model, text: &str) -> Result<Vec<Tensor>, TensorError> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let first = lines.next().ok_or_else(|| TensorError::new("the CSV body is empty"))?;
-    let split = |l: &str| -> Vec<String> { l.split(',').map(|f| f.trim().trim_matches('"').to_string()).collect() };
-    let first_fields = split(first);
-    let header_present = first_fields.iter().any(|f| f.parse::<f64>().is_err());
-    let columns = header_present.then(|| first_fields.clone());
+    let first = lines
+        .next()
+        .ok_or_else(|| TensorError::new("the CSV body is empty"))?;
+    let split = |l: &str| -> Vec<String> {
+        l.split(',')
+            .map(|f| f.trim().trim_matches('"').to_string())
+            .collect()
+    };
+    let columns = Some(split(first));
     let mut owned: Vec<Vec<Value>> = Vec::new();
     let to_values = |fields: Vec<String>| -> Vec<Value> {
         fields
@@ -356,9 +387,6 @@ fn csv_inputs(model: &Model, text: &str) -> Result<Vec<Tensor>, TensorError> {
             })
             .collect()
     };
-    if !header_present {
-        owned.push(to_values(first_fields));
-    }
     for l in lines {
         owned.push(to_values(split(l)));
     }
@@ -366,30 +394,14 @@ fn csv_inputs(model: &Model, text: &str) -> Result<Vec<Tensor>, TensorError> {
     frame_inputs(model, columns.as_deref(), &rows)
 }
 
-fn predictions(outputs: Vec<Tensor>, style: Style) -> Value {
-    match style {
-        Style::Tensor => match outputs.as_slice() {
-            [one] => one.to_nested_json(),
-            _ => Value::Object(outputs.iter().map(|t| (t.name.clone(), t.to_nested_json())).collect()),
-        },
-        Style::Records => {
-            let n = outputs.first().map(Tensor::rows).unwrap_or(0);
-            match outputs.as_slice() {
-                [one] => Value::Array((0..n).map(|i| one.row_json(i)).collect()),
-                _ => Value::Array(
-                    (0..n)
-                        .map(|i| {
-                            Value::Object(
-                                outputs
-                                    .iter()
-                                    .filter(|t| t.rows() == n)
-                                    .map(|t| (t.name.clone(), t.row_json(i)))
-                                    .collect(),
-                            )
-                        })
-                        .collect(),
-                ),
-            }
-        }
+fn predictions(outputs: Vec<Tensor>) -> Value {
+    match outputs.as_slice() {
+        [one] => one.to_nested_json(),
+        _ => Value::Object(
+            outputs
+                .iter()
+                .map(|t| (t.name.clone(), t.to_nested_json()))
+                .collect(),
+        ),
     }
 }

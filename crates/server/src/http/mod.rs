@@ -67,11 +67,20 @@ pub fn router(state: Shared) -> Router {
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
         .route("/v2/models/{model}", get(v2::model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(v2::model_metadata_v))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(v2::model_metadata_v),
+        )
         .route("/v2/models/{model}/ready", get(v2::model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready_v))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(v2::model_ready_v),
+        )
         .route("/v2/models/{model}/infer", post(v2::infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_v))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(v2::infer_v),
+        )
         .route("/invocations", post(mlflow::invocations))
         .route("/ping", get(mlflow::ping))
         .route("/version", get(mlflow::version))

@@ -24,7 +24,7 @@ pub async fn server_metadata() -> Response {
     axum::Json(json!({
         "name": "hoist-server",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "model_repository_health"],
+        "extensions": ["binary_tensor_data"],
     }))
     .into_response()
 }
@@ -256,18 +256,19 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Vec<
     let mut tensors = Vec::with_capacity(req.inputs.len());
     for input in std::mem::take(&mut req.inputs) {
         let name = input.name;
-        let dt = DataType::parse(&input.datatype).ok_or_else(|| {
-            format!(
-                "input '{name}': unsupported datatype '{}'",
-                input.datatype
-            )
-        })?;
+        let dt = DataType::parse(&input.datatype)
+            .ok_or_else(|| format!("input '{name}': unsupported datatype '{}'", input.datatype))?;
         let shape: Vec<usize> = input
             .shape
             .iter()
             .map(|&d| usize::try_from(d))
             .collect::<Result<_, _>>()
-            .map_err(|_| format!("input '{name}': shape {:?} has a negative dimension", input.shape))?;
+            .map_err(|_| {
+                format!(
+                    "input '{name}': shape {:?} has a negative dimension",
+                    input.shape
+                )
+            })?;
         let binary_size = input
             .parameters
             .as_ref()
@@ -360,7 +361,10 @@ fn respond(model: &Model, req: InferRequest, outputs: Vec<Tensor>) -> Response {
     let json_bytes = serde_json::to_vec(&body).expect("JSON values serialize");
     if binary.is_empty() {
         return (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             json_bytes,
         )
             .into_response();

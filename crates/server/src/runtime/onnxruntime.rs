@@ -174,7 +174,11 @@ impl OrtRuntime {
         })
     }
 
-    fn run_on(&self, session: &mut Session, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+    fn run_on(
+        &self,
+        session: &mut Session,
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>, RuntimeError> {
         let err = |e: ort::Error| RuntimeError::Run(e.to_string());
         let mut values: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(inputs.len());
@@ -182,7 +186,9 @@ impl OrtRuntime {
             let shape = t.shape.as_slice();
             macro_rules! view {
                 ($v:expr) => {
-                    SessionInputValue::from(TensorRef::from_array_view((shape, $v.as_slice())).map_err(err)?)
+                    SessionInputValue::from(
+                        TensorRef::from_array_view((shape, $v.as_slice())).map_err(err)?,
+                    )
                 };
             }
             let value = match &t.data {
@@ -210,13 +216,15 @@ impl OrtRuntime {
             };
             values.push((t.name.as_str().into(), value));
         }
-        let outputs = session.run(SessionInputs::<'_, '_, 0>::ValueMap(values)).map_err(err)?;
+        let outputs = session
+            .run(SessionInputs::<'_, '_, 0>::ValueMap(values))
+            .map_err(err)?;
         self.outputs
             .iter()
             .map(|spec| {
-                let value = outputs.get(&spec.name).ok_or_else(|| {
-                    RuntimeError::Run(format!("output '{}' missing", spec.name))
-                })?;
+                let value = outputs
+                    .get(&spec.name)
+                    .ok_or_else(|| RuntimeError::Run(format!("output '{}' missing", spec.name)))?;
                 to_tensor(&spec.name, value)
             })
             .collect()
@@ -282,7 +290,10 @@ fn to_tensor(name: &str, value: &DynValue) -> Result<Tensor, RuntimeError> {
     macro_rules! ext {
         ($t:ty, $var:ident) => {{
             let (shape, data) = value.try_extract_tensor::<$t>().map_err(err)?;
-            (shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), TensorData::$var(data.to_vec()))
+            (
+                shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+                TensorData::$var(data.to_vec()),
+            )
         }};
     }
     let (shape, data) = match ty {

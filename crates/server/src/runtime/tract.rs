@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tract_onnx::pb::tensor_proto::DataType as PbType;
-use tract_onnx::pb::type_proto::Value as PbTypeValue;
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as PbDim;
+use tract_onnx::pb::type_proto::Value as PbTypeValue;
 use tract_onnx::prelude::*;
 
 use super::{IoSpec, Runtime, RuntimeError, RuntimeKind};
@@ -58,7 +58,12 @@ impl TractRuntime {
             let datatype = PbType::try_from(t.elem_type)
                 .ok()
                 .and_then(from_pb)
-                .ok_or_else(|| bad(format!("'{}' has unsupported element type {}", v.name, t.elem_type)))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "'{}' has unsupported element type {}",
+                        v.name, t.elem_type
+                    ))
+                })?;
             let shape = t
                 .shape
                 .as_ref()
@@ -84,7 +89,11 @@ impl TractRuntime {
             .filter(|v| !initializers.contains(v.name.as_str()))
             .map(spec)
             .collect::<Result<Vec<_>, _>>()?;
-        let outputs = graph.output.iter().map(spec).collect::<Result<Vec<_>, _>>()?;
+        let outputs = graph
+            .output
+            .iter()
+            .map(spec)
+            .collect::<Result<Vec<_>, _>>()?;
 
         let mut model = onnx.model_for_path(path).map_err(err)?;
         let batch = model.symbols.sym("N");
@@ -92,7 +101,13 @@ impl TractRuntime {
             let dims: TVec<TDim> = input
                 .shape
                 .iter()
-                .map(|&d| if d < 0 { batch.to_dim() } else { (d as usize).to_dim() })
+                .map(|&d| {
+                    if d < 0 {
+                        batch.to_dim()
+                    } else {
+                        (d as usize).to_dim()
+                    }
+                })
                 .collect();
             let fact = InferenceFact::dt_shape(to_datum(input.datatype), dims);
             model.set_input_fact(i, fact).map_err(err)?;
@@ -199,6 +214,14 @@ fn to_tract(t: &HTensor) -> TractResult<Tensor> {
 fn from_tract(name: &str, v: &TValue) -> Result<HTensor, RuntimeError> {
     let err = |e: TractError| RuntimeError::Run(format!("output '{name}': {e:#}"));
     let shape = v.shape().to_vec();
+    // Shape arithmetic (e.g. ArgMax over a symbolic batch) can yield TDim: plain i64.
+    let cast;
+    let v: &Tensor = if v.datum_type() == DatumType::TDim {
+        cast = v.cast_to::<i64>().map_err(err)?.into_owned();
+        &cast
+    } else {
+        v
+    };
     let plain = v.try_as_plain_ram().map_err(err)?;
     macro_rules! sl {
         ($t:ty, $var:ident) => {

@@ -5,24 +5,29 @@
 //!
 //! * `Scaler` (StandardScaler and friends): tract has no implementation, so every
 //!   pipeline containing one failed to load. Here it is `y = (x - offset) * scale`
-//!   in f32, wired as two tract broadcasting ops.
-//! * `TreeEnsembleClassifier`: replaces tract's own. Tract refuses the binary
+//!   in f32, wired as two tract broadcasting ops (bit-identical to ORT).
+//! * `TreeEnsembleClassifier`, replacing tract's own, which refuses the binary
 //!   GradientBoosting layout (one `base_values` entry, one score column for two
-//!   classes) and returns label 0 for every binary RandomForest row (it takes the
-//!   argmax of a single score column). This version follows onnxruntime's
-//!   `TreeEnsembleCommonClassifier` / `TreeAggregatorClassifier` semantics: the
-//!   "binary case" (two labels, leaf weights on one class id only) with its
-//!   all-weights-positive (`> 0.5`, scores `[1-p, p]`) and mixed-sign (`> 0`,
-//!   `LOGISTIC` gives `[sigmoid(-s), sigmoid(s)]`) rules, base values, `has_score`
-//!   bookkeeping, first-maximum tie-breaking, and the NONE / LOGISTIC / SOFTMAX /
-//!   SOFTMAX_ZERO / PROBIT post transforms with ORT's formulas. It is also much
-//!   faster than tract's: trees are flattened into a compact 16-byte node array
-//!   (false child laid out next to its parent), the comparison is monomorphised
-//!   when all branches share one mode, and rows are processed in blocks with the
-//!   tree loop outside so each tree's nodes stay in cache.
+//!   classes), returns label 0 for every binary RandomForest row (argmax of a
+//!   single score column), and is slow (~1 ms per row for 100 trees). This one
+//!   follows onnxruntime 1.31's `TreeEnsembleCommonClassifier` and
+//!   `TreeAggregatorClassifier` (checked against it, labels and scores): the
+//!   "binary case" (two labels, every leaf weight on one class id, the score is
+//!   the positive class's) labels positive when the score is `> 0.5` if all
+//!   weights are positive (forests), `> 0` otherwise (boosting), and writes
+//!   `[1 - s, s]` or `[-s, s]`, or `[sigmoid(-s), sigmoid(s)]` under LOGISTIC;
+//!   base values and `has_score` bookkeeping, first-maximum tie-breaking, ORT's
+//!   quirks for two-class models with weights on both classes, and the NONE,
+//!   LOGISTIC, SOFTMAX, SOFTMAX_ZERO and PROBIT formulas. Exact ties (a 50/50
+//!   forest vote) depend on float rounding, so the trees are also added up in
+//!   ORT's order, including how ORT splits them between its intra-op threads
+//!   (see [`match_ort_intra_op_threads`]). It is fast (~2 us per row for 100
+//!   trees): trees are flattened into a 16-byte node array (false child next to
+//!   its parent), the comparison is monomorphised when all branches share one
+//!   mode, and rows go in blocks with the tree loop outside.
 //!
-//! `TreeEnsembleRegressor` is not provided: skl2onnx only emits it for regressors,
-//! and hoist's classifiers never contain one.
+//! `TreeEnsembleRegressor` (which tract lacks too) is not provided: skl2onnx only
+//! emits it for regressors, and hoist's example models are all classifiers.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -38,7 +43,8 @@ use tract_onnx::tract_hir::tract_core;
 /// replacing tract's own where they are wrong.
 pub fn register(onnx: &mut tract_onnx::Onnx) {
     onnx.op_register.insert("Scaler", parse_scaler);
-    onnx.op_register.insert("TreeEnsembleClassifier", parse_tree_ensemble_classifier);
+    onnx.op_register
+        .insert("TreeEnsembleClassifier", parse_tree_ensemble_classifier);
 }
 
 /// Makes tree ensembles parsed from now on add up their trees in the order an
@@ -47,6 +53,7 @@ pub fn register(onnx: &mut tract_onnx::Onnx) {
 /// Only exact ties between classes (e.g. a 50/50 forest vote) depend on it: ORT
 /// splits the trees between its threads for batches over 50 rows (and for one
 /// row with over 80 trees), and the rounding of the partial sums decides them.
+#[allow(dead_code)] // Optional: only needed when hoist sets ORT's intra-op thread count.
 pub fn match_ort_intra_op_threads(intra_op_threads: usize) {
     ORT_THREADS.store(intra_op_threads, Ordering::Relaxed);
 }
@@ -59,17 +66,23 @@ fn ort_default_threads() -> usize {
         for entry in dir.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if !name.strip_prefix("cpu").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+            if !name
+                .strip_prefix("cpu")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            {
                 continue;
             }
-            let read = |f: &str| std::fs::read_to_string(entry.path().join("topology").join(f)).ok();
+            let read =
+                |f: &str| std::fs::read_to_string(entry.path().join("topology").join(f)).ok();
             if let (Some(package), Some(core)) = (read("physical_package_id"), read("core_id")) {
                 cores.insert((package.trim().to_string(), core.trim().to_string()));
             }
         }
     }
     if cores.is_empty() {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         cores.len()
     }
@@ -97,10 +110,20 @@ struct Scaler {
 }
 
 fn parse_scaler(_ctx: &ParsingContext, node: &NodeProto) -> ParsedOp {
-    let offset: Vec<f32> = node.get_attr_opt_vec("offset")?.unwrap_or_else(|| vec![0.0]);
-    let scale: Vec<f32> = node.get_attr_opt_vec("scale")?.unwrap_or_else(|| vec![1.0]);
-    node.expect_attr("offset", !offset.is_empty(), "at least one value")?;
+    let offset: Option<Vec<f32>> = node.get_attr_opt_vec("offset")?;
+    let scale: Option<Vec<f32>> = node.get_attr_opt_vec("scale")?;
+    let n = offset.as_ref().or(scale.as_ref()).map_or(1, Vec::len);
+    let offset = offset.unwrap_or_else(|| vec![0.0; n]);
+    let scale = scale.unwrap_or_else(|| vec![1.0; n]);
     node.expect_attr("scale", !scale.is_empty(), "at least one value")?;
+    // Like ORT: as many offsets as scales (then 1, or one per feature).
+    node.expect_attr("offset", offset.len() == scale.len(), || {
+        format!(
+            "as many values as scale ({}), got {}",
+            scale.len(),
+            offset.len()
+        )
+    })?;
     Ok((expand(Scaler { offset, scale }), vec![]))
 }
 
@@ -129,7 +152,10 @@ impl Expansion for Scaler {
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
         let fact = model.outlet_fact(inputs[0])?.clone();
-        ensure!(fact.rank() >= 1, "Scaler expects an input of rank 1 or more");
+        ensure!(
+            fact.rank() >= 1,
+            "Scaler expects an input of rank 1 or more"
+        );
         if let Ok(features) = fact.shape[fact.rank() - 1].to_usize() {
             for (name, v) in [("offset", &self.offset), ("scale", &self.scale)] {
                 ensure!(
@@ -349,7 +375,9 @@ fn float_attr(ctx: &ParsingContext, node: &NodeProto, name: &str) -> TractResult
 
 fn ints_attr<'a>(node: &'a NodeProto, name: &str, n: usize) -> TractResult<&'a [i64]> {
     let v = node.get_attr_slice::<i64>(name)?;
-    node.expect_attr(name, v.len() == n, || format!("{n} values, got {}", v.len()))?;
+    node.expect_attr(name, v.len() == n, || {
+        format!("{n} values, got {}", v.len())
+    })?;
     Ok(v)
 }
 
@@ -366,7 +394,7 @@ fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractResult<Ensembl
         (Some(ints), None) => Labels::Int(ints.to_vec()),
         (None, Some(strs)) => Labels::Str(strs.into_vec()),
         (Some(ints), Some(strs)) if strs.is_empty() => Labels::Int(ints.to_vec()),
-        (Some(ints), Some(strs)) if ints.is_empty() => Labels::Str(strs.into_vec()),
+        (Some([]), Some(strs)) => Labels::Str(strs.into_vec()),
         _ => bail!("exactly one of classlabels_int64s and classlabels_strings must be set"),
     };
     let n_classes = labels.len();
@@ -389,7 +417,9 @@ fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractResult<Ensembl
     node.expect_attr("nodes_modes", modes.len() == n, || format!("{n} values"))?;
     let values = float_attr(ctx, node, "nodes_values")?.unwrap_or_default();
     node.expect_attr("nodes_values", values.len() == n, || format!("{n} values"))?;
-    let missing = node.get_attr_opt_slice::<i64>("nodes_missing_value_tracks_true")?.unwrap_or(&[]);
+    let missing = node
+        .get_attr_opt_slice::<i64>("nodes_missing_value_tracks_true")?
+        .unwrap_or(&[]);
     let missing_true = |i: usize| missing.get(i) == Some(&1);
     for (i, &f) in feature_ids.iter().enumerate() {
         node.expect_attr("nodes_featureids", f >= 0 && f < u32::MAX as i64, || {
@@ -400,14 +430,27 @@ fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractResult<Ensembl
     let mut index: HashMap<(i64, i64), usize> = HashMap::with_capacity(n);
     for i in 0..n {
         if index.insert((tree_ids[i], node_ids[i]), i).is_some() {
-            bail!("Node {} of tree {} is defined twice", node_ids[i], tree_ids[i]);
+            bail!(
+                "Node {} of tree {} is defined twice",
+                node_ids[i],
+                tree_ids[i]
+            );
         }
     }
     let child = |i: usize, id: i64, which: &str| -> TractResult<usize> {
         match index.get(&(tree_ids[i], id)) {
             Some(&c) if c != i => Ok(c),
-            Some(_) => bail!("Node {} of tree {} is its own {which} child", node_ids[i], tree_ids[i]),
-            None => bail!("Node {} of tree {} ({which} child of node {}) not found", id, tree_ids[i], node_ids[i]),
+            Some(_) => bail!(
+                "Node {} of tree {} is its own {which} child",
+                node_ids[i],
+                tree_ids[i]
+            ),
+            None => bail!(
+                "Node {} of tree {} ({which} child of node {}) not found",
+                id,
+                tree_ids[i],
+                node_ids[i]
+            ),
         }
     };
 
@@ -433,14 +476,25 @@ fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractResult<Ensembl
                 let feature = feature_ids[orig] as u32;
                 match modes[orig] {
                     Some(mode) => {
-                        nodes.push(Node { feature, value: values[orig], true_id: 0, false_id: 0 });
-                        flags.push(mode.flags() | if missing_true(orig) { MISSING_TRUE } else { 0 });
+                        nodes.push(Node {
+                            feature,
+                            value: values[orig],
+                            true_id: 0,
+                            false_id: 0,
+                        });
+                        flags
+                            .push(mode.flags() | if missing_true(orig) { MISSING_TRUE } else { 0 });
                         stack.push((child(orig, true_ids[orig], "true")?, Some((pos, true))));
                         stack.push((child(orig, false_ids[orig], "false")?, Some((pos, false))));
                     }
                     None => {
                         // Leaf: weights[true_id..false_id], filled in below.
-                        nodes.push(Node { feature: LEAF, value: 0.0, true_id: 0, false_id: 0 });
+                        nodes.push(Node {
+                            feature: LEAF,
+                            value: 0.0,
+                            true_id: 0,
+                            false_id: 0,
+                        });
                         flags.push(0);
                     }
                 }
@@ -454,7 +508,10 @@ fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractResult<Ensembl
         }
     }
     node.expect(nodes.len() == n, || {
-        format!("every node reachable from a tree root ({} of {n} are)", nodes.len())
+        format!(
+            "every node reachable from a tree root ({} of {n} are)",
+            nodes.len()
+        )
     })?;
     let max_feature = feature_ids.iter().copied().max().unwrap_or(0) as usize;
     check_acyclic(&nodes)?;
@@ -465,7 +522,9 @@ fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractResult<Ensembl
     let c_node = ints_attr(node, "class_nodeids", nw)?;
     let c_ids = ints_attr(node, "class_ids", nw)?;
     let c_weights = float_attr(ctx, node, "class_weights")?.unwrap_or_default();
-    node.expect_attr("class_weights", c_weights.len() == nw, || format!("{nw} values"))?;
+    node.expect_attr("class_weights", c_weights.len() == nw, || {
+        format!("{nw} values")
+    })?;
     let mut order: Vec<usize> = (0..nw).collect();
     order.sort_by_key(|&k| (c_tree[k], c_node[k], k));
     let mut weights: Vec<Weight> = Vec::with_capacity(nw);
@@ -476,33 +535,52 @@ fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractResult<Ensembl
         classes_seen.insert(c_ids[k]);
         weights_all_positive &= c_weights[k] >= 0.0;
         let Some(&orig) = index.get(&(c_tree[k], c_node[k])) else {
-            bail!("Leaf weight for unknown node {} of tree {}", c_node[k], c_tree[k]);
+            bail!(
+                "Leaf weight for unknown node {} of tree {}",
+                c_node[k],
+                c_tree[k]
+            );
         };
         let pos = position[orig] as usize;
         if nodes[pos].feature != LEAF {
             continue; // ORT ignores weights on branches (old onnxmltools output).
         }
-        node.expect_attr("class_ids", c_ids[k] >= 0 && (c_ids[k] as usize) < n_classes, || {
-            format!("class ids below {n_classes}, got {}", c_ids[k])
-        })?;
+        node.expect_attr(
+            "class_ids",
+            c_ids[k] >= 0 && (c_ids[k] as usize) < n_classes,
+            || format!("class ids below {n_classes}, got {}", c_ids[k]),
+        )?;
         let at = weights.len() as u32;
         let leaf = &mut nodes[pos];
         if leaf.true_id == leaf.false_id {
             leaf.true_id = at;
         }
         leaf.false_id = at + 1;
-        weights.push(Weight { class: c_ids[k] as u32, value: c_weights[k] });
+        weights.push(Weight {
+            class: c_ids[k] as u32,
+            value: c_weights[k],
+        });
     }
     let binary_case = n_classes == 2 && classes_seen.len() == 1;
 
     let base_values = float_attr(ctx, node, "base_values")?.unwrap_or_default();
-    node.expect_attr("base_values", base_values.len() <= n_classes, || {
-        format!("at most {n_classes} values, got {}", base_values.len())
-    })?;
-    let post_transform =
-        PostTransform::parse(node.get_attr_opt::<&str>("post_transform")?.unwrap_or("NONE"))?;
+    // ORT 1.31's rule: none or one per class, and for two classes also just one.
+    let nb = base_values.len();
+    node.expect_attr(
+        "base_values",
+        nb == 0 || nb == n_classes || (n_classes == 2 && nb == 1),
+        || format!("0 or {n_classes} values, got {nb}"),
+    )?;
+    let post_transform = PostTransform::parse(
+        node.get_attr_opt::<&str>("post_transform")?
+            .unwrap_or("NONE"),
+    )?;
 
-    let mut branch_flags = flags.iter().zip(&nodes).filter(|(_, n)| n.feature != LEAF).map(|(f, _)| *f);
+    let mut branch_flags = flags
+        .iter()
+        .zip(&nodes)
+        .filter(|(_, n)| n.feature != LEAF)
+        .map(|(f, _)| *f);
     let uniform = match branch_flags.next() {
         None => Some(Mode::Leq),
         Some(first) if first & MISSING_TRUE == 0 && branch_flags.all(|f| f == first) => {
@@ -816,7 +894,11 @@ impl Ensemble {
         let mut node = self.nodes[root as usize];
         while node.feature != LEAF {
             let x = row[node.feature as usize];
-            let next = if C::go_true(x, T::threshold(node.value)) { node.true_id } else { node.false_id };
+            let next = if C::go_true(x, T::threshold(node.value)) {
+                node.true_id
+            } else {
+                node.false_id
+            };
             node = self.nodes[next as usize];
         }
         node
@@ -853,12 +935,24 @@ impl Ensemble {
         probs: &mut [f32],
     ) -> TractResult<()> {
         match self.uniform {
-            Some(Mode::Leq) => self.eval_with(x, stride, picks, probs, |r, row| self.leaf_uniform::<CmpLeq, T>(r, row)),
-            Some(Mode::Lt) => self.eval_with(x, stride, picks, probs, |r, row| self.leaf_uniform::<CmpLt, T>(r, row)),
-            Some(Mode::Gte) => self.eval_with(x, stride, picks, probs, |r, row| self.leaf_uniform::<CmpGte, T>(r, row)),
-            Some(Mode::Gt) => self.eval_with(x, stride, picks, probs, |r, row| self.leaf_uniform::<CmpGt, T>(r, row)),
-            Some(Mode::Eq) => self.eval_with(x, stride, picks, probs, |r, row| self.leaf_uniform::<CmpEq, T>(r, row)),
-            Some(Mode::Neq) => self.eval_with(x, stride, picks, probs, |r, row| self.leaf_uniform::<CmpNeq, T>(r, row)),
+            Some(Mode::Leq) => self.eval_with(x, stride, picks, probs, |r, row| {
+                self.leaf_uniform::<CmpLeq, T>(r, row)
+            }),
+            Some(Mode::Lt) => self.eval_with(x, stride, picks, probs, |r, row| {
+                self.leaf_uniform::<CmpLt, T>(r, row)
+            }),
+            Some(Mode::Gte) => self.eval_with(x, stride, picks, probs, |r, row| {
+                self.leaf_uniform::<CmpGte, T>(r, row)
+            }),
+            Some(Mode::Gt) => self.eval_with(x, stride, picks, probs, |r, row| {
+                self.leaf_uniform::<CmpGt, T>(r, row)
+            }),
+            Some(Mode::Eq) => self.eval_with(x, stride, picks, probs, |r, row| {
+                self.leaf_uniform::<CmpEq, T>(r, row)
+            }),
+            Some(Mode::Neq) => self.eval_with(x, stride, picks, probs, |r, row| {
+                self.leaf_uniform::<CmpNeq, T>(r, row)
+            }),
             None => self.eval_with(x, stride, picks, probs, |r, row| self.leaf_generic(r, row)),
         }
     }
@@ -878,13 +972,17 @@ impl Ensemble {
             n_rows > ORT_PARALLEL_N && threads > 1 && n_trees >= threads
         };
         if !by_trees {
-            return vec![0..n_trees];
+            return std::iter::once(0..n_trees).collect();
         }
         let parts = threads.min(n_trees);
         let (per, extra) = (n_trees / parts, n_trees % parts);
         (0..parts)
             .map(|i| {
-                let start = if i < extra { (per + 1) * i } else { per * i + extra };
+                let start = if i < extra {
+                    (per + 1) * i
+                } else {
+                    per * i + extra
+                };
                 start..start + per + (i < extra) as usize
             })
             .collect()
@@ -1011,8 +1109,11 @@ impl Ensemble {
             }
             _ => (),
         }
-        let (s0, h0, s1, h1) =
-            if len == 2 && has[1] { (s[0], has[0], s[1], true) } else { (s[0], has[0], 0.0, false) };
+        let (s0, h0, s1, h1) = if len == 2 && has[1] {
+            (s[0], has[0], s[1], true)
+        } else {
+            (s[0], has[0], 0.0, false)
+        };
         let pos_weight = if h1 {
             s1
         } else if h0 {
@@ -1021,7 +1122,11 @@ impl Ensemble {
             0.0
         };
         let pick = if self.binary_case {
-            let positive = if self.weights_all_positive { pos_weight > 0.5 } else { pos_weight > 0.0 };
+            let positive = if self.weights_all_positive {
+                pos_weight > 0.5
+            } else {
+                pos_weight > 0.0
+            };
             add_second_class = match (self.weights_all_positive, positive) {
                 (true, true) => 0,
                 (true, false) => 1,
@@ -1039,17 +1144,20 @@ impl Ensemble {
             z[1] = if has[1] { s[1] } else { 0.0 };
             write_scores(z, self.post_transform);
         } else if self.post_transform == PostTransform::Probit {
+            // ORT leaves the second column unwritten (uninitialized) here.
             z[0] = probit(e0);
             z[1] = 0.0;
         } else {
+            // ORT 1.31 applies LOGISTIC here whatever the weights' signs (older
+            // versions wrote `[1 - s, s]` for all-positive weights).
             match add_second_class {
+                0..=3 if self.post_transform == PostTransform::Logistic => {
+                    z[0] = logistic(-e0);
+                    z[1] = logistic(e0);
+                }
                 0 | 1 => {
                     z[0] = 1.0 - e0;
                     z[1] = e0;
-                }
-                2 | 3 if self.post_transform == PostTransform::Logistic => {
-                    z[0] = logistic(-e0);
-                    z[1] = logistic(e0);
                 }
                 2 | 3 => {
                     z[0] = -e0;

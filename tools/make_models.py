@@ -1,0 +1,492 @@
+#!/usr/bin/env python3
+"""Generate hoist's example MLflow ONNX models under examples/models/.
+
+Everything is deterministic (fixed seeds, datasets that ship with scikit-learn,
+no downloads). Run through `bash tools/make-models.sh`, which sets up the
+pinned virtualenv from tools/requirements-models.txt.
+
+Each model directory is written by `mlflow.onnx.save_model` (MLmodel with the
+onnx + python_function flavors and a tensor signature, model.onnx,
+input_example.json, ...) plus a `reference.json` holding inputs and the
+outputs onnxruntime (CPU) computes for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+SEED = 0
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "examples" / "models"
+
+# Fixed values written into every MLmodel so that regenerating gives no diff.
+FIXED_CREATED = "2025-01-01 00:00:00.000000"
+UUID_NAMESPACE = uuid.UUID("6f1d2c1e-0b7a-4c39-9a57-5e0f5b2a7c11")
+
+CNN_CLASSES = ["red", "green", "blue"]
+CNN_SIZE = 64
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def f32_json(values) -> list[float]:
+    """Flatten to float32 and emit the shortest decimal that round-trips to the same f32."""
+    arr = np.asarray(values, dtype=np.float32).ravel()
+    return [float(np.format_float_positional(v, unique=True, trim="-")) if np.isfinite(v)
+            else float(v) for v in arr]
+
+
+def i64_json(values) -> list[int]:
+    return [int(v) for v in np.asarray(values, dtype=np.int64).ravel()]
+
+
+def ort_session(model_path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_ort(model_path: Path, input_name: str, x: np.ndarray):
+    sess = ort_session(model_path)
+    names = [o.name for o in sess.get_outputs()]
+    assert names == ["label", "probabilities"], names
+    assert [i.name for i in sess.get_inputs()] == [input_name]
+    label, proba = sess.run(None, {input_name: x})
+    assert label.dtype == np.int64 and label.shape == (x.shape[0],), (label.dtype, label.shape)
+    assert proba.dtype == np.float32 and proba.ndim == 2 and proba.shape[0] == x.shape[0]
+    return label, proba
+
+
+def check_label_is_argmax(name: str, label: np.ndarray, proba: np.ndarray) -> None:
+    am = np.argmax(proba, axis=1)
+    bad = np.nonzero(am != label)[0]
+    assert bad.size == 0, f"{name}: label != argmax(probabilities) at rows {bad.tolist()}"
+
+
+def signature_for(input_name: str, input_shape: tuple, n_classes: int):
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(np.dtype(np.float32), input_shape, input_name)])
+    outputs = Schema(
+        [
+            TensorSpec(np.dtype(np.int64), (-1,), "label"),
+            TensorSpec(np.dtype(np.float32), (-1, n_classes), "probabilities"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def pip_requirements() -> list[str]:
+    import mlflow
+    import onnx
+    import onnxruntime
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"onnx=={onnx.__version__}",
+        f"onnxruntime=={onnxruntime.__version__}",
+    ]
+
+
+def fix_mlmodel(path: Path, name: str) -> None:
+    """Replace the per-run fields (creation time, uuid) with fixed ones."""
+    mlmodel = path / "MLmodel"
+    text = mlmodel.read_text()
+    text = re.sub(r"(?m)^utc_time_created: .*$", f"utc_time_created: '{FIXED_CREATED}'", text)
+    text = re.sub(
+        r"(?m)^model_uuid: .*$", f"model_uuid: {uuid.uuid5(UUID_NAMESPACE, name).hex}", text
+    )
+    mlmodel.write_text(text)
+
+
+def save_mlflow(
+    out: Path,
+    name: str,
+    model,
+    input_name: str,
+    input_shape: tuple,
+    n_classes: int,
+    input_example: np.ndarray,
+    metadata: dict | None = None,
+    external_data: bool = False,
+) -> Path:
+    import mlflow.onnx
+
+    path = out / name
+    if path.exists():
+        shutil.rmtree(path)
+    kwargs = {}
+    if external_data:
+        # MLflow's default (save_as_external_data=True): initializers of 1 KiB or more
+        # go to a file beside model.onnx. onnx only moves tensors stored as raw_data
+        # (skl2onnx writes float_data), so convert them first, and fix the file name
+        # (onnx would otherwise pick a random uuid).
+        from onnx import numpy_helper
+
+        model = type(model).FromString(model.SerializeToString())
+        for i, t in enumerate(model.graph.initializer):
+            model.graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(t), t.name)
+            )
+        kwargs["location"] = "model.onnx.data"
+    mlflow.onnx.save_model(
+        model,
+        str(path),
+        signature=signature_for(input_name, input_shape, n_classes),
+        input_example=input_example,
+        pip_requirements=pip_requirements(),
+        metadata=metadata,
+        save_as_external_data=external_data,
+        **kwargs,
+    )
+    fix_mlmodel(path, name)
+    (path / "model.onnx.data").exists() and (path / "model.onnx.data").chmod(0o644)
+    for f in path.iterdir():
+        assert f.stat().st_size < 1_000_000, f"{f} is too large ({f.stat().st_size} bytes)"
+    return path
+
+
+def write_reference(path: Path, name: str, input_name: str, x: np.ndarray) -> tuple:
+    label, proba = run_ort(path / "model.onnx", input_name, x)
+    check_label_is_argmax(name, label, proba)
+    ref = {
+        "model": name,
+        "rows": int(x.shape[0]),
+        "inputs": {
+            input_name: {"datatype": "FP32", "shape": list(x.shape), "data": f32_json(x)}
+        },
+        "outputs": {
+            "label": {"datatype": "INT64", "shape": list(label.shape), "data": i64_json(label)},
+            "probabilities": {
+                "datatype": "FP32",
+                "shape": list(proba.shape),
+                "data": f32_json(proba),
+            },
+        },
+    }
+    (path / "reference.json").write_text(json.dumps(ref, separators=(",", ":")) + "\n")
+    return label, proba
+
+
+# --------------------------------------------------------------------------- tabular models
+
+
+def sklearn_to_onnx(model, clf, n_features: int):
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onx = to_onnx(
+        model,
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        options={id(clf): {"zipmap": False}},
+    )
+    return onx
+
+
+def make_tabular(out: Path, name: str, model, clf, X, y, n_ref: int = 20, **save_kwargs):
+    from sklearn.model_selection import train_test_split
+
+    X = X.astype(np.float32)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, random_state=SEED, stratify=y
+    )
+    model.fit(X_train, y_train)
+    acc = model.score(X_test, y_test)
+    n_features = X.shape[1]
+    n_classes = len(clf.classes_)
+    assert list(clf.classes_) == list(range(n_classes)), clf.classes_
+    onx = sklearn_to_onnx(model, clf, n_features)
+
+    path = save_mlflow(
+        out,
+        name,
+        onx,
+        "input",
+        (-1, n_features),
+        n_classes,
+        input_example=X_test[:2],
+        **save_kwargs,
+    )
+    x_ref = np.ascontiguousarray(X_test[:n_ref])
+    label, proba = write_reference(path, name, "input", x_ref)
+
+    # onnxruntime should agree with scikit-learn on the whole test split.
+    full_label, full_proba = run_ort(path / "model.onnx", "input", X_test)
+    agree = float(np.mean(full_label == model.predict(X_test)))
+    max_diff = float(np.max(np.abs(full_proba - model.predict_proba(X_test))))
+    assert agree >= 0.99, f"{name}: onnxruntime agrees with sklearn on only {agree:.3f}"
+    assert max_diff < 1e-3, f"{name}: probabilities differ from sklearn by {max_diff}"
+    print(
+        f"{name}: test accuracy {acc:.3f}, ort/sklearn label agreement {agree:.3f}, "
+        f"max |dp| {max_diff:.2e}"
+    )
+
+
+def make_breast_cancer(out: Path) -> None:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+
+    clf = LogisticRegression(max_iter=1000, random_state=SEED)
+    pipe = Pipeline([("scaler", StandardScaler()), ("clf", clf)])
+    make_tabular(out, "breast_cancer_lr", pipe, clf, X, y)
+
+    clf = GradientBoostingClassifier(n_estimators=50, max_depth=3, random_state=SEED)
+    make_tabular(out, "breast_cancer_gbt", clf, clf, X, y)
+
+    clf = RandomForestClassifier(n_estimators=10, max_depth=6, random_state=SEED)
+    make_tabular(out, "breast_cancer_rf", clf, clf, X, y)
+
+
+def make_digits(out: Path) -> None:
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0  # pixel intensities 0..16 -> [0, 1]; the model expects scaled input
+    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=500, random_state=SEED)
+    # digits_mlp keeps MLflow's default of storing weights in an external-data file
+    # beside model.onnx, so that code path has a fixture.
+    make_tabular(out, "digits_mlp", clf, clf, X, y, external_data=True)
+
+
+# --------------------------------------------------------------------------- image CNN
+
+
+def build_cnn(gemm_w: np.ndarray, gemm_b: np.ndarray, features_output: bool = False):
+    """A small hand-designed CNN: Conv-Relu-MaxPool-Conv-Relu-GlobalAveragePool-Flatten-Gemm-Softmax.
+
+    conv1 (9 filters, 3x3): the 3 channel means and the 6 ordered channel differences
+    (a - b), so after Relu the feature maps say "how much redder than green" etc.
+    conv2 (9 -> 9, 3x3, stride 2): close to identity (centre tap) with a small fixed
+    perturbation. Global average pooling turns these into 9 features; the Gemm
+    (fitted with logistic regression on synthetic images) maps them to 3 logits.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(SEED + 1)
+    w1 = np.zeros((9, 3, 3, 3), dtype=np.float32)
+    for c in range(3):
+        w1[c, c] = 1.0 / 9.0
+    k = 3
+    for a in range(3):
+        for b in range(3):
+            if a != b:
+                w1[k, a] = 1.0 / 9.0
+                w1[k, b] = -1.0 / 9.0
+                k += 1
+    b1 = np.zeros(9, dtype=np.float32)
+    w2 = rng.normal(0.0, 0.01, size=(9, 9, 3, 3)).astype(np.float32)
+    for c in range(9):
+        w2[c, c, 1, 1] += 1.0
+    b2 = np.full(9, 0.01, dtype=np.float32)
+
+    inits = [
+        numpy_helper.from_array(w1, "conv1.weight"),
+        numpy_helper.from_array(b1, "conv1.bias"),
+        numpy_helper.from_array(w2, "conv2.weight"),
+        numpy_helper.from_array(b2, "conv2.bias"),
+        numpy_helper.from_array(gemm_w.astype(np.float32), "fc.weight"),  # [3, 9]
+        numpy_helper.from_array(gemm_b.astype(np.float32), "fc.bias"),  # [3]
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "conv1.weight", "conv1.bias"], ["c1"], name="conv1",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "conv2.weight", "conv2.bias"], ["c2"], name="conv2",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["features"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["features", "fc.weight", "fc.bias"], ["logits"], name="fc",
+                         alpha=1.0, beta=1.0, transB=1),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], name="argmax",
+                         axis=1, keepdims=0),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3]),
+    ]
+    if features_output:
+        outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 9]))
+    graph = helper.make_graph(
+        nodes,
+        "image_cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, CNN_SIZE, CNN_SIZE])],
+        outputs,
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17)],
+        producer_name="hoist-make-models",
+        producer_version="1",
+        doc_string="Dominant-colour classifier: classes red, green, blue. "
+        "Input NCHW float32, RGB pixels scaled to [0, 1].",
+    )
+    model.ir_version = 8
+    import onnx
+
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def synthetic_image(rng: np.random.Generator, dominant: int) -> np.ndarray:
+    """uint8 HWC RGB image whose dominant colour is `dominant`, with noise and clutter."""
+    hi = rng.uniform(140, 255)
+    lo = rng.uniform(0, hi * 0.6, size=3)
+    base = lo.copy()
+    base[dominant] = hi
+    img = np.broadcast_to(base, (CNN_SIZE, CNN_SIZE, 3)).copy()
+    # A few rectangles of random colour covering a minority of the image.
+    for _ in range(rng.integers(0, 4)):
+        h, w = rng.integers(4, 24, size=2)
+        y0, x0 = rng.integers(0, CNN_SIZE - h), rng.integers(0, CNN_SIZE - w)
+        img[y0:y0 + h, x0:x0 + w] = rng.uniform(0, 255, size=3)
+    img += rng.normal(0, rng.uniform(2, 25), size=img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def to_nchw(images_hwc_uint8) -> np.ndarray:
+    x = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images_hwc_uint8])
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def dominant_label(img: np.ndarray) -> int:
+    return int(np.argmax(img.reshape(-1, 3).astype(np.float64).mean(axis=0)))
+
+
+def make_image_cnn(out: Path) -> None:
+    import onnxruntime as ort
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+
+    name = "image_cnn"
+    rng = np.random.default_rng(SEED)
+
+    # 1. Synthetic training set; labels are the channel with the largest mean.
+    imgs = [synthetic_image(rng, int(rng.integers(0, 3))) for _ in range(900)]
+    y = np.array([dominant_label(im) for im in imgs])
+    x = to_nchw(imgs)
+
+    # 2. Features from the fixed convolutional part, then fit the last layer.
+    feat_model = build_cnn(np.zeros((3, 9)), np.zeros(3), features_output=True)
+    sess = ort.InferenceSession(feat_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feats = np.concatenate(
+        [sess.run(["features"], {"image": x[i:i + 100]})[0] for i in range(0, len(x), 100)]
+    )
+    lr = LogisticRegression(C=50.0, max_iter=5000, random_state=SEED).fit(feats, y)
+    train_acc = lr.score(feats, y)
+    model = build_cnn(lr.coef_, lr.intercept_)
+
+    # 3. Held-out synthetic check.
+    test_imgs = [synthetic_image(rng, int(rng.integers(0, 3))) for _ in range(300)]
+    y_test = np.array([dominant_label(im) for im in test_imgs])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    test_label = sess.run(["label"], {"image": to_nchw(test_imgs)})[0]
+    test_acc = float(np.mean(test_label == y_test))
+    assert test_acc >= 0.95, f"image_cnn: synthetic test accuracy only {test_acc:.3f}"
+
+    # 4. Three reference images: mostly red / green / blue, with noise and a blob.
+    ref_rng = np.random.default_rng(SEED + 42)
+    ref_imgs = []
+    for c in range(3):
+        base = np.array([40.0, 40.0, 40.0])
+        base[c] = 210.0
+        img = np.broadcast_to(base, (CNN_SIZE, CNN_SIZE, 3)).copy()
+        other = (c + 1) % 3
+        blob = np.array([30.0, 30.0, 30.0])
+        blob[other] = 200.0
+        img[8:24, 36:56] = blob  # a smaller patch of another colour
+        img += ref_rng.normal(0, 12, size=img.shape)
+        ref_imgs.append(np.clip(np.rint(img), 0, 255).astype(np.uint8))
+
+    metadata = {
+        "hoist": {
+            "labels": CNN_CLASSES,
+            "image": {
+                "layout": "NCHW",
+                "scale": 1.0 / 255.0,
+                "mean": [0.0, 0.0, 0.0],
+                "std": [1.0, 1.0, 1.0],
+            },
+        }
+    }
+    path = save_mlflow(
+        out,
+        name,
+        model,
+        "image",
+        (-1, 3, CNN_SIZE, CNN_SIZE),
+        3,
+        input_example=to_nchw(ref_imgs[:1]),
+        metadata=metadata,
+    )
+
+    img_dir = path / "images"
+    img_dir.mkdir()
+    for c, img in enumerate(ref_imgs):
+        Image.fromarray(img, "RGB").save(img_dir / f"{CNN_CLASSES[c]}.png", optimize=True)
+    Image.fromarray(ref_imgs[0], "RGB").save(img_dir / "red.jpg", quality=90)
+
+    # Reference inputs are the PNGs as decoded: uint8 RGB -> float / 255 -> NCHW.
+    decoded = [np.asarray(Image.open(img_dir / f"{c}.png").convert("RGB")) for c in CNN_CLASSES]
+    for a, b in zip(decoded, ref_imgs):
+        assert np.array_equal(a, b)
+    label, _ = write_reference(path, name, "image", to_nchw(decoded))
+    assert label.tolist() == [0, 1, 2], f"image_cnn: reference images classified as {label}"
+
+    entries = []
+    for fname in ["red.png", "green.png", "blue.png", "red.jpg"]:
+        im = np.asarray(Image.open(img_dir / fname).convert("RGB"))
+        lab, proba = run_ort(path / "model.onnx", "image", to_nchw([im]))
+        check_label_is_argmax(name, lab, proba)
+        entries.append({"file": fname, "label": int(lab[0]), "class": CNN_CLASSES[int(lab[0])]})
+        assert entries[-1]["class"] == fname.split(".")[0], entries[-1]
+    (path / "reference_images.json").write_text(json.dumps(entries, indent=2) + "\n")
+    print(
+        f"{name}: synthetic train accuracy {train_acc:.3f}, test accuracy {test_acc:.3f}, "
+        f"reference images -> {[e['class'] for e in entries]}"
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    make_breast_cancer(args.out)
+    make_digits(args.out)
+    make_image_cnn(args.out)
+
+    total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    print(f"wrote {args.out} ({total / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

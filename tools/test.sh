@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command: everything a fresh machine needs, then every test.
+#   - fetches the pinned ONNX Runtime library (tools/fetch-onnxruntime.sh)
+#   - runs the Rust tests (unit + integration: the real hoist-server binary on loopback,
+#     every example model on both runtimes)
+#   - runs the external-client tests (tritonclient, MLflow scoring bodies) in a venv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(bash tools/fetch-onnxruntime.sh | tail -n 1)}"
+export ORT_DYLIB_PATH
+echo "== ONNX Runtime: $ORT_DYLIB_PATH"
+
+echo "== cargo build"
+cargo build --workspace --all-targets --locked
+
+echo "== cargo test"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --doc --locked
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+echo "== external clients (tritonclient, MLflow scoring bodies)"
+HOIST_SERVER_BIN="$PWD/target/debug/hoist-server" bash tests/clients/run.sh
