@@ -4,7 +4,7 @@
 //! input example, all before the model may serve. Requests are validated here
 //! (names, datatypes, shapes) so every protocol gives the same clear 400s.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -81,7 +81,7 @@ pub struct Model {
 impl Model {
     /// Loads and checks the package at `path`. Blocking: call it off the reactor.
     pub fn load(
-        path: &PathBuf,
+        path: &Path,
         opts: &ModelOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Model, LoadError> {

@@ -244,7 +244,7 @@ impl TensorData {
     /// Decodes `bytes` laid out as [`TensorData::to_le_bytes`] writes them.
     pub fn from_le_bytes(dt: DataType, bytes: &[u8]) -> Result<TensorData, TensorError> {
         if let Some(size) = dt.size()
-            && bytes.len() % size != 0
+            && !bytes.len().is_multiple_of(size)
         {
             return Err(TensorError::new(format!(
                 "binary data of {} bytes is not a whole number of {dt} elements ({size} bytes each)",

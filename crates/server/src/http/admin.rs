@@ -24,12 +24,15 @@ use super::{Shared, json_error};
 
 type TokenHash = [u8; 32];
 
+/// A token file's tokens as of its modification time.
+type FileTokens = Mutex<(Option<SystemTime>, Vec<TokenHash>)>;
+
 /// The admin tokens in force.
 pub struct AdminTokens {
     /// From `HOIST_ADMIN_TOKEN`.
     fixed: Vec<TokenHash>,
     /// `HOIST_ADMIN_TOKEN_FILE`, and its tokens as of its last modification time.
-    file: Option<(PathBuf, Mutex<(Option<SystemTime>, Vec<TokenHash>)>)>,
+    file: Option<(PathBuf, FileTokens)>,
 }
 
 fn hash(token: &str) -> TokenHash {
