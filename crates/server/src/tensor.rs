@@ -296,10 +296,13 @@ impl TensorData {
     /// Builds a buffer of type `dt` from flat JSON scalars. Numbers are converted to
     /// `dt` when they fit exactly (integers) or are finite (floats); anything else is
     /// an error that says which element is wrong.
-    pub fn from_json_scalars(dt: DataType, values: &[&Value]) -> Result<TensorData, TensorError> {
+    pub fn from_json_scalars<V: std::borrow::Borrow<Value>>(
+        dt: DataType,
+        values: &[V],
+    ) -> Result<TensorData, TensorError> {
         let mut out = TensorData::with_capacity(dt, values.len());
         for (i, v) in values.iter().enumerate() {
-            out.push_json(v)
+            out.push_json(v.borrow())
                 .map_err(|e| TensorError::new(format!("element {i}: {e}")))?;
         }
         Ok(out)
@@ -369,8 +372,7 @@ impl TensorData {
             return Ok(self.clone());
         }
         let values: Vec<Value> = (0..self.len()).map(|i| self.json_at(i)).collect();
-        let refs: Vec<&Value> = values.iter().collect();
-        TensorData::from_json_scalars(dt, &refs)
+        TensorData::from_json_scalars(dt, &values)
     }
 }
 
@@ -388,6 +390,199 @@ fn short(v: &Value) -> String {
         format!("{}…", &s[..s.floor_char_boundary(40)])
     } else {
         s
+    }
+}
+
+/// Serializes a buffer as a flat JSON array, straight from the typed data.
+pub struct FlatSer<'a>(pub &'a TensorData);
+
+impl serde::Serialize for FlatSer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        match self.0 {
+            TensorData::F32(v) => v
+                .iter()
+                .try_for_each(|x| seq.serialize_element(&finite(*x as f64)))?,
+            TensorData::F64(v) => v
+                .iter()
+                .try_for_each(|x| seq.serialize_element(&finite(*x)))?,
+            TensorData::I64(v) => v.iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::I32(v) => v.iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Bool(v) => v.iter().try_for_each(|x| seq.serialize_element(x))?,
+            other => (0..other.len()).try_for_each(|i| seq.serialize_element(&other.json_at(i)))?,
+        }
+        seq.end()
+    }
+}
+
+/// Serializes a tensor as nested JSON arrays following its shape, straight from the
+/// typed data (MLflow's `predictions`).
+pub struct NestedSer<'a> {
+    data: &'a TensorData,
+    shape: &'a [usize],
+    /// First element of this sub-tensor.
+    start: usize,
+}
+
+impl<'a> NestedSer<'a> {
+    pub fn new(t: &'a Tensor) -> Self {
+        NestedSer {
+            data: &t.data,
+            shape: &t.shape,
+            start: 0,
+        }
+    }
+}
+
+impl serde::Serialize for NestedSer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let Some((&n, rest)) = self.shape.split_first() else {
+            return serde::Serialize::serialize(&self.data.json_at(self.start), s);
+        };
+        let stride: usize = rest.iter().product();
+        let mut seq = s.serialize_seq(Some(n))?;
+        if rest.is_empty()
+            && let TensorData::F32(v) = self.data
+        {
+            for x in &v[self.start..self.start + n] {
+                seq.serialize_element(&finite(*x as f64))?;
+            }
+            return seq.end();
+        }
+        for i in 0..n {
+            seq.serialize_element(&NestedSer {
+                data: self.data,
+                shape: rest,
+                start: self.start + i * stride,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// A float, or `null` when not finite (JSON has no NaN).
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// Nested JSON arrays read straight into their scalars and shape, without building
+/// the tree of arrays: the fast path for the `data` of an inference request.
+#[derive(Debug, Default)]
+pub struct FlatJson {
+    pub shape: Vec<usize>,
+    pub values: Vec<Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for FlatJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+
+        #[derive(Default)]
+        struct State {
+            dims: Vec<Option<usize>>,
+            leaf_depth: Option<usize>,
+            values: Vec<Value>,
+        }
+        struct Level<'a> {
+            st: &'a mut State,
+            depth: usize,
+        }
+        impl Level<'_> {
+            fn leaf<E: de::Error>(self, v: Value) -> Result<(), E> {
+                match self.st.leaf_depth {
+                    Some(d) if d != self.depth => {
+                        return Err(E::custom(
+                            "ragged nested arrays: every row must have the same length",
+                        ));
+                    }
+                    _ => self.st.leaf_depth = Some(self.depth),
+                }
+                if matches!(v, Value::Array(_) | Value::Object(_)) {
+                    return Err(E::custom("expected numbers, booleans or strings in data"));
+                }
+                self.st.values.push(v);
+                Ok(())
+            }
+        }
+        impl<'de> DeserializeSeed<'de> for Level<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Level<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a (nested) array of scalars")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                let depth = self.depth;
+                let mut n = 0;
+                while seq
+                    .next_element_seed(Level {
+                        st: &mut *self.st,
+                        depth: depth + 1,
+                    })?
+                    .is_some()
+                {
+                    n += 1;
+                }
+                if self.st.dims.len() <= depth {
+                    self.st.dims.resize(depth + 1, None);
+                }
+                match self.st.dims[depth] {
+                    Some(m) if m != n => Err(de::Error::custom(
+                        "ragged nested arrays: every row must have the same length",
+                    )),
+                    _ => {
+                        self.st.dims[depth] = Some(n);
+                        Ok(())
+                    }
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+                self.leaf(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+                self.leaf(Value::from(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+                self.leaf(Value::from(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+                self.leaf(Value::Bool(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+                self.leaf(Value::String(v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+                self.leaf(Value::Null)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+                Err(de::Error::custom(
+                    "expected numbers, booleans or strings in data, found an object",
+                ))
+            }
+        }
+
+        let mut st = State::default();
+        Level {
+            st: &mut st,
+            depth: 0,
+        }
+        .deserialize(d)?;
+        // Dimensions down to the scalars; an empty array has no deeper ones.
+        let depth = st.leaf_depth.unwrap_or(st.dims.len());
+        let shape = st.dims[..depth.min(st.dims.len())]
+            .iter()
+            .map(|d| d.unwrap_or(0))
+            .collect();
+        Ok(FlatJson {
+            shape,
+            values: st.values,
+        })
     }
 }
 
@@ -544,6 +739,26 @@ mod tests {
         assert_eq!(data, TensorData::F32(vec![1., 2., 3., 4., 5., 6.]));
         assert!(flatten_json(&json!([[1, 2], [3]])).is_err());
         assert!(flatten_json(&json!([[1, 2], 3])).is_err());
+    }
+
+    #[test]
+    fn flat_json_reads_nested_arrays_without_the_tree() {
+        let f: FlatJson = serde_json::from_str("[[1, 2.5, 3], [4, 5, 6]]").unwrap();
+        assert_eq!(f.shape, vec![2, 3]);
+        assert_eq!(f.values.len(), 6);
+        assert_eq!(f.values[1], json!(2.5));
+        let f: FlatJson = serde_json::from_str("[1, 2]").unwrap();
+        assert_eq!(f.shape, vec![2]);
+        assert!(serde_json::from_str::<FlatJson>("[[1, 2], [3]]").is_err());
+        assert!(serde_json::from_str::<FlatJson>("[[1, 2], 3]").is_err());
+        assert!(serde_json::from_str::<FlatJson>("[{\"a\": 1}]").is_err());
+        let data = TensorData::from_json_scalars(DataType::I64, &f.values).unwrap();
+        assert_eq!(data, TensorData::I64(vec![1, 2]));
+        let out = serde_json::to_string(&FlatSer(&TensorData::F32(vec![0.5, f32::NAN]))).unwrap();
+        assert_eq!(out, "[0.5,null]");
+        let t = Tensor::new("p", vec![2, 2], TensorData::F32(vec![0.5, 0.5, 1.0, 0.0])).unwrap();
+        let nested = serde_json::to_value(NestedSer::new(&t)).unwrap();
+        assert_eq!(nested, t.to_nested_json());
     }
 
     #[test]

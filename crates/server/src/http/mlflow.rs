@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::{Shared, body_or_error, infer_status};
 use crate::model::{InferError, Model};
 use crate::runtime::IoSpec;
-use crate::tensor::{Tensor, TensorData, TensorError, flatten_json};
+use crate::tensor::{NestedSer, Tensor, TensorData, TensorError, flatten_json};
 
 pub async fn ping() -> Response {
     (StatusCode::OK, "\n").into_response()
@@ -97,7 +97,7 @@ pub async fn invocations(
         Err(msg) => return mlflow_error(StatusCode::BAD_REQUEST, &msg),
     };
     match model.infer(inputs).await {
-        Ok(outputs) => axum::Json(json!({ "predictions": predictions(outputs) })).into_response(),
+        Ok(outputs) => predictions_response(&outputs),
         Err(e) => mlflow_error(infer_status(&e), &e.to_string()),
     }
 }
@@ -394,14 +394,46 @@ fn csv_inputs(model: &Model, text: &str) -> Result<Vec<Tensor>, TensorError> {
     frame_inputs(model, columns.as_deref(), &rows)
 }
 
-fn predictions(outputs: Vec<Tensor>) -> Value {
-    match outputs.as_slice() {
-        [one] => one.to_nested_json(),
-        _ => Value::Object(
-            outputs
-                .iter()
-                .map(|t| (t.name.clone(), t.to_nested_json()))
-                .collect(),
-        ),
+/// `{"predictions": ...}`: the bare array for a one-output model, else an object of
+/// outputs by name (what MLflow's onnx flavor answers). Serialized straight from the
+/// tensors.
+#[derive(serde::Serialize)]
+struct Predictions<'a> {
+    predictions: PredictionsBody<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum PredictionsBody<'a> {
+    One(NestedSer<'a>),
+    Named(NamedOutputs<'a>),
+}
+
+struct NamedOutputs<'a>(&'a [Tensor]);
+
+impl serde::Serialize for NamedOutputs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for t in self.0 {
+            map.serialize_entry(&t.name, &NestedSer::new(t))?;
+        }
+        map.end()
     }
+}
+
+fn predictions_response(outputs: &[Tensor]) -> Response {
+    let predictions = match outputs {
+        [one] => PredictionsBody::One(NestedSer::new(one)),
+        many => PredictionsBody::Named(NamedOutputs(many)),
+    };
+    let body = serde_json::to_vec(&Predictions { predictions }).expect("responses serialize");
+    (
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }

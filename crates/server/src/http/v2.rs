@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Shared, body_or_error, infer_status, json_error};
 use crate::model::Model;
-use crate::tensor::{DataType, Tensor, TensorData, flatten_json};
+use crate::tensor::{DataType, FlatJson, FlatSer, Tensor, TensorData};
 
 /// The header that carries the JSON length when binary tensors follow it.
 pub const HEADER_LEN: &str = "inference-header-content-length";
@@ -155,7 +155,7 @@ struct RequestInput {
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<FlatJson>,
 }
 
 #[derive(Deserialize)]
@@ -291,11 +291,8 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Vec<
                 binary = rest;
                 TensorData::from_le_bytes(dt, mine).map_err(|e| format!("input '{name}': {e}"))?
             }
-            (None, Some(v)) => {
-                let (_, flat) = flatten_json(v).map_err(|e| format!("input '{name}': {e}"))?;
-                TensorData::from_json_scalars(dt, &flat)
-                    .map_err(|e| format!("input '{name}': {e}"))?
-            }
+            (None, Some(flat)) => TensorData::from_json_scalars(dt, &flat.values)
+                .map_err(|e| format!("input '{name}': {e}"))?,
             (None, None) => {
                 return Err(format!(
                     "input '{name}' has neither data nor binary_data_size"
@@ -313,64 +310,85 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Vec<
     Ok((req, tensors))
 }
 
+#[derive(serde::Serialize)]
+struct InferResponse<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<Value>,
+    outputs: Vec<ResponseOutput<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ResponseOutput<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<FlatSer<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct BinaryParams {
+    binary_data_size: usize,
+}
+
 /// Builds the response, binary where the client asked for it.
 fn respond(model: &Model, req: InferRequest, outputs: Vec<Tensor>) -> Response {
     let all_binary = flag(&req.parameters, "binary_data_output");
     // (tensor, binary?) in the order requested, or every output in model order.
-    let selected: Vec<(Tensor, bool)> = match req.outputs {
-        Some(wanted) if !wanted.is_empty() => {
-            let mut outputs = outputs;
-            wanted
-                .into_iter()
-                .filter_map(|w| {
-                    let pos = outputs.iter().position(|o| o.name == w.name)?;
-                    let binary = all_binary || flag(&w.parameters, "binary_data");
-                    Some((outputs.swap_remove(pos), binary))
-                })
-                .collect()
-        }
-        _ => outputs.into_iter().map(|o| (o, all_binary)).collect(),
+    let selected: Vec<(&Tensor, bool)> = match &req.outputs {
+        Some(wanted) if !wanted.is_empty() => wanted
+            .iter()
+            .filter_map(|w| {
+                let t = outputs.iter().find(|o| o.name == w.name)?;
+                Some((t, all_binary || flag(&w.parameters, "binary_data")))
+            })
+            .collect(),
+        _ => outputs.iter().map(|o| (o, all_binary)).collect(),
     };
     let mut binary = Vec::new();
-    let outs: Vec<Value> = selected
+    let outs: Vec<ResponseOutput> = selected
         .into_iter()
         .map(|(t, as_binary)| {
-            let mut o = json!({
-                "name": t.name,
-                "datatype": t.data.datatype().as_str(),
-                "shape": t.shape,
-            });
-            if as_binary {
+            let (parameters, data) = if as_binary {
                 let before = binary.len();
                 t.data.to_le_bytes(&mut binary);
-                o["parameters"] = json!({"binary_data_size": binary.len() - before});
+                let binary_data_size = binary.len() - before;
+                (Some(BinaryParams { binary_data_size }), None)
             } else {
-                o["data"] = Value::Array(t.flat_json());
+                (None, Some(FlatSer(&t.data)))
+            };
+            ResponseOutput {
+                name: &t.name,
+                datatype: t.data.datatype().as_str(),
+                shape: &t.shape,
+                parameters,
+                data,
             }
-            o
         })
         .collect();
-    let mut body = json!({
-        "model_name": model.package.name,
-        "model_version": model.package.version,
-        "outputs": outs,
-    });
-    if let Some(id) = req.id {
-        body["id"] = id;
-    }
-    let json_bytes = serde_json::to_vec(&body).expect("JSON values serialize");
+    let body = InferResponse {
+        model_name: &model.package.name,
+        model_version: &model.package.version,
+        id: req.id,
+        outputs: outs,
+    };
+    let mut all = Vec::with_capacity(256 + binary.len());
+    serde_json::to_writer(&mut all, &body).expect("responses serialize");
     if binary.is_empty() {
         return (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
-            json_bytes,
+            all,
         )
             .into_response();
     }
-    let json_len = json_bytes.len();
-    let mut all = json_bytes;
+    let json_len = all.len();
     all.extend_from_slice(&binary);
     (
         [
