@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// What a package says about itself.
 #[derive(Debug, Clone)]
@@ -258,51 +257,9 @@ fn parse_image_spec(v: &Value) -> Result<ImageSpec, String> {
     Ok(spec)
 }
 
-/// The package digest: `sha256:<hex>`. For a file, the sha256 of its bytes. For a
-/// directory, the sha256 of one line per regular file, in byte order of the relative
-/// path: `<relative path>\0<sha256 of the file>\n`. Any change to any file changes it.
+/// The package digest (`sha256:<hex>`, see [`hoist_digest`]).
 pub fn digest_path(path: &Path) -> Result<String, PackageError> {
-    if path.is_file() {
-        return Ok(format!("sha256:{}", hash_file(path)?));
-    }
-    let mut files = Vec::new();
-    collect_files(path, path, &mut files)?;
-    files.sort();
-    let mut h = Sha256::new();
-    for rel in files {
-        let hex = hash_file(&path.join(&rel))?;
-        h.update(rel.as_bytes());
-        h.update([0]);
-        h.update(hex.as_bytes());
-        h.update(b"\n");
-    }
-    Ok(format!("sha256:{}", hex(&h.finalize())))
-}
-
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), PackageError> {
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let entry = entry.map_err(io(dir))?;
-        let p = entry.path();
-        let ft = entry.file_type().map_err(io(&p))?;
-        if ft.is_dir() {
-            collect_files(root, &p, out)?;
-        } else if p.is_file() {
-            let rel = p.strip_prefix(root).expect("under root");
-            out.push(rel.to_string_lossy().replace('\\', "/"));
-        }
-    }
-    Ok(())
-}
-
-fn hash_file(path: &Path) -> Result<String, PackageError> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(io(path))?;
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hoist_digest::digest_path(path).map_err(io(path))
 }
 
 #[cfg(test)]
@@ -314,18 +271,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
-    }
-
-    #[test]
-    fn digest_changes_with_any_file_and_not_with_order() {
-        let d = tmpdir("digest");
-        std::fs::write(d.join("a"), b"1").unwrap();
-        std::fs::write(d.join("b"), b"2").unwrap();
-        let first = digest_path(&d).unwrap();
-        assert_eq!(first, digest_path(&d).unwrap());
-        std::fs::write(d.join("b"), b"3").unwrap();
-        assert_ne!(first, digest_path(&d).unwrap());
-        assert!(first.starts_with("sha256:") && first.len() == 7 + 64);
     }
 
     #[test]
