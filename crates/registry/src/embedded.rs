@@ -1,0 +1,1 @@
+//! Owned by the embedded-registry work (in progress).

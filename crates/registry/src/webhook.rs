@@ -1,0 +1,1 @@
+//! Owned by the MLflow-registry work (in progress).
