@@ -33,6 +33,8 @@ case "$(uname -s)-$(uname -m)" in
   *) die "only Linux x86_64 is pinned here; set ORT_DYLIB_PATH to your libonnxruntime, or use --runtime tract" ;;
 esac
 command -v python3 >/dev/null || die "python3 (with pip) is needed to download the wheel"
+python3 -m pip --version >/dev/null 2>&1 \
+  || die "python3 has no pip (on Debian: apt-get install python3-pip); it is used only to download the wheel"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -181,10 +181,17 @@ impl Worker {
         }
     }
 
+    /// Runs the model, turning a panic inside the runtime into an error for this call
+    /// alone: the worker lives on.
+    fn guarded_run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.runtime.run(inputs)))
+            .unwrap_or_else(|_| Err(RuntimeError::Run("the runtime panicked".into())))
+    }
+
     fn run_one(&self, job: Job) {
         let rows = job.rows();
         let start = Instant::now();
-        let result = self.runtime.run(&job.inputs);
+        let result = self.guarded_run(&job.inputs);
         self.metrics.observe_inference(start.elapsed(), rows);
         let _ = job.reply.send(result);
     }
@@ -205,7 +212,7 @@ impl Worker {
             })
             .collect();
         let start = Instant::now();
-        let outputs = inputs.and_then(|inputs| self.runtime.run(&inputs));
+        let outputs = inputs.and_then(|inputs| self.guarded_run(&inputs));
         self.metrics.observe_inference(start.elapsed(), rows);
         match outputs {
             Ok(outputs) if outputs.iter().all(|o| o.shape.first() == Some(&rows)) => {

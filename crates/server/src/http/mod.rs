@@ -12,6 +12,7 @@ pub mod image;
 pub mod mlflow;
 pub mod v2;
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::FutureExt;
 use serde_json::json;
 
 use crate::metrics::{Metrics, Route};
@@ -106,7 +108,14 @@ async fn track(State(state): State<Shared>, req: Request, next: Next) -> Respons
         .unwrap_or(Route::Other);
     let start = Instant::now();
     state.metrics.request_started();
-    let resp = next.run(req).await;
+    // A bug must cost one request a 500, never the connection or the process.
+    let resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(_) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while handling the request (see the server log)",
+        ),
+    };
     state
         .metrics
         .request_finished(route, resp.status().as_u16(), start.elapsed());
