@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::{Shared, body_or_error, infer_status};
 use crate::model::{InferError, Model};
 use crate::runtime::IoSpec;
-use crate::tensor::{NestedSer, Tensor, TensorData, TensorError, flatten_json};
+use crate::tensor::{FlatJson, NestedSer, Tensor, TensorData, TensorError, flatten_json};
 
 pub async fn ping() -> Response {
     (StatusCode::OK, "\n").into_response()
@@ -79,9 +79,12 @@ pub async fn invocations(
         "text/csv" => std::str::from_utf8(&body)
             .map_err(|_| "CSV body is not UTF-8".to_string())
             .and_then(|text| csv_inputs(&model, text).map_err(|e| e.0)),
-        "application/json" | "" => match serde_json::from_slice::<Value>(&body) {
-            Ok(v) => json_inputs(&model, &v).map_err(|e| e.0),
-            Err(e) => Err(format!("Invalid input. The body is not valid JSON: {e}")),
+        "application/json" | "" => match fast_tensor_body(&model, &body) {
+            Some(parsed) => parsed.map_err(|e| e.0),
+            None => match serde_json::from_slice::<Value>(&body) {
+                Ok(v) => json_inputs(&model, &v).map_err(|e| e.0),
+                Err(e) => Err(format!("Invalid input. The body is not valid JSON: {e}")),
+            },
         },
         other => {
             return mlflow_error(
@@ -147,12 +150,44 @@ fn json_inputs(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
     }
 }
 
-/// One tensor for `spec` from nested JSON, converted to the model's datatype. A
-/// single row without its batch dimension (`[1, 2, 3]` for `[-1, 3]`) gets one.
+/// `{"inputs": [[...], ...]}` or `{"instances": [[...], ...]}` for a one-input model,
+/// the commonest bodies, read straight into the tensor without a JSON tree. `None`
+/// when the body has another form (the general path then reads it).
+fn fast_tensor_body(model: &Model, body: &[u8]) -> Option<Result<Vec<Tensor>, TensorError>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[serde(alias = "instances")]
+        inputs: FlatJson,
+        #[serde(default, rename = "params")]
+        _params: Option<serde::de::IgnoredAny>,
+    }
+    let [spec] = model.inputs.as_slice() else {
+        return None;
+    };
+    // Derived structs also read JSON arrays; MLflow's bodies are objects only.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let body: Body = serde_json::from_slice(body).ok()?;
+    Some(tensor_from_flat(spec, body.inputs.shape, &body.inputs.values).map(|t| vec![t]))
+}
+
+/// One tensor for `spec` from nested JSON, converted to the model's datatype.
 fn tensor_for(spec: &IoSpec, v: &Value) -> Result<Tensor, TensorError> {
-    let (mut shape, flat) =
+    let (shape, flat) =
         flatten_json(v).map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
-    let data = TensorData::from_json_scalars(spec.datatype, &flat)
+    tensor_from_flat(spec, shape, &flat)
+}
+
+/// A tensor for `spec` from flat scalars and their shape. A single row without its
+/// batch dimension (`[1, 2, 3]` for `[-1, 3]`) gets one.
+fn tensor_from_flat<V: std::borrow::Borrow<Value>>(
+    spec: &IoSpec,
+    mut shape: Vec<usize>,
+    flat: &[V],
+) -> Result<Tensor, TensorError> {
+    let data = TensorData::from_json_scalars(spec.datatype, flat)
         .map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
     if shape.len() + 1 == spec.shape.len() && spec.shape[0] < 0 {
         shape.insert(0, 1);
