@@ -364,16 +364,6 @@ impl TensorData {
         }
         Ok(())
     }
-
-    /// Converts the buffer to another numeric type (used when a client sends FP64
-    /// to an FP32 model through a protocol without datatypes).
-    pub fn cast(&self, dt: DataType) -> Result<TensorData, TensorError> {
-        if self.datatype() == dt {
-            return Ok(self.clone());
-        }
-        let values: Vec<Value> = (0..self.len()).map(|i| self.json_at(i)).collect();
-        TensorData::from_json_scalars(dt, &values)
-    }
 }
 
 /// A JSON number for a float; non-finite values become `null`, as JSON has no NaN.
@@ -642,11 +632,6 @@ impl Tensor {
             data: self.data.slice(i * row_len, (i + 1) * row_len),
         };
         sub.to_nested_json()
-    }
-
-    /// The flat elements as JSON values.
-    pub fn flat_json(&self) -> Vec<Value> {
-        (0..self.data.len()).map(|i| self.data.json_at(i)).collect()
     }
 }
 
