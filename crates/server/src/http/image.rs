@@ -95,33 +95,33 @@ fn decode(b64: &str, l: &Layout) -> Result<image::RgbImage, String> {
 fn to_tensor(name: &str, dt: DataType, img: &image::RgbImage, l: &Layout) -> Tensor {
     let (w, h) = (l.width as usize, l.height as usize);
     let s = &l.spec;
-    let norm = |c: usize, v: u8| (v as f32 * s.scale - s.mean[c]) / s.std[c];
+    // Lays pixels out in the model's order, each value mapped by `f(channel, value)`.
+    fn layout<T: Copy + Default>(
+        img: &image::RgbImage,
+        channels_first: bool,
+        f: impl Fn(usize, u8) -> T,
+    ) -> Vec<T> {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let mut out = vec![T::default(); 3 * w * h];
+        for (x, y, p) in img.enumerate_pixels() {
+            let pixel = y as usize * w + x as usize;
+            for c in 0..3 {
+                let i = if channels_first {
+                    c * h * w + pixel
+                } else {
+                    pixel * 3 + c
+                };
+                out[i] = f(c, p.0[c]);
+            }
+        }
+        out
+    }
     let data = if dt == DataType::U8 {
-        let mut out = vec![0u8; 3 * w * h];
-        for (x, y, p) in img.enumerate_pixels() {
-            for c in 0..3 {
-                let i = if s.channels_first {
-                    c * h * w + y as usize * w + x as usize
-                } else {
-                    (y as usize * w + x as usize) * 3 + c
-                };
-                out[i] = p.0[c];
-            }
-        }
-        TensorData::U8(out)
+        TensorData::U8(layout(img, s.channels_first, |_, v| v))
     } else {
-        let mut out = vec![0f32; 3 * w * h];
-        for (x, y, p) in img.enumerate_pixels() {
-            for c in 0..3 {
-                let i = if s.channels_first {
-                    c * h * w + y as usize * w + x as usize
-                } else {
-                    (y as usize * w + x as usize) * 3 + c
-                };
-                out[i] = norm(c, p.0[c]);
-            }
-        }
-        TensorData::F32(out)
+        TensorData::F32(layout(img, s.channels_first, |c, v| {
+            (v as f32 * s.scale - s.mean[c]) / s.std[c]
+        }))
     };
     let shape = if s.channels_first {
         vec![1, 3, h, w]
