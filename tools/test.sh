@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test command: everything a fresh machine needs, then every test.
 #   - fetches the pinned ONNX Runtime library (tools/fetch-onnxruntime.sh)
+#   - creates a venv with a pinned MLflow (tools/mlflow-venv.sh) for the registry tests,
+#     which run a real MLflow tracking server on loopback
 #   - runs the Rust tests (unit + integration: the real hoist-server binary on loopback,
-#     every example model on both runtimes)
+#     every example model on both runtimes; the embedded registry and the hoist CLI)
 #   - runs the external-client tests (tritonclient, MLflow scoring bodies) in a venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,10 @@ cd "$(dirname "$0")/.."
 ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(bash tools/fetch-onnxruntime.sh | tail -n 1)}"
 export ORT_DYLIB_PATH
 echo "== ONNX Runtime: $ORT_DYLIB_PATH"
+
+echo "== MLflow venv (a real MLflow server for crates/registry/tests/mlflow.rs)"
+HOIST_MLFLOW_PYTHON="${HOIST_MLFLOW_PYTHON:-$(bash tools/mlflow-venv.sh | tail -n 1)}"
+export HOIST_MLFLOW_PYTHON
 
 echo "== cargo build"
 cargo build --workspace --all-targets --locked

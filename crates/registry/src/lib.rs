@@ -20,6 +20,8 @@ pub mod mlflow;
 pub mod watch;
 pub mod webhook;
 
+pub use webhook::{Event, EventKind};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -154,6 +156,29 @@ pub enum Error {
     Invalid(String),
     #[error("registry store error: {0}")]
     Store(String),
+    /// The registry could not be reached at all (connection refused, DNS, timeout).
+    #[error("registry at {url} is unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The registry refused the credentials (HTTP 401/403).
+    #[error(
+        "registry at {url} refused the credentials (set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)"
+    )]
+    Unauthorized { url: String },
+    /// The registry answered with an error hoist has no better name for.
+    #[error("registry at {url} answered {status} {code}: {message}")]
+    Remote {
+        url: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// A version whose registration failed, or did not finish in time.
+    #[error("model '{name}' version {version} is not usable: {reason}")]
+    NotReady {
+        name: String,
+        version: String,
+        reason: String,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -1,0 +1,198 @@
+//! hoist's command line.
+//!
+//! # Layout
+//! - this file: the command tree ([`Cli`]), [`run`], and the error every command
+//!   returns ([`CliError`]) with its exit code.
+//! - `model`: `hoist model …`, the registry commands.
+//! - `output`: human tables and dates (`--json` output is serde's).
+//!
+//! Commands print results on stdout and nothing else there; errors go to stderr
+//! (as JSON with `--json`), with an exit code a script can branch on.
+
+mod model;
+mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use model::ModelCmd;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (storage, I/O)
+  2  bad usage or input (unknown flag, bad path, invalid name, unsupported registry)
+  3  not found (model, version, alias or stage)
+  4  integrity failure (files do not match their digest)";
+
+/// The `hoist` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hoist",
+    version,
+    about = "Take trained models from a registry to production safely",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// Data directory of the embedded registry [default: $HOIST_HOME, else ~/.hoist]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Which registry to use: `embedded` (hoist's own, under --home). MLflow tracking
+    /// URLs are not supported by these commands yet.
+    #[arg(
+        long,
+        global = true,
+        value_name = "REGISTRY",
+        default_value = "embedded"
+    )]
+    pub registry: String,
+
+    /// Print JSON for scripts instead of tables (errors too, on stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register, inspect, promote and fetch model versions
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Model(ModelCmd),
+}
+
+/// Why a command failed. Every variant maps to an exit code ([`CliError::exit_code`])
+/// and a stable code name for `--json` errors ([`CliError::code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Registry(#[from] hoist_registry::Error),
+    /// The registry named by `--registry` cannot serve this command.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Bad input that clap could not catch (a `--tag` without `=`, a busy `--to`).
+    #[error("{0}")]
+    Usage(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// The process exit code (see `hoist --help`).
+    pub fn exit_code(&self) -> u8 {
+        use hoist_registry::Error as E;
+        match self {
+            CliError::Registry(
+                E::ModelNotFound(_)
+                | E::VersionNotFound { .. }
+                | E::AliasNotFound { .. }
+                | E::StageEmpty { .. },
+            ) => 3,
+            CliError::Registry(E::DigestMismatch { .. }) => 4,
+            CliError::Registry(E::InvalidRef(_) | E::Invalid(_))
+            | CliError::Unsupported(_)
+            | CliError::Usage(_) => 2,
+            CliError::Registry(_) | CliError::Io { .. } => 1,
+        }
+    }
+
+    /// A stable name for the kind of failure, for `--json` errors.
+    pub fn code(&self) -> &'static str {
+        use hoist_registry::Error as E;
+        match self {
+            CliError::Registry(e) => match e {
+                E::InvalidRef(_) => "invalid_reference",
+                E::ModelNotFound(_) => "model_not_found",
+                E::VersionNotFound { .. } => "version_not_found",
+                E::AliasNotFound { .. } => "alias_not_found",
+                E::StageEmpty { .. } => "stage_empty",
+                E::DigestMismatch { .. } => "digest_mismatch",
+                E::Invalid(_) => "invalid_input",
+                E::Store(_) => "store_error",
+                E::Io { .. } => "io_error",
+                #[allow(unreachable_patterns)]
+                _ => "registry_error",
+            },
+            CliError::Unsupported(_) => "unsupported_registry",
+            CliError::Usage(_) => "usage",
+            CliError::Io { .. } => "io_error",
+        }
+    }
+}
+
+/// Prints `e` for a person (`error: …`) or, with `json`, as
+/// `{"error": {"code": …, "message": …}}`.
+pub fn report(e: &CliError, json: bool, err: &mut dyn Write) {
+    let message = e.to_string();
+    let _ = if json {
+        let v = serde_json::json!({ "error": { "code": e.code(), "message": message } });
+        writeln!(err, "{v}")
+    } else {
+        writeln!(err, "error: {message}")
+    };
+}
+
+/// Runs one command. `env` reads the environment (`HOIST_HOME`, `HOME`,
+/// `HOIST_TEST_FAIL_AT`); results are written to `out`.
+pub fn run(
+    cli: Cli,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let ctx = Context {
+        home: cli.home,
+        registry: cli.registry,
+        json: cli.json,
+        env,
+    };
+    match cli.command {
+        Command::Model(cmd) => model::run(&ctx, cmd, out),
+    }
+}
+
+/// What every command needs besides its own arguments.
+pub(crate) struct Context<'a> {
+    /// `--home`, if given.
+    home: Option<PathBuf>,
+    /// `--registry`.
+    registry: String,
+    /// `--json`.
+    json: bool,
+    /// The environment, as a function so tests need not touch the process's.
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Context<'_> {
+    /// The registry home: `--home`, else `HOIST_HOME`, else `~/.hoist`.
+    fn home(&self) -> Result<PathBuf, CliError> {
+        match &self.home {
+            Some(h) => Ok(h.clone()),
+            None => Ok(hoist_registry::embedded::default_home(self.env)?),
+        }
+    }
+
+    /// Writes `value` as pretty JSON.
+    fn print_json(
+        &self,
+        out: &mut dyn Write,
+        value: &impl serde::Serialize,
+    ) -> Result<(), CliError> {
+        let s = serde_json::to_string_pretty(value).expect("registry types serialize");
+        writeln!(out, "{s}").map_err(stdout_err)
+    }
+}
+
+pub(crate) fn stdout_err(source: std::io::Error) -> CliError {
+    CliError::Io {
+        context: "writing output".into(),
+        source,
+    }
+}

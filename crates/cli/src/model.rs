@@ -1,0 +1,369 @@
+//! `hoist model …`: register model packages and inspect, promote and fetch versions.
+//!
+//! Each command opens the registry, does one thing, and prints the result (a table,
+//! or JSON with `--json`). Only the embedded registry is served here for now.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use hoist_registry::embedded::{EmbeddedRegistry, FailPoint};
+use hoist_registry::{ModelRef, Registry};
+
+use crate::output::{Table, format_ms};
+use crate::{CliError, Context, stdout_err};
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCmd {
+    /// Register a model package as the next version of a model
+    ///
+    /// PATH is an MLflow model directory (MLmodel, model.onnx, …) or a bare .onnx
+    /// file. Its files are copied into the registry's artifact store under their
+    /// sha256 digest, then the version is recorded. Registering files identical to the
+    /// latest version's registers nothing and prints that version (tags and alias are
+    /// still applied), so a script can run this safely twice.
+    Register {
+        /// The model directory or .onnx file
+        path: PathBuf,
+        /// The model's name (no '/' or '@')
+        #[arg(long)]
+        name: String,
+        /// A tag for the new version, as KEY=VALUE (repeatable)
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Point this alias (e.g. champion) at the new version
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// List registered models with their latest version and aliases
+    List,
+    /// List the versions of a model, newest first
+    Versions {
+        /// The model's name
+        name: String,
+    },
+    /// Show one version: NAME (latest), NAME/VERSION, NAME@ALIAS or NAME/STAGE
+    Show {
+        /// Which version, e.g. fraud@champion or fraud/3
+        reference: String,
+    },
+    /// Point an alias at a version (moving it if it points elsewhere)
+    ///
+    /// Moving an alias is how a version is promoted: a release watching the registry
+    /// starts when, say, `champion` moves.
+    Alias {
+        /// The model's name
+        name: String,
+        /// The version the alias will point at
+        version: String,
+        /// The alias, e.g. champion (letters, digits, '_' and '-')
+        alias: String,
+    },
+    /// Remove an alias from a model
+    Unalias {
+        /// The model's name
+        name: String,
+        /// The alias to remove
+        alias: String,
+    },
+    /// Set or delete tags on a version
+    ///
+    /// hoist itself records results as tags (e.g. hoist.staging=passed); this shows
+    /// how to set your own or clear one. Deleting a tag that is not set is not an error.
+    Tag {
+        /// The model's name
+        name: String,
+        /// The version to tag
+        version: String,
+        /// Tags to set, as KEY=VALUE
+        #[arg(value_name = "KEY=VALUE", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// A tag key to delete (repeatable)
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
+    },
+    /// Move a version to an MLflow-style stage: Staging, Production, Archived or None
+    ///
+    /// Stages are MLflow's older way to promote (deprecated there since 2.9 in favour
+    /// of aliases, still widely used); NAME/STAGE then selects the newest version in it.
+    Stage {
+        /// The model's name
+        name: String,
+        /// The version to move
+        version: String,
+        /// Staging, Production, Archived, or None to leave every stage
+        stage: String,
+    },
+    /// Copy a version's files, verified against their digest, into a directory
+    ///
+    /// The stored files are checked against the version's sha256 digest before and
+    /// after copying; a mismatch is an error (exit code 4), never a silent repair.
+    /// DIR must not exist or must be empty.
+    Fetch {
+        /// Which version: NAME, NAME/VERSION, NAME@ALIAS or NAME/STAGE
+        reference: String,
+        /// Where to put the files
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+}
+
+pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Result<(), CliError> {
+    let reg = open(ctx)?;
+    match cmd {
+        ModelCmd::Register {
+            path,
+            name,
+            tags,
+            alias,
+        } => {
+            let tags: BTreeMap<String, String> = tags.into_iter().collect();
+            let r = reg.register_detailed(&path, &name, &tags, alias.as_deref())?;
+            if ctx.json {
+                return ctx.print_json(out, &r);
+            }
+            let v = &r.version;
+            let digest = v.digest.as_deref().unwrap_or("-");
+            let line = if r.created {
+                format!("registered {} version {} ({digest})", v.name, v.version)
+            } else {
+                format!(
+                    "{} version {} already has these files ({digest}); nothing new registered",
+                    v.name, v.version
+                )
+            };
+            writeln!(out, "{line}").map_err(stdout_err)
+        }
+        ModelCmd::List => {
+            let models = reg.list_models()?;
+            if ctx.json {
+                return ctx.print_json(out, &models);
+            }
+            if models.is_empty() {
+                return writeln!(out, "no models in {}", reg.home().display()).map_err(stdout_err);
+            }
+            let mut t = Table::new(["NAME", "LATEST", "ALIASES"]);
+            for m in &models {
+                let aliases: Vec<String> =
+                    m.aliases.iter().map(|(a, v)| format!("{a}={v}")).collect();
+                t.row([
+                    m.name.clone(),
+                    m.latest_version.clone().unwrap_or_else(|| "-".into()),
+                    dash(aliases.join(", ")),
+                ]);
+            }
+            t.write(out).map_err(stdout_err)
+        }
+        ModelCmd::Versions { name } => {
+            let versions = reg.list_versions(&name)?;
+            if ctx.json {
+                return ctx.print_json(out, &versions);
+            }
+            let mut t = Table::new(["VERSION", "DIGEST", "ALIASES", "STAGE", "TAGS", "CREATED"]);
+            for v in &versions {
+                let tags: Vec<String> = v.tags.iter().map(|(k, x)| format!("{k}={x}")).collect();
+                t.row([
+                    v.version.clone(),
+                    short_digest(v.digest.as_deref()),
+                    dash(v.aliases.join(", ")),
+                    v.stage.clone().unwrap_or_else(|| "-".into()),
+                    dash(tags.join(", ")),
+                    format_ms(v.created_at_ms),
+                ]);
+            }
+            t.write(out).map_err(stdout_err)
+        }
+        ModelCmd::Show { reference } => {
+            let v = reg.resolve(&ModelRef::parse(&reference)?)?;
+            if ctx.json {
+                return ctx.print_json(out, &v);
+            }
+            let mut t = Table::plain();
+            t.row(["name".into(), v.name.clone()]);
+            t.row(["version".into(), v.version.clone()]);
+            t.row([
+                "digest".into(),
+                v.digest.clone().unwrap_or_else(|| "-".into()),
+            ]);
+            t.row(["aliases".into(), dash(v.aliases.join(", "))]);
+            t.row([
+                "stage".into(),
+                v.stage.clone().unwrap_or_else(|| "-".into()),
+            ]);
+            for (k, x) in &v.tags {
+                t.row([format!("tag {k}"), x.clone()]);
+            }
+            t.row(["source".into(), v.source.clone()]);
+            t.row(["created".into(), format_ms(v.created_at_ms)]);
+            t.write(out).map_err(stdout_err)
+        }
+        ModelCmd::Alias {
+            name,
+            version,
+            alias,
+        } => {
+            reg.set_alias(&name, &alias, &version)?;
+            let v = reg.get_version(&name, &version)?;
+            if ctx.json {
+                return ctx.print_json(out, &v);
+            }
+            writeln!(out, "{name}@{alias} -> version {version}").map_err(stdout_err)
+        }
+        ModelCmd::Unalias { name, alias } => {
+            reg.delete_alias(&name, &alias)?;
+            if ctx.json {
+                let v = serde_json::json!({ "name": name, "alias": alias, "deleted": true });
+                return ctx.print_json(out, &v);
+            }
+            writeln!(out, "removed {name}@{alias}").map_err(stdout_err)
+        }
+        ModelCmd::Tag {
+            name,
+            version,
+            tags,
+            delete,
+        } => {
+            if tags.is_empty() && delete.is_empty() {
+                return Err(CliError::Usage(
+                    "nothing to do: give KEY=VALUE tags to set or --delete KEY".into(),
+                ));
+            }
+            for (k, x) in &tags {
+                reg.set_tag(&name, &version, k, x)?;
+            }
+            for k in &delete {
+                reg.delete_tag(&name, &version, k)?;
+            }
+            let v = reg.get_version(&name, &version)?;
+            if ctx.json {
+                return ctx.print_json(out, &v);
+            }
+            let tags: Vec<String> = v.tags.iter().map(|(k, x)| format!("{k}={x}")).collect();
+            writeln!(out, "{name}/{version} tags: {}", dash(tags.join(", "))).map_err(stdout_err)
+        }
+        ModelCmd::Stage {
+            name,
+            version,
+            stage,
+        } => {
+            reg.set_stage(&name, &version, Some(&stage))?;
+            let v = reg.get_version(&name, &version)?;
+            if ctx.json {
+                return ctx.print_json(out, &v);
+            }
+            let stage = v.stage.as_deref().unwrap_or("None");
+            writeln!(out, "{name}/{version} -> stage {stage}").map_err(stdout_err)
+        }
+        ModelCmd::Fetch { reference, to } => {
+            let v = reg.resolve(&ModelRef::parse(&reference)?)?;
+            let fetched = reg.fetch(&v)?;
+            copy_out(&fetched.dir, &to, &fetched.digest)?;
+            if ctx.json {
+                let v = serde_json::json!({
+                    "version": fetched.version,
+                    "digest": fetched.digest,
+                    "dir": to,
+                });
+                return ctx.print_json(out, &v);
+            }
+            writeln!(
+                out,
+                "fetched {} version {} ({}) to {}",
+                v.name,
+                v.version,
+                fetched.digest,
+                to.display()
+            )
+            .map_err(stdout_err)
+        }
+    }
+}
+
+/// Opens the registry `--registry` names.
+fn open(ctx: &Context<'_>) -> Result<EmbeddedRegistry, CliError> {
+    if ctx.registry != "embedded" {
+        return Err(CliError::Unsupported(format!(
+            "MLflow registries are not supported by this command yet (--registry {}); use --registry embedded",
+            ctx.registry
+        )));
+    }
+    // A test hook: interrupt `register` at a named point (see FailPoint).
+    let fail = match (ctx.env)("HOIST_TEST_FAIL_AT").filter(|s| !s.is_empty()) {
+        Some(s) => Some(FailPoint::parse(&s)?),
+        None => None,
+    };
+    Ok(EmbeddedRegistry::open(ctx.home()?)?.with_fail_point(fail))
+}
+
+/// Copies a verified package out of the store into `to`, via a temporary sibling
+/// renamed into place, and checks the copy too: `to` ends up holding exactly the
+/// version's files, or is left as it was.
+fn copy_out(from: &Path, to: &Path, digest: &str) -> Result<(), CliError> {
+    if to.exists() {
+        let empty = to.is_dir()
+            && std::fs::read_dir(to)
+                .map_err(io_err(to, "reading"))?
+                .next()
+                .is_none();
+        if !empty {
+            return Err(CliError::Usage(format!(
+                "{} already exists and is not an empty directory; choose a new --to",
+                to.display()
+            )));
+        }
+    }
+    let name = to
+        .file_name()
+        .ok_or_else(|| CliError::Usage(format!("--to {} has no directory name", to.display())))?;
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io_err(&parent, "creating"))?;
+    let tmp = parent.join(format!(
+        ".{}.hoist-fetch-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        hoist_registry::cas::copy_tree(from, &tmp, false)?;
+        hoist_registry::cas::verify_dir(&tmp, digest)?;
+        if to.exists() {
+            std::fs::remove_dir(to).map_err(io_err(to, "replacing"))?;
+        }
+        std::fs::rename(&tmp, to).map_err(io_err(to, "creating"))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn io_err<'a>(p: &'a Path, what: &'a str) -> impl FnOnce(std::io::Error) -> CliError + 'a {
+    move |source| CliError::Io {
+        context: format!("{what} {}", p.display()),
+        source,
+    }
+}
+
+/// `--tag KEY=VALUE`.
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
+/// `sha256:` and the first 12 hex digits: enough to tell versions apart in a table.
+fn short_digest(d: Option<&str>) -> String {
+    match d {
+        Some(d) => d.chars().take("sha256:".len() + 12).collect(),
+        None => "-".into(),
+    }
+}
+
+fn dash(s: String) -> String {
+    if s.is_empty() { "-".into() } else { s }
+}

@@ -1,0 +1,710 @@
+//! hoist's MLflow adapter and triggers against a REAL MLflow tracking server.
+//!
+//! One server (MLflow 3.17.2 from `.venv-mlflow`, made by `tools/mlflow-venv.sh`, or
+//! the python named by `HOIST_MLFLOW_PYTHON`) is started on 127.0.0.1 with a SQLite
+//! backend for the single test below, and killed (its whole process group) at the end.
+//! Versions are registered with the real Python client (`mlflow.onnx.log_model`), then
+//! read, resolved, fetched, tagged and aliased through [`MlflowRegistry`]; a webhook
+//! created with the real client delivers to hoist's receiver, and the poller and the
+//! de-duplicator see the same promotion.
+//!
+//! Without the venv this test FAILS (it does not skip): run `bash tools/mlflow-venv.sh`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hoist_registry::mlflow::{DIGEST_TAG, MlflowRegistry};
+use hoist_registry::watch::{PollConfig, dedupe, spawn_poller};
+use hoist_registry::webhook::{self, WebhookConfig};
+use hoist_registry::{Error, Event, EventKind, ModelRef, Registry};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const MODEL: &str = "hoist_e2e_breast_cancer";
+const SECRET: &str = "hoist-e2e-secret";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("HOIST_MLFLOW_PYTHON") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "HOIST_MLFLOW_PYTHON={} does not exist; run `bash tools/mlflow-venv.sh`",
+            p.display()
+        );
+        return p;
+    }
+    let p = repo_root().join(".venv-mlflow/bin/python");
+    assert!(
+        p.exists(),
+        "no MLflow python: neither HOIST_MLFLOW_PYTHON nor {} exists. \
+         Run `bash tools/mlflow-venv.sh` (it installs mlflow 3.17.2 into .venv-mlflow) \
+         and run the tests again.",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The MLflow server; dropping it kills its process group.
+struct Server {
+    child: Child,
+    uri: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(py: &Path, tmp: &Path) -> Server {
+        let port = free_port();
+        let fernet = Command::new(py)
+            .args([
+                "-c",
+                "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())",
+            ])
+            .output()
+            .expect("run python for a Fernet key");
+        assert!(fernet.status.success(), "{fernet:?}");
+        let fernet = String::from_utf8(fernet.stdout).unwrap().trim().to_string();
+        let log = tmp.join("mlflow-server.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(py);
+        cmd.args(["-m", "mlflow", "server", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .args(["--workers", "2", "--backend-store-uri"])
+            .arg(format!("sqlite:///{}/mlflow.db", tmp.display()))
+            .arg("--artifacts-destination")
+            .arg(tmp.join("artifacts"))
+            .env("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https")
+            .env("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
+            .env("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", fernet)
+            // The server caches its webhook list (60 s by default); 1 s keeps the test short.
+            .env("MLFLOW_WEBHOOK_CACHE_TTL", "1")
+            .env("MLFLOW_DISABLE_TELEMETRY", "true")
+            .env("DO_NOT_TRACK", "true")
+            .current_dir(tmp)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().expect("start mlflow server");
+        let server = Server {
+            child,
+            uri: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        server.wait_healthy(Duration::from_secs(90));
+        server
+    }
+
+    fn wait_healthy(&self, limit: Duration) {
+        let start = Instant::now();
+        let http = reqwest::blocking::Client::new();
+        loop {
+            if let Ok(r) = http.get(format!("{}/health", self.uri)).send()
+                && r.status().is_success()
+            {
+                println!("mlflow server healthy after {:?}", start.elapsed());
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "mlflow server did not answer /health within {limit:?}; log:\n{}",
+                tail(&self.log)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pgid = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Workers may outlive the parent: kill whatever is left of the group.
+        let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A long-lived Python process driving the real `mlflow` client, one JSON command a line.
+struct PyClient {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    log: PathBuf,
+}
+
+const CLIENT_PY: &str = r#"
+import json, sys, time
+def reply(**kw):
+    print("@@ " + json.dumps(kw), flush=True)
+import mlflow, onnx
+from mlflow import MlflowClient
+c = MlflowClient()
+reply(ok=True)
+for line in sys.stdin:
+    cmd = json.loads(line)
+    op = cmd["op"]
+    try:
+        if op == "register":
+            model = onnx.load(cmd["path"])
+            versions = []
+            for _ in range(cmd["count"]):
+                with mlflow.start_run():
+                    info = mlflow.onnx.log_model(model, name="model", registered_model_name=cmd["name"])
+                versions.append(str(info.registered_model_version))
+            reply(ok=True, versions=versions)
+        elif op == "alias":
+            t = time.time()
+            c.set_registered_model_alias(cmd["name"], cmd["alias"], cmd["version"])
+            reply(ok=True, before=t, after=time.time())
+        elif op == "stage":
+            c.transition_model_version_stage(cmd["name"], cmd["version"], cmd["stage"])
+            reply(ok=True)
+        elif op == "webhook":
+            w = c.create_webhook(name=cmd["name"], url=cmd["url"], events=cmd["events"], secret=cmd["secret"])
+            reply(ok=True, id=w.webhook_id)
+        else:
+            reply(ok=False, error="unknown op " + op)
+    except Exception as e:
+        reply(ok=False, error=repr(e))
+"#;
+
+impl PyClient {
+    fn start(py: &Path, tmp: &Path, uri: &str) -> PyClient {
+        let log = tmp.join("mlflow-client.log");
+        let mut child = Command::new(py)
+            .args(["-u", "-c", CLIENT_PY])
+            .env("MLFLOW_TRACKING_URI", uri)
+            .env("MLFLOW_DISABLE_TELEMETRY", "true")
+            .env("DO_NOT_TRACK", "true")
+            .current_dir(tmp)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the python mlflow client");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut c = PyClient {
+            child,
+            stdin,
+            stdout,
+            log,
+        };
+        c.read_reply();
+        c
+    }
+
+    fn read_reply(&mut self) -> Value {
+        loop {
+            let mut line = String::new();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "python client exited; log:\n{}", tail(&self.log));
+            if let Some(j) = line.strip_prefix("@@ ") {
+                let v: Value = serde_json::from_str(j).unwrap();
+                assert_eq!(
+                    v["ok"],
+                    true,
+                    "python client: {v}; log:\n{}",
+                    tail(&self.log)
+                );
+                return v;
+            }
+        }
+    }
+
+    fn call(&mut self, cmd: Value) -> Value {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        self.stdin.flush().unwrap();
+        self.read_reply()
+    }
+
+    fn set_alias(&mut self, alias: &str, version: &str) -> f64 {
+        let r =
+            self.call(json!({"op": "alias", "name": MODEL, "alias": alias, "version": version}));
+        r["before"].as_f64().unwrap()
+    }
+}
+
+impl Drop for PyClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Events as they reached the de-duplicator, with their arrival time (unix seconds).
+type Tap = Arc<Mutex<Vec<(f64, Event)>>>;
+
+fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(x) = f() {
+            return Some(x);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn is_move(e: &Event, alias: &str, version: &str) -> bool {
+    e.kind == EventKind::AliasSet
+        && e.model == MODEL
+        && e.alias.as_deref() == Some(alias)
+        && e.version.as_deref() == Some(version)
+}
+
+fn rest_get(uri: &str, path_and_query: &str) -> Value {
+    let r = reqwest::blocking::get(format!("{uri}/api/2.0/mlflow/{path_and_query}")).unwrap();
+    assert!(r.status().is_success(), "{path_and_query}: {}", r.status());
+    r.json().unwrap()
+}
+
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s[((s.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
+    let test_start = Instant::now();
+    let py = python();
+    let tmp = std::env::temp_dir().join(format!("hoist-mlflow-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let server = Server::start(&py, &tmp);
+    let uri = server.uri.clone();
+    let mut client = PyClient::start(&py, &tmp, &uri);
+
+    // ---- register two versions with the real client; alias and stage version 1 ----
+    let onnx_path = repo_root().join("examples/models/breast_cancer_lr/model.onnx");
+    let t = Instant::now();
+    let reg = client.call(json!({"op": "register", "name": MODEL, "path": onnx_path, "count": 2}));
+    assert_eq!(reg["versions"], json!(["1", "2"]));
+    client.set_alias("champion", "1");
+    client.call(json!({"op": "stage", "name": MODEL, "version": "1", "stage": "Production"}));
+    println!(
+        "registered 2 versions with the python client in {:?}",
+        t.elapsed()
+    );
+
+    let hoist = MlflowRegistry::new(&uri)
+        .unwrap()
+        .with_cache_dir(tmp.join("cache"));
+    assert_eq!(hoist.id(), uri);
+
+    // ---- list and read ----
+    let models = hoist.list_models().unwrap();
+    let m = models
+        .iter()
+        .find(|m| m.name == MODEL)
+        .expect("model listed");
+    assert_eq!(m.aliases, BTreeMap::from([("champion".into(), "1".into())]));
+    assert_eq!(m.latest_version.as_deref(), Some("2"));
+
+    let versions = hoist.list_versions(MODEL).unwrap();
+    let numbers: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+    assert_eq!(numbers, ["2", "1"], "newest first");
+    assert!(versions.iter().all(|v| !v.source.is_empty()));
+
+    let v1 = hoist.get_version(MODEL, "1").unwrap();
+    assert_eq!(v1.stage.as_deref(), Some("Production"));
+    assert_eq!(v1.aliases, ["champion"]);
+    assert!(v1.run_id.is_some() && v1.created_at_ms > 0);
+
+    // ---- errors name what is missing ----
+    let e = hoist.get_version(MODEL, "99").unwrap_err();
+    assert!(matches!(e, Error::VersionNotFound { .. }), "{e}");
+    let e = hoist.get_version("no_such_model", "1").unwrap_err();
+    assert!(
+        matches!(e, Error::ModelNotFound(_) | Error::VersionNotFound { .. }),
+        "{e}"
+    );
+    let e = hoist.list_versions("no_such_model").unwrap_err();
+    assert!(matches!(e, Error::ModelNotFound(_)), "{e}");
+    let e = hoist
+        .resolve(&ModelRef::parse(&format!("{MODEL}@nope")).unwrap())
+        .unwrap_err();
+    assert!(matches!(e, Error::AliasNotFound { .. }), "{e}");
+
+    // ---- resolve every selector ----
+    let resolve = |s: &str| hoist.resolve(&ModelRef::parse(s).unwrap());
+    assert_eq!(resolve(&format!("{MODEL}@champion")).unwrap().version, "1");
+    assert_eq!(
+        resolve(&format!("{MODEL}/Production")).unwrap().version,
+        "1"
+    );
+    assert_eq!(resolve(&format!("{MODEL}/2")).unwrap().version, "2");
+    assert_eq!(resolve(MODEL).unwrap().version, "2");
+    let e = resolve(&format!("{MODEL}/Staging")).unwrap_err();
+    assert!(matches!(e, Error::StageEmpty { .. }), "{e}");
+
+    // ---- fetch: files through the artifact proxy, digest recorded then verified ----
+    let t = Instant::now();
+    let f = hoist.fetch(&v1).unwrap();
+    println!(
+        "fetched version 1 in {:?} into {}",
+        t.elapsed(),
+        f.dir.display()
+    );
+    assert_eq!(
+        std::fs::read(f.dir.join("model.onnx")).unwrap(),
+        std::fs::read(&onnx_path).unwrap(),
+        "model.onnx is byte for byte the file logged"
+    );
+    assert!(f.dir.join("MLmodel").exists());
+    assert_eq!(
+        f.digest,
+        hoist_digest::digest_path(&f.dir).unwrap(),
+        "the digest is of the fetched files"
+    );
+    let tagged = hoist.get_version(MODEL, "1").unwrap();
+    assert_eq!(tagged.tags.get(DIGEST_TAG), Some(&f.digest));
+    assert_eq!(tagged.digest.as_ref(), Some(&f.digest));
+    // Second fetch: the cached copy, verified against the tag.
+    let again = hoist.fetch(&tagged).unwrap();
+    assert_eq!(
+        (again.digest.as_str(), &again.dir),
+        (f.digest.as_str(), &f.dir)
+    );
+    // A cached copy that changed is an error, never a silent re-download.
+    let cached_model = f.dir.join("model.onnx");
+    let original = std::fs::read(&cached_model).unwrap();
+    let mut perms = std::fs::metadata(&cached_model).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&cached_model, perms).unwrap();
+    std::fs::write(&cached_model, b"tampered").unwrap();
+    let e = hoist.fetch(&tagged).unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    std::fs::write(&cached_model, &original).unwrap();
+    // Files in MLflow that no longer match the recorded digest: an error too.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    hoist.set_tag(MODEL, "1", DIGEST_TAG, &wrong).unwrap();
+    let e = hoist.fetch(&tagged).unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert!(e.to_string().contains(&wrong), "{e}");
+    hoist.delete_tag(MODEL, "1", DIGEST_TAG).unwrap();
+    assert_eq!(hoist.fetch(&tagged).unwrap().digest, f.digest, "re-tagged");
+    assert_eq!(
+        hoist.get_version(MODEL, "1").unwrap().digest.as_ref(),
+        Some(&f.digest)
+    );
+
+    // ---- tags and aliases written by hoist, read back over plain REST ----
+    hoist
+        .set_tag(MODEL, "2", "hoist.staging", "passed")
+        .unwrap();
+    let raw = rest_get(&uri, &format!("model-versions/get?name={MODEL}&version=2"));
+    let tags = raw["model_version"]["tags"].as_array().unwrap();
+    assert!(
+        tags.iter()
+            .any(|t| t["key"] == "hoist.staging" && t["value"] == "passed"),
+        "{raw}"
+    );
+    hoist.delete_tag(MODEL, "2", "hoist.staging").unwrap();
+    assert!(
+        !hoist
+            .get_version(MODEL, "2")
+            .unwrap()
+            .tags
+            .contains_key("hoist.staging")
+    );
+    hoist.set_alias(MODEL, "challenger", "2").unwrap();
+    let raw = rest_get(
+        &uri,
+        &format!("registered-models/alias?name={MODEL}&alias=challenger"),
+    );
+    assert_eq!(raw["model_version"]["version"], "2");
+    hoist.delete_alias(MODEL, "challenger").unwrap();
+    let e = hoist.delete_alias(MODEL, "challenger").unwrap_err();
+    assert!(matches!(e, Error::AliasNotFound { .. }), "{e}");
+    println!(
+        "read/resolve/fetch/tag phase done at {:?}",
+        test_start.elapsed()
+    );
+
+    // ---- triggers: webhook receiver + poller → tap → dedupe ----
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Event>(256);
+    let (tapped_tx, tapped_rx) = mpsc::channel::<Event>(256);
+    let (out_tx, mut out_rx) = mpsc::channel::<Event>(256);
+    let tap: Tap = Arc::default();
+    let tap_in = tap.clone();
+    rt.spawn(async move {
+        while let Some(e) = raw_rx.recv().await {
+            tap_in.lock().unwrap().push((unix_now(), e.clone()));
+            if tapped_tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    });
+    rt.spawn(dedupe(tapped_rx, out_tx, Duration::from_secs(600)));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let hook_url = format!("http://{}/webhook", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let receiver = rt.spawn(webhook::run(
+        listener,
+        WebhookConfig::new(SECRET, hoist.id()),
+        raw_tx.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // A webhook made with the real client (aliases) and one made by hoist (tags).
+    client.call(
+        json!({"op": "webhook", "name": "hoist-e2e-aliases", "url": hook_url,
+        "events": ["model_version_alias.created"], "secret": SECRET}),
+    );
+    let hook_id = hoist
+        .create_webhook(
+            "hoist-e2e-tags",
+            &hook_url,
+            SECRET,
+            &["model_version_tag.set"],
+        )
+        .unwrap();
+    let listed = rest_get(&uri, "webhooks");
+    assert!(
+        listed["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["webhook_id"] == hook_id.as_str()),
+        "{listed}"
+    );
+
+    let poll_registry: Arc<dyn Registry> = Arc::new(MlflowRegistry::new(&uri).unwrap());
+    let poll_interval = Duration::from_millis(500);
+    let poller = spawn_poller(
+        poll_registry,
+        PollConfig {
+            interval: poll_interval,
+            models: Some(vec![MODEL.into()]),
+            stages: true,
+        },
+        raw_tx.clone(),
+    );
+    // Let the poller take its baseline and the server's webhook cache (TTL 1 s) expire.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let from_webhook = |alias: &str, version: &str, after: f64| -> Vec<f64> {
+        tap.lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, e)| *at >= after && e.delivery.is_some() && is_move(e, alias, version))
+            .map(|(at, _)| *at)
+            .collect()
+    };
+    let from_poll = |alias: &str, version: &str, after: f64| -> Vec<f64> {
+        tap.lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, e)| *at >= after && e.delivery.is_none() && is_move(e, alias, version))
+            .map(|(at, _)| *at)
+            .collect()
+    };
+
+    // First promotion: the server may still hold a stale webhook list, so re-set the
+    // alias until a delivery arrives (≤ ~70 s even with MLflow's default 60 s cache).
+    let first = Instant::now();
+    let mut t0;
+    loop {
+        t0 = client.set_alias("champion", "2");
+        if wait_for(Duration::from_secs(5), || {
+            from_webhook("champion", "2", t0).first().copied()
+        })
+        .is_some()
+        {
+            break;
+        }
+        assert!(
+            first.elapsed() < Duration::from_secs(75),
+            "no webhook delivery within 75 s; server log:\n{}",
+            tail(&server.log)
+        );
+        println!(
+            "no delivery yet after {:?}; setting the alias again",
+            first.elapsed()
+        );
+    }
+    let poll_seen = wait_for(poll_interval * 10, || {
+        from_poll("champion", "2", t0).first().copied()
+    })
+    .expect("the poller sees the alias move");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        from_webhook("champion", "2", t0).len(),
+        1,
+        "exactly one verified webhook event for one set_registered_model_alias"
+    );
+    assert_eq!(
+        from_poll("champion", "2", t0).len(),
+        1,
+        "and one polled event"
+    );
+    let mut out = Vec::new();
+    while let Ok(e) = out_rx.try_recv() {
+        out.push(e);
+    }
+    let moves: Vec<&Event> = out.iter().filter(|e| is_move(e, "champion", "2")).collect();
+    assert_eq!(
+        moves.len(),
+        1,
+        "one promotion, one event after dedupe: {out:?}"
+    );
+    assert!(!out.iter().any(|e| e.kind == EventKind::AliasSet
+        && e.alias.as_deref() == Some("champion")
+        && e.version.as_deref() != Some("2")));
+    println!(
+        "first promotion: webhook {:.1} ms, poll {:.1} ms after set_registered_model_alias",
+        (from_webhook("champion", "2", t0)[0] - t0) * 1e3,
+        (poll_seen - t0) * 1e3
+    );
+
+    // Latency samples: move the alias back and forth.
+    let mut webhook_ms = Vec::new();
+    let mut poll_ms = Vec::new();
+    for i in 0..6 {
+        let version = if i % 2 == 0 { "1" } else { "2" };
+        let t0 = client.set_alias("champion", version);
+        let w = wait_for(Duration::from_secs(10), || {
+            from_webhook("champion", version, t0).first().copied()
+        })
+        .expect("webhook event");
+        let p = wait_for(poll_interval * 10, || {
+            from_poll("champion", version, t0).first().copied()
+        })
+        .expect("polled event");
+        webhook_ms.push((w - t0) * 1e3);
+        poll_ms.push((p - t0) * 1e3);
+        let deduped = wait_for(Duration::from_secs(2), || {
+            out_rx
+                .try_recv()
+                .ok()
+                .filter(|e| is_move(e, "champion", version))
+        });
+        assert!(deduped.is_some(), "move {i} reached the subscriber");
+        // Give a duplicate the time to show up, then check that none did.
+        std::thread::sleep(Duration::from_millis(300));
+        let extra: Vec<Event> = std::iter::from_fn(|| out_rx.try_recv().ok())
+            .filter(|e| e.kind == EventKind::AliasSet)
+            .collect();
+        assert!(extra.is_empty(), "duplicate after dedupe: {extra:?}");
+    }
+    println!(
+        "set_registered_model_alias → hoist event over {} moves: webhook p50 {:.1} ms max {:.1} ms; \
+         poll ({:?} interval) p50 {:.1} ms max {:.1} ms",
+        webhook_ms.len(),
+        percentile(&webhook_ms, 0.5),
+        percentile(&webhook_ms, 1.0),
+        poll_interval,
+        percentile(&poll_ms, 0.5),
+        percentile(&poll_ms, 1.0),
+    );
+
+    // The webhook hoist created delivers tag events.
+    let before_tag = unix_now();
+    hoist
+        .set_tag(MODEL, "2", "hoist.production", "live")
+        .unwrap();
+    let tag_event = wait_for(Duration::from_secs(10), || {
+        tap.lock()
+            .unwrap()
+            .iter()
+            .find(|(at, e)| {
+                *at >= before_tag
+                    && e.kind
+                        == (EventKind::TagSet {
+                            key: "hoist.production".into(),
+                            value: "live".into(),
+                        })
+            })
+            .map(|(_, e)| e.clone())
+    })
+    .expect("tag event through the webhook hoist created");
+    assert_eq!(tag_event.version.as_deref(), Some("2"));
+    assert!(tag_event.delivery.is_some());
+
+    // Stages have no webhook: the poller reports a transition.
+    let before_stage = unix_now();
+    client.call(json!({"op": "stage", "name": MODEL, "version": "2", "stage": "Staging"}));
+    let staged = wait_for(poll_interval * 10, || {
+        tap.lock()
+            .unwrap()
+            .iter()
+            .find(|(at, e)| *at >= before_stage && e.kind == EventKind::StageChanged)
+            .map(|(at, e)| (*at, e.clone()))
+    })
+    .expect("the poller reports the stage transition");
+    assert_eq!(
+        (staged.1.stage.as_deref(), staged.1.version.as_deref()),
+        (Some("Staging"), Some("2"))
+    );
+    println!(
+        "transition_model_version_stage → polled event: {:.1} ms",
+        (staged.0 - before_stage) * 1e3
+    );
+    assert_eq!(
+        hoist
+            .resolve(&ModelRef::parse(&format!("{MODEL}/Staging")).unwrap())
+            .unwrap()
+            .version,
+        "2"
+    );
+
+    poller.stop();
+    let _ = stop_tx.send(());
+    rt.block_on(receiver).unwrap().unwrap();
+    hoist.delete_webhook(&hook_id).unwrap();
+    drop(client);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!("total {:?}", test_start.elapsed());
+}
