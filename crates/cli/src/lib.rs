@@ -4,26 +4,36 @@
 //! - this file: the command tree ([`Cli`]), [`run`], and the error every command
 //!   returns ([`CliError`]) with its exit code.
 //! - `model`: `hoist model …`, the registry commands.
+//! - `watch`: `hoist watch`, promotion events printed live.
+//! - `mlflow`: `hoist mlflow connect`, the webhook on an MLflow server.
 //! - `output`: human tables and dates (`--json` output is serde's).
 //!
 //! Commands print results on stdout and nothing else there; errors go to stderr
 //! (as JSON with `--json`), with an exit code a script can branch on.
 
+mod mlflow;
 mod model;
 mod output;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use hoist_registry::Registry;
+use hoist_registry::embedded::EmbeddedRegistry;
+use hoist_registry::mlflow::MlflowRegistry;
 
+pub use mlflow::MlflowCmd;
 pub use model::ModelCmd;
+pub use watch::WatchArgs;
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  failure (storage, I/O)
-  2  bad usage or input (unknown flag, bad path, invalid name, unsupported registry)
+  1  failure (storage, I/O, registry unreachable or refusing the credentials)
+  2  bad usage or input (unknown flag, bad path, invalid name, a command the
+     registry does not support)
   3  not found (model, version, alias or stage)
   4  integrity failure (files do not match their digest)";
 
@@ -40,15 +50,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
 
-    /// Which registry to use: `embedded` (hoist's own, under --home). MLflow tracking
-    /// URLs are not supported by these commands yet.
-    #[arg(
-        long,
-        global = true,
-        value_name = "REGISTRY",
-        default_value = "embedded"
-    )]
-    pub registry: String,
+    /// Which registry: `embedded` (hoist's own, under --home) or an MLflow tracking
+    /// server URL (http://HOST:PORT; credentials from MLFLOW_TRACKING_USERNAME and
+    /// MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN) [default:
+    /// $MLFLOW_TRACKING_URI when set, else embedded]
+    #[arg(long, global = true, value_name = "REGISTRY")]
+    pub registry: Option<String>,
 
     /// Print JSON for scripts instead of tables (errors too, on stderr)
     #[arg(long, global = true)]
@@ -63,6 +70,19 @@ pub enum Command {
     /// Register, inspect, promote and fetch model versions
     #[command(subcommand, after_help = EXIT_CODES)]
     Model(ModelCmd),
+    /// Print promotion events (alias and stage moves) live as they happen
+    ///
+    /// Follows the registry --registry names: the embedded registry through its change
+    /// log, an MLflow server by polling and, with --webhook-listen, through MLflow
+    /// webhooks too (create one with `hoist mlflow connect`). Webhook deliveries are
+    /// verified (HMAC signature, freshness, no replay) before anything is printed, and
+    /// a move seen by both paths is printed once. One line per event (one JSON object
+    /// per line with --json); runs until Ctrl-C or SIGTERM, or --max-events.
+    #[command(after_help = EXIT_CODES)]
+    Watch(WatchArgs),
+    /// Connect an MLflow server to hoist (webhooks)
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Mlflow(MlflowCmd),
 }
 
 /// Why a command failed. Every variant maps to an exit code ([`CliError::exit_code`])
@@ -118,8 +138,10 @@ impl CliError {
                 E::Invalid(_) => "invalid_input",
                 E::Store(_) => "store_error",
                 E::Io { .. } => "io_error",
-                #[allow(unreachable_patterns)]
-                _ => "registry_error",
+                E::Unreachable { .. } => "registry_unreachable",
+                E::Unauthorized { .. } => "unauthorized",
+                E::NotReady { .. } => "version_not_ready",
+                E::Remote { .. } => "registry_error",
             },
             CliError::Unsupported(_) => "unsupported_registry",
             CliError::Usage(_) => "usage",
@@ -141,20 +163,27 @@ pub fn report(e: &CliError, json: bool, err: &mut dyn Write) {
 }
 
 /// Runs one command. `env` reads the environment (`HOIST_HOME`, `HOME`,
-/// `HOIST_TEST_FAIL_AT`); results are written to `out`.
+/// `HOIST_TEST_FAIL_AT`, `MLFLOW_TRACKING_URI` and MLflow's credential variables);
+/// results are written to `out`.
 pub fn run(
     cli: Cli,
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let registry = cli
+        .registry
+        .or_else(|| env("MLFLOW_TRACKING_URI").filter(|u| !u.trim().is_empty()))
+        .unwrap_or_else(|| "embedded".into());
     let ctx = Context {
         home: cli.home,
-        registry: cli.registry,
+        registry,
         json: cli.json,
         env,
     };
     match cli.command {
         Command::Model(cmd) => model::run(&ctx, cmd, out),
+        Command::Watch(args) => watch::run(&ctx, args, out),
+        Command::Mlflow(cmd) => mlflow::run(&ctx, cmd, out),
     }
 }
 
@@ -162,7 +191,7 @@ pub fn run(
 pub(crate) struct Context<'a> {
     /// `--home`, if given.
     home: Option<PathBuf>,
-    /// `--registry`.
+    /// `--registry`, else `MLFLOW_TRACKING_URI`, else `embedded`.
     registry: String,
     /// `--json`.
     json: bool,
@@ -179,6 +208,32 @@ impl Context<'_> {
         }
     }
 
+    /// Opens the registry `--registry` names: the embedded one, or an MLflow client
+    /// (no request is made yet). Anything else is a usage error.
+    fn open_registry(&self) -> Result<Opened, CliError> {
+        if self.registry == "embedded" {
+            return Ok(Opened::Embedded(model::open_embedded(self)?));
+        }
+        let url = self.registry.as_str();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(CliError::Usage(format!(
+                "registry '{url}' is neither `embedded` nor an MLflow tracking server URL \
+                 (http://HOST:PORT); hoist reads MLflow over its REST API (check --registry \
+                 and MLFLOW_TRACKING_URI)"
+            )));
+        }
+        let env = self.env;
+        let vars = |k: &str| {
+            if k == "MLFLOW_TRACKING_URI" {
+                Some(url.to_string())
+            } else {
+                env(k)
+            }
+        };
+        let reg = MlflowRegistry::from_vars(vars)?.with_cache_dir(self.home()?.join("artifacts"));
+        Ok(Opened::Mlflow(reg))
+    }
+
     /// Writes `value` as pretty JSON.
     fn print_json(
         &self,
@@ -187,6 +242,22 @@ impl Context<'_> {
     ) -> Result<(), CliError> {
         let s = serde_json::to_string_pretty(value).expect("registry types serialize");
         writeln!(out, "{s}").map_err(stdout_err)
+    }
+}
+
+/// A registry `--registry` named, opened.
+pub(crate) enum Opened {
+    Embedded(EmbeddedRegistry),
+    Mlflow(MlflowRegistry),
+}
+
+impl Opened {
+    /// The registry, for the commands every registry serves.
+    pub(crate) fn as_dyn(&self) -> &dyn Registry {
+        match self {
+            Opened::Embedded(r) => r,
+            Opened::Mlflow(r) => r,
+        }
     }
 }
 

@@ -1,18 +1,20 @@
 //! `hoist model …`: register model packages and inspect, promote and fetch versions.
 //!
 //! Each command opens the registry, does one thing, and prints the result (a table,
-//! or JSON with `--json`). Only the embedded registry is served here for now.
+//! or JSON with `--json`). Every command but `register` and `stage` works through the
+//! [`Registry`] interface, so against the embedded registry and MLflow alike; those
+//! two write what only hoist's own registry lets hoist write.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use hoist_registry::ModelRef;
 use hoist_registry::embedded::{EmbeddedRegistry, FailPoint};
-use hoist_registry::{ModelRef, Registry};
 
 use crate::output::{Table, format_ms};
-use crate::{CliError, Context, stdout_err};
+use crate::{CliError, Context, Opened, stdout_err};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCmd {
@@ -23,6 +25,9 @@ pub enum ModelCmd {
     /// sha256 digest, then the version is recorded. Registering files identical to the
     /// latest version's registers nothing and prints that version (tags and alias are
     /// still applied), so a script can run this safely twice.
+    ///
+    /// Embedded registry only: register MLflow versions with MLflow's own client
+    /// (mlflow.register_model); hoist reads and promotes them.
     Register {
         /// The model directory or .onnx file
         path: PathBuf,
@@ -87,6 +92,7 @@ pub enum ModelCmd {
     ///
     /// Stages are MLflow's older way to promote (deprecated there since 2.9 in favour
     /// of aliases, still widely used); NAME/STAGE then selects the newest version in it.
+    /// Embedded registry only: with MLflow, promote with an alias.
     Stage {
         /// The model's name
         name: String,
@@ -99,7 +105,8 @@ pub enum ModelCmd {
     ///
     /// The stored files are checked against the version's sha256 digest before and
     /// after copying; a mismatch is an error (exit code 4), never a silent repair.
-    /// DIR must not exist or must be empty.
+    /// DIR must not exist or must be empty. An MLflow version is downloaded into the cache under
+    /// --home first, and its digest recorded in the version tag hoist.digest.
     Fetch {
         /// Which version: NAME, NAME/VERSION, NAME@ALIAS or NAME/STAGE
         reference: String,
@@ -110,7 +117,35 @@ pub enum ModelCmd {
 }
 
 pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Result<(), CliError> {
-    let reg = open(ctx)?;
+    // Refuse what MLflow cannot do through hoist before opening anything.
+    if ctx.registry != "embedded" {
+        match &cmd {
+            ModelCmd::Register { .. } => {
+                return Err(CliError::Unsupported(format!(
+                    "hoist cannot register versions in MLflow (--registry {}): register with \
+                     MLflow's own client (mlflow.register_model); hoist reads and promotes \
+                     MLflow versions",
+                    ctx.registry
+                )));
+            }
+            ModelCmd::Stage { .. } => {
+                return Err(CliError::Unsupported(format!(
+                    "hoist does not move MLflow versions between stages (--registry {}): \
+                     stages are deprecated in MLflow; promote with an alias \
+                     (hoist model alias NAME VERSION ALIAS) or use MLflow's client \
+                     (transition_model_version_stage)",
+                    ctx.registry
+                )));
+            }
+            _ => {}
+        }
+    }
+    let opened = ctx.open_registry()?;
+    let reg = opened.as_dyn();
+    let where_ = match &opened {
+        Opened::Embedded(r) => r.home().display().to_string(),
+        Opened::Mlflow(r) => r.tracking_uri().to_string(),
+    };
     match cmd {
         ModelCmd::Register {
             path,
@@ -118,6 +153,9 @@ pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Resu
             tags,
             alias,
         } => {
+            let Opened::Embedded(reg) = &opened else {
+                unreachable!("refused above")
+            };
             let tags: BTreeMap<String, String> = tags.into_iter().collect();
             let r = reg.register_detailed(&path, &name, &tags, alias.as_deref())?;
             if ctx.json {
@@ -141,7 +179,7 @@ pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Resu
                 return ctx.print_json(out, &models);
             }
             if models.is_empty() {
-                return writeln!(out, "no models in {}", reg.home().display()).map_err(stdout_err);
+                return writeln!(out, "no models in {where_}").map_err(stdout_err);
             }
             let mut t = Table::new(["NAME", "LATEST", "ALIASES"]);
             for m in &models {
@@ -247,7 +285,10 @@ pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Resu
             version,
             stage,
         } => {
-            reg.set_stage(&name, &version, Some(&stage))?;
+            let Opened::Embedded(emb) = &opened else {
+                unreachable!("refused above")
+            };
+            emb.set_stage(&name, &version, Some(&stage))?;
             let v = reg.get_version(&name, &version)?;
             if ctx.json {
                 return ctx.print_json(out, &v);
@@ -280,14 +321,8 @@ pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Resu
     }
 }
 
-/// Opens the registry `--registry` names.
-fn open(ctx: &Context<'_>) -> Result<EmbeddedRegistry, CliError> {
-    if ctx.registry != "embedded" {
-        return Err(CliError::Unsupported(format!(
-            "MLflow registries are not supported by this command yet (--registry {}); use --registry embedded",
-            ctx.registry
-        )));
-    }
+/// Opens the embedded registry under the context's home.
+pub(crate) fn open_embedded(ctx: &Context<'_>) -> Result<EmbeddedRegistry, CliError> {
     // A test hook: interrupt `register` at a named point (see FailPoint).
     let fail = match (ctx.env)("HOIST_TEST_FAIL_AT").filter(|s| !s.is_empty()) {
         Some(s) => Some(FailPoint::parse(&s)?),

@@ -37,6 +37,7 @@ impl Env {
             .current_dir(&self.dir)
             .env("HOIST_HOME", self.home())
             .env_remove("HOIST_TEST_FAIL_AT")
+            .env_remove("MLFLOW_TRACKING_URI")
             .stdin(Stdio::null());
         c
     }
@@ -368,12 +369,81 @@ fn bad_input_exits_2_with_a_clear_message() {
 }
 
 #[test]
-fn an_mlflow_registry_is_refused_clearly_for_now() {
+fn an_unreachable_mlflow_registry_is_named_in_the_error() {
     let env = Env::new("mlflow");
-    let out = env.run(&["model", "list", "--registry", "http://127.0.0.1:5000"]);
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    for args in [
+        vec!["model", "list", "--registry", url.as_str()],
+        vec!["model", "show", "m@champion", "--registry", url.as_str()],
+        vec!["watch", "--registry", url.as_str()],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&url) && err.contains("unreachable"),
+            "{args:?}: {err}"
+        );
+    }
+    // MLFLOW_TRACKING_URI is the default registry; --json errors carry a code.
+    let out = env
+        .cmd(&["model", "versions", "m", "--json"])
+        .env("MLFLOW_TRACKING_URI", &url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stderr(&out)).unwrap();
+    assert_eq!(v["error"]["code"], "registry_unreachable");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(&url),
+        "{v}"
+    );
+    // `--registry embedded` wins over the variable.
+    let out = env
+        .cmd(&["model", "list", "--registry", "embedded", "--json"])
+        .env("MLFLOW_TRACKING_URI", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn mlflow_versions_are_registered_and_staged_with_mlflow_not_hoist() {
+    let env = Env::new("mlflow-refuse");
+    let url = "http://127.0.0.1:9";
+    let lr = example("breast_cancer_lr");
+    let out = env.run(&[
+        "model",
+        "register",
+        path_str(&lr),
+        "--name",
+        "m",
+        "--registry",
+        url,
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("MLflow registries are not supported by this command yet"),
+        stderr(&out).contains("mlflow.register_model"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&["model", "stage", "m", "1", "Production", "--registry", url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("alias"), "{}", stderr(&out));
+    let out = env.run(&["model", "list", "--registry", "sqlite:///mlflow.db"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("MLflow tracking server URL"),
         "{}",
         stderr(&out)
     );
@@ -547,6 +617,22 @@ fn help_explains_every_command() {
             "{cmd}: {model}"
         );
     }
+    let watch = env.ok(&["watch", "--help"]);
+    for flag in [
+        "--webhook-listen",
+        "--webhook-secret-file",
+        "--poll-interval",
+        "--max-events",
+        "--alias",
+        "--model",
+    ] {
+        assert!(watch.contains(flag), "{flag}: {watch}");
+    }
+    let connect = env.ok(&["mlflow", "connect", "--help"]);
+    assert!(
+        connect.contains("--url") && connect.contains("model_version_alias.created"),
+        "{connect}"
+    );
     let register = env.ok(&["model", "register", "--help"]);
     assert!(
         register.contains("sha256") && register.contains("--tag <KEY=VALUE>"),
