@@ -446,7 +446,7 @@ mod tests {
 
     const FIXTURES: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/mlflow-webhooks"
+        "/tests/fixtures/mlflow-webhooks"
     );
 
     struct Fixture {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/mlflow-webhooks"
+    "/tests/fixtures/mlflow-webhooks"
 );
 
 fn fixture(name: &str) -> serde_json::Value {
