@@ -29,4 +29,4 @@ else
 fi
 
 echo "== external clients (tritonclient, MLflow scoring bodies)"
-HOIST_SERVER_BIN="$PWD/target/debug/hoist-server" bash tests/clients/run.sh
+HOIST_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist-server" bash tests/clients/run.sh
