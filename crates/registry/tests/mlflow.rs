@@ -11,10 +11,6 @@
 //! Without the venv this test FAILS (it does not skip): run `bash tools/mlflow-venv.sh`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,44 +18,12 @@ use hoist_registry::mlflow::{DIGEST_TAG, MlflowRegistry};
 use hoist_registry::watch::{PollConfig, dedupe, spawn_poller};
 use hoist_registry::webhook::{self, WebhookConfig};
 use hoist_registry::{Error, Event, EventKind, ModelRef, Registry};
+use hoist_testkit::{MlflowServer, PyClient, mlflow_python, repo_root, tail};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 const MODEL: &str = "hoist_e2e_breast_cancer";
 const SECRET: &str = "hoist-e2e-secret";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("HOIST_MLFLOW_PYTHON") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.exists(),
-            "HOIST_MLFLOW_PYTHON={} does not exist; run `bash tools/mlflow-venv.sh`",
-            p.display()
-        );
-        return p;
-    }
-    let p = repo_root().join(".venv-mlflow/bin/python");
-    assert!(
-        p.exists(),
-        "no MLflow python: neither HOIST_MLFLOW_PYTHON nor {} exists. \
-         Run `bash tools/mlflow-venv.sh` (it installs mlflow 3.17.2 into .venv-mlflow) \
-         and run the tests again.",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -68,205 +32,10 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// The MLflow server; dropping it kills its process group.
-struct Server {
-    child: Child,
-    uri: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(py: &Path, tmp: &Path) -> Server {
-        let port = free_port();
-        let fernet = Command::new(py)
-            .args([
-                "-c",
-                "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())",
-            ])
-            .output()
-            .expect("run python for a Fernet key");
-        assert!(fernet.status.success(), "{fernet:?}");
-        let fernet = String::from_utf8(fernet.stdout).unwrap().trim().to_string();
-        let log = tmp.join("mlflow-server.log");
-        let logf = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(py);
-        cmd.args(["-m", "mlflow", "server", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .args(["--workers", "2", "--backend-store-uri"])
-            .arg(format!("sqlite:///{}/mlflow.db", tmp.display()))
-            .arg("--artifacts-destination")
-            .arg(tmp.join("artifacts"))
-            .env("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https")
-            .env("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
-            .env("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", fernet)
-            // The server caches its webhook list (60 s by default); 1 s keeps the test short.
-            .env("MLFLOW_WEBHOOK_CACHE_TTL", "1")
-            .env("MLFLOW_DISABLE_TELEMETRY", "true")
-            .env("DO_NOT_TRACK", "true")
-            .current_dir(tmp)
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().expect("start mlflow server");
-        let server = Server {
-            child,
-            uri: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        server.wait_healthy(Duration::from_secs(90));
-        server
-    }
-
-    fn wait_healthy(&self, limit: Duration) {
-        let start = Instant::now();
-        let http = reqwest::blocking::Client::new();
-        loop {
-            if let Ok(r) = http.get(format!("{}/health", self.uri)).send()
-                && r.status().is_success()
-            {
-                println!("mlflow server healthy after {:?}", start.elapsed());
-                return;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "mlflow server did not answer /health within {limit:?}; log:\n{}",
-                tail(&self.log)
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pgid = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // Workers may outlive the parent: kill whatever is left of the group.
-        let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// A long-lived Python process driving the real `mlflow` client, one JSON command a line.
-struct PyClient {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    log: PathBuf,
-}
-
-const CLIENT_PY: &str = r#"
-import json, sys, time
-def reply(**kw):
-    print("@@ " + json.dumps(kw), flush=True)
-import mlflow, onnx
-from mlflow import MlflowClient
-c = MlflowClient()
-reply(ok=True)
-for line in sys.stdin:
-    cmd = json.loads(line)
-    op = cmd["op"]
-    try:
-        if op == "register":
-            model = onnx.load(cmd["path"])
-            versions = []
-            for _ in range(cmd["count"]):
-                with mlflow.start_run():
-                    info = mlflow.onnx.log_model(model, name="model", registered_model_name=cmd["name"])
-                versions.append(str(info.registered_model_version))
-            reply(ok=True, versions=versions)
-        elif op == "alias":
-            t = time.time()
-            c.set_registered_model_alias(cmd["name"], cmd["alias"], cmd["version"])
-            reply(ok=True, before=t, after=time.time())
-        elif op == "stage":
-            c.transition_model_version_stage(cmd["name"], cmd["version"], cmd["stage"])
-            reply(ok=True)
-        elif op == "webhook":
-            w = c.create_webhook(name=cmd["name"], url=cmd["url"], events=cmd["events"], secret=cmd["secret"])
-            reply(ok=True, id=w.webhook_id)
-        else:
-            reply(ok=False, error="unknown op " + op)
-    except Exception as e:
-        reply(ok=False, error=repr(e))
-"#;
-
-impl PyClient {
-    fn start(py: &Path, tmp: &Path, uri: &str) -> PyClient {
-        let log = tmp.join("mlflow-client.log");
-        let mut child = Command::new(py)
-            .args(["-u", "-c", CLIENT_PY])
-            .env("MLFLOW_TRACKING_URI", uri)
-            .env("MLFLOW_DISABLE_TELEMETRY", "true")
-            .env("DO_NOT_TRACK", "true")
-            .current_dir(tmp)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the python mlflow client");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut c = PyClient {
-            child,
-            stdin,
-            stdout,
-            log,
-        };
-        c.read_reply();
-        c
-    }
-
-    fn read_reply(&mut self) -> Value {
-        loop {
-            let mut line = String::new();
-            let n = self.stdout.read_line(&mut line).unwrap();
-            assert!(n > 0, "python client exited; log:\n{}", tail(&self.log));
-            if let Some(j) = line.strip_prefix("@@ ") {
-                let v: Value = serde_json::from_str(j).unwrap();
-                assert_eq!(
-                    v["ok"],
-                    true,
-                    "python client: {v}; log:\n{}",
-                    tail(&self.log)
-                );
-                return v;
-            }
-        }
-    }
-
-    fn call(&mut self, cmd: Value) -> Value {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        self.stdin.flush().unwrap();
-        self.read_reply()
-    }
-
-    fn set_alias(&mut self, alias: &str, version: &str) -> f64 {
-        let r =
-            self.call(json!({"op": "alias", "name": MODEL, "alias": alias, "version": version}));
-        r["before"].as_f64().unwrap()
-    }
-}
-
-impl Drop for PyClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Moves `alias` of the test model with the Python client; the unix time just before.
+fn set_alias(c: &mut PyClient, alias: &str, version: &str) -> f64 {
+    let r = c.call(json!({"op": "alias", "name": MODEL, "alias": alias, "version": version}));
+    r["before"].as_f64().unwrap()
 }
 
 /// Events as they reached the de-duplicator, with their arrival time (unix seconds).
@@ -307,11 +76,11 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
 #[test]
 fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
     let test_start = Instant::now();
-    let py = python();
+    let py = mlflow_python();
     let tmp = std::env::temp_dir().join(format!("hoist-mlflow-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
-    let server = Server::start(&py, &tmp);
+    let server = MlflowServer::start(&py, &tmp);
     let uri = server.uri.clone();
     let mut client = PyClient::start(&py, &tmp, &uri);
 
@@ -320,7 +89,7 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
     let t = Instant::now();
     let reg = client.call(json!({"op": "register", "name": MODEL, "path": onnx_path, "count": 2}));
     assert_eq!(reg["versions"], json!(["1", "2"]));
-    client.set_alias("champion", "1");
+    set_alias(&mut client, "champion", "1");
     client.call(json!({"op": "stage", "name": MODEL, "version": "1", "stage": "Production"}));
     println!(
         "registered 2 versions with the python client in {:?}",
@@ -556,7 +325,7 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
     let first = Instant::now();
     let mut t0;
     loop {
-        t0 = client.set_alias("champion", "2");
+        t0 = set_alias(&mut client, "champion", "2");
         if wait_for(Duration::from_secs(5), || {
             from_webhook("champion", "2", t0).first().copied()
         })
@@ -613,7 +382,7 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
     let mut poll_ms = Vec::new();
     for i in 0..6 {
         let version = if i % 2 == 0 { "1" } else { "2" };
-        let t0 = client.set_alias("champion", version);
+        let t0 = set_alias(&mut client, "champion", version);
         let w = wait_for(Duration::from_secs(10), || {
             from_webhook("champion", version, t0).first().copied()
         })
