@@ -16,8 +16,9 @@
 //!   [`MlflowRegistry::with_ready_timeout`]).
 //!
 //! # Caveats
-//! - This build speaks plain `http://` only (reqwest without TLS): an `https://`
-//!   tracking URI is refused with a clear error instead of failing on first use.
+//! - `https://` servers are verified against the system's roots, or against the CA
+//!   bundle in `MLFLOW_TRACKING_SERVER_CERT_PATH`; `MLFLOW_TRACKING_INSECURE_TLS=true`
+//!   turns verification off (as with MLflow's own client).
 //! - Artifact stores other than the tracking server's proxy and local files (`s3:`,
 //!   `gs:`, …) are not read directly: run the server with artifact serving (the
 //!   default for `mlflow server` since 2.0) so versions resolve to `mlflow-artifacts:`.
@@ -81,6 +82,15 @@ pub struct MlflowRegistry {
     ready_timeout: Duration,
 }
 
+/// How to check the tracking server's certificate, as MLflow's own client is told:
+/// `MLFLOW_TRACKING_SERVER_CERT_PATH` (a CA bundle to trust instead of the system's)
+/// and `MLFLOW_TRACKING_INSECURE_TLS` (no verification).
+#[derive(Debug, Clone, Default)]
+struct Tls {
+    ca_bundle: Option<PathBuf>,
+    insecure: bool,
+}
+
 /// Distinguishes temporary download directories of concurrent fetches in one process.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -99,6 +109,7 @@ impl MlflowRegistry {
             tracking_uri,
             auth,
             default_cache_dir(|k| std::env::var(k).ok()),
+            &Tls::default(),
         )
     }
 
@@ -128,25 +139,54 @@ impl MlflowRegistry {
             }
             _ => Auth::None,
         };
-        Self::build(&uri, auth, default_cache_dir(&var))
+        let tls = Tls {
+            ca_bundle: var("MLFLOW_TRACKING_SERVER_CERT_PATH")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            insecure: var("MLFLOW_TRACKING_INSECURE_TLS")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+        };
+        Self::build(&uri, auth, default_cache_dir(&var), &tls)
     }
 
-    fn build(tracking_uri: &str, auth: Auth, cache_dir: PathBuf) -> Result<MlflowRegistry> {
+    fn build(
+        tracking_uri: &str,
+        auth: Auth,
+        cache_dir: PathBuf,
+        tls: &Tls,
+    ) -> Result<MlflowRegistry> {
         let base = tracking_uri.trim_end_matches('/').to_string();
-        if base.starts_with("https://") {
+        if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(Error::Invalid(format!(
-                "{base}: https tracking URIs are not supported by this build yet (no TLS); \
-                 use http:// (for example through a local TLS-terminating proxy)"
+                "{tracking_uri}: an MLflow tracking URI must start with http:// or https://"
             )));
         }
-        if !base.starts_with("http://") {
-            return Err(Error::Invalid(format!(
-                "{tracking_uri}: an MLflow tracking URI must start with http://"
-            )));
-        }
-        let http = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(300))
+            .timeout(Duration::from_secs(300));
+        if let Some(path) = &tls.ca_bundle {
+            let pem = std::fs::read(path).map_err(|source| Error::Io {
+                context: format!(
+                    "reading MLFLOW_TRACKING_SERVER_CERT_PATH {}",
+                    path.display()
+                ),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Invalid(format!(
+                    "MLFLOW_TRACKING_SERVER_CERT_PATH {}: not a PEM certificate bundle: {e}",
+                    path.display()
+                ))
+            })?;
+            builder = builder.tls_certs_only(certs);
+        }
+        if tls.insecure {
+            tracing::warn!(
+                "MLFLOW_TRACKING_INSECURE_TLS is set: not verifying {base}'s certificate"
+            );
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::Invalid(format!("HTTP client: {e}")))?;
         Ok(MlflowRegistry {
@@ -999,8 +1039,14 @@ mod tests {
         assert!(format!("{:?}", r.auth).contains("***"));
         let err = MlflowRegistry::from_vars(vars(&[])).unwrap_err();
         assert!(err.to_string().contains("MLFLOW_TRACKING_URI"), "{err}");
-        let err = MlflowRegistry::new("https://mlflow.example").unwrap_err();
-        assert!(err.to_string().contains("https"), "{err}");
+        let err = MlflowRegistry::new("ftp://mlflow.example").unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        let err = MlflowRegistry::from_vars(vars(&[
+            ("MLFLOW_TRACKING_URI", "https://h"),
+            ("MLFLOW_TRACKING_SERVER_CERT_PATH", "/nonexistent/ca.pem"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[test]
