@@ -2,6 +2,7 @@
 //! Protocol v2 and the MLflow scoring protocol, with health, metrics and admin reload.
 //!
 //! # Layout
+//! - [`cli`]: the `hoist-server` command line, [`cli::main_with_args`] (also behind `hoist serve`).
 //! - [`server`]: `run(listener, config, admin, shutdown)`, reload, auto-refresh, signals.
 //! - [`http`]: routes and protocols: [`http::v2`], [`http::mlflow`], [`http::image`], [`http::admin`].
 //! - [`model`]: a loaded model: package + runtime + executor; request validation.
@@ -11,6 +12,7 @@
 //! - [`tensor`]: datatypes and tensor buffers, JSON and binary encodings.
 //! - [`metrics`]: Prometheus metrics.
 
+pub mod cli;
 pub mod executor;
 pub mod http;
 pub mod metrics;

@@ -1,0 +1,156 @@
+//! The `hoist-server` command line: flags and startup, callable from any binary.
+//!
+//! The `hoist-server` binary's `main` is a thin wrapper around [`main_with_args`];
+//! the `hoist` binary calls the same function from its hidden `hoist serve`
+//! subcommand, so a user with only `hoist` can still run model servers. The global
+//! allocator is the one thing this module cannot set: each binary declares its own.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::executor::BatchConfig;
+use crate::http::admin::AdminTokens;
+use crate::model::ModelOptions;
+use crate::runtime::{LoadOptions, RuntimeChoice};
+
+/// Serve one ONNX model (an MLflow model directory or a bare .onnx file) over the
+/// Open Inference Protocol v2 (KServe, Triton clients) and MLflow's /invocations.
+///
+/// Admin reload (POST /admin/reload) is on only when HOIST_ADMIN_TOKEN or
+/// HOIST_ADMIN_TOKEN_FILE (one token per line, re-read on change) is set.
+#[derive(Parser, Debug)]
+#[command(name = "hoist-server", version, about, long_about)]
+pub struct Args {
+    /// MLflow model directory (MLmodel with the onnx flavor) or .onnx file.
+    #[arg(long, env = "HOIST_MODEL")]
+    pub model: PathBuf,
+    /// Name clients use (/v2/models/NAME); default: the directory or file name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Version clients see; default 1.
+    #[arg(long = "model-version")]
+    pub model_version: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (printed on stdout).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Inference runtime: auto uses ONNX Runtime when its library is found, else tract.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: RuntimeChoice,
+    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then $HOIST_HOME/lib, ~/.hoist/lib).
+    #[arg(long = "onnxruntime")]
+    pub onnxruntime: Option<PathBuf>,
+    /// Inference worker threads (default: the number of CPUs).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Requests that may wait for a worker; beyond that the server answers 503.
+    #[arg(long, default_value_t = 1024)]
+    pub queue_size: usize,
+    /// Most rows one model call may batch from concurrent requests; 1 turns batching off.
+    #[arg(long, default_value_t = 32)]
+    pub max_batch_size: usize,
+    /// How long a batch may wait for more requests, in microseconds; 0 batches only
+    /// what is already queued.
+    #[arg(long, default_value_t = 0)]
+    pub max_batch_delay_us: u64,
+    /// Largest request body, in bytes; larger bodies get 413.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_body_bytes: usize,
+    /// Reload when the model path's content changes, checking this often (0: off).
+    #[arg(long, env = "MODEL_AUTO_REFRESH_SECONDS", default_value_t = 0)]
+    pub auto_refresh_seconds: u64,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, env = "HOIST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Parses `args` (`args[0]` is the program name, as clap expects) and runs the server
+/// until SIGTERM or SIGINT. Bad flags print clap's message and exit the process with
+/// code 2 (as `--help` and `--version` exit with 0); a startup or serving error is
+/// printed as `Error: ...` on stderr and gives exit code 1.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    // Transparent huge pages would turn each of the allocator's small arenas into 2 MiB
+    // of resident memory; a model server is mostly idle memory, so keep it small.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+    let args = Args::parse_from(args);
+    match run_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The same report `fn main() -> anyhow::Result<()>` gives.
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_main(args: Args) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A host binary may have set its own subscriber already; keep that one.
+        .try_init()
+        .ok();
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let config = crate::Config {
+        model_path: args.model,
+        model: ModelOptions {
+            name: args.name,
+            version: args.model_version,
+            load: LoadOptions {
+                choice: args.runtime,
+                onnxruntime_lib: args.onnxruntime,
+                parallelism: workers,
+            },
+            workers,
+            queue: args.queue_size,
+            batch: BatchConfig {
+                max_batch_size: args.max_batch_size.max(1),
+                max_batch_delay: Duration::from_micros(args.max_batch_delay_us),
+            },
+        },
+        max_body: args.max_body_bytes,
+        auto_refresh: (args.auto_refresh_seconds > 0)
+            .then(|| Duration::from_secs(args.auto_refresh_seconds)),
+    };
+    let admin = AdminTokens::from_source(|k| std::env::var(k).ok());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+            .parse()
+            .or_else(|_| {
+                std::net::ToSocketAddrs::to_socket_addrs(&(args.host.as_str(), args.port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or(())
+            })
+            .map_err(|_| anyhow::anyhow!("cannot resolve --host {}", args.host))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        println!("listening on http://{}", listener.local_addr()?);
+        crate::run(listener, config, admin, crate::server::shutdown_signal())
+            .await
+            .map_err(anyhow::Error::from)
+    })
+}
