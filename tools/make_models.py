@@ -34,6 +34,13 @@ UUID_NAMESPACE = uuid.UUID("6f1d2c1e-0b7a-4c39-9a57-5e0f5b2a7c11")
 CNN_CLASSES = ["red", "green", "blue"]
 CNN_SIZE = 64
 
+# breast_cancer_slow: breast_cancer_lr plus a dead-end dense block that costs ~30-80 ms
+# of CPU per model call (tuned on hoist-server with both runtimes; see the README).
+SLOW_ROWS = 360  # rows of the expanded copy of the input the block works on
+SLOW_WIDTH = 360  # width of the block, a multiple of breast_cancer's 30 features
+SLOW_LAYERS = 80  # MatMul + Tanh layers, all sharing one [SLOW_WIDTH, SLOW_WIDTH] weight
+SLOW_SCALE = 1e-30  # the block's mean (in [-1, 1]) times this is added to probabilities
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -233,6 +240,7 @@ def make_tabular(out: Path, name: str, model, clf, X, y, n_ref: int = 20, **save
         f"{name}: test accuracy {acc:.3f}, ort/sklearn label agreement {agree:.3f}, "
         f"max |dp| {max_diff:.2e}"
     )
+    return onx, X_test
 
 
 def make_breast_cancer(out: Path) -> None:
@@ -246,13 +254,130 @@ def make_breast_cancer(out: Path) -> None:
 
     clf = LogisticRegression(max_iter=1000, random_state=SEED)
     pipe = Pipeline([("scaler", StandardScaler()), ("clf", clf)])
-    make_tabular(out, "breast_cancer_lr", pipe, clf, X, y)
+    lr_onx, X_test = make_tabular(out, "breast_cancer_lr", pipe, clf, X, y)
+    make_breast_cancer_slow(out, lr_onx, X_test)
 
     clf = GradientBoostingClassifier(n_estimators=50, max_depth=3, random_state=SEED)
     make_tabular(out, "breast_cancer_gbt", clf, clf, X, y)
 
     clf = RandomForestClassifier(n_estimators=10, max_depth=6, random_state=SEED)
     make_tabular(out, "breast_cancer_rf", clf, clf, X, y)
+
+
+def add_unpruned_dense_block(model, input_name: str, n_features: int):
+    """`model` (label + probabilities) plus a dense block whose result is ~0.
+
+    Stands for a model that "accidentally shipped an unpruned dense block": the input
+    is summed over the batch ([1, n_features], so the cost per call does not grow with
+    the batch and nothing can be constant-folded), tiled to [SLOW_ROWS, SLOW_WIDTH],
+    then SLOW_LAYERS times h = Tanh(h @ W) with one shared W. The mean of the last h
+    (in [-1, 1]) times SLOW_SCALE is added to the probabilities: far below float32
+    resolution for any probability above ~1e-22, so outputs equal the original model's,
+    but no optimiser can prove the block dead (no multiplication by 0). Tanh keeps
+    every value finite and away from denormals.
+    """
+    from onnx import helper, numpy_helper
+
+    assert SLOW_WIDTH % n_features == 0, (SLOW_WIDTH, n_features)
+    slow = type(model).FromString(model.SerializeToString())
+    g = slow.graph
+    renamed = 0
+    for node in g.node:
+        for i, o in enumerate(node.output):
+            if o == "probabilities":
+                node.output[i] = "probabilities_lr"
+                renamed += 1
+    assert renamed == 1, renamed
+
+    rng = np.random.default_rng(SEED + 2)
+    w = (rng.standard_normal((SLOW_WIDTH, SLOW_WIDTH)) / np.sqrt(SLOW_WIDTH)).astype(np.float32)
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(w, "dense.weight"),
+            numpy_helper.from_array(np.array([0], dtype=np.int64), "dense.batch_axis"),
+            numpy_helper.from_array(
+                np.array([SLOW_ROWS, SLOW_WIDTH // n_features], dtype=np.int64), "dense.repeats"
+            ),
+            numpy_helper.from_array(np.array(SLOW_SCALE, dtype=np.float32), "dense.scale"),
+        ]
+    )
+    nodes = [
+        helper.make_node("ReduceSum", [input_name, "dense.batch_axis"], ["dense.x"],
+                         name="dense.sum", keepdims=1),
+        helper.make_node("Tile", ["dense.x", "dense.repeats"], ["dense.h0"], name="dense.tile"),
+    ]
+    h = "dense.h0"
+    for i in range(SLOW_LAYERS):
+        nodes.append(helper.make_node("MatMul", [h, "dense.weight"], [f"dense.mm{i}"],
+                                      name=f"dense.matmul{i}"))
+        nodes.append(helper.make_node("Tanh", [f"dense.mm{i}"], [f"dense.h{i + 1}"],
+                                      name=f"dense.tanh{i}"))
+        h = f"dense.h{i + 1}"
+    nodes += [
+        helper.make_node("ReduceMean", [h], ["dense.mean"], name="dense.mean", keepdims=0),
+        helper.make_node("Mul", ["dense.mean", "dense.scale"], ["dense.tiny"], name="dense.mul"),
+        helper.make_node("Add", ["probabilities_lr", "dense.tiny"], ["probabilities"],
+                         name="dense.add"),
+    ]
+    g.node.extend(nodes)
+    slow.doc_string = (
+        "breast_cancer_lr plus an unpruned dense block (deliberately slow: "
+        f"{SLOW_LAYERS} MatMul {SLOW_ROWS}x{SLOW_WIDTH}x{SLOW_WIDTH} per call) that does "
+        "not change the outputs."
+    )
+    import onnx
+
+    onnx.checker.check_model(slow, full_check=True)
+    return slow
+
+
+def make_breast_cancer_slow(out: Path, lr_onx, X_test: np.ndarray, n_ref: int = 20) -> None:
+    """breast_cancer_lr with the same outputs, but ~30-80 ms per call: a bad canary."""
+    import tempfile
+    import time
+
+    import onnx
+
+    name = "breast_cancer_slow"
+    n_features = X_test.shape[1]
+    model = add_unpruned_dense_block(lr_onx, "input", n_features)
+    path = save_mlflow(out, name, model, "input", (-1, n_features), 2, input_example=X_test[:2])
+    write_reference(path, name, "input", np.ascontiguousarray(X_test[:n_ref]))
+
+    # Same outputs as breast_cancer_lr on the whole test split.
+    lr_label, lr_proba = run_ort(out / "breast_cancer_lr" / "model.onnx", "input", X_test)
+    label, proba = run_ort(path / "model.onnx", "input", X_test)
+    assert np.array_equal(label, lr_label), f"{name}: labels differ from breast_cancer_lr"
+    max_diff = float(np.max(np.abs(proba - lr_proba)))
+    assert max_diff <= 1e-6, f"{name}: probabilities differ from breast_cancer_lr by {max_diff}"
+
+    # onnxruntime must not have optimised the block away: every MatMul is still there.
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # no warning about saving the ORT_ENABLE_ALL graph
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        sess = ort.InferenceSession(str(path / "model.onnx"), opts,
+                                    providers=["CPUExecutionProvider"])
+        optimized = onnx.load(opts.optimized_model_filepath)
+    n_matmul = sum("MatMul" in n.op_type for n in optimized.graph.node)
+    assert n_matmul == SLOW_LAYERS, f"{name}: onnxruntime kept {n_matmul} MatMul nodes"
+
+    x1 = X_test[:1]
+    sess.run(None, {"input": x1})
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        sess.run(None, {"input": x1})
+        times.append(time.perf_counter() - t0)
+    print(
+        f"{name}: labels equal breast_cancer_lr's, max |dp| {max_diff:.2e}, "
+        f"{n_matmul} MatMul kept by onnxruntime, one row takes "
+        f"{1000 * float(np.median(times)):.1f} ms (onnxruntime, 1 thread, informational)"
+    )
 
 
 def make_digits(out: Path) -> None:
