@@ -1,1 +1,14 @@
-//! hoist release
+//! hoist's release engine core: the pipeline file ([`config`]), the pure release state
+//! machine ([`machine`]), judging live traffic ([`analysis`]) and the journal that
+//! records every transition before its actions run ([`journal`]).
+//!
+//! Nothing here starts a process, opens a socket or sleeps: the daemon in `hoist-cli`
+//! drives it.
+
+pub mod analysis;
+pub mod config;
+pub mod journal;
+pub mod machine;
+
+pub use config::Config;
+pub use machine::{Action, Event, Outcome, Phase, Plan, Release, ReleaseId, Verdict};

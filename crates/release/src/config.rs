@@ -1,0 +1,690 @@
+//! The pipeline file, `hoist.toml`: which registry and model to watch, what triggers a
+//! release, the environments in order with their strategy, and the analysis thresholds.
+//!
+//! Every key has a default, so an empty file (or no file) is a working pipeline: the
+//! embedded registry, model `default`, triggered by alias `champion`, a `staging`
+//! environment (blue-green, smoke tests only) and a `production` environment (canary
+//! 10% → 50% → 100%, 30 s per step, analysed). Unknown keys are rejected, and every
+//! error names the key and, for syntax and type errors, the line.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A parsed, validated `hoist.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub registry: RegistryConfig,
+    pub api: ApiConfig,
+    pub model: ModelConfig,
+    pub server: ServerConfig,
+    pub analysis: Analysis,
+    #[serde(rename = "environments")]
+    pub environments: Vec<Environment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// `embedded` (hoist's own registry under `HOIST_HOME`) or an MLflow tracking URL.
+    /// Unset: `MLFLOW_TRACKING_URI` when that is set, else `embedded`.
+    pub url: Option<String>,
+    /// How often the registry is polled for promotions.
+    pub poll_interval: Dur,
+    /// Receive MLflow webhooks on this address (`hoist mlflow connect` creates them).
+    pub webhook_listen: Option<SocketAddr>,
+    /// Environment variable holding the webhook secret.
+    pub webhook_secret_env: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            url: None,
+            poll_interval: Dur(Duration::from_secs(1)),
+            webhook_listen: None,
+            webhook_secret_env: "HOIST_WEBHOOK_SECRET".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the daemon's HTTP API listens (the CLI talks to it).
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: ([127, 0, 0, 1], 7070).into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// The registered model this pipeline delivers.
+    pub name: String,
+    /// What starts a release.
+    pub trigger: Trigger,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            name: "default".into(),
+            trigger: Trigger::Alias("champion".into()),
+        }
+    }
+}
+
+/// What starts a release: an alias moving to a version (`{ alias = "champion" }`), a
+/// version entering a stage (`{ stage = "Production" }`), or only the CLI and API
+/// (`"manual"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Alias(String),
+    Stage(String),
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `auto`, `onnxruntime` or `tract`, passed to every hoist-server.
+    pub runtime: String,
+    /// Further hoist-server flags, e.g. `["--workers", "2"]`.
+    pub args: Vec<String>,
+    /// How long a starting server may take to load its model and answer its example.
+    pub ready_timeout: Dur,
+    /// How long a stopping server may take to drain before it is killed.
+    pub stop_grace: Dur,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            runtime: "auto".into(),
+            args: Vec::new(),
+            ready_timeout: Dur(Duration::from_secs(60)),
+            stop_grace: Dur(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Thresholds that judge the candidate while it takes traffic. Each environment may
+/// override any of them in its own `analysis` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Analysis {
+    /// Judge at all (staging often has no traffic: smoke tests decide there).
+    pub enabled: bool,
+    /// How often live metrics are judged during a step.
+    pub interval: Dur,
+    /// Highest share of 5xx and failed requests on the candidate (0.01 = 1%).
+    pub max_error_rate: f64,
+    /// Highest p99 latency of the candidate, in milliseconds.
+    pub max_p99_ms: f64,
+    /// Fewest candidate requests in a step's window before a verdict is given.
+    pub min_requests: u64,
+    /// How long past a step's pause to wait for `min_requests` before failing the
+    /// release as inconclusive.
+    pub max_inconclusive: Dur,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            enabled: true,
+            interval: Dur(Duration::from_secs(1)),
+            max_error_rate: 0.01,
+            max_p99_ms: 250.0,
+            min_requests: 20,
+            max_inconclusive: Dur(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// Per-environment overrides of [`Analysis`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisOverride {
+    pub enabled: Option<bool>,
+    pub interval: Option<Dur>,
+    pub max_error_rate: Option<f64>,
+    pub max_p99_ms: Option<f64>,
+    pub min_requests: Option<u64>,
+    pub max_inconclusive: Option<Dur>,
+}
+
+impl Analysis {
+    pub fn with(&self, o: &AnalysisOverride) -> Analysis {
+        Analysis {
+            enabled: o.enabled.unwrap_or(self.enabled),
+            interval: o.interval.unwrap_or(self.interval),
+            max_error_rate: o.max_error_rate.unwrap_or(self.max_error_rate),
+            max_p99_ms: o.max_p99_ms.unwrap_or(self.max_p99_ms),
+            min_requests: o.min_requests.unwrap_or(self.min_requests),
+            max_inconclusive: o.max_inconclusive.unwrap_or(self.max_inconclusive),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub name: String,
+    /// The gateway's address: clients send predictions here.
+    pub listen: SocketAddr,
+    /// hoist-server processes per variant.
+    #[serde(default = "one")]
+    pub replicas: usize,
+    #[serde(default)]
+    pub strategy: StrategyKind,
+    /// Canary steps (weight in percent of traffic to the candidate, and a pause).
+    /// A final 100% step is implied.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Blue-green: how long the previous version stays warm after the switch, while
+    /// the new one is judged on all traffic; a rollback in that time is instant.
+    #[serde(default)]
+    pub scale_down_delay: Dur,
+    /// Wait for `hoist approve` before this environment takes any traffic.
+    #[serde(default)]
+    pub approval: bool,
+    #[serde(default)]
+    pub analysis: AnalysisOverride,
+    /// Same value of this request header ⇒ same variant.
+    #[serde(default)]
+    pub sticky_header: Option<String>,
+    /// Same value of this cookie ⇒ same variant.
+    #[serde(default)]
+    pub sticky_cookie: Option<String>,
+    /// A request header whose value (`stable` or `candidate`) forces the variant.
+    #[serde(default = "force_header")]
+    pub force_header: String,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn force_header() -> String {
+    "x-hoist-variant".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyKind {
+    #[default]
+    Canary,
+    BlueGreen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub weight: Weight,
+    #[serde(default)]
+    pub pause: Pause,
+}
+
+/// A traffic share in percent, 0..=100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u32")]
+pub struct Weight(pub u32);
+
+impl TryFrom<i64> for Weight {
+    type Error = String;
+    fn try_from(v: i64) -> Result<Self, String> {
+        if (0..=100).contains(&v) {
+            Ok(Weight(v as u32))
+        } else {
+            Err(format!(
+                "weight must be a percentage from 0 to 100, not {v}"
+            ))
+        }
+    }
+}
+
+impl From<Weight> for u32 {
+    fn from(w: Weight) -> u32 {
+        w.0
+    }
+}
+
+/// How long a canary step holds: not at all, a duration (`"30s"`), or until
+/// `hoist promote` (`pause = true`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PauseRepr", into = "PauseRepr")]
+pub enum Pause {
+    #[default]
+    None,
+    For(Duration),
+    UntilPromoted,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum PauseRepr {
+    Flag(bool),
+    Text(String),
+}
+
+impl TryFrom<PauseRepr> for Pause {
+    type Error = String;
+    fn try_from(r: PauseRepr) -> Result<Self, String> {
+        match r {
+            PauseRepr::Flag(true) => Ok(Pause::UntilPromoted),
+            PauseRepr::Flag(false) => Ok(Pause::None),
+            PauseRepr::Text(s) if s == "manual" => Ok(Pause::UntilPromoted),
+            PauseRepr::Text(s) => parse_duration(&s).map(|d| {
+                if d.is_zero() {
+                    Pause::None
+                } else {
+                    Pause::For(d)
+                }
+            }),
+        }
+    }
+}
+
+impl From<Pause> for PauseRepr {
+    fn from(p: Pause) -> PauseRepr {
+        match p {
+            Pause::None => PauseRepr::Flag(false),
+            Pause::UntilPromoted => PauseRepr::Flag(true),
+            Pause::For(d) => PauseRepr::Text(format_duration(d)),
+        }
+    }
+}
+
+/// A duration written as `"250ms"`, `"30s"`, `"5m"`, `"1h"` (or a bare number of seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "DurRepr", into = "String")]
+pub struct Dur(pub Duration);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurRepr {
+    Secs(u64),
+    Text(String),
+}
+
+impl TryFrom<DurRepr> for Dur {
+    type Error = String;
+    fn try_from(r: DurRepr) -> Result<Self, String> {
+        match r {
+            DurRepr::Secs(s) => Ok(Dur(Duration::from_secs(s))),
+            DurRepr::Text(s) => parse_duration(&s).map(Dur),
+        }
+    }
+}
+
+impl From<Dur> for String {
+    fn from(d: Dur) -> String {
+        format_duration(d.0)
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (write e.g. \"500ms\", \"30s\", \"5m\")"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{s}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !secs.is_finite() || !(0.0..=7.0 * 86400.0).contains(&secs) {
+        return Err(format!("duration `{s}` is out of range (0 to 7 days)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        format!("{ms}ms")
+    } else if !ms.is_multiple_of(60_000) || ms == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}m", ms / 60_000)
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            registry: RegistryConfig::default(),
+            api: ApiConfig::default(),
+            model: ModelConfig::default(),
+            server: ServerConfig::default(),
+            analysis: Analysis::default(),
+            environments: vec![
+                Environment {
+                    name: "staging".into(),
+                    listen: ([127, 0, 0, 1], 8081).into(),
+                    replicas: 1,
+                    strategy: StrategyKind::BlueGreen,
+                    steps: Vec::new(),
+                    scale_down_delay: Dur(Duration::ZERO),
+                    approval: false,
+                    analysis: AnalysisOverride {
+                        enabled: Some(false),
+                        ..Default::default()
+                    },
+                    sticky_header: None,
+                    sticky_cookie: None,
+                    force_header: force_header(),
+                },
+                Environment {
+                    name: "production".into(),
+                    listen: ([127, 0, 0, 1], 8080).into(),
+                    replicas: 1,
+                    strategy: StrategyKind::Canary,
+                    steps: vec![
+                        Step {
+                            weight: Weight(10),
+                            pause: Pause::For(Duration::from_secs(30)),
+                        },
+                        Step {
+                            weight: Weight(50),
+                            pause: Pause::For(Duration::from_secs(30)),
+                        },
+                    ],
+                    scale_down_delay: Dur(Duration::ZERO),
+                    approval: false,
+                    analysis: AnalysisOverride::default(),
+                    sticky_header: None,
+                    sticky_cookie: None,
+                    force_header: force_header(),
+                },
+            ],
+        }
+    }
+}
+
+/// A config that cannot be used, with the key (and line, where known) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    /// Parse and validate the text of a `hoist.toml`; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_string(),
+            message: locate(text, &message),
+        })?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Checks that span keys; the message starts with the key path.
+    fn validate(&self) -> Result<(), String> {
+        if self.model.name.trim().is_empty() {
+            return Err("model.name: must not be empty".into());
+        }
+        if self.environments.is_empty() {
+            return Err("environments: at least one environment is needed".into());
+        }
+        let mut names = BTreeSet::new();
+        let mut listens = BTreeSet::new();
+        for (i, env) in self.environments.iter().enumerate() {
+            let key = format!("environments[{i}]");
+            if env.name.is_empty()
+                || !env
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "{key}.name: `{}` must be letters, digits, `-` or `_`",
+                    env.name
+                ));
+            }
+            if !names.insert(env.name.clone()) {
+                return Err(format!("{key}.name: `{}` is declared twice", env.name));
+            }
+            if env.listen.port() != 0 && !listens.insert(env.listen) {
+                return Err(format!(
+                    "{key}.listen: {} is already the address of another environment",
+                    env.listen
+                ));
+            }
+            if env.listen == self.api.listen && env.listen.port() != 0 {
+                return Err(format!(
+                    "{key}.listen: {} is the API's address (api.listen)",
+                    env.listen
+                ));
+            }
+            if env.replicas == 0 || env.replicas > 64 {
+                return Err(format!(
+                    "{key}.replicas: must be from 1 to 64, not {}",
+                    env.replicas
+                ));
+            }
+            match env.strategy {
+                StrategyKind::Canary => {
+                    let mut last = 0;
+                    for (j, s) in env.steps.iter().enumerate() {
+                        if s.weight.0 <= last && j > 0 || s.weight.0 == 0 {
+                            return Err(format!(
+                                "{key}.steps[{j}].weight: weights must rise step by step above 0 ({} after {last})",
+                                s.weight.0
+                            ));
+                        }
+                        last = s.weight.0;
+                    }
+                }
+                StrategyKind::BlueGreen => {
+                    if !env.steps.is_empty() {
+                        return Err(format!(
+                            "{key}.steps: a blue-green environment switches at once; steps are for strategy = \"canary\""
+                        ));
+                    }
+                }
+            }
+            let a = self.analysis.with(&env.analysis);
+            if !(0.0..=1.0).contains(&a.max_error_rate) {
+                return Err(format!(
+                    "{key}.analysis.max_error_rate: must be a share from 0 to 1, not {}",
+                    a.max_error_rate
+                ));
+            }
+            if a.max_p99_ms.is_nan() || a.max_p99_ms <= 0.0 {
+                return Err(format!("{key}.analysis.max_p99_ms: must be above 0"));
+            }
+            if a.interval.0 < Duration::from_millis(10) {
+                return Err(format!("{key}.analysis.interval: must be at least 10ms"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.analysis.max_error_rate) {
+            return Err(format!(
+                "analysis.max_error_rate: must be a share from 0 to 1, not {}",
+                self.analysis.max_error_rate
+            ));
+        }
+        if !matches!(
+            self.server.runtime.as_str(),
+            "auto" | "onnxruntime" | "tract"
+        ) {
+            return Err(format!(
+                "server.runtime: `{}` is not one of auto, onnxruntime, tract",
+                self.server.runtime
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+}
+
+/// Add the line of an `environments[i]` key to a validation message, where the file
+/// lets us find it (the i-th `[[environments]]` header).
+fn locate(text: &str, message: &str) -> String {
+    let Some(rest) = message.strip_prefix("environments[") else {
+        return message.to_string();
+    };
+    let Some(i) = rest.split(']').next().and_then(|n| n.parse::<usize>().ok()) else {
+        return message.to_string();
+    };
+    let line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("[[environments]]"))
+        .nth(i)
+        .map(|(n, _)| n + 1);
+    match line {
+        Some(n) => format!("{message} (environment declared at line {n})"),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_pipeline() {
+        let c = Config::parse("", "hoist.toml").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.environments[0].name, "staging");
+        assert_eq!(c.model.trigger, Trigger::Alias("champion".into()));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+[registry]
+url = "embedded"
+poll_interval = "250ms"
+
+[model]
+name = "fraud"
+trigger = { stage = "Production" }
+
+[analysis]
+max_p99_ms = 50
+min_requests = 5
+
+[[environments]]
+name = "staging"
+listen = "127.0.0.1:9001"
+strategy = "blue-green"
+scale_down_delay = "10s"
+
+[[environments]]
+name = "production"
+listen = "127.0.0.1:9002"
+replicas = 2
+approval = true
+steps = [{ weight = 10, pause = "1m" }, { weight = 50, pause = true }]
+analysis = { max_error_rate = 0.05 }
+"#;
+        let c = Config::parse(text, "hoist.toml").unwrap();
+        assert_eq!(c.model.trigger, Trigger::Stage("Production".into()));
+        assert_eq!(c.registry.poll_interval.0, Duration::from_millis(250));
+        let p = &c.environments[1];
+        assert_eq!(p.replicas, 2);
+        assert_eq!(p.steps[0].pause, Pause::For(Duration::from_secs(60)));
+        assert_eq!(p.steps[1].pause, Pause::UntilPromoted);
+        let a = c.analysis.with(&p.analysis);
+        assert_eq!(a.max_error_rate, 0.05);
+        assert_eq!(a.max_p99_ms, 50.0);
+        assert_eq!(
+            c.environments[0].scale_down_delay.0,
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::parse("[model]\nname = \"x\"\ntriger = \"manual\"\n", "hoist.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("triger"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_weight_is_named_with_its_line() {
+        let text = "[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\nsteps = [{ weight = 150 }]\n";
+        let err = Config::parse(text, "hoist.toml").unwrap_err().to_string();
+        assert!(err.contains("weight must be a percentage"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn falling_weights_are_refused_with_the_key() {
+        let text = "[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\nsteps = [{ weight = 50 }, { weight = 20 }]\n";
+        let err = Config::parse(text, "hoist.toml").unwrap_err().to_string();
+        assert!(err.contains("environments[0].steps[1].weight"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+    }
+
+    #[test]
+    fn duplicate_environment_is_refused() {
+        let text = "[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\n[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:2\"\n";
+        let err = Config::parse(text, "hoist.toml").unwrap_err().to_string();
+        assert!(err.contains("declared twice"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+}

@@ -1,0 +1,432 @@
+//! The journal: every release, every transition (event, new state, the actions it
+//! implies) and what is live in each environment, in SQLite (WAL). A transition is
+//! committed before the driver performs its actions, so a driver killed at any point
+//! resumes from the last committed state and never runs a completed step again.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::machine::{Action, Event, Plan, Release, ReleaseId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("journal: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("journal: corrupt record: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("journal: no release {0}")]
+    NoRelease(ReleaseId),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A release as the journal holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseRecord {
+    #[serde(flatten)]
+    pub release: Release,
+    /// `sha256:…` once fetched and verified.
+    pub digest: Option<String>,
+    /// Local path of the verified files.
+    pub path: Option<String>,
+    /// What started it: `alias champion → 3`, `cli`, `api`, `rollback`.
+    pub trigger: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// One recorded transition.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transition {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub event: Event,
+    pub actions: Vec<Action>,
+    pub phase: String,
+}
+
+/// What serves in an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Live {
+    pub env: String,
+    pub model: String,
+    pub version: String,
+    pub digest: String,
+    pub path: String,
+    pub release_id: ReleaseId,
+    pub since_ms: u64,
+}
+
+/// A `releases` row as read: state, digest, path, trigger, created, updated.
+type Row = (String, Option<String>, Option<String>, String, i64, i64);
+
+pub struct Journal {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS releases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    digest TEXT,
+    path TEXT,
+    state TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    release_id INTEGER NOT NULL REFERENCES releases(id),
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    PRIMARY KEY (release_id, seq)
+);
+CREATE TABLE IF NOT EXISTS live (
+    env TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    path TEXT NOT NULL,
+    release_id INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS live_history (
+    env TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    path TEXT NOT NULL,
+    release_id INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL
+);
+";
+
+fn phase_name(r: &Release) -> String {
+    serde_json::to_value(&r.phase)
+        .ok()
+        .and_then(|v| v.get("phase").and_then(|p| p.as_str()).map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl Journal {
+    pub fn open(path: &Path) -> Result<Journal> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Journal {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn in_memory() -> Result<Journal> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Journal {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Create a queued release; the journal assigns its id.
+    pub fn create(
+        &self,
+        model: &str,
+        version: &str,
+        plan: Plan,
+        trigger: &str,
+        now_ms: u64,
+    ) -> Result<Release> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO releases (model, version, trigger, state, created_ms, updated_ms) VALUES (?1, ?2, ?3, '', ?4, ?4)",
+            params![model, version, trigger, now_ms as i64],
+        )?;
+        let id = tx.last_insert_rowid() as ReleaseId;
+        let r = Release::new(id, model, version, plan);
+        tx.execute(
+            "UPDATE releases SET state = ?1 WHERE id = ?2",
+            params![serde_json::to_string(&r)?, id as i64],
+        )?;
+        tx.commit()?;
+        Ok(r)
+    }
+
+    /// Record the files a release fetched and verified.
+    pub fn set_artifact(&self, id: ReleaseId, digest: &str, path: &str) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE releases SET digest = ?1, path = ?2 WHERE id = ?3",
+            params![digest, path, id as i64],
+        )?;
+        if n == 0 {
+            return Err(Error::NoRelease(id));
+        }
+        Ok(())
+    }
+
+    /// Commit one transition: the event, the new state and its actions. When the
+    /// actions promote the candidate in an environment, that environment's live
+    /// version changes in the same transaction.
+    pub fn record(
+        &self,
+        next: &Release,
+        event: &Event,
+        actions: &[Action],
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (digest, path): (Option<String>, Option<String>) = tx
+            .query_row(
+                "SELECT digest, path FROM releases WHERE id = ?1",
+                params![next.id as i64],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?
+            .ok_or(Error::NoRelease(next.id))?;
+        let seq: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE release_id = ?1",
+            params![next.id as i64],
+            |row| row.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO transitions (release_id, seq, at_ms, event, actions, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                next.id as i64,
+                seq,
+                now_ms as i64,
+                serde_json::to_string(event)?,
+                serde_json::to_string(actions)?,
+                phase_name(next)
+            ],
+        )?;
+        tx.execute(
+            "UPDATE releases SET state = ?1, done = ?2, updated_ms = ?3 WHERE id = ?4",
+            params![
+                serde_json::to_string(next)?,
+                next.is_done() as i64,
+                now_ms as i64,
+                next.id as i64
+            ],
+        )?;
+        for a in actions {
+            if let Action::PromoteCandidate { env } = a {
+                let digest = digest.clone().unwrap_or_default();
+                let path = path.clone().unwrap_or_default();
+                tx.execute(
+                    "INSERT INTO live (env, model, version, digest, path, release_id, since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(env) DO UPDATE SET model = excluded.model, version = excluded.version, digest = excluded.digest,
+                       path = excluded.path, release_id = excluded.release_id, since_ms = excluded.since_ms",
+                    params![env, next.model, next.version, digest, path, next.id as i64, now_ms as i64],
+                )?;
+                tx.execute(
+                    "INSERT INTO live_history (env, model, version, digest, path, release_id, since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![env, next.model, next.version, digest, path, next.id as i64, now_ms as i64],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+        ))
+    }
+
+    fn to_record(
+        (state, digest, path, trigger, created, updated): (
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            i64,
+            i64,
+        ),
+    ) -> Result<ReleaseRecord> {
+        Ok(ReleaseRecord {
+            release: serde_json::from_str(&state)?,
+            digest,
+            path,
+            trigger,
+            created_ms: created as u64,
+            updated_ms: updated as u64,
+        })
+    }
+
+    const COLUMNS: &'static str = "state, digest, path, trigger, created_ms, updated_ms";
+
+    pub fn get(&self, id: ReleaseId) -> Result<ReleaseRecord> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {} FROM releases WHERE id = ?1", Self::COLUMNS),
+                params![id as i64],
+                Self::read,
+            )
+            .optional()?
+            .ok_or(Error::NoRelease(id))?;
+        Self::to_record(row)
+    }
+
+    /// Releases not finished, oldest first.
+    pub fn active(&self) -> Result<Vec<ReleaseRecord>> {
+        self.query(
+            &format!(
+                "SELECT {} FROM releases WHERE done = 0 ORDER BY id",
+                Self::COLUMNS
+            ),
+            &[],
+        )
+    }
+
+    /// The newest releases first; `env` keeps those whose plan includes it.
+    pub fn list(&self, env: Option<&str>, limit: usize) -> Result<Vec<ReleaseRecord>> {
+        let all = self.query(
+            &format!("SELECT {} FROM releases ORDER BY id DESC", Self::COLUMNS),
+            &[],
+        )?;
+        Ok(all
+            .into_iter()
+            .filter(|r| env.is_none_or(|e| r.release.plan.envs.iter().any(|p| p.name == e)))
+            .take(limit)
+            .collect())
+    }
+
+    fn query(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<ReleaseRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt
+            .query_map(args, Self::read)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(Self::to_record).collect()
+    }
+
+    pub fn transitions(&self, id: ReleaseId) -> Result<Vec<Transition>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, at_ms, event, actions, phase FROM transitions WHERE release_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map(params![id as i64], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(seq, at, event, actions, phase)| {
+                Ok(Transition {
+                    seq: seq as u64,
+                    at_ms: at as u64,
+                    event: serde_json::from_str(&event)?,
+                    actions: serde_json::from_str(&actions)?,
+                    phase,
+                })
+            })
+            .collect()
+    }
+
+    fn read_live(row: &rusqlite::Row<'_>) -> rusqlite::Result<Live> {
+        Ok(Live {
+            env: row.get(0)?,
+            model: row.get(1)?,
+            version: row.get(2)?,
+            digest: row.get(3)?,
+            path: row.get(4)?,
+            release_id: row.get::<_, i64>(5)? as ReleaseId,
+            since_ms: row.get::<_, i64>(6)? as u64,
+        })
+    }
+
+    pub fn live(&self, env: &str) -> Result<Option<Live>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT env, model, version, digest, path, release_id, since_ms FROM live WHERE env = ?1",
+                params![env],
+                Self::read_live,
+            )
+            .optional()?)
+    }
+
+    /// Every version that went live in `env`, newest first.
+    pub fn live_history(&self, env: &str) -> Result<Vec<Live>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT env, model, version, digest, path, release_id, since_ms FROM live_history WHERE env = ?1 ORDER BY rowid DESC",
+        )?;
+        let rows = stmt
+            .query_map(params![env], Self::read_live)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::machine::{Phase, step};
+
+    #[test]
+    fn transitions_and_live_versions_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("hoist-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.db");
+        let _ = std::fs::remove_file(&path);
+        let plan = Plan::from_config(&Config::default(), Some("staging")).unwrap();
+        {
+            let j = Journal::open(&path).unwrap();
+            let mut r = j.create("m", "1", plan, "cli", 1).unwrap();
+            j.set_artifact(r.id, "sha256:ab", "/tmp/m").unwrap();
+            for ev in [
+                Event::Start,
+                Event::Fetched,
+                Event::CandidateReady { has_stable: false },
+                Event::SmokePassed,
+            ] {
+                let (n, a) = step(&r, &ev, 5).unwrap();
+                j.record(&n, &ev, &a, 5).unwrap();
+                r = n;
+            }
+            assert!(r.is_done());
+        }
+        let j = Journal::open(&path).unwrap();
+        let live = j.live("staging").unwrap().unwrap();
+        assert_eq!(
+            (live.version.as_str(), live.digest.as_str()),
+            ("1", "sha256:ab")
+        );
+        assert!(j.active().unwrap().is_empty());
+        let rec = j.get(1).unwrap();
+        assert_eq!(rec.release.phase, Phase::Done);
+        assert_eq!(j.transitions(1).unwrap().len(), 4);
+        assert_eq!(j.list(Some("staging"), 10).unwrap().len(), 1);
+        assert_eq!(j.list(Some("production"), 10).unwrap().len(), 0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
