@@ -89,6 +89,14 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
         .arg(&spec.model_version)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(&spec.extra_args)
+        // anyhow reads RUST_LIB_BACKTRACE before RUST_BACKTRACE: with RUST_BACKTRACE=1
+        // in our environment, hoist-server's one-line "Error: ..." would come with a
+        // stack trace that pushes it out of the stderr tail. Panics keep theirs.
+        .envs(
+            std::env::var_os("RUST_LIB_BACKTRACE")
+                .is_none()
+                .then_some(("RUST_LIB_BACKTRACE", "0")),
+        )
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -335,15 +343,22 @@ fn parse_listening(line: &[u8]) -> Option<SocketAddr> {
         .ok()
 }
 
-/// The last [`TAIL_BYTES`] bytes written to a stream.
+/// The last [`TAIL_BYTES`] bytes written to a stream, and its last `Error: ` line
+/// (how a Rust `main` reports the error it failed with), which a long backtrace or
+/// log flood after it must not hide.
 #[derive(Default)]
 pub(crate) struct Tail {
     bytes: VecDeque<u8>,
     truncated: bool,
+    error_line: Option<String>,
 }
 
 impl Tail {
     fn push(&mut self, data: &[u8]) {
+        if data.starts_with(b"Error: ") {
+            let line = String::from_utf8_lossy(data).trim_end().to_string();
+            self.error_line = Some(line.chars().take(TAIL_BYTES).collect());
+        }
         self.bytes.extend(data);
         if self.bytes.len() > TAIL_BYTES {
             let extra = self.bytes.len() - TAIL_BYTES;
@@ -360,7 +375,11 @@ impl Tail {
         } else {
             0
         };
-        String::from_utf8_lossy(&bytes[start..]).into_owned()
+        let text = String::from_utf8_lossy(&bytes[start..]).into_owned();
+        match &self.error_line {
+            Some(e) if !text.contains(e.as_str()) => format!("{e}\n...\n{text}"),
+            _ => text,
+        }
     }
 }
 
@@ -396,5 +415,22 @@ mod tests {
         assert!(text.starts_with("line "), "{text}");
         assert!(text.ends_with("Error: cannot load the model: NoSuchOp\n"));
         assert!(!text.contains("first"));
+    }
+
+    #[test]
+    fn the_error_line_survives_a_long_backtrace() {
+        let mut t = Tail::default();
+        t.push(b"INFO loading\n");
+        t.push(b"Error: cannot load the model: NoSuchOp\n");
+        t.push(b"\nStack backtrace:\n");
+        for i in 0..500 {
+            t.push(format!("  {i}: some::frame\n").as_bytes());
+        }
+        let text = t.text();
+        assert!(
+            text.starts_with("Error: cannot load the model: NoSuchOp\n...\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("499: some::frame\n"));
     }
 }

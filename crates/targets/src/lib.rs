@@ -11,7 +11,7 @@
 //!   [`start_replicas`].
 //! - `child`: one child process: spawn, output capture, address, readiness.
 //! - `probe`: the readiness probe, a bare HTTP/1.1 GET.
-//! - [`error`]: [`Error`].
+//! - [`error`] holds [`Error`], the one error type, and [`Result`].
 //!
 //! # Example
 //! ```no_run

@@ -1,0 +1,409 @@
+//! The local target with the real `hoist-server` binary and the example models.
+//!
+//! The binary comes from HOIST_SERVER_BIN, else `<target>/debug/hoist-server` (built
+//! with `cargo build -p hoist-server` when missing). Servers run on tract with one
+//! worker, so the tests need no ONNX Runtime and stay light on a small machine.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hoist_targets::{Error, ServerProgram, ServerSpec, Status, Supervised, start_replicas};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// ---- fixtures ----------------------------------------------------------------------
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn model(name: &str) -> PathBuf {
+    repo_root().join("examples/models").join(name)
+}
+
+/// `<target>/debug`: this test runs as `<target>/debug/deps/local-HASH`.
+fn target_debug_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// Runs `cargo ARGS` from the repository root, for artifacts a plain `cargo test -p
+/// hoist-targets` does not build.
+fn cargo(args: &[&str]) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(repo_root())
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo {args:?} failed: {status}");
+}
+
+fn server_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("HOIST_SERVER_BIN") {
+            return PathBuf::from(p);
+        }
+        let bin = target_debug_dir().join("hoist-server");
+        if !bin.is_file() {
+            cargo(&["build", "-p", "hoist-server"]);
+        }
+        assert!(bin.is_file(), "no hoist-server at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+fn example_bin(name: &str) -> PathBuf {
+    let bin = target_debug_dir().join("examples").join(name);
+    if !bin.is_file() {
+        cargo(&["build", "-p", "hoist-targets", "--example", name]);
+    }
+    assert!(bin.is_file(), "no example at {}", bin.display());
+    bin
+}
+
+fn temp_path(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "hoist-targets-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// A spec for an example model: tract, one worker, output in a temporary log file.
+fn spec(model_path: &Path, name: &str) -> ServerSpec {
+    let mut spec = ServerSpec::new(ServerProgram::binary(server_bin()), model_path, name, "7");
+    spec.extra_args = ["--runtime", "tract", "--workers", "1"]
+        .map(String::from)
+        .to_vec();
+    spec.env = vec![("HOIST_LOG".into(), "info".into())];
+    spec.log_file = Some(temp_path("log"));
+    // Generous: the machine may be busy with other builds.
+    spec.ready_timeout = Duration::from_secs(120);
+    spec
+}
+
+fn lr_spec() -> ServerSpec {
+    spec(&model("breast_cancer_lr"), "breast_cancer_lr")
+}
+
+/// The MLflow scoring body from the model's own example.
+fn lr_body() -> Vec<u8> {
+    std::fs::read(model("breast_cancer_lr").join("serving_input_example.json")).unwrap()
+}
+
+/// The process is gone: no `/proc/PID`, or only a zombie nobody reaped yet.
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // `PID (comm) STATE ...`; comm may hold spaces, so look after the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+async fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- a bare HTTP/1.1 client ----------------------------------------------------------
+
+struct Response {
+    status: u16,
+    body: String,
+}
+
+/// Sends the request head and the first `split` bytes of `body`; the rest is sent by
+/// [`finish`]. `Connection: close`, so the response ends at EOF.
+async fn begin(addr: SocketAddr, method: &str, path: &str, body: &[u8], split: usize) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body[..split]).await.unwrap();
+    s.flush().await.unwrap();
+    s
+}
+
+async fn finish(mut s: TcpStream, rest: &[u8]) -> std::io::Result<Response> {
+    s.write_all(rest).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok(Response { status, body })
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let s = TcpStream::connect(addr).await?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut s = s;
+    s.write_all(head.as_bytes()).await?;
+    finish(s, body).await
+}
+
+async fn invoke(addr: SocketAddr) -> Response {
+    let r = request(addr, "POST", "/invocations", &lr_body())
+        .await
+        .expect("POST /invocations");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("predictions"), "{}", r.body);
+    r
+}
+
+// ---- tests -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_ready_and_answers_the_input_example() {
+    let spec = lr_spec();
+    let log = spec.log_file.clone().unwrap();
+    let s = Supervised::start(spec).await.unwrap();
+    assert_eq!(s.status(), Status::Running);
+    assert_eq!(s.restarts(), 0);
+    assert!(s.addr().ip().is_loopback());
+    assert_ne!(s.addr().port(), 0);
+    let pid = s.pid().expect("pid");
+    invoke(s.addr()).await;
+    let meta = request(s.addr(), "GET", "/v2/models/breast_cancer_lr", b"")
+        .await
+        .unwrap();
+    assert_eq!(meta.status, 200, "{}", meta.body);
+    assert!(
+        meta.body.contains("\"7\""),
+        "the version is passed: {}",
+        meta.body
+    );
+
+    s.stop(Duration::from_secs(30)).await;
+    assert!(process_gone(pid), "the child {pid} is gone after stop");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("listening on http://"),
+        "stdout is logged: {log}"
+    );
+    assert!(log.contains("model loaded"), "stderr is logged: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_fails_to_load_names_the_missing_op() {
+    let unknown = repo_root().join("examples/models/invalid/unknown_op.onnx");
+    let err = Supervised::start(spec(&unknown, "unknown_op"))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    println!("{msg}");
+    assert!(
+        matches!(
+            err,
+            Error::ExitedBeforeReady { .. } | Error::ExitedBeforeListening { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(msg.contains("NoSuchOp"), "{msg}");
+    assert!(err.stderr_tail().unwrap().contains("NoSuchOp"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_child_is_restarted_on_the_same_address() {
+    let s = Supervised::start(lr_spec()).await.unwrap();
+    let addr = s.addr();
+    let first = s.pid().unwrap();
+    // SAFETY: kill(2) on the child this test started.
+    unsafe {
+        libc::kill(first as libc::pid_t, libc::SIGKILL);
+    }
+    wait_for("a ready replacement", Duration::from_secs(120), || {
+        s.status() == Status::Running && s.pid().is_some_and(|p| p != first)
+    })
+    .await;
+    assert_eq!(s.addr(), addr);
+    assert_eq!(s.restarts(), 1);
+    assert!(process_gone(first));
+    invoke(addr).await;
+    s.stop(Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_drains_requests_in_flight() {
+    let s = Supervised::start(lr_spec()).await.unwrap();
+    let addr = s.addr();
+    let body = lr_body();
+
+    // A slow stream of whole requests, until the server stops taking new ones.
+    let ok = Arc::new(AtomicUsize::new(0));
+    let stream = tokio::spawn({
+        let ok = ok.clone();
+        async move {
+            let mut failed = Vec::new();
+            loop {
+                let Ok(conn) = TcpStream::connect(addr).await else {
+                    break; // the listener is closed: the server is draining
+                };
+                drop(conn);
+                match request(addr, "POST", "/invocations", &lr_body()).await {
+                    Ok(r) if r.status == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => failed.push(format!("{} {}", r.status, r.body)),
+                    // Refused or reset before an answer: the request was never
+                    // accepted, because shutdown had begun.
+                    Err(_) => break,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            failed
+        }
+    });
+    wait_for("the stream to start", Duration::from_secs(60), || {
+        ok.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+
+    // Requests the server is in the middle of: head and half the body are sent.
+    let mut pending = Vec::new();
+    for _ in 0..3 {
+        pending.push(begin(addr, "POST", "/invocations", &body, body.len() / 2).await);
+    }
+    // They are being handled once the in-flight gauge counts them (and this request).
+    let start = Instant::now();
+    loop {
+        let m = request(addr, "GET", "/metrics", b"").await.unwrap().body;
+        let n: i64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("hoist_requests_in_flight "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if n >= 4 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "in flight: {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let pid = s.pid().unwrap();
+    let stopping = tokio::spawn(s.stop(Duration::from_secs(60)));
+    // Shutdown has begun once the server no longer says ready.
+    let start = Instant::now();
+    loop {
+        match request(addr, "GET", "/v2/health/ready", b"").await {
+            Ok(r) if r.status == 200 => {}
+            _ => break,
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "still ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rest = &body[body.len() / 2..];
+    for conn in pending {
+        let r = finish(conn, rest)
+            .await
+            .expect("the request in flight is answered");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("predictions"), "{}", r.body);
+    }
+    stopping.await.unwrap();
+    let failed = stream.await.unwrap();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(process_gone(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_kills_the_child() {
+    let s = Supervised::start(lr_spec()).await.unwrap();
+    let pid = s.pid().unwrap();
+    drop(s);
+    wait_for("the child to die", Duration::from_secs(10), || {
+        process_gone(pid)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_start_together_and_a_bad_one_stops_the_rest() {
+    let replicas = start_replicas(&lr_spec(), 2).await.unwrap();
+    assert_eq!(replicas.len(), 2);
+    assert_ne!(replicas[0].addr(), replicas[1].addr());
+    for r in &replicas {
+        invoke(r.addr()).await;
+    }
+    for r in replicas {
+        r.stop(Duration::from_secs(30)).await;
+    }
+
+    let unknown = repo_root().join("examples/models/invalid/unknown_op.onnx");
+    let err = start_replicas(&spec(&unknown, "unknown_op"), 2)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NoSuchOp"), "{err}");
+    assert!(start_replicas(&lr_spec(), 0).await.unwrap().is_empty());
+}
+
+#[test]
+fn a_killed_parent_leaves_no_orphan() {
+    let stderr = temp_path("spawn_and_wait.log");
+    let mut parent = Command::new(example_bin("spawn_and_wait"))
+        .arg(model("breast_cancer_lr"))
+        .args(["--runtime", "tract", "--workers", "1"])
+        .env("HOIST_SERVER_BIN", server_bin())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: u32 = line.trim().parse().unwrap_or_else(|_| {
+        let _ = parent.kill();
+        panic!(
+            "no pid from spawn_and_wait ({line:?}); stderr: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        )
+    });
+    assert!(!process_gone(pid), "the model server {pid} runs");
+    parent.kill().unwrap(); // SIGKILL: no chance to clean up
+    parent.wait().unwrap();
+    let start = Instant::now();
+    while !process_gone(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "model server {pid} outlived its SIGKILLed parent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
