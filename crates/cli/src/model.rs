@@ -2,8 +2,9 @@
 //!
 //! Each command opens the registry, does one thing, and prints the result (a table,
 //! or JSON with `--json`). Every command but `register` and `stage` works through the
-//! [`Registry`] interface, so against the embedded registry and MLflow alike; those
-//! two write what only hoist's own registry lets hoist write.
+//! [`Registry`] interface, so against the embedded registry and MLflow alike;
+//! `register` calls each registry's own registration (MLflow: files uploaded through
+//! the tracking server's artifact proxy), and `stage` is the embedded registry's only.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,13 +22,19 @@ pub enum ModelCmd {
     /// Register a model package as the next version of a model
     ///
     /// PATH is an MLflow model directory (MLmodel, model.onnx, …) or a bare .onnx
-    /// file. Its files are copied into the registry's artifact store under their
-    /// sha256 digest, then the version is recorded. Registering files identical to the
+    /// file. In the embedded registry its files are copied into the artifact store
+    /// under their sha256 digest, then the version is recorded. Registering files identical to the
     /// latest version's registers nothing and prints that version (tags and alias are
     /// still applied), so a script can run this safely twice.
     ///
-    /// Embedded registry only: register MLflow versions with MLflow's own client
-    /// (mlflow.register_model); hoist reads and promotes them.
+    /// With an MLflow tracking server (--registry http://HOST:PORT or
+    /// MLFLOW_TRACKING_URI), the files are uploaded as MLflow's own client does: to a
+    /// run in the experiment MLFLOW_EXPERIMENT_NAME (default `hoist`, created if
+    /// missing), through the server's artifact proxy (`mlflow server` serves artifacts
+    /// by default; not with --no-serve-artifacts), then the version is created with
+    /// that run's files as its source and the tag hoist.digest, so models:/NAME/VERSION
+    /// works in MLflow's clients and `hoist model fetch` verifies the files. "Identical
+    /// to the latest version" means the latest version's hoist.digest tag matches.
     Register {
         /// The model directory or .onnx file
         path: PathBuf,
@@ -118,27 +125,16 @@ pub enum ModelCmd {
 
 pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Result<(), CliError> {
     // Refuse what MLflow cannot do through hoist before opening anything.
-    if ctx.registry != "embedded" {
-        match &cmd {
-            ModelCmd::Register { .. } => {
-                return Err(CliError::Unsupported(format!(
-                    "hoist cannot register versions in MLflow (--registry {}): register with \
-                     MLflow's own client (mlflow.register_model); hoist reads and promotes \
-                     MLflow versions",
-                    ctx.registry
-                )));
-            }
-            ModelCmd::Stage { .. } => {
-                return Err(CliError::Unsupported(format!(
-                    "hoist does not move MLflow versions between stages (--registry {}): \
-                     stages are deprecated in MLflow; promote with an alias \
-                     (hoist model alias NAME VERSION ALIAS) or use MLflow's client \
-                     (transition_model_version_stage)",
-                    ctx.registry
-                )));
-            }
-            _ => {}
-        }
+    if ctx.registry != "embedded"
+        && let ModelCmd::Stage { .. } = &cmd
+    {
+        return Err(CliError::Unsupported(format!(
+            "hoist does not move MLflow versions between stages (--registry {}): \
+             stages are deprecated in MLflow; promote with an alias \
+             (hoist model alias NAME VERSION ALIAS) or use MLflow's client \
+             (transition_model_version_stage)",
+            ctx.registry
+        )));
     }
     let opened = ctx.open_registry()?;
     let reg = opened.as_dyn();
@@ -153,11 +149,13 @@ pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Resu
             tags,
             alias,
         } => {
-            let Opened::Embedded(reg) = &opened else {
-                unreachable!("refused above")
-            };
             let tags: BTreeMap<String, String> = tags.into_iter().collect();
-            let r = reg.register_detailed(&path, &name, &tags, alias.as_deref())?;
+            let r = match &opened {
+                Opened::Embedded(reg) => {
+                    reg.register_detailed(&path, &name, &tags, alias.as_deref())?
+                }
+                Opened::Mlflow(reg) => reg.register(&path, &name, &tags, alias.as_deref())?,
+            };
             if ctx.json {
                 return ctx.print_json(out, &r);
             }

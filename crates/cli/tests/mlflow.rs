@@ -1,7 +1,10 @@
 //! The `hoist` binary against a REAL MLflow tracking server: one server (MLflow from
 //! `.venv-mlflow`, made by `tools/mlflow-venv.sh`, or the python named by
 //! `HOIST_MLFLOW_PYTHON`) on 127.0.0.1 with a SQLite backend, versions registered with
-//! the real Python client, then read, shown and fetched with `hoist --registry URL`,
+//! the real Python client, then read, shown and fetched with `hoist --registry URL`;
+//! a model registered by `hoist model register` (files through the artifact proxy),
+//! then listed, shown, fetched and re-registered with hoist and downloaded, loaded and
+//! run with MLflow's own client;
 //! a webhook made by `hoist mlflow connect` delivering an alias move set with the
 //! Python client to `hoist watch --webhook-listen`, and `hoist watch` polling alone.
 //!
@@ -16,6 +19,8 @@ use hoist_testkit::{MlflowServer, PyClient, mlflow_python, repo_root, tail};
 use serde_json::{Value, json};
 
 const MODEL: &str = "hoist_cli_e2e";
+/// A model hoist registers into MLflow itself.
+const REGISTERED: &str = "hoist_cli_registered";
 const SECRET: &str = "hoist-cli-e2e-secret";
 
 struct Reaped(Child);
@@ -52,8 +57,27 @@ fn json_ok(tmp: &Path, uri: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Every file under `a` is under `b` with the same bytes, and the other way round.
+fn assert_same_files(a: &Path, b: &Path) {
+    let list = |root: &Path| {
+        let mut files = Vec::new();
+        hoist_digest::collect_files(root, root, &mut files).unwrap();
+        files.sort();
+        files
+    };
+    let files = list(a);
+    assert_eq!(files, list(b), "{} and {}", a.display(), b.display());
+    for f in &files {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
 #[test]
-fn hoist_cli_reads_a_real_mlflow_server_and_hears_its_webhooks() {
+fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
     let test_start = Instant::now();
     let py = mlflow_python();
     let tmp = std::env::temp_dir().join(format!("hoist-cli-mlflow-{}", std::process::id()));
@@ -117,23 +141,142 @@ fn hoist_cli_reads_a_real_mlflow_server_and_hears_its_webhooks() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
-    // Registering is MLflow's job.
-    let out = hoist(
+    println!("read phase done at {:?}", test_start.elapsed());
+
+    // ---- hoist model register into MLflow (uploads through the artifact proxy) ----
+    let pkg = repo_root().join("examples/models/breast_cancer_lr");
+    let pkg_s = pkg.to_str().unwrap();
+    let want = hoist_digest::digest_path(&pkg).unwrap();
+    let t = Instant::now();
+    let r = json_ok(
         &tmp,
         &uri,
         &[
             "model",
             "register",
-            onnx_path.to_str().unwrap(),
+            pkg_s,
             "--name",
-            MODEL,
+            REGISTERED,
+            "--tag",
+            "team=risk",
+            "--alias",
+            "champion",
         ],
+    );
+    println!("hoist model register into MLflow took {:?}", t.elapsed());
+    assert_eq!(r["created"], true, "{r}");
+    let v = &r["version"];
+    assert_eq!(
+        (&v["name"], &v["version"], &v["status"]),
+        (&json!(REGISTERED), &json!("1"), &json!("READY")),
+        "{r}"
+    );
+    assert_eq!(v["digest"], want.as_str(), "{r}");
+    assert_eq!(v["tags"]["hoist.digest"], want.as_str(), "{r}");
+    assert_eq!(v["tags"]["team"], "risk", "{r}");
+    assert_eq!(v["aliases"], json!(["champion"]), "{r}");
+    assert!(
+        v["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("mlflow-artifacts:/")
+            && v["run_id"].is_string(),
+        "{r}"
+    );
+    // (a) hoist lists and shows it, with the alias and the digest tag.
+    let listed = json_ok(&tmp, &uri, &["model", "list"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == REGISTERED
+                && m["latest_version"] == "1"
+                && m["aliases"] == json!({"champion": "1"})),
+        "{listed}"
+    );
+    let shown = json_ok(
+        &tmp,
+        &uri,
+        &["model", "show", &format!("{REGISTERED}@champion")],
+    );
+    assert_eq!(shown["version"], "1", "{shown}");
+    assert_eq!(shown["tags"]["hoist.digest"], want.as_str(), "{shown}");
+    // (b) hoist fetches it, verified, and the files are the originals.
+    let to = tmp.join("fetched-registered");
+    let fetched = json_ok(
+        &tmp,
+        &uri,
+        &[
+            "model",
+            "fetch",
+            &format!("{REGISTERED}@champion"),
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(fetched["digest"], want.as_str(), "{fetched}");
+    assert_same_files(&pkg, &to);
+    // (c) MLflow's own client downloads and loads models:/NAME/1 and predicts with it.
+    let dl = client.call(
+        json!({"op": "download", "uri": format!("models:/{REGISTERED}/1"),
+        "dst": tmp.join("py-download")}),
+    );
+    let dl = Path::new(dl["path"].as_str().unwrap());
+    for f in ["MLmodel", "model.onnx", "input_example.json"] {
+        assert_eq!(
+            std::fs::read(dl.join(f)).unwrap(),
+            std::fs::read(pkg.join(f)).unwrap(),
+            "{f} as MLflow's client downloads it"
+        );
+    }
+    let loaded = client.call(
+        json!({"op": "load", "uri": format!("models:/{REGISTERED}@champion"),
+        "input": pkg.join("input_example.json")}),
+    );
+    assert_eq!(
+        loaded["flavors"],
+        json!(["onnx", "python_function"]),
+        "{loaded}"
+    );
+    let rows: Value =
+        serde_json::from_slice(&std::fs::read(pkg.join("input_example.json")).unwrap()).unwrap();
+    assert_eq!(
+        loaded["predictions"]["label"].as_array().map(Vec::len),
+        rows.as_array().map(Vec::len),
+        "{loaded}"
+    );
+    // (d) the same files again: no version 2, said so.
+    let out = hoist(
+        &tmp,
+        &uri,
+        &["model", "register", pkg_s, "--name", REGISTERED],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("{REGISTERED} version 1 already has these files"))
+            && said.contains("nothing new registered"),
+        "{said}"
+    );
+    let versions = json_ok(&tmp, &uri, &["model", "versions", REGISTERED]);
+    assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
+    // Stages stay MLflow's business.
+    let out = hoist(
+        &tmp,
+        &uri,
+        &["model", "stage", REGISTERED, "1", "Production"],
     )
     .output()
     .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mlflow.register_model"));
-    println!("read phase done at {:?}", test_start.elapsed());
+    println!("register phase done at {:?}", test_start.elapsed());
 
     // ---- hoist mlflow connect + hoist watch --webhook-listen ----
     let port = hoist_testkit::free_port();

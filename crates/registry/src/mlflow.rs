@@ -2,8 +2,10 @@
 //!
 //! Owns: every call hoist makes to an MLflow tracking server — models, versions,
 //! aliases, stages, tags, artifact download (through the tracking server's
-//! `mlflow-artifacts` proxy or from `file:` URIs and local paths) and webhook creation.
-//! It must not decide anything: it answers, fetches and writes back tags.
+//! `mlflow-artifacts` proxy or from `file:` URIs and local paths), registration of
+//! new versions ([`MlflowRegistry::register`]: files uploaded through the proxy) and
+//! webhook creation. It must not decide anything: it answers, fetches, registers and
+//! writes back tags.
 //!
 //! # Guarantees
 //! - A fetched version's files go into the content-addressed [`ArtifactStore`] and are
@@ -14,6 +16,9 @@
 //! - A version is only fetched once its status is `READY`; `FAILED_REGISTRATION` is an
 //!   error at once, `PENDING_REGISTRATION` is waited for (bounded by
 //!   [`MlflowRegistry::with_ready_timeout`]).
+//! - A version hoist registers carries [`DIGEST_TAG`] from its creation: the digest of
+//!   the files exactly as MLflow then holds them (for a bare `.onnx` file, the
+//!   directory holding that one file), so a later fetch verifies it like any other.
 //!
 //! # Caveats
 //! - `https://` servers are verified against the system's roots, or against the CA
@@ -22,6 +27,10 @@
 //! - Artifact stores other than the tracking server's proxy and local files (`s3:`,
 //!   `gs:`, …) are not read directly: run the server with artifact serving (the
 //!   default for `mlflow server` since 2.0) so versions resolve to `mlflow-artifacts:`.
+//!   Registering needs that proxy too: hoist uploads through it, as MLflow's client does.
+//! - Registration is idempotent against the latest version only (as in the embedded
+//!   registry), and two concurrent registrations of the same files may both create a
+//!   version: MLflow has no transaction hoist could hold across the upload.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -33,6 +42,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::cas::ArtifactStore;
+pub use crate::embedded::Registration;
 use crate::{
     Error, Fetched, ModelRef, ModelVersion, RegisteredModel, Registry, Result, Selector,
     VersionStatus,
@@ -40,6 +50,14 @@ use crate::{
 
 /// The version tag hoist records a version's digest in.
 pub const DIGEST_TAG: &str = "hoist.digest";
+
+/// The experiment whose runs own the files of the versions hoist registers, unless
+/// `MLFLOW_EXPERIMENT_NAME` names another (created if missing).
+pub const DEFAULT_EXPERIMENT: &str = "hoist";
+
+/// Where in its run a registered package's files go (`<run artifacts>/model`), as
+/// with MLflow's own `log_model(name="model")`.
+pub const ARTIFACT_PATH: &str = "model";
 
 /// How hoist authenticates to the tracking server (the variables MLflow users set).
 #[derive(Clone, Default)]
@@ -80,6 +98,8 @@ pub struct MlflowRegistry {
     cache_dir: PathBuf,
     /// How long [`Registry::fetch`] waits for a `PENDING_REGISTRATION` version.
     ready_timeout: Duration,
+    /// The experiment [`MlflowRegistry::register`] creates its runs in.
+    experiment: String,
 }
 
 /// How to check the tracking server's certificate, as MLflow's own client is told:
@@ -115,7 +135,8 @@ impl MlflowRegistry {
 
     /// From the environment MLflow users already set: `MLFLOW_TRACKING_URI` (required),
     /// `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD` (basic auth) or
-    /// `MLFLOW_TRACKING_TOKEN` (bearer).
+    /// `MLFLOW_TRACKING_TOKEN` (bearer); `MLFLOW_EXPERIMENT_NAME` names the experiment
+    /// [`register`](Self::register) logs to (default [`DEFAULT_EXPERIMENT`]).
     pub fn from_env() -> Result<MlflowRegistry> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
@@ -146,7 +167,12 @@ impl MlflowRegistry {
             insecure: var("MLFLOW_TRACKING_INSECURE_TLS")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
         };
-        Self::build(&uri, auth, default_cache_dir(&var), &tls)
+        let experiment = var("MLFLOW_EXPERIMENT_NAME").filter(|e| !e.trim().is_empty());
+        let reg = Self::build(&uri, auth, default_cache_dir(&var), &tls)?;
+        Ok(match experiment {
+            Some(e) => reg.with_experiment(e),
+            None => reg,
+        })
     }
 
     fn build(
@@ -195,6 +221,7 @@ impl MlflowRegistry {
             http,
             cache_dir,
             ready_timeout: Duration::from_secs(120),
+            experiment: DEFAULT_EXPERIMENT.into(),
         })
     }
 
@@ -207,6 +234,13 @@ impl MlflowRegistry {
     /// Waits at most `timeout` for a version to become `READY` before fetching it.
     pub fn with_ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
+        self
+    }
+
+    /// Logs the runs of [`register`](Self::register) to the experiment `name` (created
+    /// if missing) instead of [`DEFAULT_EXPERIMENT`].
+    pub fn with_experiment(mut self, name: impl Into<String>) -> Self {
+        self.experiment = name.into();
         self
     }
 
@@ -301,6 +335,294 @@ impl MlflowRegistry {
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| self.bad_answer("model-versions/get-download-uri", "no artifact_uri"))
+    }
+
+    // ---- registration ----
+
+    /// Registers the model package at `path` (an MLflow model directory or a bare
+    /// `.onnx` file) as the next version of `name`, as MLflow's own client does with a
+    /// tracking server that proxies artifacts:
+    ///
+    /// 1. `registered-models/create` (an existing model is fine);
+    /// 2. a run in the experiment `MLFLOW_EXPERIMENT_NAME` (default
+    ///    [`DEFAULT_EXPERIMENT`], created if missing) to own the files;
+    /// 3. every file uploaded through the artifact proxy to `<run artifacts>/model/…`,
+    ///    and the run finished;
+    /// 4. `model-versions/create` with that source and run, tagged with `tags` and
+    ///    [`DIGEST_TAG`] (the digest of the files as MLflow now holds them), waited
+    ///    for until `READY`; then `alias` is pointed at it.
+    ///
+    /// Like [`EmbeddedRegistry::register_detailed`](crate::embedded::EmbeddedRegistry::register_detailed):
+    /// if the latest version's [`DIGEST_TAG`] equals the files' digest, nothing is
+    /// uploaded or created; that version is returned (`created: false`) with `tags`
+    /// and `alias` applied to it.
+    ///
+    /// A server without the artifact proxy (`mlflow server --no-serve-artifacts`) is
+    /// [`Error::Invalid`], said so before any file is sent.
+    pub fn register(
+        &self,
+        path: impl AsRef<Path>,
+        name: &str,
+        tags: &BTreeMap<String, String>,
+        alias: Option<&str>,
+    ) -> Result<Registration> {
+        check_model_name(name)?;
+        for key in tags.keys() {
+            check_tag_key(key)?;
+        }
+        if let Some(a) = alias {
+            check_alias(a)?;
+        }
+        let package = Package::read(path.as_ref())?;
+        let digest = package.digest.clone();
+
+        // 1. The model (MLflow answers RESOURCE_ALREADY_EXISTS for a known one).
+        match self.call(
+            "POST",
+            "registered-models/create",
+            &[],
+            Some(&json!({ "name": name })),
+            &|m| Error::Invalid(format!("registered-models/create: {m}")),
+        ) {
+            Ok(_) => {}
+            Err(Error::Remote { code, .. }) if code == "RESOURCE_ALREADY_EXISTS" => {}
+            Err(e) => return Err(e),
+        }
+
+        // The same files as the latest version: nothing new.
+        if let Some(latest) = self.list_versions(name)?.into_iter().next()
+            && latest.tags.get(DIGEST_TAG) == Some(&digest)
+            && latest.status != VersionStatus::FailedRegistration
+        {
+            let v = self.wait_ready(name, &latest.version)?;
+            self.apply_tags_and_alias(name, &v.version, tags, alias)?;
+            let version = self.get_version(name, &v.version)?;
+            return Ok(Registration {
+                version,
+                created: false,
+            });
+        }
+
+        // 2. A run to own the files, in an experiment whose artifacts the server proxies.
+        let experiment_id = self.registration_experiment()?;
+        let run = self.create_run(&experiment_id, name, &digest)?;
+
+        // 3. The files, through the proxy; the run ends FINISHED, or FAILED with the error.
+        let uploaded = self.upload_package(&run, &package);
+        let status = if uploaded.is_ok() {
+            "FINISHED"
+        } else {
+            "FAILED"
+        };
+        if let Err(e) = self.end_run(&run.run_id, status) {
+            tracing::warn!(run_id = %run.run_id, error = %e, "could not end the registration run");
+        }
+        uploaded?;
+
+        // 4. The version, tagged with the digest from its first moment.
+        let source = format!("{}/{ARTIFACT_PATH}", run.artifact_uri.trim_end_matches('/'));
+        let mut version_tags = vec![json!({"key": DIGEST_TAG, "value": digest})];
+        version_tags.extend(tags.iter().map(|(k, v)| json!({"key": k, "value": v})));
+        let created = self.call(
+            "POST",
+            "model-versions/create",
+            &[],
+            Some(&json!({
+                "name": name,
+                "source": source,
+                "run_id": run.run_id,
+                "tags": version_tags,
+                "description": format!("registered by hoist ({digest})"),
+            })),
+            &model_not_found(name),
+        )?;
+        let created = self.version_from(created, "model_version", "model-versions/create")?;
+        self.wait_ready(name, &created.version)?;
+        if let Some(a) = alias {
+            self.set_alias(name, a, &created.version)?;
+        }
+        let version = self.get_version(name, &created.version)?;
+        tracing::info!(model = name, version = %version.version, %digest, %source, "registered in MLflow");
+        Ok(Registration {
+            version,
+            created: true,
+        })
+    }
+
+    fn apply_tags_and_alias(
+        &self,
+        name: &str,
+        version: &str,
+        tags: &BTreeMap<String, String>,
+        alias: Option<&str>,
+    ) -> Result<()> {
+        for (k, v) in tags {
+            self.set_tag(name, version, k, v)?;
+        }
+        if let Some(a) = alias {
+            self.set_alias(name, a, version)?;
+        }
+        Ok(())
+    }
+
+    /// The id of the experiment registration runs go to, created if missing; refused
+    /// if its artifacts are not behind the tracking server's proxy.
+    fn registration_experiment(&self) -> Result<String> {
+        let name = self.experiment.as_str();
+        // `ModelNotFound` only marks "no such experiment" between these two calls.
+        let get = || {
+            self.call(
+                "GET",
+                "experiments/get-by-name",
+                &[("experiment_name", name)],
+                None,
+                &|_| Error::ModelNotFound(name.into()),
+            )
+        };
+        let found = match get() {
+            Ok(v) => v,
+            Err(Error::ModelNotFound(_)) => {
+                match self.call(
+                    "POST",
+                    "experiments/create",
+                    &[],
+                    Some(&json!({ "name": name })),
+                    &|m| Error::Invalid(format!("creating experiment '{name}': {m}")),
+                ) {
+                    Ok(_) => {}
+                    // Created by someone else meanwhile.
+                    Err(Error::Remote { code, .. }) if code == "RESOURCE_ALREADY_EXISTS" => {}
+                    Err(e) => return Err(e),
+                }
+                get().map_err(|e| match e {
+                    Error::ModelNotFound(_) => self.bad_answer(
+                        "experiments/get-by-name",
+                        &format!("experiment '{name}' was created but cannot be read back"),
+                    ),
+                    e => e,
+                })?
+            }
+            Err(e) => return Err(e),
+        };
+        let exp = &found["experiment"];
+        let id = exp["experiment_id"]
+            .as_str()
+            .ok_or_else(|| self.bad_answer("experiments/get-by-name", "no experiment_id"))?;
+        if exp["lifecycle_stage"].as_str() == Some("deleted") {
+            return Err(Error::Invalid(format!(
+                "MLflow experiment '{name}' (id {id}) at {} is deleted, so hoist cannot log the \
+                 model's files to it: restore it (mlflow experiments restore --experiment-id {id}) \
+                 or set MLFLOW_EXPERIMENT_NAME to another experiment",
+                self.base
+            )));
+        }
+        let location = exp["artifact_location"].as_str().unwrap_or("");
+        if proxied_path(location).is_none() {
+            return Err(self.no_artifact_proxy(&format!(
+                "experiment '{name}' keeps its artifacts at '{location}', not behind the server's \
+                 artifact proxy"
+            )));
+        }
+        Ok(id.to_string())
+    }
+
+    fn create_run(&self, experiment_id: &str, model: &str, digest: &str) -> Result<Run> {
+        let v = self.call(
+            "POST",
+            "runs/create",
+            &[],
+            Some(&json!({
+                "experiment_id": experiment_id,
+                "run_name": format!("hoist-register-{model}"),
+                "start_time": now_ms(),
+                "tags": [
+                    {"key": "mlflow.source.name", "value": "hoist"},
+                    {"key": "mlflow.source.type", "value": "LOCAL"},
+                    {"key": DIGEST_TAG, "value": digest},
+                ],
+            })),
+            &|m| Error::Invalid(format!("runs/create in experiment {experiment_id}: {m}")),
+        )?;
+        let info = &v["run"]["info"];
+        let run_id = info["run_id"]
+            .as_str()
+            .or_else(|| info["run_uuid"].as_str())
+            .ok_or_else(|| self.bad_answer("runs/create", "no run.info.run_id"))?;
+        let artifact_uri = info["artifact_uri"]
+            .as_str()
+            .ok_or_else(|| self.bad_answer("runs/create", "no run.info.artifact_uri"))?;
+        Ok(Run {
+            run_id: run_id.into(),
+            artifact_uri: artifact_uri.into(),
+        })
+    }
+
+    fn end_run(&self, run_id: &str, status: &str) -> Result<()> {
+        self.call(
+            "POST",
+            "runs/update",
+            &[],
+            Some(&json!({"run_id": run_id, "status": status, "end_time": now_ms()})),
+            &|m| Error::Invalid(format!("runs/update {run_id}: {m}")),
+        )
+        .map(drop)
+    }
+
+    /// Uploads every file of `package` under `<run artifacts>/model/`.
+    fn upload_package(&self, run: &Run, package: &Package) -> Result<()> {
+        let root = proxied_path(&run.artifact_uri).ok_or_else(|| {
+            self.no_artifact_proxy(&format!(
+                "run {} keeps its artifacts at '{}', not behind the server's artifact proxy",
+                run.run_id, run.artifact_uri
+            ))
+        })?;
+        let dir = format!("{}/{ARTIFACT_PATH}", root.trim_end_matches('/'));
+        for (rel, file) in &package.files {
+            self.upload_file(&format!("{dir}/{rel}"), file)?;
+        }
+        tracing::debug!(files = package.files.len(), %dir, "uploaded");
+        Ok(())
+    }
+
+    /// `PUT /api/2.0/mlflow-artifacts/artifacts/<path>` with the bytes of `file`.
+    fn upload_file(&self, path: &str, file: &Path) -> Result<()> {
+        let encoded: Vec<String> = path.split('/').map(percent_encode).collect();
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{}",
+            self.base,
+            encoded.join("/")
+        );
+        let f = std::fs::File::open(file).map_err(io_err(file))?;
+        let resp = self
+            .authed(self.http.put(&url))
+            .body(reqwest::blocking::Body::from(f))
+            .send()
+            .map_err(|e| self.unreachable(&url, &e))?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let text = resp.text().unwrap_or_default();
+        // 503: `mlflow server --no-serve-artifacts`; 404/405: no proxy route at all.
+        if matches!(status, 404 | 405 | 501 | 503) {
+            let said: String = text.trim().chars().take(300).collect();
+            return Err(self.no_artifact_proxy(&format!(
+                "uploading {} answered {status} ({said})",
+                file.display()
+            )));
+        }
+        Err(self.remote_error(&url, status, &text, &|m| {
+            Error::Invalid(format!("uploading {} to {url}: {m}", file.display()))
+        }))
+    }
+
+    fn no_artifact_proxy(&self, what: &str) -> Error {
+        Error::Invalid(format!(
+            "the MLflow server at {} does not serve artifacts, so hoist cannot upload the \
+             model's files: {what}. Start `mlflow server` with artifact serving (--serve-artifacts, \
+             the default; not --no-serve-artifacts), or register with MLflow's own client",
+            self.base
+        ))
     }
 
     // ---- HTTP ----
@@ -986,6 +1308,136 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+// ---- registration helpers ----
+
+/// A run [`MlflowRegistry::register`] logs a package's files to.
+struct Run {
+    run_id: String,
+    /// `mlflow-artifacts:/<experiment>/<run>/artifacts` with the proxy.
+    artifact_uri: String,
+}
+
+/// A model package's files as they will sit under `<run artifacts>/model/`.
+struct Package {
+    /// (path relative to the package, `/`-separated; the file), by relative path.
+    files: Vec<(String, PathBuf)>,
+    /// The digest of those files as a directory: what a fetch from MLflow computes.
+    digest: String,
+}
+
+impl Package {
+    fn read(path: &Path) -> Result<Package> {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Invalid(format!("{} does not exist", path.display()))
+            } else {
+                Error::Io {
+                    context: format!("reading {}", path.display()),
+                    source: e,
+                }
+            }
+        })?;
+        if meta.is_dir() {
+            let mut rels = Vec::new();
+            hoist_digest::collect_files(path, path, &mut rels).map_err(io_err(path))?;
+            rels.sort();
+            if rels.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{} contains no files: a model package needs at least one",
+                    path.display()
+                )));
+            }
+            let digest = hoist_digest::digest_path(path).map_err(io_err(path))?;
+            let files = rels
+                .into_iter()
+                .map(|rel| {
+                    let file = path.join(&rel);
+                    (rel, file)
+                })
+                .collect();
+            return Ok(Package { files, digest });
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Error::Invalid(format!("{}: no usable file name", path.display())))?
+            .to_string();
+        let hex = hoist_digest::hash_file(path).map_err(io_err(path))?;
+        Ok(Package {
+            digest: single_file_dir_digest(&name, &hex),
+            files: vec![(name, path.to_path_buf())],
+        })
+    }
+}
+
+/// [`hoist_digest::digest_path`] of a directory holding one file `name` whose sha256
+/// is `hex`, without making that directory.
+fn single_file_dir_digest(name: &str, hex: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([0]);
+    h.update(hex.as_bytes());
+    h.update(b"\n");
+    format!("sha256:{}", hoist_digest::hex(&h.finalize()))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+// The embedded registry's rules, so one name works in both registries.
+
+fn check_model_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > 256
+        || name != name.trim()
+        || name.chars().any(|c| c == '/' || c == '@' || c.is_control());
+    if bad {
+        return Err(Error::Invalid(format!(
+            "invalid model name '{name}': 1 to 256 characters, no '/', '@', control characters or surrounding spaces"
+        )));
+    }
+    Ok(())
+}
+
+fn check_alias(alias: &str) -> Result<()> {
+    let lower = alias.to_ascii_lowercase();
+    let version_like =
+        lower.len() > 1 && lower.starts_with('v') && lower[1..].bytes().all(|b| b.is_ascii_digit());
+    let bad = alias.is_empty()
+        || alias.len() > 255
+        || !alias
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || lower == "latest"
+        || version_like;
+    if bad {
+        return Err(Error::Invalid(format!(
+            "invalid alias '{alias}': letters, digits, '_' and '-' only; 'latest' and 'v<number>' are reserved"
+        )));
+    }
+    Ok(())
+}
+
+fn check_tag_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 250 || key.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "invalid tag key '{key}': 1 to 250 characters, no control characters"
+        )));
+    }
+    if key == DIGEST_TAG {
+        return Err(Error::Invalid(format!(
+            "tag '{DIGEST_TAG}' is hoist's own: it records the digest of the registered files"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1030,6 +1482,13 @@ mod tests {
         assert!(matches!(r.auth, Auth::Basic { .. }));
         assert_eq!(r.cache_dir, PathBuf::from("/tmp/h/artifacts"));
         assert_eq!(format!("{:?}", r.auth), "Basic(u, ***)");
+        assert_eq!(r.experiment, DEFAULT_EXPERIMENT);
+        let r = MlflowRegistry::from_vars(vars(&[
+            ("MLFLOW_TRACKING_URI", "http://h"),
+            ("MLFLOW_EXPERIMENT_NAME", "models"),
+        ]))
+        .unwrap();
+        assert_eq!(r.experiment, "models");
         let r = MlflowRegistry::from_vars(vars(&[
             ("MLFLOW_TRACKING_URI", "http://h"),
             ("MLFLOW_TRACKING_TOKEN", "t"),
@@ -1217,6 +1676,156 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::Remote { status: 500, .. }), "{e}");
         assert!(e.to_string().contains("INTERNAL_ERROR: boom"), "{e}");
+    }
+
+    #[test]
+    fn a_single_file_package_digests_as_the_directory_mlflow_holds() {
+        let tmp = std::env::temp_dir().join(format!("hoist-mlflow-pkg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(tmp.join("dir")).unwrap();
+        std::fs::write(tmp.join("m.onnx"), b"weights").unwrap();
+        std::fs::write(tmp.join("dir/m.onnx"), b"weights").unwrap();
+        let p = Package::read(&tmp.join("m.onnx")).unwrap();
+        assert_eq!(
+            p.digest,
+            hoist_digest::digest_path(&tmp.join("dir")).unwrap()
+        );
+        assert_eq!(p.files, vec![("m.onnx".to_string(), tmp.join("m.onnx"))]);
+        std::fs::create_dir_all(tmp.join("dir/sub")).unwrap();
+        std::fs::write(tmp.join("dir/sub/b"), b"b").unwrap();
+        let p = Package::read(&tmp.join("dir")).unwrap();
+        let rels: Vec<&str> = p.files.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(rels, ["m.onnx", "sub/b"]);
+        assert_eq!(
+            p.digest,
+            hoist_digest::digest_path(&tmp.join("dir")).unwrap()
+        );
+        std::fs::create_dir_all(tmp.join("empty")).unwrap();
+        let e = Package::read(&tmp.join("empty")).err().unwrap();
+        assert!(e.to_string().contains("no files"), "{e}");
+        let e = Package::read(&tmp.join("missing")).err().unwrap();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    /// A package directory for the registration tests below.
+    fn package(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("hoist-mlflow-reg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("MLmodel"), "flavors: {}\n").unwrap();
+        std::fs::write(dir.join("model.onnx"), b"weights").unwrap();
+        dir
+    }
+
+    fn experiment_json(location: &str) -> String {
+        json!({"experiment": {"experiment_id": "7", "name": "hoist",
+            "artifact_location": location, "lifecycle_stage": "active"}})
+        .to_string()
+    }
+
+    #[test]
+    fn registering_needs_the_artifact_proxy_and_says_so() {
+        let empty_versions = || (200, json!({"model_versions": []}).to_string());
+        // --no-serve-artifacts: the experiment's artifacts are a path on the server.
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = lines.clone();
+        let (uri, _) = canned(move |line, _| {
+            seen.lock().unwrap().push(line.to_string());
+            if line.contains("model-versions/search") {
+                empty_versions()
+            } else if line.contains("experiments/get-by-name") {
+                (200, experiment_json("/srv/mlruns/7"))
+            } else {
+                (200, "{}".into())
+            }
+        });
+        let dir = package("noproxy");
+        let r = MlflowRegistry::new(&uri).unwrap();
+        let e = r.register(&dir, "m", &BTreeMap::new(), None).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+        let msg = e.to_string();
+        for want in [
+            uri.as_str(),
+            "does not serve artifacts",
+            "--serve-artifacts",
+            "/srv/mlruns/7",
+        ] {
+            assert!(msg.contains(want), "{want} in {msg}");
+        }
+        assert!(
+            !lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("runs/create")),
+            "no run is created for files that cannot be uploaded"
+        );
+
+        // The proxy route refuses uploads (503): said so, and the run ends FAILED.
+        let updates = std::sync::Arc::new(std::sync::Mutex::new(0));
+        let counted = updates.clone();
+        let (uri, _) = canned(move |line, _| {
+            if line.contains("model-versions/search") {
+                empty_versions()
+            } else if line.contains("experiments/get-by-name") {
+                (200, experiment_json("mlflow-artifacts:/7"))
+            } else if line.contains("runs/create") {
+                (
+                    200,
+                    json!({"run": {"info": {"run_id": "r1",
+                    "artifact_uri": "mlflow-artifacts:/7/r1/artifacts"}}})
+                    .to_string(),
+                )
+            } else if line.starts_with("PUT ") {
+                assert!(
+                    line.contains("/api/2.0/mlflow-artifacts/artifacts/7/r1/artifacts/model/"),
+                    "{line}"
+                );
+                (503, r#"{"detail":"Artifact serving is disabled."}"#.into())
+            } else if line.contains("runs/update") {
+                *counted.lock().unwrap() += 1;
+                (200, "{}".into())
+            } else if line.contains("model-versions/create") {
+                panic!("no version without its files");
+            } else {
+                (200, "{}".into())
+            }
+        });
+        let r = MlflowRegistry::new(&uri).unwrap();
+        let e = r.register(&dir, "m", &BTreeMap::new(), None).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("does not serve artifacts") && msg.contains("503"),
+            "{msg}"
+        );
+        assert_eq!(*updates.lock().unwrap(), 1, "the run is ended");
+
+        // Credentials refused at the first call.
+        let (uri, calls) = canned(|_, _| (403, "forbidden".into()));
+        let r = MlflowRegistry::new(&uri).unwrap();
+        let e = r.register(&dir, "m", &BTreeMap::new(), None).unwrap_err();
+        assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Bad names, aliases and tags are refused before any request.
+        let (uri, calls) = canned(|_, _| (500, "{}".into()));
+        let r = MlflowRegistry::new(&uri).unwrap();
+        let tags = |k: &str| BTreeMap::from([(k.to_string(), "x".to_string())]);
+        for e in [
+            r.register(&dir, "a/b", &BTreeMap::new(), None).unwrap_err(),
+            r.register(&dir, "m", &BTreeMap::new(), Some("latest"))
+                .unwrap_err(),
+            r.register(&dir, "m", &tags(DIGEST_TAG), None).unwrap_err(),
+            r.register(dir.join("missing"), "m", &BTreeMap::new(), None)
+                .unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::Invalid(_)), "{e}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! the python named by `HOIST_MLFLOW_PYTHON`) is started on 127.0.0.1 with a SQLite
 //! backend for the single test below, and killed (its whole process group) at the end.
 //! Versions are registered with the real Python client (`mlflow.onnx.log_model`), then
-//! read, resolved, fetched, tagged and aliased through [`MlflowRegistry`]; a webhook
+//! read, resolved, fetched, tagged and aliased through [`MlflowRegistry`]; a bare
+//! `.onnx` file is registered through [`MlflowRegistry::register`]; a webhook
 //! created with the real client delivers to hoist's receiver, and the poller and the
 //! de-duplicator see the same promotion.
 //!
@@ -23,6 +24,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 const MODEL: &str = "hoist_e2e_breast_cancer";
+/// A bare `.onnx` file hoist registers itself.
+const BARE: &str = "hoist_e2e_bare_onnx";
 const SECRET: &str = "hoist-e2e-secret";
 
 fn unix_now() -> f64 {
@@ -231,6 +234,56 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
         "read/resolve/fetch/tag phase done at {:?}",
         test_start.elapsed()
     );
+
+    // ---- register: a bare .onnx file through the artifact proxy, fetched, re-registered ----
+    let t = Instant::now();
+    let r = hoist
+        .register(&onnx_path, BARE, &BTreeMap::new(), Some("champion"))
+        .unwrap();
+    println!("registered a bare .onnx with hoist in {:?}", t.elapsed());
+    assert!(r.created);
+    assert_eq!(
+        (r.version.version.as_str(), r.version.aliases.as_slice()),
+        ("1", ["champion".to_string()].as_slice())
+    );
+    let run_id = r.version.run_id.clone().expect("a run owns the files");
+    let run = rest_get(&uri, &format!("runs/get?run_id={run_id}"));
+    assert_eq!(run["run"]["info"]["status"], "FINISHED", "{run}");
+    let exp = rest_get(&uri, "experiments/get-by-name?experiment_name=hoist");
+    assert_eq!(
+        run["run"]["info"]["experiment_id"], exp["experiment"]["experiment_id"],
+        "{run} {exp}"
+    );
+    let f = hoist.fetch(&r.version).unwrap();
+    assert_eq!(Some(&f.digest), r.version.tags.get(DIGEST_TAG));
+    assert_eq!(
+        std::fs::read(f.dir.join("model.onnx")).unwrap(),
+        std::fs::read(&onnx_path).unwrap()
+    );
+    assert_eq!(
+        f.digest,
+        hoist_digest::digest_path(&f.dir).unwrap(),
+        "the tag is the digest of the files as MLflow holds them"
+    );
+    let again = hoist
+        .register(
+            &onnx_path,
+            BARE,
+            &BTreeMap::from([("team".to_string(), "risk".to_string())]),
+            None,
+        )
+        .unwrap();
+    assert!(!again.created, "the same files again: no version 2");
+    assert_eq!(again.version.version, "1");
+    assert_eq!(
+        again.version.tags.get("team").map(String::as_str),
+        Some("risk")
+    );
+    assert_eq!(hoist.list_versions(BARE).unwrap().len(), 1);
+    let e = hoist
+        .register(&onnx_path, "bad/name", &BTreeMap::new(), None)
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "{e}");
 
     // ---- triggers: webhook receiver + poller → tap → dedupe ----
     let rt = tokio::runtime::Builder::new_multi_thread()

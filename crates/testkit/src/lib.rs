@@ -5,7 +5,7 @@
 //!   127.0.0.1 with a SQLite backend and webhooks to loopback allowed; dropping it kills
 //!   its whole process group.
 //! - [`PyClient`]: a long-lived Python process driving the real `mlflow` client, one
-//!   JSON command a line (`register`, `alias`, `stage`, `webhook`).
+//!   JSON command a line (`register`, `alias`, `stage`, `webhook`, `download`, `load`).
 //!
 //! Without the venv, tests using them FAIL (they do not skip): run
 //! `bash tools/mlflow-venv.sh`.
@@ -191,6 +191,24 @@ for line in sys.stdin:
         elif op == "stage":
             c.transition_model_version_stage(cmd["name"], cmd["version"], cmd["stage"])
             reply(ok=True)
+        elif op == "download":
+            # mlflow.artifacts.download_artifacts("models:/...", dst_path=...)
+            p = mlflow.artifacts.download_artifacts(cmd["uri"], dst_path=cmd["dst"])
+            reply(ok=True, path=p)
+        elif op == "load":
+            # mlflow.pyfunc.load_model, then predict on a JSON ndarray input if given.
+            import numpy as np
+            m = mlflow.pyfunc.load_model(cmd["uri"])
+            out = None
+            if cmd.get("input"):
+                with open(cmd["input"]) as f:
+                    x = np.array(json.load(f), dtype=np.float32)
+                pred = m.predict(x)
+                if isinstance(pred, dict):
+                    out = {k: np.asarray(v).tolist() for k, v in pred.items()}
+                else:
+                    out = np.asarray(pred).tolist()
+            reply(ok=True, flavors=sorted(m.metadata.flavors), predictions=out)
         elif op == "webhook":
             w = c.create_webhook(name=cmd["name"], url=cmd["url"], events=cmd["events"], secret=cmd["secret"])
             reply(ok=True, id=w.webhook_id)
