@@ -1,0 +1,129 @@
+//! A standalone hoist gateway for `bench/gateway.sh` and for trying the split by hand.
+//!
+//! Usage:
+//! `gateway --listen 127.0.0.1:8080 --stable ADDR[,ADDR] [--candidate ADDR[,ADDR]] [--weight N]
+//!  [--name ENV] [--sticky-header NAME] [--sticky-cookie NAME] [--threads N]`
+//!
+//! Once it accepts connections it prints `listening on http://ADDR`. Ctrl-C (or
+//! SIGTERM) stops accepting and lets requests in flight finish.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use hoist_gateway::{Gateway, GatewayConfig, Routes, Upstream};
+
+struct Args {
+    listen: SocketAddr,
+    routes: Routes,
+    config: GatewayConfig,
+    threads: Option<usize>,
+}
+
+fn addrs(list: &str) -> Result<Vec<SocketAddr>, String> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|e| format!("bad address {s:?}: {e}")))
+        .collect()
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut listen: SocketAddr = "127.0.0.1:8080".parse().expect("literal address");
+    let mut routes = Routes::default();
+    let mut config = GatewayConfig::default();
+    let mut threads = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--listen" => {
+                let v = value()?;
+                listen = v.parse().map_err(|e| format!("--listen {v:?}: {e}"))?;
+            }
+            "--stable" => {
+                routes.stable = Some(Upstream {
+                    version: "stable".into(),
+                    addrs: addrs(&value()?)?,
+                })
+            }
+            "--candidate" => {
+                routes.candidate = Some(Upstream {
+                    version: "candidate".into(),
+                    addrs: addrs(&value()?)?,
+                })
+            }
+            "--weight" => {
+                let v = value()?;
+                routes.candidate_weight = v.parse().map_err(|e| format!("--weight {v:?}: {e}"))?;
+                if routes.candidate_weight > 100 {
+                    return Err("--weight is a percentage (0..=100)".into());
+                }
+            }
+            "--name" => config.name = value()?,
+            "--sticky-header" => config.sticky_header = Some(value()?),
+            "--sticky-cookie" => config.sticky_cookie = Some(value()?),
+            "--threads" => {
+                let v = value()?;
+                threads = Some(v.parse().map_err(|e| format!("--threads {v:?}: {e}"))?);
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: gateway --listen ADDR --stable ADDR[,ADDR] [--candidate ADDR[,ADDR]] \
+                     [--weight N] [--name ENV] [--sticky-header NAME] [--sticky-cookie NAME] [--threads N]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Args {
+        listen,
+        routes,
+        config,
+        threads,
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            std::process::exit(64);
+        }
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = runtime.build().expect("tokio runtime");
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("gateway: bind {}: {e}", args.listen);
+                std::process::exit(1);
+            }
+        };
+        let local = listener.local_addr().expect("bound socket has an address");
+        let gateway = Gateway::new(args.config);
+        gateway.set_routes(args.routes);
+        println!("listening on http://{local}");
+        let _ = std::io::stdout().flush();
+        if let Err(e) = gateway.serve(listener, shutdown_signal()).await {
+            eprintln!("gateway: {e}");
+            std::process::exit(1);
+        }
+    });
+}

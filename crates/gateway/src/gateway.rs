@@ -1,0 +1,683 @@
+//! The gateway: accepts HTTP/1.1, picks a variant, forwards, counts.
+//!
+//! # Expected flow of one request
+//! 1. `GET /metrics` is answered here; everything else is proxied.
+//! 2. The routes are read once (an `ArcSwap` load): the request finishes on what it
+//!    read, whatever `set_routes` does meanwhile.
+//! 3. [`split::decide`] and the split counter choose the variant; a variant without
+//!    upstream falls back to the other; no upstream at all is a 503.
+//! 4. Hop-by-hop headers go, `x-request-id` is added when missing, and the request is
+//!    sent to the next replica of the variant (round-robin).
+//! 5. When nothing could be sent (connection refused), the request goes to another
+//!    replica of the variant, then to the other variant; only then a 502.
+//! 6. The response streams back with `x-hoist-variant` and `x-hoist-version`; when
+//!    its body is done, the request is counted and the connection returns to its pool.
+//!
+//! # Caveats
+//! - A request already written to a backend that then fails is not retried (its body
+//!   was streamed, not kept): the client gets a 502, or a cut-short body.
+//! - No header-read timeout on client connections (it would cost a timer per request).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::metrics::{self, Class, Counters, Snapshot};
+use crate::pool::{Conn, Pool, SendError};
+use crate::split::{self, Decision, Routes, Upstream, Variant};
+
+/// The header that forces a variant unless configured otherwise.
+pub const DEFAULT_FORCE_HEADER: &str = "x-hoist-variant";
+
+static X_HOIST_VARIANT: HeaderName = HeaderName::from_static("x-hoist-variant");
+static X_HOIST_VERSION: HeaderName = HeaderName::from_static("x-hoist-version");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// How one environment's gateway behaves.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The environment's name: a label on every metric, and part of error messages.
+    pub name: String,
+    /// A request header whose value pins a client to a variant at a given weight
+    /// (e.g. `x-user-id`).
+    pub sticky_header: Option<String>,
+    /// A cookie used the same way when the sticky header is absent.
+    pub sticky_cookie: Option<String>,
+    /// A request header whose value `stable` or `candidate` forces that variant, if it
+    /// is deployed. Default `x-hoist-variant`.
+    pub force_header: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            name: "default".to_string(),
+            sticky_header: None,
+            sticky_cookie: None,
+            force_header: DEFAULT_FORCE_HEADER.to_string(),
+        }
+    }
+}
+
+/// The data plane in front of one environment. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("name", &self.inner.config.name)
+            .field("routes", &self.inner.table.load().routes)
+            .finish()
+    }
+}
+
+struct Inner {
+    /// As given to [`Gateway::new`].
+    config: GatewayConfig,
+    /// `config.force_header`, parsed once.
+    force_header: HeaderName,
+    /// `config.sticky_header`, parsed once (`None` when absent or invalid).
+    sticky_header: Option<HeaderName>,
+    /// What requests route to now; replaced whole by `set_routes`.
+    table: ArcSwap<Table>,
+    /// The exact split's request number (only requests the counter decides).
+    split_counter: AtomicU64,
+    /// Makes `x-request-id` values for requests that come without one.
+    request_ids: RequestIds,
+    /// Connection pools and metric series; touched by `set_routes` and metric reads,
+    /// never by the request path.
+    control: Mutex<Control>,
+}
+
+#[derive(Default)]
+struct Control {
+    /// One pool per backend address in the current routes.
+    pools: HashMap<SocketAddr, Arc<Pool>>,
+    /// Counters of every (variant, version) that was ever routed to.
+    series: Vec<(Variant, String, Arc<Counters>)>,
+}
+
+/// The routes, resolved for the request path.
+struct Table {
+    /// As given to `set_routes` (returned by `routes()`).
+    routes: Routes,
+    stable: Option<Backend>,
+    candidate: Option<Backend>,
+    /// `routes.candidate_weight`, at most 100.
+    weight: u32,
+}
+
+impl Table {
+    fn get(&self, v: Variant) -> Option<&Backend> {
+        match v {
+            Variant::Stable => self.stable.as_ref(),
+            Variant::Candidate => self.candidate.as_ref(),
+        }
+    }
+}
+
+/// One variant's upstream, ready to send to.
+struct Backend {
+    variant: Variant,
+    /// `x-hoist-version` value.
+    version: HeaderValue,
+    /// One pool per replica address.
+    pools: Vec<Arc<Pool>>,
+    /// Round-robin position.
+    next: AtomicUsize,
+    /// Where this (variant, version)'s requests are counted.
+    counters: Arc<Counters>,
+}
+
+type GatewayBody = Either<Tracked, Full<Bytes>>;
+
+impl Gateway {
+    /// A gateway with no routes (every proxied request gets a 503 until
+    /// [`Gateway::set_routes`]).
+    pub fn new(config: GatewayConfig) -> Gateway {
+        let force_header =
+            HeaderName::from_bytes(config.force_header.as_bytes()).unwrap_or_else(|_| {
+                tracing::warn!(
+                    header = %config.force_header,
+                    "invalid force header name; using {DEFAULT_FORCE_HEADER}"
+                );
+                HeaderName::from_static(DEFAULT_FORCE_HEADER)
+            });
+        let sticky_header = config.sticky_header.as_deref().and_then(|h| {
+            HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| tracing::warn!(header = h, "invalid sticky header name; ignored"))
+                .ok()
+        });
+        Gateway {
+            inner: Arc::new(Inner {
+                force_header,
+                sticky_header,
+                table: ArcSwap::from_pointee(Table {
+                    routes: Routes::default(),
+                    stable: None,
+                    candidate: None,
+                    weight: 0,
+                }),
+                split_counter: AtomicU64::new(0),
+                request_ids: RequestIds::new(),
+                control: Mutex::new(Control::default()),
+                config,
+            }),
+        }
+    }
+
+    /// Replaces the routes atomically. Requests already routed finish on the backend
+    /// they started on; connections to addresses that left the routes close once idle.
+    pub fn set_routes(&self, routes: Routes) {
+        let mut control = self.control();
+        let Control { pools, series } = &mut *control;
+        let mut backend = |variant: Variant, up: &Option<Upstream>| -> Option<Backend> {
+            let up = up.as_ref()?;
+            let counters = match series
+                .iter()
+                .find(|(v, ver, _)| *v == variant && *ver == up.version)
+            {
+                Some((_, _, c)) => c.clone(),
+                None => {
+                    let c = Arc::new(Counters::default());
+                    series.push((variant, up.version.clone(), c.clone()));
+                    c
+                }
+            };
+            let version = HeaderValue::from_str(&up.version)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+            Some(Backend {
+                variant,
+                version,
+                pools: up
+                    .addrs
+                    .iter()
+                    .map(|a| {
+                        pools
+                            .entry(*a)
+                            .or_insert_with(|| Arc::new(Pool::new(*a)))
+                            .clone()
+                    })
+                    .collect(),
+                next: AtomicUsize::new(0),
+                counters,
+            })
+        };
+        let table = Table {
+            stable: backend(Variant::Stable, &routes.stable),
+            candidate: backend(Variant::Candidate, &routes.candidate),
+            weight: routes.candidate_weight.min(100),
+            routes,
+        };
+        pools.retain(|addr, pool| {
+            let keep = [&table.routes.stable, &table.routes.candidate]
+                .into_iter()
+                .flatten()
+                .any(|u| u.addrs.contains(addr));
+            if !keep {
+                pool.retire();
+            }
+            keep
+        });
+        tracing::info!(
+            env = %self.inner.config.name,
+            stable = ?table.routes.stable.as_ref().map(|u| &u.version),
+            candidate = ?table.routes.candidate.as_ref().map(|u| &u.version),
+            weight = table.weight,
+            "routes changed"
+        );
+        self.inner.table.store(Arc::new(table));
+    }
+
+    /// The routes in force.
+    pub fn routes(&self) -> Routes {
+        self.inner.table.load().routes.clone()
+    }
+
+    /// The counters of both variants, cumulative since the gateway started.
+    pub fn metrics(&self) -> Snapshot {
+        metrics::snapshot(&self.control().series)
+    }
+
+    /// The `/metrics` text (Prometheus format 0.0.4).
+    pub fn prometheus(&self) -> String {
+        let weight = self.inner.table.load().weight;
+        metrics::render(&self.inner.config.name, &self.control().series, weight)
+    }
+
+    /// Serves on `listener` until `shutdown` completes; then stops accepting, lets
+    /// the requests in flight finish, and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!("gateway accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = self.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| gateway.clone().handle(req));
+                let conn = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = stop.changed() => {}
+                }
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            });
+        }
+        drop(listener);
+        drop(stop_rx);
+        let _ = stop_tx.send(());
+        stop_tx.closed().await;
+        Ok(())
+    }
+
+    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.inner.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn handle(self, req: Request<Incoming>) -> Result<Response<GatewayBody>, Infallible> {
+        let start = Instant::now();
+        if req.uri().path() == "/metrics" && req.method() == Method::GET {
+            let mut res = Response::new(Either::Right(Full::new(Bytes::from(self.prometheus()))));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return Ok(res);
+        }
+
+        let table = self.inner.table.load_full();
+        let Some(first) = self.choose(&table, req.headers()) else {
+            return Ok(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "no model is deployed in environment {}",
+                    self.inner.config.name
+                ),
+            ));
+        };
+
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        if parts.uri.scheme().is_some() {
+            // Absolute form (a client that treats us as a forward proxy): origin form.
+            if let Some(pq) = parts.uri.path_and_query() {
+                parts.uri = pq.as_str().parse().unwrap_or_default();
+            }
+        }
+        let request_id = match parts.headers.get(&X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.inner.request_ids.next();
+                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+                id
+            }
+        };
+        let mut req = Request::from_parts(parts, body);
+
+        let mut backend = first;
+        let mut switched = false;
+        let mut index = backend.next.fetch_add(1, Relaxed);
+        let mut tries = 0;
+        let failure = loop {
+            let pool = &backend.pools[index % backend.pools.len()];
+            match pool.send(req).await {
+                Ok((resp, conn)) => {
+                    return Ok(respond(resp, conn, pool, backend, start, request_id));
+                }
+                Err(SendError::NotSent(back, why)) => {
+                    tracing::debug!(
+                        env = %self.inner.config.name,
+                        variant = %backend.variant,
+                        "not sent, trying elsewhere: {why}"
+                    );
+                    req = *back;
+                    tries += 1;
+                    if tries < 2 && backend.pools.len() > 1 {
+                        index += 1;
+                        continue;
+                    }
+                    match table.get(backend.variant.other()) {
+                        Some(other) if !switched => {
+                            switched = true;
+                            backend = other;
+                            tries = 0;
+                            index = backend.next.fetch_add(1, Relaxed);
+                        }
+                        _ => break why,
+                    }
+                }
+                Err(SendError::Failed(e)) => break format!("{}: {e}", pool.addr),
+            }
+        };
+        tracing::warn!(
+            env = %self.inner.config.name,
+            variant = %backend.variant,
+            "upstream failed: {failure}"
+        );
+        backend.counters.record(Class::Upstream, start.elapsed());
+        let mut res = json_error(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "no model server of environment {} answered: {failure}",
+                self.inner.config.name
+            ),
+        );
+        res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        Ok(res)
+    }
+
+    /// The backend for a request, by the order in the module docs of [`split`].
+    fn choose<'t>(&self, table: &'t Table, headers: &HeaderMap) -> Option<&'t Backend> {
+        let present = |v| table.get(v).is_some();
+        let variant = match split::decide(
+            headers,
+            &self.inner.force_header,
+            self.inner.sticky_header.as_ref(),
+            self.inner.config.sticky_cookie.as_deref(),
+            present,
+        ) {
+            Decision::Forced(v) => v,
+            Decision::Sticky(bucket) => {
+                if bucket < table.weight {
+                    Variant::Candidate
+                } else {
+                    Variant::Stable
+                }
+            }
+            Decision::Counter => {
+                if table.weight == 0 || table.candidate.is_none() {
+                    Variant::Stable
+                } else if table.weight >= 100 || table.stable.is_none() {
+                    Variant::Candidate
+                } else {
+                    let n = self.inner.split_counter.fetch_add(1, Relaxed);
+                    if split::counter_picks_candidate(n, table.weight) {
+                        Variant::Candidate
+                    } else {
+                        Variant::Stable
+                    }
+                }
+            }
+        };
+        table.get(variant).or_else(|| table.get(variant.other()))
+    }
+}
+
+/// The client's response: the backend's, with our headers, counted when done.
+fn respond(
+    resp: Response<Incoming>,
+    conn: Conn,
+    pool: &Arc<Pool>,
+    backend: &Backend,
+    start: Instant,
+    request_id: HeaderValue,
+) -> Response<GatewayBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(
+        X_HOIST_VARIANT.clone(),
+        HeaderValue::from_static(backend.variant.as_str()),
+    );
+    parts
+        .headers
+        .insert(X_HOIST_VERSION.clone(), backend.version.clone());
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts.headers.insert(X_REQUEST_ID.clone(), request_id);
+    }
+    let mut tracked = Tracked {
+        inner: body,
+        conn: Some(conn),
+        pool: pool.clone(),
+        counters: backend.counters.clone(),
+        status: parts.status,
+        start,
+        done: false,
+    };
+    if tracked.inner.is_end_stream() {
+        // No body (204, HEAD, Content-Length: 0): hyper may never poll it.
+        tracked.finish(false);
+    }
+    Response::from_parts(parts, Either::Left(tracked))
+}
+
+/// A backend's response body on its way to the client. It counts the request as soon
+/// as the backend's body has ended (before its last bytes reach the client, so a
+/// client that saw the answer sees it counted), and gives the connection back to its
+/// pool when the body was read to the end. Dropped early (the client went away), it
+/// counts the request by its status and closes the connection.
+pub(crate) struct Tracked {
+    inner: Incoming,
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    counters: Arc<Counters>,
+    status: StatusCode,
+    start: Instant,
+    /// Counted already.
+    done: bool,
+}
+
+impl Tracked {
+    /// Counts the request once; returns the connection if the exchange completed.
+    fn finish(&mut self, failed: bool) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let class = if failed {
+            Class::Upstream
+        } else {
+            Class::of_status(self.status)
+        };
+        self.counters.record(class, self.start.elapsed());
+        if let Some(conn) = self.conn.take()
+            && !failed
+            && self.inner.is_end_stream()
+        {
+            self.pool.put_back(conn);
+        }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.finish(false),
+            Poll::Ready(Some(Err(_))) => this.finish(true),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(false),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+/// Removes the headers that belong to one connection (RFC 9110 section 7.6.1).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.remove(header::CONNECTION) {
+        if let Ok(list) = connection.to_str() {
+            for name in list.split(',') {
+                let name = name.trim();
+                if !name.is_empty() {
+                    headers.remove(name);
+                }
+            }
+        }
+        while headers.remove(header::CONNECTION).is_some() {}
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// `{"error": message}` with `status`.
+fn json_error(status: StatusCode, message: &str) -> Response<GatewayBody> {
+    let mut body = String::with_capacity(message.len() + 16);
+    body.push_str("{\"error\":\"");
+    for c in message.chars() {
+        match c {
+            '"' => body.push_str("\\\""),
+            '\\' => body.push_str("\\\\"),
+            c if (c as u32) < 0x20 => body.push_str(&format!("\\u{:04x}", c as u32)),
+            c => body.push(c),
+        }
+    }
+    body.push_str("\"}");
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// `x-request-id` values: a per-process random prefix and a counter.
+struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            h.write_u128(d.as_nanos());
+        }
+        RequestIds {
+            prefix: h.finish() as u32,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.next.fetch_add(1, Relaxed);
+        // "pppppppp-" then n in hex without leading zeros.
+        let mut buf = [0u8; 8 + 1 + 16];
+        for (i, b) in buf[..8].iter_mut().enumerate() {
+            *b = HEX[((self.prefix >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        buf[8] = b'-';
+        let digits = (16 - (n.leading_zeros() / 4) as usize).max(1);
+        for i in 0..digits {
+            buf[9 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&buf[..9 + digits]).expect("hex digits are a valid header value")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        let a = a.to_str().unwrap();
+        assert_eq!(a.len(), 10);
+        assert!(a.ends_with("-1"), "{a}");
+        ids.next.store(0xabc_def0, Relaxed);
+        assert!(ids.next().to_str().unwrap().ends_with("-abcdef0"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn json_errors_are_escaped() {
+        let res = json_error(StatusCode::BAD_GATEWAY, "a \"b\"\n");
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    }
+}

@@ -1,0 +1,443 @@
+//! Per-variant request metrics: lock-free counters on the request path, cheap
+//! snapshots for the release engine's analysis, Prometheus text for `/metrics`.
+//!
+//! Counters live per (variant, version) so the Prometheus series carry the version
+//! that really answered; a [`Snapshot`] sums them per variant, so it only grows and
+//! [`Snapshot::since`] gives the traffic of a window.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::split::Variant;
+
+/// Upper bounds (seconds) of the latency histogram: 50 µs × 1.25^k to about a
+/// minute, rounded to three significant digits. One more bucket, `+Inf`, is implied:
+/// [`VariantStats::latency_buckets`] has `LATENCY_BUCKETS.len() + 1` entries.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    5e-05, 6.25e-05, 7.81e-05, 9.77e-05, 0.000122, 0.000153, 0.000191, 0.000238, 0.000298,
+    0.000373, 0.000466, 0.000582, 0.000728, 0.000909, 0.00114, 0.00142, 0.00178, 0.00222, 0.00278,
+    0.00347, 0.00434, 0.00542, 0.00678, 0.00847, 0.0106, 0.0132, 0.0165, 0.0207, 0.0258, 0.0323,
+    0.0404, 0.0505, 0.0631, 0.0789, 0.0986, 0.123, 0.154, 0.193, 0.241, 0.301, 0.376, 0.47, 0.588,
+    0.735, 0.918, 1.15, 1.43, 1.79, 2.24, 2.8, 3.5, 4.38, 5.47, 6.84, 8.55, 10.7, 13.4, 16.7, 20.9,
+    26.1, 32.6, 40.8, 51.0, 63.7,
+];
+
+/// Most samples [`VariantStats::latency_samples`] returns.
+const MAX_SAMPLES: u64 = 10_000;
+
+/// The counters of one variant over some time (since start, or a window).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VariantStats {
+    /// Completed requests routed to this variant (every class below).
+    pub requests: u64,
+    /// Answers 1xx–3xx from the backend.
+    pub ok: u64,
+    /// 4xx from the backend.
+    pub client_errors: u64,
+    /// 5xx from the backend.
+    pub server_errors: u64,
+    /// The backend was unreachable or failed mid-response (the gateway answered 502,
+    /// or cut the response short).
+    pub upstream_errors: u64,
+    /// Sum of request durations (first byte in to last byte out), seconds.
+    pub latency_sum_seconds: f64,
+    /// Per-bucket (not cumulative) counts over [`LATENCY_BUCKETS`], then `+Inf`.
+    /// Empty in a default value.
+    pub latency_buckets: Vec<u64>,
+}
+
+impl VariantStats {
+    /// The traffic between `earlier` and `self` (counters saturate at 0).
+    pub fn since(&self, earlier: &VariantStats) -> VariantStats {
+        let buckets = self
+            .latency_buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.saturating_sub(earlier.latency_buckets.get(i).copied().unwrap_or(0)))
+            .collect();
+        VariantStats {
+            requests: self.requests.saturating_sub(earlier.requests),
+            ok: self.ok.saturating_sub(earlier.ok),
+            client_errors: self.client_errors.saturating_sub(earlier.client_errors),
+            server_errors: self.server_errors.saturating_sub(earlier.server_errors),
+            upstream_errors: self.upstream_errors.saturating_sub(earlier.upstream_errors),
+            latency_sum_seconds: (self.latency_sum_seconds - earlier.latency_sum_seconds).max(0.0),
+            latency_buckets: buckets,
+        }
+    }
+
+    /// `(server_errors + upstream_errors) / requests`; 0 without requests.
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            (self.server_errors + self.upstream_errors) as f64 / self.requests as f64
+        }
+    }
+
+    /// Mean latency in seconds; `None` without requests.
+    pub fn mean_latency(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.latency_sum_seconds / self.requests as f64)
+    }
+
+    /// The `q`-quantile (0..=1) of latency in seconds, interpolated linearly inside
+    /// its bucket (as Prometheus' `histogram_quantile`); values in the `+Inf` bucket
+    /// report the largest finite bound. `None` without requests.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.latency_buckets.iter().sum();
+        if total == 0 || q.is_nan() {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut seen = 0u64;
+        for (i, &n) in self.latency_buckets.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            if (seen + n) as f64 >= rank {
+                let Some(&upper) = LATENCY_BUCKETS.get(i) else {
+                    return LATENCY_BUCKETS.last().copied();
+                };
+                let lower = if i == 0 { 0.0 } else { LATENCY_BUCKETS[i - 1] };
+                let within = ((rank - seen as f64) / n as f64).clamp(0.0, 1.0);
+                return Some(lower + (upper - lower) * within);
+            }
+            seen += n;
+        }
+        LATENCY_BUCKETS.last().copied()
+    }
+
+    /// Latencies (seconds) reconstructed from the histogram: each bucket's midpoint
+    /// repeated by its count, scaled down to at most 10 000 values in all. For rank
+    /// tests between variants.
+    pub fn latency_samples(&self) -> Vec<f64> {
+        let total: u64 = self.latency_buckets.iter().sum();
+        let scale = if total > MAX_SAMPLES {
+            MAX_SAMPLES as f64 / total as f64
+        } else {
+            1.0
+        };
+        let mut out = Vec::with_capacity(total.min(MAX_SAMPLES) as usize + 1);
+        for (i, &n) in self.latency_buckets.iter().enumerate() {
+            let k = (n as f64 * scale).round() as usize;
+            let lower = if i == 0 { 0.0 } else { LATENCY_BUCKETS[i - 1] };
+            let mid = match LATENCY_BUCKETS.get(i) {
+                Some(upper) => (lower + upper) / 2.0,
+                None => lower,
+            };
+            out.extend(std::iter::repeat_n(mid, k));
+        }
+        out.truncate(MAX_SAMPLES as usize);
+        out
+    }
+}
+
+/// Both variants' counters at one moment. Cumulative since the gateway started.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Requests served by the stable upstream.
+    pub stable: VariantStats,
+    /// Requests served by the candidate upstream.
+    pub candidate: VariantStats,
+}
+
+impl Snapshot {
+    /// The traffic between `earlier` and `self`.
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        Snapshot {
+            stable: self.stable.since(&earlier.stable),
+            candidate: self.candidate.since(&earlier.candidate),
+        }
+    }
+
+    /// One variant's counters.
+    pub fn get(&self, v: Variant) -> &VariantStats {
+        match v {
+            Variant::Stable => &self.stable,
+            Variant::Candidate => &self.candidate,
+        }
+    }
+
+    fn get_mut(&mut self, v: Variant) -> &mut VariantStats {
+        match v {
+            Variant::Stable => &mut self.stable,
+            Variant::Candidate => &mut self.candidate,
+        }
+    }
+}
+
+/// How one request ended, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// 1xx and 2xx.
+    Success,
+    Redirect,
+    ClientError,
+    ServerError,
+    /// Unreachable backend, or a response cut short.
+    Upstream,
+}
+
+impl Class {
+    pub(crate) fn of_status(status: http::StatusCode) -> Class {
+        match status.as_u16() {
+            0..=299 => Class::Success,
+            300..=399 => Class::Redirect,
+            400..=499 => Class::ClientError,
+            _ => Class::ServerError,
+        }
+    }
+
+    const ALL: [Class; 5] = [
+        Class::Success,
+        Class::Redirect,
+        Class::ClientError,
+        Class::ServerError,
+        Class::Upstream,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Class::Success => "2xx",
+            Class::Redirect => "3xx",
+            Class::ClientError => "4xx",
+            Class::ServerError => "5xx",
+            Class::Upstream => "upstream",
+        }
+    }
+}
+
+/// Live counters of one (variant, version). Only atomics: recording takes no lock.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    /// Requests per [`Class`], in `Class::ALL` order.
+    classes: [AtomicU64; 5],
+    /// Sum of durations, nanoseconds.
+    latency_sum_nanos: AtomicU64,
+    /// One per `LATENCY_BUCKETS` bound, then `+Inf`.
+    buckets: Box<[AtomicU64]>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            classes: Default::default(),
+            latency_sum_nanos: AtomicU64::new(0),
+            buckets: (0..=LATENCY_BUCKETS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+impl Counters {
+    /// Counts one finished request.
+    pub(crate) fn record(&self, class: Class, took: Duration) {
+        self.classes[class as usize].fetch_add(1, Relaxed);
+        let secs = took.as_secs_f64();
+        let i = LATENCY_BUCKETS.partition_point(|&b| b < secs);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.latency_sum_nanos
+            .fetch_add(took.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    /// Adds these counters into `into`.
+    fn add_to(&self, into: &mut VariantStats) {
+        let c: [u64; 5] = std::array::from_fn(|i| self.classes[i].load(Relaxed));
+        into.ok += c[Class::Success as usize] + c[Class::Redirect as usize];
+        into.client_errors += c[Class::ClientError as usize];
+        into.server_errors += c[Class::ServerError as usize];
+        into.upstream_errors += c[Class::Upstream as usize];
+        into.requests += c.iter().sum::<u64>();
+        into.latency_sum_seconds += self.latency_sum_nanos.load(Relaxed) as f64 / 1e9;
+        if into.latency_buckets.len() < self.buckets.len() {
+            into.latency_buckets.resize(self.buckets.len(), 0);
+        }
+        for (sum, b) in into.latency_buckets.iter_mut().zip(self.buckets.iter()) {
+            *sum += b.load(Relaxed);
+        }
+    }
+}
+
+/// Every (variant, version) that has served, in first-seen order.
+pub(crate) type Series = [(Variant, String, std::sync::Arc<Counters>)];
+
+/// Sums the series per variant.
+pub(crate) fn snapshot(series: &Series) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for v in [Variant::Stable, Variant::Candidate] {
+        snap.get_mut(v).latency_buckets = vec![0; LATENCY_BUCKETS.len() + 1];
+    }
+    for (variant, _, counters) in series {
+        counters.add_to(snap.get_mut(*variant));
+    }
+    snap
+}
+
+/// Prometheus text format 0.0.4.
+pub(crate) fn render(env: &str, series: &Series, candidate_weight: u32) -> String {
+    let env = escape(env);
+    let mut out = String::with_capacity(16 * 1024);
+    out.push_str(
+        "# HELP hoist_gateway_requests_total Requests the gateway completed, by the variant and version that served them and the class of the answer (upstream: backend unreachable or failed mid-response).\n\
+         # TYPE hoist_gateway_requests_total counter\n",
+    );
+    for (variant, version, counters) in series {
+        let version = escape(version);
+        for class in Class::ALL {
+            let _ = writeln!(
+                out,
+                "hoist_gateway_requests_total{{env=\"{env}\",variant=\"{variant}\",version=\"{version}\",class=\"{}\"}} {}",
+                class.label(),
+                counters.classes[class as usize].load(Relaxed)
+            );
+        }
+    }
+    out.push_str(
+        "# HELP hoist_gateway_request_duration_seconds Time from the request's arrival to the last byte of the answer.\n\
+         # TYPE hoist_gateway_request_duration_seconds histogram\n",
+    );
+    let snap = snapshot(series);
+    for variant in [Variant::Stable, Variant::Candidate] {
+        let s = snap.get(variant);
+        let mut cumulative = 0u64;
+        for (i, n) in s.latency_buckets.iter().enumerate() {
+            cumulative += n;
+            let le = match LATENCY_BUCKETS.get(i) {
+                Some(b) => format!("{b}"),
+                None => "+Inf".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "hoist_gateway_request_duration_seconds_bucket{{env=\"{env}\",variant=\"{variant}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "hoist_gateway_request_duration_seconds_sum{{env=\"{env}\",variant=\"{variant}\"}} {}",
+            s.latency_sum_seconds
+        );
+        let _ = writeln!(
+            out,
+            "hoist_gateway_request_duration_seconds_count{{env=\"{env}\",variant=\"{variant}\"}} {cumulative}"
+        );
+    }
+    let _ = write!(
+        out,
+        "# HELP hoist_gateway_candidate_weight Percent of traffic routed to the candidate.\n\
+         # TYPE hoist_gateway_candidate_weight gauge\n\
+         hoist_gateway_candidate_weight{{env=\"{env}\"}} {candidate_weight}\n"
+    );
+    out
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(s: &str) -> String {
+    s.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn ms(n: f64) -> Duration {
+        Duration::from_secs_f64(n / 1000.0)
+    }
+
+    #[test]
+    fn buckets_are_exponential_and_reach_a_minute() {
+        assert!(LATENCY_BUCKETS[0] <= 50e-6);
+        assert!(*LATENCY_BUCKETS.last().unwrap() >= 60.0);
+        for w in LATENCY_BUCKETS.windows(2) {
+            let r = w[1] / w[0];
+            assert!((1.2..=1.3).contains(&r), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn counts_classes_and_quantiles() {
+        let c = Counters::default();
+        for _ in 0..90 {
+            c.record(Class::Success, ms(1.0));
+        }
+        for _ in 0..5 {
+            c.record(Class::ClientError, ms(2.0));
+        }
+        for _ in 0..3 {
+            c.record(Class::ServerError, ms(100.0));
+        }
+        c.record(Class::Upstream, ms(0.5));
+        c.record(Class::Redirect, ms(1.0));
+        let series = vec![(Variant::Candidate, "2".to_string(), Arc::new(c))];
+        let s = snapshot(&series);
+        let v = s.get(Variant::Candidate);
+        assert_eq!(v.requests, 100);
+        assert_eq!(v.ok, 91);
+        assert_eq!(v.client_errors, 5);
+        assert_eq!(v.server_errors, 3);
+        assert_eq!(v.upstream_errors, 1);
+        assert!((v.error_rate() - 0.04).abs() < 1e-12);
+        assert_eq!(s.stable.requests, 0);
+        assert_eq!(s.stable.quantile(0.5), None);
+        let p50 = v.quantile(0.5).unwrap();
+        assert!((0.000909..=0.00114).contains(&p50), "{p50}");
+        let p99 = v.quantile(0.99).unwrap();
+        assert!((0.0789..=0.123).contains(&p99), "{p99}");
+        assert!((v.latency_sum_seconds - (0.091 + 0.01 + 0.3 + 0.0005)).abs() < 1e-9);
+        assert_eq!(v.latency_samples().len(), 100);
+    }
+
+    #[test]
+    fn since_is_the_window() {
+        let c = Arc::new(Counters::default());
+        let series = vec![(Variant::Stable, "1".to_string(), c.clone())];
+        c.record(Class::Success, ms(1.0));
+        let before = snapshot(&series);
+        c.record(Class::ServerError, ms(50.0));
+        c.record(Class::ServerError, ms(50.0));
+        let window = snapshot(&series).since(&before);
+        assert_eq!(window.stable.requests, 2);
+        assert_eq!(window.stable.server_errors, 2);
+        assert_eq!(window.stable.ok, 0);
+        assert_eq!(window.stable.error_rate(), 1.0);
+        let q = window.stable.quantile(0.5).unwrap();
+        assert!((0.0404..=0.0631).contains(&q), "{q}");
+        assert_eq!(
+            snapshot(&series).since(&Snapshot::default()),
+            snapshot(&series)
+        );
+    }
+
+    #[test]
+    fn samples_are_capped() {
+        let c = Counters::default();
+        for _ in 0..30_000 {
+            c.record(Class::Success, ms(3.0));
+        }
+        let s = snapshot(&[(Variant::Stable, "1".into(), Arc::new(c))]);
+        let samples = s.stable.latency_samples();
+        assert_eq!(samples.len(), 10_000);
+        assert!(samples.iter().all(|&x| (0.00278..=0.00347).contains(&x)));
+    }
+
+    #[test]
+    fn renders_prometheus_text() {
+        let c = Counters::default();
+        c.record(Class::Success, ms(1.0));
+        let text = render("prod", &[(Variant::Stable, "7".into(), Arc::new(c))], 25);
+        assert!(text.contains(
+            "hoist_gateway_requests_total{env=\"prod\",variant=\"stable\",version=\"7\",class=\"2xx\"} 1"
+        ));
+        assert!(text.contains(
+            "hoist_gateway_request_duration_seconds_bucket{env=\"prod\",variant=\"stable\",le=\"+Inf\"} 1"
+        ));
+        assert!(text.contains(
+            "hoist_gateway_request_duration_seconds_count{env=\"prod\",variant=\"candidate\"} 0"
+        ));
+        assert!(text.contains("hoist_gateway_candidate_weight{env=\"prod\"} 25"));
+    }
+}

@@ -1,0 +1,160 @@
+//! Keep-alive HTTP/1.1 connections to one backend address.
+//!
+//! hyper's low-level client (`hyper::client::conn::http1`) with a small idle list,
+//! rather than `hyper_util`'s pooled client, for two reasons that matter here:
+//!
+//! - Connecting is a step of its own, so when a backend refuses the connection the
+//!   request, body and all, is still in hand and can go to another backend without
+//!   having been buffered. (`hyper_util`'s client consumes the request even when
+//!   nothing was sent.) This is what lets a rollback lose no request while the
+//!   candidate process is being stopped.
+//! - A connection goes back to the idle list when its response body has been read to
+//!   the end, with no task spawned per request.
+//!
+//! # Guarantees
+//! - [`SendError::NotSent`] means no byte of the request reached the backend: the
+//!   connection was refused, or the pooled connection had closed before it took the
+//!   request.
+//! - A connection is reused only after its previous exchange finished completely.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Idle connections kept per backend beyond which returned ones are closed.
+const MAX_IDLE: usize = 512;
+
+/// How long a new connection may take before the backend counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The sending half of one backend connection.
+pub(crate) type Conn = http1::SendRequest<Incoming>;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// Nothing was sent; the request comes back untouched.
+    NotSent(Box<Request<Incoming>>, String),
+    /// The request was (at least partly) sent, then the exchange failed.
+    Failed(hyper::Error),
+}
+
+/// Connections to one backend address.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    /// Where the backend listens.
+    pub(crate) addr: SocketAddr,
+    /// Connections whose last exchange finished, oldest first (the oldest is the
+    /// likeliest to have become ready again).
+    idle: Mutex<VecDeque<Conn>>,
+    /// Set when the address left the routes: returned connections are closed.
+    retired: AtomicBool,
+}
+
+impl Pool {
+    pub(crate) fn new(addr: SocketAddr) -> Pool {
+        Pool {
+            addr,
+            idle: Mutex::new(VecDeque::new()),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends `req` on an idle connection, else on a new one.
+    pub(crate) async fn send(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Conn), SendError> {
+        while let Some(mut conn) = self.take_idle() {
+            if !conn.is_ready() && conn.ready().await.is_err() {
+                continue;
+            }
+            match conn.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, conn)),
+                Err(mut e) => match e.take_message() {
+                    // The connection closed before it took the request: try another.
+                    Some(back) => req = back,
+                    None => return Err(SendError::Failed(e.into_error())),
+                },
+            }
+        }
+
+        let stream =
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return Err(SendError::NotSent(
+                        Box::new(req),
+                        format!("connect {}: {e}", self.addr),
+                    ));
+                }
+                Err(_) => {
+                    return Err(SendError::NotSent(
+                        Box::new(req),
+                        format!("connect {}: timed out after {CONNECT_TIMEOUT:?}", self.addr),
+                    ));
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let (mut conn, driver) = match http1::handshake(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                return Err(SendError::NotSent(
+                    Box::new(req),
+                    format!("handshake {}: {e}", self.addr),
+                ));
+            }
+        };
+        tokio::spawn(async move {
+            // Errors surface on the request that was in flight; nothing to add here.
+            let _ = driver.await;
+        });
+        match conn.try_send_request(req).await {
+            Ok(resp) => Ok((resp, conn)),
+            Err(mut e) => match e.take_message() {
+                Some(back) => Err(SendError::NotSent(
+                    Box::new(back),
+                    format!("{}: {}", self.addr, e.error()),
+                )),
+                None => Err(SendError::Failed(e.into_error())),
+            },
+        }
+    }
+
+    /// Returns a connection whose exchange finished completely.
+    pub(crate) fn put_back(&self, conn: Conn) {
+        if conn.is_closed() || self.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push_back(conn);
+        }
+    }
+
+    /// Closes the idle connections and every one returned from now on.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let drained: VecDeque<Conn> =
+            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(drained);
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(conn) = idle.pop_front() {
+            if !conn.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+}
