@@ -109,6 +109,18 @@ pub enum Status {
     Stopped,
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Starting => f.write_str("starting"),
+            Status::Running => f.write_str("running"),
+            Status::Restarting { attempt } => write!(f, "restarting (attempt {attempt})"),
+            Status::Failed { reason } => write!(f, "failed: {reason}"),
+            Status::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
 /// State shared by a [`Supervised`] handle and its supervisor task.
 pub(crate) struct Shared {
     /// The model name, for messages.
@@ -496,6 +508,18 @@ async fn terminate(running: &mut Running, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handles_and_errors_cross_tasks() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Supervised>();
+        send_sync::<Error>();
+        send_sync::<ServerSpec>();
+        assert_eq!(
+            Status::Restarting { attempt: 2 }.to_string(),
+            "restarting (attempt 2)"
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

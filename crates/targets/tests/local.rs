@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hoist_targets::{Error, ServerProgram, ServerSpec, Status, Supervised, start_replicas};
@@ -63,11 +63,11 @@ fn server_bin() -> PathBuf {
     .clone()
 }
 
+/// An example of this crate, built now: `cargo test --test local` alone would run a
+/// stale one (a no-op when `cargo test` built it already).
 fn example_bin(name: &str) -> PathBuf {
     let bin = target_debug_dir().join("examples").join(name);
-    if !bin.is_file() {
-        cargo(&["build", "-p", "hoist-targets", "--example", name]);
-    }
+    cargo(&["build", "-p", "hoist-targets", "--example", name]);
     assert!(bin.is_file(), "no example at {}", bin.display());
     bin
 }
@@ -265,25 +265,27 @@ async fn stop_drains_requests_in_flight() {
     let addr = s.addr();
     let body = lr_body();
 
-    // A slow stream of whole requests, until the server stops taking new ones.
+    // A slow stream of whole requests, until the server stops taking new ones. It
+    // pauses on request, so the in-flight gauge below counts only our own requests.
     let ok = Arc::new(AtomicUsize::new(0));
+    let pause = Arc::new(AtomicBool::new(false));
+    let paused = Arc::new(AtomicBool::new(false));
     let stream = tokio::spawn({
-        let ok = ok.clone();
+        let (ok, pause, paused) = (ok.clone(), pause.clone(), paused.clone());
         async move {
             let mut failed = Vec::new();
             loop {
-                let Ok(conn) = TcpStream::connect(addr).await else {
-                    break; // the listener is closed: the server is draining
-                };
-                drop(conn);
-                match request(addr, "POST", "/invocations", &lr_body()).await {
-                    Ok(r) if r.status == 200 => {
-                        ok.fetch_add(1, Ordering::Relaxed);
+                paused.store(pause.load(Ordering::SeqCst), Ordering::SeqCst);
+                if !paused.load(Ordering::SeqCst) {
+                    match request(addr, "POST", "/invocations", &lr_body()).await {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => failed.push(format!("{} {}", r.status, r.body)),
+                        // Refused or reset before an answer: the request was never
+                        // accepted, because shutdown had begun.
+                        Err(_) => break,
                     }
-                    Ok(r) => failed.push(format!("{} {}", r.status, r.body)),
-                    // Refused or reset before an answer: the request was never
-                    // accepted, because shutdown had begun.
-                    Err(_) => break,
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -292,6 +294,11 @@ async fn stop_drains_requests_in_flight() {
     });
     wait_for("the stream to start", Duration::from_secs(60), || {
         ok.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    pause.store(true, Ordering::SeqCst);
+    wait_for("the stream to pause", Duration::from_secs(60), || {
+        paused.load(Ordering::SeqCst)
     })
     .await;
 
@@ -315,6 +322,7 @@ async fn stop_drains_requests_in_flight() {
         assert!(start.elapsed() < Duration::from_secs(60), "in flight: {n}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    pause.store(false, Ordering::SeqCst);
 
     let pid = s.pid().unwrap();
     let stopping = tokio::spawn(s.stop(Duration::from_secs(60)));
