@@ -63,6 +63,8 @@ impl Running {
 /// runtime worker (any `async fn` running in a spawned task, as here) or the thread
 /// that runs `block_on`. Never spawn from `spawn_blocking`: the blocking pool retires
 /// idle threads after a few seconds, and the child would receive SIGTERM with them.
+/// (`block_in_place` has the same hazard: the worker thread that calls it may end up
+/// a blocking-pool thread. The supervisor itself never calls either.)
 pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Result<Running> {
     let model = spec.model_name.clone();
     let log = match &spec.log_file {

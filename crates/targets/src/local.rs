@@ -20,8 +20,11 @@
 //!   them too (the daemon handles SIGINT by stopping them gracefully).
 //!
 //! # Caveats
-//! Children are spawned from the supervisor task (a runtime worker thread). See
-//! `child::launch` for why that matters: never drive this from `spawn_blocking`.
+//! `PR_SET_PDEATHSIG` follows the *thread* that forked the child. Children are forked
+//! by the supervisor task, so on a runtime worker thread whichever thread calls
+//! [`Supervised::start`]; with a current-thread runtime that is the thread running
+//! `block_on`, which must outlive the replicas. Tasks that call `block_in_place` on
+//! the same runtime can retire a worker thread early (see `child::launch`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -250,6 +253,8 @@ impl Supervised {
     /// (hoist-server drains the requests in flight and exits), up to `grace`, then
     /// SIGKILL. Returns once the child is reaped.
     pub async fn stop(mut self, grace: Duration) {
+        // From here on no new child may live (a restart in progress kills its own).
+        self.shared.state.lock().unwrap().stopping = true;
         // If the supervisor already ended (Failed), there is no child to stop.
         let _ = self.control.send(Control::Stop(grace));
         if let Some(task) = self.task.take() {

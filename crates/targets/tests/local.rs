@@ -260,6 +260,41 @@ async fn a_killed_child_is_restarted_on_the_same_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_come_back_is_failed_with_the_reason() {
+    // A private copy of the model, removed once the server runs: every restart fails.
+    let dir = temp_path("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(model("breast_cancer_lr")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let s = Supervised::start(spec(&dir, "breast_cancer_lr"))
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let pid = s.pid().unwrap();
+    // SAFETY: kill(2) on the child this test started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    let mut seen_restarting = false;
+    wait_for("the replica to fail", Duration::from_secs(120), || {
+        let st = s.status();
+        seen_restarting |= matches!(st, Status::Restarting { .. });
+        matches!(st, Status::Failed { .. })
+    })
+    .await;
+    assert!(seen_restarting);
+    let Status::Failed { reason } = s.status() else {
+        unreachable!()
+    };
+    assert!(reason.contains("does not exist"), "{reason}");
+    assert_eq!(s.restarts(), hoist_targets::local::MAX_START_FAILURES);
+    assert_eq!(s.pid(), None);
+    s.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_drains_requests_in_flight() {
     let s = Supervised::start(lr_spec()).await.unwrap();
     let addr = s.addr();
