@@ -358,7 +358,7 @@ impl MlflowRegistry {
     /// and `alias` applied to it.
     ///
     /// A server without the artifact proxy (`mlflow server --no-serve-artifacts`) is
-    /// [`Error::Invalid`], said so before any file is sent.
+    /// [`Error::Invalid`], said so before anything but the experiment is created.
     pub fn register(
         &self,
         path: impl AsRef<Path>,
@@ -375,6 +375,9 @@ impl MlflowRegistry {
         }
         let package = Package::read(path.as_ref())?;
         let digest = package.digest.clone();
+        // Where the run will go, checked first: a server without the artifact proxy
+        // is refused before anything is created on it.
+        let experiment_id = self.registration_experiment()?;
 
         // 1. The model (MLflow answers RESOURCE_ALREADY_EXISTS for a known one).
         match self.call(
@@ -404,7 +407,6 @@ impl MlflowRegistry {
         }
 
         // 2. A run to own the files, in an experiment whose artifacts the server proxies.
-        let experiment_id = self.registration_experiment()?;
         let run = self.create_run(&experiment_id, name, &digest)?;
 
         // 3. The files, through the proxy; the run ends FINISHED, or FAILED with the error.
@@ -593,8 +595,12 @@ impl MlflowRegistry {
             encoded.join("/")
         );
         let f = std::fs::File::open(file).map_err(io_err(file))?;
+        let len = f.metadata().map_err(io_err(file))?.len();
+        // The client's 300 s limit, plus a second per MB: large models upload slowly.
+        let limit = Duration::from_secs(300 + len / 1_000_000);
         let resp = self
             .authed(self.http.put(&url))
+            .timeout(limit)
             .body(reqwest::blocking::Body::from(f))
             .send()
             .map_err(|e| self.unreachable(&url, &e))?;
@@ -1759,8 +1765,8 @@ mod tests {
                 .lock()
                 .unwrap()
                 .iter()
-                .any(|l| l.contains("runs/create")),
-            "no run is created for files that cannot be uploaded"
+                .any(|l| l.contains("runs/create") || l.contains("registered-models/create")),
+            "neither a model nor a run is created for files that cannot be uploaded"
         );
 
         // The proxy route refuses uploads (503): said so, and the run ends FAILED.
