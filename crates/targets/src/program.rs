@@ -108,11 +108,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn tempdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "hoist-targets-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let d = std::env::temp_dir().join(format!("hoist-targets-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -142,6 +138,7 @@ mod tests {
         let missing = d.join("missing");
         let err = locate_with(env(&[("HOIST_SERVER_BIN", &missing)]), None).unwrap_err();
         assert!(err.to_string().contains("HOIST_SERVER_BIN="), "{err}");
+        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -164,6 +161,8 @@ mod tests {
         let other = tempdir("other");
         let got = locate_with(env(&[("PATH", &d)]), Some(other.join("release-engine"))).unwrap();
         assert_eq!(got, ServerProgram::binary(&sibling));
+        std::fs::remove_dir_all(d).unwrap();
+        std::fs::remove_dir_all(other).unwrap();
     }
 
     #[test]
@@ -177,5 +176,6 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("PATH"), "{msg}");
+        std::fs::remove_dir_all(d).unwrap();
     }
 }

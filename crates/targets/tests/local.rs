@@ -81,21 +81,28 @@ fn temp_path(tag: &str) -> PathBuf {
     ))
 }
 
-/// A spec for an example model: tract, one worker, output in a temporary log file.
-fn spec(model_path: &Path, name: &str) -> ServerSpec {
+/// A spec for an example model: tract, one worker, output in the log file `log`
+/// (one per test, emptied here, so repeated runs do not pile up files).
+fn spec(model_path: &Path, name: &str, log: &str) -> ServerSpec {
     let mut spec = ServerSpec::new(ServerProgram::binary(server_bin()), model_path, name, "7");
     spec.extra_args = ["--runtime", "tract", "--workers", "1"]
         .map(String::from)
         .to_vec();
     spec.env = vec![("HOIST_LOG".into(), "info".into())];
-    spec.log_file = Some(temp_path("log"));
+    let log = log_path(log);
+    std::fs::File::create(&log).unwrap();
+    spec.log_file = Some(log);
     // Generous: the machine may be busy with other builds.
     spec.ready_timeout = Duration::from_secs(120);
     spec
 }
 
-fn lr_spec() -> ServerSpec {
-    spec(&model("breast_cancer_lr"), "breast_cancer_lr")
+fn log_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("hoist-targets-test-{tag}.log"))
+}
+
+fn lr_spec(log: &str) -> ServerSpec {
+    spec(&model("breast_cancer_lr"), "breast_cancer_lr", log)
 }
 
 /// The MLflow scoring body from the model's own example.
@@ -191,7 +198,7 @@ async fn invoke(addr: SocketAddr) -> Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_ready_and_answers_the_input_example() {
-    let spec = lr_spec();
+    let spec = lr_spec("ready");
     let log = spec.log_file.clone().unwrap();
     let s = Supervised::start(spec).await.unwrap();
     assert_eq!(s.status(), Status::Running);
@@ -223,7 +230,7 @@ async fn starts_ready_and_answers_the_input_example() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_fails_to_load_names_the_missing_op() {
     let unknown = repo_root().join("examples/models/invalid/unknown_op.onnx");
-    let err = Supervised::start(spec(&unknown, "unknown_op"))
+    let err = Supervised::start(spec(&unknown, "unknown_op", "unknown_op"))
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -241,7 +248,7 @@ async fn a_model_that_fails_to_load_names_the_missing_op() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_child_is_restarted_on_the_same_address() {
-    let s = Supervised::start(lr_spec()).await.unwrap();
+    let s = Supervised::start(lr_spec("restart")).await.unwrap();
     let addr = s.addr();
     let first = s.pid().unwrap();
     // SAFETY: kill(2) on the child this test started.
@@ -268,7 +275,7 @@ async fn a_replica_that_cannot_come_back_is_failed_with_the_reason() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
     }
-    let s = Supervised::start(spec(&dir, "breast_cancer_lr"))
+    let s = Supervised::start(spec(&dir, "breast_cancer_lr", "failed"))
         .await
         .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -296,7 +303,7 @@ async fn a_replica_that_cannot_come_back_is_failed_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_drains_requests_in_flight() {
-    let s = Supervised::start(lr_spec()).await.unwrap();
+    let s = Supervised::start(lr_spec("drain")).await.unwrap();
     let addr = s.addr();
     let body = lr_body();
 
@@ -387,7 +394,7 @@ async fn stop_drains_requests_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_handle_kills_the_child() {
-    let s = Supervised::start(lr_spec()).await.unwrap();
+    let s = Supervised::start(lr_spec("drop")).await.unwrap();
     let pid = s.pid().unwrap();
     drop(s);
     wait_for("the child to die", Duration::from_secs(10), || {
@@ -398,7 +405,7 @@ async fn dropping_the_handle_kills_the_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_start_together_and_a_bad_one_stops_the_rest() {
-    let replicas = start_replicas(&lr_spec(), 2).await.unwrap();
+    let replicas = start_replicas(&lr_spec("replicas"), 2).await.unwrap();
     assert_eq!(replicas.len(), 2);
     assert_ne!(replicas[0].addr(), replicas[1].addr());
     for r in &replicas {
@@ -409,16 +416,21 @@ async fn replicas_start_together_and_a_bad_one_stops_the_rest() {
     }
 
     let unknown = repo_root().join("examples/models/invalid/unknown_op.onnx");
-    let err = start_replicas(&spec(&unknown, "unknown_op"), 2)
+    let err = start_replicas(&spec(&unknown, "unknown_op", "replicas-unknown_op"), 2)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("NoSuchOp"), "{err}");
-    assert!(start_replicas(&lr_spec(), 0).await.unwrap().is_empty());
+    assert!(
+        start_replicas(&lr_spec("replicas"), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn a_killed_parent_leaves_no_orphan() {
-    let stderr = temp_path("spawn_and_wait.log");
+    let stderr = log_path("spawn_and_wait");
     let mut parent = Command::new(example_bin("spawn_and_wait"))
         .arg(model("breast_cancer_lr"))
         .args(["--runtime", "tract", "--workers", "1"])
