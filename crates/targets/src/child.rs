@@ -151,7 +151,7 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
         Some(tail.clone()),
         None,
     ));
-    let (addr_tx, addr_rx) = oneshot::channel();
+    let (addr_tx, mut addr_rx) = oneshot::channel();
     tokio::spawn(copy_lines(
         child.stdout.take().expect("stdout is piped"),
         log,
@@ -170,7 +170,9 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
     let deadline = started + spec.ready_timeout;
     let child = launching.child.as_mut().expect("child");
     let addr = tokio::select! {
-        addr = addr_rx => match addr {
+        // An address that arrived counts even if the child died right after it.
+        biased;
+        addr = &mut addr_rx => match addr {
             Ok(addr) => addr,
             // stdout closed without the line: the child is exiting (or is not
             // hoist-server); its exit status says which.
@@ -179,7 +181,15 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
                 Err(_) => return Err(launching.timed_out(None, spec.ready_timeout).await),
             },
         },
-        status = child.wait() => return Err(launching.exited(status, None).await),
+        status = child.wait() => {
+            // The stdout reader may not have seen the address yet: the pipe is at
+            // EOF now, so it will have in a moment.
+            let addr = tokio::time::timeout(Duration::from_secs(1), &mut addr_rx)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            return Err(launching.exited(status, addr).await);
+        }
         _ = tokio::time::sleep_until(deadline) => {
             return Err(launching.timed_out(None, spec.ready_timeout).await);
         }
