@@ -102,12 +102,14 @@ fn main() {
             std::process::exit(64);
         }
     };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(n) = args.threads {
-        runtime.worker_threads(n.max(1));
-    }
-    let runtime = runtime.build().expect("tokio runtime");
+    // The gateway runs its own worker threads; this runtime only waits for signals.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
@@ -121,7 +123,10 @@ fn main() {
         gateway.set_routes(args.routes);
         println!("listening on http://{local}");
         let _ = std::io::stdout().flush();
-        if let Err(e) = gateway.serve(listener, shutdown_signal()).await {
+        if let Err(e) = gateway
+            .serve_with_threads(listener, threads, shutdown_signal())
+            .await
+        {
             eprintln!("gateway: {e}");
             std::process::exit(1);
         }

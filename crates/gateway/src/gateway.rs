@@ -268,18 +268,74 @@ impl Gateway {
     }
 
     /// Serves on `listener` until `shutdown` completes; then stops accepting, lets
-    /// the requests in flight finish, and returns.
+    /// the requests in flight finish, and returns. Uses one thread per core (see
+    /// [`Gateway::serve_with_threads`]).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
-        let mut shutdown = std::pin::pin!(shutdown);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.serve_with_threads(listener, threads, shutdown).await
+    }
+
+    /// [`Gateway::serve`] on `threads` threads of its own.
+    ///
+    /// # Design
+    /// Like nginx's workers: each thread runs a single-threaded Tokio runtime that
+    /// accepts from the shared listener and keeps every connection it accepted, the
+    /// backend connections it opened, and their tasks to itself. A request never
+    /// crosses threads, so there are no cross-thread wake-ups and no thread parking
+    /// per request (they cost more than the proxying itself on a busy machine). The
+    /// caller's runtime only waits for `shutdown`, so a busy control plane cannot
+    /// slow the data plane, and the other way round.
+    pub async fn serve_with_threads(
+        self,
+        listener: TcpListener,
+        threads: usize,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let listener = listener.into_std()?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Closed (recv gives None) once every worker thread has finished.
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+        for worker in 0..threads.max(1) {
+            let listener = listener.try_clone()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (gateway, stop, done) = (self.clone(), stop_rx.clone(), done_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("hoist-gateway-{worker}"))
+                .spawn(move || {
+                    crate::pool::set_worker(worker);
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => gateway.accept_loop(listener, stop).await,
+                            Err(e) => tracing::error!("gateway worker {worker}: {e}"),
+                        }
+                    });
+                    drop(done);
+                })?;
+        }
+        drop((listener, stop_rx, done_tx));
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let _ = done_rx.recv().await;
+        Ok(())
+    }
+
+    /// One worker: accepts until `stop`, then waits for its connections to finish.
+    async fn accept_loop(
+        &self,
+        listener: TcpListener,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (conns_tx, conns_rx) = tokio::sync::watch::channel(());
         loop {
             let stream = tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
+                _ = stop.wait_for(|stopped| *stopped) => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
@@ -292,7 +348,7 @@ impl Gateway {
             };
             let _ = stream.set_nodelay(true);
             let gateway = self.clone();
-            let mut stop = stop_rx.clone();
+            let mut closing = conns_rx.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| gateway.clone().handle(req));
                 let conn = http1::Builder::new()
@@ -301,17 +357,16 @@ impl Gateway {
                 let mut conn = std::pin::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => return,
-                    _ = stop.changed() => {}
+                    _ = closing.changed() => {}
                 }
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             });
         }
         drop(listener);
-        drop(stop_rx);
-        let _ = stop_tx.send(());
-        stop_tx.closed().await;
-        Ok(())
+        drop(conns_rx);
+        let _ = conns_tx.send(());
+        conns_tx.closed().await;
     }
 
     fn control(&self) -> std::sync::MutexGuard<'_, Control> {

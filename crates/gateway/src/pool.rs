@@ -29,8 +29,26 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Idle connections kept per backend beyond which returned ones are closed.
+/// Idle connections kept per backend and worker thread; more are closed.
 const MAX_IDLE: usize = 512;
+
+/// Idle lists per pool: one per worker thread (more workers share them).
+const SLOTS: usize = 16;
+
+thread_local! {
+    /// The gateway worker this thread is (0 on any other thread).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as gateway worker `n`: it uses its own idle lists, so a
+/// connection is reused on the thread (and runtime) that drives it.
+pub(crate) fn set_worker(n: usize) {
+    WORKER.set(n);
+}
+
+fn slot() -> usize {
+    WORKER.get() % SLOTS
+}
 
 /// How long a new connection may take before the backend counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -52,9 +70,10 @@ pub(crate) enum SendError {
 pub(crate) struct Pool {
     /// Where the backend listens.
     pub(crate) addr: SocketAddr,
-    /// Connections whose last exchange finished, oldest first (the oldest is the
-    /// likeliest to have become ready again).
-    idle: Mutex<VecDeque<Conn>>,
+    /// Connections whose last exchange finished, per worker thread, oldest first
+    /// (the oldest is the likeliest to have become ready again). Each list is only
+    /// touched by its own thread (and `retire`), so its lock is never contended.
+    idle: [Mutex<VecDeque<Conn>>; SLOTS],
     /// Set when the address left the routes: returned connections are closed.
     retired: AtomicBool,
 }
@@ -63,7 +82,7 @@ impl Pool {
     pub(crate) fn new(addr: SocketAddr) -> Pool {
         Pool {
             addr,
-            idle: Mutex::new(VecDeque::new()),
+            idle: Default::default(),
             retired: AtomicBool::new(false),
         }
     }
@@ -134,7 +153,7 @@ impl Pool {
         if conn.is_closed() || self.retired.load(Ordering::Relaxed) {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle[slot()].lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push_back(conn);
         }
@@ -143,13 +162,15 @@ impl Pool {
     /// Closes the idle connections and every one returned from now on.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
-        let drained: VecDeque<Conn> =
-            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
-        drop(drained);
+        for idle in &self.idle {
+            let drained: VecDeque<Conn> =
+                std::mem::take(&mut *idle.lock().unwrap_or_else(|p| p.into_inner()));
+            drop(drained);
+        }
     }
 
     fn take_idle(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle[slot()].lock().unwrap_or_else(|p| p.into_inner());
         while let Some(conn) = idle.pop_front() {
             if !conn.is_closed() {
                 return Some(conn);
