@@ -11,9 +11,12 @@
 //! Commands print results on stdout and nothing else there; errors go to stderr
 //! (as JSON with `--json`), with an exit code a script can branch on.
 
+pub mod daemon;
 mod mlflow;
 mod model;
 mod output;
+mod quickstart;
+mod release;
 mod watch;
 
 use std::io::Write;
@@ -35,7 +38,11 @@ Exit codes:
   2  bad usage or input (unknown flag, bad path, invalid name, a command the
      registry does not support)
   3  not found (model, version, alias or stage)
-  4  integrity failure (files do not match their digest)";
+  4  integrity failure (files do not match their digest)
+  5  the release was rolled back or aborted (`deploy --wait`, `rollback`)
+  6  refused by the daemon (another release is mid-rollout, the release is not
+     waiting for that, the version is already live)
+  7  gave up waiting (`--timeout`); the release goes on";
 
 /// The `hoist` command line.
 #[derive(Debug, Parser)]
@@ -61,6 +68,12 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// The daemon's API for deploy, status, promote, approve, abort, rollback and
+    /// history [default: $HOIST_API, else the address `hoist up` wrote under
+    /// HOIST_HOME, else http://127.0.0.1:7070]
+    #[arg(long, global = true, value_name = "URL")]
+    pub api: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -83,6 +96,49 @@ pub enum Command {
     /// Connect an MLflow server to hoist (webhooks)
     #[command(subcommand, after_help = EXIT_CODES)]
     Mlflow(MlflowCmd),
+    /// Run the control plane: registry triggers, release engine, one gateway per
+    /// environment, supervised model servers, and the API the other commands use
+    ///
+    /// Reads hoist.toml (--config, else ./hoist.toml, else a built-in pipeline: the
+    /// embedded registry, model `default` released when alias `champion` moves,
+    /// staging (blue-green) then production (canary 10% → 50% → 100%, analysed)).
+    /// Prints each release's progress; Ctrl-C or SIGTERM drains and stops everything.
+    /// Mutating API calls need the token: HOIST_ADMIN_TOKEN or HOIST_ADMIN_TOKEN_FILE,
+    /// else one is generated into HOIST_HOME/daemon/token (the CLI finds it there).
+    #[command(after_help = EXIT_CODES)]
+    Up(release::UpArgs),
+    /// Start a release of a model version (MODEL@ALIAS, MODEL/VERSION, MODEL)
+    #[command(after_help = EXIT_CODES)]
+    Deploy(release::DeployArgs),
+    /// Environments, weights, live metrics and releases in progress (--watch: live)
+    #[command(after_help = EXIT_CODES)]
+    Status(release::StatusArgs),
+    /// End a release's current pause (--full: straight to 100%)
+    #[command(after_help = EXIT_CODES)]
+    Promote(release::PromoteArgs),
+    /// Approve a release waiting for approval
+    #[command(after_help = EXIT_CODES)]
+    Approve(release::ReleaseIdArgs),
+    /// Abort a release: its environment goes back to 100% stable at once
+    #[command(after_help = EXIT_CODES)]
+    Abort(release::AbortArgs),
+    /// Roll an environment back: abort its release in progress, else bring back the
+    /// previous live version (or --to VERSION) and switch to it once it is healthy
+    #[command(after_help = EXIT_CODES)]
+    Rollback(release::RollbackArgs),
+    /// Every release: versions, digests, trigger, outcome and reason
+    #[command(after_help = EXIT_CODES)]
+    History(release::HistoryArgs),
+    /// The whole product in one minute: a temporary daemon, three model versions, a
+    /// canary that succeeds and one that is caught and rolled back, under live traffic
+    #[command(after_help = EXIT_CODES)]
+    Quickstart(quickstart::QuickstartArgs),
+    /// Run a model server (the same program and flags as `hoist-server`)
+    #[command(hide = true, disable_help_flag = true)]
+    Serve {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Why a command failed. Every variant maps to an exit code ([`CliError::exit_code`])
@@ -103,6 +159,20 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// The daemon could not be reached or started.
+    #[error("{message}")]
+    Daemon { message: String },
+    /// The daemon's API refused the call.
+    #[error("{message}")]
+    Api { status: u16, message: String },
+    /// hoist.toml is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The release ended without succeeding.
+    #[error("{0}")]
+    ReleaseFailed(String),
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl CliError {
@@ -120,7 +190,16 @@ impl CliError {
             CliError::Registry(E::InvalidRef(_) | E::Invalid(_))
             | CliError::Unsupported(_)
             | CliError::Usage(_) => 2,
-            CliError::Registry(_) | CliError::Io { .. } => 1,
+            CliError::Registry(_) | CliError::Io { .. } | CliError::Daemon { .. } => 1,
+            CliError::Config(_) => 2,
+            CliError::Api { status, .. } => match status {
+                400 | 422 => 2,
+                404 => 3,
+                409 => 6,
+                _ => 1,
+            },
+            CliError::ReleaseFailed(_) => 5,
+            CliError::Timeout(_) => 7,
         }
     }
 
@@ -146,6 +225,17 @@ impl CliError {
             CliError::Unsupported(_) => "unsupported_registry",
             CliError::Usage(_) => "usage",
             CliError::Io { .. } => "io_error",
+            CliError::Daemon { .. } => "daemon_unavailable",
+            CliError::Api { status, .. } => match status {
+                400 | 422 => "bad_request",
+                401 => "unauthorized",
+                404 => "not_found",
+                409 => "refused",
+                _ => "daemon_error",
+            },
+            CliError::Config(_) => "invalid_config",
+            CliError::ReleaseFailed(_) => "release_failed",
+            CliError::Timeout(_) => "timeout",
         }
     }
 }
@@ -170,6 +260,7 @@ pub fn run(
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let registry_explicit = cli.registry.is_some();
     let registry = cli
         .registry
         .or_else(|| env("MLFLOW_TRACKING_URI").filter(|u| !u.trim().is_empty()))
@@ -179,11 +270,53 @@ pub fn run(
         registry,
         json: cli.json,
         env,
+        api: cli.api,
+        registry_explicit,
     };
     match cli.command {
         Command::Model(cmd) => model::run(&ctx, cmd, out),
         Command::Watch(args) => watch::run(&ctx, args, out),
         Command::Mlflow(cmd) => mlflow::run(&ctx, cmd, out),
+        Command::Up(a) => release::up(&ctx, a, out),
+        Command::Deploy(a) => release::deploy(&ctx, a, out),
+        Command::Status(a) => release::status(&ctx, a, out),
+        Command::Promote(a) => release::operator(
+            &ctx,
+            format!("/api/v1/releases/{}/promote", a.release),
+            serde_json::json!({ "full": a.full }),
+            if a.full {
+                "promoted to 100%"
+            } else {
+                "promoted to its next step"
+            },
+            out,
+        ),
+        Command::Approve(a) => release::operator(
+            &ctx,
+            format!("/api/v1/releases/{}/approve", a.release),
+            serde_json::json!({}),
+            "approved",
+            out,
+        ),
+        Command::Abort(a) => {
+            let mut body = serde_json::json!({});
+            if let Some(r) = a.reason {
+                body["reason"] = r.into();
+            }
+            release::operator(
+                &ctx,
+                format!("/api/v1/releases/{}/abort", a.release),
+                body,
+                "aborted: 100% back on stable",
+                out,
+            )
+        }
+        Command::Rollback(a) => release::rollback(&ctx, a, out),
+        Command::History(a) => release::history(&ctx, a, out),
+        Command::Quickstart(a) => quickstart::run(&ctx, a, out),
+        Command::Serve { .. } => Err(CliError::Usage(
+            "`hoist serve` is handled before the command line is parsed".into(),
+        )),
     }
 }
 
@@ -197,6 +330,10 @@ pub(crate) struct Context<'a> {
     json: bool,
     /// The environment, as a function so tests need not touch the process's.
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// `--api`, if given.
+    api: Option<String>,
+    /// Whether `--registry` was given (it then overrides hoist.toml's).
+    registry_explicit: bool,
 }
 
 impl Context<'_> {

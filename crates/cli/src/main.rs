@@ -4,7 +4,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    // `hoist serve …` is hoist-server itself, flags and all.
+    let mut args = std::env::args_os();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "serve") {
+        let program = args.next().unwrap_or_default();
+        let rest = args.skip(1);
+        return hoist_server::cli::main_with_args(std::iter::once(program).chain(rest));
+    }
     let cli = hoist_cli::Cli::parse();
     let json = cli.json;
     let env = |k: &str| std::env::var(k).ok();

@@ -74,6 +74,18 @@ pub(crate) fn format_ms(ms: i64) -> String {
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`), to avoid a date crate for one column.
+/// `HH:MM:SS.mmm` (UTC) of a time in milliseconds since the epoch, for log lines.
+pub(crate) fn time_of_day(ms: u64) -> String {
+    let day_ms = ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
+}
+
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);

@@ -1,0 +1,1333 @@
+//! The release driver: one task that owns every release's state and every
+//! environment's servers and gateway routes. It feeds events to the pure state
+//! machine (`hoist_release::machine`), journals each transition, then performs its
+//! actions; long actions (fetch, start servers, smoke tests, analysis, timers) run in
+//! their own tasks and report back through the same command channel, so transitions
+//! happen one at a time, in order.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoist_gateway::{Gateway, Routes, Snapshot, Upstream, VariantStats};
+use hoist_registry::Registry;
+use hoist_release::analysis::{self, Window};
+use hoist_release::config::{Config, Environment};
+use hoist_release::journal::{Journal, ReleaseRecord};
+use hoist_release::machine::{
+    self, Action, EnvPlan, Event, Phase, Plan, PlanStep, Release, ReleaseId, StepPause, Verdict,
+};
+use hoist_targets::{ServerProgram, ServerSpec, Supervised};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An API-facing failure with its HTTP status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(409, "conflict", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(404, "not_found", message)
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "bad_request", message)
+    }
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, "internal", message)
+    }
+}
+
+/// A new release, as asked for.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub version: String,
+    pub env: Option<String>,
+    pub supersede: bool,
+    pub trigger: String,
+}
+
+pub enum Cmd {
+    Create {
+        req: CreateRequest,
+        reply: oneshot::Sender<Result<ReleaseRecord, ApiError>>,
+    },
+    /// An operator event (promote, approve, abort).
+    Operator {
+        id: ReleaseId,
+        event: Event,
+        reply: oneshot::Sender<Result<ReleaseRecord, ApiError>>,
+    },
+    Rollback {
+        env: Option<String>,
+        to: Option<String>,
+        reply: oneshot::Sender<Result<ReleaseRecord, ApiError>>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusView>,
+    },
+    /// A promotion seen in the registry.
+    Promotion {
+        version: String,
+        trigger: String,
+    },
+    Fetched {
+        id: ReleaseId,
+        result: Result<(String, PathBuf), String>,
+    },
+    CandidateStarted {
+        id: ReleaseId,
+        env: String,
+        result: Result<Vec<Supervised>, String>,
+    },
+    StableStarted {
+        env: String,
+        release_id: ReleaseId,
+        result: Result<Vec<Supervised>, String>,
+    },
+    Smoke {
+        id: ReleaseId,
+        env: String,
+        result: Result<(), String>,
+    },
+    Verdict {
+        id: ReleaseId,
+        env: String,
+        step: usize,
+        verdict: Verdict,
+        window: WindowView,
+    },
+    Tick {
+        id: ReleaseId,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A deployment: one version's servers in one environment.
+struct Deployment {
+    version: String,
+    digest: String,
+    release_id: ReleaseId,
+    servers: Vec<Supervised>,
+}
+
+impl Deployment {
+    fn upstream(&self) -> Upstream {
+        Upstream {
+            version: self.version.clone(),
+            addrs: self.servers.iter().map(|s| s.addr()).collect(),
+        }
+    }
+    fn view(&self) -> DeploymentView {
+        DeploymentView {
+            version: self.version.clone(),
+            digest: self.digest.clone(),
+            release_id: self.release_id,
+            servers: self
+                .servers
+                .iter()
+                .map(|s| ServerView {
+                    addr: s.addr(),
+                    pid: s.pid(),
+                    restarts: s.restarts(),
+                    status: format!("{:?}", s.status()),
+                })
+                .collect(),
+        }
+    }
+}
+
+struct EnvRuntime {
+    cfg: Environment,
+    addr: SocketAddr,
+    gateway: Gateway,
+    stable: Option<Deployment>,
+    candidate: Option<Deployment>,
+    weight: u32,
+    /// Metrics at the moment the current candidate arrived (or the gateway started).
+    baseline: Snapshot,
+}
+
+impl EnvRuntime {
+    fn apply_routes(&self) {
+        self.gateway.set_routes(Routes {
+            stable: self.stable.as_ref().map(Deployment::upstream),
+            candidate: self.candidate.as_ref().map(Deployment::upstream),
+            candidate_weight: if self.candidate.is_some() {
+                self.weight
+            } else {
+                0
+            },
+        });
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerView {
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentView {
+    pub version: String,
+    pub digest: String,
+    pub release_id: ReleaseId,
+    pub servers: Vec<ServerView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct WindowView {
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl WindowView {
+    pub fn of(s: &VariantStats) -> WindowView {
+        WindowView {
+            requests: s.requests,
+            errors: s.server_errors + s.upstream_errors,
+            error_rate: s.error_rate(),
+            p50_ms: s.quantile(0.5).map(|v| v * 1000.0),
+            p99_ms: s.quantile(0.99).map(|v| v * 1000.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvView {
+    pub name: String,
+    pub url: String,
+    pub strategy: String,
+    pub weight: u32,
+    pub stable: Option<DeploymentView>,
+    pub candidate: Option<DeploymentView>,
+    /// Since the current candidate arrived (or the daemon started).
+    pub stable_metrics: WindowView,
+    pub candidate_metrics: WindowView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseView {
+    #[serde(flatten)]
+    pub record: ReleaseRecord,
+    pub summary: String,
+    /// 0..=1, how far through its environments and steps.
+    pub progress: f64,
+    pub last_verdict: Option<VerdictView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictView {
+    pub env: String,
+    pub step: usize,
+    pub verdict: Verdict,
+    pub window: WindowView,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    pub model: String,
+    pub registry: String,
+    pub environments: Vec<EnvView>,
+    pub active: Vec<ReleaseView>,
+}
+
+pub fn progress(r: &Release) -> f64 {
+    let n = r.plan.envs.len() as f64;
+    if r.is_done() {
+        return 1.0;
+    }
+    let within = match &r.phase {
+        Phase::Queued | Phase::Fetching => 0.0,
+        Phase::Deploying => 0.1,
+        Phase::SmokeTesting => 0.2,
+        Phase::AwaitingApproval => 0.25,
+        Phase::Step { index, .. } => {
+            let steps = r.plan.envs[r.env].steps.len() as f64;
+            0.3 + 0.7 * (*index as f64 + 0.5) / steps
+        }
+        Phase::Done => 1.0,
+    };
+    ((r.env as f64 + within) / n).clamp(0.0, 1.0)
+}
+
+/// A line of progress for people watching the daemon.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    pub at_ms: u64,
+    pub release: Option<ReleaseId>,
+    pub message: String,
+}
+
+pub struct Engine {
+    cfg: Arc<Config>,
+    journal: Arc<Journal>,
+    registry: Arc<dyn Registry>,
+    program: ServerProgram,
+    log_dir: PathBuf,
+    envs: Vec<EnvRuntime>,
+    active: BTreeMap<ReleaseId, Release>,
+    analysis: BTreeMap<ReleaseId, AbortHandle>,
+    verdicts: BTreeMap<ReleaseId, VerdictView>,
+    tx: mpsc::Sender<Cmd>,
+    log: broadcast::Sender<LogLine>,
+    http: reqwest::Client,
+}
+
+pub struct EngineParts {
+    pub cfg: Arc<Config>,
+    pub journal: Arc<Journal>,
+    pub registry: Arc<dyn Registry>,
+    pub program: ServerProgram,
+    pub log_dir: PathBuf,
+    pub gateways: Vec<(Environment, SocketAddr, Gateway)>,
+    pub tx: mpsc::Sender<Cmd>,
+    pub log: broadcast::Sender<LogLine>,
+}
+
+impl Engine {
+    pub fn new(p: EngineParts) -> Engine {
+        let envs = p
+            .gateways
+            .into_iter()
+            .map(|(cfg, addr, gateway)| EnvRuntime {
+                baseline: gateway.metrics(),
+                cfg,
+                addr,
+                gateway,
+                stable: None,
+                candidate: None,
+                weight: 0,
+            })
+            .collect();
+        Engine {
+            cfg: p.cfg,
+            journal: p.journal,
+            registry: p.registry,
+            program: p.program,
+            log_dir: p.log_dir,
+            envs,
+            active: BTreeMap::new(),
+            analysis: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            tx: p.tx,
+            log: p.log,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    fn say(&self, release: Option<ReleaseId>, message: String) {
+        tracing::info!("{message}");
+        let _ = self.log.send(LogLine {
+            at_ms: now_ms(),
+            release,
+            message,
+        });
+    }
+
+    fn env_mut(&mut self, name: &str) -> Option<&mut EnvRuntime> {
+        self.envs.iter_mut().find(|e| e.cfg.name == name)
+    }
+
+    fn spec(&self, path: &Path, version: &str, env: &str) -> ServerSpec {
+        let mut spec = ServerSpec::new(
+            self.program.clone(),
+            path,
+            self.cfg.model.name.clone(),
+            version.to_string(),
+        );
+        spec.extra_args = vec!["--runtime".into(), self.cfg.server.runtime.clone()];
+        spec.extra_args.extend(self.cfg.server.args.iter().cloned());
+        spec.ready_timeout = self.cfg.server.ready_timeout.0;
+        spec.log_file = Some(self.log_dir.join(format!("{env}-v{version}.log")));
+        spec
+    }
+
+    /// Bring back what the journal says: each environment's live version, then each
+    /// unfinished release where it was.
+    pub async fn recover(&mut self) {
+        for i in 0..self.envs.len() {
+            let name = self.envs[i].cfg.name.clone();
+            let live = match self.journal.live(&name) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.say(None, format!("{name}: cannot read the journal: {e}"));
+                    continue;
+                }
+            };
+            if let Some(live) = live {
+                let spec = self.spec(Path::new(&live.path), &live.version, &name);
+                let replicas = self.envs[i].cfg.replicas;
+                let tx = self.tx.clone();
+                let path_ok = Path::new(&live.path).exists();
+                let registry = self.registry.clone();
+                let model = live.model.clone();
+                let version = live.version.clone();
+                let release_id = live.release_id;
+                self.say(
+                    None,
+                    format!(
+                        "{name}: starting v{} (live before the restart)",
+                        live.version
+                    ),
+                );
+                tokio::spawn(async move {
+                    let mut spec = spec;
+                    if !path_ok {
+                        match fetch(registry, model, version).await {
+                            Ok((_, dir)) => spec.model_path = dir,
+                            Err(e) => {
+                                let _ = tx
+                                    .send(Cmd::StableStarted {
+                                        env: name,
+                                        release_id,
+                                        result: Err(e),
+                                    })
+                                    .await;
+                                return;
+                            }
+                        }
+                    }
+                    let result = hoist_targets::start_replicas(&spec, replicas)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = tx
+                        .send(Cmd::StableStarted {
+                            env: name,
+                            release_id,
+                            result,
+                        })
+                        .await;
+                });
+            }
+        }
+        let active = match self.journal.active() {
+            Ok(a) => a,
+            Err(e) => {
+                self.say(None, format!("cannot read the journal: {e}"));
+                return;
+            }
+        };
+        let now = now_ms();
+        for rec in active {
+            let r = rec.release;
+            self.say(
+                Some(r.id),
+                format!(
+                    "release {} v{}: resuming ({})",
+                    r.id,
+                    r.version,
+                    r.describe()
+                ),
+            );
+            let actions = machine::resume(&r, now);
+            self.active.insert(r.id, r.clone());
+            if r.phase == Phase::Queued {
+                let _ = self.apply(r.id, Event::Start);
+                continue;
+            }
+            for a in actions {
+                self.perform(&r, a);
+            }
+        }
+    }
+
+    /// Catch up with the registry: if the trigger points at a version no release has
+    /// brought yet, start one.
+    pub async fn catch_up(&mut self) {
+        let trigger = self.cfg.model.trigger.clone();
+        let name = self.cfg.model.name.clone();
+        let registry = self.registry.clone();
+        let sel = match &trigger {
+            hoist_release::config::Trigger::Alias(a) => format!("{name}@{a}"),
+            hoist_release::config::Trigger::Stage(s) => format!("{name}/{s}"),
+            hoist_release::config::Trigger::Manual => return,
+        };
+        let resolved = tokio::task::spawn_blocking(move || {
+            let r = hoist_registry::ModelRef::parse(&sel)?;
+            registry.resolve(&r)
+        })
+        .await;
+        let Ok(Ok(v)) = resolved else { return };
+        let seen = self
+            .journal
+            .list(None, 10_000)
+            .map(|all| all.iter().any(|r| r.release.version == v.version))
+            .unwrap_or(true);
+        if !seen && self.active.is_empty() {
+            let desc = match &trigger {
+                hoist_release::config::Trigger::Alias(a) => {
+                    format!("alias {a} → v{} (found at start)", v.version)
+                }
+                hoist_release::config::Trigger::Stage(s) => {
+                    format!("stage {s} → v{} (found at start)", v.version)
+                }
+                hoist_release::config::Trigger::Manual => unreachable!(),
+            };
+            self.promotion(v.version, desc);
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Cmd::Shutdown { reply } => {
+                    self.shutdown().await;
+                    let _ = reply.send(());
+                    return;
+                }
+                other => self.handle(other),
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        for h in self.analysis.values() {
+            h.abort();
+        }
+        let grace = self.cfg.server.stop_grace.0;
+        let mut stops = Vec::new();
+        for env in &mut self.envs {
+            for d in [env.candidate.take(), env.stable.take()]
+                .into_iter()
+                .flatten()
+            {
+                for s in d.servers {
+                    stops.push(s.stop(grace));
+                }
+            }
+        }
+        futures_util::future::join_all(stops).await;
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Create { req, reply } => {
+                let _ = reply.send(self.create(req));
+            }
+            Cmd::Operator { id, event, reply } => {
+                let res = if self.active.contains_key(&id) {
+                    self.apply(id, event).and_then(|_| self.record(id))
+                } else {
+                    match self.journal.get(id) {
+                        Ok(r) => Err(ApiError::conflict(format!(
+                            "release {id} is finished ({})",
+                            r.release.describe()
+                        ))),
+                        Err(_) => Err(ApiError::not_found(format!("no release {id}"))),
+                    }
+                };
+                let _ = reply.send(res);
+            }
+            Cmd::Rollback { env, to, reply } => {
+                let _ = reply.send(self.rollback(env, to));
+            }
+            Cmd::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Cmd::Promotion { version, trigger } => self.promotion(version, trigger),
+            Cmd::Fetched { id, result } => {
+                if !self.is_phase(id, |p| *p == Phase::Fetching) {
+                    return;
+                }
+                let ev = match result {
+                    Ok((digest, path)) => {
+                        if let Err(e) =
+                            self.journal
+                                .set_artifact(id, &digest, &path.to_string_lossy())
+                        {
+                            Event::FetchFailed {
+                                reason: e.to_string(),
+                            }
+                        } else {
+                            self.say(
+                                Some(id),
+                                format!("release {id}: fetched and verified {digest}"),
+                            );
+                            Event::Fetched
+                        }
+                    }
+                    Err(reason) => Event::FetchFailed { reason },
+                };
+                let _ = self.apply(id, ev);
+            }
+            Cmd::CandidateStarted { id, env, result } => self.candidate_started(id, env, result),
+            Cmd::StableStarted {
+                env,
+                release_id,
+                result,
+            } => self.stable_started(env, release_id, result),
+            Cmd::Smoke { id, env, result } => {
+                if !self.is_phase(id, |p| *p == Phase::SmokeTesting)
+                    || self.env_of(id) != Some(env.clone())
+                {
+                    return;
+                }
+                let ev = match result {
+                    Ok(()) => {
+                        self.say(Some(id), format!("release {id}: {env}: smoke test passed"));
+                        Event::SmokePassed
+                    }
+                    Err(reason) => Event::SmokeFailed { reason },
+                };
+                let _ = self.apply(id, ev);
+            }
+            Cmd::Verdict {
+                id,
+                env,
+                step,
+                verdict,
+                window,
+            } => {
+                let current = self.active.get(&id).is_some_and(|r| {
+                    matches!(r.phase, Phase::Step { index, .. } if index == step)
+                        && r.env_name() == env
+                });
+                if !current {
+                    return;
+                }
+                self.verdicts.insert(
+                    id,
+                    VerdictView {
+                        env,
+                        step,
+                        verdict: verdict.clone(),
+                        window,
+                        at_ms: now_ms(),
+                    },
+                );
+                let _ = self.apply(id, Event::Verdict { verdict });
+            }
+            Cmd::Tick { id } => {
+                if self.active.contains_key(&id) {
+                    let _ = self.apply(id, Event::Tick);
+                }
+            }
+            Cmd::Shutdown { .. } => {}
+        }
+    }
+
+    fn is_phase(&self, id: ReleaseId, f: impl Fn(&Phase) -> bool) -> bool {
+        self.active.get(&id).is_some_and(|r| f(&r.phase))
+    }
+
+    fn env_of(&self, id: ReleaseId) -> Option<String> {
+        self.active.get(&id).map(|r| r.env_name().to_string())
+    }
+
+    fn record(&self, id: ReleaseId) -> Result<ReleaseRecord, ApiError> {
+        self.journal
+            .get(id)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    fn promotion(&mut self, version: String, trigger: String) {
+        let req = CreateRequest {
+            version: version.clone(),
+            env: None,
+            supersede: false,
+            trigger: trigger.clone(),
+        };
+        self.say(
+            None,
+            format!("promotion: {} {trigger}", self.cfg.model.name),
+        );
+        if let Err(e) = self.create(req) {
+            self.say(
+                None,
+                format!("promotion of v{version} refused: {}", e.message),
+            );
+        }
+    }
+
+    fn create(&mut self, req: CreateRequest) -> Result<ReleaseRecord, ApiError> {
+        let plan =
+            Plan::from_config(&self.cfg, req.env.as_deref()).map_err(ApiError::bad_request)?;
+        self.create_with_plan(req, plan)
+    }
+
+    fn create_with_plan(
+        &mut self,
+        req: CreateRequest,
+        plan: Plan,
+    ) -> Result<ReleaseRecord, ApiError> {
+        // Already live everywhere it would go?
+        let live_everywhere = plan.envs.iter().all(|e| {
+            self.journal
+                .live(&e.name)
+                .ok()
+                .flatten()
+                .is_some_and(|l| l.version == req.version)
+        });
+        if live_everywhere {
+            return Err(ApiError::conflict(format!(
+                "v{} is already live in {}",
+                req.version,
+                plan.envs
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let mut superseded = Vec::new();
+        for (id, r) in &self.active {
+            if r.is_mid_rollout() && !req.supersede {
+                return Err(ApiError::conflict(format!(
+                    "release {id} (v{}) is mid-rollout ({}); wait for it, `hoist abort {id}`, or deploy with --supersede",
+                    r.version,
+                    r.describe()
+                )));
+            }
+            superseded.push(*id);
+        }
+        let r = self
+            .journal
+            .create(
+                &self.cfg.model.name,
+                &req.version,
+                plan,
+                &req.trigger,
+                now_ms(),
+            )
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let id = r.id;
+        self.active.insert(id, r.clone());
+        self.say(
+            Some(id),
+            format!(
+                "release {id}: {} v{} ({}) → {}",
+                r.model,
+                r.version,
+                req.trigger,
+                r.plan
+                    .envs
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            ),
+        );
+        for old in superseded {
+            let _ = self.apply(old, Event::Supersede { by: id });
+        }
+        self.apply(id, Event::Start)?;
+        self.record(id)
+    }
+
+    fn rollback(
+        &mut self,
+        env: Option<String>,
+        to: Option<String>,
+    ) -> Result<ReleaseRecord, ApiError> {
+        let env = match env {
+            Some(e) => e,
+            None => self
+                .cfg
+                .environments
+                .last()
+                .map(|e| e.name.clone())
+                .unwrap_or_default(),
+        };
+        if self.cfg.environment(&env).is_none() {
+            return Err(ApiError::bad_request(format!("no environment `{env}`")));
+        }
+        // A release mid-rollout there: abort it (weight to 0 at once).
+        let in_env = self
+            .active
+            .iter()
+            .find(|(_, r)| r.is_mid_rollout() && r.env_name() == env)
+            .map(|(id, _)| *id);
+        if let Some(id) = in_env {
+            if to.is_none() {
+                self.apply(
+                    id,
+                    Event::Abort {
+                        reason: "rollback requested".into(),
+                    },
+                )?;
+                return self.record(id);
+            }
+            self.apply(
+                id,
+                Event::Abort {
+                    reason: "rollback requested".into(),
+                },
+            )?;
+        }
+        let live = self
+            .journal
+            .live(&env)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let target = match to {
+            Some(v) => v,
+            None => {
+                let current = live.as_ref().map(|l| l.version.clone());
+                let history = self
+                    .journal
+                    .live_history(&env)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                history
+                    .into_iter()
+                    .map(|l| l.version)
+                    .find(|v| Some(v) != current.as_ref())
+                    .ok_or_else(|| {
+                        ApiError::conflict(format!("no earlier version has been live in {env}"))
+                    })?
+            }
+        };
+        let plan = Plan {
+            envs: vec![EnvPlan {
+                name: env.clone(),
+                steps: vec![PlanStep {
+                    weight: 100,
+                    pause: StepPause::None,
+                }],
+                approval: false,
+                analysis: false,
+                max_inconclusive_ms: 0,
+            }],
+        };
+        self.create_with_plan(
+            CreateRequest {
+                version: target.clone(),
+                env: Some(env),
+                supersede: true,
+                trigger: format!("rollback to v{target}"),
+            },
+            plan,
+        )
+    }
+
+    /// Feed one event to a release: step the machine, journal, perform.
+    fn apply(&mut self, id: ReleaseId, event: Event) -> Result<Release, ApiError> {
+        let r = self
+            .active
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no active release {id}")))?;
+        let now = now_ms();
+        let (next, actions) =
+            machine::step(&r, &event, now).map_err(|e| ApiError::conflict(e.0))?;
+        if next == r && actions.is_empty() {
+            return Ok(next);
+        }
+        self.journal
+            .record(&next, &event, &actions, now)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.active.insert(id, next.clone());
+        for a in actions {
+            self.perform(&next, a);
+        }
+        let before = r.describe();
+        let after = next.describe();
+        if before != after {
+            self.say(Some(id), format!("release {id} v{}: {after}", next.version));
+        }
+        if next.is_done() {
+            self.active.remove(&id);
+            if let Some(h) = self.analysis.remove(&id) {
+                h.abort();
+            }
+        }
+        Ok(next)
+    }
+
+    fn perform(&mut self, r: &Release, action: Action) {
+        let id = r.id;
+        match action {
+            Action::Fetch => {
+                let tx = self.tx.clone();
+                let registry = self.registry.clone();
+                let (model, version) = (r.model.clone(), r.version.clone());
+                tokio::spawn(async move {
+                    let result = fetch(registry, model, version).await;
+                    let _ = tx.send(Cmd::Fetched { id, result }).await;
+                });
+            }
+            Action::StartCandidate { env } => {
+                let Some(e) = self.envs.iter().find(|e| e.cfg.name == env) else {
+                    return;
+                };
+                if e.candidate.as_ref().is_some_and(|c| c.release_id == id) {
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx
+                            .send(Cmd::CandidateStarted {
+                                id,
+                                env,
+                                result: Ok(Vec::new()),
+                            })
+                            .await;
+                    });
+                    return;
+                }
+                let path = self.journal.get(id).ok().and_then(|rec| rec.path);
+                let Some(path) = path else {
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx
+                            .send(Cmd::CandidateStarted {
+                                id,
+                                env,
+                                result: Err("the release has no fetched files".into()),
+                            })
+                            .await;
+                    });
+                    return;
+                };
+                let spec = self.spec(Path::new(&path), &r.version, &env);
+                let replicas = e.cfg.replicas;
+                let tx = self.tx.clone();
+                self.say(
+                    Some(id),
+                    format!(
+                        "release {id}: {env}: starting {replicas} server(s) for v{}",
+                        r.version
+                    ),
+                );
+                tokio::spawn(async move {
+                    let result = hoist_targets::start_replicas(&spec, replicas)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send(Cmd::CandidateStarted { id, env, result }).await;
+                });
+            }
+            Action::SmokeTest { env } => {
+                let Some(e) = self.envs.iter().find(|e| e.cfg.name == env) else {
+                    return;
+                };
+                let url = format!("http://{}", e.addr);
+                let force = e.cfg.force_header.clone();
+                let path = self.journal.get(id).ok().and_then(|rec| rec.path);
+                let replicas = e.cfg.replicas;
+                let tx = self.tx.clone();
+                let http = self.http.clone();
+                tokio::spawn(async move {
+                    let result = smoke_test(&http, &url, &force, path.as_deref(), replicas).await;
+                    let _ = tx.send(Cmd::Smoke { id, env, result }).await;
+                });
+            }
+            Action::AwaitApproval { env } => {
+                self.say(
+                    Some(id),
+                    format!("release {id}: {env}: waiting for approval: `hoist approve {id}`"),
+                );
+            }
+            Action::SetWeight { env, weight } => {
+                if let Some(e) = self.env_mut(&env) {
+                    e.weight = weight;
+                    e.apply_routes();
+                }
+            }
+            Action::BeginAnalysis { env, step } => {
+                if let Some(h) = self.analysis.remove(&id) {
+                    h.abort();
+                }
+                let Some(e) = self.envs.iter().find(|e| e.cfg.name == env) else {
+                    return;
+                };
+                let analysis = self.cfg.analysis.with(&e.cfg.analysis);
+                let gateway = e.gateway.clone();
+                let tx = self.tx.clone();
+                let h = tokio::spawn(async move {
+                    let baseline = gateway.metrics();
+                    let mut tick = tokio::time::interval(analysis.interval.0);
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        let snap = gateway.metrics().since(&baseline);
+                        let c = &snap.candidate;
+                        let window = Window {
+                            requests: c.requests,
+                            errors: c.server_errors + c.upstream_errors,
+                            p99_seconds: c.quantile(0.99),
+                        };
+                        let verdict = analysis::judge(&analysis, &window);
+                        let view = WindowView::of(c);
+                        if tx
+                            .send(Cmd::Verdict {
+                                id,
+                                env: env.clone(),
+                                step,
+                                verdict,
+                                window: view,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+                self.analysis.insert(id, h.abort_handle());
+            }
+            Action::WakeAt { at_ms } => {
+                let tx = self.tx.clone();
+                let wait = Duration::from_millis(at_ms.saturating_sub(now_ms()));
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(Cmd::Tick { id }).await;
+                });
+            }
+            Action::PromoteCandidate { env } => {
+                if let Some(h) = self.analysis.remove(&id) {
+                    h.abort();
+                }
+                let grace = self.cfg.server.stop_grace.0;
+                let Some(e) = self.env_mut(&env) else { return };
+                let Some(new) = e.candidate.take() else {
+                    return;
+                };
+                let version = new.version.clone();
+                let old = e.stable.replace(new);
+                e.weight = 0;
+                e.apply_routes();
+                if let Some(old) = old {
+                    tokio::spawn(async move {
+                        for s in old.servers {
+                            s.stop(grace).await;
+                        }
+                    });
+                }
+                self.say(
+                    Some(id),
+                    format!("release {id}: {env}: v{version} is live (100%)"),
+                );
+            }
+            Action::StopCandidate { env } => {
+                if let Some(h) = self.analysis.remove(&id) {
+                    h.abort();
+                }
+                let grace = self.cfg.server.stop_grace.0;
+                let Some(e) = self.env_mut(&env) else { return };
+                e.weight = 0;
+                let old = e.candidate.take();
+                e.apply_routes();
+                if let Some(old) = old {
+                    tokio::spawn(async move {
+                        for s in old.servers {
+                            s.stop(grace).await;
+                        }
+                    });
+                }
+                let stable = self
+                    .envs
+                    .iter()
+                    .find(|e| e.cfg.name == env)
+                    .and_then(|e| e.stable.as_ref().map(|s| s.version.clone()));
+                match stable {
+                    Some(v) => self.say(
+                        Some(id),
+                        format!("release {id}: {env}: rolled back, 100% on v{v}"),
+                    ),
+                    None => self.say(Some(id), format!("release {id}: {env}: candidate stopped")),
+                }
+            }
+            Action::Tag { key, value } => {
+                let registry = self.registry.clone();
+                let (model, version) = (r.model.clone(), r.version.clone());
+                let log = self.log.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = registry.set_tag(&model, &version, &key, &value) {
+                        let _ = log.send(LogLine {
+                            at_ms: now_ms(),
+                            release: Some(id),
+                            message: format!(
+                                "release {id}: could not tag v{version} {key}={value}: {e}"
+                            ),
+                        });
+                    }
+                });
+            }
+        }
+    }
+
+    fn candidate_started(
+        &mut self,
+        id: ReleaseId,
+        env: String,
+        result: Result<Vec<Supervised>, String>,
+    ) {
+        let wanted = self.active.get(&id).is_some_and(|r| {
+            r.env_name() == env && r.is_mid_rollout() && !matches!(r.phase, Phase::Fetching)
+        });
+        let grace = self.cfg.server.stop_grace.0;
+        if !wanted {
+            if let Ok(servers) = result {
+                tokio::spawn(async move {
+                    for s in servers {
+                        s.stop(grace).await;
+                    }
+                });
+            }
+            return;
+        }
+        match result {
+            Ok(servers) => {
+                let digest = self
+                    .journal
+                    .get(id)
+                    .ok()
+                    .and_then(|r| r.digest)
+                    .unwrap_or_default();
+                let version = self.active[&id].version.clone();
+                let Some(e) = self.env_mut(&env) else { return };
+                if !servers.is_empty() {
+                    e.candidate = Some(Deployment {
+                        version,
+                        digest,
+                        release_id: id,
+                        servers,
+                    });
+                    e.baseline = e.gateway.metrics();
+                    e.apply_routes();
+                }
+                let has_stable = e.stable.is_some();
+                let _ = self.apply(id, Event::CandidateReady { has_stable });
+            }
+            Err(reason) => {
+                let _ = self.apply(id, Event::CandidateFailed { reason });
+            }
+        }
+    }
+
+    fn stable_started(
+        &mut self,
+        env: String,
+        release_id: ReleaseId,
+        result: Result<Vec<Supervised>, String>,
+    ) {
+        match result {
+            Ok(servers) => {
+                let live = self.journal.live(&env).ok().flatten();
+                let grace = self.cfg.server.stop_grace.0;
+                let Some(e) = self.env_mut(&env) else { return };
+                match live {
+                    Some(l) if l.release_id == release_id && e.stable.is_none() => {
+                        e.stable = Some(Deployment {
+                            version: l.version.clone(),
+                            digest: l.digest,
+                            release_id,
+                            servers,
+                        });
+                        e.apply_routes();
+                        self.say(None, format!("{env}: v{} serving again", l.version));
+                    }
+                    _ => {
+                        tokio::spawn(async move {
+                            for s in servers {
+                                s.stop(grace).await;
+                            }
+                        });
+                    }
+                }
+            }
+            Err(e) => self.say(
+                None,
+                format!("{env}: the live version could not be restarted: {e}"),
+            ),
+        }
+    }
+
+    fn status(&self) -> StatusView {
+        let environments = self
+            .envs
+            .iter()
+            .map(|e| {
+                let w = e.gateway.metrics().since(&e.baseline);
+                EnvView {
+                    name: e.cfg.name.clone(),
+                    url: format!("http://{}", e.addr),
+                    strategy: match e.cfg.strategy {
+                        hoist_release::config::StrategyKind::Canary => "canary".into(),
+                        hoist_release::config::StrategyKind::BlueGreen => "blue-green".into(),
+                    },
+                    weight: if e.candidate.is_some() { e.weight } else { 0 },
+                    stable: e.stable.as_ref().map(Deployment::view),
+                    candidate: e.candidate.as_ref().map(Deployment::view),
+                    stable_metrics: WindowView::of(&w.stable),
+                    candidate_metrics: WindowView::of(&w.candidate),
+                }
+            })
+            .collect();
+        let active = self
+            .active
+            .keys()
+            .filter_map(|id| self.journal.get(*id).ok())
+            .map(|record| ReleaseView {
+                summary: record.release.describe(),
+                progress: progress(&record.release),
+                last_verdict: self.verdicts.get(&record.release.id).cloned(),
+                record,
+            })
+            .collect();
+        StatusView {
+            model: self.cfg.model.name.clone(),
+            registry: self.registry.id(),
+            environments,
+            active,
+        }
+    }
+}
+
+pub async fn fetch(
+    registry: Arc<dyn Registry>,
+    model: String,
+    version: String,
+) -> Result<(String, PathBuf), String> {
+    tokio::task::spawn_blocking(move || {
+        let v = registry
+            .get_version(&model, &version)
+            .map_err(|e| e.to_string())?;
+        let f = registry.fetch(&v).map_err(|e| e.to_string())?;
+        Ok((f.digest, f.dir))
+    })
+    .await
+    .map_err(|e| format!("fetch task failed: {e}"))?
+}
+
+/// Send the model's input example through the gateway to the candidate (forced by
+/// header), once per replica: each must answer 200 with one prediction per example
+/// row. Without an example, the candidate's readiness is checked instead.
+async fn smoke_test(
+    http: &reqwest::Client,
+    url: &str,
+    force_header: &str,
+    path: Option<&str>,
+    replicas: usize,
+) -> Result<(), String> {
+    let example = path.and_then(|p| read_example(Path::new(p)));
+    for _ in 0..replicas.max(1) {
+        match &example {
+            Some((body, rows)) => {
+                let resp = http
+                    .post(format!("{url}/invocations"))
+                    .header(force_header, "candidate")
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map_err(|e| format!("POST /invocations: {e}"))?;
+                let status = resp.status();
+                let variant = resp
+                    .headers()
+                    .get("x-hoist-variant")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let text = resp.text().await.unwrap_or_default();
+                if !status.is_success() {
+                    return Err(format!(
+                        "POST /invocations with the input example answered {status}: {}",
+                        text.chars().take(300).collect::<String>()
+                    ));
+                }
+                if variant != "candidate" {
+                    return Err(format!(
+                        "the gateway sent the smoke test to `{variant}`, not the candidate"
+                    ));
+                }
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("the answer to the input example is not JSON: {e}"))?;
+                let got = prediction_rows(&v);
+                if let (Some(want), Some(got)) = (rows, got)
+                    && *want != got
+                {
+                    return Err(format!(
+                        "the input example has {want} rows but {got} predictions came back"
+                    ));
+                }
+                if got.is_none() {
+                    return Err(format!(
+                        "the answer has no predictions: {}",
+                        text.chars().take(300).collect::<String>()
+                    ));
+                }
+            }
+            None => {
+                let resp = http
+                    .get(format!("{url}/v2/health/ready"))
+                    .header(force_header, "candidate")
+                    .send()
+                    .await
+                    .map_err(|e| format!("GET /v2/health/ready: {e}"))?;
+                if !resp.status().is_success() {
+                    return Err(format!("GET /v2/health/ready answered {}", resp.status()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The MLflow input example of a package as an `/invocations` body, and its row count.
+fn read_example(dir: &Path) -> Option<(String, Option<usize>)> {
+    let text = std::fs::read_to_string(dir.join("input_example.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let (body, rows) = match &v {
+        serde_json::Value::Array(a) => (serde_json::json!({ "inputs": v }), Some(a.len())),
+        serde_json::Value::Object(o) if o.contains_key("columns") && o.contains_key("data") => (
+            serde_json::json!({ "dataframe_split": v }),
+            o.get("data").and_then(|d| d.as_array()).map(|d| d.len()),
+        ),
+        serde_json::Value::Object(o)
+            if o.contains_key("inputs")
+                || o.contains_key("dataframe_split")
+                || o.contains_key("instances") =>
+        {
+            (v.clone(), None)
+        }
+        _ => (serde_json::json!({ "inputs": v }), None),
+    };
+    Some((body.to_string(), rows))
+}
+
+fn prediction_rows(v: &serde_json::Value) -> Option<usize> {
+    match v.get("predictions")? {
+        serde_json::Value::Array(a) => Some(a.len()),
+        serde_json::Value::Object(o) => o
+            .values()
+            .next()
+            .and_then(|c| c.as_array())
+            .map(|a| a.len()),
+        _ => None,
+    }
+}
