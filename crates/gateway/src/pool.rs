@@ -70,8 +70,9 @@ pub(crate) enum SendError {
 pub(crate) struct Pool {
     /// Where the backend listens.
     pub(crate) addr: SocketAddr,
-    /// Connections whose last exchange finished, per worker thread, oldest first
-    /// (the oldest is the likeliest to have become ready again). Each list is only
+    /// Connections whose last exchange finished, per worker thread, most recent
+    /// last. Reused last-in first-out, as nginx does: few connections stay hot
+    /// (in the backend's caches too) and the rest can idle out. Each list is only
     /// touched by its own thread (and `retire`), so its lock is never contended.
     idle: [Mutex<VecDeque<Conn>>; SLOTS],
     /// Set when the address left the routes: returned connections are closed.
@@ -171,7 +172,7 @@ impl Pool {
 
     fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle[slot()].lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(conn) = idle.pop_front() {
+        while let Some(conn) = idle.pop_back() {
             if !conn.is_closed() {
                 return Some(conn);
             }
