@@ -233,7 +233,7 @@ fn follow(
             .map_err(stdout_err)?;
             last = summary;
         }
-        if r["phase"] == "done" {
+        if r["phase"]["phase"] == "done" {
             if ctx.json {
                 ctx.print_json(out, &r)?;
             }
@@ -585,7 +585,7 @@ pub(crate) fn status(
                 last = line;
             }
         }
-        if a.release.is_some() && v["phase"] == "done" {
+        if a.release.is_some() && v["phase"]["phase"] == "done" {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(a.interval.max(50)));

@@ -104,11 +104,6 @@ pub enum Cmd {
         env: String,
         result: Result<Vec<Supervised>, String>,
     },
-    StableStarted {
-        env: String,
-        release_id: ReleaseId,
-        result: Result<Vec<Supervised>, String>,
-    },
     Smoke {
         id: ReleaseId,
         env: String,
@@ -382,6 +377,9 @@ impl Engine {
     /// Bring back what the journal says: each environment's live version, then each
     /// unfinished release where it was.
     pub async fn recover(&mut self) {
+        // Each environment's live version serves again before the gateways accept
+        // (their listeners are bound; connections wait in the backlog meanwhile).
+        let mut starts = Vec::new();
         for i in 0..self.envs.len() {
             let name = self.envs[i].cfg.name.clone();
             let live = match self.journal.live(&name) {
@@ -391,51 +389,33 @@ impl Engine {
                     continue;
                 }
             };
-            if let Some(live) = live {
-                let spec = self.spec(Path::new(&live.path), &live.version, &name);
-                let replicas = self.envs[i].cfg.replicas;
-                let tx = self.tx.clone();
-                let path_ok = Path::new(&live.path).exists();
-                let registry = self.registry.clone();
-                let model = live.model.clone();
-                let version = live.version.clone();
-                let release_id = live.release_id;
-                self.say(
-                    None,
-                    format!(
-                        "{name}: starting v{} (live before the restart)",
-                        live.version
-                    ),
-                );
-                tokio::spawn(async move {
-                    let mut spec = spec;
-                    if !path_ok {
-                        match fetch(registry, model, version).await {
-                            Ok((_, dir)) => spec.model_path = dir,
-                            Err(e) => {
-                                let _ = tx
-                                    .send(Cmd::StableStarted {
-                                        env: name,
-                                        release_id,
-                                        result: Err(e),
-                                    })
-                                    .await;
-                                return;
-                            }
-                        }
+            let Some(live) = live else { continue };
+            let mut spec = self.spec(Path::new(&live.path), &live.version, &name);
+            let replicas = self.envs[i].cfg.replicas;
+            let path_ok = Path::new(&live.path).exists();
+            let registry = self.registry.clone();
+            self.say(
+                None,
+                format!(
+                    "{name}: starting v{} (live before the restart)",
+                    live.version
+                ),
+            );
+            starts.push(async move {
+                if !path_ok {
+                    match fetch(registry, live.model.clone(), live.version.clone()).await {
+                        Ok((_, dir)) => spec.model_path = dir,
+                        Err(e) => return (name, live.release_id, Err(e)),
                     }
-                    let result = hoist_targets::start_replicas(&spec, replicas)
-                        .await
-                        .map_err(|e| e.to_string());
-                    let _ = tx
-                        .send(Cmd::StableStarted {
-                            env: name,
-                            release_id,
-                            result,
-                        })
-                        .await;
-                });
-            }
+                }
+                let result = hoist_targets::start_replicas(&spec, replicas)
+                    .await
+                    .map_err(|e| e.to_string());
+                (name, live.release_id, result)
+            });
+        }
+        for (env, release_id, result) in futures_util::future::join_all(starts).await {
+            self.stable_started(env, release_id, result);
         }
         let active = match self.journal.active() {
             Ok(a) => a,
@@ -589,11 +569,6 @@ impl Engine {
                 let _ = self.apply(id, ev);
             }
             Cmd::CandidateStarted { id, env, result } => self.candidate_started(id, env, result),
-            Cmd::StableStarted {
-                env,
-                release_id,
-                result,
-            } => self.stable_started(env, release_id, result),
             Cmd::Smoke { id, env, result } => {
                 if !self.is_phase(id, |p| *p == Phase::SmokeTesting)
                     || self.env_of(id) != Some(env.clone())

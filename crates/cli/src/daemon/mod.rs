@@ -122,6 +122,7 @@ impl Daemon {
         let mut shutdown = Vec::new();
         let mut gateways = Vec::new();
         let mut envs = Vec::new();
+        let mut serving = Vec::new();
         for env in &cfg.environments {
             let listener = tokio::net::TcpListener::bind(env.listen)
                 .await
@@ -137,14 +138,7 @@ impl Daemon {
             });
             let (stx, srx) = oneshot::channel::<()>();
             shutdown.push(stx);
-            let g = gateway.clone();
-            tokio::spawn(async move {
-                let _ = g
-                    .serve(listener, async move {
-                        let _ = srx.await;
-                    })
-                    .await;
-            });
+            serving.push((listener, gateway.clone(), srx));
             envs.push((env.name.clone(), addr));
             gateways.push((env.clone(), addr, gateway));
         }
@@ -167,6 +161,15 @@ impl Daemon {
             .as_ref()
             .and_then(|r| r.last_change_seq().ok());
         engine.recover().await;
+        for (listener, g, srx) in serving {
+            tokio::spawn(async move {
+                let _ = g
+                    .serve(listener, async move {
+                        let _ = srx.await;
+                    })
+                    .await;
+            });
+        }
         engine.catch_up().await;
         let engine = tokio::spawn(engine.run(rx));
         let client = EngineClient { tx: tx.clone() };
