@@ -304,7 +304,7 @@ out.append(f"127.0.0.1, {os.cpu_count()} cores (shared by wrk, the proxy and bot
            "each round starting with the next path.")
 out.append("Backends: two hoist-server release builds. nginx $("$nginx_bin" -v 2>&1 | sed 's/.*version: //'): "
            "worker_processes auto, upstream keepalive 256, weights $((100 - BENCH_WEIGHT)):${BENCH_WEIGHT}. "
-           "hoist: crates/gateway/examples/gateway.rs --weight ${BENCH_WEIGHT} (tokio, one worker per core).")
+           "hoist: crates/gateway/examples/gateway.rs --weight ${BENCH_WEIGHT} (one single-threaded tokio runtime per core).")
 out.append("added p99 = path p99 - direct p99 of the same round. proxy CPU = CPU time of the proxy's "
            "processes per 1000 requests. split = requests each backend counted itself.")
 out.append("")
