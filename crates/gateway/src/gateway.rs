@@ -419,10 +419,15 @@ impl Gateway {
         let mut index = backend.next.fetch_add(1, Relaxed);
         let mut tries = 0;
         let failure = loop {
-            let pool = &backend.pools[index % backend.pools.len()];
+            let slot = index % backend.pools.len();
+            let pool = &backend.pools[slot];
             match pool.send(req).await {
                 Ok((resp, conn)) => {
-                    return Ok(respond(resp, conn, pool, backend, start, request_id));
+                    let served = Served {
+                        variant: backend.variant,
+                        pool: slot,
+                    };
+                    return Ok(respond(resp, conn, table, served, start, request_id));
                 }
                 Err(SendError::NotSent(back, why)) => {
                     tracing::debug!(
@@ -507,13 +512,14 @@ impl Gateway {
 fn respond(
     resp: Response<Incoming>,
     conn: Conn,
-    pool: &Arc<Pool>,
-    backend: &Backend,
+    table: Arc<Table>,
+    served: Served,
     start: Instant,
     request_id: HeaderValue,
 ) -> Response<GatewayBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    let backend = served.backend(&table);
     parts.headers.insert(
         X_HOIST_VARIANT.clone(),
         HeaderValue::from_static(backend.variant.as_str()),
@@ -527,8 +533,8 @@ fn respond(
     let mut tracked = Tracked {
         inner: body,
         conn: Some(conn),
-        pool: pool.clone(),
-        counters: backend.counters.clone(),
+        table,
+        served,
         status: parts.status,
         start,
         done: false,
@@ -540,6 +546,21 @@ fn respond(
     Response::from_parts(parts, Either::Left(tracked))
 }
 
+/// Which backend of a [`Table`] answered, and on which of its pools.
+#[derive(Clone, Copy)]
+struct Served {
+    variant: Variant,
+    pool: usize,
+}
+
+impl Served {
+    fn backend(self, table: &Table) -> &Backend {
+        table
+            .get(self.variant)
+            .expect("a request is only sent to a variant of its table")
+    }
+}
+
 /// A backend's response body on its way to the client. It counts the request as soon
 /// as the backend's body has ended (before its last bytes reach the client, so a
 /// client that saw the answer sees it counted), and gives the connection back to its
@@ -548,8 +569,10 @@ fn respond(
 pub(crate) struct Tracked {
     inner: Incoming,
     conn: Option<Conn>,
-    pool: Arc<Pool>,
-    counters: Arc<Counters>,
+    /// The routes the request was sent by (kept, not re-read: they say where the
+    /// connection goes back to and where the request is counted).
+    table: Arc<Table>,
+    served: Served,
     status: StatusCode,
     start: Instant,
     /// Counted already.
@@ -568,12 +591,13 @@ impl Tracked {
         } else {
             Class::of_status(self.status)
         };
-        self.counters.record(class, self.start.elapsed());
+        let backend = self.served.backend(&self.table);
+        backend.counters.record(class, self.start.elapsed());
         if let Some(conn) = self.conn.take()
             && !failed
             && self.inner.is_end_stream()
         {
-            self.pool.put_back(conn);
+            backend.pools[self.served.pool].put_back(conn);
         }
     }
 }

@@ -208,25 +208,43 @@ impl Class {
     }
 }
 
-/// Live counters of one (variant, version). Only atomics: recording takes no lock.
+/// Buckets per shard: the bounds, then `+Inf`.
+const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
+
+/// One worker thread's share of a [`Counters`], on cache lines of its own so two
+/// threads counting at once never write to the same line.
+#[repr(align(128))]
 #[derive(Debug)]
-pub(crate) struct Counters {
+struct Shard {
     /// Requests per [`Class`], in `Class::ALL` order.
     classes: [AtomicU64; 5],
     /// Sum of durations, nanoseconds.
     latency_sum_nanos: AtomicU64,
     /// One per `LATENCY_BUCKETS` bound, then `+Inf`.
-    buckets: Box<[AtomicU64]>,
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            classes: Default::default(),
+            latency_sum_nanos: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Live counters of one (variant, version). Only atomics, sharded per worker
+/// thread: recording takes no lock and contends with no other thread.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    shards: Box<[Shard]>,
 }
 
 impl Default for Counters {
     fn default() -> Self {
         Counters {
-            classes: Default::default(),
-            latency_sum_nanos: AtomicU64::new(0),
-            buckets: (0..=LATENCY_BUCKETS.len())
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            shards: (0..crate::pool::SLOTS).map(|_| Shard::default()).collect(),
         }
     }
 }
@@ -234,28 +252,40 @@ impl Default for Counters {
 impl Counters {
     /// Counts one finished request.
     pub(crate) fn record(&self, class: Class, took: Duration) {
-        self.classes[class as usize].fetch_add(1, Relaxed);
+        let shard = &self.shards[crate::pool::slot()];
+        shard.classes[class as usize].fetch_add(1, Relaxed);
         let secs = took.as_secs_f64();
         let i = LATENCY_BUCKETS.partition_point(|&b| b < secs);
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.latency_sum_nanos
+        shard.buckets[i].fetch_add(1, Relaxed);
+        shard
+            .latency_sum_nanos
             .fetch_add(took.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    /// Requests of one class, over all shards.
+    fn class_count(&self, class: Class) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.classes[class as usize].load(Relaxed))
+            .sum()
     }
 
     /// Adds these counters into `into`.
     fn add_to(&self, into: &mut VariantStats) {
-        let c: [u64; 5] = std::array::from_fn(|i| self.classes[i].load(Relaxed));
+        let c: [u64; 5] = std::array::from_fn(|i| self.class_count(Class::ALL[i]));
         into.ok += c[Class::Success as usize] + c[Class::Redirect as usize];
         into.client_errors += c[Class::ClientError as usize];
         into.server_errors += c[Class::ServerError as usize];
         into.upstream_errors += c[Class::Upstream as usize];
         into.requests += c.iter().sum::<u64>();
-        into.latency_sum_seconds += self.latency_sum_nanos.load(Relaxed) as f64 / 1e9;
-        if into.latency_buckets.len() < self.buckets.len() {
-            into.latency_buckets.resize(self.buckets.len(), 0);
+        if into.latency_buckets.len() < BUCKETS {
+            into.latency_buckets.resize(BUCKETS, 0);
         }
-        for (sum, b) in into.latency_buckets.iter_mut().zip(self.buckets.iter()) {
-            *sum += b.load(Relaxed);
+        for shard in &self.shards {
+            into.latency_sum_seconds += shard.latency_sum_nanos.load(Relaxed) as f64 / 1e9;
+            for (sum, b) in into.latency_buckets.iter_mut().zip(shard.buckets.iter()) {
+                *sum += b.load(Relaxed);
+            }
         }
     }
 }
@@ -290,7 +320,7 @@ pub(crate) fn render(env: &str, series: &Series, candidate_weight: u32) -> Strin
                 out,
                 "hoist_gateway_requests_total{{env=\"{env}\",variant=\"{variant}\",version=\"{version}\",class=\"{}\"}} {}",
                 class.label(),
-                counters.classes[class as usize].load(Relaxed)
+                counters.class_count(class)
             );
         }
     }

@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 const MAX_IDLE: usize = 512;
 
 /// Idle lists per pool: one per worker thread (more workers share them).
-const SLOTS: usize = 16;
+pub(crate) const SLOTS: usize = 16;
 
 thread_local! {
     /// The gateway worker this thread is (0 on any other thread).
@@ -46,7 +46,8 @@ pub(crate) fn set_worker(n: usize) {
     WORKER.set(n);
 }
 
-fn slot() -> usize {
+/// This thread's slot in per-worker structures.
+pub(crate) fn slot() -> usize {
     WORKER.get() % SLOTS
 }
 
