@@ -41,6 +41,9 @@ SLOW_WIDTH = 360  # width of the block, a multiple of breast_cancer's 30 feature
 SLOW_LAYERS = 80  # MatMul + Tanh layers, all sharing one [SLOW_WIDTH, SLOW_WIDTH] weight
 SLOW_SCALE = 1e-30  # the block's mean (in [-1, 1]) times this is added to probabilities
 
+# breast_cancer_batch2: breast_cancer_lr with a batch size hard-coded into the graph.
+BATCH2_ROWS = 2  # the only batch size it runs; = rows of the input example (X_test[:2])
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -256,6 +259,7 @@ def make_breast_cancer(out: Path) -> None:
     pipe = Pipeline([("scaler", StandardScaler()), ("clf", clf)])
     lr_onx, X_test = make_tabular(out, "breast_cancer_lr", pipe, clf, X, y)
     make_breast_cancer_slow(out, lr_onx, X_test)
+    make_breast_cancer_batch2(out, lr_onx, X_test)
 
     clf = GradientBoostingClassifier(n_estimators=50, max_depth=3, random_state=SEED)
     make_tabular(out, "breast_cancer_gbt", clf, clf, X, y)
@@ -378,6 +382,104 @@ def make_breast_cancer_slow(out: Path, lr_onx, X_test: np.ndarray, n_ref: int = 
         f"{n_matmul} MatMul kept by onnxruntime, one row takes "
         f"{1000 * float(np.median(times)):.1f} ms (onnxruntime, 1 thread, informational)"
     )
+
+
+def hard_code_batch_size(model, n_features: int, rows: int):
+    """`model` with a lower bound on the scaled features stored for exactly `rows` rows.
+
+    Stands for a step exported with the batch size of the input example baked in: the
+    scaled features, flattened, are clipped from below by a bound of `rows * n_features`
+    values (all -FLT_MAX), and the smallest clipped value is the lower bound of a Max on
+    the features. For a batch of `rows` rows that is the identity, so the outputs equal
+    the original model's exactly; for any other batch the flattened features (1 row: 30
+    values, 3 rows: 90) cannot broadcast against the 60 stored values and the Max fails
+    at run time in ONNX Runtime and tract alike. The graph still declares a dynamic
+    batch dimension and nothing fails at load (a Reshape to the constant shape
+    [rows, n_features] would: tract checks its volume against the symbolic batch).
+    """
+    from onnx import helper, numpy_helper
+
+    fixed = type(model).FromString(model.SerializeToString())
+    g = fixed.graph
+    scaler = [n for n in g.node if n.op_type == "Scaler"]
+    assert len(scaler) == 1, [n.op_type for n in g.node]
+    scaled = scaler[0].output[0]
+    consumers = 0
+    for node in g.node:
+        for i, x in enumerate(node.input):
+            if x == scaled:
+                node.input[i] = "batch2.bounded"
+                consumers += 1
+    assert consumers == 1, consumers
+    lowest = np.finfo(np.float32).min
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([-1], dtype=np.int64), "batch2.flat_shape"),
+            numpy_helper.from_array(
+                np.full(rows * n_features, lowest, dtype=np.float32), "batch2.lower_bound"
+            ),
+        ]
+    )
+    nodes = [
+        helper.make_node("Reshape", [scaled, "batch2.flat_shape"], ["batch2.flat"],
+                         name="batch2.flatten"),
+        helper.make_node("Max", ["batch2.flat", "batch2.lower_bound"], ["batch2.clipped"],
+                         name="batch2.clip"),
+        helper.make_node("ReduceMin", ["batch2.clipped"], ["batch2.lowest"],
+                         name="batch2.lowest", keepdims=0),
+        helper.make_node("Max", [scaled, "batch2.lowest"], ["batch2.bounded"],
+                         name="batch2.bound"),
+    ]
+    at = list(g.node).index(scaler[0]) + 1
+    for i, node in enumerate(nodes):
+        g.node.insert(at + i, node)
+    fixed.doc_string = (
+        f"breast_cancer_lr with a hard-coded batch size of {rows}: a lower bound on the "
+        f"scaled features is stored for {rows * n_features} values ({rows} rows), so any "
+        "other batch size fails at run time."
+    )
+    import onnx
+
+    onnx.checker.check_model(fixed, full_check=True)
+    return fixed
+
+
+def make_breast_cancer_batch2(out: Path, lr_onx, X_test: np.ndarray) -> None:
+    """breast_cancer_lr that only runs batches of BATCH2_ROWS rows: a bad canary."""
+    name = "breast_cancer_batch2"
+    n_features = X_test.shape[1]
+    rows = BATCH2_ROWS
+    model = hard_code_batch_size(lr_onx, n_features, rows)
+    # Same signature and input example (X_test[:2]) as breast_cancer_lr, so loading and
+    # smoke tests with the example pass; reference.json holds only those rows.
+    assert rows == 2
+    path = save_mlflow(out, name, model, "input", (-1, n_features), 2, input_example=X_test[:2])
+    write_reference(path, name, "input", np.ascontiguousarray(X_test[:rows]))
+
+    # Every 2-row batch of the test split gives exactly breast_cancer_lr's outputs.
+    sess = ort_session(path / "model.onnx")
+    lr_sess = ort_session(out / "breast_cancer_lr" / "model.onnx")
+    n = X_test.shape[0] // rows * rows
+    for i in range(0, n, rows):
+        x = X_test[i:i + rows]
+        got, want = sess.run(None, {"input": x}), lr_sess.run(None, {"input": x})
+        assert all(np.array_equal(a, b) for a, b in zip(got, want)), f"{name}: rows {i}.."
+
+    # Any other batch size fails inside the model.
+    import onnxruntime as ort
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the expected broadcast errors are raised, not logged
+    failed = []
+    for k in (1, 3, 20):
+        try:
+            sess.run(None, {"input": X_test[:k]}, quiet)
+        except Exception as e:  # onnxruntime raises its own exception types
+            failed.append(f"{k} rows: {str(e).splitlines()[0][:140]}")
+        else:
+            raise AssertionError(f"{name}: a batch of {k} rows did not fail")
+    print(f"{name}: {rows}-row batches equal breast_cancer_lr's outputs; "
+          f"other sizes fail ({failed[0]})")
 
 
 def make_digits(out: Path) -> None:
