@@ -16,7 +16,9 @@
 //! # Caveats
 //! - A request already written to a backend that then fails is not retried (its body
 //!   was streamed, not kept): the client gets a 502, or a cut-short body.
-//! - No header-read timeout on client connections (it would cost a timer per request).
+//! - No header-read timeout on client connections, and no timeout on a backend's
+//!   answer (each would cost a timer per request): a hung model server holds its
+//!   requests until it answers or its connection closes.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
