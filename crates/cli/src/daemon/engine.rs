@@ -300,6 +300,8 @@ pub struct Engine {
     tx: mpsc::Sender<Cmd>,
     log: broadcast::Sender<LogLine>,
     http: reqwest::Client,
+    /// When the event being applied arrived (to report how fast a rollback took effect).
+    decided: std::time::Instant,
 }
 
 pub struct EngineParts {
@@ -344,6 +346,7 @@ impl Engine {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
+            decided: std::time::Instant::now(),
         }
     }
 
@@ -813,6 +816,7 @@ impl Engine {
 
     /// Feed one event to a release: step the machine, journal, perform.
     fn apply(&mut self, id: ReleaseId, event: Event) -> Result<Release, ApiError> {
+        self.decided = std::time::Instant::now();
         let r = self
             .active
             .get(&id)
@@ -1031,7 +1035,10 @@ impl Engine {
                 match stable {
                     Some(v) => self.say(
                         Some(id),
-                        format!("release {id}: {env}: rolled back, 100% on v{v}"),
+                        format!(
+                            "release {id}: {env}: rolled back, 100% on v{v} {:.2} ms after the decision",
+                            self.decided.elapsed().as_secs_f64() * 1000.0
+                        ),
                     ),
                     None => self.say(Some(id), format!("release {id}: {env}: candidate stopped")),
                 }

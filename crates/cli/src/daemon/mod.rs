@@ -143,6 +143,23 @@ impl Daemon {
             gateways.push((env.clone(), addr, gateway));
         }
 
+        // MLflow webhooks, when configured: verified deliveries join the poller's events.
+        let webhook = match cfg.registry.webhook_listen {
+            Some(addr) => {
+                let var = &cfg.registry.webhook_secret_env;
+                if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
+                    anyhow::bail!(
+                        "registry.webhook_listen is set but {var} (registry.webhook_secret_env) holds no secret: \
+                         set it to the secret the MLflow webhook was created with (`hoist mlflow connect`)"
+                    );
+                }
+                Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    anyhow::anyhow!("registry.webhook_listen {addr}: {e}")
+                })?)
+            }
+            None => None,
+        };
+
         let (tx, rx) = mpsc::channel(1024);
         let (log, _) = broadcast::channel(1024);
         let mut engine = Engine::new(EngineParts {
@@ -180,6 +197,7 @@ impl Daemon {
             opts.registry.clone(),
             opts.embedded.clone(),
             start_seq,
+            webhook,
             tx.clone(),
         );
 
@@ -230,6 +248,7 @@ fn spawn_trigger(
     registry: Arc<dyn Registry>,
     embedded: Option<Arc<EmbeddedRegistry>>,
     start_seq: Option<i64>,
+    webhook: Option<tokio::net::TcpListener>,
     tx: mpsc::Sender<Cmd>,
 ) -> Option<hoist_registry::watch::PollerHandle> {
     use hoist_registry::watch;
@@ -238,6 +257,8 @@ fn spawn_trigger(
         return None;
     }
     let (etx, mut erx) = mpsc::channel::<hoist_registry::Event>(256);
+    let etx_webhook = etx.clone();
+    let registry_id = registry.id();
     let interval = cfg.registry.poll_interval.0;
     let handle = match embedded {
         Some(reg) => {
@@ -256,6 +277,16 @@ fn spawn_trigger(
             watch::spawn_poller(registry, pc, etx)
         }
     };
+    if let Some(listener) = webhook {
+        let secret = std::env::var(&cfg.registry.webhook_secret_env).unwrap_or_default();
+        let app = hoist_registry::webhook::router(
+            hoist_registry::webhook::WebhookConfig::new(secret, registry_id),
+            etx_webhook,
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
     let model = cfg.model.name.clone();
     tokio::spawn(async move {
         let mut dedup = watch::Dedup::new(std::time::Duration::from_secs(300));
