@@ -529,6 +529,14 @@ fn approval_manual_pause_promote_and_abort() {
     d.wait_for("the pause of 3", Duration::from_secs(10), |s| {
         s["environments"][0]["weight"] == 30
     });
+    // A newer deployment is refused while 3 is mid-rollout (unless --supersede).
+    let refused = hoist(&d.home, &["deploy", "m/1"]);
+    assert_eq!(refused.status.code(), Some(6));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("release 3 (v3) is mid-rollout") && err.contains("--supersede"),
+        "{err}"
+    );
     let traffic = Traffic::start(&d.env("production"), 2);
     std::thread::sleep(Duration::from_millis(300));
     ok(&hoist(

@@ -153,9 +153,11 @@ impl Daemon {
                          set it to the secret the MLflow webhook was created with (`hoist mlflow connect`)"
                     );
                 }
-                Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                    anyhow::anyhow!("registry.webhook_listen {addr}: {e}")
-                })?)
+                Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("registry.webhook_listen {addr}: {e}"))?,
+                )
             }
             None => None,
         };
