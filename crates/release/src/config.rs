@@ -25,6 +25,118 @@ pub struct Config {
     pub analysis: Analysis,
     #[serde(rename = "environments")]
     pub environments: Vec<Environment>,
+    /// Checks before any user traffic, run in order against the candidate in the
+    /// first environment (the model always has to load and answer its example).
+    pub gates: Vec<Gate>,
+    /// Where release events are sent.
+    pub notifications: Vec<Notification>,
+}
+
+/// A check before traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Gate {
+    /// Score a labelled file (CSV with a header, or JSON lines) through the candidate.
+    GoldenSet {
+        /// Path, relative to the directory of hoist.toml.
+        file: String,
+        /// The label column; every other column is a feature, in file order.
+        #[serde(default = "label")]
+        label: String,
+        #[serde(default)]
+        min_accuracy: Option<f64>,
+        /// Largest allowed accuracy drop against the stable version on the same file.
+        #[serde(default)]
+        max_drop: Option<f64>,
+        /// Per-class minimum recall, e.g. `{ "1" = 0.9 }`.
+        #[serde(default)]
+        min_recall: std::collections::BTreeMap<String, f64>,
+        #[serde(default)]
+        max_log_loss: Option<f64>,
+    },
+    /// Latency of the candidate under load, against a budget.
+    Latency {
+        #[serde(default = "four")]
+        concurrency: usize,
+        #[serde(default = "two_hundred")]
+        requests: usize,
+        #[serde(default)]
+        max_p50_ms: Option<f64>,
+        #[serde(default)]
+        max_p99_ms: Option<f64>,
+        /// Use the golden set's rows (else the model's input example).
+        #[serde(default)]
+        file: Option<String>,
+    },
+    /// Any command; exit 0 passes. It gets HOIST_MODEL_PATH, HOIST_MODEL_NAME,
+    /// HOIST_MODEL_VERSION, HOIST_MODEL_DIGEST and HOIST_CANDIDATE_URL.
+    Command {
+        run: Vec<String>,
+        #[serde(default = "five_minutes")]
+        timeout: Dur,
+    },
+    /// The candidate's inputs and outputs must match stable's (names, types, shapes).
+    Signature {
+        #[serde(default)]
+        allow_breaking: bool,
+    },
+}
+
+fn label() -> String {
+    "label".into()
+}
+fn four() -> usize {
+    4
+}
+fn two_hundred() -> usize {
+    200
+}
+fn five_minutes() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+
+impl Gate {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Gate::GoldenSet { .. } => "golden-set",
+            Gate::Latency { .. } => "latency",
+            Gate::Command { .. } => "command",
+            Gate::Signature { .. } => "signature",
+        }
+    }
+}
+
+/// A receiver of release events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notification {
+    pub url: String,
+    /// `json` (hoist's event, signed with HMAC-SHA256 when `secret_env` is set) or
+    /// `slack` (an incoming-webhook message).
+    #[serde(default)]
+    pub kind: NotificationKind,
+    /// Environment variable holding the signing secret (json only).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Which events (empty: all): started, gate_passed, gate_failed, step,
+    /// awaiting_approval, promoted, rolled_back, aborted.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Delivery attempts before giving up (with exponential backoff).
+    #[serde(default = "five")]
+    pub max_attempts: u32,
+}
+
+fn five() -> u32 {
+    5
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationKind {
+    #[default]
+    Json,
+    Slack,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -426,6 +538,8 @@ impl Default for Config {
                     force_header: force_header(),
                 },
             ],
+            gates: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 }
@@ -667,6 +781,48 @@ analysis = { max_error_rate = 0.05 }
         let err = Config::parse(text, "hoist.toml").unwrap_err().to_string();
         assert!(err.contains("environments[0].steps[1].weight"), "{err}");
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn gates_and_notifications_parse() {
+        let text = r#"
+[[gates]]
+kind = "golden-set"
+file = "golden.csv"
+min_accuracy = 0.9
+min_recall = { "1" = 0.95 }
+
+[[gates]]
+kind = "latency"
+max_p99_ms = 50
+
+[[gates]]
+kind = "command"
+run = ["pytest", "-q"]
+
+[[notifications]]
+url = "http://127.0.0.1:9/hook"
+kind = "slack"
+events = ["rolled_back"]
+"#;
+        let c = Config::parse(text, "hoist.toml").unwrap();
+        assert_eq!(c.gates.len(), 3);
+        assert!(
+            matches!(&c.gates[0], Gate::GoldenSet { min_recall, label, .. } if min_recall["1"] == 0.95 && label == "label")
+        );
+        assert!(matches!(
+            &c.gates[1],
+            Gate::Latency {
+                concurrency: 4,
+                requests: 200,
+                ..
+            }
+        ));
+        assert_eq!(c.notifications[0].kind, NotificationKind::Slack);
+        let err = Config::parse("[[gates]]\nkind = \"vibes\"\n", "hoist.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vibes") && err.contains("line 2"), "{err}");
     }
 
     #[test]
