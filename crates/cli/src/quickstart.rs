@@ -294,6 +294,7 @@ pub(crate) fn run(
             embedded: Some(registry.clone()),
             program,
             token: None,
+            base_dir: home.clone(),
         })
         .await
         .map_err(|e| CliError::Daemon {

@@ -660,6 +660,19 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
     let program =
         hoist_targets::ServerProgram::locate().map_err(|e| CliError::Usage(e.to_string()))?;
     let token = admin_token(ctx)?;
+    let base_dir = match &a.config {
+        Some(p) => p
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d.to_path_buf()
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from(".")),
+        None => PathBuf::from("."),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -676,6 +689,7 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
             embedded,
             program,
             token,
+            base_dir,
         })
         .await
         .map_err(|e| CliError::Daemon { message: format!("{e:#}") })?;

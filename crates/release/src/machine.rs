@@ -23,6 +23,10 @@ pub type ReleaseId = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub envs: Vec<EnvPlan>,
+    /// Run the configured gates against the candidate in the first environment,
+    /// before its smoke test and before any user traffic.
+    #[serde(default)]
+    pub gates: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +110,10 @@ impl Plan {
                 names.join(", ")
             ));
         }
-        Ok(Plan { envs })
+        Ok(Plan {
+            envs,
+            gates: !cfg.gates.is_empty(),
+        })
     }
 }
 
@@ -135,6 +142,7 @@ pub enum Phase {
     Queued,
     Fetching,
     Deploying,
+    Gating,
     SmokeTesting,
     AwaitingApproval,
     Step {
@@ -194,17 +202,41 @@ impl Outcome {
 pub enum Event {
     Start,
     Fetched,
-    FetchFailed { reason: String },
-    CandidateReady { has_stable: bool },
-    CandidateFailed { reason: String },
+    FetchFailed {
+        reason: String,
+    },
+    CandidateReady {
+        has_stable: bool,
+    },
+    CandidateFailed {
+        reason: String,
+    },
+    /// Every gate passed; `reports` holds each gate's numbers.
+    GatesPassed {
+        reports: serde_json::Value,
+    },
+    GatesFailed {
+        reason: String,
+        reports: serde_json::Value,
+    },
     SmokePassed,
-    SmokeFailed { reason: String },
+    SmokeFailed {
+        reason: String,
+    },
     Approve,
-    Verdict { verdict: Verdict },
+    Verdict {
+        verdict: Verdict,
+    },
     Tick,
-    Promote { full: bool },
-    Abort { reason: String },
-    Supersede { by: ReleaseId },
+    Promote {
+        full: bool,
+    },
+    Abort {
+        reason: String,
+    },
+    Supersede {
+        by: ReleaseId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +247,11 @@ pub enum Action {
     /// Ensure candidate servers run in `env` (at 0% of traffic), then report
     /// `CandidateReady` or `CandidateFailed`.
     StartCandidate {
+        env: String,
+    },
+    /// Run the configured gates against the candidate in `env`, then report
+    /// `GatesPassed` or `GatesFailed`.
+    RunGates {
         env: String,
     },
     SmokeTest {
@@ -296,6 +333,7 @@ impl Release {
             Phase::Queued => "queued".into(),
             Phase::Fetching => "fetching and verifying the model".into(),
             Phase::Deploying => format!("{env}: starting candidate servers"),
+            Phase::Gating => format!("{env}: running gates"),
             Phase::SmokeTesting => format!("{env}: smoke testing"),
             Phase::AwaitingApproval => format!("{env}: waiting for `hoist approve {}`", self.id),
             Phase::Step {
@@ -374,17 +412,39 @@ pub fn step(r: &Release, event: &Event, now_ms: u64) -> Result<(Release, Vec<Act
         (Phase::Deploying, Event::CandidateReady { has_stable }) => {
             n.candidate_up = true;
             n.has_stable = *has_stable;
+            if r.plan.gates && r.env == 0 {
+                n.phase = Phase::Gating;
+                actions.push(Action::RunGates { env });
+            } else {
+                n.phase = Phase::SmokeTesting;
+                actions.push(Action::SmokeTest { env });
+            }
+        }
+        (Phase::Gating, Event::GatesPassed { .. }) => {
             n.phase = Phase::SmokeTesting;
             actions.push(Action::SmokeTest { env });
+        }
+        (Phase::Gating, Event::GatesFailed { reason, .. }) => {
+            rollback(
+                &mut n,
+                &mut actions,
+                Outcome::Failed {
+                    reason: format!("gate {reason}"),
+                },
+            );
         }
         // After a restart the driver re-starts candidate servers in any phase; their
         // readiness changes nothing there.
         (
-            Phase::SmokeTesting | Phase::AwaitingApproval | Phase::Step { .. },
+            Phase::Gating | Phase::SmokeTesting | Phase::AwaitingApproval | Phase::Step { .. },
             Event::CandidateReady { .. },
         ) => {}
         (
-            Phase::Deploying | Phase::SmokeTesting | Phase::AwaitingApproval | Phase::Step { .. },
+            Phase::Deploying
+            | Phase::Gating
+            | Phase::SmokeTesting
+            | Phase::AwaitingApproval
+            | Phase::Step { .. },
             Event::CandidateFailed { reason },
         ) => {
             n.candidate_up = true; // whatever started must be stopped
@@ -460,6 +520,8 @@ fn event_name(e: &Event) -> &'static str {
         Event::FetchFailed { .. } => "fetch failed",
         Event::CandidateReady { .. } => "candidate ready",
         Event::CandidateFailed { .. } => "candidate failed",
+        Event::GatesPassed { .. } => "gates passed",
+        Event::GatesFailed { .. } => "gates failed",
         Event::SmokePassed => "smoke passed",
         Event::SmokeFailed { .. } => "smoke failed",
         Event::Approve => "approve",
@@ -653,6 +715,7 @@ pub fn resume(r: &Release, now_ms: u64) -> Vec<Action> {
         Phase::Queued | Phase::Done => Vec::new(),
         Phase::Fetching => vec![Action::Fetch],
         Phase::Deploying => vec![start],
+        Phase::Gating => vec![start, Action::RunGates { env }],
         Phase::SmokeTesting => vec![start, Action::SmokeTest { env }],
         Phase::AwaitingApproval => vec![start, Action::AwaitApproval { env }],
         Phase::Step {
@@ -706,6 +769,7 @@ mod tests {
                     max_inconclusive_ms: 1000,
                 },
             ],
+            gates: false,
         }
     }
 

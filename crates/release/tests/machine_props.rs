@@ -71,6 +71,7 @@ impl World {
                 }
                 Action::Tag { key, value } => self.tags.push((key.clone(), value.clone())),
                 Action::Fetch
+                | Action::RunGates { .. }
                 | Action::SmokeTest { .. }
                 | Action::AwaitApproval { .. }
                 | Action::WakeAt { .. } => {}
@@ -105,7 +106,8 @@ fn arb_plan() -> impl Strategy<Value = Plan> {
             });
             (steps, approval, analysis)
         });
-    proptest::collection::vec(env, 1..4).prop_map(|envs| Plan {
+    (proptest::collection::vec(env, 1..4), any::<bool>()).prop_map(|(envs, gates)| Plan {
+        gates,
         envs: envs
             .into_iter()
             .enumerate()
@@ -132,6 +134,13 @@ fn arb_event() -> impl Strategy<Value = Event> {
             reason: "exited".into()
         }),
         Just(Event::SmokePassed),
+        Just(Event::GatesPassed {
+            reports: serde_json::Value::Null
+        }),
+        Just(Event::GatesFailed {
+            reason: "golden-set: accuracy 0.5 < 0.9".into(),
+            reports: serde_json::Value::Null
+        }),
         Just(Event::SmokeFailed {
             reason: "500".into()
         }),
@@ -169,6 +178,9 @@ fn happy(r: &Release) -> Event {
         Phase::Queued => Event::Start,
         Phase::Fetching => Event::Fetched,
         Phase::Deploying => Event::CandidateReady { has_stable: true },
+        Phase::Gating => Event::GatesPassed {
+            reports: serde_json::Value::Null,
+        },
         Phase::SmokeTesting => Event::SmokePassed,
         Phase::AwaitingApproval => Event::Approve,
         Phase::Step { until_ms: None, .. } => Event::Promote { full: false },

@@ -119,6 +119,10 @@ pub enum Cmd {
     Tick {
         id: ReleaseId,
     },
+    Gates {
+        id: ReleaseId,
+        result: Result<Vec<super::gates::GateReport>, (String, Vec<super::gates::GateReport>)>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -268,6 +272,7 @@ pub fn progress(r: &Release) -> f64 {
     let within = match &r.phase {
         Phase::Queued | Phase::Fetching => 0.0,
         Phase::Deploying => 0.1,
+        Phase::Gating => 0.15,
         Phase::SmokeTesting => 0.2,
         Phase::AwaitingApproval => 0.25,
         Phase::Step { index, .. } => {
@@ -293,6 +298,7 @@ pub struct Engine {
     registry: Arc<dyn Registry>,
     program: ServerProgram,
     log_dir: PathBuf,
+    base_dir: PathBuf,
     envs: Vec<EnvRuntime>,
     active: BTreeMap<ReleaseId, Release>,
     analysis: BTreeMap<ReleaseId, AbortHandle>,
@@ -310,6 +316,8 @@ pub struct EngineParts {
     pub registry: Arc<dyn Registry>,
     pub program: ServerProgram,
     pub log_dir: PathBuf,
+    /// Relative paths in hoist.toml (gate files) start here.
+    pub base_dir: PathBuf,
     pub gateways: Vec<(Environment, SocketAddr, Gateway)>,
     pub tx: mpsc::Sender<Cmd>,
     pub log: broadcast::Sender<LogLine>,
@@ -336,6 +344,7 @@ impl Engine {
             registry: p.registry,
             program: p.program,
             log_dir: p.log_dir,
+            base_dir: p.base_dir,
             envs,
             active: BTreeMap::new(),
             analysis: BTreeMap::new(),
@@ -613,6 +622,29 @@ impl Engine {
                 );
                 let _ = self.apply(id, Event::Verdict { verdict });
             }
+            Cmd::Gates { id, result } => {
+                if !self.is_phase(id, |p| *p == Phase::Gating) {
+                    return;
+                }
+                let (ev, reports) = match result {
+                    Ok(reports) => {
+                        let v = serde_json::to_value(&reports).unwrap_or_default();
+                        (Event::GatesPassed { reports: v }, reports)
+                    }
+                    Err((reason, reports)) => {
+                        let v = serde_json::to_value(&reports).unwrap_or_default();
+                        (Event::GatesFailed { reason, reports: v }, reports)
+                    }
+                };
+                for r in &reports {
+                    let mark = if r.passed { "passed" } else { "FAILED" };
+                    self.say(
+                        Some(id),
+                        format!("release {id}: gate {} {mark}: {}", r.gate, r.summary),
+                    );
+                }
+                let _ = self.apply(id, ev);
+            }
             Cmd::Tick { id } => {
                 if self.active.contains_key(&id) {
                     let _ = self.apply(id, Event::Tick);
@@ -802,6 +834,7 @@ impl Engine {
                 analysis: false,
                 max_inconclusive_ms: 0,
             }],
+            gates: false,
         };
         self.create_with_plan(
             CreateRequest {
@@ -907,6 +940,56 @@ impl Engine {
                         .await
                         .map_err(|e| e.to_string());
                     let _ = tx.send(Cmd::CandidateStarted { id, env, result }).await;
+                });
+            }
+            Action::RunGates { env } => {
+                let Some(e) = self.envs.iter().find(|e| e.cfg.name == env) else {
+                    return;
+                };
+                let addr = |d: &Option<Deployment>| {
+                    d.as_ref()
+                        .and_then(|d| d.servers.first())
+                        .map(|s| format!("http://{}", s.addr()))
+                };
+                let rec = self.journal.get(id).ok();
+                let tx = self.tx.clone();
+                let Some(candidate) = addr(&e.candidate) else {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx
+                            .send(Cmd::Gates {
+                                id,
+                                result: Err((
+                                    "gates: the candidate is not running".into(),
+                                    Vec::new(),
+                                )),
+                            })
+                            .await;
+                    });
+                    return;
+                };
+                let ctx = super::gates::GateContext {
+                    candidate,
+                    stable: addr(&e.stable),
+                    model_name: self.cfg.model.name.clone(),
+                    model_path: rec
+                        .as_ref()
+                        .and_then(|r| r.path.clone())
+                        .map(PathBuf::from)
+                        .unwrap_or_default(),
+                    version: r.version.clone(),
+                    digest: rec.and_then(|r| r.digest).unwrap_or_default(),
+                    base_dir: self.base_dir.clone(),
+                };
+                let gates = self.cfg.gates.clone();
+                let http = self.http.clone();
+                self.say(
+                    Some(id),
+                    format!("release {id}: {env}: running {} gate(s)", gates.len()),
+                );
+                tokio::spawn(async move {
+                    let result = super::gates::run(&gates, &ctx, &http).await;
+                    let _ = tx.send(Cmd::Gates { id, result }).await;
                 });
             }
             Action::SmokeTest { env } => {

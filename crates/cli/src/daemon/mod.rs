@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod engine;
+pub mod gates;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub struct Options {
     pub program: ServerProgram,
     /// The API token; `None` generates one into `HOIST_HOME/daemon/token`.
     pub token: Option<String>,
+    /// Where relative paths in the config (gate files) start: hoist.toml's directory.
+    pub base_dir: PathBuf,
 }
 
 /// A running daemon.
@@ -170,6 +173,7 @@ impl Daemon {
             registry: opts.registry.clone(),
             program: opts.program,
             log_dir,
+            base_dir: opts.base_dir.clone(),
             gateways,
             tx: tx.clone(),
             log: log.clone(),
