@@ -83,7 +83,7 @@ impl Default for GatewayConfig {
 /// The data plane in front of one environment. Cheap to clone (one `Arc`).
 #[derive(Clone)]
 pub struct Gateway {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -95,19 +95,19 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     /// As given to [`Gateway::new`].
-    config: GatewayConfig,
+    pub(crate) config: GatewayConfig,
     /// `config.force_header`, parsed once.
-    force_header: HeaderName,
+    pub(crate) force_header: HeaderName,
     /// `config.sticky_header`, parsed once (`None` when absent or invalid).
-    sticky_header: Option<HeaderName>,
+    pub(crate) sticky_header: Option<HeaderName>,
     /// What requests route to now; replaced whole by `set_routes`.
-    table: ArcSwap<Table>,
+    pub(crate) table: ArcSwap<Table>,
     /// The exact split's request number (only requests the counter decides).
     split_counter: AtomicU64,
     /// Makes `x-request-id` values for requests that come without one.
-    request_ids: RequestIds,
+    pub(crate) request_ids: RequestIds,
     /// Connection pools and metric series; touched by `set_routes` and metric reads,
     /// never by the request path.
     control: Mutex<Control>,
@@ -122,7 +122,7 @@ struct Control {
 }
 
 /// The routes, resolved for the request path.
-struct Table {
+pub(crate) struct Table {
     /// As given to `set_routes` (returned by `routes()`).
     routes: Routes,
     stable: Option<Backend>,
@@ -132,7 +132,7 @@ struct Table {
 }
 
 impl Table {
-    fn get(&self, v: Variant) -> Option<&Backend> {
+    pub(crate) fn get(&self, v: Variant) -> Option<&Backend> {
         match v {
             Variant::Stable => self.stable.as_ref(),
             Variant::Candidate => self.candidate.as_ref(),
@@ -141,16 +141,16 @@ impl Table {
 }
 
 /// One variant's upstream, ready to send to.
-struct Backend {
-    variant: Variant,
+pub(crate) struct Backend {
+    pub(crate) variant: Variant,
     /// `x-hoist-version` value.
-    version: HeaderValue,
+    pub(crate) version: HeaderValue,
     /// One pool per replica address.
-    pools: Vec<Arc<Pool>>,
+    pub(crate) pools: Vec<Arc<Pool>>,
     /// Round-robin position.
-    next: AtomicUsize,
+    pub(crate) next: AtomicUsize,
     /// Where this (variant, version)'s requests are counted.
-    counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 type GatewayBody = Either<Tracked, Full<Bytes>>;
@@ -350,25 +350,34 @@ impl Gateway {
             };
             let _ = stream.set_nodelay(true);
             let gateway = self.clone();
-            let mut closing = conns_rx.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| gateway.clone().handle(req));
-                let conn = http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service);
-                let mut conn = std::pin::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    _ = closing.changed() => {}
-                }
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            });
+            let closing = conns_rx.clone();
+            tokio::spawn(crate::fast::serve(gateway, stream, closing));
         }
         drop(listener);
         drop(conns_rx);
         let _ = conns_tx.send(());
         conns_tx.closed().await;
+    }
+
+    /// Serves one client connection with hyper until it closes or `closing` changes
+    /// (then lets the request in flight finish). The fast path hands over the
+    /// connections it does not handle itself.
+    pub(crate) async fn serve_hyper<I>(self, io: I, mut closing: tokio::sync::watch::Receiver<()>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let gateway = self;
+        let service = service_fn(move |req| gateway.clone().handle(req));
+        let conn = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = closing.changed() => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
     }
 
     fn control(&self) -> std::sync::MutexGuard<'_, Control> {
@@ -476,13 +485,20 @@ impl Gateway {
     /// The backend for a request, by the order in the module docs of [`split`].
     fn choose<'t>(&self, table: &'t Table, headers: &HeaderMap) -> Option<&'t Backend> {
         let present = |v| table.get(v).is_some();
-        let variant = match split::decide(
+        let decision = split::decide(
             headers,
             &self.inner.force_header,
             self.inner.sticky_header.as_ref(),
             self.inner.config.sticky_cookie.as_deref(),
             present,
-        ) {
+        );
+        self.pick(table, decision)
+    }
+
+    /// The backend for a [`Decision`] (a variant without upstream falls back to the
+    /// other; `None` when there is no upstream at all).
+    pub(crate) fn pick<'t>(&self, table: &'t Table, decision: Decision) -> Option<&'t Backend> {
+        let variant = match decision {
             Decision::Forced(v) => v,
             Decision::Sticky(bucket) => {
                 if bucket < table.weight {
@@ -686,6 +702,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// `{"error": message}` with `status`.
 fn json_error(status: StatusCode, message: &str) -> Response<GatewayBody> {
+    let body = json_error_body(message);
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// The body of a JSON error: `{"error": message}`.
+pub(crate) fn json_error_body(message: &str) -> String {
     let mut body = String::with_capacity(message.len() + 16);
     body.push_str("{\"error\":\"");
     for c in message.chars() {
@@ -697,17 +725,11 @@ fn json_error(status: StatusCode, message: &str) -> Response<GatewayBody> {
         }
     }
     body.push_str("\"}");
-    let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
+    body
 }
 
 /// `x-request-id` values: a per-process random prefix and a counter.
-struct RequestIds {
+pub(crate) struct RequestIds {
     prefix: u32,
     next: AtomicU64,
 }
@@ -727,10 +749,16 @@ impl RequestIds {
     }
 
     fn next(&self) -> HeaderValue {
+        let mut buf = [0u8; 8 + 1 + 16];
+        let len = self.next_into(&mut buf);
+        HeaderValue::from_bytes(&buf[..len]).expect("hex digits are a valid header value")
+    }
+
+    /// Writes the next id into `buf`; returns its length.
+    pub(crate) fn next_into(&self, buf: &mut [u8; 25]) -> usize {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.next.fetch_add(1, Relaxed);
         // "pppppppp-" then n in hex without leading zeros.
-        let mut buf = [0u8; 8 + 1 + 16];
         for (i, b) in buf[..8].iter_mut().enumerate() {
             *b = HEX[((self.prefix >> (28 - 4 * i)) & 0xf) as usize];
         }
@@ -739,7 +767,7 @@ impl RequestIds {
         for i in 0..digits {
             buf[9 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
         }
-        HeaderValue::from_bytes(&buf[..9 + digits]).expect("hex digits are a valid header value")
+        9 + digits
     }
 }
 

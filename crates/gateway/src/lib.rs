@@ -25,9 +25,12 @@
 //! # Layout
 //! - [`split`]: variants, routes, and the pure choice of a variant per request.
 //! - `gateway`: [`Gateway`]: accept, choose, forward, retry, count; `serve`.
+//! - `fast`: the lean HTTP/1.1 path every connection starts on; it hands what it
+//!   does not handle (chunked or upgrade requests, HTTP/1.0, large bodies) to hyper.
 //! - `pool`: keep-alive connections per backend address.
 //! - [`metrics`]: lock-free counters, [`Snapshot`]s, Prometheus text.
 
+mod fast;
 mod gateway;
 pub mod metrics;
 mod pool;

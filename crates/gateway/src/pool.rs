@@ -76,6 +76,9 @@ pub(crate) struct Pool {
     /// (in the backend's caches too) and the rest can idle out. Each list is only
     /// touched by its own thread (and `retire`), so its lock is never contended.
     idle: [Mutex<VecDeque<Conn>>; SLOTS],
+    /// The fast path's idle connections (plain sockets, no HTTP state: each was
+    /// left between two exchanges), per worker thread, most recent last.
+    raw: [Mutex<Vec<TcpStream>>; SLOTS],
     /// Set when the address left the routes: returned connections are closed.
     retired: AtomicBool,
 }
@@ -85,6 +88,7 @@ impl Pool {
         Pool {
             addr,
             idle: Default::default(),
+            raw: Default::default(),
             retired: AtomicBool::new(false),
         }
     }
@@ -161,9 +165,48 @@ impl Pool {
         }
     }
 
+    /// A new plain connection for the fast path.
+    pub(crate) async fn connect_raw(&self) -> Result<TcpStream, String> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(format!("connect {}: {e}", self.addr)),
+            Err(_) => Err(format!(
+                "connect {}: timed out after {CONNECT_TIMEOUT:?}",
+                self.addr
+            )),
+        }
+    }
+
+    /// The most recently returned plain connection of this worker, if any.
+    pub(crate) fn take_raw(&self) -> Option<TcpStream> {
+        self.raw[slot()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+    }
+
+    /// Returns a plain connection whose exchange finished completely.
+    pub(crate) fn put_raw(&self, stream: TcpStream) {
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut raw = self.raw[slot()].lock().unwrap_or_else(|p| p.into_inner());
+        if raw.len() < MAX_IDLE {
+            raw.push(stream);
+        }
+    }
+
     /// Closes the idle connections and every one returned from now on.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
+        for raw in &self.raw {
+            let drained: Vec<TcpStream> =
+                std::mem::take(&mut *raw.lock().unwrap_or_else(|p| p.into_inner()));
+            drop(drained);
+        }
         for idle in &self.idle {
             let drained: VecDeque<Conn> =
                 std::mem::take(&mut *idle.lock().unwrap_or_else(|p| p.into_inner()));

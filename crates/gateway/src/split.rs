@@ -128,6 +128,44 @@ pub(crate) fn decide(
     Decision::Counter
 }
 
+/// [`decide`] over a request head parsed by `httparse` (the fast path).
+pub(crate) fn decide_raw(
+    headers: &[httparse::Header<'_>],
+    force_header: &str,
+    sticky_header: Option<&str>,
+    sticky_cookie: Option<&str>,
+    present: impl Fn(Variant) -> bool,
+) -> Decision {
+    let first = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    if let Some(v) = first(force_header).and_then(|v| Variant::parse(v.trim_ascii()))
+        && present(v)
+    {
+        return Decision::Forced(v);
+    }
+    if let Some(name) = sticky_header
+        && let Some(value) = first(name)
+        && !value.is_empty()
+    {
+        return Decision::Sticky(bucket(value));
+    }
+    if let Some(cookie) = sticky_cookie {
+        for h in headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        {
+            if let Some(value) = cookie_value(h.value, cookie.as_bytes()) {
+                return Decision::Sticky(bucket(value));
+            }
+        }
+    }
+    Decision::Counter
+}
+
 /// Whether the `n`-th request of the exact split goes to the candidate.
 pub(crate) fn counter_picks_candidate(n: u64, weight: u32) -> bool {
     ((n % 100) * 61 % 100) < u64::from(weight)
