@@ -8,7 +8,8 @@ pinned virtualenv from tools/requirements-models.txt.
 Each model directory is written by `mlflow.onnx.save_model` (MLmodel with the
 onnx + python_function flavors and a tensor signature, model.onnx,
 input_example.json, ...) plus a `reference.json` holding inputs and the
-outputs onnxruntime (CPU) computes for them.
+outputs onnxruntime (CPU) computes for them. The breast-cancer test split is also
+written as labelled golden data to examples/data/ (--data-out).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 SEED = 0
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "examples" / "models"
+DEFAULT_DATA_OUT = REPO / "examples" / "data"
 
 # Fixed values written into every MLmodel so that regenerating gives no diff.
 FIXED_CREATED = "2025-01-01 00:00:00.000000"
@@ -43,6 +45,14 @@ SLOW_SCALE = 1e-30  # the block's mean (in [-1, 1]) times this is added to proba
 
 # breast_cancer_batch2: breast_cancer_lr with a batch size hard-coded into the graph.
 BATCH2_ROWS = 2  # the only batch size it runs; = rows of the input example (X_test[:2])
+
+# breast_cancer_shuffled: breast_cancer_lr's pipeline trained on permuted training labels.
+SHUFFLED_SEED = SEED + 3  # seed of the permutation (held-out accuracy ~0.62)
+
+# breast_cancer_skewed: breast_cancer_lr with this added to the intercept (log-odds of
+# class 1), so it predicts class 1 (benign) for ~93% of the test rows instead of ~63%.
+SKEW_INTERCEPT_SHIFT = 16.0
+SKEW_MIN_CLASS1 = 0.9  # the script asserts at least this share of class 1 on the test split
 
 
 # --------------------------------------------------------------------------- helpers
@@ -206,13 +216,30 @@ def sklearn_to_onnx(model, clf, n_features: int):
     return onx
 
 
-def make_tabular(out: Path, name: str, model, clf, X, y, n_ref: int = 20, **save_kwargs):
+def tabular_split(X, y):
+    """The stratified 75/25 train/test split every tabular model uses (X as float32)."""
     from sklearn.model_selection import train_test_split
 
     X = X.astype(np.float32)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.25, random_state=SEED, stratify=y
-    )
+    return train_test_split(X, y, test_size=0.25, random_state=SEED, stratify=y)
+
+
+def make_tabular(
+    out: Path,
+    name: str,
+    model,
+    clf,
+    X,
+    y,
+    n_ref: int = 20,
+    shuffle_labels_seed: int | None = None,
+    **save_kwargs,
+):
+    X_train, X_test, y_train, y_test = tabular_split(X, y)
+    if shuffle_labels_seed is not None:
+        # Same split and test rows, but the training labels are randomly permuted, so
+        # the model learns nothing about the features (held-out accuracy near chance).
+        y_train = np.random.default_rng(shuffle_labels_seed).permutation(y_train)
     model.fit(X_train, y_train)
     acc = model.score(X_test, y_test)
     n_features = X.shape[1]
@@ -246,7 +273,7 @@ def make_tabular(out: Path, name: str, model, clf, X, y, n_ref: int = 20, **save
     return onx, X_test
 
 
-def make_breast_cancer(out: Path) -> None:
+def make_breast_cancer(out: Path, data_out: Path) -> None:
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -260,12 +287,22 @@ def make_breast_cancer(out: Path) -> None:
     lr_onx, X_test = make_tabular(out, "breast_cancer_lr", pipe, clf, X, y)
     make_breast_cancer_slow(out, lr_onx, X_test)
     make_breast_cancer_batch2(out, lr_onx, X_test)
+    make_breast_cancer_skewed(out, pipe, X, y)
+
+    clf = LogisticRegression(max_iter=1000, random_state=SEED)
+    pipe = Pipeline([("scaler", StandardScaler()), ("clf", clf)])
+    make_tabular(out, "breast_cancer_shuffled", pipe, clf, X, y,
+                 shuffle_labels_seed=SHUFFLED_SEED)
 
     clf = GradientBoostingClassifier(n_estimators=50, max_depth=3, random_state=SEED)
     make_tabular(out, "breast_cancer_gbt", clf, clf, X, y)
 
     clf = RandomForestClassifier(n_estimators=10, max_depth=6, random_state=SEED)
     make_tabular(out, "breast_cancer_rf", clf, clf, X, y)
+
+    _, X_test, _, y_test = tabular_split(X, y)
+    write_breast_cancer_golden(data_out, X_test, y_test)
+    golden_metrics(out, X_test, y_test)
 
 
 def add_unpruned_dense_block(model, input_name: str, n_features: int):
@@ -480,6 +517,103 @@ def make_breast_cancer_batch2(out: Path, lr_onx, X_test: np.ndarray) -> None:
             raise AssertionError(f"{name}: a batch of {k} rows did not fail")
     print(f"{name}: {rows}-row batches equal breast_cancer_lr's outputs; "
           f"other sizes fail ({failed[0]})")
+
+
+def make_breast_cancer_skewed(out: Path, lr_pipe, X, y, n_ref: int = 20) -> None:
+    """breast_cancer_lr with a shifted intercept: a canary whose predicted class mix drifts.
+
+    The fitted breast_cancer_lr pipeline with SKEW_INTERCEPT_SHIFT added to the logistic
+    regression's intercept, converted like breast_cancer_lr (same names, signature and
+    input example). It answers every input with the same shapes, but predicts class 1
+    for most realistic rows.
+    """
+    import copy
+
+    name = "breast_cancer_skewed"
+    _, X_test, _, y_test = tabular_split(X, y)
+    pipe = copy.deepcopy(lr_pipe)
+    clf = pipe.steps[-1][1]
+    clf.intercept_ = clf.intercept_ + SKEW_INTERCEPT_SHIFT
+    n_features = X_test.shape[1]
+    onx = sklearn_to_onnx(pipe, clf, n_features)
+    path = save_mlflow(
+        out, name, onx, "input", (-1, n_features), 2, input_example=X_test[:2]
+    )
+    write_reference(path, name, "input", np.ascontiguousarray(X_test[:n_ref]))
+
+    label, proba = run_ort(path / "model.onnx", "input", X_test)
+    check_label_is_argmax(name, label, proba)
+    agree = float(np.mean(label == pipe.predict(X_test)))
+    max_diff = float(np.max(np.abs(proba - pipe.predict_proba(X_test))))
+    assert agree >= 0.99, f"{name}: onnxruntime agrees with sklearn on only {agree:.3f}"
+    assert max_diff < 1e-3, f"{name}: probabilities differ from sklearn by {max_diff}"
+    lr_label, _ = run_ort(out / "breast_cancer_lr" / "model.onnx", "input", X_test)
+    share = float(np.mean(label == 1))
+    assert share >= SKEW_MIN_CLASS1, f"{name}: class 1 on only {share:.3f} of the test rows"
+    print(
+        f"{name}: class 1 on {share:.3f} of the test rows (breast_cancer_lr: "
+        f"{float(np.mean(lr_label == 1)):.3f}), test accuracy {float(np.mean(label == y_test)):.3f}"
+    )
+
+
+def write_breast_cancer_golden(data_out: Path, X_test: np.ndarray, y_test: np.ndarray) -> None:
+    """The breast-cancer test split as labelled golden data (CSV and JSON Lines).
+
+    Features are the models' `input` (raw, unscaled values, float32 written as the
+    shortest decimal that round-trips), in load_breast_cancer's column order; `label`
+    is the class the models predict (0 malignant, 1 benign).
+    """
+    from sklearn.datasets import load_breast_cancer
+
+    names = [n.replace(" ", "_") for n in load_breast_cancer().feature_names]
+    assert len(names) == X_test.shape[1] and "label" not in names
+    data_out.mkdir(parents=True, exist_ok=True)
+    rows = [f32_json(r) for r in X_test]
+    for r, x in zip(rows, X_test):  # parsing as f64 then casting gives the same f32
+        assert np.array_equal(np.asarray(r, dtype=np.float64).astype(np.float32), x)
+
+    csv_lines = [",".join(names + ["label"])]
+    csv_lines += [",".join([repr(v) for v in r] + [str(int(l))]) for r, l in zip(rows, y_test)]
+    (data_out / "breast_cancer_golden.csv").write_text("\n".join(csv_lines) + "\n")
+    jsonl = [
+        json.dumps({"features": r, "label": int(l)}, separators=(",", ":"))
+        for r, l in zip(rows, y_test)
+    ]
+    (data_out / "breast_cancer_golden.jsonl").write_text("\n".join(jsonl) + "\n")
+    print(
+        f"breast_cancer_golden: {len(rows)} rows x {len(names)} features, "
+        f"labels {np.bincount(y_test).tolist()} -> {data_out}"
+    )
+
+
+def golden_metrics(out: Path, X_test: np.ndarray, y_test: np.ndarray) -> None:
+    """Accuracy, per-class recall and log-loss of every breast_cancer_* model on the
+    golden rows (onnxruntime; breast_cancer_batch2 in 2-row batches, the last row paired
+    with the one before it). Informational: the README quotes these."""
+    for path in sorted(out.glob("breast_cancer_*")):
+        sess = ort_session(path / "model.onnx")
+        if path.name == "breast_cancer_batch2":
+            labels, probas = [], []
+            for i in range(0, len(X_test), BATCH2_ROWS):
+                j = min(i, len(X_test) - BATCH2_ROWS)
+                lab, pr = sess.run(None, {"input": X_test[j:j + BATCH2_ROWS]})
+                labels.append(lab[i - j:])
+                probas.append(pr[i - j:])
+            label, proba = np.concatenate(labels), np.concatenate(probas)
+        else:
+            label, proba = sess.run(None, {"input": X_test})
+        assert label.shape == y_test.shape
+        acc = float(np.mean(label == y_test))
+        recall = [float(np.mean(label[y_test == c] == c)) for c in (0, 1)]
+        p_true = np.clip(proba[np.arange(len(y_test)), y_test].astype(np.float64), 1e-15, 1.0)
+        log_loss = float(-np.mean(np.log(p_true)))
+        mix = np.bincount(label, minlength=2).tolist()
+        if path.name == "breast_cancer_shuffled":
+            assert acc < 0.8, f"{path.name}: golden accuracy {acc:.3f} is not near chance"
+        print(
+            f"golden {path.name}: accuracy {acc:.4f}, recall 0 {recall[0]:.4f} 1 {recall[1]:.4f}, "
+            f"log-loss {log_loss:.4f}, predicted classes {mix}"
+        )
 
 
 def make_digits(out: Path) -> None:
@@ -703,10 +837,12 @@ def make_image_cnn(out: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    ap.add_argument("--data-out", type=Path, default=DEFAULT_DATA_OUT,
+                    help="output directory of the golden data (breast_cancer_golden.*)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    make_breast_cancer(args.out)
+    make_breast_cancer(args.out, args.data_out)
     make_digits(args.out)
     make_image_cnn(args.out)
 
