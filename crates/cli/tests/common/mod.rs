@@ -1,0 +1,331 @@
+//! The end-to-end harness shared by the release and gate tests: a real `hoist up`
+//! daemon started as a child process, the `hoist` CLI, and a traffic generator that
+//! counts every failed request.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn model(name: &str) -> PathBuf {
+    repo().join("examples/models").join(name)
+}
+
+pub fn temp_home(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hoist-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn hoist(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .env_remove("HOIST_API")
+        .env_remove("HOIST_ADMIN_TOKEN")
+        .env_remove("HOIST_ADMIN_TOKEN_FILE")
+        .output()
+        .expect("run hoist")
+}
+
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "hoist failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn register(home: &Path, package: &str, alias: Option<&str>) {
+    let p = model(package);
+    let mut args = vec!["model", "register", p.to_str().unwrap(), "--name", "m"];
+    if let Some(a) = alias {
+        args.extend(["--alias", a]);
+    }
+    ok(&hoist(home, &args));
+}
+
+pub const BASE: &str = r#"
+[api]
+listen = "127.0.0.1:0"
+
+[registry]
+url = "embedded"
+poll_interval = "100ms"
+
+[model]
+name = "m"
+trigger = { alias = "champion" }
+
+[server]
+runtime = "tract"
+stop_grace = "5s"
+args = ["--workers", "1"]
+
+[analysis]
+interval = "200ms"
+max_p99_ms = 1000
+min_requests = 10
+max_error_rate = 0.02
+max_inconclusive = "20s"
+"#;
+
+pub struct Daemon {
+    pub child: Child,
+    pub home: PathBuf,
+    pub envs: BTreeMap<String, String>,
+    http: reqwest::blocking::Client,
+    api: String,
+}
+
+impl Daemon {
+    pub fn start(home: &Path, config: &str) -> Daemon {
+        let cfg = home.join("hoist.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hoist"))
+            .arg("--home")
+            .arg(home)
+            .args(["--json", "up", "--config"])
+            .arg(&cfg)
+            .env_remove("MLFLOW_TRACKING_URI")
+            .env_remove("HOIST_ADMIN_TOKEN")
+            .env_remove("HOIST_ADMIN_TOKEN_FILE")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hoist up");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("hoist up printed nothing").unwrap();
+        let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{first}: {e}"));
+        // Keep draining the progress lines so the daemon never blocks on its stdout.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        let envs = v["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["url"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        Daemon {
+            child,
+            home: home.to_path_buf(),
+            envs,
+            http: reqwest::blocking::Client::new(),
+            api: v["api"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.api))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    pub fn release(&self, id: u64) -> Value {
+        self.get(&format!("/api/v1/releases/{id}"))
+    }
+
+    pub fn wait_done(&self, id: u64, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.release(id);
+            if r["phase"]["phase"] == "done" {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "release {id} did not finish: {r}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.get("/api/v1/status");
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stable_version(s: &Value, env: &str) -> Option<String> {
+        s["environments"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == env)?["stable"]["version"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    pub fn env(&self, name: &str) -> String {
+        self.envs[name].clone()
+    }
+
+    pub fn stop(mut self) {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Steady prediction traffic; counts answers per (variant, version) and failures.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    counts: Arc<Mutex<BTreeMap<String, (u64, u64)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(url: &str, rows: usize) -> Traffic {
+        let example: Value = serde_json::from_str(
+            &std::fs::read_to_string(model("breast_cancer_lr").join("input_example.json")).unwrap(),
+        )
+        .unwrap();
+        let rows: Vec<Value> = example
+            .as_array()
+            .unwrap()
+            .iter()
+            .cycle()
+            .take(rows)
+            .cloned()
+            .collect();
+        let body = serde_json::json!({ "inputs": rows }).to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(Mutex::new(BTreeMap::new()));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, counts, url, body) =
+                    (stop.clone(), counts.clone(), url.to_string(), body.clone());
+                std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = http
+                            .post(format!("{url}/invocations"))
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .send();
+                        let (key, good) = match r {
+                            Ok(r) => {
+                                let h = |k: &str| {
+                                    r.headers()
+                                        .get(k)
+                                        .and_then(|v| v.to_str().ok())
+                                        .unwrap_or("none")
+                                        .to_string()
+                                };
+                                let key =
+                                    format!("{}/v{}", h("x-hoist-variant"), h("x-hoist-version"));
+                                (key, r.status().is_success())
+                            }
+                            Err(_) => ("transport".to_string(), false),
+                        };
+                        let mut c = counts.lock().unwrap();
+                        let e = c.entry(key).or_insert((0, 0));
+                        if good {
+                            e.0 += 1
+                        } else {
+                            e.1 += 1
+                        }
+                        drop(c);
+                        std::thread::sleep(Duration::from_millis(8));
+                    }
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            counts,
+            threads,
+        }
+    }
+
+    pub fn finish(self) -> BTreeMap<String, (u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.counts.lock().unwrap().clone()
+    }
+}
+
+pub fn failed(counts: &BTreeMap<String, (u64, u64)>, prefix: &str) -> u64 {
+    counts
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v.1)
+        .sum()
+}
+
+pub fn served(counts: &BTreeMap<String, (u64, u64)>, key: &str) -> u64 {
+    counts.get(key).map(|v| v.0).unwrap_or(0)
+}
+
+pub fn weights(release: &Value) -> Vec<u64> {
+    release["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["actions"].as_array().unwrap().iter())
+        .filter(|a| a["action"] == "set_weight")
+        .map(|a| a["weight"].as_u64().unwrap())
+        .collect()
+}
+
+pub fn production(extra: &str) -> String {
+    format!("{BASE}\n[[environments]]\nname = \"production\"\nlisten = \"127.0.0.1:0\"\n{extra}\n")
+}
+
+/// v1 goes live; returns the daemon with steady traffic ready to start.
+pub fn with_v1(tag: &str, config: &str) -> Daemon {
+    let home = temp_home(tag);
+    let d = Daemon::start(&home, config);
+    register(&home, "breast_cancer_gbt", Some("champion"));
+    let r = d.wait_done(1, Duration::from_secs(60));
+    assert_eq!(r["outcome"]["outcome"], "succeeded", "{r}");
+    d
+}
