@@ -154,6 +154,7 @@ fn pipeline(step: Duration) -> Config {
         max_p99_ms: 25.0,
         min_requests: 20,
         max_inconclusive: Dur(Duration::from_secs(20)),
+        ..Analysis::default()
     };
     cfg.environments = vec![
         env(

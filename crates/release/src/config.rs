@@ -250,6 +250,20 @@ pub struct Analysis {
     /// How long past a step's pause to wait for `min_requests` before failing the
     /// release as inconclusive.
     pub max_inconclusive: Dur,
+    /// Failed measurements a step tolerates (Argo Rollouts' `failureLimit`): the
+    /// release rolls back when a step has more failed measurements than this.
+    pub failure_limit: u32,
+    /// Roll back after this many failed measurements in a row, whatever
+    /// `failure_limit` says (0: off).
+    pub consecutive_failures: u32,
+    /// Also compare the candidate's latencies with stable's over the same window
+    /// (one-sided Mann-Whitney U): fail when the candidate is significantly slower
+    /// and its median is more than `tolerance` above stable's.
+    pub compare_latency: bool,
+    /// Confidence of that comparison (0.95: fail when p < 0.05).
+    pub confidence: f64,
+    /// Relative median slowdown tolerated even when significant (0.2 = 20%).
+    pub tolerance: f64,
 }
 
 impl Default for Analysis {
@@ -261,6 +275,11 @@ impl Default for Analysis {
             max_p99_ms: 250.0,
             min_requests: 20,
             max_inconclusive: Dur(Duration::from_secs(60)),
+            failure_limit: 0,
+            consecutive_failures: 0,
+            compare_latency: true,
+            confidence: 0.95,
+            tolerance: 0.2,
         }
     }
 }
@@ -275,6 +294,11 @@ pub struct AnalysisOverride {
     pub max_p99_ms: Option<f64>,
     pub min_requests: Option<u64>,
     pub max_inconclusive: Option<Dur>,
+    pub failure_limit: Option<u32>,
+    pub consecutive_failures: Option<u32>,
+    pub compare_latency: Option<bool>,
+    pub confidence: Option<f64>,
+    pub tolerance: Option<f64>,
 }
 
 impl Analysis {
@@ -286,6 +310,11 @@ impl Analysis {
             max_p99_ms: o.max_p99_ms.unwrap_or(self.max_p99_ms),
             min_requests: o.min_requests.unwrap_or(self.min_requests),
             max_inconclusive: o.max_inconclusive.unwrap_or(self.max_inconclusive),
+            failure_limit: o.failure_limit.unwrap_or(self.failure_limit),
+            consecutive_failures: o.consecutive_failures.unwrap_or(self.consecutive_failures),
+            compare_latency: o.compare_latency.unwrap_or(self.compare_latency),
+            confidence: o.confidence.unwrap_or(self.confidence),
+            tolerance: o.tolerance.unwrap_or(self.tolerance),
         }
     }
 }
@@ -652,6 +681,15 @@ impl Config {
             }
             if a.max_p99_ms.is_nan() || a.max_p99_ms <= 0.0 {
                 return Err(format!("{key}.analysis.max_p99_ms: must be above 0"));
+            }
+            if !(0.5..1.0).contains(&a.confidence) {
+                return Err(format!(
+                    "{key}.analysis.confidence: must be from 0.5 to below 1, not {}",
+                    a.confidence
+                ));
+            }
+            if a.tolerance.is_nan() || a.tolerance < 0.0 {
+                return Err(format!("{key}.analysis.tolerance: must be 0 or more"));
             }
             if a.interval.0 < Duration::from_millis(10) {
                 return Err(format!("{key}.analysis.interval: must be at least 10ms"));

@@ -37,6 +37,12 @@ pub struct EnvPlan {
     pub approval: bool,
     pub analysis: bool,
     pub max_inconclusive_ms: u64,
+    /// A step rolls back when it has more failed measurements than this.
+    #[serde(default)]
+    pub failure_limit: u32,
+    /// ... or this many in a row (0: off).
+    #[serde(default)]
+    pub consecutive_failures: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +106,8 @@ impl Plan {
                 approval: env.approval,
                 analysis: analysis.enabled,
                 max_inconclusive_ms: analysis.max_inconclusive.0.as_millis() as u64,
+                failure_limit: analysis.failure_limit,
+                consecutive_failures: analysis.consecutive_failures,
             });
         }
         if envs.is_empty() {
@@ -151,6 +159,11 @@ pub enum Phase {
         /// When the pause ends; `None` for a manual pause (waits for promote).
         until_ms: Option<u64>,
         verdict: Option<Verdict>,
+        /// Failed measurements in this step, and in a row.
+        #[serde(default)]
+        failures: u32,
+        #[serde(default)]
+        consecutive: u32,
     },
     Done,
 }
@@ -474,23 +487,39 @@ pub fn step(r: &Release, event: &Event, now_ms: u64) -> Result<(Release, Vec<Act
             );
         }
         (Phase::AwaitingApproval, Event::Approve) => begin_traffic(&mut n, &mut actions, now_ms),
-        (Phase::Step { .. }, Event::Verdict { verdict }) => match verdict {
-            Verdict::Fail { reason } => {
-                rollback(
+        (Phase::Step { .. }, Event::Verdict { verdict }) => {
+            let plan = &r.plan.envs[r.env];
+            let (limit, in_a_row) = (plan.failure_limit, plan.consecutive_failures);
+            let mut give_up = None;
+            if let Phase::Step {
+                verdict: v,
+                failures,
+                consecutive,
+                ..
+            } = &mut n.phase
+            {
+                *v = Some(verdict.clone());
+                if let Verdict::Fail { reason } = verdict {
+                    *failures += 1;
+                    *consecutive += 1;
+                    if *failures > limit || (in_a_row > 0 && *consecutive >= in_a_row) {
+                        give_up = Some(reason.clone());
+                    }
+                } else {
+                    *consecutive = 0;
+                }
+            }
+            match give_up {
+                Some(reason) => rollback(
                     &mut n,
                     &mut actions,
                     Outcome::Failed {
                         reason: format!("{env}: analysis at {}%: {reason}", r.weight),
                     },
-                );
+                ),
+                None => advance_if_due(&mut n, &mut actions, now_ms),
             }
-            v => {
-                if let Phase::Step { verdict, .. } = &mut n.phase {
-                    *verdict = Some(v.clone());
-                }
-                advance_if_due(&mut n, &mut actions, now_ms);
-            }
-        },
+        }
         (Phase::Step { .. }, Event::Tick) => advance_if_due(&mut n, &mut actions, now_ms),
         (Phase::Step { index, .. }, Event::Promote { full }) => {
             let last = r.plan.envs[r.env].steps.len() - 1;
@@ -576,6 +605,8 @@ fn goto_step(n: &mut Release, actions: &mut Vec<Action>, mut index: usize, now_m
                     started_ms: now_ms,
                     until_ms: Some(until),
                     verdict: None,
+                    failures: 0,
+                    consecutive: 0,
                 };
                 if plan.analysis {
                     actions.push(Action::BeginAnalysis {
@@ -592,6 +623,8 @@ fn goto_step(n: &mut Release, actions: &mut Vec<Action>, mut index: usize, now_m
                     started_ms: now_ms,
                     until_ms: None,
                     verdict: None,
+                    failures: 0,
+                    consecutive: 0,
                 };
                 if plan.analysis {
                     actions.push(Action::BeginAnalysis {
@@ -625,6 +658,7 @@ fn advance_if_due(n: &mut Release, actions: &mut Vec<Action>, now_ms: u64) {
     } else if now_ms >= until + plan.max_inconclusive_ms {
         let why = match verdict {
             Some(Verdict::Inconclusive { reason }) => reason,
+            Some(Verdict::Fail { reason }) => format!("last measurement failed: {reason}"),
             _ => "no verdict".to_string(),
         };
         let env = plan.name.clone();
@@ -757,6 +791,8 @@ mod tests {
                     approval: false,
                     analysis: false,
                     max_inconclusive_ms: 1000,
+                    failure_limit: 0,
+                    consecutive_failures: 0,
                 },
                 EnvPlan {
                     name: "production".into(),
@@ -767,6 +803,8 @@ mod tests {
                     approval,
                     analysis: true,
                     max_inconclusive_ms: 1000,
+                    failure_limit: 0,
+                    consecutive_failures: 0,
                 },
             ],
             gates: false,
@@ -883,6 +921,42 @@ mod tests {
             matches!(r.outcome, Some(Outcome::Failed { ref reason }) if reason.contains("p99"))
         );
         assert!(step(&r, &Event::Promote { full: false }, 20).is_err());
+    }
+
+    #[test]
+    fn failure_limit_and_consecutive_failures() {
+        let mut p = plan(&[(25, StepPause::Ms(1000))], false);
+        p.envs[1].failure_limit = 2;
+        let mut r = Release::new(1, "m", "2", p.clone());
+        through_staging(&mut r);
+        let fail = Event::Verdict {
+            verdict: Verdict::Fail {
+                reason: "p99".into(),
+            },
+        };
+        let pass = Event::Verdict {
+            verdict: Verdict::Pass,
+        };
+        run(&mut r, &[fail.clone(), pass.clone(), fail.clone()], 10);
+        assert!(!r.is_done(), "two failures are within failure_limit = 2");
+        run(&mut r, &[fail.clone()], 20);
+        assert!(
+            matches!(r.outcome, Some(Outcome::Failed { .. })),
+            "the third one is not"
+        );
+        // consecutive_failures = 2 with a generous limit: two in a row end it.
+        p.envs[1].failure_limit = 10;
+        p.envs[1].consecutive_failures = 2;
+        let mut r = Release::new(1, "m", "2", p);
+        through_staging(&mut r);
+        run(
+            &mut r,
+            &[fail.clone(), pass.clone(), fail.clone(), pass, fail.clone()],
+            10,
+        );
+        assert!(!r.is_done());
+        run(&mut r, &[fail], 20);
+        assert!(r.is_done());
     }
 
     #[test]

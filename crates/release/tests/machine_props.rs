@@ -117,6 +117,8 @@ fn arb_plan() -> impl Strategy<Value = Plan> {
                 approval,
                 analysis,
                 max_inconclusive_ms: 500,
+                failure_limit: (i % 3) as u32,
+                consecutive_failures: (i % 2) as u32 * 2,
             })
             .collect(),
     })

@@ -833,6 +833,8 @@ impl Engine {
                 approval: false,
                 analysis: false,
                 max_inconclusive_ms: 0,
+                failure_limit: 0,
+                consecutive_failures: 0,
             }],
             gates: false,
         };
