@@ -70,6 +70,18 @@ struct Buffers {
     request_id: Vec<u8>,
 }
 
+impl Buffers {
+    /// Gives back the memory a large message left behind.
+    fn shrink(&mut self) {
+        const KEEP: usize = 4 * READ_SPACE;
+        for buf in [&mut self.input, &mut self.request, &mut self.response] {
+            if buf.capacity() > KEEP && buf.len() <= READ_SPACE {
+                buf.shrink_to(KEEP);
+            }
+        }
+    }
+}
+
 /// What to do with the bytes read so far.
 enum Prep {
     /// Not a whole request yet.
@@ -161,6 +173,7 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
                 let start = Instant::now();
                 let close = close || shutting_down();
                 consume(&mut b.input, consumed);
+                b.shrink();
                 let Some(first) = gw.pick(&table, decision) else {
                     let body = json_error_body(&format!(
                         "no model is deployed in environment {}",

@@ -13,9 +13,15 @@
 //! 6. The response streams back with `x-hoist-variant` and `x-hoist-version`; when
 //!    its body is done, the request is counted and the connection returns to its pool.
 //!
+//! Most requests never reach [`Gateway::handle`]: `crate::fast` follows the same
+//! steps on its own lean HTTP/1.1 path and hands hyper only the connections it does
+//! not handle.
+//!
 //! # Caveats
 //! - A request already written to a backend that then fails is not retried (its body
-//!   was streamed, not kept): the client gets a 502, or a cut-short body.
+//!   was streamed, not kept): the client gets a 502, or a cut-short body. (On the
+//!   fast path, a pooled connection that gives nothing at all back, closed by the
+//!   backend while idle, is replaced by a new one and the request is sent again.)
 //! - No header-read timeout on client connections, and no timeout on a backend's
 //!   answer (each would cost a timer per request): a hung model server holds its
 //!   requests until it answers or its connection closes.
