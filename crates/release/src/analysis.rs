@@ -3,6 +3,7 @@
 
 use crate::config::Analysis;
 use crate::machine::Verdict;
+use crate::stats::{mann_whitney_u, proportions, psi_from_counts};
 
 /// What the gateway counted for one variant over an analysis window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -55,6 +56,210 @@ pub fn judge(a: &Analysis, candidate: &Window) -> Verdict {
     Verdict::Pass
 }
 
+/// The judgement of the candidate against stable on one metric, with the numbers it
+/// rests on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Comparison {
+    /// No significant and material regression. `p` is the one-sided p-value for "the
+    /// candidate is worse", `ratio` the candidate's median over stable's.
+    Pass { p: f64, ratio: f64 },
+    /// The candidate is significantly and materially worse; `reason` says by how much.
+    Fail { reason: String, p: f64, ratio: f64 },
+    /// Too little data (or an unusable setting) to judge either way.
+    Inconclusive { reason: String },
+}
+
+impl Comparison {
+    /// The same judgement as the release state machine's [`Verdict`].
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Comparison::Pass { .. } => Verdict::Pass,
+            Comparison::Fail { reason, .. } => Verdict::Fail {
+                reason: reason.clone(),
+            },
+            Comparison::Inconclusive { reason } => Verdict::Inconclusive {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// Compare the candidate's request latencies with stable's over the same window, in
+/// the spirit of Kayenta's Mann-Whitney judge: the candidate fails only when both
+///
+/// - its latencies are significantly greater than stable's: the one-sided
+///   Mann-Whitney U test ([`mann_whitney_u`]) gives `p < 1 - confidence`, and
+/// - the difference matters: the candidate's median is more than `tolerance` above
+///   stable's, relatively (`0.2`: more than 20% slower),
+///
+/// so that with a lot of traffic a tiny but significant slowdown does not fail the
+/// release, and a noisy difference on little traffic does not either.
+///
+/// Latencies are in seconds, like [`Window::p99_seconds`]; reasons give milliseconds.
+/// NaN values are left out. Fewer than `min_samples` latencies on either side (or
+/// none at all) is inconclusive, and so is a `confidence` outside `(0, 1)` or a
+/// negative or non-finite `tolerance`.
+pub fn compare_latency(
+    candidate: &[f64],
+    stable: &[f64],
+    confidence: f64,
+    tolerance: f64,
+    min_samples: usize,
+) -> Comparison {
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Comparison::Inconclusive {
+            reason: format!("confidence {confidence} is not between 0 and 1"),
+        };
+    }
+    if !(tolerance >= 0.0 && tolerance.is_finite()) {
+        return Comparison::Inconclusive {
+            reason: format!("latency tolerance {tolerance} is not a non-negative number"),
+        };
+    }
+    let c: Vec<f64> = candidate.iter().copied().filter(|x| !x.is_nan()).collect();
+    let s: Vec<f64> = stable.iter().copied().filter(|x| !x.is_nan()).collect();
+    let needed = min_samples.max(1);
+    if c.len() < needed || s.len() < needed {
+        return Comparison::Inconclusive {
+            reason: format!(
+                "{} candidate and {} stable latencies, of the {needed} each needed for a comparison",
+                c.len(),
+                s.len()
+            ),
+        };
+    }
+    let test = mann_whitney_u(&c, &s);
+    let (median_c, median_s) = (median(&c), median(&s));
+    let ratio = if median_s > 0.0 {
+        median_c / median_s
+    } else if median_c > median_s {
+        f64::INFINITY
+    } else {
+        1.0
+    };
+    let p = test.p_greater;
+    let alpha = 1.0 - confidence;
+    if p < alpha && ratio > 1.0 + tolerance {
+        return Comparison::Fail {
+            reason: format!(
+                "candidate median latency {:.1} ms is {ratio:.2}× stable's {:.1} ms, more than \
+                 {:.0}% slower, and significantly so (Mann-Whitney one-sided p = {} < {}, \
+                 {} candidate and {} stable requests)",
+                median_c * 1000.0,
+                median_s * 1000.0,
+                tolerance * 100.0,
+                fmt_p(p),
+                fmt_p(alpha),
+                c.len(),
+                s.len()
+            ),
+            p,
+            ratio,
+        };
+    }
+    Comparison::Pass { p, ratio }
+}
+
+/// The judgement of prediction drift: how far the candidate's predicted classes are
+/// from stable's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Drift {
+    Pass { psi: f64 },
+    Fail { reason: String, psi: f64 },
+    Inconclusive { reason: String },
+}
+
+impl Drift {
+    /// The same judgement as the release state machine's [`Verdict`].
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Drift::Pass { .. } => Verdict::Pass,
+            Drift::Fail { reason, .. } => Verdict::Fail {
+                reason: reason.clone(),
+            },
+            Drift::Inconclusive { reason } => Verdict::Inconclusive {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// Judge prediction drift: the population stability index
+/// ([`psi_from_counts`](crate::stats::psi_from_counts)) of the candidate's
+/// predicted-class counts against stable's over the same window, where index `i` of
+/// both slices counts class `i` (a shorter slice has no predictions of the classes
+/// past its end). Fails when the PSI is above `max_psi` (0.1 is a common strict
+/// limit, 0.25 a lenient one); fewer than `min_samples` predictions on either side
+/// (or none) is inconclusive, and so is a negative or NaN `max_psi`.
+pub fn drift(
+    stable_counts: &[u64],
+    candidate_counts: &[u64],
+    max_psi: f64,
+    min_samples: u64,
+) -> Drift {
+    if max_psi.is_nan() || max_psi < 0.0 {
+        return Drift::Inconclusive {
+            reason: format!("drift limit {max_psi} is not a non-negative number"),
+        };
+    }
+    let total = |c: &[u64]| c.iter().fold(0u64, |t, &x| t.saturating_add(x));
+    let (n_s, n_c) = (total(stable_counts), total(candidate_counts));
+    let needed = min_samples.max(1);
+    if n_c < needed || n_s < needed {
+        return Drift::Inconclusive {
+            reason: format!(
+                "{n_c} candidate and {n_s} stable predictions, of the {needed} each needed \
+                 for a drift check"
+            ),
+        };
+    }
+    let psi = psi_from_counts(stable_counts, candidate_counts);
+    if psi > max_psi {
+        // Name the class whose share moved the most.
+        let f = |c: &[u64]| proportions(&c.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        let (ps, pc) = (f(stable_counts), f(candidate_counts));
+        let share = |p: &[f64], i: usize| p.get(i).copied().unwrap_or(0.0);
+        let worst = (0..ps.len().max(pc.len()))
+            .max_by(|&i, &j| {
+                let d = |k| (share(&pc, k) - share(&ps, k)).abs();
+                d(i).total_cmp(&d(j))
+            })
+            .unwrap_or(0);
+        return Drift::Fail {
+            reason: format!(
+                "prediction drift: PSI {psi:.3} of the candidate's predicted classes against \
+                 stable's is above {max_psi}; class {worst} is {:.1}% of {n_c} candidate \
+                 predictions against {:.1}% of {n_s} stable ones",
+                share(&pc, worst) * 100.0,
+                share(&ps, worst) * 100.0
+            ),
+            psi,
+        };
+    }
+    Drift::Pass { psi }
+}
+
+/// The median of a non-empty sample without NaNs.
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A p-value for a reason: three decimals, or scientific notation when tiny.
+fn fmt_p(p: f64) -> String {
+    if p >= 0.001 || p == 0.0 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +299,209 @@ mod tests {
             Verdict::Inconclusive { .. }
         ));
         assert_eq!(judge(&a(), &w(100, 5, 0.01)), Verdict::Pass);
+    }
+
+    /// 200 latencies spread evenly over 4..6 ms, in a scrambled order.
+    fn stable() -> Vec<f64> {
+        (0..200)
+            .map(|i| 0.004 + 0.002 * ((i * 37 % 200) as f64 / 200.0))
+            .collect()
+    }
+
+    fn scaled(xs: &[f64], k: f64) -> Vec<f64> {
+        xs.iter().map(|x| x * k).collect()
+    }
+
+    #[test]
+    fn ten_times_slower_fails_with_the_numbers() {
+        let s = stable();
+        let c = scaled(&s, 10.0);
+        match compare_latency(&c, &s, 0.95, 0.2, 50) {
+            Comparison::Fail { reason, p, ratio } => {
+                assert!(p < 1e-10, "{p}");
+                assert!((ratio - 10.0).abs() < 1e-9, "{ratio}");
+                for part in [
+                    "50.0 ms",
+                    "10.00×",
+                    "5.0 ms",
+                    "20%",
+                    "< 0.050",
+                    "200 candidate",
+                ] {
+                    assert!(reason.contains(part), "{part:?} not in {reason:?}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            compare_latency(&c, &s, 0.95, 0.2, 50).verdict(),
+            Verdict::Fail { .. }
+        ));
+    }
+
+    #[test]
+    fn identical_samples_pass() {
+        let s = stable();
+        match compare_latency(&s, &s, 0.95, 0.2, 50) {
+            Comparison::Pass { p, ratio } => {
+                assert!(p > 0.5, "{p}");
+                assert_eq!(ratio, 1.0);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Even with no tolerance at all.
+        assert!(matches!(
+            compare_latency(&s, &s, 0.99, 0.0, 50),
+            Comparison::Pass { .. }
+        ));
+    }
+
+    #[test]
+    fn small_significant_slowdown_within_tolerance_passes() {
+        let s = stable();
+        let c = scaled(&s, 1.05);
+        // Significant...
+        assert!(mann_whitney_u(&c, &s).p_greater < 0.001);
+        // ...but 5% is within a 20% tolerance.
+        match compare_latency(&c, &s, 0.95, 0.2, 50) {
+            Comparison::Pass { p, ratio } => {
+                assert!(p < 0.001);
+                assert!((ratio - 1.05).abs() < 1e-9);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a tolerance it fails.
+        assert!(matches!(
+            compare_latency(&c, &s, 0.95, 0.0, 50),
+            Comparison::Fail { .. }
+        ));
+    }
+
+    #[test]
+    fn large_but_noisy_difference_on_little_traffic_passes() {
+        // Medians 2 ms against 1 ms, but 4 requests each overlap too much to tell.
+        let s = [0.001, 0.0005, 0.004, 0.0015];
+        let c = [0.002, 0.0008, 0.0025, 0.0012];
+        assert!(matches!(
+            compare_latency(&c, &s, 0.95, 0.2, 4),
+            Comparison::Pass { .. }
+        ));
+    }
+
+    #[test]
+    fn faster_candidate_passes() {
+        let s = stable();
+        let c = scaled(&s, 0.5);
+        assert!(matches!(
+            compare_latency(&c, &s, 0.95, 0.0, 50),
+            Comparison::Pass { ratio, .. } if ratio < 0.51
+        ));
+    }
+
+    #[test]
+    fn too_few_latencies_or_bad_settings_are_inconclusive() {
+        let s = stable();
+        let c = scaled(&s[..10], 10.0);
+        match compare_latency(&c, &s, 0.95, 0.2, 50) {
+            Comparison::Inconclusive { reason } => {
+                assert!(reason.contains("10 candidate and 200 stable"), "{reason}");
+                assert!(reason.contains("50 each"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            compare_latency(&[], &[], 0.95, 0.2, 0),
+            Comparison::Inconclusive { .. }
+        ));
+        assert!(matches!(
+            compare_latency(&s, &s, 1.0, 0.2, 1),
+            Comparison::Inconclusive { .. }
+        ));
+        assert!(matches!(
+            compare_latency(&s, &s, f64::NAN, 0.2, 1),
+            Comparison::Inconclusive { .. }
+        ));
+        assert!(matches!(
+            compare_latency(&s, &s, 0.95, -0.1, 1),
+            Comparison::Inconclusive { .. }
+        ));
+        // NaNs do not count as samples.
+        assert!(matches!(
+            compare_latency(&[f64::NAN; 60], &s, 0.95, 0.2, 50),
+            Comparison::Inconclusive { .. }
+        ));
+    }
+
+    #[test]
+    fn zero_stable_median() {
+        let s = vec![0.0; 100];
+        let c = vec![0.001; 100];
+        assert!(matches!(
+            compare_latency(&c, &s, 0.95, 0.2, 50),
+            Comparison::Fail { ratio, .. } if ratio.is_infinite()
+        ));
+        assert!(matches!(
+            compare_latency(&s, &s, 0.95, 0.2, 50),
+            Comparison::Pass { ratio, p } if ratio == 1.0 && p == 1.0
+        ));
+    }
+
+    #[test]
+    fn same_class_mix_passes_drift() {
+        match drift(&[700, 300], &[69, 31], 0.1, 50) {
+            Drift::Pass { psi } => assert!(psi < 0.01, "{psi}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            drift(&[10, 20, 30], &[10, 20, 30], 0.0, 1),
+            Drift::Pass { psi: 0.0 }
+        );
+        assert_eq!(
+            drift(&[10, 20, 30], &[10, 20, 30], 0.0, 1).verdict(),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn different_class_mix_fails_drift() {
+        match drift(&[900, 100], &[50, 50], 0.25, 50) {
+            Drift::Fail { reason, psi } => {
+                // (0.5-0.9)ln(0.5/0.9) + (0.5-0.1)ln(0.5/0.1)
+                let want = 0.4 * (0.9f64 / 0.5).ln() + 0.4 * 5f64.ln();
+                assert!((psi - want).abs() < 1e-9, "{psi}");
+                for part in [
+                    "PSI 0.879",
+                    "above 0.25",
+                    "50.0% of 100 candidate",
+                    "10.0% of 1000 stable",
+                ] {
+                    assert!(reason.contains(part), "{part:?} not in {reason:?}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        // A class stable never predicted.
+        assert!(matches!(
+            drift(&[500, 500], &[40, 40, 20], 0.1, 50),
+            Drift::Fail { ref reason, .. } if reason.contains("class 2 is 20.0%")
+        ));
+    }
+
+    #[test]
+    fn too_few_predictions_or_bad_limit_are_inconclusive_drift() {
+        match drift(&[900, 100], &[5, 5], 0.1, 50) {
+            Drift::Inconclusive { reason } => {
+                assert!(reason.contains("10 candidate and 1000 stable"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            drift(&[], &[], 0.1, 0),
+            Drift::Inconclusive { .. }
+        ));
+        assert!(matches!(
+            drift(&[1, 1], &[1, 1], f64::NAN, 1),
+            Drift::Inconclusive { .. }
+        ));
     }
 }

@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod config;
 pub mod journal;
 pub mod machine;
+pub mod stats;
 
 pub use config::Config;
 pub use machine::{Action, Event, Outcome, Phase, Plan, Release, ReleaseId, Verdict};
