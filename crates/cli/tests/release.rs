@@ -157,6 +157,32 @@ fn a_slow_candidate_is_rolled_back_on_latency_with_no_failed_request() {
 }
 
 #[test]
+fn a_slow_candidate_within_the_absolute_budget_is_caught_by_the_comparison_with_stable() {
+    // max_p99_ms is 1000 (BASE): only the candidate-against-stable comparison can fail it.
+    let d = with_v1(
+        "compare",
+        &production("steps = [{ weight = 50, pause = \"10s\" }]\nanalysis = { min_requests = 20 }"),
+    );
+    register(&d.home, "breast_cancer_slow", None);
+    let traffic = Traffic::start(&d.env("production"), 2);
+    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
+    let counts = traffic.finish();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = d.release(2);
+    let reason = r["outcome"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Mann-Whitney") && reason.contains("stable's"),
+        "{reason}"
+    );
+    assert_eq!(failed(&counts, ""), 0, "{counts:?}");
+}
+
+#[test]
 fn approval_manual_pause_promote_and_abort() {
     let home = temp_home("approval");
     let d = Daemon::start(

@@ -262,8 +262,12 @@ pub struct Analysis {
     pub compare_latency: bool,
     /// Confidence of that comparison (0.95: fail when p < 0.05).
     pub confidence: f64,
-    /// Relative median slowdown tolerated even when significant (0.2 = 20%).
+    /// Relative median slowdown tolerated even when significant (0.5 = 50%; the
+    /// gateway's latency histogram resolves about 25%, so keep it above 0.25).
     pub tolerance: f64,
+    /// ... and by more than this many milliseconds (a 0.3 ms slowdown matters to
+    /// nobody, however significant).
+    pub latency_slack_ms: f64,
 }
 
 impl Default for Analysis {
@@ -279,7 +283,8 @@ impl Default for Analysis {
             consecutive_failures: 0,
             compare_latency: true,
             confidence: 0.95,
-            tolerance: 0.2,
+            tolerance: 0.5,
+            latency_slack_ms: 5.0,
         }
     }
 }
@@ -299,6 +304,7 @@ pub struct AnalysisOverride {
     pub compare_latency: Option<bool>,
     pub confidence: Option<f64>,
     pub tolerance: Option<f64>,
+    pub latency_slack_ms: Option<f64>,
 }
 
 impl Analysis {
@@ -315,6 +321,7 @@ impl Analysis {
             compare_latency: o.compare_latency.unwrap_or(self.compare_latency),
             confidence: o.confidence.unwrap_or(self.confidence),
             tolerance: o.tolerance.unwrap_or(self.tolerance),
+            latency_slack_ms: o.latency_slack_ms.unwrap_or(self.latency_slack_ms),
         }
     }
 }

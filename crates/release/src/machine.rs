@@ -939,7 +939,7 @@ mod tests {
         };
         run(&mut r, &[fail.clone(), pass.clone(), fail.clone()], 10);
         assert!(!r.is_done(), "two failures are within failure_limit = 2");
-        run(&mut r, &[fail.clone()], 20);
+        run(&mut r, std::slice::from_ref(&fail), 20);
         assert!(
             matches!(r.outcome, Some(Outcome::Failed { .. })),
             "the third one is not"

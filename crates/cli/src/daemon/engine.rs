@@ -1044,7 +1044,27 @@ impl Engine {
                             errors: c.server_errors + c.upstream_errors,
                             p99_seconds: c.quantile(0.99),
                         };
-                        let verdict = analysis::judge(&analysis, &window);
+                        let mut verdict = analysis::judge(&analysis, &window);
+                        // Candidate against stable on the same window: significantly
+                        // slower beyond the tolerance fails even under the absolute budget.
+                        if verdict == Verdict::Pass && analysis.compare_latency {
+                            let cmp = analysis::compare_latency(
+                                &c.latency_samples(),
+                                &snap.stable.latency_samples(),
+                                analysis.confidence,
+                                analysis.tolerance,
+                                analysis.min_requests.max(1) as usize,
+                            );
+                            let slower_ms = match (c.quantile(0.5), snap.stable.quantile(0.5)) {
+                                (Some(a), Some(b)) => (a - b) * 1000.0,
+                                _ => 0.0,
+                            };
+                            if let analysis::Comparison::Fail { .. } = cmp
+                                && slower_ms > analysis.latency_slack_ms
+                            {
+                                verdict = cmp.verdict();
+                            }
+                        }
                         let view = WindowView::of(c);
                         if tx
                             .send(Cmd::Verdict {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod engine;
 pub mod gates;
+pub mod notify;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
