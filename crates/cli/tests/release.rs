@@ -396,3 +396,117 @@ fn bad_config_is_refused_with_the_key() {
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// A minimal HTTP receiver: records each POST body, answers 200 and closes.
+fn receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head_end, len) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (0, 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    break (i + 4, len);
+                }
+            };
+            while buf.len() < head_end + len {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+            g.lock().unwrap().push((head, body));
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn release_events_reach_json_and_slack_receivers() {
+    let (json_url, json_got) = receiver();
+    let (slack_url, slack_got) = receiver();
+    let config = format!(
+        "{}\n[[notifications]]\nurl = \"{json_url}/hoist\"\n\n[[notifications]]\nurl = \"{slack_url}/slack\"\nkind = \"slack\"\nevents = [\"rolled_back\"]\n",
+        production("steps = [{ weight = 50, pause = \"5s\" }]\nanalysis = { max_p99_ms = 25 }")
+    );
+    let d = with_v1("notify", &config);
+    register(&d.home, "breast_cancer_slow", None);
+    let traffic = Traffic::start(&d.env("production"), 2);
+    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
+    traffic.finish();
+    assert_eq!(out.status.code(), Some(5));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events: Vec<String> = json_got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, b)| b["release"] == 2)
+            .map(|(_, b)| b["event"].as_str().unwrap_or("").to_string())
+            .collect();
+        if events.contains(&"rolled_back".to_string()) && !slack_got.lock().unwrap().is_empty() {
+            assert_eq!(
+                events.first().map(String::as_str),
+                Some("started"),
+                "{events:?}"
+            );
+            assert!(events.contains(&"step".to_string()), "{events:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "events so far: {events:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rolled = json_got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(_, b)| b["event"] == "rolled_back")
+        .cloned()
+        .unwrap();
+    assert!(
+        rolled.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("p99 latency"),
+        "{rolled:?}"
+    );
+    let slack = slack_got.lock().unwrap()[0].1.clone();
+    let text = slack["text"].as_str().unwrap();
+    assert!(
+        text.contains("release 2") && text.contains("rolled back"),
+        "{text}"
+    );
+    // Every slack message is a rollback (the events filter).
+    assert_eq!(slack_got.lock().unwrap().len(), 1);
+    // Deliveries are visible in the daemon's status.
+    let s = d.get("/api/v1/status");
+    assert!(
+        s["notifications"]["sent"].as_u64().unwrap() >= 4,
+        "{}",
+        s["notifications"]
+    );
+}

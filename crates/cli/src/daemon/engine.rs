@@ -17,7 +17,8 @@ use hoist_release::analysis::{self, Window};
 use hoist_release::config::{Config, Environment};
 use hoist_release::journal::{Journal, ReleaseRecord};
 use hoist_release::machine::{
-    self, Action, EnvPlan, Event, Phase, Plan, PlanStep, Release, ReleaseId, StepPause, Verdict,
+    self, Action, EnvPlan, Event, Outcome, Phase, Plan, PlanStep, Release, ReleaseId, StepPause,
+    Verdict,
 };
 use hoist_targets::{ServerProgram, ServerSpec, Supervised};
 use serde::Serialize;
@@ -262,6 +263,8 @@ pub struct StatusView {
     pub registry: String,
     pub environments: Vec<EnvView>,
     pub active: Vec<ReleaseView>,
+    /// Deliveries of release events to the configured receivers.
+    pub notifications: super::notify::NotifyStatus,
 }
 
 pub fn progress(r: &Release) -> f64 {
@@ -308,6 +311,7 @@ pub struct Engine {
     http: reqwest::Client,
     /// When the event being applied arrived (to report how fast a rollback took effect).
     decided: std::time::Instant,
+    notifier: super::notify::Notifier,
 }
 
 pub struct EngineParts {
@@ -321,6 +325,7 @@ pub struct EngineParts {
     pub gateways: Vec<(Environment, SocketAddr, Gateway)>,
     pub tx: mpsc::Sender<Cmd>,
     pub log: broadcast::Sender<LogLine>,
+    pub notifier: super::notify::Notifier,
 }
 
 impl Engine {
@@ -356,6 +361,7 @@ impl Engine {
                 .build()
                 .expect("http client"),
             decided: std::time::Instant::now(),
+            notifier: p.notifier,
         }
     }
 
@@ -867,6 +873,7 @@ impl Engine {
             .record(&next, &event, &actions, now)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         self.active.insert(id, next.clone());
+        self.notify(&r, &next, &event, &actions);
         for a in actions {
             self.perform(&next, a);
         }
@@ -882,6 +889,106 @@ impl Engine {
             }
         }
         Ok(next)
+    }
+
+    /// Tell the configured receivers what this transition means for people.
+    fn notify(&self, before: &Release, next: &Release, event: &Event, actions: &[Action]) {
+        let mk = |name: &'static str,
+                  env: Option<String>,
+                  message: String,
+                  details: serde_json::Value| {
+            super::notify::ReleaseEvent {
+                event: name,
+                release: next.id,
+                model: next.model.clone(),
+                version: next.version.clone(),
+                env,
+                message,
+                details,
+                at_ms: now_ms(),
+            }
+        };
+        if matches!(event, Event::Start) {
+            let envs: Vec<&str> = next.plan.envs.iter().map(|e| e.name.as_str()).collect();
+            self.notifier.send(mk(
+                "started",
+                None,
+                format!("release started towards {}", envs.join(", ")),
+                serde_json::Value::Null,
+            ));
+        }
+        if let Event::GatesPassed { reports } | Event::GatesFailed { reports, .. } = event {
+            for g in reports.as_array().into_iter().flatten() {
+                let passed = g["passed"] == true;
+                let msg = format!(
+                    "gate {}: {}",
+                    g["gate"].as_str().unwrap_or(""),
+                    g["summary"].as_str().unwrap_or("")
+                );
+                self.notifier.send(mk(
+                    if passed { "gate_passed" } else { "gate_failed" },
+                    Some(next.env_name().to_string()),
+                    msg,
+                    g.clone(),
+                ));
+            }
+        }
+        for a in actions {
+            match a {
+                Action::SetWeight { env, weight }
+                    if *weight > 0
+                        && !next.is_done()
+                        && matches!(next.phase, Phase::Step { .. }) =>
+                {
+                    self.notifier.send(mk(
+                        "step",
+                        Some(env.clone()),
+                        format!("candidate at {weight}% in {env}"),
+                        serde_json::json!({ "weight": weight }),
+                    ));
+                }
+                Action::AwaitApproval { env } => {
+                    self.notifier.send(mk(
+                        "awaiting_approval",
+                        Some(env.clone()),
+                        format!("waiting for `hoist approve {}` in {env}", next.id),
+                        serde_json::Value::Null,
+                    ));
+                }
+                Action::PromoteCandidate { env } => {
+                    self.notifier.send(mk(
+                        "promoted",
+                        Some(env.clone()),
+                        format!("v{} is live in {env}", next.version),
+                        serde_json::Value::Null,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if !before.is_done() && next.is_done() {
+            let env = Some(next.env_name().to_string());
+            match &next.outcome {
+                Some(Outcome::Failed { reason }) => {
+                    let verdict = self
+                        .verdicts
+                        .get(&next.id)
+                        .map(|v| serde_json::to_value(v).unwrap_or_default())
+                        .unwrap_or_default();
+                    self.notifier
+                        .send(mk("rolled_back", env, reason.clone(), verdict));
+                }
+                Some(o @ (Outcome::Aborted { .. } | Outcome::Superseded { .. })) => {
+                    self.notifier.send(mk(
+                        "aborted",
+                        env,
+                        o.reason().unwrap_or_default(),
+                        serde_json::Value::Null,
+                    ));
+                }
+                _ => {}
+            }
+        }
     }
 
     fn perform(&mut self, r: &Release, action: Action) {
@@ -1291,6 +1398,7 @@ impl Engine {
             registry: self.registry.id(),
             environments,
             active,
+            notifications: self.notifier.status(),
         }
     }
 }

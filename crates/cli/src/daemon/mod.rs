@@ -166,6 +166,9 @@ impl Daemon {
             None => None,
         };
 
+        let notifier = notify::Notifier::new(&cfg.notifications, &|k| std::env::var(k).ok())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+
         let (tx, rx) = mpsc::channel(1024);
         let (log, _) = broadcast::channel(1024);
         let mut engine = Engine::new(EngineParts {
@@ -178,6 +181,7 @@ impl Daemon {
             gateways,
             tx: tx.clone(),
             log: log.clone(),
+            notifier,
         });
         // Promotions from this point on reach the trigger; earlier ones, catch_up.
         let start_seq = opts
