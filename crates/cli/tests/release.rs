@@ -398,10 +398,9 @@ fn bad_config_is_refused_with_the_key() {
 }
 
 /// A minimal HTTP receiver: records each POST body, answers 200 and closes.
-fn receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
-) {
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+fn receiver() -> (String, Received) {
     use std::io::{Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
