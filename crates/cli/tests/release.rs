@@ -183,6 +183,30 @@ fn a_slow_candidate_within_the_absolute_budget_is_caught_by_the_comparison_with_
 }
 
 #[test]
+fn a_candidate_predicting_a_different_class_mix_is_rolled_back_for_drift() {
+    // Fast and error-free, but it says "benign" far more often than stable does.
+    let d = with_v1(
+        "drift",
+        &production("steps = [{ weight = 50, pause = \"10s\" }]"),
+    );
+    register(&d.home, "breast_cancer_skewed", None);
+    let traffic = Traffic::start(&d.env("production"), 2);
+    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
+    let counts = traffic.finish();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = d.release(2);
+    let reason = r["outcome"]["reason"].as_str().unwrap();
+    assert!(reason.contains("PSI") || reason.contains("psi"), "{reason}");
+    assert!(reason.contains("class"), "{reason}");
+    assert_eq!(failed(&counts, ""), 0, "{counts:?}");
+}
+
+#[test]
 fn approval_manual_pause_promote_and_abort() {
     let home = temp_home("approval");
     let d = Daemon::start(

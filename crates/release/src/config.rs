@@ -268,6 +268,11 @@ pub struct Analysis {
     /// ... and by more than this many milliseconds (a 0.3 ms slowdown matters to
     /// nobody, however significant).
     pub latency_slack_ms: f64,
+    /// Compare the candidate's predicted classes with stable's on live traffic
+    /// (population stability index of `hoist_predictions_total`).
+    pub drift: bool,
+    /// Highest PSI tolerated (0.1: small shift, 0.25: large).
+    pub max_psi: f64,
 }
 
 impl Default for Analysis {
@@ -285,6 +290,8 @@ impl Default for Analysis {
             confidence: 0.95,
             tolerance: 0.5,
             latency_slack_ms: 5.0,
+            drift: true,
+            max_psi: 0.25,
         }
     }
 }
@@ -305,6 +312,8 @@ pub struct AnalysisOverride {
     pub confidence: Option<f64>,
     pub tolerance: Option<f64>,
     pub latency_slack_ms: Option<f64>,
+    pub drift: Option<bool>,
+    pub max_psi: Option<f64>,
 }
 
 impl Analysis {
@@ -322,6 +331,8 @@ impl Analysis {
             confidence: o.confidence.unwrap_or(self.confidence),
             tolerance: o.tolerance.unwrap_or(self.tolerance),
             latency_slack_ms: o.latency_slack_ms.unwrap_or(self.latency_slack_ms),
+            drift: o.drift.unwrap_or(self.drift),
+            max_psi: o.max_psi.unwrap_or(self.max_psi),
         }
     }
 }

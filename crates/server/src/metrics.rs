@@ -144,7 +144,14 @@ pub struct Metrics {
     /// Microseconds the current model took to load.
     load_micros: AtomicU64,
     model: Mutex<ModelInfo>,
+    /// Predicted classes 0..PREDICTION_CLASSES of the model's first integer output
+    /// (the label), and one more slot for any other value.
+    predictions: Vec<AtomicU64>,
+    prediction_output: Mutex<Option<String>>,
 }
+
+/// Classes counted one by one in `hoist_predictions_total`; larger labels are `other`.
+pub const PREDICTION_CLASSES: usize = 64;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -165,6 +172,10 @@ impl Default for Metrics {
             reload_failed: AtomicU64::new(0),
             load_micros: AtomicU64::new(0),
             model: Mutex::new(ModelInfo::default()),
+            predictions: (0..=PREDICTION_CLASSES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            prediction_output: Mutex::new(None),
         }
     }
 }
@@ -190,6 +201,25 @@ impl Metrics {
     pub fn observe_inference(&self, elapsed: Duration, rows: usize) {
         self.inference.observe(elapsed.as_secs_f64());
         self.batch_size.observe(rows as f64);
+    }
+
+    /// Count the predicted classes of an answer: `output` is the label output's name,
+    /// `labels` its values. (Prediction drift is judged on these counts.)
+    pub fn observe_predictions(&self, output: &str, labels: impl Iterator<Item = i64>) {
+        {
+            let mut name = self.prediction_output.lock().expect("metrics lock");
+            if name.as_deref() != Some(output) {
+                *name = Some(output.to_string());
+            }
+        }
+        for l in labels {
+            let i = if (0..PREDICTION_CLASSES as i64).contains(&l) {
+                l as usize
+            } else {
+                PREDICTION_CLASSES
+            };
+            self.predictions[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn rejected(&self) {
@@ -271,6 +301,24 @@ impl Metrics {
             "# HELP hoist_model_load_seconds Time the served model took to load and check.\n# TYPE hoist_model_load_seconds gauge\nhoist_model_load_seconds {}",
             self.load_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
+        if let Some(output) = self.prediction_output.lock().expect("metrics lock").clone() {
+            out.push_str("# HELP hoist_predictions_total Predicted classes (the model's label output) in answers.\n# TYPE hoist_predictions_total counter\n");
+            for (i, c) in self.predictions.iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    let class = if i == PREDICTION_CLASSES {
+                        "other".to_string()
+                    } else {
+                        i.to_string()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "hoist_predictions_total{{output=\"{}\",class=\"{class}\"}} {n}",
+                        escape(&output)
+                    );
+                }
+            }
+        }
         let m = self.model.lock().expect("metrics lock").clone();
         let _ = writeln!(
             out,

@@ -214,11 +214,24 @@ impl Model {
         if inputs.iter().any(|t| t.shape.contains(&0)) {
             return Err(InferError::BadInput("inputs must not be empty".into()));
         }
-        self.executor.submit(inputs).await.map_err(|e| {
+        let outputs = self.executor.submit(inputs).await.map_err(|e| {
             if matches!(e, ExecError::Overloaded) {
                 self.metrics.rejected();
             }
-            e.into()
-        })
+            InferError::from(e)
+        })?;
+        // The first integer output of rank 1 is the predicted label: count its classes.
+        if let Some(t) = outputs.iter().find(|t| t.shape.len() == 1) {
+            match &t.data {
+                crate::tensor::TensorData::I64(v) => {
+                    self.metrics.observe_predictions(&t.name, v.iter().copied())
+                }
+                crate::tensor::TensorData::I32(v) => self
+                    .metrics
+                    .observe_predictions(&t.name, v.iter().map(|&x| x as i64)),
+                _ => {}
+            }
+        }
+        Ok(outputs)
     }
 }

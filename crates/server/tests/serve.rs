@@ -866,3 +866,26 @@ fn wait_for(mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn predicted_classes_are_counted_for_drift_analysis() {
+    let s = Server::start(&model_dir("breast_cancer_lr"), "tract", &[], &[]);
+    let example: Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir("breast_cancer_lr").join("input_example.json")).unwrap(),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let (status, resp) = s.post_json("/invocations", &json!({ "inputs": example }));
+        assert_eq!(status, 200, "{resp}");
+        assert_eq!(resp["predictions"]["label"], json!([1, 0]));
+    }
+    let metrics = s.get("/metrics").text().unwrap();
+    assert!(
+        metrics.contains("hoist_predictions_total{output=\"label\",class=\"1\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hoist_predictions_total{output=\"label\",class=\"0\"} 3"),
+        "{metrics}"
+    );
+}

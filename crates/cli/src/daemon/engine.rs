@@ -1138,8 +1138,23 @@ impl Engine {
                 let analysis = self.cfg.analysis.with(&e.cfg.analysis);
                 let gateway = e.gateway.clone();
                 let tx = self.tx.clone();
+                let addrs = |d: &Option<Deployment>| -> Vec<SocketAddr> {
+                    d.as_ref()
+                        .map(|d| d.servers.iter().map(|s| s.addr()).collect())
+                        .unwrap_or_default()
+                };
+                let (cand_addrs, stable_addrs) = (addrs(&e.candidate), addrs(&e.stable));
+                let http = self.http.clone();
                 let h = tokio::spawn(async move {
                     let baseline = gateway.metrics();
+                    let (cand0, stable0) = if analysis.drift {
+                        (
+                            predictions(&http, &cand_addrs).await,
+                            predictions(&http, &stable_addrs).await,
+                        )
+                    } else {
+                        (None, None)
+                    };
                     let mut tick = tokio::time::interval(analysis.interval.0);
                     tick.tick().await;
                     loop {
@@ -1170,6 +1185,27 @@ impl Engine {
                                 && slower_ms > analysis.latency_slack_ms
                             {
                                 verdict = cmp.verdict();
+                            }
+                        }
+                        // The candidate's predicted classes against stable's.
+                        if verdict == Verdict::Pass
+                            && let (Some(c0), Some(s0)) = (&cand0, &stable0)
+                            && let (Some(c1), Some(s1)) = (
+                                predictions(&http, &cand_addrs).await,
+                                predictions(&http, &stable_addrs).await,
+                            )
+                        {
+                            let diff = |a: &[u64], b: &[u64]| -> Vec<u64> {
+                                a.iter().zip(b).map(|(x, y)| x.saturating_sub(*y)).collect()
+                            };
+                            let d = analysis::drift(
+                                &diff(&s1, s0),
+                                &diff(&c1, c0),
+                                analysis.max_psi,
+                                analysis.min_requests,
+                            );
+                            if let analysis::Drift::Fail { .. } = d {
+                                verdict = d.verdict();
                             }
                         }
                         let view = WindowView::of(c);
@@ -1401,6 +1437,44 @@ impl Engine {
             notifications: self.notifier.status(),
         }
     }
+}
+
+/// The predicted-class counts of a deployment's servers (summed), from their
+/// `hoist_predictions_total`; `None` when a server cannot be read.
+async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec<u64>> {
+    if addrs.is_empty() {
+        return None;
+    }
+    let mut counts = vec![0u64; hoist_server::metrics::PREDICTION_CLASSES + 1];
+    for a in addrs {
+        let text = http
+            .get(format!("http://{a}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("hoist_predictions_total{"))
+        {
+            let class = line
+                .split("class=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next());
+            let n = line.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
+            if let (Some(class), Some(n)) = (class, n) {
+                let i = class
+                    .parse::<usize>()
+                    .unwrap_or(hoist_server::metrics::PREDICTION_CLASSES);
+                if let Some(slot) = counts.get_mut(i) {
+                    *slot += n;
+                }
+            }
+        }
+    }
+    Some(counts)
 }
 
 pub async fn fetch(
