@@ -98,17 +98,7 @@ fn a_candidate_answering_errors_is_rolled_back_by_itself() {
     );
     register(&d.home, "breast_cancer_batch2", None);
     // One-row requests: the candidate's hard-coded batch size fails them.
-    let traffic = Traffic::start(&d.env("production"), 1);
-    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
-    let counts = traffic.finish();
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let r = d.release(2);
-    let reason = r["outcome"]["reason"].as_str().unwrap();
+    let (_, counts, reason) = rolled_back_under_traffic(&d, 2, 1);
     assert!(reason.contains("error rate"), "{reason}");
     assert_eq!(failed(&counts, "stable"), 0, "{counts:?}");
     let s = d.get("/api/v1/status");
@@ -135,17 +125,7 @@ fn a_slow_candidate_is_rolled_back_on_latency_with_no_failed_request() {
         production("steps = [{ weight = 50, pause = \"5s\" }]\nanalysis = { max_p99_ms = 25 }");
     let d = with_v1("latency", &config);
     register(&d.home, "breast_cancer_slow", None);
-    let traffic = Traffic::start(&d.env("production"), 2);
-    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
-    let counts = traffic.finish();
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let r = d.release(2);
-    let reason = r["outcome"]["reason"].as_str().unwrap();
+    let (r, counts, reason) = rolled_back_under_traffic(&d, 2, 2);
     assert!(reason.contains("p99 latency"), "{reason}");
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");
     assert!(served(&counts, "candidate/v2") > 0, "{counts:?}");
@@ -164,17 +144,7 @@ fn a_slow_candidate_within_the_absolute_budget_is_caught_by_the_comparison_with_
         &production("steps = [{ weight = 50, pause = \"10s\" }]\nanalysis = { min_requests = 20 }"),
     );
     register(&d.home, "breast_cancer_slow", None);
-    let traffic = Traffic::start(&d.env("production"), 2);
-    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
-    let counts = traffic.finish();
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let r = d.release(2);
-    let reason = r["outcome"]["reason"].as_str().unwrap();
+    let (_, counts, reason) = rolled_back_under_traffic(&d, 2, 2);
     assert!(
         reason.contains("Mann-Whitney") && reason.contains("stable's"),
         "{reason}"
@@ -190,17 +160,7 @@ fn a_candidate_predicting_a_different_class_mix_is_rolled_back_for_drift() {
         &production("steps = [{ weight = 50, pause = \"10s\" }]"),
     );
     register(&d.home, "breast_cancer_skewed", None);
-    let traffic = Traffic::start(&d.env("production"), 2);
-    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
-    let counts = traffic.finish();
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let r = d.release(2);
-    let reason = r["outcome"]["reason"].as_str().unwrap();
+    let (_, counts, reason) = rolled_back_under_traffic(&d, 2, 2);
     assert!(reason.contains("PSI") || reason.contains("psi"), "{reason}");
     assert!(reason.contains("class"), "{reason}");
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");

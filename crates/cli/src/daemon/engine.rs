@@ -1248,11 +1248,7 @@ impl Engine {
                 e.weight = 0;
                 e.apply_routes();
                 if let Some(old) = old {
-                    tokio::spawn(async move {
-                        for s in old.servers {
-                            s.stop(grace).await;
-                        }
-                    });
+                    stop_in_background(old.servers, grace);
                 }
                 self.say(
                     Some(id),
@@ -1269,11 +1265,7 @@ impl Engine {
                 let old = e.candidate.take();
                 e.apply_routes();
                 if let Some(old) = old {
-                    tokio::spawn(async move {
-                        for s in old.servers {
-                            s.stop(grace).await;
-                        }
-                    });
+                    stop_in_background(old.servers, grace);
                 }
                 let stable = self
                     .envs
@@ -1322,11 +1314,7 @@ impl Engine {
         let grace = self.cfg.server.stop_grace.0;
         if !wanted {
             if let Ok(servers) = result {
-                tokio::spawn(async move {
-                    for s in servers {
-                        s.stop(grace).await;
-                    }
-                });
+                stop_in_background(servers, grace);
             }
             return;
         }
@@ -1382,11 +1370,7 @@ impl Engine {
                         self.say(None, format!("{env}: v{} serving again", l.version));
                     }
                     _ => {
-                        tokio::spawn(async move {
-                            for s in servers {
-                                s.stop(grace).await;
-                            }
-                        });
+                        stop_in_background(servers, grace);
                     }
                 }
             }
@@ -1475,6 +1459,13 @@ async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec
         }
     }
     Some(counts)
+}
+
+/// Stop servers gracefully (drain, then kill after `grace`) without waiting here.
+fn stop_in_background(servers: Vec<Supervised>, grace: Duration) {
+    tokio::spawn(async move {
+        futures_util::future::join_all(servers.into_iter().map(|s| s.stop(grace))).await;
+    });
 }
 
 pub async fn fetch(

@@ -329,3 +329,28 @@ pub fn with_v1(tag: &str, config: &str) -> Daemon {
     assert_eq!(r["outcome"]["outcome"], "succeeded", "{r}");
     d
 }
+
+/// `hoist deploy m/<release> --wait` under steady traffic of `rows`-row requests; the
+/// release must end rolled back (exit 5). Returns the release, what the client saw,
+/// and the reason.
+pub fn rolled_back_under_traffic(
+    d: &Daemon,
+    release: u64,
+    rows: usize,
+) -> (Value, BTreeMap<String, (u64, u64)>, String) {
+    let traffic = Traffic::start(&d.env("production"), rows);
+    let out = hoist(&d.home, &["deploy", &format!("m/{release}"), "--wait"]);
+    let counts = traffic.finish();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = d.release(release);
+    let reason = r["outcome"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (r, counts, reason)
+}
