@@ -18,7 +18,7 @@
 //!   and cookie are decided by [`split::decide_raw`], the same order as `decide`.
 //! - Hop-by-hop request headers (and those `Connection` names) are dropped,
 //!   `x-request-id` is added when missing; responses lose their hop-by-hop headers
-//!   (except `Transfer-Encoding: chunked`, whose framing is forwarded as it came)
+//!   (except `Transfer-Encoding`: the body is forwarded with its codings as it came)
 //!   and gain `x-hoist-variant`, `x-hoist-version` and `x-request-id`.
 //! - A refused connection sends the request to the next replica, then to the other
 //!   variant, then answers 502; no upstream at all is a 503.
@@ -690,7 +690,11 @@ fn rewrite_head(
         for h in resp.headers.iter() {
             let name = h.name;
             let keep = if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked
+                // The body goes through as it came, transfer codings and all.
+                true
+            } else if name.eq_ignore_ascii_case("content-length") {
+                // Meaningless next to Transfer-Encoding (RFC 9112 section 6.3).
+                !(chunked || other_coding)
             } else {
                 let ours = name.eq_ignore_ascii_case("x-hoist-variant")
                     || name.eq_ignore_ascii_case("x-hoist-version");

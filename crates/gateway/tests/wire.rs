@@ -40,7 +40,7 @@ async fn raw_backend() -> SocketAddr {
                             }
                         }
                         "/chunked" => {
-                            s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
                                 .await
                                 .unwrap();
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -161,6 +161,8 @@ async fn bodies_of_every_framing_come_through_whole() {
         chunked.ends_with("\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
         "{chunked}"
     );
+
+    assert!(!chunked.contains("content-length"), "{chunked}");
 
     let close = exchange(gw.addr, get("/close").as_bytes()).await;
     assert!(close.contains("connection: close\r\n"), "{close}");
