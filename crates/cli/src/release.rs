@@ -358,7 +358,7 @@ pub(crate) fn history(
             writeln!(
                 o,
                 "{:<4} {:<8} {:<14} {:<28} {:<22} {:<12} {:>7.1}s  {reason}",
-                r["id"],
+                r["id"].to_string(),
                 format!("v{}", r["version"].as_str().unwrap_or("")),
                 short,
                 truncate(r["trigger"].as_str().unwrap_or(""), 28),
@@ -711,7 +711,12 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
             for (n, addr) in &d.envs {
                 writeln!(out, "  {:<12} http://{addr}", n).map_err(stdout_err)?;
             }
-            writeln!(out, "  trigger      {:?}", cfg.model.trigger).map_err(stdout_err)?;
+            let trigger = match &cfg.model.trigger {
+                hoist_release::config::Trigger::Alias(a) => format!("alias {a} of {}", cfg.model.name),
+                hoist_release::config::Trigger::Stage(st) => format!("stage {st} of {}", cfg.model.name),
+                hoist_release::config::Trigger::Manual => "manual (hoist deploy)".to_string(),
+            };
+            writeln!(out, "  trigger      {trigger}").map_err(stdout_err)?;
         }
         out.flush().map_err(stdout_err)?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
