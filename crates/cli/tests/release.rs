@@ -132,6 +132,20 @@ fn a_slow_candidate_is_rolled_back_on_latency_with_no_failed_request() {
     // The decision and the switch back are one transition.
     let last = r["transitions"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["event"]["verdict"]["verdict"], "fail");
+    // ... journaled with the numbers it was based on.
+    let numbers = &last["event"]["numbers"];
+    assert!(
+        numbers["candidate"]["requests"].as_u64().unwrap() >= 10,
+        "{numbers}"
+    );
+    assert!(
+        numbers["candidate"]["p99_ms"].as_f64().unwrap() > 25.0,
+        "{numbers}"
+    );
+    assert!(
+        numbers["stable"]["requests"].as_u64().unwrap() > 0,
+        "{numbers}"
+    );
     assert_eq!(last["actions"][0]["action"], "set_weight");
     assert_eq!(last["actions"][0]["weight"], 0);
 }
@@ -163,6 +177,10 @@ fn a_candidate_predicting_a_different_class_mix_is_rolled_back_for_drift() {
     let (_, counts, reason) = rolled_back_under_traffic(&d, 2, 2);
     assert!(reason.contains("PSI") || reason.contains("psi"), "{reason}");
     assert!(reason.contains("class"), "{reason}");
+    let r = d.release(2);
+    let last = r["transitions"].as_array().unwrap().last().unwrap().clone();
+    let psi = last["event"]["numbers"]["drift"]["psi"].as_f64().unwrap();
+    assert!(psi > 0.25, "{}", last["event"]);
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");
 }
 

@@ -237,8 +237,11 @@ pub enum Event {
         reason: String,
     },
     Approve,
+    /// A measurement of live traffic; `numbers` are what it was based on (journaled).
     Verdict {
         verdict: Verdict,
+        #[serde(default)]
+        numbers: serde_json::Value,
     },
     Tick,
     Promote {
@@ -487,7 +490,7 @@ pub fn step(r: &Release, event: &Event, now_ms: u64) -> Result<(Release, Vec<Act
             );
         }
         (Phase::AwaitingApproval, Event::Approve) => begin_traffic(&mut n, &mut actions, now_ms),
-        (Phase::Step { .. }, Event::Verdict { verdict }) => {
+        (Phase::Step { .. }, Event::Verdict { verdict, .. }) => {
             let plan = &r.plan.envs[r.env];
             let (limit, in_a_row) = (plan.failure_limit, plan.consecutive_failures);
             let mut give_up = None;
@@ -855,6 +858,7 @@ mod tests {
             &mut r,
             &[Event::Verdict {
                 verdict: Verdict::Pass,
+                numbers: serde_json::Value::Null,
             }],
             50,
         );
@@ -874,6 +878,7 @@ mod tests {
             &mut r,
             &[Event::Verdict {
                 verdict: Verdict::Pass,
+                numbers: serde_json::Value::Null,
             }],
             210,
         );
@@ -901,6 +906,7 @@ mod tests {
                 verdict: Verdict::Fail {
                     reason: "p99 0.3 s > 0.1 s".into(),
                 },
+                numbers: serde_json::Value::Null,
             }],
             10,
         );
@@ -933,9 +939,11 @@ mod tests {
             verdict: Verdict::Fail {
                 reason: "p99".into(),
             },
+            numbers: serde_json::Value::Null,
         };
         let pass = Event::Verdict {
             verdict: Verdict::Pass,
+            numbers: serde_json::Value::Null,
         };
         run(&mut r, &[fail.clone(), pass.clone(), fail.clone()], 10);
         assert!(!r.is_done(), "two failures are within failure_limit = 2");
@@ -999,6 +1007,7 @@ mod tests {
                 Event::Tick,
                 Event::Verdict {
                     verdict: Verdict::Pass,
+                    numbers: serde_json::Value::Null,
                 },
             ],
             1_000_000,
@@ -1021,6 +1030,7 @@ mod tests {
             &[
                 Event::Verdict {
                     verdict: inc.clone(),
+                    numbers: serde_json::Value::Null,
                 },
                 Event::Tick,
             ],
@@ -1046,6 +1056,7 @@ mod tests {
             &[
                 Event::Verdict {
                     verdict: Verdict::Pass,
+                    numbers: serde_json::Value::Null,
                 },
                 Event::Tick,
             ],

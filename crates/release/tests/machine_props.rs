@@ -148,17 +148,20 @@ fn arb_event() -> impl Strategy<Value = Event> {
         }),
         Just(Event::Approve),
         Just(Event::Verdict {
-            verdict: Verdict::Pass
+            verdict: Verdict::Pass,
+            numbers: serde_json::Value::Null
         }),
         Just(Event::Verdict {
             verdict: Verdict::Fail {
                 reason: "p99".into()
-            }
+            },
+            numbers: serde_json::Value::Null
         }),
         Just(Event::Verdict {
             verdict: Verdict::Inconclusive {
                 reason: "few".into()
-            }
+            },
+            numbers: serde_json::Value::Null
         }),
         Just(Event::Tick),
         any::<bool>().prop_map(|full| Event::Promote { full }),
@@ -188,6 +191,7 @@ fn happy(r: &Release) -> Event {
         Phase::Step { until_ms: None, .. } => Event::Promote { full: false },
         Phase::Step { verdict: None, .. } => Event::Verdict {
             verdict: Verdict::Pass,
+            numbers: serde_json::Value::Null,
         },
         Phase::Step { .. } | Phase::Done => Event::Tick,
     }

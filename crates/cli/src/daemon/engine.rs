@@ -116,6 +116,8 @@ pub enum Cmd {
         step: usize,
         verdict: Verdict,
         window: WindowView,
+        /// Everything the verdict was based on (journaled with it).
+        numbers: serde_json::Value,
     },
     Tick {
         id: ReleaseId,
@@ -608,6 +610,7 @@ impl Engine {
                 step,
                 verdict,
                 window,
+                numbers,
             } => {
                 let current = self.active.get(&id).is_some_and(|r| {
                     matches!(r.phase, Phase::Step { index, .. } if index == step)
@@ -626,7 +629,7 @@ impl Engine {
                         at_ms: now_ms(),
                     },
                 );
-                let _ = self.apply(id, Event::Verdict { verdict });
+                let _ = self.apply(id, Event::Verdict { verdict, numbers });
             }
             Cmd::Gates { id, result } => {
                 if !self.is_phase(id, |p| *p == Phase::Gating) {
@@ -1167,6 +1170,10 @@ impl Engine {
                             p99_seconds: c.quantile(0.99),
                         };
                         let mut verdict = analysis::judge(&analysis, &window);
+                        let mut numbers = serde_json::json!({
+                            "candidate": WindowView::of(c),
+                            "stable": WindowView::of(&snap.stable),
+                        });
                         // Candidate against stable on the same window: significantly
                         // slower beyond the tolerance fails even under the absolute budget.
                         if verdict == Verdict::Pass && analysis.compare_latency {
@@ -1181,6 +1188,13 @@ impl Engine {
                                 (Some(a), Some(b)) => (a - b) * 1000.0,
                                 _ => 0.0,
                             };
+                            if let analysis::Comparison::Pass { p, ratio }
+                            | analysis::Comparison::Fail { p, ratio, .. } = &cmp
+                            {
+                                numbers["latency_comparison"] = serde_json::json!({
+                                    "p": p, "median_ratio": ratio, "median_slower_ms": slower_ms,
+                                });
+                            }
                             if let analysis::Comparison::Fail { .. } = cmp
                                 && slower_ms > analysis.latency_slack_ms
                             {
@@ -1204,6 +1218,15 @@ impl Engine {
                                 analysis.max_psi,
                                 analysis.min_requests,
                             );
+                            if let analysis::Drift::Pass { psi }
+                            | analysis::Drift::Fail { psi, .. } = &d
+                            {
+                                numbers["drift"] = serde_json::json!({
+                                    "psi": psi,
+                                    "stable_classes": diff(&s1, s0),
+                                    "candidate_classes": diff(&c1, c0),
+                                });
+                            }
                             if let analysis::Drift::Fail { .. } = d {
                                 verdict = d.verdict();
                             }
@@ -1216,6 +1239,7 @@ impl Engine {
                                 step,
                                 verdict,
                                 window: view,
+                                numbers,
                             })
                             .await
                             .is_err()
