@@ -25,6 +25,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+/// Requests per candidate replica in the smoke test (the first checks the answer's
+/// shape; all warm the server up).
+const SMOKE_ROUNDS: usize = 10;
+/// Fewest requests on each side before latencies are compared.
+const MIN_COMPARISON_SAMPLES: u64 = 30;
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1182,7 +1188,8 @@ impl Engine {
                                 &snap.stable.latency_samples(),
                                 analysis.confidence,
                                 analysis.tolerance,
-                                analysis.min_requests.max(1) as usize,
+                                // Rank tests on a handful of requests are noise.
+                                analysis.min_requests.max(MIN_COMPARISON_SAMPLES) as usize,
                             );
                             let slower_ms = match (c.quantile(0.5), snap.stable.quantile(0.5)) {
                                 (Some(a), Some(b)) => (a - b) * 1000.0,
@@ -1519,7 +1526,9 @@ async fn smoke_test(
     replicas: usize,
 ) -> Result<(), String> {
     let example = path.and_then(|p| read_example(Path::new(p)));
-    for _ in 0..replicas.max(1) {
+    // A few rounds per replica: the smoke test, and a warm-up so a cold candidate's
+    // first requests do not count against it in the analysis that follows.
+    for _ in 0..replicas.max(1) * SMOKE_ROUNDS {
         match &example {
             Some((body, rows)) => {
                 let resp = http
