@@ -97,6 +97,10 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(home: &Path, config: &str) -> Daemon {
+        Daemon::start_with_env(home, config, &[])
+    }
+
+    pub fn start_with_env(home: &Path, config: &str, vars: &[(&str, &str)]) -> Daemon {
         let cfg = home.join("hoist.toml");
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_hoist"))
@@ -108,6 +112,7 @@ impl Daemon {
             .env_remove("HOIST_ADMIN_TOKEN")
             .env_remove("HOIST_ADMIN_TOKEN_FILE")
             .env("RUST_LOG", "warn")
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
