@@ -31,7 +31,6 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -39,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::gateway::{Backend, Gateway, Table, json_error_body};
+use crate::gateway::{Attempt, Backend, Gateway, Table, json_error_body};
 use crate::metrics::Class;
 use crate::pool::Pool;
 use crate::split::{self, Decision};
@@ -483,13 +482,10 @@ async fn proxy(
     close: bool,
     start: Instant,
 ) -> Done {
-    let mut backend = first;
-    let mut switched = false;
-    let mut index = backend.next.fetch_add(1, Relaxed);
-    let mut tries = 0;
+    let mut attempt = Attempt::new(first);
     let failure = loop {
-        let slot = index % backend.pools.len();
-        let pool = &backend.pools[slot];
+        let backend = attempt.backend;
+        let pool = &backend.pools[attempt.slot()];
         match exchange(pool, backend, b, head, close).await {
             Ok((stream, resp)) => {
                 return forward(pool, backend, stream, resp, client, b, start).await;
@@ -500,19 +496,8 @@ async fn proxy(
                     variant = %backend.variant,
                     "not sent, trying elsewhere: {why}"
                 );
-                tries += 1;
-                if tries < 2 && backend.pools.len() > 1 {
-                    index += 1;
-                    continue;
-                }
-                match table.get(backend.variant.other()) {
-                    Some(other) if !switched => {
-                        switched = true;
-                        backend = other;
-                        tries = 0;
-                        index = backend.next.fetch_add(1, Relaxed);
-                    }
-                    _ => break why,
+                if !attempt.next_after_not_sent(table) {
+                    break why;
                 }
             }
             Err(Failure::Failed(why)) => break format!("{}: {why}", pool.addr),
@@ -520,10 +505,13 @@ async fn proxy(
     };
     tracing::warn!(
         env = %gw.inner.config.name,
-        variant = %backend.variant,
+        variant = %attempt.backend.variant,
         "upstream failed: {failure}"
     );
-    backend.counters.record(Class::Upstream, start.elapsed());
+    attempt
+        .backend
+        .counters
+        .record(Class::Upstream, start.elapsed());
     let body = json_error_body(&format!(
         "no model server of environment {} answered: {failure}",
         gw.inner.config.name

@@ -159,6 +159,52 @@ pub(crate) struct Backend {
     pub(crate) counters: Arc<Counters>,
 }
 
+/// Which replica a request goes to: the round-robin pick first; when nothing was sent
+/// (the connection was refused), one more replica of the same variant, then the other
+/// variant once. Shared by the fast path and the hyper path.
+pub(crate) struct Attempt<'a> {
+    pub(crate) backend: &'a Backend,
+    index: usize,
+    tries: u32,
+    switched: bool,
+}
+
+impl<'a> Attempt<'a> {
+    pub(crate) fn new(first: &'a Backend) -> Attempt<'a> {
+        Attempt {
+            backend: first,
+            index: first.next.fetch_add(1, Relaxed),
+            tries: 0,
+            switched: false,
+        }
+    }
+
+    /// The replica (index into `backend.pools`) to try now.
+    pub(crate) fn slot(&self) -> usize {
+        self.index % self.backend.pools.len()
+    }
+
+    /// After a request that was not sent: move to the next place to try, or `false`
+    /// when there is none left.
+    pub(crate) fn next_after_not_sent(&mut self, table: &'a Table) -> bool {
+        self.tries += 1;
+        if self.tries < 2 && self.backend.pools.len() > 1 {
+            self.index += 1;
+            return true;
+        }
+        match table.get(self.backend.variant.other()) {
+            Some(other) if !self.switched => {
+                self.switched = true;
+                self.backend = other;
+                self.tries = 0;
+                self.index = other.next.fetch_add(1, Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 type GatewayBody = Either<Tracked, Full<Bytes>>;
 
 impl Gateway {
@@ -431,12 +477,10 @@ impl Gateway {
         };
         let mut req = Request::from_parts(parts, body);
 
-        let mut backend = first;
-        let mut switched = false;
-        let mut index = backend.next.fetch_add(1, Relaxed);
-        let mut tries = 0;
+        let mut attempt = Attempt::new(first);
         let failure = loop {
-            let slot = index % backend.pools.len();
+            let backend = attempt.backend;
+            let slot = attempt.slot();
             let pool = &backend.pools[slot];
             match pool.send(req).await {
                 Ok((resp, conn)) => {
@@ -453,19 +497,8 @@ impl Gateway {
                         "not sent, trying elsewhere: {why}"
                     );
                     req = *back;
-                    tries += 1;
-                    if tries < 2 && backend.pools.len() > 1 {
-                        index += 1;
-                        continue;
-                    }
-                    match table.get(backend.variant.other()) {
-                        Some(other) if !switched => {
-                            switched = true;
-                            backend = other;
-                            tries = 0;
-                            index = backend.next.fetch_add(1, Relaxed);
-                        }
-                        _ => break why,
+                    if !attempt.next_after_not_sent(&table) {
+                        break why;
                     }
                 }
                 Err(SendError::Failed(e)) => break format!("{}: {e}", pool.addr),
@@ -473,10 +506,13 @@ impl Gateway {
         };
         tracing::warn!(
             env = %self.inner.config.name,
-            variant = %backend.variant,
+            variant = %attempt.backend.variant,
             "upstream failed: {failure}"
         );
-        backend.counters.record(Class::Upstream, start.elapsed());
+        attempt
+            .backend
+            .counters
+            .record(Class::Upstream, start.elapsed());
         let mut res = json_error(
             StatusCode::BAD_GATEWAY,
             &format!(
