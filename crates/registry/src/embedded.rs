@@ -905,7 +905,7 @@ fn canonical_stage(s: &str) -> Result<Option<&'static str>> {
 
 /// Model names appear in references (`name/3`, `name@alias`), so they cannot hold
 /// `/` or `@`; control characters would garble tables and logs.
-fn check_model_name(name: &str) -> Result<()> {
+pub(crate) fn check_model_name(name: &str) -> Result<()> {
     let bad = name.is_empty()
         || name.len() > 256
         || name != name.trim()
@@ -921,7 +921,7 @@ fn check_model_name(name: &str) -> Result<()> {
 /// Aliases follow MLflow's rules, so the same names work in both registries:
 /// letters, digits, `_` and `-`; `latest` and `v<number>` are reserved (they read as
 /// version selectors).
-fn check_alias(alias: &str) -> Result<()> {
+pub(crate) fn check_alias(alias: &str) -> Result<()> {
     let lower = alias.to_ascii_lowercase();
     let version_like =
         lower.len() > 1 && lower.starts_with('v') && lower[1..].bytes().all(|b| b.is_ascii_digit());
@@ -940,7 +940,7 @@ fn check_alias(alias: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_tag_key(key: &str) -> Result<()> {
+pub(crate) fn check_tag_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > 250 || key.chars().any(char::is_control) {
         return Err(Error::Invalid(format!(
             "invalid tag key '{key}': 1 to 250 characters, no control characters"

@@ -1397,45 +1397,10 @@ fn now_ms() -> i64 {
 }
 
 // The embedded registry's rules, so one name works in both registries.
-
-fn check_model_name(name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name.len() > 256
-        || name != name.trim()
-        || name.chars().any(|c| c == '/' || c == '@' || c.is_control());
-    if bad {
-        return Err(Error::Invalid(format!(
-            "invalid model name '{name}': 1 to 256 characters, no '/', '@', control characters or surrounding spaces"
-        )));
-    }
-    Ok(())
-}
-
-fn check_alias(alias: &str) -> Result<()> {
-    let lower = alias.to_ascii_lowercase();
-    let version_like =
-        lower.len() > 1 && lower.starts_with('v') && lower[1..].bytes().all(|b| b.is_ascii_digit());
-    let bad = alias.is_empty()
-        || alias.len() > 255
-        || !alias
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        || lower == "latest"
-        || version_like;
-    if bad {
-        return Err(Error::Invalid(format!(
-            "invalid alias '{alias}': letters, digits, '_' and '-' only; 'latest' and 'v<number>' are reserved"
-        )));
-    }
-    Ok(())
-}
+use crate::embedded::{check_alias, check_model_name};
 
 fn check_tag_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > 250 || key.chars().any(char::is_control) {
-        return Err(Error::Invalid(format!(
-            "invalid tag key '{key}': 1 to 250 characters, no control characters"
-        )));
-    }
+    crate::embedded::check_tag_key(key)?;
     if key == DIGEST_TAG {
         return Err(Error::Invalid(format!(
             "tag '{DIGEST_TAG}' is hoist's own: it records the digest of the registered files"
