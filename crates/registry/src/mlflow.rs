@@ -380,17 +380,9 @@ impl MlflowRegistry {
         let experiment_id = self.registration_experiment()?;
 
         // 1. The model (MLflow answers RESOURCE_ALREADY_EXISTS for a known one).
-        match self.call(
-            "POST",
-            "registered-models/create",
-            &[],
-            Some(&json!({ "name": name })),
-            &|m| Error::Invalid(format!("registered-models/create: {m}")),
-        ) {
-            Ok(_) => {}
-            Err(Error::Remote { code, .. }) if code == "RESOURCE_ALREADY_EXISTS" => {}
-            Err(e) => return Err(e),
-        }
+        self.create_if_absent("registered-models/create", name, &|m| {
+            Error::Invalid(format!("registered-models/create: {m}"))
+        })?;
 
         // The same files as the latest version: nothing new.
         if let Some(latest) = self.list_versions(name)?.into_iter().next()
@@ -469,6 +461,27 @@ impl MlflowRegistry {
 
     /// The id of the experiment registration runs go to, created if missing; refused
     /// if its artifacts are not behind the tracking server's proxy.
+    /// `POST endpoint {"name": name}`, where an existing one
+    /// (`RESOURCE_ALREADY_EXISTS`) is as good as a new one.
+    fn create_if_absent(
+        &self,
+        endpoint: &str,
+        name: &str,
+        invalid: &dyn Fn(&str) -> Error,
+    ) -> Result<()> {
+        match self.call(
+            "POST",
+            endpoint,
+            &[],
+            Some(&json!({ "name": name })),
+            invalid,
+        ) {
+            Ok(_) => Ok(()),
+            Err(Error::Remote { code, .. }) if code == "RESOURCE_ALREADY_EXISTS" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn registration_experiment(&self) -> Result<String> {
         let name = self.experiment.as_str();
         // `ModelNotFound` only marks "no such experiment" between these two calls.
@@ -484,18 +497,10 @@ impl MlflowRegistry {
         let found = match get() {
             Ok(v) => v,
             Err(Error::ModelNotFound(_)) => {
-                match self.call(
-                    "POST",
-                    "experiments/create",
-                    &[],
-                    Some(&json!({ "name": name })),
-                    &|m| Error::Invalid(format!("creating experiment '{name}': {m}")),
-                ) {
-                    Ok(_) => {}
-                    // Created by someone else meanwhile.
-                    Err(Error::Remote { code, .. }) if code == "RESOURCE_ALREADY_EXISTS" => {}
-                    Err(e) => return Err(e),
-                }
+                // Possibly created by someone else meanwhile: fine.
+                self.create_if_absent("experiments/create", name, &|m| {
+                    Error::Invalid(format!("creating experiment '{name}': {m}"))
+                })?;
                 get().map_err(|e| match e {
                     Error::ModelNotFound(_) => self.bad_answer(
                         "experiments/get-by-name",
