@@ -599,45 +599,32 @@ fn goto_step(n: &mut Release, actions: &mut Vec<Action>, mut index: usize, now_m
             env: plan.name.clone(),
             weight: s.weight,
         });
-        match s.pause {
-            StepPause::None => index += 1,
-            StepPause::Ms(ms) => {
-                let until = now_ms + ms;
-                n.phase = Phase::Step {
-                    index,
-                    started_ms: now_ms,
-                    until_ms: Some(until),
-                    verdict: None,
-                    failures: 0,
-                    consecutive: 0,
-                };
-                if plan.analysis {
-                    actions.push(Action::BeginAnalysis {
-                        env: plan.name.clone(),
-                        step: index,
-                    });
-                }
-                actions.push(Action::WakeAt { at_ms: until });
-                return;
+        let until_ms = match s.pause {
+            StepPause::None => {
+                index += 1;
+                continue;
             }
-            StepPause::Manual => {
-                n.phase = Phase::Step {
-                    index,
-                    started_ms: now_ms,
-                    until_ms: None,
-                    verdict: None,
-                    failures: 0,
-                    consecutive: 0,
-                };
-                if plan.analysis {
-                    actions.push(Action::BeginAnalysis {
-                        env: plan.name.clone(),
-                        step: index,
-                    });
-                }
-                return;
-            }
+            StepPause::Ms(ms) => Some(now_ms + ms),
+            StepPause::Manual => None,
+        };
+        n.phase = Phase::Step {
+            index,
+            started_ms: now_ms,
+            until_ms,
+            verdict: None,
+            failures: 0,
+            consecutive: 0,
+        };
+        if plan.analysis {
+            actions.push(Action::BeginAnalysis {
+                env: plan.name.clone(),
+                step: index,
+            });
         }
+        if let Some(at_ms) = until_ms {
+            actions.push(Action::WakeAt { at_ms });
+        }
+        return;
     }
 }
 
