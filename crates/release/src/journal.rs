@@ -91,15 +91,7 @@ CREATE TABLE IF NOT EXISTS transitions (
     phase TEXT NOT NULL,
     PRIMARY KEY (release_id, seq)
 );
-CREATE TABLE IF NOT EXISTS live (
-    env TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    path TEXT NOT NULL,
-    release_id INTEGER NOT NULL,
-    since_ms INTEGER NOT NULL
-);
+-- Every version that went live in an environment; the newest row is what serves.
 CREATE TABLE IF NOT EXISTS live_history (
     env TEXT NOT NULL,
     model TEXT NOT NULL,
@@ -226,12 +218,6 @@ impl Journal {
             if let Action::PromoteCandidate { env } = a {
                 let digest = digest.clone().unwrap_or_default();
                 let path = path.clone().unwrap_or_default();
-                tx.execute(
-                    "INSERT INTO live (env, model, version, digest, path, release_id, since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(env) DO UPDATE SET model = excluded.model, version = excluded.version, digest = excluded.digest,
-                       path = excluded.path, release_id = excluded.release_id, since_ms = excluded.since_ms",
-                    params![env, next.model, next.version, digest, path, next.id as i64, now_ms as i64],
-                )?;
                 tx.execute(
                     "INSERT INTO live_history (env, model, version, digest, path, release_id, since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![env, next.model, next.version, digest, path, next.id as i64, now_ms as i64],
@@ -366,7 +352,7 @@ impl Journal {
         Ok(self
             .conn()
             .query_row(
-                "SELECT env, model, version, digest, path, release_id, since_ms FROM live WHERE env = ?1",
+                "SELECT env, model, version, digest, path, release_id, since_ms FROM live_history WHERE env = ?1 ORDER BY rowid DESC LIMIT 1",
                 params![env],
                 Self::read_live,
             )
