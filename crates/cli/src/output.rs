@@ -63,7 +63,7 @@ impl Table {
 pub(crate) fn format_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = hoist_server::util::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
         rem / 3600,
@@ -72,8 +72,6 @@ pub(crate) fn format_ms(ms: i64) -> String {
     )
 }
 
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`), to avoid a date crate for one column.
 /// `HH:MM:SS.mmm` (UTC) of a time in milliseconds since the epoch, for log lines.
 pub(crate) fn time_of_day(ms: u64) -> String {
     let day_ms = ms % 86_400_000;
@@ -84,19 +82,6 @@ pub(crate) fn time_of_day(ms: u64) -> String {
         day_ms / 1000 % 60,
         day_ms % 1000
     )
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
