@@ -128,6 +128,8 @@ pub struct ModelInfo {
     pub version: String,
     pub digest: String,
     pub runtime: String,
+    /// The output whose classes `hoist_predictions_total` counts.
+    pub label_output: Option<String>,
 }
 
 /// All of the server's metrics.
@@ -144,10 +146,9 @@ pub struct Metrics {
     /// Microseconds the current model took to load.
     load_micros: AtomicU64,
     model: Mutex<ModelInfo>,
-    /// Predicted classes 0..PREDICTION_CLASSES of the model's first integer output
-    /// (the label), and one more slot for any other value.
+    /// Predicted classes 0..PREDICTION_CLASSES of the model's label output, and one
+    /// more slot for any other value.
     predictions: Vec<AtomicU64>,
-    prediction_output: Mutex<Option<String>>,
 }
 
 /// Classes counted one by one in `hoist_predictions_total`; larger labels are `other`.
@@ -175,7 +176,6 @@ impl Default for Metrics {
             predictions: (0..=PREDICTION_CLASSES)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-            prediction_output: Mutex::new(None),
         }
     }
 }
@@ -203,15 +203,9 @@ impl Metrics {
         self.batch_size.observe(rows as f64);
     }
 
-    /// Count the predicted classes of an answer: `output` is the label output's name,
-    /// `labels` its values. (Prediction drift is judged on these counts.)
-    pub fn observe_predictions(&self, output: &str, labels: impl Iterator<Item = i64>) {
-        {
-            let mut name = self.prediction_output.lock().expect("metrics lock");
-            if name.as_deref() != Some(output) {
-                *name = Some(output.to_string());
-            }
-        }
+    /// Count the predicted classes of an answer (the model's label output).
+    /// (Prediction drift is judged on these counts.)
+    pub fn observe_predictions(&self, labels: impl Iterator<Item = i64>) {
         for l in labels {
             let i = if (0..PREDICTION_CLASSES as i64).contains(&l) {
                 l as usize
@@ -301,7 +295,8 @@ impl Metrics {
             "# HELP hoist_model_load_seconds Time the served model took to load and check.\n# TYPE hoist_model_load_seconds gauge\nhoist_model_load_seconds {}",
             self.load_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
-        if let Some(output) = self.prediction_output.lock().expect("metrics lock").clone() {
+        let m = self.model.lock().expect("metrics lock").clone();
+        if let Some(output) = &m.label_output {
             out.push_str("# HELP hoist_predictions_total Predicted classes (the model's label output) in answers.\n# TYPE hoist_predictions_total counter\n");
             for (i, c) in self.predictions.iter().enumerate() {
                 let n = c.load(Ordering::Relaxed);
@@ -314,12 +309,11 @@ impl Metrics {
                     let _ = writeln!(
                         out,
                         "hoist_predictions_total{{output=\"{}\",class=\"{class}\"}} {n}",
-                        escape(&output)
+                        escape(output)
                     );
                 }
             }
         }
-        let m = self.model.lock().expect("metrics lock").clone();
         let _ = writeln!(
             out,
             "# HELP hoist_model_info The model being served.\n# TYPE hoist_model_info gauge\nhoist_model_info{{name=\"{}\",version=\"{}\",digest=\"{}\",runtime=\"{}\"}} 1",

@@ -12,7 +12,7 @@ use crate::executor::{BatchConfig, ExecError, Executor};
 use crate::metrics::{Metrics, ModelInfo};
 use crate::package::{Package, PackageError};
 use crate::runtime::{self, IoSpec, LoadOptions, RuntimeError, RuntimeKind};
-use crate::tensor::{Tensor, TensorError};
+use crate::tensor::{DataType, Tensor, TensorData, TensorError};
 
 /// How to load and run models; fixed for the life of the server.
 #[derive(Debug, Clone)]
@@ -72,6 +72,9 @@ pub struct Model {
     pub runtime: RuntimeKind,
     pub inputs: Vec<IoSpec>,
     pub outputs: Vec<IoSpec>,
+    /// The predicted label: the first integer output of rank 1, whose classes are
+    /// counted for drift analysis.
+    label_output: Option<usize>,
     pub load_time: Duration,
     pub loaded_at: SystemTime,
     executor: Executor,
@@ -89,10 +92,15 @@ impl Model {
         let package = Package::read(path, opts.name.as_deref(), opts.version.as_deref())?;
         let rt: Arc<dyn runtime::Runtime> =
             Arc::from(runtime::load(&package.onnx_path, &opts.load)?);
+        let outputs = rt.outputs().to_vec();
+        let label_output = outputs.iter().position(|o| {
+            o.shape.len() == 1 && matches!(o.datatype, DataType::I64 | DataType::I32)
+        });
         let model = Model {
             runtime: rt.kind(),
             inputs: rt.inputs().to_vec(),
-            outputs: rt.outputs().to_vec(),
+            outputs,
+            label_output,
             executor: Executor::new(rt, opts.workers, opts.queue, opts.batch, metrics.clone()),
             package,
             load_time: Duration::ZERO,
@@ -143,6 +151,7 @@ impl Model {
             version: self.package.version.clone(),
             digest: self.package.digest.clone(),
             runtime: self.runtime.as_str().to_string(),
+            label_output: self.label_output.map(|i| self.outputs[i].name.clone()),
         }
     }
 
@@ -220,15 +229,12 @@ impl Model {
             }
             InferError::from(e)
         })?;
-        // The first integer output of rank 1 is the predicted label: count its classes.
-        if let Some(t) = outputs.iter().find(|t| t.shape.len() == 1) {
+        if let Some(t) = self.label_output.and_then(|i| outputs.get(i)) {
             match &t.data {
-                crate::tensor::TensorData::I64(v) => {
-                    self.metrics.observe_predictions(&t.name, v.iter().copied())
-                }
-                crate::tensor::TensorData::I32(v) => self
+                TensorData::I64(v) => self.metrics.observe_predictions(v.iter().copied()),
+                TensorData::I32(v) => self
                     .metrics
-                    .observe_predictions(&t.name, v.iter().map(|&x| x as i64)),
+                    .observe_predictions(v.iter().map(|&x| i64::from(x))),
                 _ => {}
             }
         }
