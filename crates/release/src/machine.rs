@@ -342,6 +342,28 @@ impl Release {
         !matches!(self.phase, Phase::Queued | Phase::Done)
     }
 
+    /// How far through its environments and steps, from 0 to 1 (for progress bars).
+    pub fn progress(&self) -> f64 {
+        let r = self;
+        let n = r.plan.envs.len() as f64;
+        if r.is_done() {
+            return 1.0;
+        }
+        let within = match &r.phase {
+            Phase::Queued | Phase::Fetching => 0.0,
+            Phase::Deploying => 0.1,
+            Phase::Gating => 0.15,
+            Phase::SmokeTesting => 0.2,
+            Phase::AwaitingApproval => 0.25,
+            Phase::Step { index, .. } => {
+                let steps = r.plan.envs[r.env].steps.len() as f64;
+                0.3 + 0.7 * (*index as f64 + 0.5) / steps
+            }
+            Phase::Done => 1.0,
+        };
+        ((r.env as f64 + within) / n).clamp(0.0, 1.0)
+    }
+
     /// A short description of the phase for humans.
     pub fn describe(&self) -> String {
         let env = self.env_name();

@@ -146,7 +146,7 @@ async fn show(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<Stri
         .transitions(id)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let summary = rec.release.describe();
-    let progress = super::engine::progress(&rec.release);
+    let progress = rec.release.progress();
     let mut v = serde_json::to_value(&rec).unwrap_or_default();
     v["summary"] = summary.into();
     v["progress"] = progress.into();

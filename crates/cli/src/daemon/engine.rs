@@ -275,26 +275,6 @@ pub struct StatusView {
     pub notifications: super::notify::NotifyStatus,
 }
 
-pub fn progress(r: &Release) -> f64 {
-    let n = r.plan.envs.len() as f64;
-    if r.is_done() {
-        return 1.0;
-    }
-    let within = match &r.phase {
-        Phase::Queued | Phase::Fetching => 0.0,
-        Phase::Deploying => 0.1,
-        Phase::Gating => 0.15,
-        Phase::SmokeTesting => 0.2,
-        Phase::AwaitingApproval => 0.25,
-        Phase::Step { index, .. } => {
-            let steps = r.plan.envs[r.env].steps.len() as f64;
-            0.3 + 0.7 * (*index as f64 + 0.5) / steps
-        }
-        Phase::Done => 1.0,
-    };
-    ((r.env as f64 + within) / n).clamp(0.0, 1.0)
-}
-
 /// A line of progress for people watching the daemon.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
@@ -1439,7 +1419,7 @@ impl Engine {
             .filter_map(|id| self.journal.get(*id).ok())
             .map(|record| ReleaseView {
                 summary: record.release.describe(),
-                progress: progress(&record.release),
+                progress: record.release.progress(),
                 last_verdict: self.verdicts.get(&record.release.id).cloned(),
                 record,
             })
