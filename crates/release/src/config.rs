@@ -30,6 +30,10 @@ pub struct Config {
     pub gates: Vec<Gate>,
     /// Where release events are sent.
     pub notifications: Vec<Notification>,
+    /// Where the model servers run: `local` (this machine) or `kubernetes`.
+    pub target: crate::kubernetes::TargetKind,
+    /// The cluster settings, used by `target = "kubernetes"` and `hoist render k8s`.
+    pub kubernetes: crate::kubernetes::Kubernetes,
 }
 
 /// A check before traffic.
@@ -587,6 +591,8 @@ impl Default for Config {
             ],
             gates: Vec::new(),
             notifications: Vec::new(),
+            target: Default::default(),
+            kubernetes: Default::default(),
         }
     }
 }
@@ -627,6 +633,7 @@ impl Config {
 
     /// Checks that span keys; the message starts with the key path.
     fn validate(&self) -> Result<(), String> {
+        self.kubernetes.validate()?;
         if self.model.name.trim().is_empty() {
             return Err("model.name: must not be empty".into());
         }

@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod config;
 pub mod journal;
+pub mod kubernetes;
 pub mod machine;
 pub mod stats;
 
