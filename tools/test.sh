@@ -3,6 +3,7 @@
 #   - fetches the pinned ONNX Runtime library (tools/fetch-onnxruntime.sh)
 #   - creates a venv with a pinned MLflow (tools/mlflow-venv.sh) for the registry tests,
 #     which run a real MLflow tracking server on loopback
+#   - installs kubectl and Prometheus from Debian packages if missing (tools/debian-tools.sh)
 #   - runs the Rust tests (unit + integration: the real hoist-server binary on loopback,
 #     every example model on both runtimes; the embedded registry and the hoist CLI)
 #   - runs the external-client tests (tritonclient, MLflow scoring bodies) in a venv
@@ -16,6 +17,9 @@ echo "== ONNX Runtime: $ORT_DYLIB_PATH"
 echo "== MLflow venv (a real MLflow server for crates/registry/tests/mlflow.rs)"
 HOIST_MLFLOW_PYTHON="${HOIST_MLFLOW_PYTHON:-$(bash tools/mlflow-venv.sh | tail -n 1)}"
 export HOIST_MLFLOW_PYTHON
+
+echo "== kubectl and Prometheus (Debian packages; the Kubernetes tests parse manifests offline and query a real Prometheus)"
+bash tools/debian-tools.sh
 
 echo "== cargo build"
 cargo build --workspace --all-targets --locked
