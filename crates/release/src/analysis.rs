@@ -239,6 +239,169 @@ pub fn drift(
     Drift::Pass { psi }
 }
 
+/// What the gateway counted of a shadow step's mirrored requests over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ShadowWindow {
+    /// Requests stable answered that were also sent to the candidate.
+    pub mirrored: u64,
+    /// Of those, the candidate failed (5xx, unreachable, unreadable answer).
+    pub errors: u64,
+    /// Rows whose predicted classes were compared (both answers readable).
+    pub rows: u64,
+    /// Of those, rows where the candidate predicted stable's class.
+    pub agreeing_rows: u64,
+    /// Probabilities compared, and the sum of their absolute differences.
+    pub probabilities: u64,
+    pub probability_diff_sum: f64,
+    /// The candidate's p99 latency on mirrored requests.
+    pub p99_seconds: Option<f64>,
+}
+
+impl ShadowWindow {
+    /// Share of compared rows on which both predicted the same class.
+    pub fn agreement(&self) -> Option<f64> {
+        (self.rows > 0).then(|| self.agreeing_rows as f64 / self.rows as f64)
+    }
+
+    /// Mean absolute difference of the compared probabilities.
+    pub fn mean_probability_diff(&self) -> Option<f64> {
+        (self.probabilities > 0).then(|| self.probability_diff_sum / self.probabilities as f64)
+    }
+}
+
+/// Judge a shadow step: the candidate answered the same requests as stable, out of
+/// the callers' sight. Fails on errors above `max_error_rate` of mirrored requests,
+/// agreement below `min_agreement`, a mean probability difference above
+/// `max_probability_diff`, or a p99 above `max_p99_ms`; fewer than `min_requests`
+/// compared requests is inconclusive.
+pub fn judge_shadow(a: &Analysis, w: &ShadowWindow) -> Verdict {
+    let n = w.mirrored;
+    if n >= a.min_requests && w.errors as f64 > a.max_error_rate * n as f64 {
+        return Verdict::Fail {
+            reason: format!(
+                "shadow: the candidate failed {} of {n} mirrored requests ({:.1}%, above {:.1}%)",
+                w.errors,
+                w.errors as f64 * 100.0 / n as f64,
+                a.max_error_rate * 100.0
+            ),
+        };
+    }
+    let compared = n.saturating_sub(w.errors);
+    if compared < a.min_requests {
+        return Verdict::Inconclusive {
+            reason: format!(
+                "shadow: {compared} of the {} compared requests needed for a verdict",
+                a.min_requests
+            ),
+        };
+    }
+    if let Some(agree) = w.agreement()
+        && agree < a.min_agreement
+    {
+        return Verdict::Fail {
+            reason: format!(
+                "shadow: the candidate agreed with stable on {:.1}% of {} rows ({} disagreed), below {:.1}%",
+                agree * 100.0,
+                w.rows,
+                w.rows - w.agreeing_rows,
+                a.min_agreement * 100.0
+            ),
+        };
+    }
+    if let Some(diff) = w.mean_probability_diff()
+        && diff > a.max_probability_diff
+    {
+        return Verdict::Fail {
+            reason: format!(
+                "shadow: mean absolute difference of probabilities {diff:.3} over {} values is above {}",
+                w.probabilities, a.max_probability_diff
+            ),
+        };
+    }
+    if w.rows == 0 && w.probabilities == 0 {
+        return Verdict::Inconclusive {
+            reason: "shadow: no answer of either variant could be read as predictions".into(),
+        };
+    }
+    if let Some(p99) = w.p99_seconds
+        && p99 * 1000.0 > a.max_p99_ms
+    {
+        return Verdict::Fail {
+            reason: format!(
+                "shadow: the candidate's p99 latency {:.1} ms over {n} mirrored requests is above {} ms",
+                p99 * 1000.0,
+                a.max_p99_ms
+            ),
+        };
+    }
+    Verdict::Pass
+}
+
+/// Feedback labels counted for one variant over a window: labelled rows and how many
+/// of them the variant had predicted right.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Labels {
+    pub labelled: u64,
+    pub correct: u64,
+}
+
+impl Labels {
+    pub fn accuracy(&self) -> Option<f64> {
+        (self.labelled > 0).then(|| self.correct as f64 / self.labelled as f64)
+    }
+}
+
+/// Judge accuracy from feedback labels: fewer than `min_labels` labelled candidate
+/// rows is inconclusive (labels arrive late: the step waits); below `min_accuracy`
+/// fails; more than `max_accuracy_drop` below stable's accuracy fails when stable has
+/// `min_labels` labelled rows in the same window too.
+pub fn judge_feedback(a: &Analysis, candidate: &Labels, stable: &Labels) -> Verdict {
+    let needed = a.min_labels.max(1);
+    if candidate.labelled < needed {
+        return Verdict::Inconclusive {
+            reason: format!(
+                "feedback: {} of the {needed} labelled candidate rows needed for an accuracy verdict",
+                candidate.labelled
+            ),
+        };
+    }
+    let acc = candidate.correct as f64 / candidate.labelled as f64;
+    if let Some(min) = a.min_accuracy
+        && acc < min
+    {
+        return Verdict::Fail {
+            reason: format!(
+                "feedback: candidate accuracy {:.1}% ({} of {} labelled rows) is below {:.1}%",
+                acc * 100.0,
+                candidate.correct,
+                candidate.labelled,
+                min * 100.0
+            ),
+        };
+    }
+    if let Some(drop) = a.max_accuracy_drop
+        && stable.labelled >= needed
+    {
+        let base = stable.correct as f64 / stable.labelled as f64;
+        if base - acc > drop {
+            return Verdict::Fail {
+                reason: format!(
+                    "feedback: candidate accuracy {:.1}% ({} of {} labelled rows) is {:.1} points below stable's {:.1}% ({} of {}), more than {:.1}",
+                    acc * 100.0,
+                    candidate.correct,
+                    candidate.labelled,
+                    (base - acc) * 100.0,
+                    base * 100.0,
+                    stable.correct,
+                    stable.labelled,
+                    drop * 100.0
+                ),
+            };
+        }
+    }
+    Verdict::Pass
+}
+
 /// The median of a non-empty sample without NaNs.
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
@@ -503,5 +666,85 @@ mod tests {
             drift(&[1, 1], &[1, 1], f64::NAN, 1),
             Drift::Inconclusive { .. }
         ));
+    }
+
+    fn shadow(mirrored: u64, errors: u64, rows: u64, agree: u64, diff: f64) -> ShadowWindow {
+        ShadowWindow {
+            mirrored,
+            errors,
+            rows,
+            agreeing_rows: agree,
+            probabilities: rows * 2,
+            probability_diff_sum: diff * (rows * 2) as f64,
+            p99_seconds: Some(0.002),
+        }
+    }
+
+    #[test]
+    fn shadow_verdicts() {
+        let a = Analysis {
+            min_requests: 20,
+            ..Analysis::default()
+        };
+        assert_eq!(
+            judge_shadow(&a, &shadow(100, 0, 100, 99, 0.01)),
+            Verdict::Pass
+        );
+        let Verdict::Fail { reason } = judge_shadow(&a, &shadow(100, 0, 100, 60, 0.01)) else {
+            panic!("40% disagreement must fail")
+        };
+        assert!(
+            reason.contains("60.0% of 100 rows (40 disagreed)"),
+            "{reason}"
+        );
+        let Verdict::Fail { reason } = judge_shadow(&a, &shadow(100, 0, 100, 100, 0.3)) else {
+            panic!("probabilities far apart must fail")
+        };
+        assert!(reason.contains("0.300"), "{reason}");
+        let Verdict::Fail { reason } = judge_shadow(&a, &shadow(100, 10, 90, 90, 0.0)) else {
+            panic!("10% candidate errors must fail")
+        };
+        assert!(reason.contains("failed 10 of 100"), "{reason}");
+        assert!(matches!(
+            judge_shadow(&a, &shadow(10, 0, 10, 10, 0.0)),
+            Verdict::Inconclusive { .. }
+        ));
+        let mut slow = shadow(100, 0, 100, 100, 0.0);
+        slow.p99_seconds = Some(1.0);
+        assert!(matches!(judge_shadow(&a, &slow), Verdict::Fail { .. }));
+        // Answers nobody could read are no pass.
+        assert!(matches!(
+            judge_shadow(&a, &shadow(100, 0, 0, 0, 0.0)),
+            Verdict::Inconclusive { .. }
+        ));
+    }
+
+    #[test]
+    fn feedback_verdicts() {
+        let a = Analysis {
+            min_labels: 50,
+            min_accuracy: Some(0.8),
+            max_accuracy_drop: Some(0.05),
+            ..Analysis::default()
+        };
+        let l = |labelled, correct| Labels { labelled, correct };
+        assert_eq!(judge_feedback(&a, &l(100, 95), &l(100, 96)), Verdict::Pass);
+        let Verdict::Inconclusive { reason } = judge_feedback(&a, &l(49, 49), &l(100, 96)) else {
+            panic!("too few labels must wait")
+        };
+        assert!(reason.contains("49 of the 50"), "{reason}");
+        let Verdict::Fail { reason } = judge_feedback(&a, &l(100, 70), &l(100, 96)) else {
+            panic!("below the bar must fail")
+        };
+        assert!(reason.contains("70.0% (70 of 100"), "{reason}");
+        let Verdict::Fail { reason } = judge_feedback(&a, &l(100, 85), &l(100, 96)) else {
+            panic!("11 points below stable must fail")
+        };
+        assert!(
+            reason.contains("11.0 points below stable's 96.0%"),
+            "{reason}"
+        );
+        // Stable without enough labels: only the absolute bar applies.
+        assert_eq!(judge_feedback(&a, &l(100, 85), &l(10, 10)), Verdict::Pass);
     }
 }

@@ -277,6 +277,23 @@ pub struct Analysis {
     pub drift: bool,
     /// Highest PSI tolerated (0.1: small shift, 0.25: large).
     pub max_psi: f64,
+    /// Shadow steps: lowest share of mirrored rows on which the candidate predicts
+    /// the same class as stable (0.95 = 95%).
+    pub min_agreement: f64,
+    /// Shadow steps: highest mean absolute difference between the candidate's and
+    /// stable's probabilities on the same rows.
+    pub max_probability_diff: f64,
+    /// Judge accuracy from feedback labels (`POST /feedback` on the gateway): the
+    /// gateway remembers each answer's predicted classes by its `x-request-id`.
+    pub feedback: bool,
+    /// Fewest labelled rows on the candidate in a step before accuracy is judged
+    /// (fewer: inconclusive, which waits up to `max_inconclusive`).
+    pub min_labels: u64,
+    /// Lowest accuracy of the candidate on labelled rows (0.9 = 90%); unset: none.
+    pub min_accuracy: Option<f64>,
+    /// Largest drop of the candidate's accuracy below stable's over the same window
+    /// (0.05 = 5 points), judged when stable has `min_labels` labelled rows too.
+    pub max_accuracy_drop: Option<f64>,
 }
 
 impl Default for Analysis {
@@ -296,6 +313,12 @@ impl Default for Analysis {
             latency_slack_ms: 5.0,
             drift: true,
             max_psi: 0.25,
+            min_agreement: 0.95,
+            max_probability_diff: 0.1,
+            feedback: false,
+            min_labels: 50,
+            min_accuracy: None,
+            max_accuracy_drop: Some(0.05),
         }
     }
 }
@@ -318,6 +341,12 @@ pub struct AnalysisOverride {
     pub latency_slack_ms: Option<f64>,
     pub drift: Option<bool>,
     pub max_psi: Option<f64>,
+    pub min_agreement: Option<f64>,
+    pub max_probability_diff: Option<f64>,
+    pub feedback: Option<bool>,
+    pub min_labels: Option<u64>,
+    pub min_accuracy: Option<f64>,
+    pub max_accuracy_drop: Option<f64>,
 }
 
 impl Analysis {
@@ -337,6 +366,12 @@ impl Analysis {
             latency_slack_ms: o.latency_slack_ms.unwrap_or(self.latency_slack_ms),
             drift: o.drift.unwrap_or(self.drift),
             max_psi: o.max_psi.unwrap_or(self.max_psi),
+            min_agreement: o.min_agreement.unwrap_or(self.min_agreement),
+            max_probability_diff: o.max_probability_diff.unwrap_or(self.max_probability_diff),
+            feedback: o.feedback.unwrap_or(self.feedback),
+            min_labels: o.min_labels.unwrap_or(self.min_labels),
+            min_accuracy: o.min_accuracy.or(self.min_accuracy),
+            max_accuracy_drop: o.max_accuracy_drop.or(self.max_accuracy_drop),
         }
     }
 }
@@ -395,13 +430,19 @@ pub enum StrategyKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
+    /// Percent of live traffic the candidate answers (0 in a pure shadow step).
+    #[serde(default)]
     pub weight: Weight,
+    /// Percent of the requests stable answers that are also sent to the candidate,
+    /// whose answers are compared with stable's and then discarded (a shadow step).
+    #[serde(default)]
+    pub shadow: Weight,
     #[serde(default)]
     pub pause: Pause,
 }
 
 /// A traffic share in percent, 0..=100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "u32")]
 pub struct Weight(pub u32);
 
@@ -574,10 +615,12 @@ impl Default for Config {
                     steps: vec![
                         Step {
                             weight: Weight(10),
+                            shadow: Weight(0),
                             pause: Pause::For(Duration::from_secs(30)),
                         },
                         Step {
                             weight: Weight(50),
+                            shadow: Weight(0),
                             pause: Pause::For(Duration::from_secs(30)),
                         },
                     ],
@@ -680,10 +723,25 @@ impl Config {
                 StrategyKind::Canary => {
                     let mut last = 0;
                     for (j, s) in env.steps.iter().enumerate() {
-                        if s.weight.0 <= last && j > 0 || s.weight.0 == 0 {
+                        if s.weight.0 == 0 && s.shadow.0 == 0 {
+                            return Err(format!(
+                                "{key}.steps[{j}]: a step needs a weight above 0 or a shadow share above 0"
+                            ));
+                        }
+                        if s.weight.0 == 0 && last > 0 {
+                            return Err(format!(
+                                "{key}.steps[{j}].weight: a shadow-only step (weight 0) must come before the steps with live traffic ({last}% before it)"
+                            ));
+                        }
+                        if s.weight.0 > 0 && s.weight.0 <= last {
                             return Err(format!(
                                 "{key}.steps[{j}].weight: weights must rise step by step above 0 ({} after {last})",
                                 s.weight.0
+                            ));
+                        }
+                        if s.shadow.0 > 0 && s.weight.0 == 100 {
+                            return Err(format!(
+                                "{key}.steps[{j}].shadow: at weight 100 stable answers nothing to mirror"
                             ));
                         }
                         last = s.weight.0;
@@ -718,6 +776,25 @@ impl Config {
             }
             if a.interval.0 < Duration::from_millis(10) {
                 return Err(format!("{key}.analysis.interval: must be at least 10ms"));
+            }
+            for (name, v) in [
+                ("min_agreement", Some(a.min_agreement)),
+                ("max_probability_diff", Some(a.max_probability_diff)),
+                ("min_accuracy", a.min_accuracy),
+                ("max_accuracy_drop", a.max_accuracy_drop),
+            ] {
+                if let Some(v) = v
+                    && !(0.0..=1.0).contains(&v)
+                {
+                    return Err(format!(
+                        "{key}.analysis.{name}: must be a share from 0 to 1, not {v}"
+                    ));
+                }
+            }
+            if a.feedback && a.min_labels == 0 {
+                return Err(format!(
+                    "{key}.analysis.min_labels: must be at least 1 when feedback is on"
+                ));
             }
         }
         if !(0.0..=1.0).contains(&self.analysis.max_error_rate) {

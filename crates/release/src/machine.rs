@@ -48,7 +48,14 @@ pub struct EnvPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanStep {
     pub weight: u32,
+    /// Percent of stable's requests mirrored to the candidate (a shadow step).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shadow: u32,
     pub pause: StepPause,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +83,7 @@ impl Plan {
                         .iter()
                         .map(|s| PlanStep {
                             weight: s.weight.0,
+                            shadow: s.shadow.0,
                             pause: match s.pause {
                                 Pause::None => StepPause::None,
                                 Pause::For(d) => StepPause::Ms(d.as_millis() as u64),
@@ -86,6 +94,7 @@ impl Plan {
                     if steps.last().is_none_or(|s| s.weight < 100) {
                         steps.push(PlanStep {
                             weight: 100,
+                            shadow: 0,
                             pause: StepPause::None,
                         });
                     }
@@ -93,6 +102,7 @@ impl Plan {
                 }
                 StrategyKind::BlueGreen => vec![PlanStep {
                     weight: 100,
+                    shadow: 0,
                     pause: if env.scale_down_delay.0.is_zero() {
                         StepPause::None
                     } else {
@@ -137,6 +147,9 @@ pub struct Release {
     pub env: usize,
     /// The candidate's share of traffic in that environment, as last set.
     pub weight: u32,
+    /// The share of stable's requests mirrored to the candidate there, as last set.
+    #[serde(default)]
+    pub shadow: u32,
     /// Whether candidate servers run in that environment.
     pub candidate_up: bool,
     /// Whether that environment had a stable version when the candidate arrived.
@@ -282,6 +295,12 @@ pub enum Action {
         env: String,
         weight: u32,
     },
+    /// Mirror `percent` of the requests stable answers in `env` to the candidate,
+    /// comparing its answers with stable's (0: stop mirroring).
+    Mirror {
+        env: String,
+        percent: u32,
+    },
     /// Start judging live metrics of `env` from now on, reporting `Verdict` events
     /// every analysis interval until the step ends.
     BeginAnalysis {
@@ -321,6 +340,7 @@ impl Release {
             phase: Phase::Queued,
             env: 0,
             weight: 0,
+            shadow: 0,
             candidate_up: false,
             has_stable: false,
             outcome: None,
@@ -621,6 +641,7 @@ fn goto_step(n: &mut Release, actions: &mut Vec<Action>, mut index: usize, now_m
             env: plan.name.clone(),
             weight: s.weight,
         });
+        set_shadow(n, actions, s.shadow);
         let until_ms = match s.pause {
             StepPause::None => {
                 index += 1;
@@ -689,8 +710,20 @@ fn advance_if_due(n: &mut Release, actions: &mut Vec<Action>, now_ms: u64) {
     }
 }
 
+/// Mirror `percent` of stable's requests from now on, when that changes.
+fn set_shadow(n: &mut Release, actions: &mut Vec<Action>, percent: u32) {
+    if n.shadow != percent {
+        n.shadow = percent;
+        actions.push(Action::Mirror {
+            env: n.plan.envs[n.env].name.clone(),
+            percent,
+        });
+    }
+}
+
 fn finish_env(n: &mut Release, actions: &mut Vec<Action>) {
     let plan = n.plan.envs[n.env].clone();
+    set_shadow(n, actions, 0);
     if n.weight != 100 {
         n.weight = 100;
         actions.push(Action::SetWeight {
@@ -718,6 +751,7 @@ fn finish_env(n: &mut Release, actions: &mut Vec<Action>) {
 
 fn rollback(n: &mut Release, actions: &mut Vec<Action>, outcome: Outcome) {
     let env = n.plan.envs[n.env].name.clone();
+    set_shadow(n, actions, 0);
     if n.weight > 0 {
         actions.push(Action::SetWeight {
             env: env.clone(),
@@ -774,6 +808,12 @@ pub fn resume(r: &Release, now_ms: u64) -> Vec<Action> {
                     weight: r.weight,
                 },
             ];
+            if r.shadow > 0 {
+                a.push(Action::Mirror {
+                    env: env.clone(),
+                    percent: r.shadow,
+                });
+            }
             if plan.analysis {
                 a.push(Action::BeginAnalysis { env, step: *index });
             }
@@ -798,6 +838,7 @@ mod tests {
                     name: "staging".into(),
                     steps: vec![PlanStep {
                         weight: 100,
+                        shadow: 0,
                         pause: StepPause::None,
                     }],
                     approval: false,
@@ -810,7 +851,11 @@ mod tests {
                     name: "production".into(),
                     steps: steps
                         .iter()
-                        .map(|&(weight, pause)| PlanStep { weight, pause })
+                        .map(|&(weight, pause)| PlanStep {
+                            weight,
+                            shadow: 0,
+                            pause,
+                        })
                         .collect(),
                     approval,
                     analysis: true,

@@ -16,6 +16,8 @@ struct EnvWorld {
     candidate: Option<String>,
     /// Candidate share; the stable share is always 100 - weight.
     weight: u32,
+    /// Share of stable's requests mirrored to the candidate.
+    shadow: u32,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +53,17 @@ impl World {
                             .push(*weight);
                     }
                 }
+                Action::Mirror { env, percent } => {
+                    let e = self.envs.entry(env.clone()).or_default();
+                    assert!(*percent <= 100);
+                    if *percent > 0 {
+                        assert!(
+                            e.candidate.is_some(),
+                            "mirroring to a candidate that is not running"
+                        );
+                    }
+                    e.shadow = *percent;
+                }
                 Action::BeginAnalysis { env, step } => {
                     let fresh = self.steps_begun.insert((env.clone(), *step));
                     assert!(fresh || resuming, "step {step} of {env} ran twice");
@@ -61,12 +74,14 @@ impl World {
                         e.weight, 100,
                         "promoted before the candidate had all traffic"
                     );
+                    assert_eq!(e.shadow, 0, "promoted while still mirroring");
                     e.stable = e.candidate.take();
                     e.weight = 0;
                 }
                 Action::StopCandidate { env } => {
                     let e = self.envs.entry(env.clone()).or_default();
                     assert_eq!(e.weight, 0, "candidate stopped while it still had traffic");
+                    assert_eq!(e.shadow, 0, "candidate stopped while still mirrored to");
                     e.candidate = None;
                 }
                 Action::Tag { key, value } => self.tags.push((key.clone(), value.clone())),
@@ -86,13 +101,22 @@ fn arb_plan() -> impl Strategy<Value = Plan> {
         any::<bool>(),
         any::<bool>(),
         proptest::collection::vec(0u8..3, 4),
+        0u32..3,
     )
-        .prop_map(|(weights, approval, analysis, pauses)| {
-            let mut steps: Vec<PlanStep> = weights
+        .prop_map(|(weights, approval, analysis, pauses, shadow)| {
+            // A shadow-only step first (weight 0), or none; a mirrored canary step.
+            let shadow_first = (shadow == 1).then_some((0u32, 50u32));
+            let mut steps: Vec<PlanStep> = shadow_first
                 .into_iter()
+                .chain(
+                    weights
+                        .into_iter()
+                        .map(|w| (w, if shadow == 2 { 100 - w } else { 0 })),
+                )
                 .enumerate()
-                .map(|(i, w)| PlanStep {
+                .map(|(i, (w, mirrored))| PlanStep {
                     weight: w,
+                    shadow: mirrored,
                     pause: match pauses[i % pauses.len()] {
                         0 => StepPause::None,
                         1 => StepPause::Ms(100),
@@ -102,6 +126,7 @@ fn arb_plan() -> impl Strategy<Value = Plan> {
                 .collect();
             steps.push(PlanStep {
                 weight: 100,
+                shadow: 0,
                 pause: StepPause::None,
             });
             (steps, approval, analysis)
@@ -217,7 +242,7 @@ proptest! {
             let ev = if forward { happy(&r) } else { ev };
             if i == crash_at {
                 // The driver dies: servers and gateway weights are lost, the journal is not.
-                for e in world.envs.values_mut() { e.candidate = None; e.weight = 0; }
+                for e in world.envs.values_mut() { e.candidate = None; e.weight = 0; e.shadow = 0; }
                 let a = resume(&r, now);
                 world.apply("2", &a, true);
             }
@@ -228,6 +253,9 @@ proptest! {
                     }
                     world.apply("2", &actions, false);
                     prop_assert!(next.weight <= 100);
+                    // The gateway mirrors exactly what the release says, wherever it is.
+                    let env = &plan.envs[next.env].name;
+                    prop_assert_eq!(world.envs[env].shadow, next.shadow, "{}: mirror share", env);
                     r = next;
                     reached_done |= r.is_done();
                 }
@@ -237,6 +265,11 @@ proptest! {
             }
         }
         prop_assert_eq!(reached_done, r.is_done());
+        if r.is_done() {
+            for (env, w) in &world.envs {
+                prop_assert_eq!(w.shadow, 0, "{} still mirrors after the release ended", env);
+            }
+        }
         // Steps never go backwards within an environment (no step runs twice).
         for (env, ws) in &world.weights_set {
             let rising: Vec<u32> = ws.iter().copied().take_while(|w| *w > 0).collect();
