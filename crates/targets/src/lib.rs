@@ -12,6 +12,8 @@
 //! - `child`: one child process: spawn, output capture, address, readiness.
 //! - `probe`: the readiness probe, a bare HTTP/1.1 GET.
 //! - [`error`] holds [`Error`], the one error type, and [`Result`].
+//! - [`kubernetes`]: the cluster target: typed manifests (`hoist render k8s`) and a
+//!   kube-rs client ([`kubernetes::Cluster`]); it has its own error type.
 //!
 //! # Example
 //! ```no_run
@@ -26,6 +28,7 @@
 
 mod child;
 pub mod error;
+pub mod kubernetes;
 pub mod local;
 mod probe;
 pub mod program;
