@@ -41,7 +41,8 @@ use tokio::sync::watch;
 use crate::gateway::{Attempt, Backend, Gateway, Table, json_error_body};
 use crate::metrics::Class;
 use crate::pool::Pool;
-use crate::split::{self, Decision};
+use crate::split::{self, Decision, Variant};
+use crate::{inspect, shadow};
 
 /// Longest request or response head.
 const MAX_HEAD: usize = 64 * 1024;
@@ -67,13 +68,24 @@ struct Buffers {
     output: Vec<u8>,
     /// The request's `x-request-id`.
     request_id: Vec<u8>,
+    /// The answer's body, kept while the routes inspect answers (shadow, feedback).
+    capture: Vec<u8>,
+    /// `capture` holds the whole body (`Content-Length`, at most [`MAX_BODY`]).
+    capture_ok: bool,
+    /// Who answered the request just proxied, and the status.
+    served: Option<(Variant, u16)>,
 }
 
 impl Buffers {
     /// Gives back the memory a large message left behind.
     fn shrink(&mut self) {
         const KEEP: usize = 4 * READ_SPACE;
-        for buf in [&mut self.input, &mut self.request, &mut self.response] {
+        for buf in [
+            &mut self.input,
+            &mut self.request,
+            &mut self.response,
+            &mut self.capture,
+        ] {
             if buf.capacity() > KEEP && buf.len() <= READ_SPACE {
                 buf.shrink_to(KEEP);
             }
@@ -91,11 +103,19 @@ enum Prep {
     Bad(u16),
     /// `GET /metrics`.
     Metrics { consumed: usize, close: bool },
+    /// Answered here (`POST /feedback`).
+    Answer {
+        consumed: usize,
+        status: u16,
+        body: String,
+        close: bool,
+    },
     /// Proxy it: `Buffers::request` holds what to send.
     Proxy {
         consumed: usize,
         decision: Decision,
         head: bool,
+        post: bool,
         close: bool,
     },
 }
@@ -163,10 +183,31 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
                 }
                 consume(&mut b.input, consumed);
             }
+            Prep::Answer {
+                consumed,
+                status,
+                body,
+                close,
+            } => {
+                let close = close || shutting_down();
+                simple_response(
+                    &mut b.output,
+                    status,
+                    "application/json",
+                    body.as_bytes(),
+                    None,
+                    close,
+                );
+                if client.write_all(&b.output).await.is_err() || close {
+                    return;
+                }
+                consume(&mut b.input, consumed);
+            }
             Prep::Proxy {
                 consumed,
                 decision,
                 head,
+                post,
                 close,
             } => {
                 let start = Instant::now();
@@ -191,7 +232,14 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
                     }
                     continue;
                 };
-                match proxy(&gw, &table, first, &mut client, &mut b, head, close, start).await {
+                b.served = None;
+                b.capture.clear();
+                b.capture_ok = table.inspects();
+                let done = proxy(&gw, &table, first, &mut client, &mut b, head, close, start).await;
+                if table.inspects() {
+                    after_answer(&gw, &table, &b, post);
+                }
+                match done {
                     Done::KeepAlive if !close => {}
                     _ => return,
                 }
@@ -271,6 +319,15 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
     if method == "GET" && path == "/metrics" {
         return Prep::Metrics { consumed, close };
     }
+    if method == "POST" && path == "/feedback" {
+        let (status, body) = gw.feedback(request_id, &buf[head_len..consumed]);
+        return Prep::Answer {
+            consumed,
+            status,
+            body,
+            close,
+        };
+    }
 
     let decision = split::decide_raw(
         req.headers,
@@ -313,6 +370,7 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
         consumed,
         decision,
         head: method == "HEAD",
+        post: method == "POST",
         close,
     }
 }
@@ -488,6 +546,7 @@ async fn proxy(
         let pool = &backend.pools[attempt.slot()];
         match exchange(pool, backend, b, head, close).await {
             Ok((stream, resp)) => {
+                b.served = Some((backend.variant, resp.status));
                 return forward(pool, backend, stream, resp, client, b, start).await;
             }
             Err(Failure::NotSent(why)) => {
@@ -736,6 +795,9 @@ async fn forward(
     };
     let mut framing = resp.framing;
     let mut from = resp.len;
+    if !matches!(framing, Framing::Length(n) if n <= MAX_BODY) {
+        b.capture_ok = false;
+    }
     loop {
         let data = &b.response[from..];
         let end = match &mut framing {
@@ -754,6 +816,9 @@ async fn forward(
                 // The body has ended: count, give the connection back, write the rest.
                 backend.counters.record(class, start.elapsed());
                 b.output.extend_from_slice(&data[..n]);
+                if b.capture_ok {
+                    b.capture.extend_from_slice(&data[..n]);
+                }
                 if resp.reusable && n == data.len() {
                     pool.put_raw(stream);
                 }
@@ -764,6 +829,9 @@ async fn forward(
             }
             Ok(None) => {
                 b.output.extend_from_slice(data);
+                if b.capture_ok {
+                    b.capture.extend_from_slice(data);
+                }
                 if client.write_all(&b.output).await.is_err() {
                     // The client went away: counted by its status, as in hyper's path.
                     backend.counters.record(class, start.elapsed());
@@ -795,6 +863,36 @@ async fn forward(
                 return Done::Close;
             }
         }
+    }
+}
+
+/// After an answer, while the routes inspect answers: remember its predictions for
+/// feedback, and mirror the request to the candidate when stable answered it and the
+/// shadow share picks it.
+fn after_answer(gw: &Gateway, table: &Arc<Table>, b: &Buffers, post: bool) {
+    let Some((variant, status)) = b.served else {
+        return;
+    };
+    if !(200..300).contains(&status) {
+        return;
+    }
+    let predictions = if b.capture_ok {
+        inspect::parse(&b.capture)
+    } else {
+        None
+    };
+    if table.feedback
+        && let (Some(p), Some(backend)) = (&predictions, table.get(variant))
+    {
+        gw.remember(&b.request_id, backend, p.labels.clone());
+    }
+    if post && variant == Variant::Stable && table.mirrors(gw) {
+        tokio::spawn(shadow::mirror(
+            gw.clone(),
+            table.clone(),
+            b.request.clone(),
+            predictions,
+        ));
     }
 }
 

@@ -117,6 +117,10 @@ pub(crate) struct Inner {
     /// Connection pools and metric series; touched by `set_routes` and metric reads,
     /// never by the request path.
     control: Mutex<Control>,
+    /// The candidate's answers to mirrored requests.
+    pub(crate) shadow: crate::shadow::ShadowCounters,
+    /// Predictions remembered for `POST /feedback`.
+    pub(crate) feedback: Mutex<crate::feedback::Store>,
 }
 
 #[derive(Default)]
@@ -135,6 +139,25 @@ pub(crate) struct Table {
     candidate: Option<Backend>,
     /// `routes.candidate_weight`, at most 100.
     weight: u32,
+    /// `routes.shadow_percent`, at most 100; 0 without a candidate.
+    pub(crate) shadow: u32,
+    /// `routes.feedback`.
+    pub(crate) feedback: bool,
+}
+
+impl Table {
+    /// Whether answers' bodies are read (mirroring or recording predictions).
+    pub(crate) fn inspects(&self) -> bool {
+        self.shadow > 0 || self.feedback
+    }
+
+    /// Whether a request stable answered goes to the candidate as well.
+    pub(crate) fn mirrors(&self, gw: &Gateway) -> bool {
+        self.shadow > 0 && {
+            let n = gw.inner.shadow.picks.fetch_add(1, Relaxed);
+            split::counter_picks_candidate(n, self.shadow)
+        }
+    }
 }
 
 impl Table {
@@ -233,10 +256,14 @@ impl Gateway {
                     stable: None,
                     candidate: None,
                     weight: 0,
+                    shadow: 0,
+                    feedback: false,
                 }),
                 split_counter: AtomicU64::new(0),
                 request_ids: RequestIds::new(),
                 control: Mutex::new(Control::default()),
+                shadow: Default::default(),
+                feedback: Default::default(),
                 config,
             }),
         }
@@ -283,6 +310,12 @@ impl Gateway {
             stable: backend(Variant::Stable, &routes.stable),
             candidate: backend(Variant::Candidate, &routes.candidate),
             weight: routes.candidate_weight.min(100),
+            shadow: if routes.candidate.is_some() && routes.stable.is_some() {
+                routes.shadow_percent.min(100)
+            } else {
+                0
+            },
+            feedback: routes.feedback,
             routes,
         };
         pools.retain(|addr, pool| {
@@ -300,6 +333,8 @@ impl Gateway {
             stable = ?table.routes.stable.as_ref().map(|u| &u.version),
             candidate = ?table.routes.candidate.as_ref().map(|u| &u.version),
             weight = table.weight,
+            shadow = table.shadow,
+            feedback = table.feedback,
             "routes changed"
         );
         self.inner.table.store(Arc::new(table));
@@ -312,13 +347,21 @@ impl Gateway {
 
     /// The counters of both variants, cumulative since the gateway started.
     pub fn metrics(&self) -> Snapshot {
-        metrics::snapshot(&self.control().series)
+        let mut snap = metrics::snapshot(&self.control().series);
+        snap.shadow = self.inner.shadow.snapshot();
+        snap
     }
 
     /// The `/metrics` text (Prometheus format 0.0.4).
     pub fn prometheus(&self) -> String {
         let weight = self.inner.table.load().weight;
-        metrics::render(&self.inner.config.name, &self.control().series, weight)
+        let mut text = metrics::render(&self.inner.config.name, &self.control().series, weight);
+        metrics::render_shadow(
+            &mut text,
+            &self.inner.config.name,
+            &self.inner.shadow.snapshot(),
+        );
+        text
     }
 
     /// Serves on `listener` until `shutdown` completes; then stops accepting, lets
@@ -447,6 +490,10 @@ impl Gateway {
             return Ok(res);
         }
 
+        if req.uri().path() == "/feedback" && req.method() == Method::POST {
+            return Ok(self.feedback_hyper(req).await);
+        }
+
         let table = self.inner.table.load_full();
         let Some(first) = self.choose(&table, req.headers()) else {
             return Ok(json_error(
@@ -522,6 +569,30 @@ impl Gateway {
         );
         res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         Ok(res)
+    }
+
+    /// `POST /feedback` on the hyper path (chunked or HTTP/1.0 clients).
+    async fn feedback_hyper(&self, req: Request<Incoming>) -> Response<GatewayBody> {
+        use http_body_util::BodyExt;
+        let id = req
+            .headers()
+            .get(&X_REQUEST_ID)
+            .map(|v| v.as_bytes().to_vec());
+        let limited = http_body_util::Limited::new(req.into_body(), 1024 * 1024);
+        let (status, body) = match limited.collect().await {
+            Ok(b) => self.feedback(id.as_deref(), &b.to_bytes()),
+            Err(e) => (
+                413,
+                serde_json::json!({ "error": format!("feedback body not read: {e}") }).to_string(),
+            ),
+        };
+        let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
+        *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res
     }
 
     /// The backend for a request, by the order in the module docs of [`split`].

@@ -12,6 +12,7 @@
 //!     stable: Some(Upstream { version: "3".into(), addrs: vec!["127.0.0.1:9001".parse().unwrap()] }),
 //!     candidate: Some(Upstream { version: "4".into(), addrs: vec!["127.0.0.1:9002".parse().unwrap()] }),
 //!     candidate_weight: 10,
+//!     ..Default::default()
 //! });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let before = gateway.metrics();
@@ -29,13 +30,19 @@
 //!   does not handle (chunked or upgrade requests, HTTP/1.0, large bodies) to hyper.
 //! - `pool`: keep-alive connections per backend address.
 //! - [`metrics`]: lock-free counters, [`Snapshot`]s, Prometheus text.
+//! - `shadow`: mirroring stable's requests to the candidate and comparing answers.
+//! - [`feedback`]: predictions remembered by request id, and `POST /feedback`.
+//! - `inspect`: reading predictions out of answers (shadow and feedback only).
 
 mod fast;
+pub mod feedback;
 mod gateway;
+mod inspect;
 pub mod metrics;
 mod pool;
+mod shadow;
 pub mod split;
 
 pub use gateway::{DEFAULT_FORCE_HEADER, Gateway, GatewayConfig};
-pub use metrics::{LATENCY_BUCKETS, Snapshot, VariantStats};
+pub use metrics::{LATENCY_BUCKETS, ShadowStats, Snapshot, VariantStats};
 pub use split::{Routes, Upstream, Variant};

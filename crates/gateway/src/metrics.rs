@@ -45,6 +45,10 @@ pub struct VariantStats {
     /// Per-bucket (not cumulative) counts over [`LATENCY_BUCKETS`], then `+Inf`.
     /// Empty in a default value.
     pub latency_buckets: Vec<u64>,
+    /// Rows of this variant's answers that got a feedback label (`POST /feedback`),
+    /// and how many of them it had predicted right.
+    pub labelled: u64,
+    pub correct: u64,
 }
 
 impl VariantStats {
@@ -64,6 +68,8 @@ impl VariantStats {
             upstream_errors: self.upstream_errors.saturating_sub(earlier.upstream_errors),
             latency_sum_seconds: (self.latency_sum_seconds - earlier.latency_sum_seconds).max(0.0),
             latency_buckets: buckets,
+            labelled: self.labelled.saturating_sub(earlier.labelled),
+            correct: self.correct.saturating_sub(earlier.correct),
         }
     }
 
@@ -140,6 +146,39 @@ pub struct Snapshot {
     pub stable: VariantStats,
     /// Requests served by the candidate upstream.
     pub candidate: VariantStats,
+    /// The candidate's answers to requests mirrored from stable (shadow steps).
+    pub shadow: ShadowStats,
+}
+
+/// What the candidate answered to mirrored requests, compared with stable's answers
+/// to the same requests.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShadowStats {
+    /// The mirrored requests: classes of the candidate's answers and its latency.
+    pub answers: VariantStats,
+    /// Rows whose predicted classes were compared, and those where both agreed.
+    pub rows: u64,
+    pub agreeing_rows: u64,
+    /// Probabilities compared, and the sum of their absolute differences.
+    pub probabilities: u64,
+    pub probability_diff_sum: f64,
+    /// Successful candidate answers with no readable predictions where stable's had.
+    pub unreadable: u64,
+}
+
+impl ShadowStats {
+    /// The mirrored traffic between `earlier` and `self`.
+    pub fn since(&self, earlier: &ShadowStats) -> ShadowStats {
+        ShadowStats {
+            answers: self.answers.since(&earlier.answers),
+            rows: self.rows.saturating_sub(earlier.rows),
+            agreeing_rows: self.agreeing_rows.saturating_sub(earlier.agreeing_rows),
+            probabilities: self.probabilities.saturating_sub(earlier.probabilities),
+            probability_diff_sum: (self.probability_diff_sum - earlier.probability_diff_sum)
+                .max(0.0),
+            unreadable: self.unreadable.saturating_sub(earlier.unreadable),
+        }
+    }
 }
 
 impl Snapshot {
@@ -148,6 +187,7 @@ impl Snapshot {
         Snapshot {
             stable: self.stable.since(&earlier.stable),
             candidate: self.candidate.since(&earlier.candidate),
+            shadow: self.shadow.since(&earlier.shadow),
         }
     }
 
@@ -239,12 +279,17 @@ impl Default for Shard {
 #[derive(Debug)]
 pub(crate) struct Counters {
     shards: Box<[Shard]>,
+    /// Feedback: labelled rows, and rows predicted right (rare: not sharded).
+    labelled: AtomicU64,
+    correct: AtomicU64,
 }
 
 impl Default for Counters {
     fn default() -> Self {
         Counters {
             shards: (0..crate::pool::SLOTS).map(|_| Shard::default()).collect(),
+            labelled: AtomicU64::new(0),
+            correct: AtomicU64::new(0),
         }
     }
 }
@@ -262,6 +307,12 @@ impl Counters {
             .fetch_add(took.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
     }
 
+    /// Counts feedback on `rows` labelled rows, `correct` of them predicted right.
+    pub(crate) fn record_labels(&self, rows: u64, correct: u64) {
+        self.labelled.fetch_add(rows, Relaxed);
+        self.correct.fetch_add(correct, Relaxed);
+    }
+
     /// Requests of one class, over all shards.
     fn class_count(&self, class: Class) -> u64 {
         self.shards
@@ -271,7 +322,9 @@ impl Counters {
     }
 
     /// Adds these counters into `into`.
-    fn add_to(&self, into: &mut VariantStats) {
+    pub(crate) fn add_to(&self, into: &mut VariantStats) {
+        into.labelled += self.labelled.load(Relaxed);
+        into.correct += self.correct.load(Relaxed);
         let c: [u64; 5] = std::array::from_fn(|i| self.class_count(Class::ALL[i]));
         into.ok += c[Class::Success as usize] + c[Class::Redirect as usize];
         into.client_errors += c[Class::ClientError as usize];
@@ -353,6 +406,24 @@ pub(crate) fn render(env: &str, series: &Series, candidate_weight: u32) -> Strin
             "hoist_gateway_request_duration_seconds_count{{env=\"{env}\",variant=\"{variant}\"}} {cumulative}"
         );
     }
+    out.push_str(
+        "# HELP hoist_gateway_feedback_rows_total Rows labelled through POST /feedback, by the variant and version that predicted them and whether the prediction was right.\n\
+         # TYPE hoist_gateway_feedback_rows_total counter\n",
+    );
+    for (variant, version, counters) in series {
+        let version = escape(version);
+        let labelled = counters.labelled.load(Relaxed);
+        let correct = counters.correct.load(Relaxed);
+        for (result, n) in [
+            ("correct", correct),
+            ("wrong", labelled.saturating_sub(correct)),
+        ] {
+            let _ = writeln!(
+                out,
+                "hoist_gateway_feedback_rows_total{{env=\"{env}\",variant=\"{variant}\",version=\"{version}\",result=\"{result}\"}} {n}"
+            );
+        }
+    }
     let _ = write!(
         out,
         "# HELP hoist_gateway_candidate_weight Percent of traffic routed to the candidate.\n\
@@ -360,6 +431,39 @@ pub(crate) fn render(env: &str, series: &Series, candidate_weight: u32) -> Strin
          hoist_gateway_candidate_weight{{env=\"{env}\"}} {candidate_weight}\n"
     );
     out
+}
+
+/// Appends the shadow series (mirrored requests and how their answers compared).
+pub(crate) fn render_shadow(out: &mut String, env: &str, s: &ShadowStats) {
+    let env = escape(env);
+    let a = &s.answers;
+    let _ = write!(
+        out,
+        "# HELP hoist_gateway_shadow_requests_total Requests mirrored to the candidate, by the class of its answer.\n\
+         # TYPE hoist_gateway_shadow_requests_total counter\n\
+         hoist_gateway_shadow_requests_total{{env=\"{env}\",class=\"ok\"}} {}\n\
+         hoist_gateway_shadow_requests_total{{env=\"{env}\",class=\"4xx\"}} {}\n\
+         hoist_gateway_shadow_requests_total{{env=\"{env}\",class=\"5xx\"}} {}\n\
+         hoist_gateway_shadow_requests_total{{env=\"{env}\",class=\"upstream\"}} {}\n\
+         # HELP hoist_gateway_shadow_rows_total Rows of mirrored answers compared with stable's, by whether the predicted classes agreed.\n\
+         # TYPE hoist_gateway_shadow_rows_total counter\n\
+         hoist_gateway_shadow_rows_total{{env=\"{env}\",agreement=\"agree\"}} {}\n\
+         hoist_gateway_shadow_rows_total{{env=\"{env}\",agreement=\"disagree\"}} {}\n\
+         # HELP hoist_gateway_shadow_probability_diff_sum Sum of absolute differences between the candidate's and stable's probabilities.\n\
+         # TYPE hoist_gateway_shadow_probability_diff_sum counter\n\
+         hoist_gateway_shadow_probability_diff_sum{{env=\"{env}\"}} {}\n\
+         # HELP hoist_gateway_shadow_probabilities_total Probabilities compared.\n\
+         # TYPE hoist_gateway_shadow_probabilities_total counter\n\
+         hoist_gateway_shadow_probabilities_total{{env=\"{env}\"}} {}\n",
+        a.ok,
+        a.client_errors,
+        a.server_errors,
+        a.upstream_errors,
+        s.agreeing_rows,
+        s.rows.saturating_sub(s.agreeing_rows),
+        s.probability_diff_sum,
+        s.probabilities,
+    );
 }
 
 /// Escapes a label value (backslash, quote, newline).

@@ -83,6 +83,11 @@ pub struct Routes {
     pub candidate: Option<Upstream>,
     /// Percent of traffic (0..=100) the candidate gets; larger values count as 100.
     pub candidate_weight: u32,
+    /// Percent of the requests stable answers that are sent again to the candidate
+    /// and compared (a shadow step); 0 mirrors nothing.
+    pub shadow_percent: u32,
+    /// Remember each answer's predicted classes by request id, for `POST /feedback`.
+    pub feedback: bool,
 }
 
 /// How the split should decide one request, from its headers alone.

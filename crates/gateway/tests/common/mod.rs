@@ -175,6 +175,7 @@ pub fn routes(stable: Option<Upstream>, candidate: Option<Upstream>, weight: u32
         stable,
         candidate,
         candidate_weight: weight,
+        ..Default::default()
     }
 }
 

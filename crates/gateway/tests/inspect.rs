@@ -1,0 +1,215 @@
+//! Shadow mirroring and feedback labels through a real gateway on loopback, with
+//! stand-in model servers that answer fixed predictions.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use hoist_gateway::Routes;
+use serde_json::{Value, json};
+
+const STABLE: &str = r#"{"predictions":{"label":[1,0],"probabilities":[[0.1,0.9],[0.8,0.2]]}}"#;
+/// Agrees on the first row, not on the second; probabilities differ by 0.4 twice.
+const DISAGREEING: &str =
+    r#"{"predictions":{"label":[1,1],"probabilities":[[0.1,0.9],[0.4,0.6]]}}"#;
+
+async fn wait_until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mirrors_its_share_and_compares_answers() {
+    let stable = Backend::start(STABLE).await;
+    let candidate = Backend::start(DISAGREEING).await;
+    let routes = Routes {
+        shadow_percent: 50,
+        ..routes(Some(stable.upstream("1")), Some(candidate.upstream("2")), 0)
+    };
+    let gw = Running::start(config("prod"), routes).await;
+    let client = Client::new();
+    for _ in 0..40 {
+        let a = client.post(&gw.url("/invocations"), &[], "{}").await;
+        // The caller only ever sees stable's answer.
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body, STABLE);
+        assert_eq!(a.variant(), "stable");
+    }
+    // GETs are not mirrored.
+    client.get(&gw.url("/v2/health/ready"), &[]).await;
+    let shadow = || gw.gateway.metrics().shadow;
+    wait_until("20 mirrored answers", || shadow().answers.requests == 20).await;
+    assert_eq!(candidate.hits.load(Ordering::SeqCst), 20);
+    let s = shadow();
+    assert_eq!(s.answers.ok, 20);
+    assert_eq!((s.rows, s.agreeing_rows), (40, 20), "{s:?}");
+    assert_eq!(s.probabilities, 80);
+    assert!((s.probability_diff_sum - 16.0).abs() < 1e-6, "{s:?}");
+    assert_eq!(s.unreadable, 0);
+    // Stable's own counters are unaffected by the mirroring.
+    let m = gw.gateway.metrics();
+    assert_eq!(m.stable.requests, 41);
+    assert_eq!(m.candidate.requests, 0);
+    let text = gw.gateway.prometheus();
+    assert!(
+        text.contains("hoist_gateway_shadow_rows_total{env=\"prod\",agreement=\"disagree\"} 20"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_counts_a_failing_or_unreadable_candidate() {
+    let stable = Backend::start(STABLE).await;
+    let mut candidate = Backend::start("not predictions").await;
+    let routes = Routes {
+        shadow_percent: 100,
+        ..routes(Some(stable.upstream("1")), Some(candidate.upstream("2")), 0)
+    };
+    let gw = Running::start(config("prod"), routes).await;
+    let client = Client::new();
+    for _ in 0..5 {
+        client.post(&gw.url("/invocations"), &[], "{}").await;
+    }
+    let shadow = || gw.gateway.metrics().shadow;
+    wait_until("5 mirrored answers", || shadow().answers.requests == 5).await;
+    assert_eq!(shadow().unreadable, 5, "{:?}", shadow());
+    assert_eq!(shadow().rows, 0);
+    // A candidate that is gone: its mirrored requests fail, the callers' do not.
+    candidate.stop().await;
+    for _ in 0..3 {
+        let a = client.post(&gw.url("/invocations"), &[], "{}").await;
+        assert_eq!(a.status, 200);
+    }
+    wait_until("8 mirrored answers", || shadow().answers.requests == 8).await;
+    assert_eq!(shadow().answers.upstream_errors, 3, "{:?}", shadow());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_labels_count_per_variant() {
+    let stable = Backend::start(STABLE).await;
+    let candidate = Backend::start(DISAGREEING).await;
+    let routes = Routes {
+        feedback: true,
+        ..routes(
+            Some(stable.upstream("1")),
+            Some(candidate.upstream("2")),
+            50,
+        )
+    };
+    let gw = Running::start(config("prod"), routes).await;
+    let client = Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let a = client.post(&gw.url("/invocations"), &[], "{}").await;
+        let id = a.header("x-request-id").expect("a request id").to_string();
+        ids.push((id, a.variant().to_string()));
+    }
+    // The truth is [1, 0] for every request: stable is right on both rows, the
+    // candidate on one.
+    for (id, _) in &ids {
+        let a = client
+            .post(
+                &gw.url("/feedback"),
+                &[("content-type", "application/json")],
+                &json!({ "request_id": id, "labels": [1, 0] }).to_string(),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let v: Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(v["rows"], 2);
+    }
+    let n_stable = ids.iter().filter(|(_, v)| v == "stable").count() as u64;
+    let n_candidate = 10 - n_stable;
+    assert!(n_stable > 0 && n_candidate > 0, "{ids:?}");
+    let m = gw.gateway.metrics();
+    assert_eq!(
+        (m.stable.labelled, m.stable.correct),
+        (2 * n_stable, 2 * n_stable),
+        "{m:?}"
+    );
+    assert_eq!(
+        (m.candidate.labelled, m.candidate.correct),
+        (2 * n_candidate, n_candidate),
+        "{m:?}"
+    );
+
+    // Each answer counts once.
+    let again = client
+        .post(
+            &gw.url("/feedback"),
+            &[],
+            &json!({ "request_id": ids[0].0, "labels": [1, 0] }).to_string(),
+        )
+        .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    // The id may come in the header; a label count that does not match is refused.
+    let a = client.post(&gw.url("/invocations"), &[], "{}").await;
+    let id = a.header("x-request-id").unwrap().to_string();
+    let wrong = client
+        .post(
+            &gw.url("/feedback"),
+            &[("x-request-id", &id)],
+            r#"{"label": 1}"#,
+        )
+        .await;
+    assert_eq!(wrong.status, 400);
+    assert!(wrong.body.contains("had 2 row(s)"), "{}", wrong.body);
+    let ok = client
+        .post(
+            &gw.url("/feedback"),
+            &[("x-request-id", &id)],
+            r#"{"labels": ["1", 0.0]}"#,
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // Unknown ids and bad bodies.
+    let unknown = client
+        .post(
+            &gw.url("/feedback"),
+            &[],
+            r#"{"request_id": "nope", "label": 1}"#,
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.body.contains("nope"), "{}", unknown.body);
+    for bad in [
+        "not json",
+        "[]",
+        r#"{"label": 1}"#,
+        r#"{"request_id": "x"}"#,
+    ] {
+        let a = client.post(&gw.url("/feedback"), &[], bad).await;
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+        let v: Value = serde_json::from_str(&a.body).expect("a JSON error");
+        assert!(v["error"].is_string());
+    }
+    // Nothing was proxied for any of this: the backends saw only predictions.
+    assert_eq!(
+        stable.hits.load(Ordering::SeqCst) + candidate.hits.load(Ordering::SeqCst),
+        11
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_remembered_while_feedback_is_off() {
+    let stable = Backend::start(STABLE).await;
+    let gw = Running::start(config("prod"), routes(Some(stable.upstream("1")), None, 0)).await;
+    let client = Client::new();
+    let a = client.post(&gw.url("/invocations"), &[], "{}").await;
+    let id = a.header("x-request-id").unwrap().to_string();
+    let f = client
+        .post(
+            &gw.url("/feedback"),
+            &[("x-request-id", &id)],
+            r#"{"labels": [1, 0]}"#,
+        )
+        .await;
+    assert_eq!(f.status, 404, "{}", f.body);
+}
