@@ -376,7 +376,12 @@ impl Cluster {
                 candidate_replicas: None,
             });
         }
-        let base = self.stable_base().await?;
+        let live = self.stable_replicas_now().await?;
+        let base = if live > 0 {
+            live
+        } else {
+            self.configured_replicas()
+        };
         let w = candidate_percent as i64;
         let (stable, candidate) = match w {
             0 => (base, 0),
@@ -386,12 +391,14 @@ impl Cluster {
                 (base, c.min(1000) as i32)
             }
         };
-        if stable > 0 {
+        if live == 0 && stable > 0 {
             // Back from a 100% step: stable serves again before the candidate shrinks.
             self.scale(Variant::Stable, stable).await?;
+            self.wait_rollout(Variant::Stable, deadline).await?;
         }
         self.scale(Variant::Candidate, candidate).await?;
-        if stable == 0 {
+        if stable == 0 && live > 0 {
+            // The candidate carries everything before stable goes.
             self.wait_rollout(Variant::Candidate, deadline).await?;
             self.scale(Variant::Stable, 0).await?;
         }
@@ -404,21 +411,17 @@ impl Cluster {
         })
     }
 
-    /// The stable replica count to split against: what runs now, else (at 0, after a
-    /// 100% step) the autoscaler's minimum or the configured replicas.
-    async fn stable_base(&self) -> Result<i32> {
-        let live = self
+    /// The stable Deployment's `spec.replicas` now (0 when it does not exist).
+    async fn stable_replicas_now(&self) -> Result<i32> {
+        Ok(self
             .get_deployment(Variant::Stable)
             .await?
             .and_then(|d| d.spec.and_then(|s| s.replicas))
-            .unwrap_or(0);
-        Ok(if live > 0 {
-            live
-        } else {
-            self.configured_replicas()
-        })
+            .unwrap_or(0))
     }
 
+    /// The stable count to restore after a 100% step: the autoscaler's minimum, else
+    /// the configured replicas.
     fn configured_replicas(&self) -> i32 {
         self.spec.autoscale.map_or(self.spec.replicas, |a| a.min)
     }
@@ -431,12 +434,7 @@ impl Cluster {
             let route = render::http_route(&self.spec, 0);
             self.apply_namespaced(&route).await?;
         } else {
-            let stable = self
-                .get_deployment(Variant::Stable)
-                .await?
-                .and_then(|d| d.spec.and_then(|s| s.replicas))
-                .unwrap_or(0);
-            if stable == 0 {
+            if self.stable_replicas_now().await? == 0 {
                 self.scale(Variant::Stable, self.configured_replicas())
                     .await?;
                 self.wait_rollout(Variant::Stable, deadline).await?;
