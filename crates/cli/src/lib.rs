@@ -126,7 +126,8 @@ pub enum Command {
     /// previous live version (or --to VERSION) and switch to it once it is healthy
     #[command(after_help = EXIT_CODES)]
     Rollback(release::RollbackArgs),
-    /// Every release: versions, digests, trigger, outcome and reason
+    /// Every release: versions, digests, trigger, outcome and reason; with a release
+    /// id, every verdict it got and the numbers behind each
     #[command(after_help = EXIT_CODES)]
     History(release::HistoryArgs),
     /// The whole product in one minute: a temporary daemon, three model versions, a

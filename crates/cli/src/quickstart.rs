@@ -172,10 +172,12 @@ fn pipeline(step: Duration) -> Config {
             vec![
                 Step {
                     weight: Weight(25),
+                    shadow: Weight(0),
                     pause: Pause::For(step),
                 },
                 Step {
                     weight: Weight(50),
+                    shadow: Weight(0),
                     pause: Pause::For(step),
                 },
             ],

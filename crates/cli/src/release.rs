@@ -91,6 +91,9 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// One release: every verdict it got, with the numbers each was based on
+    #[arg(value_name = "RELEASE")]
+    pub release: Option<u64>,
     #[arg(long, value_name = "ENV")]
     pub env: Option<String>,
     #[arg(long, default_value_t = 50)]
@@ -312,6 +315,48 @@ pub(crate) fn history(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let api = Api::new(ctx)?;
+    if let Some(id) = a.release {
+        let v = api.get(&format!("/api/v1/releases/{id}"))?;
+        return print(ctx, out, &v, |o| {
+            writeln!(
+                o,
+                "release {} {} v{}: {}",
+                v["id"],
+                v["model"].as_str().unwrap_or(""),
+                v["version"].as_str().unwrap_or(""),
+                v["summary"].as_str().unwrap_or("")
+            )?;
+            let mut any = false;
+            for t in v["transitions"].as_array().into_iter().flatten() {
+                let ev = &t["event"];
+                if ev["event"] != "verdict"
+                    && ev["event"] != "gates_passed"
+                    && ev["event"] != "gates_failed"
+                {
+                    continue;
+                }
+                any = true;
+                let what = match ev["verdict"]["verdict"].as_str() {
+                    Some(v) => format!("verdict {v}"),
+                    None => ev["event"].as_str().unwrap_or("").replace('_', " "),
+                };
+                let reason = ev["verdict"]["reason"]
+                    .as_str()
+                    .or(ev["reason"].as_str())
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                writeln!(o, "  {:>3}. {what}{reason}", t["seq"])?;
+                let numbers = verdict_numbers(&ev["numbers"]);
+                if !numbers.is_empty() {
+                    writeln!(o, "       {numbers}")?;
+                }
+            }
+            if !any {
+                writeln!(o, "  no verdict yet")?;
+            }
+            Ok(())
+        });
+    }
     let mut path = format!("/api/v1/releases?limit={}", a.limit);
     if let Some(e) = &a.env {
         path.push_str(&format!("&env={e}"));
@@ -369,6 +414,67 @@ pub(crate) fn history(
         }
         Ok(())
     })
+}
+
+/// One line of the numbers a verdict was based on (as journaled by the engine).
+pub(crate) fn verdict_numbers(n: &Value) -> String {
+    let mut parts = Vec::new();
+    let ms = |v: &Value| v.as_f64().map(|x| format!("{x:.1} ms"));
+    let pct = |v: &Value| v.as_f64().map(|x| format!("{:.1}%", x * 100.0));
+    for variant in ["candidate", "stable"] {
+        let w = &n[variant];
+        if let Some(req) = w["requests"].as_u64() {
+            let mut p = format!(
+                "{variant} {req} req, {} err",
+                w["errors"].as_u64().unwrap_or(0)
+            );
+            if let Some(p99) = ms(&w["p99_ms"]) {
+                p.push_str(&format!(", p99 {p99}"));
+            }
+            parts.push(p);
+        }
+    }
+    let c = &n["latency_comparison"];
+    if let Some(p) = c["p"].as_f64() {
+        parts.push(format!(
+            "latency p={p:.3}, median ×{:.2}",
+            c["median_ratio"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    if let Some(psi) = n["drift"]["psi"].as_f64() {
+        parts.push(format!("drift PSI {psi:.3}"));
+    }
+    let s = &n["shadow"];
+    if let Some(m) = s["mirrored"].as_u64() {
+        let mut p = format!("shadow {m} mirrored");
+        if let Some(a) = pct(&s["agreement"]) {
+            p.push_str(&format!(", agreement {a} of {} rows", s["rows"]));
+        }
+        if let Some(d) = s["mean_probability_diff"].as_f64() {
+            p.push_str(&format!(", mean |Δp| {d:.3}"));
+        }
+        if let Some(e) = s["errors"].as_u64().filter(|e| *e > 0) {
+            p.push_str(&format!(", {e} failed"));
+        }
+        parts.push(p);
+    }
+    let f = &n["feedback"];
+    if f.is_object() {
+        let acc = |v: &Value| {
+            format!(
+                "{} ({} of {} labelled rows)",
+                pct(&v["accuracy"]).unwrap_or_else(|| "-".into()),
+                v["correct"],
+                v["labelled"]
+            )
+        };
+        parts.push(format!(
+            "accuracy candidate {}, stable {}",
+            acc(&f["candidate"]),
+            acc(&f["stable"])
+        ));
+    }
+    parts.join("; ")
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -513,6 +619,10 @@ pub(crate) fn status(
                     name,
                     t["phase"].as_str().unwrap_or("")
                 )?;
+                let numbers = verdict_numbers(&ev["numbers"]);
+                if !numbers.is_empty() {
+                    writeln!(o, "       {numbers}")?;
+                }
             }
             Ok(())
         } else {

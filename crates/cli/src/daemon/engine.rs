@@ -178,6 +178,10 @@ struct EnvRuntime {
     stable: Option<Deployment>,
     candidate: Option<Deployment>,
     weight: u32,
+    /// Percent of stable's requests mirrored to the candidate (shadow steps).
+    shadow: u32,
+    /// Remember predictions for feedback labels (`analysis.feedback`).
+    feedback: bool,
     /// Metrics at the moment the current candidate arrived (or the gateway started).
     baseline: Snapshot,
 }
@@ -192,6 +196,12 @@ impl EnvRuntime {
             } else {
                 0
             },
+            shadow_percent: if self.candidate.is_some() {
+                self.shadow
+            } else {
+                0
+            },
+            feedback: self.feedback,
         });
     }
 }
@@ -219,6 +229,11 @@ pub struct WindowView {
     pub error_rate: f64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Rows labelled through `POST /feedback`, and those predicted right.
+    #[serde(default)]
+    pub labelled: u64,
+    #[serde(default)]
+    pub correct: u64,
 }
 
 impl WindowView {
@@ -229,6 +244,8 @@ impl WindowView {
             error_rate: s.error_rate(),
             p50_ms: s.quantile(0.5).map(|v| v * 1000.0),
             p99_ms: s.quantile(0.99).map(|v| v * 1000.0),
+            labelled: s.labelled,
+            correct: s.correct,
         }
     }
 }
@@ -323,6 +340,8 @@ impl Engine {
             .into_iter()
             .map(|(cfg, addr, gateway)| EnvRuntime {
                 baseline: gateway.metrics(),
+                feedback: p.cfg.analysis.with(&cfg.analysis).feedback,
+                shadow: 0,
                 cfg,
                 addr,
                 gateway,
@@ -331,6 +350,12 @@ impl Engine {
                 weight: 0,
             })
             .collect();
+        for e in &envs {
+            let e: &EnvRuntime = e;
+            if e.feedback {
+                e.apply_routes();
+            }
+        }
         Engine {
             cfg: p.cfg,
             journal: p.journal,
@@ -823,6 +848,7 @@ impl Engine {
                 name: env.clone(),
                 steps: vec![PlanStep {
                     weight: 100,
+                    shadow: 0,
                     pause: StepPause::None,
                 }],
                 approval: false,
@@ -1117,6 +1143,20 @@ impl Engine {
                     e.apply_routes();
                 }
             }
+            Action::Mirror { env, percent } => {
+                if let Some(e) = self.env_mut(&env) {
+                    e.shadow = percent;
+                    e.apply_routes();
+                }
+                if percent > 0 {
+                    self.say(
+                        Some(id),
+                        format!(
+                            "release {id}: {env}: shadow: {percent}% of stable's requests are mirrored to the candidate"
+                        ),
+                    );
+                }
+            }
             Action::BeginAnalysis { env, step } => {
                 if let Some(h) = self.analysis.remove(&id) {
                     h.abort();
@@ -1134,9 +1174,18 @@ impl Engine {
                 };
                 let (cand_addrs, stable_addrs) = (addrs(&e.candidate), addrs(&e.stable));
                 let http = self.http.clone();
+                let plan_step = r
+                    .plan
+                    .envs
+                    .get(r.env)
+                    .and_then(|p| p.steps.get(step))
+                    .copied();
+                // A shadow step judges the mirrored answers; live checks need live traffic.
+                let shadow_step = plan_step.is_some_and(|s| s.shadow > 0);
+                let live = plan_step.is_none_or(|s| s.weight > 0);
                 let h = tokio::spawn(async move {
                     let baseline = gateway.metrics();
-                    let (cand0, stable0) = if analysis.drift {
+                    let (cand0, stable0) = if analysis.drift && live {
                         (
                             predictions(&http, &cand_addrs).await,
                             predictions(&http, &stable_addrs).await,
@@ -1155,14 +1204,28 @@ impl Engine {
                             errors: c.server_errors + c.upstream_errors,
                             p99_seconds: c.quantile(0.99),
                         };
-                        let mut verdict = analysis::judge(&analysis, &window);
+                        let mut verdict = if live {
+                            analysis::judge(&analysis, &window)
+                        } else {
+                            Verdict::Pass
+                        };
                         let mut numbers = serde_json::json!({
                             "candidate": WindowView::of(c),
                             "stable": WindowView::of(&snap.stable),
                         });
+                        if shadow_step {
+                            let (v, n) = judge_shadow(&analysis, &snap.shadow);
+                            numbers["shadow"] = n;
+                            verdict = worse(verdict, v);
+                        }
+                        if live && analysis.feedback {
+                            let (v, n) = judge_feedback(&analysis, &snap);
+                            numbers["feedback"] = n;
+                            verdict = worse(verdict, v);
+                        }
                         // Candidate against stable on the same window: significantly
                         // slower beyond the tolerance fails even under the absolute budget.
-                        if verdict == Verdict::Pass && analysis.compare_latency {
+                        if live && verdict == Verdict::Pass && analysis.compare_latency {
                             let cmp = analysis::compare_latency(
                                 &c.latency_samples(),
                                 &snap.stable.latency_samples(),
@@ -1436,6 +1499,61 @@ impl Engine {
 
 /// The predicted-class counts of a deployment's servers (summed), from their
 /// `hoist_predictions_total`; `None` when a server cannot be read.
+/// The worse of two verdicts: a failure over an inconclusive one over a pass (the
+/// first of two of a kind).
+fn worse(a: Verdict, b: Verdict) -> Verdict {
+    let rank = |v: &Verdict| match v {
+        Verdict::Pass => 0,
+        Verdict::Inconclusive { .. } => 1,
+        Verdict::Fail { .. } => 2,
+    };
+    if rank(&b) > rank(&a) { b } else { a }
+}
+
+/// A shadow step's verdict on the mirrored requests of a window, and its numbers.
+fn judge_shadow(
+    a: &hoist_release::config::Analysis,
+    s: &hoist_gateway::ShadowStats,
+) -> (Verdict, serde_json::Value) {
+    let w = analysis::ShadowWindow {
+        mirrored: s.answers.requests,
+        errors: s.answers.server_errors + s.answers.upstream_errors + s.unreadable,
+        rows: s.rows,
+        agreeing_rows: s.agreeing_rows,
+        probabilities: s.probabilities,
+        probability_diff_sum: s.probability_diff_sum,
+        p99_seconds: s.answers.quantile(0.99),
+    };
+    let numbers = serde_json::json!({
+        "mirrored": w.mirrored,
+        "errors": w.errors,
+        "unreadable": s.unreadable,
+        "rows": w.rows,
+        "agreeing_rows": w.agreeing_rows,
+        "agreement": w.agreement(),
+        "mean_probability_diff": w.mean_probability_diff(),
+        "p99_ms": w.p99_seconds.map(|p| p * 1000.0),
+    });
+    (analysis::judge_shadow(a, &w), numbers)
+}
+
+/// Accuracy from feedback labels over a window, and its numbers.
+fn judge_feedback(
+    a: &hoist_release::config::Analysis,
+    snap: &Snapshot,
+) -> (Verdict, serde_json::Value) {
+    let labels = |v: &VariantStats| analysis::Labels {
+        labelled: v.labelled,
+        correct: v.correct,
+    };
+    let (c, s) = (labels(&snap.candidate), labels(&snap.stable));
+    let numbers = serde_json::json!({
+        "candidate": { "labelled": c.labelled, "correct": c.correct, "accuracy": c.accuracy() },
+        "stable": { "labelled": s.labelled, "correct": s.correct, "accuracy": s.accuracy() },
+    });
+    (analysis::judge_feedback(a, &c, &s), numbers)
+}
+
 async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec<u64>> {
     if addrs.is_empty() {
         return None;

@@ -1,0 +1,244 @@
+//! Judging what a model predicts on live traffic: shadow steps (the candidate answers
+//! mirrored requests, compared with stable's answers) and feedback labels (true
+//! labels posted to the gateway after the answers). Real daemon, real hoist-server
+//! processes, real model versions, requests from the golden set.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The golden set's rows: features and true label.
+fn golden() -> Vec<(Vec<f64>, i64)> {
+    let text = std::fs::read_to_string(repo().join("examples/data/breast_cancer_golden.jsonl"))
+        .expect("the golden set");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let f = v["features"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            (f, v["label"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+/// Clients sending golden-set rows (`rows` per request) through the gateway until
+/// stopped; with `label`, each answer's true labels are posted to `/feedback`.
+struct GoldenTraffic {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    labelled: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl GoldenTraffic {
+    fn start(url: &str, rows: usize, label: bool) -> GoldenTraffic {
+        let data = Arc::new(golden());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed, labelled) = Default::default();
+        let mut t = GoldenTraffic {
+            stop,
+            sent,
+            failed,
+            labelled,
+            threads: Vec::new(),
+        };
+        for worker in 0..2 {
+            let (stop, sent, failed, labelled) = (
+                t.stop.clone(),
+                t.sent.clone(),
+                t.failed.clone(),
+                t.labelled.clone(),
+            );
+            let (data, url) = (data.clone(), url.to_string());
+            t.threads.push(std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                let mut at = worker * 71;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch: Vec<&(Vec<f64>, i64)> =
+                        (0..rows).map(|i| &data[(at + i) % data.len()]).collect();
+                    at += rows;
+                    let body = json!({ "inputs": batch.iter().map(|r| &r.0).collect::<Vec<_>>() });
+                    let r = http
+                        .post(format!("{url}/invocations"))
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .send();
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let id = match r {
+                        Ok(r) if r.status().is_success() => r
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string),
+                        _ => None,
+                    };
+                    let Some(id) = id else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    if label {
+                        let labels: Vec<i64> = batch.iter().map(|r| r.1).collect();
+                        let f = http
+                            .post(format!("{url}/feedback"))
+                            .body(json!({ "request_id": id, "labels": labels }).to_string())
+                            .send();
+                        if f.is_ok_and(|f| f.status().is_success()) {
+                            labelled.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }));
+        }
+        t
+    }
+
+    /// (sent, failed, labelled)
+    fn finish(self) -> (u64, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.labelled.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// `hoist deploy m/<release> --wait` under golden-set traffic; returns the exit code,
+/// the release and what the clients counted.
+fn deploy_under_traffic(
+    d: &Daemon,
+    release: u64,
+    label: bool,
+) -> (Option<i32>, Value, (u64, u64, u64)) {
+    let traffic = GoldenTraffic::start(&d.env("production"), 4, label);
+    let out = hoist(&d.home, &["deploy", &format!("m/{release}"), "--wait"]);
+    let counts = traffic.finish();
+    (out.status.code(), d.release(release), counts)
+}
+
+/// The numbers of the last verdict a release journaled.
+fn last_verdict_numbers(r: &Value) -> Value {
+    r["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|t| t["event"]["event"] == "verdict")
+        .map(|t| t["event"]["numbers"].clone())
+        .expect("a journaled verdict")
+}
+
+#[test]
+fn a_shadow_step_catches_a_candidate_that_disagrees_and_passes_one_that_agrees() {
+    let d = with_v1(
+        "shadow",
+        &production(
+            "steps = [{ shadow = 100, pause = \"4s\" }, { weight = 50, pause = \"1s\" }]\n\
+             analysis = { compare_latency = false, drift = false, min_agreement = 0.85, max_probability_diff = 0.3 }",
+        ),
+    );
+    // Trained on shuffled labels: fast, error-free, and wrong half the time.
+    register(&d.home, "breast_cancer_shuffled", None);
+    let (code, r, (sent, failed, _)) = deploy_under_traffic(&d, 2, false);
+    assert_eq!(code, Some(5), "{r}");
+    let reason = r["outcome"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("shadow: the candidate agreed with stable on"),
+        "{reason}"
+    );
+    let n = last_verdict_numbers(&r);
+    let agreement = n["shadow"]["agreement"].as_f64().unwrap();
+    assert!(agreement < 0.85, "{n}");
+    assert!(n["shadow"]["rows"].as_u64().unwrap() >= 40, "{n}");
+    assert!(n["shadow"]["mirrored"].as_u64().unwrap() >= 10, "{n}");
+    // The candidate never answered a caller: no live traffic ever went to it, and
+    // nothing failed.
+    assert!(!weights(&r).iter().any(|w| *w > 0), "{r}");
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+    let s = d.get("/api/v1/status");
+    assert_eq!(
+        Daemon::stable_version(&s, "production").as_deref(),
+        Some("1")
+    );
+
+    // A candidate that predicts like stable passes the shadow step and goes live.
+    register(&d.home, "breast_cancer_lr", None);
+    let (code, r, (_, failed, _)) = deploy_under_traffic(&d, 3, false);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(failed, 0);
+    let shadow_verdict = r["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["event"]["event"] == "verdict")
+        .find(|t| t["event"]["numbers"]["shadow"].is_object())
+        .expect("a shadow verdict")["event"]["numbers"]["shadow"]
+        .clone();
+    assert!(
+        shadow_verdict["agreement"].as_f64().unwrap() >= 0.85,
+        "{shadow_verdict}"
+    );
+    // `hoist history` shows the numbers of the verdicts.
+    let out = ok(&hoist(&d.home, &["history", "3"]));
+    assert!(out.contains("agreement"), "{out}");
+}
+
+#[test]
+fn feedback_labels_roll_back_a_less_accurate_candidate() {
+    let d = with_v1(
+        "feedback",
+        &production(
+            "steps = [{ weight = 50, pause = \"3s\" }]\n\
+             analysis = { compare_latency = false, drift = false, feedback = true, min_labels = 40, min_accuracy = 0.8 }",
+        ),
+    );
+    register(&d.home, "breast_cancer_shuffled", None);
+    let (code, r, (sent, failed, labelled)) = deploy_under_traffic(&d, 2, true);
+    assert_eq!(code, Some(5), "{r}");
+    let reason = r["outcome"]["reason"].as_str().unwrap();
+    assert!(reason.contains("feedback: candidate accuracy"), "{reason}");
+    let n = last_verdict_numbers(&r);
+    let acc = n["feedback"]["candidate"]["accuracy"].as_f64().unwrap();
+    assert!(acc < 0.8, "{n}");
+    assert!(
+        n["feedback"]["candidate"]["labelled"].as_u64().unwrap() >= 40,
+        "{n}"
+    );
+    // Stable, labelled over the same window, is the accurate one.
+    assert!(
+        n["feedback"]["stable"]["accuracy"].as_f64().unwrap() > 0.9,
+        "{n}"
+    );
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+    assert!(labelled > 0);
+
+    // Labels that never arrive: the step waits, then fails as inconclusive.
+    let d2 = with_v1(
+        "feedback-late",
+        &production(
+            "steps = [{ weight = 50, pause = \"1s\" }]\n\
+             analysis = { compare_latency = false, drift = false, feedback = true, min_labels = 40, max_inconclusive = \"2s\" }",
+        ),
+    );
+    register(&d2.home, "breast_cancer_lr", None);
+    let (code, r, _) = deploy_under_traffic(&d2, 2, false);
+    assert_eq!(code, Some(5), "{r}");
+    let reason = r["outcome"]["reason"].as_str().unwrap();
+    assert!(reason.contains("inconclusive"), "{reason}");
+    assert!(reason.contains("labelled candidate rows"), "{reason}");
+}
