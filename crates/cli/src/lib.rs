@@ -6,6 +6,7 @@
 //! - `model`: `hoist model …`, the registry commands.
 //! - `watch`: `hoist watch`, promotion events printed live.
 //! - `mlflow`: `hoist mlflow connect`, the webhook on an MLflow server.
+//! - `render`: `hoist render k8s`, the pipeline as Kubernetes manifests.
 //! - `output`: human tables and dates (`--json` output is serde's).
 //!
 //! Commands print results on stdout and nothing else there; errors go to stderr
@@ -17,6 +18,7 @@ mod model;
 mod output;
 mod quickstart;
 mod release;
+mod render;
 mod watch;
 
 use std::io::Write;
@@ -134,6 +136,10 @@ pub enum Command {
     /// canary that succeeds and one that is caught and rolled back, under live traffic
     #[command(after_help = EXIT_CODES)]
     Quickstart(quickstart::QuickstartArgs),
+    /// Render the pipeline for another platform: `hoist render k8s` writes Kubernetes
+    /// manifests (kubectl apply, kustomize, GitOps)
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Render(render::RenderCmd),
     /// Run a model server (the same program and flags as `hoist-server`)
     #[command(hide = true, disable_help_flag = true)]
     Serve {
@@ -315,6 +321,7 @@ pub fn run(
         Command::Rollback(a) => release::rollback(&ctx, a, out),
         Command::History(a) => release::history(&ctx, a, out),
         Command::Quickstart(a) => quickstart::run(&ctx, a, out),
+        Command::Render(cmd) => render::run(&ctx, cmd, out),
         Command::Serve { .. } => Err(CliError::Usage(
             "`hoist serve` is handled before the command line is parsed".into(),
         )),
