@@ -175,6 +175,12 @@ fn a_shadow_step_catches_a_candidate_that_disagrees_and_passes_one_that_agrees()
         Daemon::stable_version(&s, "production").as_deref(),
         Some("1")
     );
+    let out = ok(&hoist(&d.home, &["history", "2"]));
+    assert!(
+        out.contains("agreement") && out.contains("verdict fail"),
+        "{out}"
+    );
+    eprintln!("{out}");
 
     // A candidate that predicts like stable passes the shadow step and goes live.
     register(&d.home, "breast_cancer_lr", None);
@@ -196,6 +202,7 @@ fn a_shadow_step_catches_a_candidate_that_disagrees_and_passes_one_that_agrees()
     // `hoist history` shows the numbers of the verdicts.
     let out = ok(&hoist(&d.home, &["history", "3"]));
     assert!(out.contains("agreement"), "{out}");
+    eprintln!("{out}");
 }
 
 #[test]
@@ -226,6 +233,9 @@ fn feedback_labels_roll_back_a_less_accurate_candidate() {
     );
     assert_eq!(failed, 0, "{failed} of {sent} requests failed");
     assert!(labelled > 0);
+    let out = ok(&hoist(&d.home, &["history", "2"]));
+    assert!(out.contains("accuracy candidate"), "{out}");
+    eprintln!("{out}");
 
     // Labels that never arrive: the step waits, then fails as inconclusive.
     let d2 = with_v1(
