@@ -574,6 +574,10 @@ pub(crate) fn render_status(v: &Value, o: &mut dyn Write) -> std::io::Result<()>
                 "  last verdict: {verdict}{why} ({})",
                 metrics_cell(&lv["window"])
             )?;
+            let numbers = verdict_numbers(&lv["numbers"]);
+            if !numbers.is_empty() {
+                writeln!(o, "    {numbers}")?;
+            }
         }
     }
     Ok(())

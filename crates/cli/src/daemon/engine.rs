@@ -279,6 +279,8 @@ pub struct VerdictView {
     pub step: usize,
     pub verdict: Verdict,
     pub window: WindowView,
+    /// Everything the verdict was based on (as journaled).
+    pub numbers: serde_json::Value,
     pub at_ms: u64,
 }
 
@@ -637,6 +639,7 @@ impl Engine {
                         step,
                         verdict: verdict.clone(),
                         window,
+                        numbers: numbers.clone(),
                         at_ms: now_ms(),
                     },
                 );
