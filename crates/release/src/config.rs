@@ -677,6 +677,23 @@ impl Config {
     /// Checks that span keys; the message starts with the key path.
     fn validate(&self) -> Result<(), String> {
         self.kubernetes.validate()?;
+        if self.target == crate::kubernetes::TargetKind::Kubernetes {
+            self.kubernetes.require_image()?;
+            for (i, env) in self.environments.iter().enumerate() {
+                if let Some(j) = env.steps.iter().position(|s| s.shadow.0 > 0) {
+                    return Err(format!(
+                        "environments[{i}].steps[{j}].shadow: shadow steps need hoist's gateway, \
+                         which compares the answers; with target = \"kubernetes\" use canary weights"
+                    ));
+                }
+                if self.analysis.with(&env.analysis).feedback {
+                    return Err(format!(
+                        "environments[{i}].analysis.feedback: feedback labels are taken by hoist's \
+                         gateway (POST /feedback); with target = \"kubernetes\" they are not available yet"
+                    ));
+                }
+            }
+        }
         if self.model.name.trim().is_empty() {
             return Err("model.name: must not be empty".into());
         }

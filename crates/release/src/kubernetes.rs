@@ -67,6 +67,10 @@ pub struct Kubernetes {
     pub ingress_namespaces: Vec<String>,
     /// Prometheus's HTTP API, for analysis on the cluster.
     pub prometheus_url: Option<String>,
+    /// How the controller reaches a variant's Service (gates and smoke tests);
+    /// `{service}` and `{namespace}` are replaced. The default works in-cluster; a
+    /// controller outside the cluster points it at a port-forward or an ingress.
+    pub service_url: String,
     /// The namespace Prometheus scrapes from (allowed by the NetworkPolicy).
     pub prometheus_namespace: String,
     /// How long one rollout (a Deployment's pods updated and available) may take.
@@ -94,6 +98,7 @@ impl Default for Kubernetes {
             hostnames: Vec::new(),
             ingress_namespaces: Vec::new(),
             prometheus_url: None,
+            service_url: "http://{service}.{namespace}.svc:80".into(),
             prometheus_namespace: "monitoring".into(),
             rollout_timeout: Dur(Duration::from_secs(600)),
             drain: Dur(Duration::from_secs(5)),
@@ -312,6 +317,13 @@ impl Kubernetes {
     }
 
     /// The namespace of environment `env`.
+    /// The URL of the Service `service` in `namespace`, by `service_url`.
+    pub fn service_url_for(&self, service: &str, namespace: &str) -> String {
+        self.service_url
+            .replace("{service}", service)
+            .replace("{namespace}", namespace)
+    }
+
     pub fn namespace_for(&self, env: &str) -> String {
         self.namespace
             .replace("{env}", &env.to_ascii_lowercase().replace('_', "-"))
@@ -542,5 +554,31 @@ journal_claim = "hoist-journal"
         let k = Kubernetes::default();
         assert_eq!(k.app_name("Fraud_Model.v2"), "fraud-model-v2");
         assert_eq!(k.app_name("default"), "default");
+    }
+
+    #[test]
+    fn the_kubernetes_target_needs_an_image_and_refuses_what_needs_hoists_gateway() {
+        let e = parse("target = \"kubernetes\"").unwrap_err();
+        assert!(e.contains("kubernetes.image: required"), "{e}");
+        let base = format!("target = \"kubernetes\"\n[kubernetes]\nimage = \"r/hoist@{DIGEST}\"\n");
+        let c = parse(&base).unwrap();
+        assert_eq!(c.target, TargetKind::Kubernetes);
+        assert_eq!(
+            c.kubernetes.service_url_for("fraud-candidate", "ml-prod"),
+            "http://fraud-candidate.ml-prod.svc:80"
+        );
+        let shadow = format!(
+            "{base}[[environments]]\nname = \"production\"\nlisten = \"127.0.0.1:0\"\nsteps = [{{ shadow = 50, pause = \"1m\" }}]\n"
+        );
+        let e = parse(&shadow).unwrap_err();
+        assert!(
+            e.contains("steps[0].shadow: shadow steps need hoist's gateway"),
+            "{e}"
+        );
+        let feedback = format!("{base}[analysis]\nfeedback = true\n");
+        let e = parse(&feedback).unwrap_err();
+        assert!(e.contains("analysis.feedback"), "{e}");
+        // The same pipeline runs locally.
+        assert!(parse(&shadow.replace("target = \"kubernetes\"", "target = \"local\"")).is_ok());
     }
 }
