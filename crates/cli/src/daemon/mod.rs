@@ -9,6 +9,7 @@ pub mod api;
 pub mod engine;
 pub mod gates;
 pub mod notify;
+pub mod prometheus;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1085 @@
+//! Analysis metrics from Prometheus, for clusters where the gateway's counters are not
+//! in the controller's process: the same judges as on one machine
+//! ([`analysis::judge`], [`analysis::compare_latency`], [`analysis::drift`]) fed by
+//! PromQL over Prometheus's HTTP API (`GET /api/v1/query`).
+//!
+//! A [`PrometheusSource`] holds the server's URL, an HTTP client with timeouts and a
+//! set of PromQL [`Queries`]: templates with `{{selector}}` (label matchers naming the
+//! environment, without braces), `{{window}}` (the analysis window as a PromQL
+//! duration) and `{{variant}}` (the label whose values are `stable` and `candidate`).
+//! Two default sets use the metric names hoist exports: [`Queries::gateway`] (the
+//! daemon's gateway, `hoist_gateway_*`) and [`Queries::server`] (hoist-server's own
+//! metrics, with the variant label attached by Prometheus: a pod label through
+//! ServiceMonitor relabeling, or a static label in a scrape config).
+//!
+//! Fail closed: a query that gives no series for a variant, a NaN, an unreachable
+//! Prometheus or an error answer is an inconclusive verdict whose reason names the
+//! query, never a pass.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hoist_release::analysis::{self, Window};
+use hoist_release::config::Analysis;
+use hoist_release::machine::Verdict;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::engine::WindowView;
+
+/// The variant label's value for the version serving now.
+pub const STABLE: &str = "stable";
+/// The variant label's value for the version being brought in.
+pub const CANDIDATE: &str = "candidate";
+
+/// The variant label on hoist-server's series when Prometheus scrapes the pods through
+/// the ServiceMonitor `hoist render k8s` writes: the Prometheus Operator copies the
+/// pod label `hoist.dev/variant` (`podTargetLabels`) under its sanitized name. The
+/// environment comes the same way as `hoist_dev_env`.
+pub const SERVICE_MONITOR_VARIANT_LABEL: &str = "hoist_dev_variant";
+
+/// Most latencies [`Histogram::samples`] reconstructs (as the gateway's
+/// `VariantStats::latency_samples`).
+const MAX_SAMPLES: f64 = 10_000.0;
+/// Fewest requests on each side before latencies are compared (as the engine).
+const MIN_COMPARISON_SAMPLES: u64 = 30;
+/// The prediction routes of hoist-server (its `route` label values).
+const SERVER_ROUTES: &str = "/v2/models/:model/infer|/invocations|/predict-image";
+
+/// PromQL templates, one per number the judges need. Each must return one series per
+/// variant (grouped by the `{{variant}}` label), the latency query one per variant
+/// and `le`, the predictions query one per variant and `class`. Placeholders:
+/// `{{selector}}`, `{{window}}`, `{{variant}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queries {
+    /// Requests completed in the window.
+    pub requests: String,
+    /// Of those, server errors (5xx, and failed backends at the gateway). Should give
+    /// an explicit 0 for a variant without errors (`... or 0 * <requests>`): no series
+    /// at all is "no data".
+    pub errors: String,
+    /// Cumulative latency histogram buckets (seconds) over the window, by `le`.
+    pub latency_buckets: String,
+    /// Predicted classes over the window, by `class` (`hoist_predictions_total`).
+    /// `None`: prediction drift is not judged (the gateway does not see predictions).
+    #[serde(default)]
+    pub predictions: Option<String>,
+}
+
+impl Queries {
+    /// The daemon's gateway (`hoist_gateway_requests_total{env,variant,version,class}`
+    /// and `hoist_gateway_request_duration_seconds_bucket{env,variant,le}`); a
+    /// selector such as `env="production"`. Counts are the gateway's, as in the
+    /// engine on one machine: every answer, errors are `5xx` and `upstream`. No
+    /// predictions query: the gateway does not see predicted classes.
+    pub fn gateway() -> Queries {
+        let requests = "sum by ({{variant}}) (increase(hoist_gateway_requests_total{ {{selector}} }[{{window}}]))";
+        Queries {
+            requests: requests.into(),
+            errors: format!(
+                "sum by ({{{{variant}}}}) (increase(hoist_gateway_requests_total{{class=~\"5xx|upstream\",{{{{selector}}}}}}[{{{{window}}}}])) or 0 * {requests}"
+            ),
+            latency_buckets: "sum by ({{variant}}, le) (increase(hoist_gateway_request_duration_seconds_bucket{ {{selector}} }[{{window}}]))".into(),
+            predictions: None,
+        }
+    }
+
+    /// hoist-server's own metrics: `hoist_requests_total{route,code}`,
+    /// `hoist_request_duration_seconds_bucket{route,le}` on the prediction routes
+    /// (`/v2/models/:model/infer`, `/invocations`, `/predict-image`; not health
+    /// checks or scrapes), and `hoist_predictions_total{output,class}`, with the
+    /// variant label Prometheus attaches to each target. A selector such as
+    /// `namespace="ml-prod",app="fraud"`.
+    pub fn server() -> Queries {
+        let requests = format!(
+            "sum by ({{{{variant}}}}) (increase(hoist_requests_total{{route=~\"{SERVER_ROUTES}\",{{{{selector}}}}}}[{{{{window}}}}]))"
+        );
+        Queries {
+            errors: format!(
+                "sum by ({{{{variant}}}}) (increase(hoist_requests_total{{route=~\"{SERVER_ROUTES}\",code=~\"5..\",{{{{selector}}}}}}[{{{{window}}}}])) or 0 * {requests}"
+            ),
+            requests,
+            latency_buckets: format!(
+                "sum by ({{{{variant}}}}, le) (increase(hoist_request_duration_seconds_bucket{{route=~\"{SERVER_ROUTES}\",{{{{selector}}}}}}[{{{{window}}}}]))"
+            ),
+            predictions: Some(
+                "sum by ({{variant}}, class) (increase(hoist_predictions_total{ {{selector}} }[{{window}}]))".into(),
+            ),
+        }
+    }
+}
+
+/// A window as a PromQL duration: whole seconds when it is, else milliseconds (at
+/// least 1 ms).
+pub fn promql_duration(d: Duration) -> String {
+    let ms = d.as_millis().max(1);
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Fills a template's placeholders.
+pub fn render(template: &str, selector: &str, window: Duration, variant_label: &str) -> String {
+    template
+        .replace("{{selector}}", selector)
+        .replace("{{window}}", &promql_duration(window))
+        .replace("{{variant}}", variant_label)
+}
+
+/// Why a query gave no usable number. Every message names the query.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PromError {
+    #[error("Prometheus URL {url:?} is not usable: {message}")]
+    BadUrl { url: String, message: String },
+    #[error("Prometheus at {url} is unreachable ({message}) for query `{query}`")]
+    Unreachable {
+        url: String,
+        query: String,
+        message: String,
+    },
+    #[error("Prometheus answered HTTP {status} to query `{query}`: {error_type}: {error}")]
+    Query {
+        status: u16,
+        query: String,
+        error_type: String,
+        error: String,
+    },
+    #[error("Prometheus's answer to query `{query}` is not a query result: {message}")]
+    Malformed { query: String, message: String },
+    #[error(
+        "no data from Prometheus for {what} (query `{query}`): is the metric scraped, with the variant label?"
+    )]
+    NoData { query: String, what: String },
+    #[error("Prometheus query `{query}` gave NaN for {series}")]
+    NotANumber { query: String, series: String },
+}
+
+/// One series of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// What `/api/v1/query` returned (the result types the judges can use).
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryResult {
+    Vector(Vec<Sample>),
+    Scalar(f64),
+}
+
+impl QueryResult {
+    /// The series, a scalar as one series without labels.
+    pub fn samples(self) -> Vec<Sample> {
+        match self {
+            QueryResult::Vector(v) => v,
+            QueryResult::Scalar(x) => vec![Sample {
+                labels: BTreeMap::new(),
+                value: x,
+            }],
+        }
+    }
+}
+
+/// A Prometheus sample value: a decimal string, or `NaN`, `+Inf`, `-Inf`.
+fn parse_value(v: &Value) -> Option<f64> {
+    let pair = v.as_array()?;
+    let s = pair.get(1)?.as_str()?;
+    match s {
+        "NaN" => Some(f64::NAN),
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+/// Parses an answer of `/api/v1/query`: `{"status":"success","data":{"resultType":
+/// "vector","result":[{"metric":{...},"value":[<ts>,"<value>"]}]}}`, or `"scalar"`
+/// with `"result":[<ts>,"<value>"]`; errors are `{"status":"error","errorType",
+/// "error"}` (HTTP 400, 422, 503...).
+pub fn parse_response(status: u16, body: &str, query: &str) -> Result<QueryResult, PromError> {
+    let malformed = |message: String| PromError::Malformed {
+        query: query.to_string(),
+        message,
+    };
+    let v: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => {
+            let snippet: String = body.chars().take(200).collect();
+            if !(200..300).contains(&status) {
+                return Err(PromError::Query {
+                    status,
+                    query: query.to_string(),
+                    error_type: "http".into(),
+                    error: snippet.trim().to_string(),
+                });
+            }
+            return Err(malformed(format!("not JSON ({e}): {snippet}")));
+        }
+    };
+    if v["status"] != "success" || !(200..300).contains(&status) {
+        return Err(PromError::Query {
+            status,
+            query: query.to_string(),
+            error_type: v["errorType"].as_str().unwrap_or("unknown").to_string(),
+            error: v["error"]
+                .as_str()
+                .unwrap_or("no error message")
+                .to_string(),
+        });
+    }
+    let data = &v["data"];
+    match data["resultType"].as_str() {
+        Some("vector") => {
+            let result = data["result"]
+                .as_array()
+                .ok_or_else(|| malformed("data.result is not an array".into()))?;
+            result
+                .iter()
+                .map(|s| {
+                    let labels = s["metric"]
+                        .as_object()
+                        .ok_or_else(|| malformed(format!("a series without labels: {s}")))?
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect();
+                    let value = parse_value(&s["value"])
+                        .ok_or_else(|| malformed(format!("a series without a value: {s}")))?;
+                    Ok(Sample { labels, value })
+                })
+                .collect::<Result<_, _>>()
+                .map(QueryResult::Vector)
+        }
+        Some("scalar") => parse_value(&data["result"])
+            .map(QueryResult::Scalar)
+            .ok_or_else(|| malformed(format!("a scalar without a value: {}", data["result"]))),
+        Some(other) => Err(malformed(format!(
+            "result type {other}, where an instant vector or a scalar was expected"
+        ))),
+        None => Err(malformed("no data.resultType".into())),
+    }
+}
+
+/// A latency histogram over a window: cumulative counts by upper bound (seconds),
+/// sorted, the last bound `+Inf`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, f64)>,
+}
+
+impl Histogram {
+    /// From `(le, cumulative count)` pairs in any order, as `histogram_quantile` takes
+    /// them: sorted, equal bounds merged, counts made monotonic. `None` without a
+    /// `+Inf` bucket.
+    pub fn from_cumulative(mut buckets: Vec<(f64, f64)>) -> Option<Histogram> {
+        buckets.retain(|(le, _)| !le.is_nan());
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+            return None;
+        }
+        let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+        for (le, n) in buckets {
+            match merged.last_mut() {
+                Some(last) if last.0 == le => last.1 += n,
+                _ => merged.push((le, n)),
+            }
+        }
+        let mut max = 0.0f64;
+        for b in &mut merged {
+            max = max.max(b.1);
+            b.1 = max;
+        }
+        Some(Histogram { buckets: merged })
+    }
+
+    /// Observations in the window (the `+Inf` bucket).
+    pub fn count(&self) -> f64 {
+        self.buckets.last().map(|b| b.1).unwrap_or(0.0)
+    }
+
+    /// The `q`-quantile as Prometheus's `histogram_quantile` computes it: linear
+    /// interpolation inside the bucket that holds rank `q * count` (the first bucket
+    /// starting at 0), the largest finite bound when that is the `+Inf` bucket. `None`
+    /// without observations or with fewer than two buckets.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let b = &self.buckets;
+        let total = self.count();
+        if q.is_nan() || b.len() < 2 || total <= 0.0 {
+            return None;
+        }
+        let mut rank = q.clamp(0.0, 1.0) * total;
+        let i = b[..b.len() - 1]
+            .iter()
+            .position(|x| x.1 >= rank)
+            .unwrap_or(b.len() - 1);
+        if i == b.len() - 1 {
+            return Some(b[b.len() - 2].0);
+        }
+        if i == 0 && b[0].0 <= 0.0 {
+            return Some(b[0].0);
+        }
+        let (start, end) = (if i > 0 { b[i - 1].0 } else { 0.0 }, b[i].0);
+        let mut count = b[i].1;
+        if i > 0 {
+            count -= b[i - 1].1;
+            rank -= b[i - 1].1;
+        }
+        Some(start + (end - start) * (rank / count))
+    }
+
+    /// Latencies (seconds) reconstructed from the buckets, for rank tests between
+    /// variants: each bucket's midpoint (the `+Inf` bucket: the largest finite bound)
+    /// repeated by its count (rounded; `increase` is extrapolated, so not whole),
+    /// scaled down to at most 10 000 values in all.
+    pub fn samples(&self) -> Vec<f64> {
+        let total = self.count();
+        let scale = if total > MAX_SAMPLES {
+            MAX_SAMPLES / total
+        } else {
+            1.0
+        };
+        let mut out = Vec::with_capacity(total.min(MAX_SAMPLES) as usize + 1);
+        let (mut lower, mut below) = (0.0, 0.0);
+        for &(le, cum) in &self.buckets {
+            let n = (cum - below).max(0.0);
+            let k = (n * scale).round() as usize;
+            let value = if le.is_finite() {
+                (lower + le) / 2.0
+            } else {
+                lower
+            };
+            out.extend(std::iter::repeat_n(value, k));
+            if le.is_finite() {
+                lower = le;
+            }
+            below = cum;
+        }
+        out.truncate(MAX_SAMPLES as usize);
+        out
+    }
+}
+
+/// What Prometheus counted for one variant over a window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VariantMeasure {
+    /// `increase` of the requests (extrapolated to the window's ends, so not whole).
+    pub requests: f64,
+    pub errors: f64,
+    pub latency: Histogram,
+}
+
+impl VariantMeasure {
+    /// The judge's window: counts rounded, p99 from the histogram.
+    pub fn window(&self) -> Window {
+        Window {
+            requests: count(self.requests),
+            errors: count(self.errors),
+            p99_seconds: self.latency.quantile(0.99),
+        }
+    }
+
+    /// Latencies for [`analysis::compare_latency`].
+    pub fn latency_samples(&self) -> Vec<f64> {
+        self.latency.samples()
+    }
+
+    /// The numbers the engine shows and journals for a variant.
+    pub fn view(&self) -> WindowView {
+        let w = self.window();
+        WindowView {
+            requests: w.requests,
+            errors: w.errors,
+            error_rate: if w.requests == 0 {
+                0.0
+            } else {
+                w.errors as f64 / w.requests as f64
+            },
+            p50_ms: self.latency.quantile(0.5).map(|v| v * 1000.0),
+            p99_ms: w.p99_seconds.map(|v| v * 1000.0),
+            ..WindowView::default()
+        }
+    }
+}
+
+/// Both variants over one window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measured {
+    pub stable: VariantMeasure,
+    pub candidate: VariantMeasure,
+}
+
+/// Predicted-class counts of both variants over one window; index `i` is class `i`,
+/// index [`hoist_server::metrics::PREDICTION_CLASSES`] any other label. Trailing
+/// classes neither variant predicted are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Classes {
+    pub stable: Vec<u64>,
+    pub candidate: Vec<u64>,
+}
+
+fn count(x: f64) -> u64 {
+    if x.is_finite() && x > 0.0 {
+        x.round() as u64
+    } else {
+        0
+    }
+}
+
+/// Where the judges' numbers come from on a cluster.
+#[derive(Debug, Clone)]
+pub struct PrometheusSource {
+    base: String,
+    http: reqwest::Client,
+    queries: Queries,
+    selector: String,
+    variant_label: String,
+}
+
+impl PrometheusSource {
+    /// `url` is Prometheus's base URL (`http://prometheus.monitoring:9090`, or a path
+    /// prefix behind a proxy); `selector` the label matchers of one environment
+    /// (`env="production"`; may be empty). Requests time out after 10 s (connect 3 s).
+    pub fn new(url: &str, queries: Queries, selector: &str) -> Result<PrometheusSource, PromError> {
+        let bad = |message: String| PromError::BadUrl {
+            url: url.to_string(),
+            message,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(bad("not http or https".into()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(PrometheusSource {
+            base: url.trim_end_matches('/').to_string(),
+            http,
+            queries,
+            selector: selector.to_string(),
+            variant_label: "variant".into(),
+        })
+    }
+
+    /// The label whose values are `stable` and `candidate` (default `variant`).
+    pub fn with_variant_label(mut self, label: &str) -> PrometheusSource {
+        self.variant_label = label.to_string();
+        self
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn queries(&self) -> &Queries {
+        &self.queries
+    }
+
+    /// A template with this source's selector and variant label and `window`.
+    pub fn render(&self, template: &str, window: Duration) -> String {
+        render(template, &self.selector, window, &self.variant_label)
+    }
+
+    /// `GET /api/v1/query`: `query` evaluated at `at` (Unix seconds; `None`: now).
+    pub async fn query_instant(
+        &self,
+        query: &str,
+        at: Option<f64>,
+    ) -> Result<QueryResult, PromError> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.base)).map_err(|e| {
+            PromError::BadUrl {
+                url: self.base.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("query", query);
+            if let Some(t) = at {
+                q.append_pair("time", &format!("{t:.3}"));
+            }
+        }
+        let unreachable = |e: reqwest::Error| PromError::Unreachable {
+            url: self.base.clone(),
+            query: query.to_string(),
+            message: error_chain(&e),
+        };
+        let resp = self.http.get(url).send().await.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(unreachable)?;
+        parse_response(status, &body, query)
+    }
+
+    /// One value per variant label value; a NaN is an error. `what` names the number.
+    async fn per_variant(
+        &self,
+        template: &str,
+        window: Duration,
+        at: Option<f64>,
+    ) -> Result<(String, BTreeMap<String, f64>), PromError> {
+        let query = self.render(template, window);
+        let mut out = BTreeMap::new();
+        for s in self.query_instant(&query, at).await?.samples() {
+            check_number(&query, &s)?;
+            let v = s
+                .labels
+                .get(&self.variant_label)
+                .cloned()
+                .unwrap_or_default();
+            *out.entry(v).or_insert(0.0) += s.value;
+        }
+        Ok((query, out))
+    }
+
+    /// Requests, errors and latency histograms of both variants over the `window`
+    /// ending at `at` (`None`: now). Every query must give both variants.
+    pub async fn measure(&self, window: Duration, at: Option<f64>) -> Result<Measured, PromError> {
+        let latency_query = self.render(&self.queries.latency_buckets, window);
+        let ((rq, requests), (eq, errors), buckets) = tokio::try_join!(
+            self.per_variant(&self.queries.requests, window, at),
+            self.per_variant(&self.queries.errors, window, at),
+            self.query_instant(&latency_query, at),
+        )?;
+        let mut le: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for s in buckets.samples() {
+            check_number(&latency_query, &s)?;
+            let bound = s.labels.get("le").and_then(|b| match b.as_str() {
+                "+Inf" | "Inf" => Some(f64::INFINITY),
+                b => b.parse::<f64>().ok(),
+            });
+            let Some(bound) = bound else {
+                return Err(PromError::Malformed {
+                    query: latency_query,
+                    message: format!("a bucket without a numeric `le` label: {:?}", s.labels),
+                });
+            };
+            let v = s
+                .labels
+                .get(&self.variant_label)
+                .cloned()
+                .unwrap_or_default();
+            le.entry(v).or_default().push((bound, s.value));
+        }
+        let variant = |name: &str| -> Result<VariantMeasure, PromError> {
+            let missing = |query: &str, what: &str| PromError::NoData {
+                query: query.to_string(),
+                what: format!("{what} of variant {name:?}"),
+            };
+            let requests = *requests.get(name).ok_or_else(|| missing(&rq, "requests"))?;
+            let errors = *errors.get(name).ok_or_else(|| missing(&eq, "errors"))?;
+            let buckets = le
+                .get(name)
+                .cloned()
+                .ok_or_else(|| missing(&latency_query, "latency buckets"))?;
+            let latency =
+                Histogram::from_cumulative(buckets).ok_or_else(|| PromError::Malformed {
+                    query: latency_query.clone(),
+                    message: format!("variant {name:?} has no `+Inf` bucket"),
+                })?;
+            Ok(VariantMeasure {
+                requests,
+                errors,
+                latency,
+            })
+        };
+        Ok(Measured {
+            stable: variant(STABLE)?,
+            candidate: variant(CANDIDATE)?,
+        })
+    }
+
+    /// Predicted-class counts of both variants over the window; `Ok(None)` when this
+    /// source has no predictions query.
+    pub async fn classes(
+        &self,
+        window: Duration,
+        at: Option<f64>,
+    ) -> Result<Option<Classes>, PromError> {
+        let Some(template) = &self.queries.predictions else {
+            return Ok(None);
+        };
+        let query = self.render(template, window);
+        let slots = hoist_server::metrics::PREDICTION_CLASSES + 1;
+        let mut by_variant: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for s in self.query_instant(&query, at).await?.samples() {
+            check_number(&query, &s)?;
+            let v = s
+                .labels
+                .get(&self.variant_label)
+                .cloned()
+                .unwrap_or_default();
+            let class = s
+                .labels
+                .get("class")
+                .and_then(|c| c.parse::<usize>().ok())
+                .filter(|&c| c < slots - 1)
+                .unwrap_or(slots - 1);
+            by_variant.entry(v).or_insert_with(|| vec![0; slots])[class] += count(s.value);
+        }
+        let mut take = |name: &str| {
+            by_variant.remove(name).ok_or_else(|| PromError::NoData {
+                query: query.clone(),
+                what: format!("predicted classes of variant {name:?}"),
+            })
+        };
+        let (mut stable, mut candidate) = (take(STABLE)?, take(CANDIDATE)?);
+        let used = stable
+            .iter()
+            .zip(&candidate)
+            .rposition(|(a, b)| *a > 0 || *b > 0)
+            .map_or(0, |i| i + 1);
+        stable.truncate(used);
+        candidate.truncate(used);
+        Ok(Some(Classes { stable, candidate }))
+    }
+}
+
+fn check_number(query: &str, s: &Sample) -> Result<(), PromError> {
+    if s.value.is_nan() {
+        return Err(PromError::NotANumber {
+            query: query.to_string(),
+            series: format!("{:?}", s.labels),
+        });
+    }
+    Ok(())
+}
+
+/// An error with its causes ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let _ = write!(s, ": {c}");
+        cause = c.source();
+    }
+    s
+}
+
+/// A verdict with the numbers it rests on, as the engine journals them
+/// (`Cmd::Verdict { verdict, window, numbers }`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    /// The candidate's window.
+    pub window: WindowView,
+    /// `{"candidate", "stable", "latency_comparison"?, "drift"?}` as the engine's,
+    /// plus `"source"` (Prometheus's URL and the window).
+    pub numbers: Value,
+}
+
+/// The engine's judgement on numbers from Prometheus (no I/O): [`analysis::judge`] on
+/// the candidate's window; if that passes and `compare_latency` is on, the
+/// candidate's latencies against stable's ([`analysis::compare_latency`] on at least
+/// 30 requests a side, failing only when the median is also more than
+/// `latency_slack_ms` slower); if that passes too and `classes` are given, prediction
+/// drift ([`analysis::drift`]).
+pub fn judge_measured(a: &Analysis, m: &Measured, classes: Option<&Classes>) -> Judgement {
+    let (c, s) = (&m.candidate, &m.stable);
+    let mut verdict = analysis::judge(a, &c.window());
+    let mut numbers = json!({
+        "candidate": c.view(),
+        "stable": s.view(),
+    });
+    if verdict == Verdict::Pass && a.compare_latency {
+        let cmp = analysis::compare_latency(
+            &c.latency_samples(),
+            &s.latency_samples(),
+            a.confidence,
+            a.tolerance,
+            a.min_requests.max(MIN_COMPARISON_SAMPLES) as usize,
+        );
+        let slower_ms = match (c.latency.quantile(0.5), s.latency.quantile(0.5)) {
+            (Some(x), Some(y)) => (x - y) * 1000.0,
+            _ => 0.0,
+        };
+        if let analysis::Comparison::Pass { p, ratio }
+        | analysis::Comparison::Fail { p, ratio, .. } = &cmp
+        {
+            numbers["latency_comparison"] = json!({
+                "p": p, "median_ratio": ratio, "median_slower_ms": slower_ms,
+            });
+        }
+        if let analysis::Comparison::Fail { .. } = cmp
+            && slower_ms > a.latency_slack_ms
+        {
+            verdict = cmp.verdict();
+        }
+    }
+    if verdict == Verdict::Pass
+        && a.drift
+        && let Some(cl) = classes
+    {
+        let d = analysis::drift(&cl.stable, &cl.candidate, a.max_psi, a.min_requests);
+        if let analysis::Drift::Pass { psi } | analysis::Drift::Fail { psi, .. } = &d {
+            numbers["drift"] = json!({
+                "psi": psi,
+                "stable_classes": cl.stable,
+                "candidate_classes": cl.candidate,
+            });
+        }
+        if let analysis::Drift::Fail { .. } = d {
+            verdict = d.verdict();
+        }
+    }
+    Judgement {
+        verdict,
+        window: c.view(),
+        numbers,
+    }
+}
+
+/// One analysis measurement on a cluster: the numbers of the `window` ending at `at`
+/// (`None`: now) from Prometheus, judged as [`judge_measured`] does. Anything
+/// Prometheus cannot give (unreachable, an error answer, no series for a variant, a
+/// NaN) is an inconclusive verdict naming the query; with `drift` on and no
+/// predictions query, drift is not judged and `numbers.drift.skipped` says so.
+pub async fn judge_from_prometheus(
+    source: &PrometheusSource,
+    a: &Analysis,
+    window: Duration,
+    at: Option<f64>,
+) -> Judgement {
+    let src = json!({ "prometheus": source.url(), "window": promql_duration(window) });
+    let inconclusive = |e: PromError, mut numbers: Value, view: WindowView| {
+        numbers["source"] = src.clone();
+        Judgement {
+            verdict: Verdict::Inconclusive {
+                reason: e.to_string(),
+            },
+            window: view,
+            numbers,
+        }
+    };
+    let m = match source.measure(window, at).await {
+        Ok(m) => m,
+        Err(e) => return inconclusive(e, json!({}), VariantMeasure::default().view()),
+    };
+    let mut j = judge_measured(a, &m, None);
+    if j.verdict == Verdict::Pass && a.drift {
+        match source.classes(window, at).await {
+            Ok(Some(classes)) => j = judge_measured(a, &m, Some(&classes)),
+            Ok(None) => {
+                j.numbers["drift"] = json!({
+                    "skipped": "no predictions query: prediction drift is not judged from Prometheus",
+                })
+            }
+            Err(e) => return inconclusive(e, j.numbers, j.window),
+        }
+    }
+    j.numbers["source"] = src;
+    j
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q: &str = "sum by (variant) (increase(x[1m]))";
+
+    #[test]
+    fn parses_a_vector() {
+        let body = r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"variant":"stable"},"value":[1435781451.781,"120"]},
+            {"metric":{"variant":"candidate","le":"+Inf"},"value":[1435781451.781,"7.5"]}]}}"#;
+        let r = parse_response(200, body, Q).unwrap();
+        let QueryResult::Vector(v) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].labels["variant"], "stable");
+        assert_eq!(v[0].value, 120.0);
+        assert_eq!(v[1].labels["le"], "+Inf");
+        assert_eq!(v[1].value, 7.5);
+    }
+
+    #[test]
+    fn parses_a_scalar_and_special_values() {
+        let r = parse_response(
+            200,
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"+Inf"]}}"#,
+            Q,
+        )
+        .unwrap();
+        assert_eq!(r, QueryResult::Scalar(f64::INFINITY));
+        let r = parse_response(
+            200,
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"NaN"]}}"#,
+            Q,
+        )
+        .unwrap();
+        assert!(matches!(r, QueryResult::Scalar(x) if x.is_nan()));
+        assert_eq!(
+            r.samples().len(),
+            1,
+            "a scalar is one series without labels"
+        );
+    }
+
+    #[test]
+    fn an_error_answer_names_the_query_and_prometheus_error() {
+        let body = r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:5: parse error: unexpected end of input inside braces"}"#;
+        let e = parse_response(400, body, "bad{").unwrap_err();
+        assert!(
+            matches!(e, PromError::Query { status: 400, ref error_type, .. } if error_type == "bad_data")
+        );
+        let msg = e.to_string();
+        for part in ["HTTP 400", "`bad{`", "bad_data", "parse error"] {
+            assert!(msg.contains(part), "{part:?} not in {msg:?}");
+        }
+        // A proxy's HTML error page.
+        let e = parse_response(502, "<html>Bad Gateway</html>", Q).unwrap_err();
+        assert!(e.to_string().contains("HTTP 502"), "{e}");
+        // 200 with garbage.
+        assert!(matches!(
+            parse_response(200, "{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[]}}", Q),
+            Err(PromError::Malformed { ref message, .. }) if message.contains("matrix")
+        ));
+        assert!(matches!(
+            parse_response(200, "not json", Q),
+            Err(PromError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_results_and_nan_are_not_numbers_for_the_judges() {
+        let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(
+            parse_response(200, empty, Q).unwrap(),
+            QueryResult::Vector(vec![])
+        );
+        let nan = Sample {
+            labels: [("variant".to_string(), "stable".to_string())].into(),
+            value: f64::NAN,
+        };
+        let e = check_number(Q, &nan).unwrap_err();
+        assert!(
+            e.to_string().contains(Q) && e.to_string().contains("NaN"),
+            "{e}"
+        );
+        let e = PromError::NoData {
+            query: Q.into(),
+            what: "requests of variant \"candidate\"".into(),
+        };
+        assert!(e.to_string().contains(Q), "{e}");
+    }
+
+    #[test]
+    fn templates_render_to_promql() {
+        let g = Queries::gateway();
+        let q = render(
+            &g.requests,
+            "env=\"production\"",
+            Duration::from_secs(30),
+            "variant",
+        );
+        assert_eq!(
+            q,
+            "sum by (variant) (increase(hoist_gateway_requests_total{ env=\"production\" }[30s]))"
+        );
+        let e = render(&g.errors, "", Duration::from_millis(1500), "variant");
+        assert!(
+            e.starts_with("sum by (variant) (increase(hoist_gateway_requests_total{class=~\"5xx|upstream\",}[1500ms])) or 0 * sum by (variant)"),
+            "{e}"
+        );
+        let s = Queries::server();
+        let b = render(
+            &s.latency_buckets,
+            "job=\"m\"",
+            Duration::from_secs(60),
+            "v",
+        );
+        assert_eq!(
+            b,
+            "sum by (v, le) (increase(hoist_request_duration_seconds_bucket{route=~\"/v2/models/:model/infer|/invocations|/predict-image\",job=\"m\"}[60s]))"
+        );
+        for t in [
+            &s.requests,
+            &s.errors,
+            &s.latency_buckets,
+            s.predictions.as_ref().unwrap(),
+        ] {
+            let r = render(t, "a=\"b\"", Duration::from_secs(5), "variant");
+            assert!(!r.contains("{{") && !r.contains("}}}"), "{r}");
+        }
+        assert_eq!(promql_duration(Duration::ZERO), "1ms");
+    }
+
+    fn hist(pairs: &[(f64, f64)]) -> Histogram {
+        Histogram::from_cumulative(pairs.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn quantiles_interpolate_as_histogram_quantile() {
+        // 100 observations: 50 in (0, 0.01], 40 in (0.01, 0.1], 10 in (0.1, 1].
+        let h = hist(&[
+            (1.0, 100.0),
+            (0.01, 50.0),
+            (f64::INFINITY, 100.0),
+            (0.1, 90.0),
+        ]);
+        assert_eq!(h.count(), 100.0);
+        // rank 50 is the top of the first bucket.
+        assert!((h.quantile(0.5).unwrap() - 0.01).abs() < 1e-12);
+        // rank 25: half-way through (0, 0.01].
+        assert!((h.quantile(0.25).unwrap() - 0.005).abs() < 1e-12);
+        // rank 70: 20 of 40 into (0.01, 0.1].
+        assert!((h.quantile(0.7).unwrap() - 0.055).abs() < 1e-12);
+        // rank 99: 9 of 10 into (0.1, 1].
+        assert!((h.quantile(0.99).unwrap() - 0.91).abs() < 1e-12);
+        // In the +Inf bucket: the largest finite bound.
+        let h = hist(&[(0.1, 5.0), (f64::INFINITY, 10.0)]);
+        assert_eq!(h.quantile(0.99), Some(0.1));
+        // Nothing observed, no +Inf bucket, one bucket: no quantile.
+        assert_eq!(
+            hist(&[(0.1, 0.0), (f64::INFINITY, 0.0)]).quantile(0.5),
+            None
+        );
+        assert!(Histogram::from_cumulative(vec![(0.1, 3.0)]).is_none());
+        assert_eq!(hist(&[(f64::INFINITY, 3.0)]).quantile(0.5), None);
+        // Equal bounds merge; a non-monotonic count (scrape skew) is raised.
+        let h = hist(&[(0.1, 2.0), (0.1, 2.0), (0.2, 3.0), (f64::INFINITY, 4.0)]);
+        assert_eq!(
+            h.buckets,
+            vec![(0.1, 4.0), (0.2, 4.0), (f64::INFINITY, 4.0)]
+        );
+    }
+
+    #[test]
+    fn samples_are_bucket_midpoints_capped_at_ten_thousand() {
+        let h = hist(&[
+            (0.001, 3.0),
+            (0.002, 5.4),
+            (0.004, 5.4),
+            (f64::INFINITY, 7.0),
+        ]);
+        let s = h.samples();
+        // 3 × 0.5 ms, 2 (2.4 rounded) × 1.5 ms, 2 (1.6 rounded) × 4 ms (+Inf: the largest bound).
+        assert_eq!(
+            s,
+            vec![0.0005, 0.0005, 0.0005, 0.0015, 0.0015, 0.004, 0.004]
+        );
+        let big = hist(&[
+            (0.001, 20_000.0),
+            (0.01, 30_000.0),
+            (f64::INFINITY, 30_000.0),
+        ]);
+        let s = big.samples();
+        assert_eq!(s.len(), 10_000);
+        let low = s.iter().filter(|&&x| x == 0.0005).count();
+        assert_eq!(low, 6_667);
+        assert!(s[low..].iter().all(|&x| x == 0.0055));
+    }
+
+    fn measure(requests: f64, errors: f64, scale: f64) -> VariantMeasure {
+        // Latencies 1..=4 ms, 1/4 each, times `scale`.
+        let b = |ms: f64, n: f64| (ms * scale / 1000.0, n * requests / 4.0);
+        VariantMeasure {
+            requests,
+            errors,
+            latency: hist(&[
+                b(1.0, 1.0),
+                b(2.0, 2.0),
+                b(3.0, 3.0),
+                b(4.0, 4.0),
+                (f64::INFINITY, requests),
+            ]),
+        }
+    }
+
+    #[test]
+    fn judging_numbers_from_prometheus_as_the_engine() {
+        let a = Analysis {
+            min_requests: 20,
+            max_p99_ms: 500.0,
+            tolerance: 0.5,
+            latency_slack_ms: 5.0,
+            ..Analysis::default()
+        };
+        let same = Measured {
+            stable: measure(400.0, 0.0, 1.0),
+            candidate: measure(100.4, 0.0, 1.0),
+        };
+        let classes = Classes {
+            stable: vec![300, 100],
+            candidate: vec![75, 25],
+        };
+        let j = judge_measured(&a, &same, Some(&classes));
+        assert_eq!(j.verdict, Verdict::Pass, "{}", j.numbers);
+        assert_eq!(j.window.requests, 100);
+        assert_eq!(j.numbers["candidate"]["requests"], 100);
+        assert!(j.numbers["latency_comparison"]["p"].as_f64().unwrap() > 0.05);
+        assert_eq!(j.numbers["drift"]["psi"], 0.0);
+
+        let slow = Measured {
+            candidate: measure(100.0, 0.0, 20.0),
+            ..same.clone()
+        };
+        let j = judge_measured(&a, &slow, Some(&classes));
+        assert!(
+            matches!(&j.verdict, Verdict::Fail { reason } if reason.contains("Mann-Whitney")),
+            "{j:?}"
+        );
+        assert!(
+            j.numbers["latency_comparison"]["median_ratio"]
+                .as_f64()
+                .unwrap()
+                > 10.0
+        );
+        assert!(
+            j.numbers.get("drift").is_none(),
+            "drift is judged only after a pass"
+        );
+
+        let errors = Measured {
+            candidate: measure(100.0, 30.0, 1.0),
+            ..same.clone()
+        };
+        assert!(matches!(
+            judge_measured(&a, &errors, None).verdict,
+            Verdict::Fail { reason } if reason.contains("30 of 100")
+        ));
+
+        let skewed = Classes {
+            stable: vec![300, 100],
+            candidate: vec![5, 95],
+        };
+        let j = judge_measured(&a, &same, Some(&skewed));
+        assert!(
+            matches!(&j.verdict, Verdict::Fail { reason } if reason.contains("PSI")),
+            "{j:?}"
+        );
+        assert!(j.numbers["drift"]["psi"].as_f64().unwrap() > 0.25);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_prometheus_is_inconclusive_naming_the_query() {
+        // A port nothing listens on: bind, take the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let src = PrometheusSource::new(
+            &format!("http://127.0.0.1:{port}"),
+            Queries::gateway(),
+            "env=\"production\"",
+        )
+        .unwrap();
+        let j =
+            judge_from_prometheus(&src, &Analysis::default(), Duration::from_secs(30), None).await;
+        match &j.verdict {
+            Verdict::Inconclusive { reason } => {
+                assert!(reason.contains("unreachable"), "{reason}");
+                assert!(reason.contains("hoist_gateway_"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(PrometheusSource::new("ftp://x", Queries::gateway(), "").is_err());
+        assert!(PrometheusSource::new("not a url", Queries::gateway(), "").is_err());
+    }
+}
