@@ -548,6 +548,10 @@ pub(crate) fn render_status(v: &Value, o: &mut dyn Write) -> std::io::Result<()>
                 metrics_cell(&e["candidate_metrics"])
             )?;
         }
+        if let Some(split) = e["split"].as_str() {
+            // On a cluster the numbers above come from Prometheus during analysis.
+            writeln!(o, "      on Kubernetes: {split}")?;
+        }
     }
     let active = v["active"].as_array().cloned().unwrap_or_default();
     if active.is_empty() {

@@ -228,7 +228,7 @@ fn objects_json(m: &Manifests, dir: Option<&Path>) -> Vec<serde_json::Value> {
 
 /// Where the pods get the model: baked into the image, or fetched from a registry
 /// reachable from the cluster.
-fn model_source(cfg: &Config) -> Result<ModelSource, String> {
+pub(crate) fn model_source(cfg: &Config) -> Result<ModelSource, String> {
     let k = &cfg.kubernetes;
     if let Some(path) = &k.model_path {
         return Ok(ModelSource::Baked { path: path.clone() });
@@ -298,7 +298,7 @@ fn pins(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn app_spec(
+pub(crate) fn app_spec(
     cfg: &Config,
     env: &Environment,
     image: &str,

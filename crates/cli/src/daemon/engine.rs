@@ -5,7 +5,7 @@
 //! their own tasks and report back through the same command channel, so transitions
 //! happen one at a time, in order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -128,6 +128,12 @@ pub enum Cmd {
     Tick {
         id: ReleaseId,
     },
+    /// A cluster operation of a release failed (Kubernetes target).
+    TargetFailed {
+        id: ReleaseId,
+        env: String,
+        reason: String,
+    },
     Gates {
         id: ReleaseId,
         result: Result<Vec<super::gates::GateReport>, (String, Vec<super::gates::GateReport>)>,
@@ -143,6 +149,8 @@ struct Deployment {
     digest: String,
     release_id: ReleaseId,
     servers: Vec<Supervised>,
+    /// On a cluster: the variant's Service (no local servers).
+    url: Option<String>,
 }
 
 impl Deployment {
@@ -182,6 +190,8 @@ struct EnvRuntime {
     shadow: u32,
     /// Remember predictions for feedback labels (`analysis.feedback`).
     feedback: bool,
+    /// `target = "kubernetes"`: the environment's objects on the cluster.
+    cluster: Option<Arc<super::kube::ClusterEnv>>,
     /// Metrics at the moment the current candidate arrived (or the gateway started).
     baseline: Snapshot,
 }
@@ -261,6 +271,11 @@ pub struct EnvView {
     /// Since the current candidate arrived (or the daemon started).
     pub stable_metrics: WindowView,
     pub candidate_metrics: WindowView,
+    /// `local` (hoist's gateway) or `kubernetes`.
+    pub target: String,
+    /// On a cluster: how the split is made (exact weights or a replica ratio).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -330,6 +345,8 @@ pub struct EngineParts {
     /// Relative paths in hoist.toml (gate files) start here.
     pub base_dir: PathBuf,
     pub gateways: Vec<(Environment, SocketAddr, Gateway)>,
+    /// `target = "kubernetes"`: each environment's cluster, by name.
+    pub clusters: HashMap<String, Arc<super::kube::ClusterEnv>>,
     pub tx: mpsc::Sender<Cmd>,
     pub log: broadcast::Sender<LogLine>,
     pub notifier: super::notify::Notifier,
@@ -341,6 +358,7 @@ impl Engine {
             .gateways
             .into_iter()
             .map(|(cfg, addr, gateway)| EnvRuntime {
+                cluster: p.clusters.get(&cfg.name).cloned(),
                 baseline: gateway.metrics(),
                 feedback: p.cfg.analysis.with(&cfg.analysis).feedback,
                 shadow: 0,
@@ -423,6 +441,17 @@ impl Engine {
                 }
             };
             let Some(live) = live else { continue };
+            if let Some(c) = self.envs[i].cluster.clone() {
+                // The cluster keeps serving while the controller is away.
+                self.envs[i].stable = Some(Deployment {
+                    version: live.version.clone(),
+                    digest: live.digest.clone(),
+                    release_id: live.release_id,
+                    servers: Vec::new(),
+                    url: Some(c.stable_url.clone()),
+                });
+                continue;
+            }
             let mut spec = self.spec(Path::new(&live.path), &live.version, &name);
             let replicas = self.envs[i].cfg.replicas;
             let path_ok = Path::new(&live.path).exists();
@@ -667,6 +696,11 @@ impl Engine {
                     );
                 }
                 let _ = self.apply(id, ev);
+            }
+            Cmd::TargetFailed { id, env, reason } => {
+                if self.env_of(id).as_deref() == Some(env.as_str()) {
+                    let _ = self.apply(id, Event::CandidateFailed { reason });
+                }
             }
             Cmd::Tick { id } => {
                 if self.active.contains_key(&id) {
@@ -1038,6 +1072,21 @@ impl Engine {
                     });
                     return;
                 }
+                if let Some(c) = e.cluster.clone() {
+                    let digest = self
+                        .journal
+                        .get(id)
+                        .ok()
+                        .and_then(|rec| rec.digest)
+                        .unwrap_or_default();
+                    let replicas = e.cfg.replicas;
+                    c.deploy(
+                        id,
+                        super::kube::pin(&self.cfg.model.name, &r.version, &digest),
+                        replicas,
+                    );
+                    return;
+                }
                 let path = self.journal.get(id).ok().and_then(|rec| rec.path);
                 let Some(path) = path else {
                     let tx = self.tx.clone();
@@ -1074,9 +1123,12 @@ impl Engine {
                     return;
                 };
                 let addr = |d: &Option<Deployment>| {
-                    d.as_ref()
-                        .and_then(|d| d.servers.first())
-                        .map(|s| format!("http://{}", s.addr()))
+                    d.as_ref().and_then(|d| {
+                        d.servers
+                            .first()
+                            .map(|s| format!("http://{}", s.addr()))
+                            .or_else(|| d.url.clone())
+                    })
                 };
                 let rec = self.journal.get(id).ok();
                 let tx = self.tx.clone();
@@ -1123,10 +1175,13 @@ impl Engine {
                 let Some(e) = self.envs.iter().find(|e| e.cfg.name == env) else {
                     return;
                 };
-                let url = format!("http://{}", e.addr);
+                // On a cluster, the candidate's own Service (no traffic reaches it yet).
+                let (url, replicas) = match &e.cluster {
+                    Some(c) => (c.candidate_url.clone(), 1),
+                    None => (format!("http://{}", e.addr), e.cfg.replicas),
+                };
                 let force = e.cfg.force_header.clone();
                 let path = self.journal.get(id).ok().and_then(|rec| rec.path);
-                let replicas = e.cfg.replicas;
                 let tx = self.tx.clone();
                 let http = self.http.clone();
                 tokio::spawn(async move {
@@ -1143,7 +1198,10 @@ impl Engine {
             Action::SetWeight { env, weight } => {
                 if let Some(e) = self.env_mut(&env) {
                     e.weight = weight;
-                    e.apply_routes();
+                    match &e.cluster {
+                        Some(c) => c.set_weight(id, weight),
+                        None => e.apply_routes(),
+                    }
                 }
             }
             Action::Mirror { env, percent } => {
@@ -1168,6 +1226,18 @@ impl Engine {
                     return;
                 };
                 let analysis = self.cfg.analysis.with(&e.cfg.analysis);
+                if let Some(c) = e.cluster.clone() {
+                    let h = tokio::spawn(cluster_analysis(
+                        c.prometheus.clone(),
+                        analysis,
+                        self.tx.clone(),
+                        id,
+                        env,
+                        step,
+                    ));
+                    self.analysis.insert(id, h.abort_handle());
+                    return;
+                }
                 let gateway = e.gateway.clone();
                 let tx = self.tx.clone();
                 let addrs = |d: &Option<Deployment>| -> Vec<SocketAddr> {
@@ -1321,6 +1391,11 @@ impl Engine {
                     return;
                 };
                 let version = new.version.clone();
+                let mut new = new;
+                if let Some(c) = &e.cluster {
+                    new.url = Some(c.stable_url.clone());
+                    c.promote(id);
+                }
                 let old = e.stable.replace(new);
                 e.weight = 0;
                 e.apply_routes();
@@ -1340,6 +1415,9 @@ impl Engine {
                 let Some(e) = self.env_mut(&env) else { return };
                 e.weight = 0;
                 let old = e.candidate.take();
+                if let Some(c) = &e.cluster {
+                    c.rollback(id);
+                }
                 e.apply_routes();
                 if let Some(old) = old {
                     stop_in_background(old.servers, grace);
@@ -1405,11 +1483,12 @@ impl Engine {
                     .unwrap_or_default();
                 let version = self.active[&id].version.clone();
                 let Some(e) = self.env_mut(&env) else { return };
-                if !servers.is_empty() {
+                if !servers.is_empty() || (e.cluster.is_some() && e.candidate.is_none()) {
                     e.candidate = Some(Deployment {
                         version,
                         digest,
                         release_id: id,
+                        url: e.cluster.as_ref().map(|c| c.candidate_url.clone()),
                         servers,
                     });
                     e.baseline = e.gateway.metrics();
@@ -1441,6 +1520,7 @@ impl Engine {
                             version: l.version.clone(),
                             digest: l.digest,
                             release_id,
+                            url: None,
                             servers,
                         });
                         e.apply_routes();
@@ -1466,7 +1546,17 @@ impl Engine {
                 let w = e.gateway.metrics().since(&e.baseline);
                 EnvView {
                     name: e.cfg.name.clone(),
-                    url: format!("http://{}", e.addr),
+                    url: match &e.cluster {
+                        Some(c) => c.app_url.clone(),
+                        None => format!("http://{}", e.addr),
+                    },
+                    target: if e.cluster.is_some() {
+                        "kubernetes"
+                    } else {
+                        "local"
+                    }
+                    .into(),
+                    split: e.cluster.as_ref().map(|c| c.split_note()),
                     strategy: match e.cfg.strategy {
                         hoist_release::config::StrategyKind::Canary => "canary".into(),
                         hoist_release::config::StrategyKind::BlueGreen => "blue-green".into(),
@@ -1502,6 +1592,53 @@ impl Engine {
 
 /// The predicted-class counts of a deployment's servers (summed), from their
 /// `hoist_predictions_total`; `None` when a server cannot be read.
+/// Analysis of a step on a cluster: every interval, the step's window so far from
+/// Prometheus, judged as on one machine. Without Prometheus nothing can be judged:
+/// inconclusive, so the step waits and then fails (never a silent pass).
+async fn cluster_analysis(
+    prometheus: Option<Arc<super::prometheus::PrometheusSource>>,
+    analysis: hoist_release::config::Analysis,
+    tx: mpsc::Sender<Cmd>,
+    id: ReleaseId,
+    env: String,
+    step: usize,
+) {
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(analysis.interval.0);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        // Prometheus's rate windows need at least a couple of scrapes.
+        let window = started.elapsed().max(Duration::from_secs(10));
+        let (verdict, window, numbers) = match &prometheus {
+            Some(p) => {
+                let j = super::prometheus::judge_from_prometheus(p, &analysis, window, None).await;
+                (j.verdict, j.window, j.numbers)
+            }
+            None => (
+                Verdict::Inconclusive {
+                    reason: "kubernetes.prometheus_url is not set: live metrics on a cluster come from Prometheus".into(),
+                },
+                WindowView::default(),
+                serde_json::json!({}),
+            ),
+        };
+        let sent = tx
+            .send(Cmd::Verdict {
+                id,
+                env: env.clone(),
+                step,
+                verdict,
+                window,
+                numbers,
+            })
+            .await;
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
 /// The worse of two verdicts: a failure over an inconclusive one over a pass (the
 /// first of two of a kind).
 fn worse(a: Verdict, b: Verdict) -> Verdict {

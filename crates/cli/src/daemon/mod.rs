@@ -8,6 +8,7 @@
 pub mod api;
 pub mod engine;
 pub mod gates;
+pub mod kube;
 pub mod notify;
 pub mod prometheus;
 
@@ -128,19 +129,26 @@ impl Daemon {
         let mut gateways = Vec::new();
         let mut envs = Vec::new();
         let mut serving = Vec::new();
+        let on_cluster = cfg.target == hoist_release::kubernetes::TargetKind::Kubernetes;
         for env in &cfg.environments {
-            let listener = tokio::net::TcpListener::bind(env.listen)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("environment {} (listen {}): {e}", env.name, env.listen)
-                })?;
-            let addr = listener.local_addr()?;
             let gateway = Gateway::new(GatewayConfig {
                 name: env.name.clone(),
                 sticky_header: env.sticky_header.clone(),
                 sticky_cookie: env.sticky_cookie.clone(),
                 force_header: env.force_header.clone(),
             });
+            if on_cluster {
+                // The cluster's Gateway (or Service) carries the traffic, not hoist's.
+                envs.push((env.name.clone(), env.listen));
+                gateways.push((env.clone(), env.listen, gateway));
+                continue;
+            }
+            let listener = tokio::net::TcpListener::bind(env.listen)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("environment {} (listen {}): {e}", env.name, env.listen)
+                })?;
+            let addr = listener.local_addr()?;
             let (stx, srx) = oneshot::channel::<()>();
             shutdown.push(stx);
             serving.push((listener, gateway.clone(), srx));
@@ -172,6 +180,22 @@ impl Daemon {
 
         let (tx, rx) = mpsc::channel(1024);
         let (log, _) = broadcast::channel(1024);
+        let mut clusters = std::collections::HashMap::new();
+        if on_cluster {
+            for env in &cfg.environments {
+                let live = journal
+                    .live(&env.name)?
+                    .map(|l| kube::pin(&l.model, &l.version, &l.digest));
+                let c = kube::ClusterEnv::connect(&cfg, env, live, tx.clone(), log.clone()).await?;
+                clusters.insert(env.name.clone(), c);
+            }
+            // In-cluster replicas of the controller: only the Lease holder drives.
+            if let Ok(lease) = std::env::var("HOIST_LEASE")
+                && let Some(c) = clusters.values().next()
+            {
+                kube::lead(c.cluster.clone(), &lease).await?;
+            }
+        }
         let mut engine = Engine::new(EngineParts {
             cfg: cfg.clone(),
             journal: journal.clone(),
@@ -180,6 +204,7 @@ impl Daemon {
             log_dir,
             base_dir: opts.base_dir.clone(),
             gateways,
+            clusters,
             tx: tx.clone(),
             log: log.clone(),
             notifier,

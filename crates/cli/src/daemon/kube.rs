@@ -1,0 +1,333 @@
+//! Environments on a Kubernetes cluster (`target = "kubernetes"`): the engine's
+//! actions become calls of [`hoist_targets::kubernetes::Cluster`], one environment's
+//! calls strictly in order (a worker task per environment), each result reported
+//! back to the engine as a [`Cmd`].
+//!
+//! | action | on the cluster |
+//! |---|---|
+//! | start candidate | apply the candidate Deployment (model pinned by digest), wait for its rollout; a pod that cannot start fails the release with the reason |
+//! | set weight | the HTTPRoute's weights in one apply (Gateway API), or a replica ratio |
+//! | promote | stable Deployment rolled to the candidate's model, then all traffic to stable, candidate scaled to 0 |
+//! | stop candidate (rollback) | all traffic to stable in one apply, then candidate scaled to 0 |
+//! | analysis | Prometheus over its HTTP API ([`super::prometheus`]), the same judges as on one machine |
+//!
+//! Gates and smoke tests reach the variants' Services at `kubernetes.service_url`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoist_release::config::{Config, Environment};
+use hoist_release::machine::ReleaseId;
+use hoist_targets::kubernetes::{Cluster, ModelPin, Object, Split, SplitMode, Variant, render};
+use tokio::sync::{broadcast, mpsc};
+
+use super::engine::{Cmd, LogLine, now_ms};
+use super::prometheus::{PrometheusSource, Queries};
+
+/// One operation on an environment's objects.
+enum Op {
+    Deploy {
+        id: ReleaseId,
+        pin: ModelPin,
+        replicas: i32,
+    },
+    Weight {
+        id: ReleaseId,
+        weight: u32,
+    },
+    Promote {
+        id: ReleaseId,
+    },
+    Rollback {
+        id: ReleaseId,
+    },
+}
+
+/// One environment on the cluster.
+pub struct ClusterEnv {
+    pub cluster: Arc<Cluster>,
+    /// Where the controller reaches each variant's Service.
+    pub stable_url: String,
+    pub candidate_url: String,
+    /// The whole environment's Service (both variants).
+    pub app_url: String,
+    /// Live metrics for analysis; `None` when `kubernetes.prometheus_url` is unset.
+    pub prometheus: Option<Arc<PrometheusSource>>,
+    /// The last split applied (with its effective share, for the replica ratio).
+    pub split: std::sync::Mutex<Option<Split>>,
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+/// A model version as the pods pin it.
+pub fn pin(model: &str, version: &str, digest: &str) -> ModelPin {
+    ModelPin {
+        name: model.to_string(),
+        version: version.to_string(),
+        digest: digest.to_string(),
+    }
+}
+
+impl ClusterEnv {
+    /// Connects to the cluster (KUBECONFIG, ~/.kube/config or the pod's service
+    /// account) for environment `env` and applies the objects every release relies on
+    /// (Services, autoscaler, disruption budget, network policy, ServiceMonitor).
+    /// `stable` is what the journal says is live (its Deployment is left alone).
+    pub async fn connect(
+        cfg: &Config,
+        env: &Environment,
+        stable: Option<ModelPin>,
+        tx: mpsc::Sender<Cmd>,
+        log: broadcast::Sender<LogLine>,
+    ) -> anyhow::Result<Arc<ClusterEnv>> {
+        let k = &cfg.kubernetes;
+        let image = k.require_image().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let source = crate::render::model_source(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Before the first release nothing is live; the stable Deployment is only ever
+        // applied with a real version (by promote), never with this placeholder.
+        let stable = stable
+            .unwrap_or_else(|| pin(&cfg.model.name, "0", &format!("sha256:{}", "0".repeat(64))));
+        let spec = crate::render::app_spec(cfg, env, image, &stable, None, 0, &source, "");
+        let manifests = render(&spec).map_err(|e| anyhow::anyhow!("{}: {e}", env.name))?;
+        let namespace = spec.namespace.clone();
+        let url = |v: Variant| k.service_url_for(&spec.name(v), &namespace);
+        let (stable_url, candidate_url) = (url(Variant::Stable), url(Variant::Candidate));
+        let app_url = k.service_url_for(&spec.app, &namespace);
+        let selector = format!("namespace=\"{namespace}\",hoist_dev_env=\"{}\"", env.name);
+        let prometheus = match &k.prometheus_url {
+            Some(u) => Some(Arc::new(
+                PrometheusSource::new(u, Queries::server(), &selector)
+                    .map_err(|e| anyhow::anyhow!("kubernetes.prometheus_url: {e}"))?
+                    .with_variant_label("hoist_dev_variant"),
+            )),
+            None => None,
+        };
+        let cluster = Cluster::connect(spec, &k.field_manager)
+            .await
+            .map_err(|e| anyhow::anyhow!("environment {}: {e}", env.name))?;
+        for o in &manifests.objects {
+            if matches!(
+                o,
+                Object::Service(_)
+                    | Object::HorizontalPodAutoscaler(_)
+                    | Object::PodDisruptionBudget(_)
+                    | Object::NetworkPolicy(_)
+                    | Object::ServiceMonitor(_)
+            ) {
+                cluster
+                    .apply_object(o)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("environment {}: {e}", env.name))?;
+            }
+        }
+        let (ops, rx) = mpsc::unbounded_channel();
+        let this = Arc::new(ClusterEnv {
+            cluster: Arc::new(cluster),
+            stable_url,
+            candidate_url,
+            app_url,
+            prometheus,
+            split: std::sync::Mutex::new(None),
+            ops,
+        });
+        let timeout = k.rollout_timeout.0;
+        tokio::spawn(worker(this.clone(), env.name.clone(), rx, tx, log, timeout));
+        Ok(this)
+    }
+
+    pub fn deploy(&self, id: ReleaseId, pin: ModelPin, replicas: usize) {
+        let _ = self.ops.send(Op::Deploy {
+            id,
+            pin,
+            replicas: replicas.clamp(1, 1000) as i32,
+        });
+    }
+
+    pub fn set_weight(&self, id: ReleaseId, weight: u32) {
+        let _ = self.ops.send(Op::Weight { id, weight });
+    }
+
+    pub fn promote(&self, id: ReleaseId) {
+        let _ = self.ops.send(Op::Promote { id });
+    }
+
+    pub fn rollback(&self, id: ReleaseId) {
+        let _ = self.ops.send(Op::Rollback { id });
+    }
+
+    /// How the split is made, for `hoist status`: the Gateway API's exact weights, or
+    /// whole replicas (with the share they really give).
+    pub fn split_note(&self) -> String {
+        match &*self.split.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(s) if s.mode == SplitMode::ReplicaRatio => format!(
+                "replica ratio: {} stable / {} candidate pods ≈ {}% (asked {}%)",
+                s.stable_replicas.unwrap_or(0),
+                s.candidate_replicas.unwrap_or(0),
+                s.effective,
+                s.requested
+            ),
+            Some(s) => format!("HTTPRoute weights {}/{}", 100 - s.effective, s.effective),
+            None => match self.cluster.mode() {
+                SplitMode::Gateway => "HTTPRoute weights".into(),
+                SplitMode::ReplicaRatio => "replica ratio (no Gateway configured)".into(),
+            },
+        }
+    }
+}
+
+/// Leader election for replicas of an in-cluster controller (`HOIST_LEASE` =
+/// `namespace/name`, holder `HOIST_POD_NAME`): waits until this replica holds the
+/// Lease, then renews it in the background. A replica that loses it exits at once
+/// (its pod restarts and waits again), so two never drive the same release.
+pub async fn lead(cluster: Arc<Cluster>, lease: &str) -> anyhow::Result<()> {
+    let Some((ns, name)) = lease.split_once('/') else {
+        anyhow::bail!("HOIST_LEASE `{lease}` must be namespace/name");
+    };
+    let holder = std::env::var("HOIST_POD_NAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("hoist-{}", std::process::id()));
+    let (ns, name) = (ns.to_string(), name.to_string());
+    const TERM: Duration = Duration::from_secs(15);
+    let mut said = false;
+    loop {
+        match cluster.try_acquire_lease(&ns, &name, &holder, TERM).await {
+            Ok(true) => break,
+            Ok(false) if !said => {
+                eprintln!("hoist: another replica holds Lease {ns}/{name}; waiting to lead");
+                said = true;
+            }
+            Ok(false) => {}
+            Err(e) => eprintln!("hoist: Lease {ns}/{name}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    eprintln!("hoist: {holder} leads (Lease {ns}/{name})");
+    tokio::spawn(async move {
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(TERM / 3).await;
+            match cluster.try_acquire_lease(&ns, &name, &holder, TERM).await {
+                Ok(true) => failures = 0,
+                Ok(false) => {
+                    eprintln!("hoist: lost Lease {ns}/{name} to another replica; exiting");
+                    std::process::exit(1);
+                }
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("hoist: renewing Lease {ns}/{name}: {e}");
+                    if failures >= 2 {
+                        // Before the Lease can expire, another replica may take it.
+                        eprintln!("hoist: cannot renew Lease {ns}/{name}; exiting");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Performs one environment's operations in order.
+async fn worker(
+    env: Arc<ClusterEnv>,
+    name: String,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    tx: mpsc::Sender<Cmd>,
+    log: broadcast::Sender<LogLine>,
+    timeout: Duration,
+) {
+    let say = |release: Option<ReleaseId>, message: String| {
+        tracing::info!("{message}");
+        let _ = log.send(LogLine {
+            at_ms: now_ms(),
+            release,
+            message,
+        });
+    };
+    while let Some(op) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let c = &env.cluster;
+        match op {
+            Op::Deploy { id, pin, replicas } => {
+                say(
+                    Some(id),
+                    format!(
+                        "release {id}: {name}: applying the candidate Deployment (v{}, {}) and waiting for its rollout",
+                        pin.version, pin.digest
+                    ),
+                );
+                let result = match c.deploy(Variant::Candidate, &pin, Some(replicas)).await {
+                    Ok(()) => c.wait_rollout(Variant::Candidate, deadline).await.map(drop),
+                    Err(e) => Err(e),
+                };
+                let result = result.map(|()| Vec::new()).map_err(|e| e.to_string());
+                let _ = tx
+                    .send(Cmd::CandidateStarted {
+                        id,
+                        env: name.clone(),
+                        result,
+                    })
+                    .await;
+            }
+            Op::Weight { id, weight } => match c.set_weights(weight, deadline).await {
+                Ok(split) => {
+                    if split.mode == SplitMode::ReplicaRatio && split.effective != split.requested {
+                        say(
+                            Some(id),
+                            format!(
+                                "release {id}: {name}: {weight}% asked; {} stable and {} candidate pods give {}%",
+                                split.stable_replicas.unwrap_or(0),
+                                split.candidate_replicas.unwrap_or(0),
+                                split.effective
+                            ),
+                        );
+                    }
+                    *env.split.lock().unwrap_or_else(|p| p.into_inner()) = Some(split);
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Cmd::TargetFailed {
+                            id,
+                            env: name.clone(),
+                            reason: format!("setting {weight}% on the cluster: {e}"),
+                        })
+                        .await;
+                }
+            },
+            Op::Promote { id } => match c.promote(deadline).await {
+                Ok(pin) => {
+                    *env.split.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    say(
+                        Some(id),
+                        format!(
+                            "release {id}: {name}: the stable Deployment runs v{} on the cluster",
+                            pin.version
+                        ),
+                    );
+                }
+                Err(e) => say(
+                    Some(id),
+                    format!(
+                        "release {id}: {name}: PROMOTION ON THE CLUSTER FAILED: {e}; the journal has the new version live: \
+                         fix the cause and run `hoist rollback --env {name}` or deploy again"
+                    ),
+                ),
+            },
+            Op::Rollback { id } => match c.rollback(deadline).await {
+                Ok(()) => {
+                    *env.split.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    say(
+                        Some(id),
+                        format!(
+                            "release {id}: {name}: all traffic on stable, candidate scaled to 0"
+                        ),
+                    );
+                }
+                Err(e) => say(
+                    Some(id),
+                    format!("release {id}: {name}: ROLLBACK ON THE CLUSTER FAILED: {e}"),
+                ),
+            },
+        }
+    }
+}
