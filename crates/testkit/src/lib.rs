@@ -6,8 +6,11 @@
 //!   its whole process group.
 //! - [`PyClient`]: a long-lived Python process driving the real `mlflow` client, one
 //!   JSON command a line (`register`, `alias`, `stage`, `webhook`, `download`, `load`).
+//! - [`kube_api::FakeKubeApi`]: a stand-in Kubernetes API server on 127.0.0.1 (plain
+//!   HTTP, in-memory objects, Deployments that roll out at once unless told to fail),
+//!   and a kubeconfig pointing at it.
 //!
-//! Without the venv, tests using them FAIL (they do not skip): run
+//! Without the venv, tests using the MLflow ones FAIL (they do not skip): run
 //! `bash tools/mlflow-venv.sh`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,6 +20,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod kube_api;
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
