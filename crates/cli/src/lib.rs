@@ -40,7 +40,8 @@ Exit codes:
   2  bad usage or input (unknown flag, bad path, invalid name, a command the
      registry does not support)
   3  not found (model, version, alias or stage)
-  4  integrity failure (files do not match their digest)
+  4  integrity failure (files do not match their digest, or a version is not
+     the one --digest pins)
   5  the release was rolled back or aborted (`deploy --wait`, `rollback`)
   6  refused by the daemon (another release is mid-rollout, the release is not
      waiting for that, the version is already live)
@@ -180,6 +181,9 @@ pub enum CliError {
     ReleaseFailed(String),
     #[error("{0}")]
     Timeout(String),
+    /// A version is not the package a `--digest` pins.
+    #[error("{0}")]
+    PinMismatch(String),
 }
 
 impl CliError {
@@ -193,7 +197,7 @@ impl CliError {
                 | E::AliasNotFound { .. }
                 | E::StageEmpty { .. },
             ) => 3,
-            CliError::Registry(E::DigestMismatch { .. }) => 4,
+            CliError::Registry(E::DigestMismatch { .. }) | CliError::PinMismatch(_) => 4,
             CliError::Registry(E::InvalidRef(_) | E::Invalid(_))
             | CliError::Unsupported(_)
             | CliError::Usage(_) => 2,
@@ -243,6 +247,7 @@ impl CliError {
             CliError::Config(_) => "invalid_config",
             CliError::ReleaseFailed(_) => "release_failed",
             CliError::Timeout(_) => "timeout",
+            CliError::PinMismatch(_) => "digest_mismatch",
         }
     }
 }

@@ -114,12 +114,20 @@ pub enum ModelCmd {
     /// after copying; a mismatch is an error (exit code 4), never a silent repair.
     /// DIR must not exist or must be empty. An MLflow version is downloaded into the cache under
     /// --home first, and its digest recorded in the version tag hoist.digest.
+    ///
+    /// With --digest, the version must also be exactly that package: a version whose
+    /// digest is another (the files were re-registered, an alias moved) is refused
+    /// with exit code 4 and nothing is written to DIR. Kubernetes init containers
+    /// rendered by hoist pass the digest hoist resolved.
     Fetch {
         /// Which version: NAME, NAME/VERSION, NAME@ALIAS or NAME/STAGE
         reference: String,
         /// Where to put the files
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
+        /// The digest the version must have, sha256:<64 hex digits>
+        #[arg(long, value_name = "sha256:…", value_parser = parse_digest)]
+        digest: Option<String>,
     },
 }
 
@@ -294,9 +302,29 @@ pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Resu
             let stage = v.stage.as_deref().unwrap_or("None");
             writeln!(out, "{name}/{version} -> stage {stage}").map_err(stdout_err)
         }
-        ModelCmd::Fetch { reference, to } => {
+        ModelCmd::Fetch {
+            reference,
+            to,
+            digest,
+        } => {
             let v = reg.resolve(&ModelRef::parse(&reference)?)?;
+            let pinned = |found: &str| match &digest {
+                Some(want) if found != want => Err(CliError::PinMismatch(format!(
+                    "digest mismatch: --digest pins {want}, but {reference} is {} version {} \
+                     with digest {found}; refusing it, nothing was written to {}",
+                    v.name,
+                    v.version,
+                    to.display()
+                ))),
+                _ => Ok(()),
+            };
+            // Refuse before downloading when the registry already says; the fetched
+            // files' own digest (verified by the registry) is checked in any case.
+            if let Some(recorded) = &v.digest {
+                pinned(recorded)?;
+            }
             let fetched = reg.fetch(&v)?;
+            pinned(&fetched.digest)?;
             copy_out(&fetched.dir, &to, &fetched.digest)?;
             if ctx.json {
                 let v = serde_json::json!({
@@ -378,6 +406,17 @@ fn io_err<'a>(p: &'a Path, what: &'a str) -> impl FnOnce(std::io::Error) -> CliE
     move |source| CliError::Io {
         context: format!("{what} {}", p.display()),
         source,
+    }
+}
+
+/// `--digest sha256:<64 hex digits>`, lower-cased.
+fn parse_digest(s: &str) -> Result<String, String> {
+    let d = s.trim().to_ascii_lowercase();
+    match d.strip_prefix("sha256:") {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(d),
+        _ => Err(format!(
+            "'{s}' is not a digest: write sha256: and 64 hex digits (hoist model show prints it)"
+        )),
     }
 }
 

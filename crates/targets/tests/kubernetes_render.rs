@@ -316,6 +316,13 @@ fn model_servers_are_pinned_hardened_and_probed() {
                 .windows(2)
                 .any(|w| w == ["--registry", "http://mlflow.mlflow.svc:5000"])
         );
+        // ... and refuses any other package than the digest hoist resolved.
+        assert!(
+            iargs
+                .windows(2)
+                .any(|w| w == ["--digest", p.digest.as_str()]),
+            "{iargs:?}"
+        );
         let ienv = init.env.as_ref().unwrap();
         let user = ienv
             .iter()

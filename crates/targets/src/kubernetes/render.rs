@@ -672,6 +672,8 @@ pub fn deployment(spec: &AppSpec, v: Variant, pin: &ModelPin, replicas: Option<i
                     &format!("{}/{}", pin.name, pin.version),
                     "--to",
                     &format!("{MODEL_DIR}/model"),
+                    "--digest",
+                    &pin.digest,
                     "--registry",
                     url,
                     "--home",
