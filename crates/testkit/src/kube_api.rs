@@ -163,6 +163,38 @@ impl FakeKubeApi {
         find(&inner, kind, namespace, name).map(|(_, v)| v.clone())
     }
 
+    /// Stores `object` as a server-side apply would (for seeding a test without a
+    /// kube client): its `apiVersion`, `kind`, `metadata.name` and, for a namespaced
+    /// kind, `metadata.namespace` say where. Returns the object as stored.
+    ///
+    /// # Panics
+    /// When the object lacks those fields or is refused.
+    pub fn insert(&self, object: Value) -> Value {
+        let api_version = str_at(&object, &["apiVersion"]).to_string();
+        let kind = str_at(&object, &["kind"]).to_string();
+        let name = str_at(&object, &["metadata", "name"]).to_string();
+        let namespace = str_at(&object, &["metadata", "namespace"]).to_string();
+        assert!(
+            !api_version.is_empty() && !kind.is_empty() && !name.is_empty(),
+            "insert needs apiVersion, kind and metadata.name: {object}"
+        );
+        let t = Target {
+            api_version,
+            plural: plural_of(&kind),
+            namespace: if kind == "Namespace" {
+                String::new()
+            } else {
+                namespace
+            },
+            name: Some(name.clone()),
+            subresource: None,
+        };
+        let mut inner = self.lock();
+        let (code, stored) = apply(&mut inner, &t, &name, object);
+        assert!(code.is_success(), "insert refused: {stored}");
+        stored
+    }
+
     /// Every stored object, as `(kind, namespace, name)`, in key order.
     pub fn objects(&self) -> Vec<(String, String, String)> {
         self.lock()
@@ -1128,26 +1160,17 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
     v.as_str().unwrap_or("")
 }
 
+/// The resource plural of a kind.
+fn plural_of(kind: &str) -> String {
+    KNOWN
+        .iter()
+        .find(|(_, k)| *k == kind)
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_else(|| format!("{}s", kind.to_ascii_lowercase()))
+}
+
 /// The kind of a resource plural (for lists and objects sent without a kind).
 fn kind_of(plural: &str) -> String {
-    const KNOWN: [(&str, &str); 16] = [
-        ("namespaces", "Namespace"),
-        ("pods", "Pod"),
-        ("services", "Service"),
-        ("serviceaccounts", "ServiceAccount"),
-        ("configmaps", "ConfigMap"),
-        ("secrets", "Secret"),
-        ("deployments", "Deployment"),
-        ("roles", "Role"),
-        ("rolebindings", "RoleBinding"),
-        ("leases", "Lease"),
-        ("horizontalpodautoscalers", "HorizontalPodAutoscaler"),
-        ("poddisruptionbudgets", "PodDisruptionBudget"),
-        ("networkpolicies", "NetworkPolicy"),
-        ("servicemonitors", "ServiceMonitor"),
-        ("httproutes", "HTTPRoute"),
-        ("events", "Event"),
-    ];
     KNOWN
         .iter()
         .find(|(p, _)| *p == plural)
@@ -1160,6 +1183,26 @@ fn kind_of(plural: &str) -> String {
             k
         })
 }
+
+/// (plural, kind) of the kinds hoist writes or reads.
+const KNOWN: [(&str, &str); 16] = [
+    ("namespaces", "Namespace"),
+    ("pods", "Pod"),
+    ("services", "Service"),
+    ("serviceaccounts", "ServiceAccount"),
+    ("configmaps", "ConfigMap"),
+    ("secrets", "Secret"),
+    ("deployments", "Deployment"),
+    ("roles", "Role"),
+    ("rolebindings", "RoleBinding"),
+    ("leases", "Lease"),
+    ("horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+    ("poddisruptionbudgets", "PodDisruptionBudget"),
+    ("networkpolicies", "NetworkPolicy"),
+    ("servicemonitors", "ServiceMonitor"),
+    ("httproutes", "HTTPRoute"),
+    ("events", "Event"),
+];
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ`.
 fn now_rfc3339() -> String {
@@ -1222,6 +1265,37 @@ mod tests {
         assert!(!selects(&parse_selector("a==2").unwrap(), Some(&l)));
         assert!(selects(&parse_selector("a").unwrap(), Some(&l)));
         assert!(parse_selector("a in (1,2)").is_err());
+    }
+
+    #[test]
+    fn inserted_deployments_roll_out_unless_their_pods_fail() {
+        let api = FakeKubeApi::start();
+        let d = api.insert(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "m-stable", "namespace": "p" },
+            "spec": {
+                "replicas": 2,
+                "selector": { "matchLabels": { "app": "m", "variant": "stable" } },
+                "template": { "metadata": { "labels": { "app": "m", "variant": "stable" } } },
+            },
+        }));
+        assert_eq!(d["metadata"]["generation"], 1);
+        assert_eq!(d["status"]["availableReplicas"], 2);
+        assert_eq!(api.deployment_replicas("p", "m-stable"), Some(2));
+        api.fail_pods("variant=stable", "ImagePullBackOff");
+        let d = api.object("deployments", "p", "m-stable").unwrap();
+        assert!(d["status"]["availableReplicas"].is_null(), "{d}");
+        api.heal_pods();
+        let d = api.object("Deployment", "p", "m-stable").unwrap();
+        assert_eq!(d["status"]["availableReplicas"], 2);
+        assert_eq!(
+            api.objects(),
+            [(
+                "Deployment".to_string(),
+                "p".to_string(),
+                "m-stable".to_string()
+            )]
+        );
     }
 
     #[test]
