@@ -342,7 +342,7 @@ async fn fake_api_not_found_and_leases_behave_like_the_api_server() {
     assert!(matches!(e, Error::Missing(_)), "{e:?}");
     assert!(c.live().await.unwrap().stable.is_none());
 
-    let ttl = Duration::from_secs(1);
+    let ttl = Duration::from_secs(3);
     let take =
         |holder: &'static str| c.try_acquire_lease("hoist-system", "hoist-controller", holder, ttl);
     assert!(
@@ -355,7 +355,7 @@ async fn fake_api_not_found_and_leases_behave_like_the_api_server() {
         .object("Lease", "hoist-system", "hoist-controller")
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "pod-a");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
     assert!(
         take("pod-b").await.unwrap(),
         "an expired Lease changes hands"
