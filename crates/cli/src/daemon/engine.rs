@@ -1180,7 +1180,12 @@ impl Engine {
                     Some(c) => (c.candidate_url.clone(), 1),
                     None => (format!("http://{}", e.addr), e.cfg.replicas),
                 };
-                let force = e.cfg.force_header.clone();
+                // Straight to the candidate's Service on a cluster: no force header.
+                let force = if e.cluster.is_some() {
+                    String::new()
+                } else {
+                    e.cfg.force_header.clone()
+                };
                 let path = self.journal.get(id).ok().and_then(|rec| rec.path);
                 let tx = self.tx.clone();
                 let http = self.http.clone();
@@ -1755,7 +1760,8 @@ pub async fn fetch(
 
 /// Send the model's input example through the gateway to the candidate (forced by
 /// header), once per replica: each must answer 200 with one prediction per example
-/// row. Without an example, the candidate's readiness is checked instead.
+/// row. Without an example, the candidate's readiness is checked instead. An empty
+/// `force_header` means `url` is the candidate itself (a cluster's Service).
 async fn smoke_test(
     http: &reqwest::Client,
     url: &str,
@@ -1769,9 +1775,11 @@ async fn smoke_test(
     for _ in 0..replicas.max(1) * SMOKE_ROUNDS {
         match &example {
             Some((body, rows)) => {
-                let resp = http
-                    .post(format!("{url}/invocations"))
-                    .header(force_header, "candidate")
+                let mut req = http.post(format!("{url}/invocations"));
+                if !force_header.is_empty() {
+                    req = req.header(force_header, "candidate");
+                }
+                let resp = req
                     .header("content-type", "application/json")
                     .body(body.clone())
                     .send()
@@ -1791,7 +1799,7 @@ async fn smoke_test(
                         text.chars().take(300).collect::<String>()
                     ));
                 }
-                if variant != "candidate" {
+                if !force_header.is_empty() && variant != "candidate" {
                     return Err(format!(
                         "the gateway sent the smoke test to `{variant}`, not the candidate"
                     ));
@@ -1814,9 +1822,11 @@ async fn smoke_test(
                 }
             }
             None => {
-                let resp = http
-                    .get(format!("{url}/v2/health/ready"))
-                    .header(force_header, "candidate")
+                let mut req = http.get(format!("{url}/v2/health/ready"));
+                if !force_header.is_empty() {
+                    req = req.header(force_header, "candidate");
+                }
+                let resp = req
                     .send()
                     .await
                     .map_err(|e| format!("GET /v2/health/ready: {e}"))?;

@@ -1,0 +1,218 @@
+//! `hoist up` with `target = "kubernetes"`, end to end: the real daemon, its real
+//! release engine and journal, the real kube-rs client, against a fake Kubernetes API
+//! server on loopback (`hoist_testkit::kube_api`) — a stand-in, since no real API
+//! server can run here. The fake rolls Deployments out at once (or fails their pods
+//! when told to); gates and smoke tests reach a real `hoist serve` process through
+//! `kubernetes.service_url`, standing in for the Services.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hoist_testkit::kube_api::FakeKubeApi;
+
+const NS: &str = "hoist-production";
+
+/// A real model server standing in for the variants' Services.
+struct Server(Child, u16);
+
+impl Server {
+    fn start() -> Server {
+        let port = hoist_testkit::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_hoist"))
+            .arg("serve")
+            .arg("--model")
+            .arg(model("breast_cancer_lr"))
+            .args(["--runtime", "tract", "--workers", "1", "--port"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("hoist serve");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !hoist_testkit::answers_200(&addr, "/v2/health/ready") {
+            assert!(Instant::now() < deadline, "hoist serve did not get ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server(child, port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn config(port: u16, extra_analysis: &str) -> String {
+    format!(
+        r#"target = "kubernetes"
+
+[api]
+listen = "127.0.0.1:0"
+
+[registry]
+url = "embedded"
+poll_interval = "100ms"
+
+[model]
+name = "m"
+trigger = {{ alias = "champion" }}
+
+[server]
+runtime = "tract"
+
+[analysis]
+interval = "200ms"
+max_inconclusive = "1s"
+{extra_analysis}
+
+[kubernetes]
+image = "hoist@sha256:{}"
+model_path = "/models/m"
+service_url = "http://127.0.0.1:{port}"
+gateway = {{ name = "public", namespace = "gateways" }}
+rollout_timeout = "20s"
+
+[[environments]]
+name = "production"
+listen = "127.0.0.1:0"
+steps = [{{ weight = 25, pause = "300ms" }}, {{ weight = 50, pause = "300ms" }}]
+"#,
+        "ab".repeat(32)
+    )
+}
+
+fn annotation(api: &FakeKubeApi, name: &str, key: &str) -> Option<String> {
+    api.object("Deployment", NS, name)?["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[test]
+fn a_canary_on_a_cluster_walks_the_route_weights_and_rolls_back_a_crashing_candidate() {
+    let api = FakeKubeApi::start();
+    let server = Server::start();
+    let home = temp_home("cluster");
+    let kubeconfig = api.kubeconfig(&home);
+    let d = Daemon::start_with_env(
+        &home,
+        &config(server.1, "enabled = false"),
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    // The environment's standing objects are applied at start, under hoist's manager.
+    for kind in ["Service", "PodDisruptionBudget", "NetworkPolicy"] {
+        assert!(
+            api.objects().iter().any(|(k, ns, _)| k == kind && ns == NS),
+            "no {kind} in {:?}",
+            api.objects()
+        );
+    }
+
+    // v1: nothing live yet, so straight to 100% and promoted into the stable Deployment.
+    register(&home, "breast_cancer_gbt", Some("champion"));
+    let r = d.wait_done(1, Duration::from_secs(60));
+    assert_eq!(r["outcome"]["outcome"], "succeeded", "{r}");
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("v1 in the stable Deployment", &|| {
+        annotation(&api, "m-stable", "hoist.dev/version").as_deref() == Some("1")
+    });
+    let digest = annotation(&api, "m-stable", "hoist.dev/digest").unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+
+    // v2: a canary through the HTTPRoute's weights, then promoted.
+    register(&home, "breast_cancer_lr", None);
+    ok(&hoist(&home, &["deploy", "m/2", "--wait"]));
+    assert_eq!(
+        weights(&d.release(2)),
+        vec![25, 50, 100],
+        "{}",
+        d.release(2)
+    );
+    wait("v2 in the stable Deployment", &|| {
+        annotation(&api, "m-stable", "hoist.dev/version").as_deref() == Some("2")
+    });
+    wait("the route back on stable", &|| {
+        api.route_weights(NS, "m") == Some((100, 0))
+    });
+    assert_eq!(api.deployment_replicas(NS, "m-candidate"), Some(0));
+    // Every write was a server-side apply (or a scale) under hoist's field manager.
+    let writes: Vec<_> = api
+        .requests_with_query()
+        .into_iter()
+        .filter(|(m, _, _)| m == "PATCH")
+        .collect();
+    assert!(!writes.is_empty());
+    for (_, path, query) in &writes {
+        assert!(
+            query.contains("fieldManager=hoist") || path.ends_with("/scale"),
+            "{path}?{query}"
+        );
+    }
+    let s = d.get("/api/v1/status");
+    let env = &s["environments"][0];
+    assert_eq!(env["target"], "kubernetes", "{s}");
+    assert_eq!(env["stable"]["version"], "2", "{s}");
+
+    // v3 cannot start: its pods crash. The release fails with the pod's reason and the
+    // route never leaves stable.
+    api.fail_pods("m-candidate", "CrashLoopBackOff");
+    register(&home, "breast_cancer_rf", None);
+    let out = hoist(&home, &["deploy", "m/3", "--wait"]);
+    assert_eq!(out.status.code(), Some(5));
+    let r = d.release(3);
+    let reason = r["outcome"]["reason"].as_str().unwrap();
+    assert!(reason.contains("CrashLoopBackOff"), "{reason}");
+    assert!(weights(&r).iter().all(|w| *w == 0), "{r}");
+    wait("the crashing candidate scaled to 0", &|| {
+        api.deployment_replicas(NS, "m-candidate") == Some(0)
+    });
+    assert_eq!(api.route_weights(NS, "m"), Some((100, 0)));
+    assert_eq!(
+        annotation(&api, "m-stable", "hoist.dev/version").as_deref(),
+        Some("2")
+    );
+    d.stop();
+}
+
+#[test]
+fn without_prometheus_a_cluster_canary_fails_closed() {
+    let api = FakeKubeApi::start();
+    let server = Server::start();
+    let home = temp_home("cluster-noprom");
+    let kubeconfig = api.kubeconfig(&home);
+    let d = Daemon::start_with_env(
+        &home,
+        &config(server.1, ""),
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    register(&home, "breast_cancer_gbt", Some("champion"));
+    assert_eq!(
+        d.wait_done(1, Duration::from_secs(60))["outcome"]["outcome"],
+        "succeeded"
+    );
+    register(&home, "breast_cancer_lr", None);
+    let out = hoist(&home, &["deploy", "m/2", "--wait"]);
+    assert_eq!(out.status.code(), Some(5));
+    let reason = d.release(2)["outcome"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("inconclusive"), "{reason}");
+    assert!(reason.contains("kubernetes.prometheus_url"), "{reason}");
+    assert_eq!(api.route_weights(NS, "m"), Some((100, 0)));
+    d.stop();
+}
