@@ -216,3 +216,65 @@ fn without_prometheus_a_cluster_canary_fails_closed() {
     assert_eq!(api.route_weights(NS, "m"), Some((100, 0)));
     d.stop();
 }
+
+#[test]
+fn a_controller_without_a_journal_adopts_the_cluster_and_rolls_back_a_leftover_candidate() {
+    let api = FakeKubeApi::start();
+    let server = Server::start();
+    let digest = format!("sha256:{}", "7".repeat(64));
+    let deployment = |name: &str, version: &str, replicas: u32| {
+        serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "annotations": {
+                    "hoist.dev/model": "m",
+                    "hoist.dev/version": version,
+                    "hoist.dev/digest": digest,
+                },
+            },
+            "spec": { "replicas": replicas },
+        })
+    };
+    // What a controller that died mid-canary (and lost its disk) left behind.
+    api.insert(deployment("m-stable", "7", 2));
+    api.insert(deployment("m-candidate", "8", 2));
+    api.insert(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": { "name": "m", "namespace": NS },
+        "spec": { "rules": [{ "backendRefs": [
+            { "name": "m-stable", "port": 80, "weight": 70 },
+            { "name": "m-candidate", "port": 80, "weight": 30 },
+        ] }] },
+    }));
+    let home = temp_home("cluster-adopt");
+    let kubeconfig = api.kubeconfig(&home);
+    let d = Daemon::start_with_env(
+        &home,
+        &config(server.1, "enabled = false"),
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let s = d.get("/api/v1/status");
+    assert_eq!(
+        Daemon::stable_version(&s, "production").as_deref(),
+        Some("7"),
+        "{s}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.route_weights(NS, "m") != Some((100, 0))
+        || api.deployment_replicas(NS, "m-candidate") != Some(0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leftover candidate was not rolled back: route {:?}, candidate replicas {:?}",
+            api.route_weights(NS, "m"),
+            api.deployment_replicas(NS, "m-candidate")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(api.deployment_replicas(NS, "m-stable"), Some(2));
+    d.stop();
+}

@@ -440,6 +440,14 @@ impl Engine {
                     continue;
                 }
             };
+            if live.is_none()
+                && let Some(c) = self.envs[i].cluster.clone()
+            {
+                // No journal record (a new controller, or its journal was lost): what
+                // serves is what the objects' annotations say.
+                self.adopt_from_cluster(i, &c).await;
+                continue;
+            }
             let Some(live) = live else { continue };
             if let Some(c) = self.envs[i].cluster.clone() {
                 // The cluster keeps serving while the controller is away.
@@ -507,6 +515,48 @@ impl Engine {
             for a in actions {
                 self.perform(&r, a);
             }
+        }
+    }
+
+    /// Environment `i` on a cluster without a journal record: take the stable version
+    /// from the stable Deployment's `hoist.dev/*` annotations, and roll back a
+    /// candidate left with pods or traffic (no release of this journal owns it), so two
+    /// versions are never left half-applied.
+    async fn adopt_from_cluster(&mut self, i: usize, c: &Arc<super::kube::ClusterEnv>) {
+        let name = self.envs[i].cfg.name.clone();
+        let live = match c.cluster.live().await {
+            Ok(l) => l,
+            Err(e) => {
+                self.say(None, format!("{name}: cannot read the cluster: {e}"));
+                return;
+            }
+        };
+        if let Some(s) = &live.stable {
+            self.say(
+                None,
+                format!(
+                    "{name}: no journal record; the cluster serves v{} ({}) by its annotations",
+                    s.pin.version, s.pin.digest
+                ),
+            );
+            self.envs[i].stable = Some(Deployment {
+                version: s.pin.version.clone(),
+                digest: s.pin.digest.clone(),
+                release_id: 0,
+                servers: Vec::new(),
+                url: Some(c.stable_url.clone()),
+            });
+        }
+        let leftover = live.candidate.as_ref().is_some_and(|v| v.replicas > 0);
+        if live.stable.is_some() && (leftover || live.candidate_weight > 0) {
+            self.say(
+                None,
+                format!(
+                    "{name}: a candidate with pods or {}% of traffic belongs to no release here: rolling back to stable",
+                    live.candidate_weight
+                ),
+            );
+            c.rollback(0);
         }
     }
 
