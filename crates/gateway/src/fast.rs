@@ -101,12 +101,11 @@ enum Prep {
     Fallback,
     /// Malformed: answer this status and close.
     Bad(u16),
-    /// `GET /metrics`.
-    Metrics { consumed: usize, close: bool },
-    /// Answered here (`POST /feedback`).
+    /// Answered here: `GET /metrics`, `POST /feedback`.
     Answer {
         consumed: usize,
         status: u16,
+        content_type: &'static str,
         body: String,
         close: bool,
     },
@@ -167,25 +166,10 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
                 let _ = client.write_all(&b.output).await;
                 return;
             }
-            Prep::Metrics { consumed, close } => {
-                let close = close || shutting_down();
-                let text = gw.prometheus();
-                simple_response(
-                    &mut b.output,
-                    200,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    text.as_bytes(),
-                    None,
-                    close,
-                );
-                if client.write_all(&b.output).await.is_err() || close {
-                    return;
-                }
-                consume(&mut b.input, consumed);
-            }
             Prep::Answer {
                 consumed,
                 status,
+                content_type,
                 body,
                 close,
             } => {
@@ -193,7 +177,7 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
                 simple_response(
                     &mut b.output,
                     status,
-                    "application/json",
+                    content_type,
                     body.as_bytes(),
                     None,
                     close,
@@ -317,13 +301,20 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
     }
     let path = target.split('?').next().unwrap_or(target);
     if method == "GET" && path == "/metrics" {
-        return Prep::Metrics { consumed, close };
+        return Prep::Answer {
+            consumed,
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: gw.prometheus(),
+            close,
+        };
     }
     if method == "POST" && path == "/feedback" {
         let (status, body) = gw.feedback(request_id, &buf[head_len..consumed]);
         return Prep::Answer {
             consumed,
             status,
+            content_type: "application/json",
             body,
             close,
         };
