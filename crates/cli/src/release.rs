@@ -817,7 +817,7 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
                 "api": format!("http://{}", d.api_addr),
                 "config": source,
                 "registry": registry.id(),
-                "environments": d.envs.iter().map(|(n, a)| serde_json::json!({"name": n, "url": format!("http://{a}")})).collect::<Vec<_>>(),
+                "environments": d.urls.iter().map(|(n, u)| serde_json::json!({"name": n, "url": u})).collect::<Vec<_>>(),
             });
             writeln!(out, "{v}").map_err(stdout_err)?;
         } else {
@@ -826,8 +826,8 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
             if generated {
                 writeln!(out, "  token        {}", daemon::state_dir(&home).join("token").display()).map_err(stdout_err)?;
             }
-            for (n, addr) in &d.envs {
-                writeln!(out, "  {:<12} http://{addr}", n).map_err(stdout_err)?;
+            for (n, url) in &d.urls {
+                writeln!(out, "  {:<12} {url}", n).map_err(stdout_err)?;
             }
             let trigger = match &cfg.model.trigger {
                 hoist_release::config::Trigger::Alias(a) => format!("alias {a} of {}", cfg.model.name),

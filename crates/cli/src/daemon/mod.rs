@@ -44,6 +44,9 @@ pub struct Options {
 pub struct Daemon {
     pub api_addr: SocketAddr,
     pub envs: Vec<(String, SocketAddr)>,
+    /// Where each environment takes predictions: its gateway, or on a cluster the
+    /// environment's Service.
+    pub urls: Vec<(String, String)>,
     pub token: String,
     pub journal: Arc<Journal>,
     pub client: EngineClient,
@@ -196,6 +199,16 @@ impl Daemon {
                 kube::lead(c.cluster.clone(), &lease).await?;
             }
         }
+        let urls = envs
+            .iter()
+            .map(|(name, addr)| {
+                let url = match clusters.get(name) {
+                    Some(c) => c.app_url.clone(),
+                    None => format!("http://{addr}"),
+                };
+                (name.clone(), url)
+            })
+            .collect();
         let mut engine = Engine::new(EngineParts {
             cfg: cfg.clone(),
             journal: journal.clone(),
@@ -260,6 +273,7 @@ impl Daemon {
         Ok(Daemon {
             api_addr,
             envs,
+            urls,
             token,
             journal,
             client,
