@@ -69,8 +69,8 @@ pub fn pin(model: &str, version: &str, digest: &str) -> ModelPin {
 
 impl ClusterEnv {
     /// Connects to the cluster (KUBECONFIG, ~/.kube/config or the pod's service
-    /// account) for environment `env` and applies the objects every release relies on
-    /// (Services, autoscaler, disruption budget, network policy, ServiceMonitor).
+    /// account) for environment `env` and applies the Services every release routes
+    /// through.
     /// `stable` is what the journal says is live (its Deployment is left alone).
     pub async fn connect(
         cfg: &Config,
@@ -104,15 +104,11 @@ impl ClusterEnv {
         let cluster = Cluster::connect(spec, &k.field_manager)
             .await
             .map_err(|e| anyhow::anyhow!("environment {}: {e}", env.name))?;
+        // The Services releases route through; the rest (autoscaler, disruption budget,
+        // network policy, ServiceMonitor, RBAC) comes with `hoist render k8s`, applied
+        // once by whoever installs the controller: its Role allows no more than this.
         for o in &manifests.objects {
-            if matches!(
-                o,
-                Object::Service(_)
-                    | Object::HorizontalPodAutoscaler(_)
-                    | Object::PodDisruptionBudget(_)
-                    | Object::NetworkPolicy(_)
-                    | Object::ServiceMonitor(_)
-            ) {
+            if matches!(o, Object::Service(_)) {
                 cluster
                     .apply_object(o)
                     .await
