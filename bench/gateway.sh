@@ -6,6 +6,10 @@
 #   (a) direct  wrk -> hoist-server (stable)
 #   (b) nginx   wrk -> nginx (worker_processes auto, upstream keepalive, weights 9:1) -> 2 hoist-servers
 #   (c) hoist   wrk -> hoist gateway example (--weight 10)                            -> 2 hoist-servers
+#   (d) inspect wrk -> hoist gateway example (--weight 10 --feedback --shadow 10)     -> 2 hoist-servers
+#       (optional, BENCH_PATHS="direct hoist inspect"): what reading every answer costs
+#       (feedback labels remember each answer's predictions; 10% of stable's requests
+#       are mirrored to the candidate and compared)
 #
 # Every path gets the same body (MLflow scoring, one row, POST /invocations), the same
 # wrk -t2 and the same connection count. "added p99" is the path's p99 minus the
@@ -20,6 +24,7 @@
 #   BENCH_WEIGHT=10           candidate percent
 #   BENCH_PATHS="direct nginx hoist"
 #   BENCH_SKIP_BUILD=1        use the existing target/release binaries
+#   BENCH_TAG=name            report to bench/results/gateway-DATE-name.txt
 #   BENCH_READY_TIMEOUT=60    seconds a process may take to get ready
 #   ORT_DYLIB_PATH            libonnxruntime.so for hoist-server (default: ~/.hoist/lib;
 #                             without it hoist-server picks its runtime itself)
@@ -230,6 +235,17 @@ EOF
     wait_http "${url[nginx]}/v2/health/ready" "${pid_of[nginx]}" nginx
 fi
 
+# ---------------------------------------------------------------- hoist gateway, inspecting
+if [[ " $BENCH_PATHS " == *" inspect "* ]]; then
+    log "starting hoist gateway (--weight $BENCH_WEIGHT --feedback --shadow 10)"
+    setsid "$gateway_bin" --listen 127.0.0.1:0 --name bench --stable "$stable_addr" \
+        --candidate "$candidate_addr" --weight "$BENCH_WEIGHT" --feedback --shadow 10 \
+        > "$work/inspect.out" 2> "$work/inspect.log" &
+    pid_of[inspect]=$!; started+=("$!")
+    url[inspect]="$(wait_listening "${pid_of[inspect]}" inspect)"
+    wait_http "${url[inspect]}/v2/health/ready" "${pid_of[inspect]}" inspect
+fi
+
 # ---------------------------------------------------------------- hoist gateway
 if [[ " $BENCH_PATHS " == *" hoist "* ]]; then
     log "starting hoist gateway (--weight $BENCH_WEIGHT)"
@@ -282,7 +298,7 @@ done
 
 # ---------------------------------------------------------------- report
 mkdir -p bench/results
-report="bench/results/gateway-$(date -u +%Y-%m-%d).txt"
+report="bench/results/gateway-$(date -u +%Y-%m-%d)${BENCH_TAG:+-$BENCH_TAG}.txt"
 python3 - "$results" "$report" <<EOF
 import sys, os, statistics
 results, report = sys.argv[1:]

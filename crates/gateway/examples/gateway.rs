@@ -2,7 +2,11 @@
 //!
 //! Usage:
 //! `gateway --listen 127.0.0.1:8080 --stable ADDR[,ADDR] [--candidate ADDR[,ADDR]] [--weight N]
-//!  [--name ENV] [--sticky-header NAME] [--sticky-cookie NAME] [--threads N]`
+//!  [--shadow N] [--feedback] [--name ENV] [--sticky-header NAME] [--sticky-cookie NAME]
+//!  [--threads N]`
+//!
+//! `--shadow N` mirrors N% of stable's requests to the candidate and compares the
+//! answers; `--feedback` remembers each answer's predictions for `POST /feedback`.
 //!
 //! Once it accepts connections it prints `listening on http://ADDR`. Ctrl-C (or
 //! SIGTERM) stops accepting and lets requests in flight finish.
@@ -58,6 +62,14 @@ fn parse_args() -> Result<Args, String> {
                     return Err("--weight is a percentage (0..=100)".into());
                 }
             }
+            "--shadow" => {
+                let v = value()?;
+                routes.shadow_percent = v.parse().map_err(|e| format!("--shadow {v:?}: {e}"))?;
+                if routes.shadow_percent > 100 {
+                    return Err("--shadow is a percentage (0..=100)".into());
+                }
+            }
+            "--feedback" => routes.feedback = true,
             "--name" => config.name = value()?,
             "--sticky-header" => config.sticky_header = Some(value()?),
             "--sticky-cookie" => config.sticky_cookie = Some(value()?),
@@ -68,7 +80,8 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "usage: gateway --listen ADDR --stable ADDR[,ADDR] [--candidate ADDR[,ADDR]] \
-                     [--weight N] [--name ENV] [--sticky-header NAME] [--sticky-cookie NAME] [--threads N]"
+                     [--weight N] [--shadow N] [--feedback] [--name ENV] [--sticky-header NAME] \
+                     [--sticky-cookie NAME] [--threads N]"
                 );
                 std::process::exit(0);
             }
