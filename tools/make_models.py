@@ -54,6 +54,11 @@ SHUFFLED_SEED = SEED + 3  # seed of the permutation (held-out accuracy ~0.62)
 SKEW_INTERCEPT_SHIFT = 16.0
 SKEW_MIN_CLASS1 = 0.9  # the script asserts at least this share of class 1 on the test split
 
+# diabetes_lr / diabetes_shifted: a regressor (one number per row, the disease
+# progression score, ~25..346) and the same model answering this much higher, for
+# prediction drift on binned output values (hoist-server --prediction-bins).
+DIABETES_SHIFT = 60.0
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -142,6 +147,7 @@ def save_mlflow(
     input_example: np.ndarray,
     metadata: dict | None = None,
     external_data: bool = False,
+    signature=None,
 ) -> Path:
     import mlflow.onnx
 
@@ -165,7 +171,7 @@ def save_mlflow(
     mlflow.onnx.save_model(
         model,
         str(path),
-        signature=signature_for(input_name, input_shape, n_classes),
+        signature=signature or signature_for(input_name, input_shape, n_classes),
         input_example=input_example,
         pip_requirements=pip_requirements(),
         metadata=metadata,
@@ -556,6 +562,78 @@ def make_breast_cancer_skewed(out: Path, lr_pipe, X, y, n_ref: int = 20) -> None
     )
 
 
+def regression_onnx(name: str, coef: np.ndarray, intercept: float, n_features: int):
+    """`variable = input @ coef + intercept`: a linear regressor in plain ONNX
+    (MatMul, Add), which both runtimes run; output FP32 [-1, 1] like skl2onnx's."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(coef.reshape(n_features, 1).astype(np.float32), "coef")
+    b = numpy_helper.from_array(np.array([intercept], dtype=np.float32), "intercept")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "coef"], ["xw"]),
+            helper.make_node("Add", ["xw", "intercept"], ["variable"]),
+        ],
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, n_features])],
+        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])],
+        initializer=[w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def make_diabetes(out: Path) -> None:
+    """diabetes_lr (LinearRegression on scikit-learn's diabetes data) and
+    diabetes_shifted (the same, DIABETES_SHIFT higher): regressors for drift on
+    binned values. reference.json holds the first 20 test rows' outputs."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_diabetes(return_X_y=True)
+    X = X.astype(np.float32)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, random_state=SEED
+    )
+    reg = LinearRegression().fit(X_train, y_train)
+    n_features = X.shape[1]
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_features), "input")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1), "variable")]),
+    )
+    for name, shift in (("diabetes_lr", 0.0), ("diabetes_shifted", DIABETES_SHIFT)):
+        onx = regression_onnx(name, reg.coef_, float(reg.intercept_) + shift, n_features)
+        path = save_mlflow(
+            out, name, onx, "input", (-1, n_features), 0,
+            input_example=X_test[:2], signature=signature,
+        )
+        x = np.ascontiguousarray(X_test[:20])
+        sess = ort_session(path / "model.onnx")
+        (pred,) = sess.run(None, {"input": x})
+        want = reg.predict(x) + shift
+        assert np.max(np.abs(pred[:, 0] - want)) < 1e-3, f"{name}: onnxruntime differs from sklearn"
+        ref = {
+            "model": name,
+            "rows": int(x.shape[0]),
+            "inputs": {"input": {"datatype": "FP32", "shape": list(x.shape), "data": f32_json(x)}},
+            "outputs": {
+                "variable": {"datatype": "FP32", "shape": list(pred.shape), "data": f32_json(pred)}
+            },
+        }
+        (path / "reference.json").write_text(json.dumps(ref, separators=(",", ":")) + "\n")
+        (all_pred,) = sess.run(None, {"input": np.ascontiguousarray(X_test)})
+        print(
+            f"{name}: test predictions {float(all_pred.min()):.0f}..{float(all_pred.max()):.0f}, "
+            f"median {float(np.median(all_pred)):.0f}, R^2 {reg.score(X_test, y_test):.3f}"
+        )
+
+
 def write_breast_cancer_golden(data_out: Path, X_test: np.ndarray, y_test: np.ndarray) -> None:
     """The breast-cancer test split as labelled golden data (CSV and JSON Lines).
 
@@ -839,12 +917,18 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     ap.add_argument("--data-out", type=Path, default=DEFAULT_DATA_OUT,
                     help="output directory of the golden data (breast_cancer_golden.*)")
+    ap.add_argument("--only", choices=["diabetes"],
+                    help="write only these models (the others are left as they are)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
+    if args.only == "diabetes":
+        make_diabetes(args.out)
+        return 0
     make_breast_cancer(args.out, args.data_out)
     make_digits(args.out)
     make_image_cnn(args.out)
+    make_diabetes(args.out)
 
     total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"wrote {args.out} ({total / 1e6:.2f} MB)")

@@ -64,12 +64,26 @@ pub struct Args {
     /// Largest request body, in bytes; larger bodies get 413.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
+    /// For a regressor (no label output; one number per row): count its answers in
+    /// hoist_predictions_total by these ascending bin edges, e.g. 50,100,150, so that
+    /// prediction drift can be judged on them (class i is bin i).
+    #[arg(long, value_name = "EDGES", value_parser = parse_bins)]
+    pub prediction_bins: Option<Bins>,
     /// Reload when the model path's content changes, checking this often (0: off).
     #[arg(long, env = "MODEL_AUTO_REFRESH_SECONDS", default_value_t = 0)]
     pub auto_refresh_seconds: u64,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "HOIST_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// `--prediction-bins`: one value holding every edge (a bare `Vec` would make clap
+/// expect the flag once per edge).
+#[derive(Clone, Debug)]
+pub struct Bins(pub Vec<f64>);
+
+fn parse_bins(s: &str) -> Result<Bins, String> {
+    crate::model::parse_bins(s).map(Bins)
 }
 
 /// Parses `args` (`args[0]` is the program name, as clap expects) and runs the server
@@ -126,6 +140,7 @@ fn run_main(args: Args) -> anyhow::Result<()> {
                 max_batch_size: args.max_batch_size.max(1),
                 max_batch_delay: Duration::from_micros(args.max_batch_delay_us),
             },
+            prediction_bins: args.prediction_bins.map(|b| b.0).unwrap_or_default(),
         },
         max_body: args.max_body_bytes,
         auto_refresh: (args.auto_refresh_seconds > 0)

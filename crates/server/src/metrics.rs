@@ -297,7 +297,7 @@ impl Metrics {
         );
         let m = self.model.lock().expect("metrics lock").clone();
         if let Some(output) = &m.label_output {
-            out.push_str("# HELP hoist_predictions_total Predicted classes (the model's label output) in answers.\n# TYPE hoist_predictions_total counter\n");
+            out.push_str("# HELP hoist_predictions_total Predicted classes (the model's label output) in answers; for a regressor with --prediction-bins, the bin of each value.\n# TYPE hoist_predictions_total counter\n");
             for (i, c) in self.predictions.iter().enumerate() {
                 let n = c.load(Ordering::Relaxed);
                 if n > 0 {

@@ -23,6 +23,51 @@ pub struct ModelOptions {
     pub workers: usize,
     pub queue: usize,
     pub batch: BatchConfig,
+    /// Bin edges for a model without a label output whose answer is one number per
+    /// row (a regressor): each value is counted in `hoist_predictions_total` under the
+    /// index of its bin (values below the first edge: 0; from edge `i - 1` to below
+    /// edge `i`: `i`), so prediction drift can be judged on it like classes. Empty:
+    /// values are not counted. Ascending and finite (see [`parse_bins`]).
+    pub prediction_bins: Vec<f64>,
+}
+
+/// Most bin edges: the bins must fit the classes `hoist_predictions_total` counts.
+pub const MAX_PREDICTION_BIN_EDGES: usize = crate::metrics::PREDICTION_CLASSES - 1;
+
+/// Parse comma-separated bin edges (`50,100,150`): finite, strictly ascending, at
+/// most [`MAX_PREDICTION_BIN_EDGES`].
+pub fn parse_bins(s: &str) -> Result<Vec<f64>, String> {
+    let edges = s
+        .split(',')
+        .map(|v| {
+            let v = v.trim();
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| format!("`{v}` is not a finite number"))
+        })
+        .collect::<Result<Vec<f64>, String>>()?;
+    if let Some(w) = edges.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "bin edges must be strictly ascending; {} is followed by {}",
+            w[0], w[1]
+        ));
+    }
+    if edges.len() > MAX_PREDICTION_BIN_EDGES {
+        return Err(format!(
+            "{} bin edges; at most {MAX_PREDICTION_BIN_EDGES} are counted",
+            edges.len()
+        ));
+    }
+    Ok(edges)
+}
+
+/// The bin of `value` among ascending `edges` (NaN: the `other` slot).
+fn bin_of(edges: &[f64], value: f64) -> i64 {
+    if value.is_nan() {
+        return -1;
+    }
+    edges.partition_point(|e| *e <= value) as i64
 }
 
 /// Why a model could not be loaded.
@@ -75,6 +120,11 @@ pub struct Model {
     /// The predicted label: the first integer output of rank 1, whose classes are
     /// counted for drift analysis.
     label_output: Option<usize>,
+    /// Without a label output and with `prediction_bins`: the first floating-point
+    /// output of one value per row, whose values are counted by bin instead.
+    value_output: Option<usize>,
+    /// `ModelOptions::prediction_bins`.
+    bins: Arc<[f64]>,
     pub load_time: Duration,
     pub loaded_at: SystemTime,
     executor: Executor,
@@ -96,11 +146,21 @@ impl Model {
         let label_output = outputs.iter().position(|o| {
             o.shape.len() == 1 && matches!(o.datatype, DataType::I64 | DataType::I32)
         });
+        let value_output = if label_output.is_none() && !opts.prediction_bins.is_empty() {
+            outputs.iter().position(|o| {
+                matches!(o.datatype, DataType::F32 | DataType::F64)
+                    && (o.shape.len() == 1 || (o.shape.len() == 2 && o.shape[1] == 1))
+            })
+        } else {
+            None
+        };
         let model = Model {
             runtime: rt.kind(),
             inputs: rt.inputs().to_vec(),
             outputs,
             label_output,
+            value_output,
+            bins: opts.prediction_bins.clone().into(),
             executor: Executor::new(rt, opts.workers, opts.queue, opts.batch, metrics.clone()),
             package,
             load_time: Duration::ZERO,
@@ -151,7 +211,10 @@ impl Model {
             version: self.package.version.clone(),
             digest: self.package.digest.clone(),
             runtime: self.runtime.as_str().to_string(),
-            label_output: self.label_output.map(|i| self.outputs[i].name.clone()),
+            label_output: self
+                .label_output
+                .or(self.value_output)
+                .map(|i| self.outputs[i].name.clone()),
         }
     }
 
@@ -235,6 +298,17 @@ impl Model {
                 TensorData::I32(v) => self
                     .metrics
                     .observe_predictions(v.iter().map(|&x| i64::from(x))),
+                _ => {}
+            }
+        } else if let Some(t) = self.value_output.and_then(|i| outputs.get(i)) {
+            let bins = &self.bins;
+            match &t.data {
+                TensorData::F32(v) => self
+                    .metrics
+                    .observe_predictions(v.iter().map(|&x| bin_of(bins, f64::from(x)))),
+                TensorData::F64(v) => self
+                    .metrics
+                    .observe_predictions(v.iter().map(|&x| bin_of(bins, x))),
                 _ => {}
             }
         }

@@ -889,3 +889,88 @@ fn predicted_classes_are_counted_for_drift_analysis() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_regressors_answers_are_counted_by_bin_with_prediction_bins() {
+    let dir = model_dir("diabetes_lr");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let data: Vec<f64> = reference["inputs"]["input"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let rows: Vec<Vec<f64>> = data.chunks(10).map(|r| r.to_vec()).collect();
+    let want: Vec<f64> = reference["outputs"]["variable"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let edges = [100.0, 150.0, 200.0, 250.0];
+    let mut per_bin = [0u64; 5];
+    for v in &want {
+        per_bin[edges.iter().filter(|e| **e <= *v).count()] += 1;
+    }
+    assert!(
+        per_bin.iter().filter(|n| **n > 0).count() >= 3,
+        "the reference rows spread over bins: {per_bin:?}"
+    );
+    let s = Server::start(
+        &dir,
+        "tract",
+        &["--prediction-bins", "100,150,200,250"],
+        &[],
+    );
+    let (status, resp) = s.post_json("/invocations", &json!({ "inputs": rows }));
+    assert_eq!(status, 200, "{resp}");
+    let got: Vec<f64> = resp["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_f64().unwrap())
+        .collect();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-3, "{g} against ONNX Runtime's {w}");
+    }
+    let metrics = s.get("/metrics").text().unwrap();
+    for (bin, n) in per_bin.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let line = format!("hoist_predictions_total{{output=\"variable\",class=\"{bin}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    // Without the flag a regressor's answers are not counted.
+    let plain = Server::start(&dir, "tract", &[], &[]);
+    assert_eq!(
+        plain
+            .post_json("/invocations", &json!({ "inputs": rows }))
+            .0,
+        200
+    );
+    let metrics = plain.get("/metrics").text().unwrap();
+    assert!(!metrics.contains("hoist_predictions_total{"), "{metrics}");
+}
+
+#[test]
+fn bad_prediction_bins_are_refused_with_the_reason() {
+    let bin = env!("CARGO_BIN_EXE_hoist-server");
+    let dir = model_dir("diabetes_lr");
+    for (bins, why) in [
+        ("200,100", "strictly ascending; 200 is followed by 100"),
+        ("1,x", "`x` is not a finite number"),
+        ("1,inf", "`inf` is not a finite number"),
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(["--model", dir.to_str().unwrap(), "--port", "0"])
+            .args(["--prediction-bins", bins])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bins}: {err}");
+        assert!(
+            err.contains("--prediction-bins") && err.contains(why),
+            "{bins}: {err}"
+        );
+    }
+}
