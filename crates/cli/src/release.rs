@@ -35,6 +35,11 @@ pub struct DeployArgs {
     /// Abort a release that is mid-rollout and take its place
     #[arg(long)]
     pub supersede: bool,
+    /// The version changes the model's inputs or outputs on purpose: the signature
+    /// gate reports the difference and passes (as the registry tag
+    /// hoist.breaking_change=true on the version does)
+    #[arg(long)]
+    pub breaking_change: bool,
     /// Follow the release until it ends; exit 5 if it is rolled back or aborted
     #[arg(long)]
     pub wait: bool,
@@ -193,7 +198,11 @@ pub(crate) fn deploy(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let api = Api::new(ctx)?;
-    let mut body = serde_json::json!({ "model": a.model, "supersede": a.supersede });
+    let mut body = serde_json::json!({
+        "model": a.model,
+        "supersede": a.supersede,
+        "breaking_change": a.breaking_change,
+    });
     if let Some(e) = &a.env {
         body["env"] = e.clone().into();
     }
@@ -433,6 +442,13 @@ pub(crate) fn verdict_numbers(n: &Value) -> String {
             }
             parts.push(p);
         }
+    }
+    let e = &n["error_comparison"];
+    if let Some(p) = e["p"].as_f64() {
+        parts.push(format!(
+            "errors p={p:.3}, {:+.2} points",
+            e["difference"].as_f64().unwrap_or(f64::NAN) * 100.0
+        ));
     }
     let c = &n["latency_comparison"];
     if let Some(p) = c["p"].as_f64() {

@@ -341,7 +341,7 @@ pub(crate) fn app_spec(
     s.ingress_namespaces = k.ingress_namespaces.clone();
     s.prometheus_namespace = k.prometheus_namespace.clone();
     s.runtime = cfg.server.runtime.clone();
-    s.server_args = cfg.server.args.clone();
+    s.server_args = cfg.server_args(env);
     s.force_header = Some(env.force_header.clone());
     s.drain_seconds = k.drain.0.as_secs() as i64;
     s.startup_seconds = cfg.server.ready_timeout.0.as_secs().clamp(2, 3600) as i32;

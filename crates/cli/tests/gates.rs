@@ -150,6 +150,56 @@ fn a_different_signature_and_a_failing_command_are_refused() {
         reason.contains("signature: incompatible with stable"),
         "{reason}"
     );
+    let s = d.get("/api/v1/status");
+    assert_eq!(
+        Daemon::stable_version(&s, "production").as_deref(),
+        Some("1")
+    );
+
+    // Marked a breaking change at deploy: the gate reports the difference and passes.
+    let out = hoist(&d.home, &["deploy", "m/2", "--breaking-change", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = d.release(3);
+    let report = &gate_reports(&r)[0];
+    assert_eq!(report["passed"], true, "{report}");
+    let summary = report["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("breaking change allowed (marked at deploy (`--breaking-change`))")
+            && summary.contains("input FP32 [-1,64]"),
+        "{summary}"
+    );
+    let s = d.get("/api/v1/status");
+    assert_eq!(
+        Daemon::stable_version(&s, "production").as_deref(),
+        Some("2")
+    );
+
+    // Back to 30 features: refused again, unless the version's registry tag marks it.
+    register(&d.home, "breast_cancer_lr", None);
+    let out = hoist(&d.home, &["deploy", "m/3", "--wait"]);
+    assert_eq!(out.status.code(), Some(5));
+    ok(&hoist(
+        &d.home,
+        &["model", "tag", "m", "3", "hoist.breaking_change=true"],
+    ));
+    let out = hoist(&d.home, &["deploy", "m/3", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = d.release(5);
+    let summary = gate_reports(&r)[0]["summary"].as_str().unwrap().to_string();
+    assert!(
+        summary.contains("the version's registry tag hoist.breaking_change = true"),
+        "{summary}"
+    );
     drop(d);
 
     // A failing command fails even the first version: nothing serves at all.

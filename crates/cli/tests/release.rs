@@ -120,6 +120,61 @@ fn a_candidate_answering_errors_is_rolled_back_by_itself() {
 }
 
 #[test]
+fn a_candidate_failing_more_requests_than_stable_is_caught_by_the_comparison() {
+    // An absolute limit of 10% the candidate stays far under: only the comparison
+    // with stable's error rate over the same window can catch it.
+    let d = with_v1(
+        "errorcompare",
+        &production(
+            "steps = [{ weight = 50, pause = \"15s\" }]\nanalysis = { max_error_rate = 0.1 }",
+        ),
+    );
+    register(&d.home, "breast_cancer_batch2", None);
+    // Two-row requests (the candidate's baked-in batch size) from two clients, and
+    // now and then a one-row request, which only the candidate fails: about 2% of
+    // the candidate's requests, none of stable's.
+    let traffic = Traffic::start(&d.env("production"), 2);
+    let singles = Traffic::paced(&d.env("production"), 1, 1, Duration::from_millis(250));
+    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
+    let (counts, single_counts) = (traffic.finish(), singles.finish());
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = d.release(2);
+    let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("candidate error rate"), "{reason}");
+    assert!(reason.contains("Fisher's exact one-sided p"), "{reason}");
+    assert_eq!(failed(&counts, ""), 0, "{counts:?}");
+    assert_eq!(failed(&single_counts, "stable"), 0, "{single_counts:?}");
+    assert!(failed(&single_counts, "candidate") > 0, "{single_counts:?}");
+    // The verdict's numbers: the candidate under the absolute limit, significantly
+    // above stable.
+    let last = r["transitions"].as_array().unwrap().last().unwrap().clone();
+    let n = &last["event"]["numbers"];
+    let (c, s) = (&n["candidate"], &n["stable"]);
+    assert!(c["error_rate"].as_f64().unwrap() < 0.1, "{n}");
+    assert!(c["errors"].as_u64().unwrap() > 0, "{n}");
+    assert_eq!(s["errors"], 0, "{n}");
+    assert!(s["requests"].as_u64().unwrap() >= 30, "{n}");
+    assert!(n["error_comparison"]["p"].as_f64().unwrap() < 0.05, "{n}");
+    assert!(
+        n["error_comparison"]["difference"].as_f64().unwrap() > 0.005,
+        "{n}"
+    );
+    // hoist history shows the comparison under the verdict.
+    let h = ok(&hoist(&d.home, &["history", "2"]));
+    assert!(h.contains("errors p="), "{h}");
+    let s = d.get("/api/v1/status");
+    assert_eq!(
+        Daemon::stable_version(&s, "production").as_deref(),
+        Some("1")
+    );
+}
+
+#[test]
 fn a_slow_candidate_is_rolled_back_on_latency_with_no_failed_request() {
     let config =
         production("steps = [{ weight = 50, pause = \"5s\" }]\nanalysis = { max_p99_ms = 25 }");
@@ -185,6 +240,78 @@ fn a_candidate_predicting_a_different_class_mix_is_rolled_back_for_drift() {
     let psi = last["event"]["numbers"]["drift"]["psi"].as_f64().unwrap();
     assert!(psi > 0.25, "{}", last["event"]);
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");
+}
+
+#[test]
+fn a_regressor_answering_higher_values_is_rolled_back_for_drift_on_its_binned_predictions() {
+    // No classes to count: the servers count the regressor's answers by
+    // `drift_bins` (hoist-server --prediction-bins), and drift is judged on the bins.
+    let home = temp_home("regressiondrift");
+    let d = Daemon::start(
+        &home,
+        &production(
+            "steps = [{ weight = 50, pause = \"10s\" }]\n\
+             analysis = { compare_latency = false, drift_bins = [100, 150, 200, 250] }",
+        ),
+    );
+    register(&home, "diabetes_lr", Some("champion"));
+    assert_eq!(
+        d.wait_done(1, Duration::from_secs(60))["outcome"]["outcome"],
+        "succeeded"
+    );
+    // The servers got the bins: the stable one counts its answers by bin.
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(model("diabetes_lr").join("reference.json")).unwrap(),
+    )
+    .unwrap();
+    let data = reference["inputs"]["input"]["data"].as_array().unwrap();
+    let rows: Vec<Value> = data.chunks(10).map(|r| Value::from(r.to_vec())).collect();
+    assert_eq!(rows.len(), 20);
+    // diabetes_shifted: the same model, 60 points higher on every row.
+    register(&home, "diabetes_shifted", None);
+    let traffic = Traffic::of_rows(&d.env("production"), rows, 2, Duration::from_millis(8));
+    let out = hoist(&home, &["deploy", "m/2", "--wait"]);
+    let counts = traffic.finish();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(failed(&counts, ""), 0, "{counts:?}");
+    let r = d.release(2);
+    let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("prediction drift: PSI"), "{reason}");
+    let last = r["transitions"].as_array().unwrap().last().unwrap().clone();
+    let drift = &last["event"]["numbers"]["drift"];
+    assert!(drift["psi"].as_f64().unwrap() > 0.25, "{drift}");
+    // Five bins (below 100, 100-150, ..., 250 and above) hold every answer of both.
+    let bins = |k: &str| -> Vec<u64> {
+        drift[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect()
+    };
+    let (s, c) = (bins("stable_classes"), bins("candidate_classes"));
+    assert!(s.iter().skip(5).all(|&n| n == 0), "{drift}");
+    assert!(c.iter().skip(5).all(|&n| n == 0), "{drift}");
+    // The candidate's answers sit in higher bins than stable's.
+    let mean_bin = |b: &[u64]| {
+        b.iter()
+            .enumerate()
+            .map(|(i, &n)| i as f64 * n as f64)
+            .sum::<f64>()
+            / b.iter().sum::<u64>() as f64
+    };
+    assert!(mean_bin(&c) > mean_bin(&s) + 0.5, "{drift}");
+    let st = d.get("/api/v1/status");
+    assert_eq!(
+        Daemon::stable_version(&st, "production").as_deref(),
+        Some("1")
+    );
+    d.stop();
 }
 
 #[test]

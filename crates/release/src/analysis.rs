@@ -1,17 +1,37 @@
 //! Judging a candidate on live traffic: the numbers of one window ⇒ pass, fail or
 //! inconclusive, with the numbers in the reason.
 
+use serde_json::{Map, Value, json};
+
 use crate::config::Analysis;
 use crate::machine::Verdict;
-use crate::stats::{mann_whitney_u, proportions, psi_from_counts};
+use crate::stats::{fisher_exact_greater, mann_whitney_u, proportions, psi_from_counts};
 
-/// What the gateway counted for one variant over an analysis window.
+/// Fewest requests a side before the candidate is compared with stable (latency or
+/// errors), whatever `min_requests` says: rank tests on a handful of requests are
+/// noise.
+pub const MIN_COMPARISON_SAMPLES: u64 = 30;
+
+/// What the gateway (or Prometheus) counted for one variant over an analysis window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Window {
     pub requests: u64,
     /// 5xx answers and requests the backend failed.
     pub errors: u64,
+    pub p50_seconds: Option<f64>,
+    pub p95_seconds: Option<f64>,
     pub p99_seconds: Option<f64>,
+}
+
+impl Window {
+    /// Errors over requests; 0 without requests.
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors.min(self.requests) as f64 / self.requests as f64
+        }
+    }
 }
 
 /// Judge the candidate's window against the thresholds. Errors fail at once when the
@@ -42,18 +62,112 @@ pub fn judge(a: &Analysis, candidate: &Window) -> Verdict {
             ),
         };
     }
-    if let Some(p99) = candidate.p99_seconds {
-        let ms = p99 * 1000.0;
-        if ms > a.max_p99_ms {
+    for (name, limit, value) in [
+        ("p99", Some(a.max_p99_ms), candidate.p99_seconds),
+        ("p95", a.max_p95_ms, candidate.p95_seconds),
+        ("p50", a.max_p50_ms, candidate.p50_seconds),
+    ] {
+        if let (Some(limit), Some(seconds)) = (limit, value)
+            && seconds * 1000.0 > limit
+        {
             return Verdict::Fail {
                 reason: format!(
-                    "p99 latency {ms:.1} ms over {n} requests is above {} ms",
-                    a.max_p99_ms
+                    "{name} latency {:.1} ms over {n} requests is above {limit} ms",
+                    seconds * 1000.0
                 ),
             };
         }
     }
     Verdict::Pass
+}
+
+/// The judgement of the candidate's error rate against stable's over the same window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ErrorComparison {
+    /// No significant and material increase. `p` is Fisher's one-sided p-value for
+    /// "the candidate fails a larger share", `difference` the candidate's error rate
+    /// minus stable's (0.004: 0.4 points).
+    Pass { p: f64, difference: f64 },
+    /// Significantly and materially more errors than stable; `reason` says how many.
+    Fail {
+        reason: String,
+        p: f64,
+        difference: f64,
+    },
+    /// Too few requests on a side (or an unusable setting) to judge either way.
+    Inconclusive { reason: String },
+}
+
+/// Compare the candidate's error rate with stable's over the same window, as
+/// [`compare_latency`] does latencies: the candidate fails only when both
+///
+/// - it fails a significantly larger share of its requests: Fisher's exact test
+///   ([`fisher_exact_greater`]) gives `p < 1 - confidence`, and
+/// - the difference matters: its error rate is more than `tolerance` above stable's,
+///   in absolute terms (`0.005`: half a percentage point),
+///
+/// which catches a candidate failing 0.8% of requests beside a stable that fails
+/// 0.05%, under an absolute limit of 1%. Fewer than `min_requests` requests on either
+/// side is inconclusive, and so is a `confidence` outside `(0, 1)` or a negative or
+/// non-finite `tolerance`.
+pub fn compare_errors(
+    candidate: &Window,
+    stable: &Window,
+    confidence: f64,
+    tolerance: f64,
+    min_requests: u64,
+) -> ErrorComparison {
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return ErrorComparison::Inconclusive {
+            reason: format!("confidence {confidence} is not between 0 and 1"),
+        };
+    }
+    if !(tolerance >= 0.0 && tolerance.is_finite()) {
+        return ErrorComparison::Inconclusive {
+            reason: format!("error rate tolerance {tolerance} is not a non-negative number"),
+        };
+    }
+    let needed = min_requests.max(1);
+    if candidate.requests < needed || stable.requests < needed {
+        return ErrorComparison::Inconclusive {
+            reason: format!(
+                "{} candidate and {} stable requests, of the {needed} each needed for an \
+                 error rate comparison",
+                candidate.requests, stable.requests
+            ),
+        };
+    }
+    let p = fisher_exact_greater(
+        candidate.errors,
+        candidate.requests,
+        stable.errors,
+        stable.requests,
+    );
+    let (rc, rs) = (candidate.error_rate(), stable.error_rate());
+    let difference = rc - rs;
+    let alpha = 1.0 - confidence;
+    if p < alpha && difference > tolerance {
+        return ErrorComparison::Fail {
+            reason: format!(
+                "candidate error rate {:.2}% ({} of {} requests) is {:.2} points above \
+                 stable's {:.2}% ({} of {}), more than {:.2}, and significantly so \
+                 (Fisher's exact one-sided p = {} < {})",
+                rc * 100.0,
+                candidate.errors.min(candidate.requests),
+                candidate.requests,
+                difference * 100.0,
+                rs * 100.0,
+                stable.errors.min(stable.requests),
+                stable.requests,
+                tolerance * 100.0,
+                fmt_p(p),
+                fmt_p(alpha),
+            ),
+            p,
+            difference,
+        };
+    }
+    ErrorComparison::Pass { p, difference }
 }
 
 /// The judgement of the candidate against stable on one metric, with the numbers it
@@ -402,6 +516,120 @@ pub fn judge_feedback(a: &Analysis, candidate: &Labels, stable: &Labels) -> Verd
     Verdict::Pass
 }
 
+/// Both variants' live traffic over one analysis window, as the gateway or
+/// Prometheus measured it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Live {
+    pub candidate: Window,
+    pub stable: Window,
+    /// Request latencies in seconds (reconstructed from histograms), for the rank
+    /// test of [`compare_latency`].
+    pub candidate_latencies: Vec<f64>,
+    pub stable_latencies: Vec<f64>,
+}
+
+/// A verdict on live traffic and the numbers it rests on, as journaled: the
+/// comparisons' `error_comparison`, `latency_comparison` and `drift`, each present
+/// when it was made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveJudgement {
+    pub verdict: Verdict,
+    pub numbers: Map<String, Value>,
+}
+
+/// Judge the candidate on live traffic, the same way wherever the numbers come from
+/// (the gateway on one machine, Prometheus on a cluster):
+///
+/// 1. [`judge`]: the candidate's own error rate and latency percentiles against the
+///    absolute limits; fewer than `min_requests` requests is inconclusive;
+/// 2. if that passes and `compare_errors` is on, [`compare_errors`] against stable;
+/// 3. if that passes and `compare_latency` is on, [`compare_latency`], which fails
+///    only when the candidate's median is also more than `latency_slack_ms` slower.
+///
+/// Both comparisons need [`MIN_COMPARISON_SAMPLES`] requests a side (or
+/// `min_requests`, if more); with fewer, or with no stable traffic (blue-green at
+/// 100%), they are left out and only the absolute limits decide. Prediction drift
+/// needs the servers' class counts: [`LiveJudgement::drift`] adds it.
+pub fn judge_live(a: &Analysis, live: &Live) -> LiveJudgement {
+    let (c, s) = (&live.candidate, &live.stable);
+    let mut verdict = judge(a, c);
+    let mut numbers = Map::new();
+    let min = a.min_requests.max(MIN_COMPARISON_SAMPLES);
+    if verdict == Verdict::Pass && a.compare_errors {
+        let cmp = compare_errors(c, s, a.confidence, a.error_tolerance, min);
+        match cmp {
+            ErrorComparison::Pass { p, difference } => {
+                numbers.insert(
+                    "error_comparison".into(),
+                    json!({ "p": p, "difference": difference }),
+                );
+            }
+            ErrorComparison::Fail {
+                reason,
+                p,
+                difference,
+            } => {
+                numbers.insert(
+                    "error_comparison".into(),
+                    json!({ "p": p, "difference": difference }),
+                );
+                verdict = Verdict::Fail { reason };
+            }
+            ErrorComparison::Inconclusive { .. } => {}
+        }
+    }
+    if verdict == Verdict::Pass && a.compare_latency {
+        let cmp = compare_latency(
+            &live.candidate_latencies,
+            &live.stable_latencies,
+            a.confidence,
+            a.tolerance,
+            min as usize,
+        );
+        let slower_ms = match (c.p50_seconds, s.p50_seconds) {
+            (Some(x), Some(y)) => (x - y) * 1000.0,
+            _ => 0.0,
+        };
+        if let Comparison::Pass { p, ratio } | Comparison::Fail { p, ratio, .. } = &cmp {
+            numbers.insert(
+                "latency_comparison".into(),
+                json!({ "p": p, "median_ratio": ratio, "median_slower_ms": slower_ms }),
+            );
+        }
+        if let Comparison::Fail { reason, .. } = cmp
+            && slower_ms > a.latency_slack_ms
+        {
+            verdict = Verdict::Fail { reason };
+        }
+    }
+    LiveJudgement { verdict, numbers }
+}
+
+impl LiveJudgement {
+    /// Add prediction drift ([`drift`]) over the window's predicted-class counts
+    /// (index `i`: class `i`), if drift is on and the verdict so far is a pass; fewer
+    /// than `min_requests` predictions a side leaves it out.
+    pub fn drift(&mut self, a: &Analysis, stable_counts: &[u64], candidate_counts: &[u64]) {
+        if !a.drift || self.verdict != Verdict::Pass {
+            return;
+        }
+        let d = drift(stable_counts, candidate_counts, a.max_psi, a.min_requests);
+        if let Drift::Pass { psi } | Drift::Fail { psi, .. } = &d {
+            self.numbers.insert(
+                "drift".into(),
+                json!({
+                    "psi": psi,
+                    "stable_classes": stable_counts,
+                    "candidate_classes": candidate_counts,
+                }),
+            );
+        }
+        if let Drift::Fail { reason, .. } = d {
+            self.verdict = Verdict::Fail { reason };
+        }
+    }
+}
+
 /// The median of a non-empty sample without NaNs.
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
@@ -442,6 +670,7 @@ mod tests {
             requests,
             errors,
             p99_seconds: Some(p99),
+            ..Window::default()
         };
         assert_eq!(judge(&a(), &w(100, 0, 0.01)), Verdict::Pass);
         assert!(matches!(
@@ -462,6 +691,194 @@ mod tests {
             Verdict::Inconclusive { .. }
         ));
         assert_eq!(judge(&a(), &w(100, 5, 0.01)), Verdict::Pass);
+    }
+
+    #[test]
+    fn p50_and_p95_limits_apply_when_set() {
+        let w = Window {
+            requests: 100,
+            errors: 0,
+            p50_seconds: Some(0.030),
+            p95_seconds: Some(0.060),
+            p99_seconds: Some(0.080),
+        };
+        // Unset: only p99 (100 ms) decides.
+        assert_eq!(judge(&a(), &w), Verdict::Pass);
+        let strict = |p95: Option<f64>, p50: Option<f64>| Analysis {
+            max_p95_ms: p95,
+            max_p50_ms: p50,
+            ..a()
+        };
+        let Verdict::Fail { reason } = judge(&strict(Some(50.0), None), &w) else {
+            panic!("p95 60 ms above 50 ms must fail")
+        };
+        assert!(
+            reason.contains("p95 latency 60.0 ms over 100 requests is above 50 ms"),
+            "{reason}"
+        );
+        let Verdict::Fail { reason } = judge(&strict(None, Some(20.0)), &w) else {
+            panic!("p50 30 ms above 20 ms must fail")
+        };
+        assert!(reason.contains("p50 latency 30.0 ms"), "{reason}");
+        assert_eq!(judge(&strict(Some(70.0), Some(40.0)), &w), Verdict::Pass);
+    }
+
+    fn errors(requests: u64, errors: u64) -> Window {
+        Window {
+            requests,
+            errors,
+            ..Window::default()
+        }
+    }
+
+    #[test]
+    fn more_errors_than_stable_fails_the_comparison_with_the_numbers() {
+        // 0.8% against 0.05%: under an absolute 1%, but 16 times stable's rate.
+        match compare_errors(&errors(2000, 16), &errors(2000, 1), 0.95, 0.005, 30) {
+            ErrorComparison::Fail {
+                reason,
+                p,
+                difference,
+            } => {
+                assert!(p < 0.001, "{p}");
+                assert!((difference - 0.0075).abs() < 1e-12, "{difference}");
+                for part in [
+                    "0.80% (16 of 2000 requests)",
+                    "0.75 points above stable's 0.05% (1 of 2000)",
+                    "more than 0.50",
+                    "Fisher's exact one-sided p",
+                ] {
+                    assert!(reason.contains(part), "{part:?} not in {reason:?}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_comparison_needs_significance_and_a_material_difference() {
+        // Same rate: no evidence.
+        assert!(matches!(
+            compare_errors(&errors(1000, 5), &errors(1000, 5), 0.95, 0.0, 30),
+            ErrorComparison::Pass { p, .. } if p > 0.5
+        ));
+        // Significant, but 0.3 points is within a 0.5-point tolerance.
+        assert!(matches!(
+            compare_errors(&errors(100_000, 400), &errors(100_000, 100), 0.95, 0.005, 30),
+            ErrorComparison::Pass { p, .. } if p < 1e-10
+        ));
+        // Material, but 2 errors against none on 40 requests is not significant.
+        assert!(matches!(
+            compare_errors(&errors(40, 2), &errors(40, 0), 0.95, 0.005, 30),
+            ErrorComparison::Pass { p, .. } if p > 0.05
+        ));
+        // Fewer errors than stable passes.
+        assert!(matches!(
+            compare_errors(&errors(1000, 0), &errors(1000, 30), 0.95, 0.0, 30),
+            ErrorComparison::Pass { difference, .. } if difference < 0.0
+        ));
+        // Too little traffic on a side, or a bad setting: inconclusive.
+        assert!(matches!(
+            compare_errors(&errors(1000, 50), &errors(10, 0), 0.95, 0.005, 30),
+            ErrorComparison::Inconclusive { ref reason } if reason.contains("1000 candidate and 10 stable")
+        ));
+        assert!(matches!(
+            compare_errors(&errors(1000, 50), &errors(1000, 0), 1.0, 0.005, 30),
+            ErrorComparison::Inconclusive { .. }
+        ));
+        assert!(matches!(
+            compare_errors(&errors(1000, 50), &errors(1000, 0), 0.95, f64::NAN, 30),
+            ErrorComparison::Inconclusive { .. }
+        ));
+    }
+
+    fn live(c: Window, s: Window, c_lat: Vec<f64>, s_lat: Vec<f64>) -> Live {
+        Live {
+            candidate: c,
+            stable: s,
+            candidate_latencies: c_lat,
+            stable_latencies: s_lat,
+        }
+    }
+
+    #[test]
+    fn judge_live_runs_the_checks_in_order_and_records_their_numbers() {
+        let a = Analysis {
+            max_error_rate: 0.05,
+            min_requests: 20,
+            ..Analysis::default()
+        };
+        let s = stable();
+        let w = |errors, p50| Window {
+            requests: 200,
+            errors,
+            p50_seconds: Some(p50),
+            p99_seconds: Some(0.006),
+            ..Window::default()
+        };
+        // Alike: both comparisons made, both pass.
+        let j = judge_live(&a, &live(w(0, 0.005), w(0, 0.005), s.clone(), s.clone()));
+        assert_eq!(j.verdict, Verdict::Pass);
+        assert_eq!(j.numbers["error_comparison"]["p"], 1.0);
+        assert!(j.numbers["latency_comparison"]["p"].as_f64().unwrap() > 0.5);
+        // 4% errors: under the absolute 5%, far above stable's 0%.
+        let j = judge_live(&a, &live(w(8, 0.005), w(0, 0.005), s.clone(), s.clone()));
+        assert!(
+            matches!(&j.verdict, Verdict::Fail { reason } if reason.contains("Fisher")),
+            "{:?}",
+            j.verdict
+        );
+        assert!(j.numbers["error_comparison"]["p"].as_f64().unwrap() < 0.05);
+        assert!(
+            j.numbers.get("latency_comparison").is_none(),
+            "stops at the first failure"
+        );
+        // 10× slower medians, 45 ms more: the latency comparison fails.
+        let j = judge_live(
+            &a,
+            &live(w(0, 0.050), w(0, 0.005), scaled(&s, 10.0), s.clone()),
+        );
+        assert!(
+            matches!(&j.verdict, Verdict::Fail { reason } if reason.contains("Mann-Whitney")),
+            "{:?}",
+            j.verdict
+        );
+        // ... unless within the slack in milliseconds.
+        let lenient = Analysis {
+            latency_slack_ms: 100.0,
+            ..a.clone()
+        };
+        let j = judge_live(
+            &lenient,
+            &live(w(0, 0.050), w(0, 0.005), scaled(&s, 10.0), s.clone()),
+        );
+        assert_eq!(j.verdict, Verdict::Pass);
+        // No stable traffic (blue-green at 100%): only the absolute limits decide.
+        let j = judge_live(
+            &a,
+            &live(w(8, 0.050), Window::default(), scaled(&s, 10.0), vec![]),
+        );
+        assert_eq!(j.verdict, Verdict::Pass);
+        assert!(j.numbers.is_empty(), "{:?}", j.numbers);
+        // Comparisons switched off.
+        let off = Analysis {
+            compare_errors: false,
+            compare_latency: false,
+            ..a.clone()
+        };
+        let j = judge_live(
+            &off,
+            &live(w(8, 0.050), w(0, 0.005), scaled(&s, 10.0), s.clone()),
+        );
+        assert_eq!(j.verdict, Verdict::Pass);
+        // Drift is added only on a pass.
+        let mut j = judge_live(&a, &live(w(0, 0.005), w(0, 0.005), s.clone(), s.clone()));
+        j.drift(&a, &[900, 100], &[50, 50]);
+        assert!(matches!(&j.verdict, Verdict::Fail { reason } if reason.contains("PSI")));
+        assert!(j.numbers["drift"]["psi"].as_f64().unwrap() > 0.25);
+        let mut failed = judge_live(&a, &live(w(8, 0.005), w(0, 0.005), s.clone(), s.clone()));
+        failed.drift(&a, &[900, 100], &[50, 50]);
+        assert!(failed.numbers.get("drift").is_none());
     }
 
     /// 200 latencies spread evenly over 4..6 ms, in a scrambled order.

@@ -236,6 +236,10 @@ impl Default for ServerConfig {
     }
 }
 
+/// Most `analysis.drift_bins` edges (hoist-server counts 64 classes, the last one
+/// `other`).
+pub const MAX_DRIFT_BIN_EDGES: usize = 63;
+
 /// Thresholds that judge the candidate while it takes traffic. Each environment may
 /// override any of them in its own `analysis` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +253,10 @@ pub struct Analysis {
     pub max_error_rate: f64,
     /// Highest p99 latency of the candidate, in milliseconds.
     pub max_p99_ms: f64,
+    /// Highest p95 latency of the candidate, in milliseconds; unset: none.
+    pub max_p95_ms: Option<f64>,
+    /// Highest median latency of the candidate, in milliseconds; unset: none.
+    pub max_p50_ms: Option<f64>,
     /// Fewest candidate requests in a step's window before a verdict is given.
     pub min_requests: u64,
     /// How long past a step's pause to wait for `min_requests` before failing the
@@ -260,6 +268,13 @@ pub struct Analysis {
     /// Roll back after this many failed measurements in a row, whatever
     /// `failure_limit` says (0: off).
     pub consecutive_failures: u32,
+    /// Also compare the candidate's error rate with stable's over the same window
+    /// (Fisher's exact test): fail when the candidate fails a significantly larger
+    /// share of requests and its rate is more than `error_tolerance` above stable's.
+    pub compare_errors: bool,
+    /// Absolute error-rate increase over stable's tolerated even when significant
+    /// (0.005 = half a percentage point).
+    pub error_tolerance: f64,
     /// Also compare the candidate's latencies with stable's over the same window
     /// (one-sided Mann-Whitney U): fail when the candidate is significantly slower
     /// and its median is more than `tolerance` above stable's.
@@ -277,6 +292,10 @@ pub struct Analysis {
     pub drift: bool,
     /// Highest PSI tolerated (0.1: small shift, 0.25: large).
     pub max_psi: f64,
+    /// For a regressor (one number per row, no label output): bin edges its
+    /// servers count answers by (`hoist-server --prediction-bins`), so drift is
+    /// judged on the binned values as on classes. Empty: only labels are counted.
+    pub drift_bins: Vec<f64>,
     /// Shadow steps: lowest share of mirrored rows on which the candidate predicts
     /// the same class as stable (0.95 = 95%).
     pub min_agreement: f64,
@@ -303,16 +322,21 @@ impl Default for Analysis {
             interval: Dur(Duration::from_secs(1)),
             max_error_rate: 0.01,
             max_p99_ms: 250.0,
+            max_p95_ms: None,
+            max_p50_ms: None,
             min_requests: 20,
             max_inconclusive: Dur(Duration::from_secs(60)),
             failure_limit: 0,
             consecutive_failures: 0,
+            compare_errors: true,
+            error_tolerance: 0.005,
             compare_latency: true,
             confidence: 0.95,
             tolerance: 0.5,
             latency_slack_ms: 5.0,
             drift: true,
             max_psi: 0.25,
+            drift_bins: Vec::new(),
             min_agreement: 0.95,
             max_probability_diff: 0.1,
             feedback: false,
@@ -331,16 +355,21 @@ pub struct AnalysisOverride {
     pub interval: Option<Dur>,
     pub max_error_rate: Option<f64>,
     pub max_p99_ms: Option<f64>,
+    pub max_p95_ms: Option<f64>,
+    pub max_p50_ms: Option<f64>,
     pub min_requests: Option<u64>,
     pub max_inconclusive: Option<Dur>,
     pub failure_limit: Option<u32>,
     pub consecutive_failures: Option<u32>,
+    pub compare_errors: Option<bool>,
+    pub error_tolerance: Option<f64>,
     pub compare_latency: Option<bool>,
     pub confidence: Option<f64>,
     pub tolerance: Option<f64>,
     pub latency_slack_ms: Option<f64>,
     pub drift: Option<bool>,
     pub max_psi: Option<f64>,
+    pub drift_bins: Option<Vec<f64>>,
     pub min_agreement: Option<f64>,
     pub max_probability_diff: Option<f64>,
     pub feedback: Option<bool>,
@@ -356,16 +385,24 @@ impl Analysis {
             interval: o.interval.unwrap_or(self.interval),
             max_error_rate: o.max_error_rate.unwrap_or(self.max_error_rate),
             max_p99_ms: o.max_p99_ms.unwrap_or(self.max_p99_ms),
+            max_p95_ms: o.max_p95_ms.or(self.max_p95_ms),
+            max_p50_ms: o.max_p50_ms.or(self.max_p50_ms),
             min_requests: o.min_requests.unwrap_or(self.min_requests),
             max_inconclusive: o.max_inconclusive.unwrap_or(self.max_inconclusive),
             failure_limit: o.failure_limit.unwrap_or(self.failure_limit),
             consecutive_failures: o.consecutive_failures.unwrap_or(self.consecutive_failures),
+            compare_errors: o.compare_errors.unwrap_or(self.compare_errors),
+            error_tolerance: o.error_tolerance.unwrap_or(self.error_tolerance),
             compare_latency: o.compare_latency.unwrap_or(self.compare_latency),
             confidence: o.confidence.unwrap_or(self.confidence),
             tolerance: o.tolerance.unwrap_or(self.tolerance),
             latency_slack_ms: o.latency_slack_ms.unwrap_or(self.latency_slack_ms),
             drift: o.drift.unwrap_or(self.drift),
             max_psi: o.max_psi.unwrap_or(self.max_psi),
+            drift_bins: o
+                .drift_bins
+                .clone()
+                .unwrap_or_else(|| self.drift_bins.clone()),
             min_agreement: o.min_agreement.unwrap_or(self.min_agreement),
             max_probability_diff: o.max_probability_diff.unwrap_or(self.max_probability_diff),
             feedback: o.feedback.unwrap_or(self.feedback),
@@ -779,8 +816,16 @@ impl Config {
                     a.max_error_rate
                 ));
             }
-            if a.max_p99_ms.is_nan() || a.max_p99_ms <= 0.0 {
-                return Err(format!("{key}.analysis.max_p99_ms: must be above 0"));
+            for (name, v) in [
+                ("max_p99_ms", Some(a.max_p99_ms)),
+                ("max_p95_ms", a.max_p95_ms),
+                ("max_p50_ms", a.max_p50_ms),
+            ] {
+                if let Some(v) = v
+                    && !(v > 0.0 && v.is_finite())
+                {
+                    return Err(format!("{key}.analysis.{name}: must be above 0, not {v}"));
+                }
             }
             if !(0.5..1.0).contains(&a.confidence) {
                 return Err(format!(
@@ -795,6 +840,7 @@ impl Config {
                 return Err(format!("{key}.analysis.interval: must be at least 10ms"));
             }
             for (name, v) in [
+                ("error_tolerance", Some(a.error_tolerance)),
                 ("min_agreement", Some(a.min_agreement)),
                 ("max_probability_diff", Some(a.max_probability_diff)),
                 ("min_accuracy", a.min_accuracy),
@@ -807,6 +853,23 @@ impl Config {
                         "{key}.analysis.{name}: must be a share from 0 to 1, not {v}"
                     ));
                 }
+            }
+            if let Some(e) = a.drift_bins.iter().find(|e| !e.is_finite()) {
+                return Err(format!(
+                    "{key}.analysis.drift_bins: {e} is not a finite number"
+                ));
+            }
+            if let Some(w) = a.drift_bins.windows(2).find(|w| w[0] >= w[1]) {
+                return Err(format!(
+                    "{key}.analysis.drift_bins: edges must be strictly ascending; {} is followed by {}",
+                    w[0], w[1]
+                ));
+            }
+            if a.drift_bins.len() > MAX_DRIFT_BIN_EDGES {
+                return Err(format!(
+                    "{key}.analysis.drift_bins: {} edges; at most {MAX_DRIFT_BIN_EDGES}",
+                    a.drift_bins.len()
+                ));
             }
             if a.feedback && a.min_labels == 0 {
                 return Err(format!(
@@ -830,6 +893,20 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The hoist-server flags of `env`'s model servers beyond the model, its name,
+    /// version, address and `--runtime` (the same on one machine and in a pod):
+    /// `server.args`, and `--prediction-bins` when the environment's analysis has
+    /// `drift_bins`.
+    pub fn server_args(&self, env: &Environment) -> Vec<String> {
+        let mut args = self.server.args.clone();
+        let bins = &self.analysis.with(&env.analysis).drift_bins;
+        if !bins.is_empty() {
+            let edges: Vec<String> = bins.iter().map(|e| e.to_string()).collect();
+            args.extend(["--prediction-bins".to_string(), edges.join(",")]);
+        }
+        args
     }
 
     pub fn environment(&self, name: &str) -> Option<&Environment> {
@@ -999,5 +1076,50 @@ events = ["rolled_back"]
         let err = Config::parse(text, "hoist.toml").unwrap_err().to_string();
         assert!(err.contains("declared twice"), "{err}");
         assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn comparison_and_drift_bin_keys_are_checked_and_reach_the_servers() {
+        let env = |analysis: &str| {
+            format!(
+                "[analysis]\nmax_p95_ms = 80\n[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\nanalysis = {{ {analysis} }}\n"
+            )
+        };
+        let c = Config::parse(
+            &env("drift_bins = [100, 150.5, 200], error_tolerance = 0.01, max_p50_ms = 20"),
+            "hoist.toml",
+        )
+        .unwrap();
+        let a = c.analysis.with(&c.environments[0].analysis);
+        assert_eq!(a.max_p95_ms, Some(80.0), "inherited from [analysis]");
+        assert_eq!(a.max_p50_ms, Some(20.0));
+        assert_eq!(a.error_tolerance, 0.01);
+        assert!(a.compare_errors, "on by default");
+        assert_eq!(
+            c.server_args(&c.environments[0]),
+            vec!["--prediction-bins", "100,150.5,200"]
+        );
+        // No bins: no flag.
+        let c = Config::parse(&env("max_p50_ms = 20"), "hoist.toml").unwrap();
+        assert!(c.server_args(&c.environments[0]).is_empty());
+        for (analysis, want) in [
+            (
+                "drift_bins = [200, 100]",
+                "environments[0].analysis.drift_bins: edges must be strictly ascending; 200 is followed by 100",
+            ),
+            (
+                "error_tolerance = 2.0",
+                "environments[0].analysis.error_tolerance: must be a share from 0 to 1",
+            ),
+            (
+                "max_p50_ms = 0",
+                "environments[0].analysis.max_p50_ms: must be above 0",
+            ),
+        ] {
+            let err = Config::parse(&env(analysis), "hoist.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{analysis}: {err}");
+        }
     }
 }

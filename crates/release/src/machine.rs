@@ -27,6 +27,11 @@ pub struct Plan {
     /// before its smoke test and before any user traffic.
     #[serde(default)]
     pub gates: bool,
+    /// Why this release may change the model's inputs or outputs (the `signature`
+    /// gate then passes a difference): it was marked a breaking change at deploy.
+    /// `None`: not marked here (the version's registry tag may still mark it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaking_change: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +136,7 @@ impl Plan {
         Ok(Plan {
             envs,
             gates: !cfg.gates.is_empty(),
+            breaking_change: None,
         })
     }
 }
@@ -865,6 +871,7 @@ mod tests {
                 },
             ],
             gates: false,
+            breaking_change: None,
         }
     }
 

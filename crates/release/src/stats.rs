@@ -1,5 +1,6 @@
 //! Small, dependency-free statistics for judging a candidate against stable: the
-//! Mann-Whitney U test (is one sample's distribution shifted above the other's?) and
+//! Mann-Whitney U test (is one sample's distribution shifted above the other's?),
+//! Fisher's exact test (does one variant fail a larger share of its requests?) and
 //! the population stability index (how far has a binned distribution moved?).
 //!
 //! Every function here is pure and total: empty, degenerate or odd inputs give a
@@ -138,6 +139,97 @@ pub fn normal_cdf(x: f64) -> f64 {
 /// without cancellation in the upper tail.
 pub fn normal_sf(x: f64) -> f64 {
     0.5 * erfc(x / std::f64::consts::SQRT_2)
+}
+
+/// `ln Γ(x)` for `x > 0`, by the Lanczos approximation (g = 7, 9 coefficients, as in
+/// Press et al., "Numerical Recipes", 3rd ed., §6.1, and Python's `math.lgamma`
+/// before 3.x's libm): a relative error near 1e-15 over the range the tests use.
+pub fn ln_gamma(x: f64) -> f64 {
+    const G: f64 = 7.0;
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // Reflection: Γ(x) Γ(1 - x) = π / sin(πx).
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).abs().ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let t = x + G + 0.5;
+    let sum = C[1..]
+        .iter()
+        .enumerate()
+        .fold(C[0], |acc, (i, c)| acc + c / (x + i as f64 + 1.0));
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
+}
+
+/// `ln C(n, k)`, the log of the binomial coefficient (`-inf` when `k > n`).
+fn ln_choose(n: u64, k: u64) -> f64 {
+    if k > n {
+        return f64::NEG_INFINITY;
+    }
+    ln_gamma(n as f64 + 1.0) - ln_gamma(k as f64 + 1.0) - ln_gamma((n - k) as f64 + 1.0)
+}
+
+/// Fisher's exact test, one-sided: the p-value for H1 "variant `a` fails a larger
+/// share of its requests than variant `b`", given `a_fail` failures in `a_n`
+/// requests and `b_fail` in `b_n`.
+///
+/// With the margins fixed, `a`'s failures follow the hypergeometric distribution
+/// (population `a_n + b_n`, `a_fail + b_fail` failures in it, `a_n` drawn); the
+/// p-value is `P(X >= a_fail)`. It is exact for any counts, which matters here: the
+/// usual case is a handful of errors against none, where the normal approximation of
+/// the two-proportion z-test is poor.
+///
+/// Failures above their request count are taken as that count. No request on either
+/// side, or no failure at all, is no evidence: the p-value is 1.
+pub fn fisher_exact_greater(a_fail: u64, a_n: u64, b_fail: u64, b_n: u64) -> f64 {
+    let (a_fail, b_fail) = (a_fail.min(a_n), b_fail.min(b_n));
+    let failures = a_fail + b_fail;
+    if a_n == 0 || b_n == 0 || failures == 0 {
+        return 1.0;
+    }
+    let total = a_n + b_n;
+    let ln_all = ln_choose(total, a_n);
+    let ln_term = |x: u64| ln_choose(failures, x) + ln_choose(total - failures, a_n - x) - ln_all;
+    // X runs from `lo` to `hi` (a_n - x must not exceed the successes).
+    let lo = a_n.saturating_sub(total - failures);
+    let hi = failures.min(a_n);
+    if a_fail <= lo {
+        return 1.0;
+    }
+    // Sum the smaller tail, from the observed value outwards: past the mode the terms
+    // fall geometrically, so stop once they no longer count. Below the mean, the
+    // upper tail is 1 minus the lower one (accurate where p is near 1).
+    let tail = |from: u64, to: u64, up: bool| {
+        let (mut sum, mut largest) = (0.0, f64::NEG_INFINITY);
+        let mut x = from;
+        loop {
+            let t = ln_term(x);
+            largest = largest.max(t);
+            sum += t.exp();
+            if t < largest - 40.0 || x == to {
+                break;
+            }
+            x = if up { x + 1 } else { x - 1 };
+        }
+        sum
+    };
+    let mean = a_n as f64 * failures as f64 / total as f64;
+    let p = if a_fail as f64 > mean {
+        tail(a_fail.min(hi), hi, true)
+    } else {
+        1.0 - tail(a_fail - 1, lo, false)
+    };
+    p.clamp(0.0, 1.0)
 }
 
 /// The proportion every bin is raised to, at least, before the PSI is computed: an
@@ -286,6 +378,56 @@ mod tests {
         assert!(r.p_two_sided < 1e-6, "{r:?}");
         let r = mann_whitney_u(&b, &a);
         assert!(r.p_greater > 0.999_999, "{r:?}");
+    }
+
+    #[test]
+    fn ln_gamma_matches_factorials() {
+        let mut f = 1.0f64;
+        for n in 1..30u32 {
+            f *= n as f64;
+            let got = ln_gamma(n as f64 + 1.0);
+            assert!(
+                close(got, f.ln(), 1e-12 * f.ln().max(1.0)),
+                "ln {n}! = {got}"
+            );
+        }
+        // Γ(1/2) = √π.
+        assert!(close(
+            ln_gamma(0.5),
+            std::f64::consts::PI.sqrt().ln(),
+            1e-13
+        ));
+        assert!(close(ln_gamma(1.0), 0.0, 1e-14));
+    }
+
+    #[test]
+    fn fisher_exact_reference_values() {
+        // The hypergeometric tail computed exactly with Python's math.comb (what
+        // scipy.stats.fisher_exact(..., alternative="greater") reports).
+        // 3 of 10 against 0 of 10: C(10,3)/C(20,3) = 120/1140.
+        assert!(close(
+            fisher_exact_greater(3, 10, 0, 10),
+            120.0 / 1140.0,
+            1e-12
+        ));
+        // 1 of 2 against 0 of 2: C(1,1) C(3,1) / C(4,2) = 3/6.
+        assert!(close(fisher_exact_greater(1, 2, 0, 2), 0.5, 1e-12));
+        // The lady tasting tea: 3 of 4 against 1 of 4 gives 17/70.
+        assert!(close(fisher_exact_greater(3, 4, 1, 4), 17.0 / 70.0, 1e-12));
+        // 8 errors in 1000 against 1 in 1000.
+        let p = fisher_exact_greater(8, 1000, 1, 1000);
+        assert!(close(p, 0.019_320_577_475_911_22, 1e-10), "{p}");
+        // Fewer failures than the other side: no evidence.
+        assert!(fisher_exact_greater(0, 1000, 9, 1000) > 0.99);
+        assert_eq!(fisher_exact_greater(0, 10, 0, 10), 1.0);
+        assert_eq!(fisher_exact_greater(5, 0, 0, 10), 1.0);
+        assert_eq!(fisher_exact_greater(5, 10, 0, 0), 1.0);
+        // Failures above the request count are clamped; everything failing is no
+        // difference.
+        assert!(fisher_exact_greater(50, 10, 10, 10) > 0.99);
+        // Large counts stay finite and tiny.
+        let p = fisher_exact_greater(5_000, 1_000_000, 100, 1_000_000);
+        assert!(p.is_finite() && p < 1e-100, "{p}");
     }
 
     #[test]

@@ -133,6 +133,7 @@ fn arb_plan() -> impl Strategy<Value = Plan> {
         });
     (proptest::collection::vec(env, 1..4), any::<bool>()).prop_map(|(envs, gates)| Plan {
         gates,
+        breaking_change: None,
         envs: envs
             .into_iter()
             .enumerate()

@@ -1,8 +1,12 @@
 //! Property tests of the statistics behind the comparison judges: the population
-//! stability index and the Mann-Whitney U test.
+//! stability index, the Mann-Whitney U test and Fisher's exact test.
 
-use hoist_release::analysis::{Comparison, Drift, compare_latency, drift};
-use hoist_release::stats::{PSI_EPSILON, mann_whitney_u, psi, psi_from_counts};
+use hoist_release::analysis::{
+    Comparison, Drift, ErrorComparison, Window, compare_errors, compare_latency, drift,
+};
+use hoist_release::stats::{
+    PSI_EPSILON, fisher_exact_greater, mann_whitney_u, psi, psi_from_counts,
+};
 use proptest::prelude::*;
 
 /// Latency-like values: often small integers (so that ties are common), otherwise
@@ -124,5 +128,29 @@ proptest! {
             matches!(judged, Drift::Inconclusive { .. })
         };
         prop_assert!(expected, "{:?}", judged);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn fisher_is_a_probability_and_identical_rates_never_fail(
+        fail in 0u64..500, extra in 0u64..5000, other_fail in 0u64..500, other_extra in 0u64..5000,
+    ) {
+        let (n, m) = (fail + extra, other_fail + other_extra);
+        let p = fisher_exact_greater(fail, n, other_fail, m);
+        prop_assert!((0.0..=1.0).contains(&p), "{}", p);
+        // The same counts on both sides sit at the distribution's centre.
+        prop_assert!(fisher_exact_greater(fail, n, fail, n) >= 0.5);
+        let same = Window { requests: n, errors: fail, ..Window::default() };
+        let judged = compare_errors(&same, &same, 0.95, 0.0, 0);
+        let never_fails = !matches!(judged, ErrorComparison::Fail { .. });
+        prop_assert!(never_fails, "{:?}", judged);
+        // One more failure on `a` is never less evidence.
+        if fail < n {
+            // (Within rounding: the terms come from ln Γ of numbers up to 11 000.)
+            prop_assert!(fisher_exact_greater(fail + 1, n, other_fail, m) <= p * (1.0 + 1e-9) + 1e-12);
+        }
     }
 }

@@ -163,6 +163,10 @@ struct CreateBody {
     env: Option<String>,
     #[serde(default)]
     supersede: bool,
+    /// The version may change the model's inputs or outputs: the signature gate
+    /// passes a difference from stable's.
+    #[serde(default)]
+    breaking_change: bool,
 }
 
 async fn create(
@@ -207,6 +211,7 @@ async fn create(
         env: b.env,
         supersede: b.supersede,
         trigger: format!("api: {sel}"),
+        breaking_change: b.breaking_change,
     };
     let rec = s.client.call(|reply| Cmd::Create { req, reply }).await??;
     Ok((StatusCode::CREATED, Json(rec)).into_response())
@@ -310,7 +315,7 @@ const OPENAPI: &str = r##"{
     "/api/v1/releases": {
       "get": { "summary": "Releases, newest first", "parameters": [ { "name": "env", "in": "query", "schema": { "type": "string" } }, { "name": "limit", "in": "query", "schema": { "type": "integer" } } ], "responses": { "200": { "description": "{ releases: [Release] }" } } },
       "post": { "summary": "Start a release", "security": [ { "token": [] } ],
-        "requestBody": { "content": { "application/json": { "schema": { "type": "object", "required": ["model"], "properties": { "model": { "type": "string", "description": "NAME, NAME/VERSION, NAME@ALIAS or NAME/STAGE" }, "env": { "type": "string" }, "supersede": { "type": "boolean" } } } } } },
+        "requestBody": { "content": { "application/json": { "schema": { "type": "object", "required": ["model"], "properties": { "model": { "type": "string", "description": "NAME, NAME/VERSION, NAME@ALIAS or NAME/STAGE" }, "env": { "type": "string" }, "supersede": { "type": "boolean" }, "breaking_change": { "type": "boolean", "description": "the version may change inputs or outputs: the signature gate passes a difference" } } } } } },
         "responses": { "201": { "description": "Release" }, "400": { "description": "Error" }, "401": { "description": "Error" }, "404": { "description": "Error" }, "409": { "description": "another release is mid-rollout, or the version is already live" } } }
     },
     "/api/v1/releases/{id}": { "get": { "summary": "One release with every transition", "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } } ], "responses": { "200": { "description": "Release + transitions" }, "404": { "description": "Error" } } } },

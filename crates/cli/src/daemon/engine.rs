@@ -28,8 +28,6 @@ use tokio::task::AbortHandle;
 /// Requests per candidate replica in the smoke test (the first checks the answer's
 /// shape; all warm the server up).
 const SMOKE_ROUNDS: usize = 10;
-/// Fewest requests on each side before latencies are compared.
-const MIN_COMPARISON_SAMPLES: u64 = 30;
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -76,6 +74,8 @@ pub struct CreateRequest {
     pub env: Option<String>,
     pub supersede: bool,
     pub trigger: String,
+    /// Marked a breaking change at deploy (`hoist deploy --breaking-change`).
+    pub breaking_change: bool,
 }
 
 pub enum Cmd {
@@ -419,7 +419,9 @@ impl Engine {
             version.to_string(),
         );
         spec.extra_args = vec!["--runtime".into(), self.cfg.server.runtime.clone()];
-        spec.extra_args.extend(self.cfg.server.args.iter().cloned());
+        if let Some(e) = self.cfg.environment(env) {
+            spec.extra_args.extend(self.cfg.server_args(e));
+        }
         spec.ready_timeout = self.cfg.server.ready_timeout.0;
         spec.log_file = Some(self.log_dir.join(format!("{env}-v{version}.log")));
         spec
@@ -781,6 +783,7 @@ impl Engine {
             env: None,
             supersede: false,
             trigger: trigger.clone(),
+            breaking_change: false,
         };
         self.say(
             None,
@@ -803,8 +806,11 @@ impl Engine {
     fn create_with_plan(
         &mut self,
         req: CreateRequest,
-        plan: Plan,
+        mut plan: Plan,
     ) -> Result<ReleaseRecord, ApiError> {
+        if req.breaking_change {
+            plan.breaking_change = Some("marked at deploy (`--breaking-change`)".into());
+        }
         // Already live everywhere it would go?
         let live_everywhere = plan.envs.iter().all(|e| {
             self.journal
@@ -945,6 +951,7 @@ impl Engine {
                 consecutive_failures: 0,
             }],
             gates: false,
+            breaking_change: None,
         };
         self.create_with_plan(
             CreateRequest {
@@ -952,6 +959,7 @@ impl Engine {
                 env: Some(env),
                 supersede: true,
                 trigger: format!("rollback to v{target}"),
+                breaking_change: false,
             },
             plan,
         )
@@ -1209,6 +1217,7 @@ impl Engine {
                     version: r.version.clone(),
                     digest: rec.and_then(|r| r.digest).unwrap_or_default(),
                     base_dir: self.base_dir.clone(),
+                    breaking_change: r.plan.breaking_change.clone(),
                 };
                 let gates = self.cfg.gates.clone();
                 let http = self.http.clone();
@@ -1216,7 +1225,12 @@ impl Engine {
                     Some(id),
                     format!("release {id}: {env}: running {} gate(s)", gates.len()),
                 );
+                let registry = self.registry.clone();
                 tokio::spawn(async move {
+                    let mut ctx = ctx;
+                    if ctx.breaking_change.is_none() {
+                        ctx.breaking_change = breaking_change_tag(registry, &ctx).await;
+                    }
                     let result = super::gates::run(&gates, &ctx, &http).await;
                     let _ = tx.send(Cmd::Gates { id, result }).await;
                 });
@@ -1327,60 +1341,27 @@ impl Engine {
                         tick.tick().await;
                         let snap = gateway.metrics().since(&baseline);
                         let c = &snap.candidate;
-                        let window = Window {
-                            requests: c.requests,
-                            errors: c.server_errors + c.upstream_errors,
-                            p99_seconds: c.quantile(0.99),
-                        };
-                        let mut verdict = if live {
-                            analysis::judge(&analysis, &window)
+                        let mut judged = if live {
+                            analysis::judge_live(&analysis, &live_window(&snap))
                         } else {
-                            Verdict::Pass
+                            analysis::LiveJudgement {
+                                verdict: Verdict::Pass,
+                                numbers: Default::default(),
+                            }
                         };
-                        let mut numbers = serde_json::json!({
-                            "candidate": WindowView::of(c),
-                            "stable": WindowView::of(&snap.stable),
-                        });
                         if shadow_step {
                             let (v, n) = judge_shadow(&analysis, &snap.shadow);
-                            numbers["shadow"] = n;
-                            verdict = worse(verdict, v);
+                            judged.numbers.insert("shadow".into(), n);
+                            judged.verdict = worse(judged.verdict, v);
                         }
                         if live && analysis.feedback {
                             let (v, n) = judge_feedback(&analysis, &snap);
-                            numbers["feedback"] = n;
-                            verdict = worse(verdict, v);
+                            judged.numbers.insert("feedback".into(), n);
+                            judged.verdict = worse(judged.verdict, v);
                         }
-                        // Candidate against stable on the same window: significantly
-                        // slower beyond the tolerance fails even under the absolute budget.
-                        if live && verdict == Verdict::Pass && analysis.compare_latency {
-                            let cmp = analysis::compare_latency(
-                                &c.latency_samples(),
-                                &snap.stable.latency_samples(),
-                                analysis.confidence,
-                                analysis.tolerance,
-                                // Rank tests on a handful of requests are noise.
-                                analysis.min_requests.max(MIN_COMPARISON_SAMPLES) as usize,
-                            );
-                            let slower_ms = match (c.quantile(0.5), snap.stable.quantile(0.5)) {
-                                (Some(a), Some(b)) => (a - b) * 1000.0,
-                                _ => 0.0,
-                            };
-                            if let analysis::Comparison::Pass { p, ratio }
-                            | analysis::Comparison::Fail { p, ratio, .. } = &cmp
-                            {
-                                numbers["latency_comparison"] = serde_json::json!({
-                                    "p": p, "median_ratio": ratio, "median_slower_ms": slower_ms,
-                                });
-                            }
-                            if let analysis::Comparison::Fail { .. } = cmp
-                                && slower_ms > analysis.latency_slack_ms
-                            {
-                                verdict = cmp.verdict();
-                            }
-                        }
-                        // The candidate's predicted classes against stable's.
-                        if verdict == Verdict::Pass
+                        // The candidate's predicted classes against stable's (the
+                        // servers' counters, read only when everything else passed).
+                        if judged.verdict == Verdict::Pass
                             && let (Some(c0), Some(s0)) = (&cand0, &stable0)
                             && let (Some(c1), Some(s1)) = (
                                 predictions(&http, &cand_addrs).await,
@@ -1390,25 +1371,12 @@ impl Engine {
                             let diff = |a: &[u64], b: &[u64]| -> Vec<u64> {
                                 a.iter().zip(b).map(|(x, y)| x.saturating_sub(*y)).collect()
                             };
-                            let d = analysis::drift(
-                                &diff(&s1, s0),
-                                &diff(&c1, c0),
-                                analysis.max_psi,
-                                analysis.min_requests,
-                            );
-                            if let analysis::Drift::Pass { psi }
-                            | analysis::Drift::Fail { psi, .. } = &d
-                            {
-                                numbers["drift"] = serde_json::json!({
-                                    "psi": psi,
-                                    "stable_classes": diff(&s1, s0),
-                                    "candidate_classes": diff(&c1, c0),
-                                });
-                            }
-                            if let analysis::Drift::Fail { .. } = d {
-                                verdict = d.verdict();
-                            }
+                            judged.drift(&analysis, &diff(&s1, s0), &diff(&c1, c0));
                         }
+                        let mut numbers = serde_json::Value::Object(judged.numbers);
+                        numbers["candidate"] = serde_json::json!(WindowView::of(c));
+                        numbers["stable"] = serde_json::json!(WindowView::of(&snap.stable));
+                        let verdict = judged.verdict;
                         let view = WindowView::of(c);
                         if tx
                             .send(Cmd::Verdict {
@@ -1691,6 +1659,43 @@ async fn cluster_analysis(
         if sent.is_err() {
             return;
         }
+    }
+}
+
+/// The registry tag that marks a model version as a breaking change (its inputs or
+/// outputs may differ from stable's): any value but `false`, `0` or empty.
+pub const BREAKING_CHANGE_TAG: &str = "hoist.breaking_change";
+
+/// Why the version is a breaking change according to its registry tags, if it is.
+/// A registry that cannot be read marks nothing (the signature gate then compares).
+async fn breaking_change_tag(
+    registry: Arc<dyn Registry>,
+    ctx: &super::gates::GateContext,
+) -> Option<String> {
+    let (model, version) = (ctx.model_name.clone(), ctx.version.clone());
+    let v = tokio::task::spawn_blocking(move || registry.get_version(&model, &version))
+        .await
+        .ok()?
+        .ok()?;
+    let value = v.tags.get(BREAKING_CHANGE_TAG)?.trim().to_string();
+    (!matches!(value.to_ascii_lowercase().as_str(), "" | "false" | "0"))
+        .then(|| format!("the version's registry tag {BREAKING_CHANGE_TAG} = {value}"))
+}
+
+/// Both variants' live numbers of a gateway window, for [`analysis::judge_live`].
+fn live_window(snap: &Snapshot) -> analysis::Live {
+    let window = |v: &VariantStats| Window {
+        requests: v.requests,
+        errors: v.server_errors + v.upstream_errors,
+        p50_seconds: v.quantile(0.5),
+        p95_seconds: v.quantile(0.95),
+        p99_seconds: v.quantile(0.99),
+    };
+    analysis::Live {
+        candidate: window(&snap.candidate),
+        stable: window(&snap.stable),
+        candidate_latencies: snap.candidate.latency_samples(),
+        stable_latencies: snap.stable.latency_samples(),
     }
 }
 

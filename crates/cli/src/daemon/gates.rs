@@ -21,6 +21,9 @@ pub struct GateContext {
     pub digest: String,
     /// Relative gate files are resolved here (the directory of hoist.toml).
     pub base_dir: PathBuf,
+    /// Why the release may change inputs and outputs (marked at deploy, or by the
+    /// version's registry tag); the signature gate then reports a difference and passes.
+    pub breaking_change: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -611,14 +614,19 @@ async fn signature(
             ));
         }
     }
-    let passed = diffs.is_empty() || allow_breaking;
+    let why = match (&ctx.breaking_change, allow_breaking) {
+        (Some(why), _) => Some(why.as_str()),
+        (None, true) => Some("allow_breaking = true"),
+        (None, false) => None,
+    };
+    let passed = diffs.is_empty() || why.is_some();
     Ok(GateReport {
         gate: "signature".into(),
         passed,
         summary: if diffs.is_empty() {
             "inputs and outputs match stable's".into()
-        } else if allow_breaking {
-            format!("breaking change allowed: {}", diffs.join("; "))
+        } else if let Some(why) = why {
+            format!("breaking change allowed ({why}): {}", diffs.join("; "))
         } else {
             format!("incompatible with stable: {}", diffs.join("; "))
         },

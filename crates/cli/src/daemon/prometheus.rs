@@ -42,8 +42,6 @@ pub const SERVICE_MONITOR_VARIANT_LABEL: &str = "hoist_dev_variant";
 /// Most latencies [`Histogram::samples`] reconstructs (as the gateway's
 /// `VariantStats::latency_samples`).
 const MAX_SAMPLES: f64 = 10_000.0;
-/// Fewest requests on each side before latencies are compared (as the engine).
-const MIN_COMPARISON_SAMPLES: u64 = 30;
 /// The prediction routes of hoist-server (its `route` label values).
 const SERVER_ROUTES: &str = "/v2/models/:model/infer|/invocations|/predict-image";
 
@@ -378,6 +376,8 @@ impl VariantMeasure {
         Window {
             requests: count(self.requests),
             errors: count(self.errors),
+            p50_seconds: self.latency.quantile(0.5),
+            p95_seconds: self.latency.quantile(0.95),
             p99_seconds: self.latency.quantile(0.99),
         }
     }
@@ -398,7 +398,7 @@ impl VariantMeasure {
             } else {
                 w.errors as f64 / w.requests as f64
             },
-            p50_ms: self.latency.quantile(0.5).map(|v| v * 1000.0),
+            p50_ms: w.p50_seconds.map(|v| v * 1000.0),
             p99_ms: w.p99_seconds.map(|v| v * 1000.0),
             ..WindowView::default()
         }
@@ -667,67 +667,35 @@ pub struct Judgement {
     pub verdict: Verdict,
     /// The candidate's window.
     pub window: WindowView,
-    /// `{"candidate", "stable", "latency_comparison"?, "drift"?}` as the engine's,
+    /// `{"candidate", "stable", "error_comparison"?, "latency_comparison"?, "drift"?}`
+    /// as the engine's,
     /// plus `"source"` (Prometheus's URL and the window).
     pub numbers: Value,
 }
 
-/// The engine's judgement on numbers from Prometheus (no I/O): [`analysis::judge`] on
-/// the candidate's window; if that passes and `compare_latency` is on, the
-/// candidate's latencies against stable's ([`analysis::compare_latency`] on at least
-/// 30 requests a side, failing only when the median is also more than
-/// `latency_slack_ms` slower); if that passes too and `classes` are given, prediction
-/// drift ([`analysis::drift`]).
+/// The engine's judgement on numbers from Prometheus (no I/O):
+/// [`analysis::judge_live`] on both variants' windows (the absolute limits, then the
+/// error and latency comparisons with stable), then, if `classes` are given,
+/// prediction drift ([`analysis::LiveJudgement::drift`]).
 pub fn judge_measured(a: &Analysis, m: &Measured, classes: Option<&Classes>) -> Judgement {
     let (c, s) = (&m.candidate, &m.stable);
-    let mut verdict = analysis::judge(a, &c.window());
-    let mut numbers = json!({
-        "candidate": c.view(),
-        "stable": s.view(),
-    });
-    if verdict == Verdict::Pass && a.compare_latency {
-        let cmp = analysis::compare_latency(
-            &c.latency_samples(),
-            &s.latency_samples(),
-            a.confidence,
-            a.tolerance,
-            a.min_requests.max(MIN_COMPARISON_SAMPLES) as usize,
-        );
-        let slower_ms = match (c.latency.quantile(0.5), s.latency.quantile(0.5)) {
-            (Some(x), Some(y)) => (x - y) * 1000.0,
-            _ => 0.0,
-        };
-        if let analysis::Comparison::Pass { p, ratio }
-        | analysis::Comparison::Fail { p, ratio, .. } = &cmp
-        {
-            numbers["latency_comparison"] = json!({
-                "p": p, "median_ratio": ratio, "median_slower_ms": slower_ms,
-            });
-        }
-        if let analysis::Comparison::Fail { .. } = cmp
-            && slower_ms > a.latency_slack_ms
-        {
-            verdict = cmp.verdict();
-        }
+    let mut judged = analysis::judge_live(
+        a,
+        &analysis::Live {
+            candidate: c.window(),
+            stable: s.window(),
+            candidate_latencies: c.latency_samples(),
+            stable_latencies: s.latency_samples(),
+        },
+    );
+    if let Some(cl) = classes {
+        judged.drift(a, &cl.stable, &cl.candidate);
     }
-    if verdict == Verdict::Pass
-        && a.drift
-        && let Some(cl) = classes
-    {
-        let d = analysis::drift(&cl.stable, &cl.candidate, a.max_psi, a.min_requests);
-        if let analysis::Drift::Pass { psi } | analysis::Drift::Fail { psi, .. } = &d {
-            numbers["drift"] = json!({
-                "psi": psi,
-                "stable_classes": cl.stable,
-                "candidate_classes": cl.candidate,
-            });
-        }
-        if let analysis::Drift::Fail { .. } = d {
-            verdict = d.verdict();
-        }
-    }
+    let mut numbers = Value::Object(judged.numbers);
+    numbers["candidate"] = json!(c.view());
+    numbers["stable"] = json!(s.view());
     Judgement {
-        verdict,
+        verdict: judged.verdict,
         window: c.view(),
         numbers,
     }

@@ -226,7 +226,14 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// Two clients sending `rows`-row predictions, each pausing 8 ms between requests.
     pub fn start(url: &str, rows: usize) -> Traffic {
+        Traffic::paced(url, rows, 2, Duration::from_millis(8))
+    }
+
+    /// `clients` clients sending `rows`-row predictions of breast_cancer_lr's input
+    /// example, each pausing `pause` between requests.
+    pub fn paced(url: &str, rows: usize, clients: usize, pause: Duration) -> Traffic {
         let example: Value = serde_json::from_str(
             &std::fs::read_to_string(model("breast_cancer_lr").join("input_example.json")).unwrap(),
         )
@@ -239,10 +246,16 @@ impl Traffic {
             .take(rows)
             .cloned()
             .collect();
+        Traffic::of_rows(url, rows, clients, pause)
+    }
+
+    /// `clients` clients sending these rows as one prediction request each time,
+    /// each pausing `pause` between requests.
+    pub fn of_rows(url: &str, rows: Vec<Value>, clients: usize, pause: Duration) -> Traffic {
         let body = serde_json::json!({ "inputs": rows }).to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Mutex::new(BTreeMap::new()));
-        let threads = (0..2)
+        let threads = (0..clients)
             .map(|_| {
                 let (stop, counts, url, body) =
                     (stop.clone(), counts.clone(), url.to_string(), body.clone());
@@ -277,7 +290,7 @@ impl Traffic {
                             e.1 += 1
                         }
                         drop(c);
-                        std::thread::sleep(Duration::from_millis(8));
+                        std::thread::sleep(pause);
                     }
                 })
             })
