@@ -64,10 +64,12 @@ fn server_bin() -> PathBuf {
 }
 
 /// An example of this crate, built now: `cargo test --test local` alone would run a
-/// stale one (a no-op when `cargo test` built it already).
+/// stale one (a no-op when `cargo test` built it already). Built as part of the
+/// workspace: `-p hoist-targets` alone unifies features differently from the
+/// workspace build and recompiles much of the dependency tree (minutes on CI).
 fn example_bin(name: &str) -> PathBuf {
     let bin = target_debug_dir().join("examples").join(name);
-    cargo(&["build", "-p", "hoist-targets", "--example", name]);
+    cargo(&["build", "--workspace", "--example", name]);
     assert!(bin.is_file(), "no example at {}", bin.display());
     bin
 }
