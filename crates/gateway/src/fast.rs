@@ -124,7 +124,10 @@ enum Prep {
 pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch::Receiver<()>) {
     let mut b = Buffers::default();
     b.input.reserve(READ_SPACE);
+    let config = &gw.inner.config;
     loop {
+        // When the request under way must have arrived (set by its first bytes).
+        let mut deadline: Option<tokio::time::Instant> = None;
         let (table, prep) = loop {
             if !b.input.is_empty() {
                 let table = gw.inner.table.load_full();
@@ -141,9 +144,19 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
                     biased;
                     r = client.read_buf(&mut b.input) => r,
                     _ = closing.changed() => return,
+                    _ = tokio::time::sleep(config.idle_timeout) => return,
                 }
             } else {
-                client.read_buf(&mut b.input).await
+                let at = *deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + config.header_timeout);
+                match tokio::time::timeout_at(at, client.read_buf(&mut b.input)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        simple_response(&mut b.output, 408, "", b"", None, true);
+                        let _ = client.write_all(&b.output).await;
+                        return;
+                    }
+                }
             };
             match read {
                 Ok(0) | Err(_) => return,
@@ -497,6 +510,8 @@ enum Failure {
     NotSent(String),
     /// The request was sent, then the exchange failed.
     Failed(String),
+    /// No response head within the gateway's `response_timeout` (504).
+    TimedOut(String),
 }
 
 /// How the response body is delimited.
@@ -532,10 +547,15 @@ async fn proxy(
     start: Instant,
 ) -> Done {
     let mut attempt = Attempt::new(first);
+    let timeout = gw.inner.config.response_timeout;
+    let mut status = 502;
     let failure = loop {
         let backend = attempt.backend;
         let pool = &backend.pools[attempt.slot()];
-        match exchange(pool, backend, b, head, close).await {
+        let exchanged = tokio::time::timeout(timeout, exchange(pool, backend, b, head, close))
+            .await
+            .unwrap_or_else(|_| Err(Failure::TimedOut(format!("no answer within {timeout:?}"))));
+        match exchanged {
             Ok((stream, resp)) => {
                 b.served = Some((backend.variant, resp.status));
                 return forward(pool, backend, stream, resp, client, b, start).await;
@@ -551,6 +571,10 @@ async fn proxy(
                 }
             }
             Err(Failure::Failed(why)) => break format!("{}: {why}", pool.addr),
+            Err(Failure::TimedOut(why)) => {
+                status = 504;
+                break format!("{}: {why}", pool.addr);
+            }
         }
     };
     tracing::warn!(
@@ -568,7 +592,7 @@ async fn proxy(
     ));
     simple_response(
         &mut b.output,
-        502,
+        status,
         "application/json",
         body.as_bytes(),
         Some(&b.request_id),

@@ -22,9 +22,14 @@
 //!   was streamed, not kept): the client gets a 502, or a cut-short body. (On the
 //!   fast path, a pooled connection that gives nothing at all back, closed by the
 //!   backend while idle, is replaced by a new one and the request is sent again.)
-//! - No header-read timeout on client connections, and no timeout on a backend's
-//!   answer (each would cost a timer per request): a hung model server holds its
-//!   requests until it answers or its connection closes.
+//! - A model server that does not start answering within
+//!   [`GatewayConfig::response_timeout`] gets its connection closed and the client a
+//!   504 (counted as an upstream error); once the answer has started, its body is
+//!   not timed.
+//! - A client connection with no request under way is closed after
+//!   [`GatewayConfig::idle_timeout`]; a request head that has begun must arrive
+//!   within [`GatewayConfig::header_timeout`] (else 408 and the connection closes),
+//!   so slow or silent clients cannot hold connections forever.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -34,7 +39,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -73,6 +78,15 @@ pub struct GatewayConfig {
     /// A request header whose value `stable` or `candidate` forces that variant, if it
     /// is deployed. Default `x-hoist-variant`.
     pub force_header: String,
+    /// Longest wait for a model server's response head once the request is sent;
+    /// then the client gets 504 and the backend connection is closed. Default 60 s.
+    pub response_timeout: Duration,
+    /// A client connection with no request under way is closed after this.
+    /// Default 120 s.
+    pub idle_timeout: Duration,
+    /// Longest time a request head may take to arrive once its first bytes came;
+    /// then 408 and the connection closes. Default 30 s.
+    pub header_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -82,6 +96,9 @@ impl Default for GatewayConfig {
             sticky_header: None,
             sticky_cookie: None,
             force_header: DEFAULT_FORCE_HEADER.to_string(),
+            response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -461,10 +478,14 @@ impl Gateway {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let header_timeout = self.inner.config.header_timeout;
         let gateway = self;
         let service = service_fn(move |req| gateway.clone().handle(req));
         let conn = http1::Builder::new()
             .keep_alive(true)
+            // Also bounds an idle keep-alive connection's wait for its next request.
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(io), service);
         let mut conn = std::pin::pin!(conn);
         tokio::select! {
@@ -525,11 +546,17 @@ impl Gateway {
         let mut req = Request::from_parts(parts, body);
 
         let mut attempt = Attempt::new(first);
+        let timeout = self.inner.config.response_timeout;
+        let mut status = StatusCode::BAD_GATEWAY;
         let failure = loop {
             let backend = attempt.backend;
             let slot = attempt.slot();
             let pool = &backend.pools[slot];
-            match pool.send(req).await {
+            let Ok(sent) = tokio::time::timeout(timeout, pool.send(req)).await else {
+                status = StatusCode::GATEWAY_TIMEOUT;
+                break format!("{}: no answer within {timeout:?}", pool.addr);
+            };
+            match sent {
                 Ok((resp, conn)) => {
                     let served = Served {
                         variant: backend.variant,
@@ -561,7 +588,7 @@ impl Gateway {
             .counters
             .record(Class::Upstream, start.elapsed());
         let mut res = json_error(
-            StatusCode::BAD_GATEWAY,
+            status,
             &format!(
                 "no model server of environment {} answered: {failure}",
                 self.inner.config.name

@@ -446,6 +446,14 @@ pub struct Environment {
     /// A request header whose value (`stable` or `candidate`) forces the variant.
     #[serde(default = "force_header")]
     pub force_header: String,
+    /// How long the gateway waits for a model server to start answering a request
+    /// before it answers 504 itself.
+    #[serde(default = "sixty_seconds")]
+    pub response_timeout: Dur,
+}
+
+fn sixty_seconds() -> Dur {
+    Dur(Duration::from_secs(60))
 }
 
 fn one() -> usize {
@@ -643,6 +651,7 @@ impl Default for Config {
                     sticky_header: None,
                     sticky_cookie: None,
                     force_header: force_header(),
+                    response_timeout: sixty_seconds(),
                 },
                 Environment {
                     name: "production".into(),
@@ -667,6 +676,7 @@ impl Default for Config {
                     sticky_header: None,
                     sticky_cookie: None,
                     force_header: force_header(),
+                    response_timeout: sixty_seconds(),
                 },
             ],
             gates: Vec::new(),
@@ -835,6 +845,9 @@ impl Config {
             }
             if a.tolerance.is_nan() || a.tolerance < 0.0 {
                 return Err(format!("{key}.analysis.tolerance: must be 0 or more"));
+            }
+            if env.response_timeout.0 < Duration::from_millis(10) {
+                return Err(format!("{key}.response_timeout: must be at least 10ms"));
             }
             if a.interval.0 < Duration::from_millis(10) {
                 return Err(format!("{key}.analysis.interval: must be at least 10ms"));

@@ -139,6 +139,8 @@ impl Daemon {
                 sticky_header: env.sticky_header.clone(),
                 sticky_cookie: env.sticky_cookie.clone(),
                 force_header: env.force_header.clone(),
+                response_timeout: env.response_timeout.0,
+                ..GatewayConfig::default()
             });
             if on_cluster {
                 // The cluster's Gateway (or Service) carries the traffic, not hoist's.
