@@ -32,13 +32,19 @@ async fn silent_backend() -> SocketAddr {
     addr
 }
 
-fn short(name: &str) -> GatewayConfig {
-    GatewayConfig {
+/// A gateway with short timeouts whose only (stable) backend never answers.
+async fn in_front_of_a_silent_backend() -> Running {
+    let config = GatewayConfig {
         response_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_millis(400),
         header_timeout: Duration::from_millis(300),
-        ..config(name)
-    }
+        ..config("prod")
+    };
+    let stable = Upstream {
+        version: "1".into(),
+        addrs: vec![silent_backend().await],
+    };
+    Running::start(config, routes(Some(stable), None, 0)).await
 }
 
 /// Sends `request` on a new connection and reads until the gateway closes it or
@@ -54,19 +60,7 @@ async fn exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> (String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_server_that_never_answers_gets_the_client_a_504() {
-    let silent = silent_backend().await;
-    let gw = Running::start(
-        short("prod"),
-        routes(
-            Some(Upstream {
-                version: "1".into(),
-                addrs: vec![silent],
-            }),
-            None,
-            0,
-        ),
-    )
-    .await;
+    let gw = in_front_of_a_silent_backend().await;
     let body = r#"{"inputs":[[1]]}"#;
     // The fast path (a Content-Length body) and hyper's (a chunked one).
     let fast = format!(
@@ -94,19 +88,7 @@ async fn a_model_server_that_never_answers_gets_the_client_a_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_that_stops_halfway_gets_a_408_and_an_idle_connection_is_closed() {
-    let silent = silent_backend().await;
-    let gw = Running::start(
-        short("prod"),
-        routes(
-            Some(Upstream {
-                version: "1".into(),
-                addrs: vec![silent],
-            }),
-            None,
-            0,
-        ),
-    )
-    .await;
+    let gw = in_front_of_a_silent_backend().await;
     let (answer, took) = exchange(
         gw.addr,
         b"POST /invocations HTTP/1.1\r\nhost: x\r\ncontent-le",

@@ -117,15 +117,8 @@ pub fn compare_errors(
     tolerance: f64,
     min_requests: u64,
 ) -> ErrorComparison {
-    if !(confidence > 0.0 && confidence < 1.0) {
-        return ErrorComparison::Inconclusive {
-            reason: format!("confidence {confidence} is not between 0 and 1"),
-        };
-    }
-    if !(tolerance >= 0.0 && tolerance.is_finite()) {
-        return ErrorComparison::Inconclusive {
-            reason: format!("error rate tolerance {tolerance} is not a non-negative number"),
-        };
+    if let Some(reason) = unusable(confidence, tolerance, "error rate") {
+        return ErrorComparison::Inconclusive { reason };
     }
     let needed = min_requests.max(1);
     if candidate.requests < needed || stable.requests < needed {
@@ -220,15 +213,8 @@ pub fn compare_latency(
     tolerance: f64,
     min_samples: usize,
 ) -> Comparison {
-    if !(confidence > 0.0 && confidence < 1.0) {
-        return Comparison::Inconclusive {
-            reason: format!("confidence {confidence} is not between 0 and 1"),
-        };
-    }
-    if !(tolerance >= 0.0 && tolerance.is_finite()) {
-        return Comparison::Inconclusive {
-            reason: format!("latency tolerance {tolerance} is not a non-negative number"),
-        };
+    if let Some(reason) = unusable(confidence, tolerance, "latency") {
+        return Comparison::Inconclusive { reason };
     }
     let c: Vec<f64> = candidate.iter().copied().filter(|x| !x.is_nan()).collect();
     let s: Vec<f64> = stable.iter().copied().filter(|x| !x.is_nan()).collect();
@@ -628,6 +614,20 @@ impl LiveJudgement {
             self.verdict = Verdict::Fail { reason };
         }
     }
+}
+
+/// Why a comparison's settings cannot be used, if they cannot: a `confidence` outside
+/// `(0, 1)`, or a negative or non-finite `tolerance` (of the metric `what`).
+fn unusable(confidence: f64, tolerance: f64, what: &str) -> Option<String> {
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Some(format!("confidence {confidence} is not between 0 and 1"));
+    }
+    if !(tolerance >= 0.0 && tolerance.is_finite()) {
+        return Some(format!(
+            "{what} tolerance {tolerance} is not a non-negative number"
+        ));
+    }
+    None
 }
 
 /// The median of a non-empty sample without NaNs.
