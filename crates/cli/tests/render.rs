@@ -266,6 +266,35 @@ fn render_k8s_to_stdout_without_a_registry() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
+/// A regressor's drift bins reach the pods' hoist-server flags, as `hoist up` passes
+/// them to the processes it starts.
+#[test]
+fn render_k8s_passes_drift_bins_to_the_model_servers() {
+    let home = temp_home("render-bins");
+    let cfg = config(&home, IMAGE, "[analysis]\ndrift_bins = [100, 150.5]\n");
+    let digest = format!("sha256:{}", "d".repeat(64));
+    let args = [
+        "render",
+        "k8s",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--env",
+        "staging",
+        "--version",
+        "7",
+        "--digest",
+        &digest,
+    ];
+    let yaml = ok(&hoist(&home, &args));
+    let lines: Vec<&str> = yaml.lines().map(str::trim).collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "- --prediction-bins")
+        .unwrap_or_else(|| panic!("no --prediction-bins in\n{yaml}"));
+    assert_eq!(lines[at + 1], "- 100,150.5", "{yaml}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
 /// A bad config is a clear error, exit code 2, and not one file written.
 #[test]
 fn render_k8s_refuses_a_bad_config_and_writes_nothing() {
