@@ -314,6 +314,75 @@ fn a_regressor_answering_higher_values_is_rolled_back_for_drift_on_its_binned_pr
     d.stop();
 }
 
+/// Waits until release `id` takes traffic in a step (it is mid-rollout).
+fn wait_mid_rollout(d: &Daemon, id: u64) {
+    d.wait_for(
+        &format!("release {id} mid-rollout"),
+        Duration::from_secs(60),
+        |s| {
+            s["active"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["id"] == id && r["phase"]["phase"] == "step")
+            })
+        },
+    );
+}
+
+#[test]
+fn promotions_during_a_rollout_are_queued_and_the_newest_is_released_after_it() {
+    let d = with_v1(
+        "queue",
+        &production("steps = [{ weight = 50, pause = \"2s\" }]\nanalysis = { enabled = false }"),
+    );
+    register(&d.home, "breast_cancer_lr", Some("champion"));
+    wait_mid_rollout(&d, 2);
+    // Two more promotions while release 2 is mid-rollout: only the newest counts.
+    register(&d.home, "breast_cancer_rf", Some("champion"));
+    register(&d.home, "breast_cancer_skewed", Some("champion"));
+    let r2 = d.wait_done(2, Duration::from_secs(60));
+    assert_eq!(r2["outcome"]["outcome"], "succeeded", "{r2}");
+    let r3 = d.wait_done(3, Duration::from_secs(60));
+    assert_eq!(r3["outcome"]["outcome"], "succeeded", "{r3}");
+    assert_eq!(r3["version"], "4", "the newest promotion: {r3}");
+    assert_eq!(
+        r3["trigger"],
+        "alias champion → v4 (promoted during release 2)"
+    );
+    let s = d.get("/api/v1/status");
+    assert_eq!(
+        Daemon::stable_version(&s, "production").as_deref(),
+        Some("4")
+    );
+    // v3 was never released: nothing else started.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.release(4)["id"].is_null(), "{}", d.release(4));
+    d.stop();
+}
+
+#[test]
+fn with_mid_rollout_supersede_a_promotion_replaces_the_release_in_progress() {
+    let config =
+        production("steps = [{ weight = 50, pause = \"60s\" }]\nanalysis = { enabled = false }")
+            .replace(
+                "trigger = { alias = \"champion\" }",
+                "trigger = { alias = \"champion\" }\nmid_rollout = \"supersede\"",
+            );
+    let d = with_v1("supersede", &config);
+    register(&d.home, "breast_cancer_lr", Some("champion"));
+    wait_mid_rollout(&d, 2);
+    register(&d.home, "breast_cancer_rf", Some("champion"));
+    let r2 = d.wait_done(2, Duration::from_secs(30));
+    assert_eq!(r2["outcome"]["outcome"], "superseded", "{r2}");
+    // Release 3 takes its place at once, and walks its own 60 s step.
+    wait_mid_rollout(&d, 3);
+    let s = d.get("/api/v1/status");
+    assert_eq!(
+        Daemon::stable_version(&s, "production").as_deref(),
+        Some("1")
+    );
+    d.stop();
+}
+
 #[test]
 fn approval_manual_pause_promote_and_abort() {
     let home = temp_home("approval");

@@ -190,6 +190,8 @@ pub struct ModelConfig {
     pub name: String,
     /// What starts a release.
     pub trigger: Trigger,
+    /// What a promotion does that arrives while a release is mid-rollout.
+    pub mid_rollout: MidRollout,
 }
 
 impl Default for ModelConfig {
@@ -197,8 +199,21 @@ impl Default for ModelConfig {
         ModelConfig {
             name: "default".into(),
             trigger: Trigger::Alias("champion".into()),
+            mid_rollout: MidRollout::Queue,
         }
     }
+}
+
+/// A registry promotion that arrives while a release is mid-rollout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MidRollout {
+    /// Waits: when the release in progress ends, the version the trigger then points
+    /// at is released (only the newest of several promotions).
+    #[default]
+    Queue,
+    /// Aborts the release in progress (back to 100% stable) and starts at once.
+    Supersede,
 }
 
 /// What starts a release: an alias moving to a version (`{ alias = "champion" }`), a

@@ -14,7 +14,7 @@ use std::time::Duration;
 use hoist_gateway::{Gateway, Routes, Snapshot, Upstream, VariantStats};
 use hoist_registry::Registry;
 use hoist_release::analysis::{self, Window};
-use hoist_release::config::{Config, Environment};
+use hoist_release::config::{Config, Environment, MidRollout};
 use hoist_release::journal::{Journal, ReleaseRecord};
 use hoist_release::machine::{
     self, Action, EnvPlan, Event, Outcome, Phase, Plan, PlanStep, Release, ReleaseId, StepPause,
@@ -101,6 +101,11 @@ pub enum Cmd {
     Promotion {
         version: String,
         trigger: String,
+    },
+    /// Where the trigger points, looked up after a release with a promotion waiting.
+    TriggerPoints {
+        version: String,
+        desc: String,
     },
     Fetched {
         id: ReleaseId,
@@ -326,6 +331,9 @@ pub struct Engine {
     base_dir: PathBuf,
     envs: Vec<EnvRuntime>,
     active: BTreeMap<ReleaseId, Release>,
+    /// A promotion was refused while a release was mid-rollout (or a release was
+    /// resumed at start): look at the trigger again when no release is active.
+    promotion_waiting: bool,
     analysis: BTreeMap<ReleaseId, AbortHandle>,
     verdicts: BTreeMap<ReleaseId, VerdictView>,
     tx: mpsc::Sender<Cmd>,
@@ -385,6 +393,7 @@ impl Engine {
             base_dir: p.base_dir,
             envs,
             active: BTreeMap::new(),
+            promotion_waiting: false,
             analysis: BTreeMap::new(),
             verdicts: BTreeMap::new(),
             tx: p.tx,
@@ -563,38 +572,29 @@ impl Engine {
     }
 
     /// Catch up with the registry: if the trigger points at a version no release has
-    /// brought yet, start one.
+    /// brought yet, start one (or, with a release resumed, once it ends).
     pub async fn catch_up(&mut self) {
-        let trigger = self.cfg.model.trigger.clone();
-        let name = self.cfg.model.name.clone();
-        let registry = self.registry.clone();
-        let sel = match &trigger {
-            hoist_release::config::Trigger::Alias(a) => format!("{name}@{a}"),
-            hoist_release::config::Trigger::Stage(s) => format!("{name}/{s}"),
-            hoist_release::config::Trigger::Manual => return,
-        };
-        let resolved = tokio::task::spawn_blocking(move || {
-            let r = hoist_registry::ModelRef::parse(&sel)?;
-            registry.resolve(&r)
-        })
-        .await;
-        let Ok(Ok(v)) = resolved else { return };
+        if let Some((version, desc)) =
+            trigger_target(&self.cfg, self.registry.clone(), "found at start").await
+        {
+            self.promotion_waiting = true;
+            self.caught_up(version, desc);
+        }
+    }
+
+    /// The trigger points at `version`: release it if no release has brought it yet
+    /// and none is active (else wait for the active one to end).
+    fn caught_up(&mut self, version: String, desc: String) {
         let seen = self
             .journal
             .list(None, 10_000)
-            .map(|all| all.iter().any(|r| r.release.version == v.version))
+            .map(|all| all.iter().any(|r| r.release.version == version))
             .unwrap_or(true);
-        if !seen && self.active.is_empty() {
-            let desc = match &trigger {
-                hoist_release::config::Trigger::Alias(a) => {
-                    format!("alias {a} → v{} (found at start)", v.version)
-                }
-                hoist_release::config::Trigger::Stage(s) => {
-                    format!("stage {s} → v{} (found at start)", v.version)
-                }
-                hoist_release::config::Trigger::Manual => unreachable!(),
-            };
-            self.promotion(v.version, desc);
+        if seen {
+            self.promotion_waiting = false;
+        } else if self.active.is_empty() {
+            self.promotion_waiting = false;
+            self.promotion(version, desc);
         }
     }
 
@@ -657,6 +657,7 @@ impl Engine {
                 let _ = reply.send(self.status());
             }
             Cmd::Promotion { version, trigger } => self.promotion(version, trigger),
+            Cmd::TriggerPoints { version, desc } => self.caught_up(version, desc),
             Cmd::Fetched { id, result } => {
                 if !self.is_phase(id, |p| *p == Phase::Fetching) {
                     return;
@@ -778,10 +779,11 @@ impl Engine {
     }
 
     fn promotion(&mut self, version: String, trigger: String) {
+        let supersede = self.cfg.model.mid_rollout == MidRollout::Supersede;
         let req = CreateRequest {
             version: version.clone(),
             env: None,
-            supersede: false,
+            supersede,
             trigger: trigger.clone(),
             breaking_change: false,
         };
@@ -790,9 +792,16 @@ impl Engine {
             format!("promotion: {} {trigger}", self.cfg.model.name),
         );
         if let Err(e) = self.create(req) {
+            let busy = self.active.values().any(|r| r.is_mid_rollout());
+            let queued = if busy && e.status == 409 {
+                self.promotion_waiting = true;
+                "; queued: the version the trigger points at is released when the release in progress ends"
+            } else {
+                ""
+            };
             self.say(
                 None,
-                format!("promotion of v{version} refused: {}", e.message),
+                format!("promotion of v{version} refused: {}{queued}", e.message),
             );
         }
     }
@@ -996,6 +1005,17 @@ impl Engine {
             self.active.remove(&id);
             if let Some(h) = self.analysis.remove(&id) {
                 h.abort();
+            }
+            if self.promotion_waiting && self.active.is_empty() {
+                // Where does the trigger point now? (A registry call: off the loop.)
+                let (cfg, registry, tx) =
+                    (self.cfg.clone(), self.registry.clone(), self.tx.clone());
+                let why = format!("promoted during release {id}");
+                tokio::spawn(async move {
+                    if let Some((version, desc)) = trigger_target(&cfg, registry, &why).await {
+                        let _ = tx.send(Cmd::TriggerPoints { version, desc }).await;
+                    }
+                });
             }
         }
         Ok(next)
@@ -1660,6 +1680,32 @@ async fn cluster_analysis(
             return;
         }
     }
+}
+
+/// The version the pipeline's trigger points at in the registry, and how to describe
+/// that promotion (`alias champion → v3 (WHY)`); `None` for a manual trigger, or when
+/// the registry cannot say.
+async fn trigger_target(
+    cfg: &Config,
+    registry: Arc<dyn Registry>,
+    why: &str,
+) -> Option<(String, String)> {
+    use hoist_release::config::Trigger;
+    let name = &cfg.model.name;
+    let (sel, kind, what) = match &cfg.model.trigger {
+        Trigger::Alias(a) => (format!("{name}@{a}"), "alias", a),
+        Trigger::Stage(s) => (format!("{name}/{s}"), "stage", s),
+        Trigger::Manual => return None,
+    };
+    let v = tokio::task::spawn_blocking(move || {
+        let r = hoist_registry::ModelRef::parse(&sel)?;
+        registry.resolve(&r)
+    })
+    .await
+    .ok()?
+    .ok()?;
+    let desc = format!("{kind} {what} → v{} ({why})", v.version);
+    Some((v.version, desc))
 }
 
 /// The registry tag that marks a model version as a breaking change (its inputs or
