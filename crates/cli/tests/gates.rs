@@ -87,13 +87,8 @@ run = [\"sh\", \"-c\", \"echo checked $HOIST_MODEL_NAME v$HOIST_MODEL_VERSION $H
 fn a_model_trained_on_shuffled_labels_fails_the_golden_set_and_never_sees_traffic() {
     let d = with_gates("gates-shuffled", GOLDEN_GATE);
     register(&d.home, "breast_cancer_shuffled", None);
-    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, stdout) = deploy_wait(&d.home, "m/2");
+    assert_eq!(code, Some(5), "{stdout}");
     let r = d.release(2);
     let reason = r["outcome"]["reason"].as_str().unwrap();
     assert!(reason.starts_with("gate golden-set: accuracy"), "{reason}");
@@ -157,13 +152,8 @@ fn a_different_signature_and_a_failing_command_are_refused() {
     );
 
     // Marked a breaking change at deploy: the gate reports the difference and passes.
-    let out = hoist(&d.home, &["deploy", "m/2", "--breaking-change", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, stdout) = deploy_wait_with(&d.home, "m/2", &["--breaking-change"]);
+    assert_eq!(code, Some(0), "{stdout}");
     let r = d.release(3);
     let report = &gate_reports(&r)[0];
     assert_eq!(report["passed"], true, "{report}");
@@ -187,13 +177,8 @@ fn a_different_signature_and_a_failing_command_are_refused() {
         &d.home,
         &["model", "tag", "m", "3", "hoist.breaking_change=true"],
     ));
-    let out = hoist(&d.home, &["deploy", "m/3", "--wait"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, stdout) = deploy_wait(&d.home, "m/3");
+    assert_eq!(code, Some(0), "{stdout}");
     let r = d.release(5);
     let summary = gate_reports(&r)[0]["summary"].as_str().unwrap().to_string();
     assert!(

@@ -135,14 +135,9 @@ fn a_candidate_failing_more_requests_than_stable_is_caught_by_the_comparison() {
     // the candidate's requests, none of stable's.
     let traffic = Traffic::start(&d.env("production"), 2);
     let singles = Traffic::paced(&d.env("production"), 1, 1, Duration::from_millis(250));
-    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
+    let (code, stdout) = deploy_wait(&d.home, "m/2");
     let (counts, single_counts) = (traffic.finish(), singles.finish());
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(code, Some(5), "{stdout}");
     let r = d.release(2);
     let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("candidate error rate"), "{reason}");
@@ -270,14 +265,9 @@ fn a_regressor_answering_higher_values_is_rolled_back_for_drift_on_its_binned_pr
     // diabetes_shifted: the same model, 60 points higher on every row.
     register(&home, "diabetes_shifted", None);
     let traffic = Traffic::of_rows(&d.env("production"), rows, 2, Duration::from_millis(8));
-    let out = hoist(&home, &["deploy", "m/2", "--wait"]);
+    let (code, stdout) = deploy_wait(&home, "m/2");
     let counts = traffic.finish();
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(code, Some(5), "{stdout}");
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");
     let r = d.release(2);
     let reason = r["outcome"]["reason"].as_str().unwrap_or_default();

@@ -38,6 +38,26 @@ gateway = {{ name = "public", namespace = "gateway-system" }}
     p
 }
 
+/// `hoist render k8s` of staging to stdout, pinned to version 7 at `digest` (no
+/// registry needed).
+fn render_staging_v7(home: &Path, cfg: &Path, digest: &str) -> String {
+    ok(&hoist(
+        home,
+        &[
+            "render",
+            "k8s",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--env",
+            "staging",
+            "--version",
+            "7",
+            "--digest",
+            digest,
+        ],
+    ))
+}
+
 /// Registers breast_cancer_lr as `fraud` with alias champion; returns its digest.
 fn register(home: &Path) -> String {
     let p = common::model("breast_cancer_lr");
@@ -244,21 +264,7 @@ fn render_k8s_to_stdout_without_a_registry() {
     let home = temp_home("render-stdout");
     let cfg = config(&home, IMAGE, "");
     let digest = format!("sha256:{}", "c".repeat(64));
-    let yaml = ok(&hoist(
-        &home,
-        &[
-            "render",
-            "k8s",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--env",
-            "staging",
-            "--version",
-            "7",
-            "--digest",
-            &digest,
-        ],
-    ));
+    let yaml = render_staging_v7(&home, &cfg, &digest);
     assert!(yaml.starts_with("# Rendered by `hoist render k8s`"));
     assert!(yaml.contains(&format!("hoist.dev/digest: {digest}")));
     assert!(yaml.contains("hoist.dev/version: '7'"));
@@ -272,20 +278,7 @@ fn render_k8s_to_stdout_without_a_registry() {
 fn render_k8s_passes_drift_bins_to_the_model_servers() {
     let home = temp_home("render-bins");
     let cfg = config(&home, IMAGE, "[analysis]\ndrift_bins = [100, 150.5]\n");
-    let digest = format!("sha256:{}", "d".repeat(64));
-    let args = [
-        "render",
-        "k8s",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--env",
-        "staging",
-        "--version",
-        "7",
-        "--digest",
-        &digest,
-    ];
-    let yaml = ok(&hoist(&home, &args));
+    let yaml = render_staging_v7(&home, &cfg, &format!("sha256:{}", "d".repeat(64)));
     let lines: Vec<&str> = yaml.lines().map(str::trim).collect();
     let at = lines
         .iter()

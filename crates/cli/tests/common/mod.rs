@@ -348,6 +348,22 @@ pub fn with_v1(tag: &str, config: &str) -> Daemon {
     d
 }
 
+/// `hoist deploy MODEL --wait [EXTRA...]`: its exit code and what it printed.
+pub fn deploy_wait_with(home: &Path, model: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["deploy", model, "--wait"];
+    args.extend_from_slice(extra);
+    let out = hoist(home, &args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `hoist deploy MODEL --wait`: its exit code and what it printed.
+pub fn deploy_wait(home: &Path, model: &str) -> (Option<i32>, String) {
+    deploy_wait_with(home, model, &[])
+}
+
 /// `hoist deploy m/<release> --wait` under steady traffic of `rows`-row requests; the
 /// release must end rolled back (exit 5). Returns the release, what the client saw,
 /// and the reason.
@@ -357,14 +373,9 @@ pub fn rolled_back_under_traffic(
     rows: usize,
 ) -> (Value, BTreeMap<String, (u64, u64)>, String) {
     let traffic = Traffic::start(&d.env("production"), rows);
-    let out = hoist(&d.home, &["deploy", &format!("m/{release}"), "--wait"]);
+    let (code, stdout) = deploy_wait(&d.home, &format!("m/{release}"));
     let counts = traffic.finish();
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(code, Some(5), "{stdout}");
     let r = d.release(release);
     let reason = r["outcome"]["reason"]
         .as_str()
