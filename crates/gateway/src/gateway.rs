@@ -62,8 +62,6 @@ pub const DEFAULT_FORCE_HEADER: &str = "x-hoist-variant";
 static X_HOIST_VARIANT: HeaderName = HeaderName::from_static("x-hoist-variant");
 static X_HOIST_VERSION: HeaderName = HeaderName::from_static("x-hoist-version");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// How one environment's gateway behaves.
 #[derive(Clone, Debug)]
@@ -502,6 +500,11 @@ impl Gateway {
 
     async fn handle(self, req: Request<Incoming>) -> Result<Response<GatewayBody>, Infallible> {
         let start = Instant::now();
+        // `crate::guard` has checked the head already; this is the same check on
+        // what hyper made of the target.
+        if let Err(refused) = crate::framing::check_path(req.uri().path()) {
+            return Ok(refusal(refused));
+        }
         if req.uri().path() == "/metrics" && req.method() == Method::GET {
             let mut res = Response::new(Either::Right(Full::new(Bytes::from(self.prometheus()))));
             res.headers_mut().insert(
@@ -676,6 +679,7 @@ fn respond(
     request_id: HeaderValue,
 ) -> Response<GatewayBody> {
     let (mut parts, body) = resp.into_parts();
+    let reuse = reusable(&parts);
     strip_hop_by_hop(&mut parts.headers);
     let backend = served.backend(&table);
     parts.headers.insert(
@@ -691,6 +695,7 @@ fn respond(
     let mut tracked = Tracked {
         inner: body,
         conn: Some(conn),
+        reuse,
         table,
         served,
         status: parts.status,
@@ -727,6 +732,8 @@ impl Served {
 pub(crate) struct Tracked {
     inner: Incoming,
     conn: Option<Conn>,
+    /// The response's framing lets the connection take another request ([`reusable`]).
+    reuse: bool,
     /// The routes the request was sent by (kept, not re-read: they say where the
     /// connection goes back to and where the request is counted).
     table: Arc<Table>,
@@ -753,6 +760,7 @@ impl Tracked {
         backend.counters.record(class, self.start.elapsed());
         if let Some(conn) = self.conn.take()
             && !failed
+            && self.reuse
             && self.inner.is_end_stream()
         {
             backend.pools[self.served.pool].put_back(conn);
@@ -794,48 +802,64 @@ impl Drop for Tracked {
     }
 }
 
-/// Whether a header belongs to one connection (RFC 9110 section 7.6.1).
+/// Whether a header belongs to one connection ([`crate::framing::HOP_BY_HOP`]).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
+    crate::framing::is_hop_by_hop(name.as_str())
 }
 
-/// Removes the headers that belong to one connection (RFC 9110 section 7.6.1).
+/// Removes the headers that belong to one connection, and those every `Connection`
+/// header names, except the [`crate::framing::PROTECTED`] ones (a request naming
+/// them never gets here: it is refused).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass of cheap comparisons; most messages have none of them.
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    if let Some(connection) = headers.remove(header::CONNECTION) {
-        if let Ok(list) = connection.to_str() {
-            for name in list.split(',') {
-                let name = name.trim();
-                if !name.is_empty() {
-                    headers.remove(name);
-                }
-            }
-        }
-        while headers.remove(header::CONNECTION).is_some() {}
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| crate::framing::tokens(v.as_bytes()))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .filter(|n| !crate::framing::PROTECTED.contains(&n.as_str()))
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-    ] {
-        if headers.contains_key(name) {
-            headers.remove(name);
+    for name in crate::framing::HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Whether a backend connection may take another request after this response:
+/// HTTP/1.1, no `Connection: close`, and framing nobody could read two ways (not
+/// both `Transfer-Encoding` and `Content-Length`, at most one `Transfer-Encoding`).
+/// hyper's client checks the rest (lengths, chunks, bytes after the response).
+fn reusable(parts: &http::response::Parts) -> bool {
+    let h = &parts.headers;
+    let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
+    parts.version == Version::HTTP_11
+        && te <= 1
+        && !(te == 1 && h.contains_key(header::CONTENT_LENGTH))
+        && !h
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| crate::framing::tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")))
+}
+
+/// The answer to a request whose target [`crate::framing::check_path`] refused:
+/// 404 for an operator-only path, else 400 and the connection closes.
+fn refusal(refused: crate::framing::Refused) -> Response<GatewayBody> {
+    use crate::framing::Refused;
+    match refused {
+        Refused::Private => json_error(
+            StatusCode::NOT_FOUND,
+            "not found: operator endpoints of model servers are not served by the gateway",
+        ),
+        Refused::Bad => {
+            let mut res = json_error(StatusCode::BAD_REQUEST, "invalid request target");
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            res
         }
     }
 }

@@ -28,6 +28,8 @@
 //! - `gateway`: [`Gateway`]: accept, choose, forward, retry, count; `serve`.
 //! - `fast`: the lean HTTP/1.1 path every connection starts on; it hands what it
 //!   does not handle (chunked or upgrade requests, HTTP/1.0, large bodies) to hyper.
+//! - `framing`: RFC 9112 message framing, hop-by-hop headers and target checks,
+//!   one set of rules for both paths; `guard` applies them on hyper's path.
 //! - `pool`: keep-alive connections per backend address.
 //! - [`metrics`]: lock-free counters, [`Snapshot`]s, Prometheus text.
 //! - `shadow`: mirroring stable's requests to the candidate and comparing answers.
@@ -36,7 +38,9 @@
 
 mod fast;
 pub mod feedback;
+mod framing;
 mod gateway;
+mod guard;
 mod inspect;
 pub mod metrics;
 mod pool;
@@ -46,3 +50,30 @@ pub mod split;
 pub use gateway::{DEFAULT_FORCE_HEADER, Gateway, GatewayConfig};
 pub use metrics::{LATENCY_BUCKETS, ShadowStats, Snapshot, VariantStats};
 pub use split::{Routes, Upstream, Variant};
+
+/// Entry points for fuzzing (`crates/gateway/fuzz`); not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses and checks a request head as the fast path does (and its target, and
+    /// a chunked body after it). Returns the status a refused request gets, or 0
+    /// when the head is accepted or incomplete. Never panics.
+    pub fn parse_head(data: &[u8]) -> u16 {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        match crate::framing::parse_request(data, &mut headers) {
+            crate::framing::Parsed::Head(h) => {
+                if let Err(r) = crate::framing::check_target(h.target) {
+                    return r.status();
+                }
+                if h.body == crate::framing::Body::Chunked {
+                    let mut scan = crate::framing::ChunkScan::default();
+                    if scan.feed(&data[h.len..]).is_err() {
+                        return 400;
+                    }
+                }
+                0
+            }
+            crate::framing::Parsed::Bad(s) => s,
+            _ => 0,
+        }
+    }
+}

@@ -15,7 +15,14 @@
 //! - [`SendError::NotSent`] means no byte of the request reached the backend: the
 //!   connection was refused, or the pooled connection had closed before it took the
 //!   request.
-//! - A connection is reused only after its previous exchange finished completely.
+//! - A connection is reused only after its previous exchange finished completely,
+//!   with a response whose framing was complete and unambiguous (the callers
+//!   decide: `crate::fast` for plain sockets, `gateway::reusable` and hyper's
+//!   client for hyper connections).
+//! - A plain connection is taken from the idle list only if nothing arrived on it
+//!   while it was idle: a byte the backend sent after its response (a second answer
+//!   to a request it read as two) would otherwise be read as the answer to the next
+//!   client's request. Such a connection, and one the backend closed, is dropped.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -180,12 +187,18 @@ impl Pool {
         }
     }
 
-    /// The most recently returned plain connection of this worker, if any.
+    /// The most recently returned plain connection of this worker on which nothing
+    /// arrived while it was idle, if any.
     pub(crate) fn take_raw(&self) -> Option<TcpStream> {
-        self.raw[slot()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
+        loop {
+            let stream = self.raw[slot()]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()?;
+            if is_quiet(&stream) {
+                return Some(stream);
+            }
+        }
     }
 
     /// Returns a plain connection whose exchange finished completely.
@@ -223,4 +236,12 @@ impl Pool {
         }
         None
     }
+}
+
+/// Whether nothing is waiting to be read on an idle connection (no stray bytes, no
+/// end of stream). Costs no system call when the socket was not readable since its
+/// last read returned "would block".
+fn is_quiet(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }

@@ -1,0 +1,266 @@
+//! The client connection as hyper reads it, after the fast path handed it over:
+//! every request head is checked by [`framing::parse_request`] and
+//! [`framing::check_target`] (the fast path's own rules) before hyper sees a byte
+//! of it, so both paths refuse the same requests.
+//!
+//! The guard follows the messages on the connection: it lets through a checked
+//! head, then exactly the body its framing says (`Content-Length` bytes, or a
+//! chunked body checked by [`ChunkScan`]), then checks the next head. A refused head
+//! is replaced by a few bytes hyper itself answers with 400 (or 431 for too many
+//! headers or a head too large) and the connection ends there: hyper has answered
+//! the requests before it, and nothing after it is read.
+//!
+//! A chunked body is held back with its head until it is complete (up to
+//! [`HOLD`] bytes), so an invalid chunk gets a 400 before anything was forwarded.
+//! Longer chunked bodies, and those of `Expect: 100-continue` requests (whose
+//! client waits for hyper's `100 Continue`), are checked as they pass: an invalid
+//! chunk then fails the read, hyper aborts the request (the backend connection
+//! is closed with it) and closes the client connection.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::framing::{self, Body, ChunkScan, Parsed, Refused};
+
+/// The largest chunked body held back until it is complete.
+pub(crate) const HOLD: usize = 1024 * 1024;
+/// Most headers a request may have on hyper's path (hyper's own limit).
+const MAX_HEADERS: usize = 100;
+
+/// Bytes hyper refuses with 400 (an invalid method).
+const POISON_400: &[u8] = b"\x01 / HTTP/1.1\r\n\r\n";
+
+/// What comes after the bytes already let through.
+enum State {
+    /// A request head (and, if chunked, the body held back with it).
+    Head,
+    /// A chunked body being held back: the head took `head`, `scan` has seen the
+    /// bytes up to `scanned`.
+    Holding {
+        head: usize,
+        scan: ChunkScan,
+        scanned: usize,
+    },
+    /// This many body bytes.
+    Length(u64),
+    /// A chunked body checked as it passes.
+    Chunked(ChunkScan),
+    /// Refused: after the replacement bytes, the end.
+    Ended,
+}
+
+/// A client connection whose first bytes were already read by the fast path.
+pub(crate) struct Guarded {
+    io: TcpStream,
+    /// Read from the client, not yet given to hyper: `buf[pos..]`.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Bytes of `buf[pos..]` checked and free to go to hyper.
+    free: usize,
+    state: State,
+    eof: bool,
+}
+
+impl Guarded {
+    pub(crate) fn new(io: TcpStream, prefix: Vec<u8>) -> Guarded {
+        Guarded {
+            io,
+            buf: prefix,
+            pos: 0,
+            free: 0,
+            state: State::Head,
+            eof: false,
+        }
+    }
+
+    /// Replaces everything unread by bytes hyper answers with `status`.
+    fn refuse(&mut self, status: u16) -> io::Result<()> {
+        self.buf.clear();
+        self.pos = 0;
+        if status == 431 {
+            // One header more than hyper takes.
+            self.buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            for _ in 0..=MAX_HEADERS {
+                self.buf.extend_from_slice(b"a: b\r\n");
+            }
+            self.buf.extend_from_slice(b"\r\n");
+        } else {
+            self.buf.extend_from_slice(POISON_400);
+        }
+        self.free = self.buf.len();
+        self.state = State::Ended;
+        Ok(())
+    }
+
+    /// Moves `free` forward over what the state allows of the buffered bytes.
+    /// Err: a chunked body already under way is invalid.
+    fn check(&mut self) -> io::Result<()> {
+        let avail = &self.buf[self.pos..];
+        match &mut self.state {
+            State::Ended => {}
+            State::Head => {
+                if avail.is_empty() {
+                    return Ok(());
+                }
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let (len, body, expect) = match framing::parse_request(avail, &mut headers) {
+                    Parsed::Partial => return Ok(()),
+                    Parsed::TooManyHeaders => return self.refuse(431),
+                    Parsed::Bad(status) => return self.refuse(status),
+                    Parsed::Head(h) => match framing::check_target(h.target) {
+                        // The gateway answers 404 itself, as on the fast path.
+                        Ok(_) | Err(Refused::Private) => (h.len, h.body, h.expect_or_upgrade),
+                        Err(Refused::Bad) => return self.refuse(400),
+                    },
+                };
+                match body {
+                    Body::None | Body::Length(0) => self.free = len,
+                    Body::Length(n) => {
+                        self.free = len;
+                        self.state = State::Length(n);
+                    }
+                    Body::Chunked if expect => {
+                        self.free = len;
+                        self.state = State::Chunked(ChunkScan::default());
+                    }
+                    Body::Chunked => {
+                        self.state = State::Holding {
+                            head: len,
+                            scan: ChunkScan::default(),
+                            scanned: len,
+                        };
+                        return self.check();
+                    }
+                }
+            }
+            State::Holding {
+                head,
+                scan,
+                scanned,
+            } => match scan.feed(&avail[*scanned..]) {
+                Ok(Some(n)) => {
+                    self.free = *scanned + n;
+                    self.state = State::Head;
+                }
+                Ok(None) if avail.len() - *head > HOLD => {
+                    // Too long to hold: let it stream, checked as it goes.
+                    self.free = avail.len();
+                    self.state = State::Chunked(scan.clone());
+                }
+                Ok(None) => *scanned = avail.len(),
+                Err(()) => return self.refuse(400),
+            },
+            State::Length(n) => {
+                let take = (avail.len() as u64).min(*n);
+                *n -= take;
+                self.free = take as usize;
+                if *n == 0 {
+                    self.state = State::Head;
+                }
+            }
+            State::Chunked(scan) => match scan.feed(avail) {
+                Ok(Some(n)) => {
+                    self.free = n;
+                    self.state = State::Head;
+                }
+                Ok(None) => self.free = avail.len(),
+                Err(()) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "invalid chunked request body",
+                    ));
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.free > 0 {
+                let n = this.free.min(out.remaining());
+                out.put_slice(&this.buf[this.pos..this.pos + n]);
+                this.pos += n;
+                this.free -= n;
+                if this.pos == this.buf.len() {
+                    this.buf.clear();
+                    this.pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if matches!(this.state, State::Ended) {
+                return Poll::Ready(Ok(()));
+            }
+            let before = this.buf.len() - this.pos;
+            this.check()?;
+            if this.free > 0 || matches!(this.state, State::Ended) {
+                continue;
+            }
+            if this.eof {
+                // What is left is not a whole message: hyper sees it end there.
+                this.free = before;
+                this.state = State::Ended;
+                continue;
+            }
+            // Read more.
+            if this.pos > 0 && this.pos == this.buf.len() {
+                this.buf.clear();
+                this.pos = 0;
+            }
+            if this.buf.len() - this.pos > framing::MAX_HEAD + HOLD + 64 * 1024 {
+                // Cannot happen (every state frees or refuses before that); be safe.
+                this.refuse(400)?;
+                continue;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => this.eof = true,
+                Poll::Ready(Ok(())) => this.buf.extend_from_slice(rb.filled()),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
