@@ -680,6 +680,11 @@ fn respond(
 ) -> Response<GatewayBody> {
     let (mut parts, body) = resp.into_parts();
     let reuse = reusable(&parts);
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        // hyper's client read the body by its transfer coding; a Content-Length next
+        // to it is meaningless and must not reach the client (RFC 9112 section 6.3).
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut parts.headers);
     let backend = served.backend(&table);
     parts.headers.insert(

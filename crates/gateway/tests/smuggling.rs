@@ -84,8 +84,9 @@ struct Answer {
     body: String,
 }
 
-/// Parses the responses in `buf`; how many bytes they took.
-fn parse_answers(buf: &[u8], out: &mut Vec<Answer>) -> usize {
+/// Parses the responses in `buf`; how many bytes they took. `eof`: the peer
+/// closed, so a response without length ends with `buf`.
+fn parse_answers(buf: &[u8], out: &mut Vec<Answer>, eof: bool) -> usize {
     let mut at = 0;
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -94,33 +95,57 @@ fn parse_answers(buf: &[u8], out: &mut Vec<Answer>) -> usize {
             return at;
         };
         let status = resp.code.unwrap();
-        let len = resp
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .map_or(0, |h| {
-                std::str::from_utf8(h.value)
-                    .unwrap()
-                    .parse::<usize>()
-                    .unwrap()
-            });
-        assert!(
-            !resp
+        let chunked = resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("transfer-encoding") && h.value.ends_with(b"chunked")
+        });
+        let (body, len) = if chunked {
+            match dechunk(&buf[at + n..]) {
+                Some(b) => b,
+                None => return at,
+            }
+        } else {
+            let len = match resp
                 .headers
                 .iter()
-                .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding")),
-            "the echo backend answers with a length"
-        );
-        if buf.len() < at + n + len {
-            return at;
-        }
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            {
+                Some(h) => std::str::from_utf8(h.value)
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap(),
+                None if (100..200).contains(&status) || status == 204 || status == 304 => 0,
+                None if eof => buf.len() - at - n,
+                None => return at,
+            };
+            if buf.len() < at + n + len {
+                return at;
+            }
+            (buf[at + n..at + n + len].to_vec(), len)
+        };
         if !(100..200).contains(&status) {
             out.push(Answer {
                 status,
-                body: String::from_utf8_lossy(&buf[at + n..at + n + len]).into_owned(),
+                body: String::from_utf8_lossy(&body).into_owned(),
             });
         }
         at += n + len;
+    }
+}
+
+/// A whole chunked body (without trailers) decoded, and the bytes it took.
+fn dechunk(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let line = buf[at..].windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&buf[at..at + line]).ok()?, 16).ok()?;
+        at += line + 2;
+        if size == 0 {
+            return (buf.len() >= at + 2).then_some((body, at + 2));
+        }
+        body.extend_from_slice(buf.get(at..at + size)?);
+        at += size + 2;
     }
 }
 
@@ -147,11 +172,12 @@ async fn send(addr: SocketAddr, raw: &[u8], n: usize, linger: bool) -> (Vec<Answ
         match tokio::time::timeout(wait, s.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => {
                 closed = true;
+                parse_answers(&buf, &mut answers, true);
                 break;
             }
             Ok(Ok(k)) => {
                 buf.extend_from_slice(&chunk[..k]);
-                let used = parse_answers(&buf, &mut answers);
+                let used = parse_answers(&buf, &mut answers, false);
                 buf.drain(..used);
             }
             Err(_) => break,
@@ -500,4 +526,135 @@ async fn malformed_and_ambiguous_requests_are_refused_or_answered_as_the_backend
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// A backend that answers by the path with responses whose framing is wrong or
+/// ambiguous, and says in every `/ok` answer which of its connections it came on.
+async fn tricky_backend() -> (SocketAddr, Arc<Mutex<Vec<(String, usize)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+    let log = served.clone();
+    tokio::spawn(async move {
+        for conn in 0.. {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    log.lock().unwrap().push((path.clone(), conn));
+                    let answer: String = match path.as_str() {
+                        "/cl-te" => "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".into(),
+                        "/bad-cl" => "HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok".into(),
+                        "/extra" => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen".into(),
+                        "/http10" => "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".into(),
+                        "/close" => "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok".into(),
+                        "/te-twice" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".into(),
+                        "/late-extra" => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                            "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen".into()
+                        }
+                        _ => {
+                            let body = format!("conn={conn}");
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                        }
+                    };
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_are_reused_only_after_unambiguous_responses() {
+    let (backend, served) = tricky_backend().await;
+    // One worker thread: every client connection shares its idle backend connections.
+    let gateway = hoist_gateway::Gateway::new(config("reuse"));
+    gateway.set_routes(routes(
+        Some(Upstream {
+            version: "1".into(),
+            addrs: vec![backend],
+        }),
+        None,
+        0,
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gateway.serve_with_threads(listener, 1, std::future::pending()));
+    // The fast path (HTTP/1.1) and hyper's (HTTP/1.0 clients).
+    let fast = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes();
+    let hyper = |path: &str| format!("GET {path} HTTP/1.0\r\n\r\n").into_bytes();
+    let conn_of = |body: &str| -> usize {
+        body.strip_prefix("conn=")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not an /ok answer: {body:?}"))
+    };
+    for (name, request) in [
+        ("fast", &fast as &dyn Fn(&str) -> Vec<u8>),
+        ("hyper", &hyper),
+    ] {
+        // A good answer leaves the connection reusable: the next request takes it.
+        let (a, _) = send(addr, &request("/ok"), 1, false).await;
+        let (b, _) = send(addr, &request("/ok"), 1, false).await;
+        assert_eq!(
+            conn_of(&a[0].body),
+            conn_of(&b[0].body),
+            "{name}: {a:?} {b:?}"
+        );
+
+        for (path, status, body) in [
+            ("/cl-te", 200, "hello"),
+            ("/bad-cl", 502, ""),
+            ("/extra", 200, "ok"),
+            ("/http10", 200, "ok"),
+            ("/close", 200, "ok"),
+            ("/te-twice", 200, "ok"),
+            ("/late-extra", 200, "ok"),
+        ] {
+            let raw = [request(path), request("/ok")].concat();
+            let (answers, _) = send(addr, &raw, 2, false).await;
+            let used = served
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(p, _)| p == path)
+                .map(|(_, c)| *c)
+                .unwrap();
+            // The client reads exactly the answer, whatever the backend sent after it.
+            let got = answers.first().map(|a| (a.status, a.body.as_str()));
+            if status == 200 {
+                assert_eq!(got, Some((200, body)), "{name} {path}: {answers:?}");
+            } else {
+                assert_eq!(got.map(|g| g.0), Some(status), "{name} {path}: {answers:?}");
+            }
+            // Let a late second answer arrive on the idle connection.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (next, _) = send(addr, &request("/ok"), 1, false).await;
+            assert_eq!(next.len(), 1, "{name} {path}: {next:?}");
+            assert_ne!(
+                conn_of(&next[0].body),
+                used,
+                "{name} {path}: the connection was used again"
+            );
+        }
+    }
 }
