@@ -658,3 +658,34 @@ async fn backend_connections_are_reused_only_after_unambiguous_responses() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_chunked_bodies_are_checked_as_they_stream() {
+    let (gw, _, log) = gateway().await;
+    // Over the 1 MiB the guard holds back: streamed to the backend, checked on the way.
+    let data = "x".repeat(1_100_000);
+    let head =
+        "POST /echo HTTP/1.1\r\nHost: h\r\nx-marker: long\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let good = format!("{head}{:x}\r\n{data}\r\n0\r\n\r\n", data.len());
+    let (answers, _) = send(gw.addr, good.as_bytes(), 1, false).await;
+    assert_eq!(answers.len(), 1, "{}", answers.len());
+    assert_eq!(answers[0].status, 200);
+    let echoed = format!("marker=long;method=POST;path=/echo;framing=chunked;body={data}");
+    assert!(answers[0].body == echoed, "{}", &answers[0].body[..80]);
+
+    // The same with an invalid chunk after it, and a request behind that.
+    let bad = format!(
+        "{head}{:x}\r\n{data}\r\n0x1\r\na\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+        data.len()
+    );
+    let (answers, closed) = send(gw.addr, bad.as_bytes(), 1, true).await;
+    assert!(closed, "the connection must close");
+    assert!(
+        answers.iter().all(|a| a.status != 200),
+        "an invalid chunked body was answered: {:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    probe(gw.addr, "a long invalid chunked body", 0).await;
+    let seen = log.lock().unwrap().clone();
+    assert!(!seen.iter().any(|l| l.contains("smuggled")), "{seen:?}");
+}
