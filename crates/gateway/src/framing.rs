@@ -20,6 +20,8 @@
 //! - `Content-Length` that is not exactly one or more digits (a sign, inner space, a
 //!   list such as `1, 1` or `1, 2`, more than 19 digits), two `Content-Length`
 //!   fields that differ;
+//! - a header named `Content_Length` or `Transfer_Encoding` (some servers read `_`
+//!   as `-`);
 //! - `Transfer-Encoding` together with `Content-Length`; `Transfer-Encoding` in an
 //!   HTTP/1.0 request; any `Transfer-Encoding` other than one field whose value is
 //!   exactly `chunked` (so `chunked, identity`, `xchunked`, `gzip`, `gzip, chunked`,
@@ -211,6 +213,9 @@ pub(crate) fn parse_request<'h, 'b>(
             }
         } else if name.eq_ignore_ascii_case("expect") || name.eq_ignore_ascii_case("upgrade") {
             expect_or_upgrade = true;
+        } else if (name.len() == 14 || name.len() == 17) && underscored_framing(name) {
+            // `Content_Length`: a server that reads `_` as `-` would frame by it.
+            return Parsed::Bad(400);
         }
     }
     let body = match (te, length) {
@@ -233,6 +238,16 @@ pub(crate) fn parse_request<'h, 'b>(
         connection,
         expect_or_upgrade,
     })
+}
+
+/// Whether `name` is `Content-Length` or `Transfer-Encoding` spelt with `_`.
+fn underscored_framing(name: &str) -> bool {
+    let same = |want: &str| {
+        name.bytes()
+            .zip(want.bytes())
+            .all(|(a, b)| a.eq_ignore_ascii_case(&b) || (a == b'_' && b == b'-'))
+    };
+    name.contains('_') && (same("content-length") || same("transfer-encoding"))
 }
 
 /// Whether a LF in `head` is not preceded by CR.
@@ -601,6 +616,8 @@ mod tests {
             "x-a: 1\r2\r\n",
             "x-a: \x7f\r\n",
             "x-a: 1\n",
+            "content_length: 3\r\n",
+            "Transfer_Encoding: chunked\r\n",
         ] {
             assert_eq!(parse(&req(bad)), Err(400), "{bad:?}");
         }

@@ -304,6 +304,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("bare lf before request", b"\nGET /echo HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), Refused(400)),
         ("bad header name", post("X(A): 1\r\n", ""), Refused(400)),
         ("space in header name", post("X A: 1\r\n", ""), Refused(400)),
+        ("underscore length", post(&format!("Content_Length: {smuggled_len}\r\n"), SMUGGLED), Refused(400)),
         ("http/0.9", b"GET /echo\r\n\r\n".to_vec(), Refused(400)),
         ("http/2.0 line", b"GET /echo HTTP/2.0\r\nHost: h\r\n\r\n".to_vec(), Refused(400)),
         ("http/1.2", b"GET /echo HTTP/1.2\r\nHost: h\r\n\r\n".to_vec(), Refused(400)),
