@@ -410,6 +410,10 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
     ]
 }
 
+/// A chunked request: the fast path hands it, and the rest of the connection, to hyper.
+const HYPER_FIRST: &[u8] =
+    b"POST /echo HTTP/1.1\r\nHost: h\r\nx-marker: first\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n";
+
 async fn gateway() -> (Running, SocketAddr, Log) {
     let (backend, log) = echo_backend().await;
     let gw = Running::start(
@@ -509,6 +513,26 @@ async fn malformed_and_ambiguous_requests_are_refused_or_answered_as_the_backend
             failures.push(format!("{name}: {why}"));
         }
         probe(gw.addr, name, i).await;
+
+        // The same request on hyper's path: behind a chunked one, which the fast
+        // path hands over with the rest of the connection.
+        let status = match *expect {
+            Refused(status) => status,
+            Private => 404,
+            Same(_) | Then(..) => continue,
+        };
+        let raw = [HYPER_FIRST, raw.as_slice()].concat();
+        let (answers, closed) = send(gw.addr, &raw, 2, status != 404).await;
+        let first_ok = answers
+            .first()
+            .is_some_and(|a| a.status == 200 && a.body.starts_with("marker=first;"));
+        let second = answers.get(1).map(|a| a.status);
+        if !first_ok || second != Some(status) || (status != 404 && !closed) || answers.len() != 2 {
+            failures.push(format!(
+                "{name} (hyper's path): want 200 then {status}, got {answers:?} (closed: {closed})"
+            ));
+        }
+        probe(gw.addr, name, i).await;
     }
     let smuggled: Vec<String> = log
         .lock()
@@ -517,13 +541,14 @@ async fn malformed_and_ambiguous_requests_are_refused_or_answered_as_the_backend
         .filter(|l| l.contains("smuggled"))
         .cloned()
         .collect();
-    assert!(
-        smuggled.is_empty(),
-        "smuggled requests reached the backend: {smuggled:?}"
-    );
+    if !smuggled.is_empty() {
+        failures.push(format!(
+            "smuggled requests reached the backend: {smuggled:?}"
+        ));
+    }
     assert!(
         failures.is_empty(),
-        "{} case(s) failed:\n{}",
+        "{} failure(s):\n{}",
         failures.len(),
         failures.join("\n")
     );
