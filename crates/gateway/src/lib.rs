@@ -76,4 +76,11 @@ pub mod fuzzing {
             _ => 0,
         }
     }
+
+    /// Feeds `data` through the guard in front of hyper in pieces whose sizes
+    /// `cuts` gives; returns the bytes hyper would read. Never panics; what comes
+    /// out is `data`'s checked requests, then possibly a refusal hyper answers.
+    pub fn guard_stream(data: &[u8], cuts: &[u8]) -> Vec<u8> {
+        crate::guard::fuzz_stream(data, cuts)
+    }
 }

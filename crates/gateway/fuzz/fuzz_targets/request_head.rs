@@ -1,6 +1,8 @@
 //! The fast path's request-head parsing and checks (`framing::parse_request`,
-//! `check_target`, and the chunk scanner after a chunked head) on arbitrary bytes:
-//! they must never panic, and a refusal is always a 4xx.
+//! `check_target`, and the chunk scanner after a chunked head), and the guard that
+//! applies them in front of hyper, on arbitrary bytes. They must never panic; a
+//! refusal is always a 4xx; the guard gives hyper a prefix of what came, then at
+//! most one refusal (bytes hyper answers with 400 or 431).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,4 +10,17 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let status = hoist_gateway::fuzzing::parse_head(data);
     assert!(status == 0 || (400..500).contains(&status), "{status}");
+
+    // The first bytes say how the stream is cut into reads.
+    let (cuts, stream) = data.split_at(data.len().min(3));
+    let out = hoist_gateway::fuzzing::guard_stream(stream, cuts);
+    let same = out.iter().zip(stream).take_while(|(a, b)| a == b).count();
+    let rest = &out[same..];
+    assert!(
+        rest.is_empty()
+            || rest.starts_with(b"\x01 / HTTP/1.1\r\n")
+            || rest.starts_with(b"GET / HTTP/1.1\r\na: b\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(rest)
+    );
 });
