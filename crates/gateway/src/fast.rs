@@ -217,6 +217,8 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
                         "no model is deployed in environment {}",
                         gw.inner.config.name
                     ));
+                    // A HEAD request's answer has no body (RFC 9110 section 9.3.2).
+                    let body = if head { "" } else { body.as_str() };
                     simple_response(
                         &mut b.output,
                         503,
@@ -281,7 +283,7 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
     }
     let target = match framing::check_target(req.target) {
         Ok(t) => t,
-        Err(Refused::Private) => return private(consumed, req.close),
+        Err(Refused::Private) => return private(consumed, req.method == "HEAD", req.close),
         Err(refused) => return Prep::Bad(refused.status()),
     };
     let (method, close, connection) = (req.method, req.close, req.connection);
@@ -371,14 +373,18 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
 }
 
 /// The answer to a request for an operator-only path of the model servers.
-fn private(consumed: usize, close: bool) -> Prep {
+fn private(consumed: usize, head: bool, close: bool) -> Prep {
     Prep::Answer {
         consumed,
         status: 404,
         content_type: "application/json",
-        body: json_error_body(
-            "not found: operator endpoints of model servers are not served by the gateway",
-        ),
+        body: if head {
+            String::new()
+        } else {
+            json_error_body(
+                "not found: operator endpoints of model servers are not served by the gateway",
+            )
+        },
         close,
     }
 }
@@ -539,6 +545,7 @@ async fn proxy(
         "no model server of environment {} answered: {failure}",
         gw.inner.config.name
     ));
+    let body = if head { "" } else { body.as_str() };
     simple_response(
         &mut b.output,
         status,

@@ -15,7 +15,9 @@
 //!
 //! Most requests never reach [`Gateway::handle`]: `crate::fast` follows the same
 //! steps on its own lean HTTP/1.1 path and hands hyper only the connections it does
-//! not handle.
+//! not handle. Those reach hyper through `crate::guard`, which checks every request
+//! head with the fast path's rules (`crate::framing`) before hyper parses it; a path
+//! under `/admin` gets a 404 here as there.
 //!
 //! # Caveats
 //! - A request already written to a backend that then fails is not retried (its body

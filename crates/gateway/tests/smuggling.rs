@@ -715,3 +715,25 @@ async fn long_chunked_bodies_are_checked_as_they_stream() {
     let seen = log.lock().unwrap().clone();
     assert!(!seen.iter().any(|l| l.contains("smuggled")), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_answers_to_head_have_no_body() {
+    let (gw, _, _) = gateway().await;
+    let raw = b"HEAD /admin/reload HTTP/1.1\r\nHost: h\r\n\r\n\
+        GET /echo HTTP/1.1\r\nHost: h\r\nx-marker: after-head\r\n\r\n";
+    let (answers, _) = send(gw.addr, raw, 2, false).await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(
+        answers[0],
+        Answer {
+            status: 404,
+            body: String::new()
+        }
+    );
+    assert!(
+        answers[1]
+            .body
+            .starts_with("marker=after-head;method=GET;path=/echo;"),
+        "{answers:?}"
+    );
+}
