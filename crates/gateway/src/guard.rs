@@ -61,6 +61,10 @@ pub(crate) struct Guarded<I = TcpStream> {
     pos: usize,
     /// Bytes of `buf[pos..]` checked and free to go to hyper.
     free: usize,
+    /// In [`State::Head`]: how much of `buf[pos..]` was an incomplete head when last
+    /// parsed (parsed again only once a new line may have ended it, so a head sent
+    /// a byte at a time costs one parse per line, not one per byte).
+    partial: usize,
     state: State,
     eof: bool,
 }
@@ -72,6 +76,7 @@ impl<I> Guarded<I> {
             buf: prefix,
             pos: 0,
             free: 0,
+            partial: 0,
             state: State::Head,
             eof: false,
         }
@@ -103,11 +108,20 @@ impl<I> Guarded<I> {
         match &mut self.state {
             State::Ended => {}
             State::Head => {
-                if avail.is_empty() {
+                if avail.is_empty()
+                    || (self.partial > 0
+                        && avail.len() <= framing::MAX_HEAD
+                        && !avail[self.partial..].contains(&b'\n'))
+                {
                     return Ok(());
                 }
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let (len, body, expect) = match framing::parse_request(avail, &mut headers) {
+                let parsed = framing::parse_request(avail, &mut headers);
+                self.partial = match parsed {
+                    Parsed::Partial => avail.len(),
+                    _ => 0,
+                };
+                let (len, body, expect) = match parsed {
                     Parsed::Partial => return Ok(()),
                     Parsed::TooManyHeaders => return self.refuse(431),
                     Parsed::Bad(status) => return self.refuse(status),
