@@ -10,7 +10,7 @@
 //! # What a request is refused for
 //! With 400, and the client connection closes:
 //! - a request line that is not `method SP target SP HTTP/1.0|HTTP/1.1` (HTTP/0.9 or
-//!   HTTP/2.0 request lines included), a control character (NUL, bare CR, DEL, ...)
+//!   HTTP/2.0 request lines included), the `CONNECT` method, a control character (NUL, bare CR, DEL, ...)
 //!   anywhere in the head, a header name with a character outside `token`, whitespace
 //!   between a header name and its colon, a header line that starts with whitespace
 //!   (obs-fold);
@@ -168,6 +168,11 @@ pub(crate) fn parse_request<'h, 'b>(
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Parsed::Bad(400);
     };
+    if method == "CONNECT" {
+        // A tunnel: a model server that said yes would turn the pooled connection
+        // into raw bytes.
+        return Parsed::Bad(400);
+    }
     let headers: &'h [Header<'b>] = req.headers;
     let mut length: Option<u64> = None;
     let mut te = 0u32;
@@ -641,6 +646,7 @@ mod tests {
             b"GET  / HTTP/1.1\r\nhost: h\r\n\r\n",
             b"GET / HTTP/1.1 \r\nhost: h\r\n\r\n",
             b"G\tET / HTTP/1.1\r\nhost: h\r\n\r\n",
+            b"CONNECT /x HTTP/1.1\r\nhost: h\r\n\r\n",
             b"GET / HTTP/1.1\r\n host: h\r\n\r\n",
         ] {
             assert_eq!(parse(bad), Err(400), "{:?}", String::from_utf8_lossy(bad));

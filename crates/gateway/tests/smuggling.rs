@@ -325,6 +325,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ),
         ("asterisk target", b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), Refused(400)),
         ("connect", b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n".to_vec(), Refused(400)),
+        ("connect origin-form", b"CONNECT /echo HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), Refused(400)),
         ("dot segment", get("/./admin/reload"), Refused(400)),
         ("dot-dot segment", get("/x/../admin/reload"), Refused(400)),
         ("encoded dot-dot", get("/x/%2e%2e/admin/reload"), Refused(400)),
