@@ -102,6 +102,8 @@ impl Buffers {
 enum Prep {
     /// Not a whole request yet.
     More,
+    /// Not a whole request head yet.
+    MoreHead,
     /// Not for the fast path: hyper takes over the connection.
     Fallback,
     /// Malformed: answer this status and close.
@@ -133,11 +135,19 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
     loop {
         // When the request under way must have arrived (set by its first bytes).
         let mut deadline: Option<tokio::time::Instant> = None;
+        // How much of `b.input` was an incomplete head when last parsed: it is parsed
+        // again only once a new line may have ended it (a head sent a byte at a
+        // time costs one parse per line, not one per byte).
+        let mut partial = 0;
         let (table, prep) = loop {
-            if !b.input.is_empty() {
+            let no_new_line = partial > 0
+                && b.input.len() <= MAX_HEAD
+                && !b.input[partial.min(b.input.len())..].contains(&b'\n');
+            if !b.input.is_empty() && !no_new_line {
                 let table = gw.inner.table.load_full();
                 match prepare(&gw, &table, &mut b) {
-                    Prep::More => {}
+                    Prep::More => partial = 0,
+                    Prep::MoreHead => partial = b.input.len(),
                     prep => break (table, prep),
                 }
             }
@@ -170,7 +180,7 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
         };
         let shutting_down = || closing.has_changed().unwrap_or(true);
         match prep {
-            Prep::More => unreachable!("loops until there is more than that"),
+            Prep::More | Prep::MoreHead => unreachable!("loops until there is more than that"),
             Prep::Fallback => {
                 let io = Guarded::new(client, std::mem::take(&mut b.input));
                 return gw.serve_hyper(io, closing).await;
@@ -263,7 +273,7 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let req = match framing::parse_request(buf, &mut headers) {
         Parsed::Head(h) => h,
-        Parsed::Partial => return Prep::More,
+        Parsed::Partial => return Prep::MoreHead,
         Parsed::TooManyHeaders => return Prep::Fallback,
         Parsed::Bad(status) => return Prep::Bad(status),
     };

@@ -738,3 +738,39 @@ async fn the_gateways_own_answers_to_head_have_no_body() {
         "{answers:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_a_byte_at_a_time_are_read_whole() {
+    let (gw, _, _) = gateway().await;
+    for (raw, body) in [
+        (
+            &b"POST /echo HTTP/1.1\r\nHost: h\r\nx-marker: drip\r\nContent-Length: 3\r\n\r\nabc"[..],
+            "marker=drip;method=POST;path=/echo;framing=length;body=abc",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nx-marker: drip\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            "marker=drip;method=POST;path=/echo;framing=chunked;body=abc",
+        ),
+    ] {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        for byte in raw {
+            s.write_all(&[*byte]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut buf = Vec::new();
+        let mut answers = Vec::new();
+        while answers.is_empty() {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(n > 0, "closed without an answer");
+            buf.extend_from_slice(&chunk[..n]);
+            parse_answers(&buf, &mut answers, false);
+        }
+        assert_eq!(answers[0].status, 200);
+        assert_eq!(answers[0].body, body);
+    }
+}
