@@ -20,9 +20,10 @@
 //!   and cookie are decided by [`split::decide_raw`], the same order as `decide`.
 //! - Hop-by-hop request headers ([`framing::HOP_BY_HOP`], and those `Connection`
 //!   names) are dropped, the body's length goes as one `content-length` the
-//!   gateway writes, `x-request-id` is added when missing; responses lose their hop-by-hop headers
-//!   (except `Transfer-Encoding`: the body is forwarded with its codings as it came)
-//!   and gain `x-hoist-variant`, `x-hoist-version` and `x-request-id`.
+//!   gateway writes, `x-request-id` is added when missing; responses lose their
+//!   hop-by-hop headers (except `Transfer-Encoding`: the body is forwarded with its
+//!   codings as it came) and gain `x-hoist-variant`, `x-hoist-version` and
+//!   `x-request-id`.
 //! - A refused connection sends the request to the next replica, then to the other
 //!   variant, then answers 502; no upstream at all is a 503.
 //! - A request is counted when the backend's body has ended, before its last bytes
