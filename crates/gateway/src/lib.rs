@@ -36,6 +36,8 @@
 
 mod fast;
 pub mod feedback;
+#[doc(hidden)]
+pub mod fuzz_split;
 mod gateway;
 mod inspect;
 pub mod metrics;
@@ -44,5 +46,5 @@ mod shadow;
 pub mod split;
 
 pub use gateway::{DEFAULT_FORCE_HEADER, Gateway, GatewayConfig};
-pub use metrics::{LATENCY_BUCKETS, ShadowStats, Snapshot, VariantStats};
-pub use split::{Routes, Upstream, Variant};
+pub use metrics::{ForcedStats, LATENCY_BUCKETS, ShadowStats, Snapshot, VariantStats};
+pub use split::{Routes, RoutesError, Upstream, Variant};
