@@ -7,6 +7,9 @@
 
 use crate::split::{Decision, SplitRules, Variant};
 
+/// A header list: `(name, value)` as sent, in order.
+pub type Headers = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Header names the inputs pick from: the force, sticky and cookie names (in mixed
 /// case), near misses, and ordinary headers.
 pub const NAMES: &[&str] = &[
@@ -129,7 +132,7 @@ pub fn same_decision(
 /// [`NAMES`], or with the top bit set a name of the following length byte's
 /// bytes), a value selector byte (an index into [`VALUES`], or with the top bit
 /// set a value of the following length byte's bytes).
-pub fn input(data: &[u8]) -> ([bool; 2], Vec<(Vec<u8>, Vec<u8>)>) {
+pub fn input(data: &[u8]) -> ([bool; 2], Headers) {
     let Some((&flags, mut rest)) = data.split_first() else {
         return ([true, true], Vec::new());
     };
