@@ -54,7 +54,7 @@ use tokio::net::TcpListener;
 
 use crate::metrics::{self, Class, Counters, Snapshot};
 use crate::pool::{Conn, Pool, SendError};
-use crate::split::{self, Decision, Routes, RoutesError, SplitRules, Upstream, Variant};
+use crate::split::{self, Decision, Routes, SplitRules, Variant};
 
 /// The header that forces a variant unless configured otherwise.
 pub const DEFAULT_FORCE_HEADER: &str = "x-hoist-variant";
@@ -139,27 +139,27 @@ pub(crate) struct Inner {
 }
 
 #[derive(Default)]
-struct Control {
+pub(crate) struct Control {
     /// One pool per backend address in the current routes.
-    pools: HashMap<SocketAddr, Arc<Pool>>,
+    pub(crate) pools: HashMap<SocketAddr, Arc<Pool>>,
     /// Counters of every (variant, version) that was ever routed to: the split's
     /// traffic, what releases are judged on.
-    series: Vec<(Variant, String, Arc<Counters>)>,
+    pub(crate) series: Vec<(Variant, String, Arc<Counters>)>,
     /// The same for requests the force header sent (never judged).
-    forced: Vec<(Variant, String, Arc<Counters>)>,
+    pub(crate) forced: Vec<(Variant, String, Arc<Counters>)>,
 }
 
 /// The routes, resolved for the request path.
 pub(crate) struct Table {
     /// As given to `set_routes` (returned by `routes()`).
-    routes: Routes,
-    stable: Option<Backend>,
-    candidate: Option<Backend>,
+    pub(crate) routes: Routes,
+    pub(crate) stable: Option<Backend>,
+    pub(crate) candidate: Option<Backend>,
     /// The same upstreams (same pools) for forced requests, counted apart.
-    forced_stable: Option<Backend>,
-    forced_candidate: Option<Backend>,
+    pub(crate) forced_stable: Option<Backend>,
+    pub(crate) forced_candidate: Option<Backend>,
     /// `routes.candidate_weight`, at most 100.
-    weight: u32,
+    pub(crate) weight: u32,
     /// `routes.shadow_percent`, at most 100; 0 without a candidate.
     pub(crate) shadow: u32,
     /// `routes.feedback`.
@@ -308,118 +308,6 @@ impl Gateway {
         }
     }
 
-    /// Replaces the routes atomically, once [`Routes::validate`] accepts them; routes
-    /// it refuses are not applied (the routes in force stay) and the error says why.
-    /// Requests already routed finish on the backend they started on; connections to
-    /// addresses that left the routes close once idle.
-    pub fn try_set_routes(&self, routes: Routes) -> Result<(), RoutesError> {
-        routes.validate()?;
-        self.apply_routes(routes);
-        Ok(())
-    }
-
-    /// Replaces the routes atomically: the lenient form of
-    /// [`Gateway::try_set_routes`], kept for callers that cannot handle an error.
-    /// Routes that [`Routes::validate`] refuses are applied as far as they make sense,
-    /// with a warning that names the fault: a weight or shadow share over 100 acts as
-    /// 100, one without the upstream it needs acts as 0, an upstream without
-    /// addresses as no upstream, a version that is no header value is sent as
-    /// `invalid`. [`Gateway::routes`] returns them as given.
-    pub fn set_routes(&self, routes: Routes) {
-        if let Err(e) = routes.validate() {
-            tracing::warn!(env = %self.inner.config.name, "routes applied leniently: {e}");
-        }
-        self.apply_routes(routes);
-    }
-
-    fn apply_routes(&self, routes: Routes) {
-        let mut control = self.control();
-        let Control {
-            pools,
-            series,
-            forced,
-        } = &mut *control;
-        let mut backend =
-            |variant: Variant, up: &Option<Upstream>, is_forced: bool| -> Option<Backend> {
-                let up = up.as_ref().filter(|u| !u.addrs.is_empty())?;
-                let list = if is_forced {
-                    &mut *forced
-                } else {
-                    &mut *series
-                };
-                let counters = match list
-                    .iter()
-                    .find(|(v, ver, _)| *v == variant && *ver == up.version)
-                {
-                    Some((_, _, c)) => c.clone(),
-                    None => {
-                        let c = Arc::new(Counters::default());
-                        list.push((variant, up.version.clone(), c.clone()));
-                        c
-                    }
-                };
-                let version = HeaderValue::from_str(&up.version)
-                    .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-                Some(Backend {
-                    variant,
-                    version,
-                    pools: up
-                        .addrs
-                        .iter()
-                        .map(|a| {
-                            pools
-                                .entry(*a)
-                                .or_insert_with(|| Arc::new(Pool::new(*a)))
-                                .clone()
-                        })
-                        .collect(),
-                    next: AtomicUsize::new(0),
-                    counters,
-                    forced: is_forced,
-                })
-            };
-        let stable = backend(Variant::Stable, &routes.stable, false);
-        let candidate = backend(Variant::Candidate, &routes.candidate, false);
-        let table = Table {
-            forced_stable: backend(Variant::Stable, &routes.stable, true),
-            forced_candidate: backend(Variant::Candidate, &routes.candidate, true),
-            weight: if candidate.is_some() {
-                routes.candidate_weight.min(100)
-            } else {
-                0
-            },
-            shadow: if candidate.is_some() && stable.is_some() {
-                routes.shadow_percent.min(100)
-            } else {
-                0
-            },
-            stable,
-            candidate,
-            feedback: routes.feedback,
-            routes,
-        };
-        pools.retain(|addr, pool| {
-            let keep = [&table.routes.stable, &table.routes.candidate]
-                .into_iter()
-                .flatten()
-                .any(|u| u.addrs.contains(addr));
-            if !keep {
-                pool.retire();
-            }
-            keep
-        });
-        tracing::info!(
-            env = %self.inner.config.name,
-            stable = ?table.routes.stable.as_ref().map(|u| &u.version),
-            candidate = ?table.routes.candidate.as_ref().map(|u| &u.version),
-            weight = table.weight,
-            shadow = table.shadow,
-            feedback = table.feedback,
-            "routes changed"
-        );
-        self.inner.table.store(Arc::new(table));
-    }
-
     /// The routes in force.
     pub fn routes(&self) -> Routes {
         self.inner.table.load().routes.clone()
@@ -565,7 +453,7 @@ impl Gateway {
         let _ = conn.await;
     }
 
-    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+    pub(crate) fn control(&self) -> std::sync::MutexGuard<'_, Control> {
         self.inner.control.lock().unwrap_or_else(|p| p.into_inner())
     }
 

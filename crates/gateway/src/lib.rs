@@ -29,6 +29,7 @@
 //! - `fast`: the lean HTTP/1.1 path every connection starts on; it hands what it
 //!   does not handle (chunked or upgrade requests, HTTP/1.0, large bodies) to hyper.
 //! - `pool`: keep-alive connections per backend address.
+//! - `routes`: validating and applying [`Routes`].
 //! - [`metrics`]: lock-free counters, [`Snapshot`]s, Prometheus text.
 //! - `shadow`: mirroring stable's requests to the candidate and comparing answers.
 //! - [`feedback`]: predictions remembered by request id, and `POST /feedback`.
@@ -42,6 +43,7 @@ mod gateway;
 mod inspect;
 pub mod metrics;
 mod pool;
+mod routes;
 mod shadow;
 pub mod split;
 
