@@ -17,7 +17,7 @@
 //!
 //! # Same behaviour as the hyper path
 //! - `GET /metrics` is answered here; the split, the force header, sticky header
-//!   and cookie are decided by [`split::decide_raw`], the same order as `decide`.
+//!   and cookie are decided by [`crate::split::SplitRules::decide`], as on the hyper path.
 //! - Hop-by-hop request headers ([`framing::HOP_BY_HOP`], and those `Connection`
 //!   names) are dropped, the body's length goes as one `content-length` the
 //!   gateway writes, `x-request-id` is added when missing; responses lose their
@@ -49,7 +49,7 @@ use crate::gateway::{Attempt, Backend, Gateway, Table, json_error_body};
 use crate::guard::Guarded;
 use crate::metrics::Class;
 use crate::pool::Pool;
-use crate::split::{self, Decision, Variant};
+use crate::split::{Decision, Variant};
 use crate::{inspect, shadow};
 
 /// Largest request body the fast path buffers; larger ones go to hyper.
@@ -247,7 +247,8 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
                 b.capture.clear();
                 b.capture_ok = table.inspects();
                 let done = proxy(&gw, &table, first, &mut client, &mut b, head, close, start).await;
-                if table.inspects() {
+                // Forced requests feed neither feedback nor shadow comparisons.
+                if table.inspects() && !matches!(decision, Decision::Forced(_)) {
                     after_answer(&gw, &table, &b, post);
                 }
                 match done {
@@ -331,13 +332,10 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
         };
     }
 
-    let decision = split::decide_raw(
-        req.headers,
-        gw.inner.force_header.as_str(),
-        gw.inner.sticky_header.as_ref().map(|h| h.as_str()),
-        gw.inner.config.sticky_cookie.as_deref(),
-        |v| table.get(v).is_some(),
-    );
+    let decision = gw
+        .inner
+        .split
+        .decide_raw(req.headers, |v| table.get(v).is_some());
 
     let out = &mut b.request;
     out.clear();

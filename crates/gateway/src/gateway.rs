@@ -4,7 +4,7 @@
 //! 1. `GET /metrics` is answered here; everything else is proxied.
 //! 2. The routes are read once (an `ArcSwap` load): the request finishes on what it
 //!    read, whatever `set_routes` does meanwhile.
-//! 3. [`split::decide`] and the split counter choose the variant; a variant without
+//! 3. [`split::SplitRules::decide`] and the split counter choose the variant; a variant without
 //!    upstream falls back to the other; no upstream at all is a 503.
 //! 4. Hop-by-hop headers go, `x-request-id` is added when missing, and the request is
 //!    sent to the next replica of the variant (round-robin).
@@ -56,7 +56,7 @@ use tokio::net::TcpListener;
 
 use crate::metrics::{self, Class, Counters, Snapshot};
 use crate::pool::{Conn, Pool, SendError};
-use crate::split::{self, Decision, Routes, Upstream, Variant};
+use crate::split::{self, Decision, Routes, SplitRules, Variant};
 
 /// The header that forces a variant unless configured otherwise.
 pub const DEFAULT_FORCE_HEADER: &str = "x-hoist-variant";
@@ -121,10 +121,8 @@ impl std::fmt::Debug for Gateway {
 pub(crate) struct Inner {
     /// As given to [`Gateway::new`].
     pub(crate) config: GatewayConfig,
-    /// `config.force_header`, parsed once.
-    pub(crate) force_header: HeaderName,
-    /// `config.sticky_header`, parsed once (`None` when absent or invalid).
-    pub(crate) sticky_header: Option<HeaderName>,
+    /// The force header, sticky header and cookie, and the sticky hash's salt.
+    pub(crate) split: SplitRules,
     /// What requests route to now; replaced whole by `set_routes`.
     pub(crate) table: ArcSwap<Table>,
     /// The exact split's request number (only requests the counter decides).
@@ -141,21 +139,27 @@ pub(crate) struct Inner {
 }
 
 #[derive(Default)]
-struct Control {
+pub(crate) struct Control {
     /// One pool per backend address in the current routes.
-    pools: HashMap<SocketAddr, Arc<Pool>>,
-    /// Counters of every (variant, version) that was ever routed to.
-    series: Vec<(Variant, String, Arc<Counters>)>,
+    pub(crate) pools: HashMap<SocketAddr, Arc<Pool>>,
+    /// Counters of every (variant, version) that was ever routed to: the split's
+    /// traffic, what releases are judged on.
+    pub(crate) series: Vec<(Variant, String, Arc<Counters>)>,
+    /// The same for requests the force header sent (never judged).
+    pub(crate) forced: Vec<(Variant, String, Arc<Counters>)>,
 }
 
 /// The routes, resolved for the request path.
 pub(crate) struct Table {
     /// As given to `set_routes` (returned by `routes()`).
-    routes: Routes,
-    stable: Option<Backend>,
-    candidate: Option<Backend>,
+    pub(crate) routes: Routes,
+    pub(crate) stable: Option<Backend>,
+    pub(crate) candidate: Option<Backend>,
+    /// The same upstreams (same pools) for forced requests, counted apart.
+    pub(crate) forced_stable: Option<Backend>,
+    pub(crate) forced_candidate: Option<Backend>,
     /// `routes.candidate_weight`, at most 100.
-    weight: u32,
+    pub(crate) weight: u32,
     /// `routes.shadow_percent`, at most 100; 0 without a candidate.
     pub(crate) shadow: u32,
     /// `routes.feedback`.
@@ -178,10 +182,20 @@ impl Table {
 }
 
 impl Table {
+    /// The split's backend of a variant.
     pub(crate) fn get(&self, v: Variant) -> Option<&Backend> {
         match v {
             Variant::Stable => self.stable.as_ref(),
             Variant::Candidate => self.candidate.as_ref(),
+        }
+    }
+
+    /// A variant's backend for requests forced (`forced`) or split.
+    pub(crate) fn backend(&self, v: Variant, forced: bool) -> Option<&Backend> {
+        match (v, forced) {
+            (Variant::Stable, true) => self.forced_stable.as_ref(),
+            (Variant::Candidate, true) => self.forced_candidate.as_ref(),
+            (v, false) => self.get(v),
         }
     }
 }
@@ -197,6 +211,8 @@ pub(crate) struct Backend {
     pub(crate) next: AtomicUsize,
     /// Where this (variant, version)'s requests are counted.
     pub(crate) counters: Arc<Counters>,
+    /// Serves forced requests: `counters` is a forced series.
+    pub(crate) forced: bool,
 }
 
 /// Which replica a request goes to: the round-robin pick first; when nothing was sent
@@ -232,7 +248,7 @@ impl<'a> Attempt<'a> {
             self.index += 1;
             return true;
         }
-        match table.get(self.backend.variant.other()) {
+        match table.backend(self.backend.variant.other(), self.backend.forced) {
             Some(other) if !self.switched => {
                 self.switched = true;
                 self.backend = other;
@@ -264,14 +280,20 @@ impl Gateway {
                 .map_err(|_| tracing::warn!(header = h, "invalid sticky header name; ignored"))
                 .ok()
         });
+        let split = SplitRules::new(
+            force_header.as_str(),
+            sticky_header.as_ref().map(HeaderName::as_str),
+            config.sticky_cookie.as_deref(),
+        );
         Gateway {
             inner: Arc::new(Inner {
-                force_header,
-                sticky_header,
+                split,
                 table: ArcSwap::from_pointee(Table {
                     routes: Routes::default(),
                     stable: None,
                     candidate: None,
+                    forced_stable: None,
+                    forced_candidate: None,
                     weight: 0,
                     shadow: 0,
                     feedback: false,
@@ -286,85 +308,17 @@ impl Gateway {
         }
     }
 
-    /// Replaces the routes atomically. Requests already routed finish on the backend
-    /// they started on; connections to addresses that left the routes close once idle.
-    pub fn set_routes(&self, routes: Routes) {
-        let mut control = self.control();
-        let Control { pools, series } = &mut *control;
-        let mut backend = |variant: Variant, up: &Option<Upstream>| -> Option<Backend> {
-            let up = up.as_ref()?;
-            let counters = match series
-                .iter()
-                .find(|(v, ver, _)| *v == variant && *ver == up.version)
-            {
-                Some((_, _, c)) => c.clone(),
-                None => {
-                    let c = Arc::new(Counters::default());
-                    series.push((variant, up.version.clone(), c.clone()));
-                    c
-                }
-            };
-            let version = HeaderValue::from_str(&up.version)
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-            Some(Backend {
-                variant,
-                version,
-                pools: up
-                    .addrs
-                    .iter()
-                    .map(|a| {
-                        pools
-                            .entry(*a)
-                            .or_insert_with(|| Arc::new(Pool::new(*a)))
-                            .clone()
-                    })
-                    .collect(),
-                next: AtomicUsize::new(0),
-                counters,
-            })
-        };
-        let table = Table {
-            stable: backend(Variant::Stable, &routes.stable),
-            candidate: backend(Variant::Candidate, &routes.candidate),
-            weight: routes.candidate_weight.min(100),
-            shadow: if routes.candidate.is_some() && routes.stable.is_some() {
-                routes.shadow_percent.min(100)
-            } else {
-                0
-            },
-            feedback: routes.feedback,
-            routes,
-        };
-        pools.retain(|addr, pool| {
-            let keep = [&table.routes.stable, &table.routes.candidate]
-                .into_iter()
-                .flatten()
-                .any(|u| u.addrs.contains(addr));
-            if !keep {
-                pool.retire();
-            }
-            keep
-        });
-        tracing::info!(
-            env = %self.inner.config.name,
-            stable = ?table.routes.stable.as_ref().map(|u| &u.version),
-            candidate = ?table.routes.candidate.as_ref().map(|u| &u.version),
-            weight = table.weight,
-            shadow = table.shadow,
-            feedback = table.feedback,
-            "routes changed"
-        );
-        self.inner.table.store(Arc::new(table));
-    }
-
     /// The routes in force.
     pub fn routes(&self) -> Routes {
         self.inner.table.load().routes.clone()
     }
 
-    /// The counters of both variants, cumulative since the gateway started.
+    /// The counters of both variants, cumulative since the gateway started. Forced
+    /// requests are only in [`Snapshot::forced`].
     pub fn metrics(&self) -> Snapshot {
-        let mut snap = metrics::snapshot(&self.control().series);
+        let control = self.control();
+        let mut snap = metrics::snapshot(&control.series);
+        snap.forced = metrics::forced_snapshot(&control.forced);
         snap.shadow = self.inner.shadow.snapshot();
         snap
     }
@@ -372,7 +326,10 @@ impl Gateway {
     /// The `/metrics` text (Prometheus format 0.0.4).
     pub fn prometheus(&self) -> String {
         let weight = self.inner.table.load().weight;
-        let mut text = metrics::render(&self.inner.config.name, &self.control().series, weight);
+        let control = self.control();
+        let mut text = metrics::render(&self.inner.config.name, &control.series, weight);
+        metrics::render_forced(&mut text, &self.inner.config.name, &control.forced);
+        drop(control);
         metrics::render_shadow(
             &mut text,
             &self.inner.config.name,
@@ -496,7 +453,7 @@ impl Gateway {
         let _ = conn.await;
     }
 
-    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+    pub(crate) fn control(&self) -> std::sync::MutexGuard<'_, Control> {
         self.inner.control.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -565,6 +522,7 @@ impl Gateway {
                 Ok((resp, conn)) => {
                     let served = Served {
                         variant: backend.variant,
+                        forced: backend.forced,
                         pool: slot,
                     };
                     return Ok(respond(resp, conn, table, served, start, request_id));
@@ -629,22 +587,23 @@ impl Gateway {
 
     /// The backend for a request, by the order in the module docs of [`split`].
     fn choose<'t>(&self, table: &'t Table, headers: &HeaderMap) -> Option<&'t Backend> {
-        let present = |v| table.get(v).is_some();
-        let decision = split::decide(
-            headers,
-            &self.inner.force_header,
-            self.inner.sticky_header.as_ref(),
-            self.inner.config.sticky_cookie.as_deref(),
-            present,
-        );
+        let decision = self
+            .inner
+            .split
+            .decide_map(headers, |v| table.get(v).is_some());
         self.pick(table, decision)
     }
 
     /// The backend for a [`Decision`] (a variant without upstream falls back to the
-    /// other; `None` when there is no upstream at all).
+    /// other; `None` when there is no upstream at all). A forced request gets the
+    /// variant's forced backend: same servers, counted apart.
     pub(crate) fn pick<'t>(&self, table: &'t Table, decision: Decision) -> Option<&'t Backend> {
         let variant = match decision {
-            Decision::Forced(v) => v,
+            Decision::Forced(v) => {
+                return table
+                    .backend(v, true)
+                    .or_else(|| table.backend(v.other(), true));
+            }
             Decision::Sticky(bucket) => {
                 if bucket < table.weight {
                     Variant::Candidate
@@ -720,13 +679,15 @@ fn respond(
 #[derive(Clone, Copy)]
 struct Served {
     variant: Variant,
+    /// Sent by the force header (counted apart).
+    forced: bool,
     pool: usize,
 }
 
 impl Served {
     fn backend(self, table: &Table) -> &Backend {
         table
-            .get(self.variant)
+            .backend(self.variant, self.forced)
             .expect("a request is only sent to a variant of its table")
     }
 }

@@ -31,6 +31,7 @@
 //! - `framing`: RFC 9112 message framing, hop-by-hop headers and target checks,
 //!   one set of rules for both paths; `guard` applies them on hyper's path.
 //! - `pool`: keep-alive connections per backend address.
+//! - `routes`: validating and applying [`Routes`].
 //! - [`metrics`]: lock-free counters, [`Snapshot`]s, Prometheus text.
 //! - `shadow`: mirroring stable's requests to the candidate and comparing answers.
 //! - [`feedback`]: predictions remembered by request id, and `POST /feedback`.
@@ -39,17 +40,20 @@
 mod fast;
 pub mod feedback;
 mod framing;
+#[doc(hidden)]
+pub mod fuzz_split;
 mod gateway;
 mod guard;
 mod inspect;
 pub mod metrics;
 mod pool;
+mod routes;
 mod shadow;
 pub mod split;
 
 pub use gateway::{DEFAULT_FORCE_HEADER, Gateway, GatewayConfig};
-pub use metrics::{LATENCY_BUCKETS, ShadowStats, Snapshot, VariantStats};
-pub use split::{Routes, Upstream, Variant};
+pub use metrics::{ForcedStats, LATENCY_BUCKETS, ShadowStats, Snapshot, VariantStats};
+pub use split::{Routes, RoutesError, Upstream, Variant};
 
 /// Entry points for fuzzing (`crates/gateway/fuzz`); not a stable API.
 #[doc(hidden)]

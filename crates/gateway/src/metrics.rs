@@ -4,6 +4,12 @@
 //! Counters live per (variant, version) so the Prometheus series carry the version
 //! that really answered; a [`Snapshot`] sums them per variant, so it only grows and
 //! [`Snapshot::since`] gives the traffic of a window.
+//!
+//! Requests the force header sent (`x-hoist-variant: candidate`) are served but
+//! counted apart, in [`Snapshot::forced`] and `hoist_gateway_forced_requests_total`:
+//! any client can send them, so they must never move the numbers a release is judged
+//! on (`Snapshot::stable`/`candidate`, `hoist_gateway_requests_total`,
+//! `hoist_gateway_request_duration_seconds`, feedback labels, shadow comparisons).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -142,12 +148,40 @@ impl VariantStats {
 /// Both variants' counters at one moment. Cumulative since the gateway started.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    /// Requests served by the stable upstream.
+    /// Requests the split sent to the stable upstream (forced ones excluded).
     pub stable: VariantStats,
-    /// Requests served by the candidate upstream.
+    /// Requests the split sent to the candidate upstream (forced ones excluded).
     pub candidate: VariantStats,
     /// The candidate's answers to requests mirrored from stable (shadow steps).
     pub shadow: ShadowStats,
+    /// Requests the force header sent, per variant that served them. Never part of
+    /// `stable` or `candidate`: not for judging a release.
+    pub forced: ForcedStats,
+}
+
+/// Requests sent to a variant by the force header, counted apart from the split.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ForcedStats {
+    pub stable: VariantStats,
+    pub candidate: VariantStats,
+}
+
+impl ForcedStats {
+    /// The forced traffic between `earlier` and `self`.
+    pub fn since(&self, earlier: &ForcedStats) -> ForcedStats {
+        ForcedStats {
+            stable: self.stable.since(&earlier.stable),
+            candidate: self.candidate.since(&earlier.candidate),
+        }
+    }
+
+    /// One variant's forced requests.
+    pub fn get(&self, v: Variant) -> &VariantStats {
+        match v {
+            Variant::Stable => &self.stable,
+            Variant::Candidate => &self.candidate,
+        }
+    }
 }
 
 /// What the candidate answered to mirrored requests, compared with stable's answers
@@ -188,6 +222,7 @@ impl Snapshot {
             stable: self.stable.since(&earlier.stable),
             candidate: self.candidate.since(&earlier.candidate),
             shadow: self.shadow.since(&earlier.shadow),
+            forced: self.forced.since(&earlier.forced),
         }
     }
 
@@ -356,6 +391,37 @@ pub(crate) fn snapshot(series: &Series) -> Snapshot {
         counters.add_to(snap.get_mut(*variant));
     }
     snap
+}
+
+/// Sums forced series per variant.
+pub(crate) fn forced_snapshot(series: &Series) -> ForcedStats {
+    let s = snapshot(series);
+    ForcedStats {
+        stable: s.stable,
+        candidate: s.candidate,
+    }
+}
+
+/// Appends `hoist_gateway_forced_requests_total`: requests the force header sent,
+/// by the variant and version that served them and the class of the answer. Apart
+/// from `hoist_gateway_requests_total`, so queries on that never see them.
+pub(crate) fn render_forced(out: &mut String, env: &str, series: &Series) {
+    let env = escape(env);
+    out.push_str(
+        "# HELP hoist_gateway_forced_requests_total Requests the force header sent to a variant (served, but never part of hoist_gateway_requests_total or a release's analysis), by the variant and version that served them and the class of the answer.\n\
+         # TYPE hoist_gateway_forced_requests_total counter\n",
+    );
+    for (variant, version, counters) in series {
+        let version = escape(version);
+        for class in Class::ALL {
+            let _ = writeln!(
+                out,
+                "hoist_gateway_forced_requests_total{{env=\"{env}\",variant=\"{variant}\",version=\"{version}\",class=\"{}\"}} {}",
+                class.label(),
+                counters.class_count(class)
+            );
+        }
+    }
 }
 
 /// Prometheus text format 0.0.4.
@@ -573,5 +639,26 @@ mod tests {
             "hoist_gateway_request_duration_seconds_count{env=\"prod\",variant=\"candidate\"} 0"
         ));
         assert!(text.contains("hoist_gateway_candidate_weight{env=\"prod\"} 25"));
+    }
+
+    #[test]
+    fn forced_series_render_apart() {
+        let c = Counters::default();
+        c.record(Class::ServerError, ms(1.0));
+        let series = [(Variant::Candidate, "2".to_string(), Arc::new(c))];
+        let mut text = String::new();
+        render_forced(&mut text, "prod", &series);
+        assert!(text.contains(
+            "hoist_gateway_forced_requests_total{env=\"prod\",variant=\"candidate\",version=\"2\",class=\"5xx\"} 1"
+        ));
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("hoist_gateway_requests_total"))
+        );
+        let f = forced_snapshot(&series);
+        assert_eq!((f.candidate.requests, f.candidate.server_errors), (1, 1));
+        assert_eq!(f.since(&f).candidate.requests, 0);
+        assert_eq!(f.get(Variant::Stable).requests, 0);
     }
 }

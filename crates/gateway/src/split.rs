@@ -1,25 +1,49 @@
 //! The traffic split: which variant serves a request.
 //!
-//! Pure functions over the request's headers and a counter, so the choice is tested
-//! without sockets.
+//! One pure function, [`SplitRules::decide`], owns the rules. It reads the request's
+//! header fields as `(name, value)` byte pairs, so the hyper path (an
+//! `http::HeaderMap`) and the fast path (`httparse` headers) decide through the
+//! very same code and cannot drift apart.
 //!
 //! # Order of precedence
 //! 1. The force header (`x-hoist-variant: stable|candidate` by default), when it
-//!    names a variant that has an upstream.
+//!    names a variant that has an upstream. A forced request is served by that
+//!    variant but is counted apart from the split's traffic (see
+//!    [`crate::metrics::ForcedStats`]): it never reaches the numbers a release is
+//!    judged on.
 //! 2. The sticky key: the sticky header's value, else the sticky cookie's value.
-//!    `fnv1a(key) % 100 < candidate_weight` ⇒ candidate, so one key keeps its
+//!    `keyed_hash(key) % 100 < candidate_weight` ⇒ candidate, so one key keeps its
 //!    variant while the weight stays, and moves only one way as the weight grows.
+//!    The hash is keyed with a secret drawn at random when the gateway is created:
+//!    a client cannot compute offline which keys land on the candidate, and a
+//!    key's bucket is stable for the gateway's lifetime (not across restarts).
 //! 3. The exact split: request `n` of the split goes to the candidate iff
 //!    `(n * 61) % 100 < candidate_weight`. 61 is coprime to 100, so any 100
 //!    consecutive requests carry exactly `candidate_weight` candidate requests, spread
 //!    out rather than in a burst.
 //!
 //! The chosen variant falls back to the other one when it has no upstream.
+//!
+//! # Reading the headers, exactly
+//! Both paths give the same answer for any header list, because only these rules
+//! apply (a property test and a fuzz target check it):
+//! - Header names compare ASCII case-insensitively; values are bytes (non-UTF-8
+//!   bytes are fine) with leading and trailing spaces and tabs removed.
+//! - The force header is honoured only when it comes in exactly one field line
+//!   whose value is `stable` or `candidate` (any ASCII case). Two or more force
+//!   lines are ambiguous (even if they agree): the request is split as if it had
+//!   none. A value that names no variant, or a variant without upstream, is ignored
+//!   the same way.
+//! - The sticky key is the value of the *first* sticky header line; an empty value
+//!   means no key from the header (the cookie is tried next).
+//! - The cookie is looked for in every `Cookie` line in order, each split at `;`;
+//!   the first pair whose name is exactly the sticky cookie's name (cookie names are
+//!   case-sensitive) and whose value is not empty wins. One pair of surrounding
+//!   double quotes is removed from the value (`uid="alice"` is `alice`).
 
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
-
-use http::HeaderMap;
 
 /// One side of the split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,7 +105,8 @@ pub struct Routes {
     pub stable: Option<Upstream>,
     /// What is being brought in; `None` outside a release.
     pub candidate: Option<Upstream>,
-    /// Percent of traffic (0..=100) the candidate gets; larger values count as 100.
+    /// Percent of traffic (0..=100) the candidate gets. [`Routes::validate`] refuses
+    /// more than 100, or a weight without a candidate.
     pub candidate_weight: u32,
     /// Percent of the requests stable answers that are sent again to the candidate
     /// and compared (a shadow step); 0 mirrors nothing.
@@ -93,7 +118,7 @@ pub struct Routes {
 /// How the split should decide one request, from its headers alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// The force header named this variant.
+    /// The force header named this variant: served by it, counted apart.
     Forced(Variant),
     /// The sticky key hashed to this bucket (0..100).
     Sticky(u32),
@@ -101,74 +126,113 @@ pub(crate) enum Decision {
     Counter,
 }
 
-/// Reads the force header and the sticky key. `present` says which variants have
-/// an upstream: a force header naming a missing one is ignored.
-pub(crate) fn decide(
-    headers: &HeaderMap,
-    force_header: &http::HeaderName,
-    sticky_header: Option<&http::HeaderName>,
-    sticky_cookie: Option<&str>,
-    present: impl Fn(Variant) -> bool,
-) -> Decision {
-    if let Some(v) = headers
-        .get(force_header)
-        .and_then(|v| Variant::parse(v.as_bytes().trim_ascii()))
-        && present(v)
-    {
-        return Decision::Forced(v);
-    }
-    if let Some(name) = sticky_header
-        && let Some(value) = headers.get(name)
-        && !value.is_empty()
-    {
-        return Decision::Sticky(bucket(value.as_bytes()));
-    }
-    if let Some(cookie) = sticky_cookie {
-        for header in headers.get_all(http::header::COOKIE) {
-            if let Some(value) = cookie_value(header.as_bytes(), cookie.as_bytes()) {
-                return Decision::Sticky(bucket(value));
-            }
-        }
-    }
-    Decision::Counter
+/// The split's configuration, resolved once per gateway: which header forces a
+/// variant, which header or cookie carries the sticky key, and the secret that keys
+/// the sticky hash.
+#[derive(Clone, Debug)]
+pub(crate) struct SplitRules {
+    /// The force header's name, lowercase.
+    force: Box<[u8]>,
+    /// The sticky header's name, lowercase.
+    sticky_header: Option<Box<[u8]>>,
+    /// The sticky cookie's name, as configured (cookie names are case-sensitive).
+    sticky_cookie: Option<Box<[u8]>>,
+    /// Keys the sticky hash; random per gateway.
+    salt: RandomState,
 }
 
-/// [`decide`] over a request head parsed by `httparse` (the fast path).
-pub(crate) fn decide_raw(
-    headers: &[httparse::Header<'_>],
-    force_header: &str,
-    sticky_header: Option<&str>,
-    sticky_cookie: Option<&str>,
-    present: impl Fn(Variant) -> bool,
-) -> Decision {
-    let first = |name: &str| {
-        headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    if let Some(v) = first(force_header).and_then(|v| Variant::parse(v.trim_ascii()))
-        && present(v)
-    {
-        return Decision::Forced(v);
-    }
-    if let Some(name) = sticky_header
-        && let Some(value) = first(name)
-        && !value.is_empty()
-    {
-        return Decision::Sticky(bucket(value));
-    }
-    if let Some(cookie) = sticky_cookie {
-        for h in headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-        {
-            if let Some(value) = cookie_value(h.value, cookie.as_bytes()) {
-                return Decision::Sticky(bucket(value));
-            }
+impl SplitRules {
+    /// Rules for these header names, with a fresh random salt (from the OS, through
+    /// std's `RandomState`: SipHash with a random 128-bit key).
+    pub(crate) fn new(
+        force: &str,
+        sticky_header: Option<&str>,
+        sticky_cookie: Option<&str>,
+    ) -> Self {
+        SplitRules {
+            force: force.to_ascii_lowercase().into_bytes().into(),
+            sticky_header: sticky_header.map(|h| h.to_ascii_lowercase().into_bytes().into()),
+            sticky_cookie: sticky_cookie.map(|c| c.as_bytes().into()),
+            salt: RandomState::new(),
         }
     }
-    Decision::Counter
+
+    /// The one decision, over any header list given as `(name, value)` byte pairs in
+    /// the order they came (see the module docs for the exact rules). `present` says
+    /// which variants have an upstream: a force header naming a missing one is
+    /// ignored.
+    pub(crate) fn decide<'h, I>(&self, headers: I, present: impl Fn(Variant) -> bool) -> Decision
+    where
+        I: IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    {
+        let mut force_lines = 0u32;
+        let mut forced = None;
+        let mut sticky: Option<&[u8]> = None;
+        let mut sticky_seen = false;
+        let mut cookie: Option<&[u8]> = None;
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(&self.force) {
+                force_lines += 1;
+                forced = Variant::parse(trim_ows(value));
+            }
+            if let Some(h) = &self.sticky_header
+                && !sticky_seen
+                && name.eq_ignore_ascii_case(h)
+            {
+                sticky_seen = true;
+                let v = trim_ows(value);
+                sticky = (!v.is_empty()).then_some(v);
+            }
+            if let Some(c) = &self.sticky_cookie
+                && cookie.is_none()
+                && name.eq_ignore_ascii_case(b"cookie")
+            {
+                cookie = cookie_value(value, c);
+            }
+        }
+        if force_lines == 1
+            && let Some(v) = forced
+            && present(v)
+        {
+            return Decision::Forced(v);
+        }
+        match sticky.or(cookie) {
+            Some(key) => Decision::Sticky(self.bucket(key)),
+            None => Decision::Counter,
+        }
+    }
+
+    /// [`SplitRules::decide`] over the hyper path's headers.
+    pub(crate) fn decide_map(
+        &self,
+        headers: &http::HeaderMap,
+        present: impl Fn(Variant) -> bool,
+    ) -> Decision {
+        self.decide(
+            headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+            present,
+        )
+    }
+
+    /// [`SplitRules::decide`] over the fast path's headers.
+    pub(crate) fn decide_raw(
+        &self,
+        headers: &[httparse::Header<'_>],
+        present: impl Fn(Variant) -> bool,
+    ) -> Decision {
+        self.decide(
+            headers.iter().map(|h| (h.name.as_bytes(), h.value)),
+            present,
+        )
+    }
+
+    /// The bucket (0..100) of a sticky key: stable for this gateway's lifetime,
+    /// unpredictable without its salt.
+    pub(crate) fn bucket(&self, key: &[u8]) -> u32 {
+        (self.salt.hash_one(key) % 100) as u32
+    }
 }
 
 /// Whether the `n`-th request of the exact split goes to the candidate.
@@ -176,27 +240,25 @@ pub(crate) fn counter_picks_candidate(n: u64, weight: u32) -> bool {
     ((n % 100) * 61 % 100) < u64::from(weight)
 }
 
-/// The stable bucket (0..100) of a sticky key.
-pub(crate) fn bucket(key: &[u8]) -> u32 {
-    (fnv1a(key) % 100) as u32
-}
-
-/// FNV-1a, 64 bits: stable across processes and releases (unlike `DefaultHasher`).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+/// `value` without leading and trailing spaces and tabs (HTTP's OWS).
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &value[start..end]
 }
 
 /// The value of cookie `name` in one `Cookie` header (`a=1; b=2`), if non-empty.
 fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     header.split(|&b| b == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
+        let pair = trim_ows(pair);
         let eq = pair.iter().position(|&b| b == b'=')?;
-        let (k, v) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+        let (k, v) = (trim_ows(&pair[..eq]), trim_ows(&pair[eq + 1..]));
         let v = v
             .strip_prefix(b"\"")
             .and_then(|v| v.strip_suffix(b"\""))
@@ -205,10 +267,90 @@ fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     })
 }
 
+/// Why a [`Routes`] cannot be applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoutesError {
+    /// `candidate_weight` over 100.
+    WeightOver100(u32),
+    /// `shadow_percent` over 100.
+    ShadowOver100(u32),
+    /// A candidate weight (or shadow share) without a candidate upstream.
+    NoCandidate { weight: u32, shadow: u32 },
+    /// A shadow share without a stable upstream to mirror from.
+    ShadowWithoutStable(u32),
+    /// An upstream without any address.
+    NoAddresses(Variant),
+    /// A version that cannot be sent as the `x-hoist-version` header.
+    InvalidVersion(Variant, String),
+}
+
+impl fmt::Display for RoutesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoutesError::WeightOver100(w) => {
+                write!(f, "candidate weight {w}% is over 100%")
+            }
+            RoutesError::ShadowOver100(s) => write!(f, "shadow share {s}% is over 100%"),
+            RoutesError::NoCandidate { weight, shadow } => write!(
+                f,
+                "candidate weight {weight}% and shadow share {shadow}% need a candidate upstream, and there is none"
+            ),
+            RoutesError::ShadowWithoutStable(s) => write!(
+                f,
+                "shadow share {s}% mirrors stable's requests, and there is no stable upstream"
+            ),
+            RoutesError::NoAddresses(v) => write!(f, "the {v} upstream has no address"),
+            RoutesError::InvalidVersion(v, ver) => write!(
+                f,
+                "the {v} upstream's version {ver:?} is not a valid header value"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RoutesError {}
+
+impl Routes {
+    /// Checks that the routes mean what they say: weights and shares within
+    /// 0..=100, no weight or shadow share without the upstream it needs, every
+    /// upstream with at least one address and a version that can be sent as a
+    /// header. [`crate::Gateway::try_set_routes`] refuses routes that fail this.
+    pub fn validate(&self) -> Result<(), RoutesError> {
+        if self.candidate_weight > 100 {
+            return Err(RoutesError::WeightOver100(self.candidate_weight));
+        }
+        if self.shadow_percent > 100 {
+            return Err(RoutesError::ShadowOver100(self.shadow_percent));
+        }
+        if self.candidate.is_none() && (self.candidate_weight > 0 || self.shadow_percent > 0) {
+            return Err(RoutesError::NoCandidate {
+                weight: self.candidate_weight,
+                shadow: self.shadow_percent,
+            });
+        }
+        if self.stable.is_none() && self.shadow_percent > 0 {
+            return Err(RoutesError::ShadowWithoutStable(self.shadow_percent));
+        }
+        for (v, up) in [
+            (Variant::Stable, &self.stable),
+            (Variant::Candidate, &self.candidate),
+        ] {
+            let Some(up) = up else { continue };
+            if up.addrs.is_empty() {
+                return Err(RoutesError::NoAddresses(v));
+            }
+            if http::HeaderValue::from_str(&up.version).is_err() {
+                return Err(RoutesError::InvalidVersion(v, up.version.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderName;
+    use http::{HeaderMap, HeaderName};
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -219,6 +361,24 @@ mod tests {
             );
         }
         h
+    }
+
+    fn rules() -> SplitRules {
+        SplitRules::new("x-hoist-variant", Some("x-user-id"), Some("uid"))
+    }
+
+    /// Decides `pairs` on both paths; they must agree.
+    fn both(r: &SplitRules, pairs: &[(&str, &str)], present: fn(Variant) -> bool) -> Decision {
+        let map = r.decide_map(&headers(pairs), present);
+        let raw: Vec<httparse::Header<'_>> = pairs
+            .iter()
+            .map(|(k, v)| httparse::Header {
+                name: k,
+                value: v.as_bytes(),
+            })
+            .collect();
+        assert_eq!(map, r.decide_raw(&raw, present), "{pairs:?}");
+        map
     }
 
     #[test]
@@ -248,54 +408,204 @@ mod tests {
 
     #[test]
     fn force_header_wins_when_the_variant_exists() {
-        let force = HeaderName::from_static("x-hoist-variant");
-        let sticky = HeaderName::from_static("x-user-id");
-        let h = headers(&[("x-hoist-variant", "Candidate"), ("x-user-id", "u1")]);
+        let r = rules();
+        let pairs = [("X-Hoist-Variant", " Candidate\t"), ("x-user-id", "u1")];
         assert_eq!(
-            decide(&h, &force, Some(&sticky), None, |_| true),
+            both(&r, &pairs, |_| true),
             Decision::Forced(Variant::Candidate)
         );
         assert_eq!(
-            decide(&h, &force, Some(&sticky), None, |v| v == Variant::Stable),
-            Decision::Sticky(bucket(b"u1"))
+            both(&r, &pairs, |v| v == Variant::Stable),
+            Decision::Sticky(r.bucket(b"u1"))
         );
-        let h = headers(&[("x-hoist-variant", "blue")]);
-        assert_eq!(decide(&h, &force, None, None, |_| true), Decision::Counter);
-    }
-
-    #[test]
-    fn sticky_header_then_cookie() {
-        let force = HeaderName::from_static("x-hoist-variant");
-        let sticky = HeaderName::from_static("x-user-id");
-        let h = headers(&[("cookie", "a=1; uid=\"alice\"; b=2")]);
         assert_eq!(
-            decide(&h, &force, Some(&sticky), Some("uid"), |_| true),
-            Decision::Sticky(bucket(b"alice"))
+            both(&r, &[("x-hoist-variant", "blue")], |_| true),
+            Decision::Counter
         );
-        let h = headers(&[("cookie", "a=1"), ("cookie", "uid=bob")]);
         assert_eq!(
-            decide(&h, &force, Some(&sticky), Some("uid"), |_| true),
-            Decision::Sticky(bucket(b"bob"))
-        );
-        let h = headers(&[("cookie", "uid=bob"), ("x-user-id", "carol")]);
-        assert_eq!(
-            decide(&h, &force, Some(&sticky), Some("uid"), |_| true),
-            Decision::Sticky(bucket(b"carol"))
-        );
-        let h = headers(&[("cookie", "uidx=bob; uid=")]);
-        assert_eq!(
-            decide(&h, &force, Some(&sticky), Some("uid"), |_| true),
+            both(&r, &[("x-hoist-variant", "")], |_| true),
             Decision::Counter
         );
     }
 
     #[test]
+    fn repeated_force_headers_are_ambiguous_and_ignored() {
+        let r = rules();
+        for pairs in [
+            &[
+                ("x-hoist-variant", "candidate"),
+                ("x-hoist-variant", "stable"),
+            ][..],
+            &[
+                ("x-hoist-variant", "candidate"),
+                ("X-HOIST-VARIANT", "candidate"),
+            ],
+            &[("x-hoist-variant", "candidate"), ("x-hoist-variant", "")],
+        ] {
+            assert_eq!(both(&r, pairs, |_| true), Decision::Counter, "{pairs:?}");
+        }
+        let pairs = [
+            ("x-hoist-variant", "stable"),
+            ("x-user-id", "u9"),
+            ("x-hoist-variant", "stable"),
+        ];
+        assert_eq!(
+            both(&r, &pairs, |_| true),
+            Decision::Sticky(r.bucket(b"u9"))
+        );
+        // A list in one line names no variant either.
+        assert_eq!(
+            both(&r, &[("x-hoist-variant", "candidate, candidate")], |_| true),
+            Decision::Counter
+        );
+    }
+
+    #[test]
+    fn sticky_header_then_cookie() {
+        let r = rules();
+        assert_eq!(
+            both(&r, &[("cookie", "a=1; uid=\"alice\"; b=2")], |_| true),
+            Decision::Sticky(r.bucket(b"alice"))
+        );
+        assert_eq!(
+            both(&r, &[("cookie", "a=1"), ("Cookie", "uid=bob")], |_| true),
+            Decision::Sticky(r.bucket(b"bob"))
+        );
+        assert_eq!(
+            both(&r, &[("cookie", "uid=bob"), ("x-user-id", "carol")], |_| {
+                true
+            }),
+            Decision::Sticky(r.bucket(b"carol"))
+        );
+        assert_eq!(
+            both(
+                &r,
+                &[("cookie", "uidx=bob; uid=; UID=dan; uid=\"\"")],
+                |_| true
+            ),
+            Decision::Counter
+        );
+        // The first sticky header line counts; an empty one gives way to the cookie.
+        assert_eq!(
+            both(
+                &r,
+                &[("x-user-id", " erin "), ("x-user-id", "frank")],
+                |_| true
+            ),
+            Decision::Sticky(r.bucket(b"erin"))
+        );
+        assert_eq!(
+            both(
+                &r,
+                &[
+                    ("x-user-id", " "),
+                    ("x-user-id", "frank"),
+                    ("cookie", "uid=gus")
+                ],
+                |_| true
+            ),
+            Decision::Sticky(r.bucket(b"gus"))
+        );
+        // The first non-empty value of the cookie wins, across lines.
+        assert_eq!(
+            both(
+                &r,
+                &[("cookie", "uid=; uid=hal"), ("cookie", "uid=ian")],
+                |_| true
+            ),
+            Decision::Sticky(r.bucket(b"hal"))
+        );
+    }
+
+    #[test]
+    fn non_utf8_values_are_keys_like_any_other() {
+        let r = rules();
+        let mut map = HeaderMap::new();
+        map.append(
+            "x-user-id",
+            http::HeaderValue::from_bytes(b"\xff\xfeid").unwrap(),
+        );
+        let raw = [httparse::Header {
+            name: "X-User-Id",
+            value: b"\xff\xfeid",
+        }];
+        let want = Decision::Sticky(r.bucket(b"\xff\xfeid"));
+        assert_eq!(r.decide_map(&map, |_| true), want);
+        assert_eq!(r.decide_raw(&raw, |_| true), want);
+    }
+
+    #[test]
     fn buckets_are_stable_and_spread() {
-        assert_eq!(bucket(b"alice"), bucket(b"alice"));
+        let r = rules();
+        assert_eq!(r.bucket(b"alice"), r.bucket(b"alice"));
         let mut seen = [0u32; 100];
         for i in 0..10_000 {
-            seen[bucket(format!("user-{i}").as_bytes()) as usize] += 1;
+            seen[r.bucket(format!("user-{i}").as_bytes()) as usize] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50 && n < 150), "{seen:?}");
+    }
+
+    #[test]
+    fn buckets_are_salted_per_gateway() {
+        let (a, b) = (rules(), rules());
+        let keys: Vec<String> = (0..64).map(|i| format!("user-{i}")).collect();
+        let of = |r: &SplitRules| {
+            keys.iter()
+                .map(|k| r.bucket(k.as_bytes()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(&a), of(&a));
+        assert_ne!(of(&a), of(&b), "two gateways share no bucket layout");
+    }
+
+    #[test]
+    fn routes_are_validated() {
+        let up = |v: &str| Upstream {
+            version: v.into(),
+            addrs: vec!["127.0.0.1:1".parse().unwrap()],
+        };
+        let ok = Routes {
+            stable: Some(up("1")),
+            candidate: Some(up("2")),
+            candidate_weight: 100,
+            shadow_percent: 100,
+            feedback: true,
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(Routes::default().validate(), Ok(()));
+        let bad = |f: fn(&mut Routes)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            r.validate().unwrap_err()
+        };
+        assert_eq!(
+            bad(|r| r.candidate_weight = 101),
+            RoutesError::WeightOver100(101)
+        );
+        assert_eq!(
+            bad(|r| r.shadow_percent = 250),
+            RoutesError::ShadowOver100(250)
+        );
+        assert_eq!(
+            bad(|r| r.candidate = None),
+            RoutesError::NoCandidate {
+                weight: 100,
+                shadow: 100
+            }
+        );
+        assert_eq!(
+            bad(|r| r.stable = None),
+            RoutesError::ShadowWithoutStable(100)
+        );
+        assert_eq!(
+            bad(|r| r.candidate.as_mut().unwrap().addrs.clear()),
+            RoutesError::NoAddresses(Variant::Candidate)
+        );
+        let e = bad(|r| r.stable.as_mut().unwrap().version = "1\n2".into());
+        assert_eq!(
+            e,
+            RoutesError::InvalidVersion(Variant::Stable, "1\n2".into())
+        );
+        assert!(e.to_string().contains("stable upstream's version"), "{e}");
     }
 }

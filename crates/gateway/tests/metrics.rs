@@ -27,18 +27,22 @@ async fn counts_each_class_per_variant_and_windows_with_since() {
         client.post(&url, &[("x-status", "404")], "{}").await;
     }
     client.post(&url, &[("x-status", "302")], "{}").await;
-    let force = ("x-hoist-variant", "candidate");
+    // From here the split sends everything to the candidate (forced requests would
+    // be counted apart: see tests/forced.rs).
+    gw.gateway.set_routes(routes(
+        Some(stable.upstream("1")),
+        Some(candidate.upstream("2")),
+        100,
+    ));
     for _ in 0..3 {
-        client.post(&url, &[force], "{}").await;
+        client.post(&url, &[], "{}").await;
     }
     let before = gw.gateway.metrics();
     for _ in 0..4 {
-        let a = client.post(&url, &[force, ("x-status", "503")], "{}").await;
+        let a = client.post(&url, &[("x-status", "503")], "{}").await;
         assert_eq!(a.status, 503, "backend errors pass through");
     }
-    client
-        .post(&url, &[force, ("x-sleep-ms", "30")], "{}")
-        .await;
+    client.post(&url, &[("x-sleep-ms", "30")], "{}").await;
     let after = gw.gateway.metrics();
 
     let s = after.get(Variant::Stable);
@@ -91,9 +95,9 @@ async fn counts_each_class_per_variant_and_windows_with_since() {
     gw.gateway.set_routes(routes(
         Some(stable.upstream("1")),
         Some(other.upstream("3")),
-        0,
+        100,
     ));
-    client.post(&url, &[force], "{}").await;
+    client.post(&url, &[], "{}").await;
     let later = gw.gateway.metrics();
     assert_eq!(later.candidate.requests, 9);
     assert_eq!(later.since(&after).candidate.requests, 1);
@@ -116,13 +120,15 @@ async fn metrics_endpoint_exposes_the_series() {
     for _ in 0..100 {
         client.post(&gw.url("/invocations"), &[], "{}").await;
     }
+    // One failing request the split sends to the candidate (a forced one would be
+    // counted apart: see tests/forced.rs).
+    let r = gw.gateway.routes();
+    gw.gateway
+        .set_routes(routes(r.stable.clone(), r.candidate.clone(), 100));
     client
-        .post(
-            &gw.url("/invocations"),
-            &[("x-hoist-variant", "candidate"), ("x-status", "500")],
-            "{}",
-        )
+        .post(&gw.url("/invocations"), &[("x-status", "500")], "{}")
         .await;
+    gw.gateway.set_routes(r);
     let a = client.get(&gw.url("/metrics"), &[]).await;
     assert_eq!(a.status, 200);
     assert!(
