@@ -140,6 +140,7 @@ fn pipeline(step: Duration) -> Config {
         sticky_cookie: None,
         force_header: "x-hoist-variant".into(),
         response_timeout: Dur(Duration::from_secs(60)),
+        feedback_token_env: None,
     };
     let mut cfg = Config::default();
     cfg.api.listen = ([127, 0, 0, 1], 0).into();

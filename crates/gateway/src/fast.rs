@@ -322,7 +322,12 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
         };
     }
     if method == "POST" && path == "/feedback" {
-        let (status, body) = gw.feedback(request_id, &buf[head_len..consumed]);
+        let authorization = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+            .map(|h| h.value);
+        let (status, body) = gw.feedback(request_id, authorization, &buf[head_len..consumed]);
         return Prep::Answer {
             consumed,
             status,

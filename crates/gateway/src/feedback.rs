@@ -24,6 +24,11 @@ use crate::inspect;
 use crate::metrics::Counters;
 use crate::split::Variant;
 
+/// Whether `a` and `b` are equal, in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Answers remembered at most; the oldest are forgotten first.
 pub const CAPACITY: usize = 100_000;
 
@@ -80,8 +85,28 @@ impl Gateway {
     }
 
     /// Handles one `POST /feedback`: the status and the JSON body of the answer.
-    pub(crate) fn feedback(&self, header_id: Option<&[u8]>, body: &[u8]) -> (u16, String) {
+    /// `authorization` is the request's `Authorization` header, checked against
+    /// [`crate::GatewayConfig::feedback_token`] when one is configured.
+    pub(crate) fn feedback(
+        &self,
+        header_id: Option<&[u8]>,
+        authorization: Option<&[u8]>,
+        body: &[u8],
+    ) -> (u16, String) {
         let bad = |status: u16, message: String| (status, json!({ "error": message }).to_string());
+        if let Some(token) = &self.inner.config.feedback_token {
+            let given = authorization
+                .and_then(|a| a.strip_prefix(b"Bearer "))
+                .unwrap_or(b"");
+            if given.is_empty() || !constant_time_eq(given, token.as_bytes()) {
+                return bad(
+                    401,
+                    "feedback labels need the environment's feedback token: \
+                     `Authorization: Bearer <token>`"
+                        .into(),
+                );
+            }
+        }
         let v: Value = match serde_json::from_slice(body) {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) => return bad(400, "the body must be a JSON object".into()),

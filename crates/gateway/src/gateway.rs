@@ -87,6 +87,10 @@ pub struct GatewayConfig {
     /// Longest time a request head may take to arrive once its first bytes came;
     /// then 408 and the connection closes. Default 30 s.
     pub header_timeout: Duration,
+    /// When set, `POST /feedback` needs `Authorization: Bearer <this token>` (401
+    /// otherwise), so only the application that knows the true labels can sway an
+    /// accuracy verdict. `None`: labels are taken from anyone who can reach the gateway.
+    pub feedback_token: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -99,6 +103,7 @@ impl Default for GatewayConfig {
             response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
             header_timeout: Duration::from_secs(30),
+            feedback_token: None,
         }
     }
 }
@@ -568,9 +573,13 @@ impl Gateway {
             .headers()
             .get(&X_REQUEST_ID)
             .map(|v| v.as_bytes().to_vec());
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
         let limited = http_body_util::Limited::new(req.into_body(), 1024 * 1024);
         let (status, body) = match limited.collect().await {
-            Ok(b) => self.feedback(id.as_deref(), &b.to_bytes()),
+            Ok(b) => self.feedback(id.as_deref(), authorization.as_deref(), &b.to_bytes()),
             Err(e) => (
                 413,
                 serde_json::json!({ "error": format!("feedback body not read: {e}") }).to_string(),

@@ -213,3 +213,57 @@ async fn nothing_is_remembered_while_feedback_is_off() {
         .await;
     assert_eq!(f.status, 404, "{}", f.body);
 }
+
+/// With a feedback token configured, labels without it (or with another) are refused
+/// on both paths and count nothing; with it they count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_labels_need_the_token_when_one_is_configured() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stable = Backend::start(STABLE).await;
+    let routes = Routes {
+        feedback: true,
+        ..routes(Some(stable.upstream("1")), None, 0)
+    };
+    let config = hoist_gateway::GatewayConfig {
+        feedback_token: Some("labels-secret".into()),
+        ..config("prod")
+    };
+    let gw = Running::start(config, routes).await;
+    let client = Client::new();
+    let a = client.post(&gw.url("/invocations"), &[], "{}").await;
+    let id = a.header("x-request-id").unwrap().to_string();
+    let body = json!({ "request_id": id, "labels": [1, 1] }).to_string();
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("labels-secret"),
+        Some("Bearer "),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", *a)).collect();
+        let r = client.post(&gw.url("/feedback"), &headers, &body).await;
+        assert_eq!(r.status, 401, "{auth:?}: {}", r.body);
+        assert!(r.body.contains("feedback token"), "{}", r.body);
+    }
+    // The hyper path (a chunked body) refuses the same way.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let chunked = format!(
+        "POST /feedback HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    s.write_all(chunked.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(gw.gateway.metrics().stable.labelled, 0);
+
+    let r = client
+        .post(
+            &gw.url("/feedback"),
+            &[("authorization", "Bearer labels-secret")],
+            &body,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = gw.gateway.metrics();
+    assert_eq!((m.stable.labelled, m.stable.correct), (2, 1), "{m:?}");
+}

@@ -465,6 +465,11 @@ pub struct Environment {
     /// before it answers 504 itself.
     #[serde(default = "sixty_seconds")]
     pub response_timeout: Dur,
+    /// The name of an environment variable holding the token `POST /feedback` needs
+    /// (`Authorization: Bearer <token>`); unset, anyone who reaches the gateway may
+    /// post labels. The daemon refuses to start when the variable is empty.
+    #[serde(default)]
+    pub feedback_token_env: Option<String>,
 }
 
 fn sixty_seconds() -> Dur {
@@ -667,6 +672,7 @@ impl Default for Config {
                     sticky_cookie: None,
                     force_header: force_header(),
                     response_timeout: sixty_seconds(),
+                    feedback_token_env: None,
                 },
                 Environment {
                     name: "production".into(),
@@ -692,6 +698,7 @@ impl Default for Config {
                     sticky_cookie: None,
                     force_header: force_header(),
                     response_timeout: sixty_seconds(),
+                    feedback_token_env: None,
                 },
             ],
             gates: Vec::new(),

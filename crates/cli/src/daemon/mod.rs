@@ -134,12 +134,24 @@ impl Daemon {
         let mut serving = Vec::new();
         let on_cluster = cfg.target == hoist_release::kubernetes::TargetKind::Kubernetes;
         for env in &cfg.environments {
+            let feedback_token = match &env.feedback_token_env {
+                Some(var) => match std::env::var(var) {
+                    Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                    _ => anyhow::bail!(
+                        "environment {}: feedback_token_env names {var}, which holds no token: \
+                         set it to the token the application sends with its labels",
+                        env.name
+                    ),
+                },
+                None => None,
+            };
             let gateway = Gateway::new(GatewayConfig {
                 name: env.name.clone(),
                 sticky_header: env.sticky_header.clone(),
                 sticky_cookie: env.sticky_cookie.clone(),
                 force_header: env.force_header.clone(),
                 response_timeout: env.response_timeout.0,
+                feedback_token,
                 ..GatewayConfig::default()
             });
             if on_cluster {
