@@ -16,8 +16,10 @@
 //! Conservative by design: every occurrence of a field is visited (protobuf merges a
 //! repeated singular message, so a second `graph` counts), the value of every entry
 //! whose key is `location` is reported whatever the tensor's `data_location` says,
-//! and anything the walk cannot read (truncated lengths, groups, nesting deeper than
-//! [`MAX_DEPTH`], a location that is not UTF-8) is an error, never a guess. The file
+//! and anything the walk cannot read (truncated lengths, invalid wire types: no
+//! protobuf parser reads those) is [`ScanError::Malformed`], while what protobuf
+//! would read but hoist will not (nesting deeper than [`MAX_DEPTH`], a location that
+//! is not UTF-8) is [`ScanError::Refused`]: an error either way, never a guess. The file
 //! is read through a buffer and large fields (raw tensor bytes) are skipped by
 //! seeking, so a multi-gigabyte model costs no memory.
 
@@ -34,8 +36,12 @@ const MAX_ENTRY_STRING: u64 = 64 * 1024;
 #[derive(Debug)]
 pub enum ScanError {
     Io(std::io::Error),
-    /// Not a well-formed ONNX protobuf; says where and why.
+    /// Not a protobuf message at all (truncated, a length past the end, an invalid
+    /// wire type): no protobuf parser, and so no runtime, can read it.
     Malformed(String),
+    /// A protobuf message hoist will not accept: nesting deeper than [`MAX_DEPTH`], an
+    /// external-data entry that is not UTF-8 or is longer than 64 KiB.
+    Refused(String),
 }
 
 impl std::fmt::Display for ScanError {
@@ -43,6 +49,7 @@ impl std::fmt::Display for ScanError {
         match self {
             ScanError::Io(e) => write!(f, "{e}"),
             ScanError::Malformed(m) => write!(f, "not a well-formed ONNX model: {m}"),
+            ScanError::Refused(m) => write!(f, "refused ONNX model: {m}"),
         }
     }
 }
@@ -127,6 +134,10 @@ fn malformed<T>(msg: String) -> Result<T, ScanError> {
     Err(ScanError::Malformed(msg))
 }
 
+fn refused<T>(msg: String) -> Result<T, ScanError> {
+    Err(ScanError::Refused(msg))
+}
+
 impl<R: Read + Seek> Walker<R> {
     fn byte(&mut self, end: u64) -> Result<u8, ScanError> {
         if self.pos >= end {
@@ -168,7 +179,7 @@ impl<R: Read + Seek> Walker<R> {
 
     fn string(&mut self, n: u64) -> Result<String, ScanError> {
         if n > MAX_ENTRY_STRING {
-            return malformed(format!(
+            return refused(format!(
                 "an external-data entry of {n} bytes at byte {} (at most {MAX_ENTRY_STRING})",
                 self.pos
             ));
@@ -177,17 +188,47 @@ impl<R: Read + Seek> Walker<R> {
         self.r.read_exact(&mut buf)?;
         self.pos += n;
         String::from_utf8(buf).or_else(|_| {
-            malformed(format!(
+            refused(format!(
                 "an external-data entry before byte {} is not UTF-8",
                 self.pos
             ))
         })
     }
 
+    /// Skips a group whose start tag (field `field`) was just read, up to its end tag.
+    fn skip_group(&mut self, field: u64, end: u64, depth: usize) -> Result<(), ScanError> {
+        if depth > MAX_DEPTH {
+            return refused(format!("messages nest more than {MAX_DEPTH} deep"));
+        }
+        loop {
+            let tag = self.varint(end)?;
+            let (f, wire) = (tag >> 3, tag & 7);
+            match wire {
+                0 => {
+                    self.varint(end)?;
+                }
+                1 => self.skip(8, end)?,
+                5 => self.skip(4, end)?,
+                2 => {
+                    let n = self.varint(end)?;
+                    self.skip(n, end)?;
+                }
+                3 => self.skip_group(f, end, depth + 1)?,
+                4 if f == field => return Ok(()),
+                w => {
+                    return malformed(format!(
+                        "wire type {w} (field {f}) in a group at byte {}",
+                        self.pos
+                    ));
+                }
+            }
+        }
+    }
+
     /// Walks one message of kind `kind` that ends at byte `end`.
     fn message(&mut self, kind: Kind, end: u64, depth: usize) -> Result<(), ScanError> {
         if depth > MAX_DEPTH {
-            return malformed(format!("messages nest more than {MAX_DEPTH} deep"));
+            return refused(format!("messages nest more than {MAX_DEPTH} deep"));
         }
         let mut keys = Vec::new();
         let mut values = Vec::new();
@@ -222,9 +263,11 @@ impl<R: Read + Seek> Walker<R> {
                         self.skip(n, end)?;
                     }
                 }
+                // A group (not used by ONNX, skipped as protobuf skips unknown ones).
+                3 => self.skip_group(field, end, depth + 1)?,
                 w => {
                     return malformed(format!(
-                        "wire type {w} (field {field}) at byte {}: ONNX uses no groups",
+                        "wire type {w} (field {field}) at byte {}",
                         self.pos
                     ));
                 }
@@ -422,8 +465,15 @@ mod tests {
         assert!(scan_bytes(&good[..good.len() - 1]).is_err());
         // A length that overruns the file.
         assert!(scan_bytes(&[0x3a, 0xff, 0xff, 0x03]).is_err());
-        // A group.
+        // An unterminated group; a group is skipped like any unknown field.
         assert!(scan_bytes(&[0x0b]).is_err());
+        let group = [0x0b, 0x08, 0x01, 0x0c];
+        let m = [
+            &group[..],
+            &model(&field(5, &external_tensor("w", "g.bin"))),
+        ]
+        .concat();
+        assert_eq!(scan_bytes(&m).unwrap(), ["g.bin"]);
         // An endless varint.
         assert!(
             scan_bytes(&[
@@ -436,12 +486,14 @@ mod tests {
         for _ in 0..60 {
             g = field(1, &field(5, &field(6, &g)));
         }
-        let err = scan_bytes(&model(&g)).unwrap_err().to_string();
-        assert!(err.contains("nest"), "{err}");
+        let err = scan_bytes(&model(&g)).unwrap_err();
+        assert!(matches!(err, ScanError::Refused(_)), "{err}");
+        assert!(err.to_string().contains("nest"), "{err}");
         // A location that is not UTF-8.
         let entry = [field(1, b"location"), field(2, &[0xff, 0xfe])].concat();
         let t = field(13, &entry);
-        assert!(scan_bytes(&model(&field(5, &t))).is_err());
+        let err = scan_bytes(&model(&field(5, &t))).unwrap_err();
+        assert!(matches!(err, ScanError::Refused(_)), "{err}");
     }
 
     #[test]

@@ -29,10 +29,15 @@ pub struct PackageFiles {
     /// or the bare file. Runtimes resolve external data next to this path, exactly
     /// as it was checked. `None` for a directory without an onnx flavor.
     pub onnx: Option<PathBuf>,
-    /// `saved_input_example_info.artifact_path`, if the `MLmodel` has that section.
+    /// `saved_input_example_info.artifact_path` under [`root`](Self::root), if the
+    /// `MLmodel` has that section (inside the package if it exists; it may not).
     pub input_example: Option<PathBuf>,
     /// The external-data files of the checked `.onnx` files, canonical, deduplicated.
     pub external_data: Vec<PathBuf>,
+    /// `.onnx` files that are not protobuf at all ([`ScanError::Malformed`]), with
+    /// the reason. They name no file because no runtime can read them: the registry
+    /// stores them like any bytes, and hoist-server refuses to serve them.
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 /// Why a package is refused: the file at fault and what is wrong with it.
@@ -94,9 +99,10 @@ pub fn check_package(path: &Path) -> Result<PackageFiles, PackageError> {
             onnx: None,
             input_example: None,
             external_data: Vec::new(),
+            unreadable: Vec::new(),
         };
         if root.extension().and_then(|e| e.to_str()) == Some("onnx") {
-            let locations = scan(&root)?;
+            let locations = scan(&root, &mut files)?;
             if let Some(loc) = locations.first() {
                 return err(
                     path,
@@ -121,6 +127,7 @@ pub fn check_package(path: &Path) -> Result<PackageFiles, PackageError> {
         onnx: None,
         input_example: None,
         external_data: Vec::new(),
+        unreadable: Vec::new(),
     };
     let mlmodel = root.join("MLmodel");
     if mlmodel.is_file() {
@@ -139,11 +146,17 @@ pub fn check_package(path: &Path) -> Result<PackageFiles, PackageError> {
     Ok(files)
 }
 
-fn scan(onnx: &Path) -> Result<Vec<String>, PackageError> {
-    onnx::external_data_locations(onnx).or_else(|e| match e {
-        ScanError::Io(e) => err(onnx, format!("reading: {e}")),
-        e => err(onnx, e.to_string()),
-    })
+/// The external-data locations of `onnx`; an unreadable file is recorded and has none.
+fn scan(onnx: &Path, files: &mut PackageFiles) -> Result<Vec<String>, PackageError> {
+    match onnx::external_data_locations(onnx) {
+        Ok(locations) => Ok(locations),
+        Err(ScanError::Io(e)) => err(onnx, format!("reading: {e}")),
+        Err(e @ ScanError::Malformed(_)) => {
+            files.unreadable.push((onnx.to_path_buf(), e.to_string()));
+            Ok(Vec::new())
+        }
+        Err(e) => err(onnx, e.to_string()),
+    }
 }
 
 /// Checks every external-data location of `onnx` (relative to its directory, as
@@ -154,7 +167,7 @@ fn check_external_data(
     files: &mut PackageFiles,
 ) -> Result<(), PackageError> {
     let base = onnx.parent().unwrap_or(root);
-    for loc in scan(onnx)? {
+    for loc in scan(onnx, files)? {
         let what = format!("the external data location '{loc}' of a tensor");
         match resolve(root, base, &loc, true) {
             Ok(p) => files.external_data.extend(p),
@@ -216,7 +229,10 @@ fn check_mlmodel(
             .get("artifact_path")
             .and_then(|p| p.as_str())
             .unwrap_or("input_example.json");
-        files.input_example = named("saved_input_example_info.artifact_path", example, true)?;
+        // Checked to be inside if it exists; reading it (and its absence) is the
+        // server's business.
+        named("saved_input_example_info.artifact_path", example, false)?;
+        files.input_example = Some(root.join(example));
         if let Some(p) = info.get("serving_input_path").and_then(|p| p.as_str()) {
             named("saved_input_example_info.serving_input_path", p, false)?;
         }

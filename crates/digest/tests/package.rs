@@ -188,8 +188,15 @@ fn a_bare_onnx_file_may_not_use_external_data_and_garbage_is_refused() {
         check_package(&base.join("m.onnx")).unwrap().onnx,
         Some(base.join("m.onnx").canonicalize().unwrap())
     );
-    std::fs::write(base.join("bad.onnx"), [0x0bu8, 0xff]).unwrap();
-    refused(&base.join("bad.onnx"), "not a well-formed ONNX model");
+    // Bytes that are no protobuf name nothing: accepted, and reported unreadable.
+    std::fs::write(base.join("bad.onnx"), b"not really onnx").unwrap();
+    let files = check_package(&base.join("bad.onnx")).unwrap();
+    assert_eq!(files.unreadable.len(), 1);
+    assert!(
+        files.unreadable[0]
+            .1
+            .contains("not a well-formed ONNX model")
+    );
     refused(&base.join("nope"), "does not exist");
     // A directory without MLmodel: every .onnx file in it is checked.
     let dir = base.join("plain");
