@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 
 const RUNTIMES: &[&str] = &["onnxruntime", "tract"];
 
+/// What a case is called, how it spoils a good package, what stderr must say.
+type Case<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, &'a str);
+
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hoist-closed-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -138,7 +141,7 @@ fn a_package_naming_files_outside_it_is_refused_at_start() {
         let abs = abs.to_str().unwrap();
         let abs_w = abs_w.to_str().unwrap();
 
-        let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "absolute data",
                 Box::new(|p| set_data(p, abs)),
