@@ -391,6 +391,8 @@ fn copy_out(from: &Path, to: &Path, digest: &str) -> Result<(), CliError> {
         let _ = std::fs::remove_dir_all(&tmp);
         hoist_registry::cas::copy_tree(from, &tmp, false)?;
         hoist_registry::cas::verify_dir(&tmp, digest)?;
+        // The copy is as closed as the stored package: nothing it names is elsewhere.
+        hoist_registry::check_package(&tmp)?;
         if to.exists() {
             std::fs::remove_dir(to).map_err(io_err(to, "replacing"))?;
         }

@@ -5,6 +5,18 @@
 //! `<relative path>\0<sha256 hex of the file>\n`. Any change to any file's content or
 //! name changes it; the order files were written in does not. A digest never changes
 //! meaning: the server, the registry and the release engine all compute it here.
+//!
+//! Symlinks: a symlink to a regular file inside the directory is followed (hashed
+//! under the link's name with the target's content, and copied as a file by the
+//! registry); any other symlink (to a directory, dangling, or resolving outside the
+//! directory) and any FIFO, socket or device is an error, so the digest covers
+//! exactly the bytes a reader of the package can reach. [`check_package`] adds the
+//! rule for the files a package *names* (see [`package`]).
+
+pub mod onnx;
+pub mod package;
+
+pub use package::{PackageError, PackageFiles, check_package};
 
 use std::path::Path;
 
@@ -43,18 +55,72 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Relative paths (`/`-separated) of the regular files under `dir`, unsorted.
+///
+/// Symlinks to regular files inside `root` are listed like files; any other symlink,
+/// and anything that is neither a file nor a directory, is an error of kind
+/// `InvalidData` that names it (see the crate documentation).
 pub fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let p = entry.path();
-        if entry.file_type()?.is_dir() {
+        let rel = || {
+            p.strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .replace('\\', "/")
+        };
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
             collect_files(root, &p, out)?;
-        } else if p.is_file() {
-            let rel = p.strip_prefix(root).expect("under root");
-            out.push(rel.to_string_lossy().replace('\\', "/"));
+        } else if ft.is_file() {
+            out.push(rel());
+        } else if ft.is_symlink() {
+            check_symlink(root, &p, &rel())?;
+            out.push(rel());
+        } else {
+            return Err(refused(format!(
+                "{} is not a regular file or directory (a FIFO, socket or device): a model \
+                 package holds only files",
+                rel()
+            )));
         }
     }
     Ok(())
+}
+
+/// A symlink at `p` (named `rel`) is allowed if it resolves to a regular file inside `root`.
+fn check_symlink(root: &Path, p: &Path, rel: &str) -> std::io::Result<()> {
+    let target = std::fs::read_link(p)?;
+    let outside = |what: &str| {
+        refused(format!(
+            "symlink {rel} -> {} {what}: a model package may hold symlinks only to \
+             regular files inside the package directory",
+            target.display()
+        ))
+    };
+    let resolved = match p.canonicalize() {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(outside("does not resolve"));
+        }
+        Err(e) => return Err(e),
+    };
+    let root = root.canonicalize()?;
+    if !resolved.starts_with(&root) {
+        return Err(outside(&format!(
+            "resolves to {}, outside the package directory {}",
+            resolved.display(),
+            root.display()
+        )));
+    }
+    if !std::fs::metadata(&resolved)?.is_file() {
+        return Err(outside("is not a regular file"));
+    }
+    Ok(())
+}
+
+fn refused(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
 }
 
 #[cfg(test)]

@@ -324,6 +324,7 @@ impl EmbeddedRegistry {
                 }
             }
         })?;
+        crate::check_package(&source)?;
         // The slow part (copy and hash) happens before any lock is taken.
         let digest = self.store.put_dir(&source)?;
         self.maybe_fail(FailAt::AfterArtifacts)?;
@@ -582,6 +583,13 @@ impl Registry for EmbeddedRegistry {
                 expected: expected.clone(),
                 found: digest,
             });
+        }
+        // Stored before packages were checked, or the store was edited: never hand
+        // out a package whose files reach outside it (checked before hashing, which
+        // refuses such a package too, with a less helpful error).
+        let entry = self.store.entry_path(&digest)?;
+        if entry.is_dir() {
+            crate::check_package(&entry)?;
         }
         let dir = self.store.get(&digest).map_err(|e| match e {
             Error::DigestMismatch {

@@ -189,6 +189,16 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Refuses a package that is not closed ([`hoist_digest::check_package`]: a file it
+/// names, or an external-data file of its model, outside it; a symlink leaving it).
+/// Every registration and every fetch calls this, so a refused package is never
+/// stored or handed out.
+pub fn check_package(path: &std::path::Path) -> Result<()> {
+    hoist_digest::check_package(path)
+        .map(|_| ())
+        .map_err(|e| Error::Invalid(format!("model package refused: {e}")))
+}
+
 /// What every registry can do.
 pub trait Registry: Send + Sync {
     /// A stable identity for events and logs: `embedded:/path` or the tracking URI.

@@ -373,6 +373,7 @@ impl MlflowRegistry {
         if let Some(a) = alias {
             check_alias(a)?;
         }
+        crate::check_package(path.as_ref())?;
         let package = Package::read(path.as_ref())?;
         let digest = package.digest.clone();
         // Where the run will go, checked first: a server without the artifact proxy
@@ -775,6 +776,8 @@ impl MlflowRegistry {
                  file: URIs and local paths"
             )));
         };
+        // Symlinks in a local artifact store must not pull files from elsewhere.
+        crate::check_package(&local)?;
         copy_tree(&local, dest)
     }
 
@@ -990,6 +993,7 @@ impl Registry for MlflowRegistry {
             && store.contains(&expected)
         {
             let dir = store.get(&expected)?;
+            crate::check_package(&dir)?;
             version.digest = Some(expected.clone());
             return Ok(Fetched {
                 version,
@@ -1007,6 +1011,8 @@ impl Registry for MlflowRegistry {
         let stored = self.download(&uri, &tmp).and_then(|()| store.put_dir(&tmp));
         let _ = std::fs::remove_dir_all(&tmp);
         let digest = stored?;
+        // Refused before the digest is recorded anywhere.
+        crate::check_package(&store.entry_path(&digest)?)?;
         match version.tags.get(DIGEST_TAG) {
             Some(expected) if *expected != digest => {
                 return Err(Error::DigestMismatch {

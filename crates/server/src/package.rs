@@ -94,6 +94,18 @@ impl Package {
         if !path.exists() {
             return Err(PackageError::Missing(path.to_path_buf()));
         }
+        // The package is closed: every file it names, and every external-data file of
+        // its model, is inside it (symlinks followed). The runtime is handed the
+        // `.onnx` path exactly as checked here.
+        let files = hoist_digest::check_package(path).map_err(|e| PackageError::Invalid {
+            path: e.path,
+            message: e.message,
+        })?;
+        // A model file that is not protobuf names no file, but neither could we tell
+        // which files a runtime's parser would read from it: never handed to one.
+        if let Some((p, why)) = files.unreadable.first() {
+            return Err(invalid(p, why.clone()));
+        }
         let default_name = path
             .canonicalize()
             .ok()
@@ -111,7 +123,7 @@ impl Package {
             image: None,
         };
         if path.is_dir() {
-            pkg.read_mlmodel(path)?;
+            pkg.read_mlmodel(path, &files)?;
         } else if path.extension().and_then(|e| e.to_str()) != Some("onnx") {
             return Err(invalid(
                 path,
@@ -121,7 +133,11 @@ impl Package {
         Ok(pkg)
     }
 
-    fn read_mlmodel(&mut self, dir: &Path) -> Result<(), PackageError> {
+    fn read_mlmodel(
+        &mut self,
+        dir: &Path,
+        files: &hoist_digest::PackageFiles,
+    ) -> Result<(), PackageError> {
         let mlmodel_path = dir.join("MLmodel");
         let text = std::fs::read_to_string(&mlmodel_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -132,8 +148,7 @@ impl Package {
         })?;
         let doc: serde_yaml::Value = serde_yaml::from_str(&text)
             .map_err(|e| invalid(&mlmodel_path, format!("not valid YAML: {e}")))?;
-        let onnx = doc
-            .get("flavors")
+        doc.get("flavors")
             .and_then(|f| f.get("onnx"))
             .ok_or_else(|| {
                 let flavors: Vec<String> = doc
@@ -153,27 +168,16 @@ impl Package {
                     ),
                 )
             })?;
-        let data = onnx
-            .get("data")
-            .and_then(|d| d.as_str())
-            .unwrap_or("model.onnx");
-        self.onnx_path = dir.join(data);
-        if !self.onnx_path.is_file() {
-            return Err(invalid(
-                &mlmodel_path,
-                format!("the onnx flavor names {data}, which is not in the directory"),
-            ));
-        }
+        // check_package found the onnx flavor's file, inside the package.
+        self.onnx_path = files
+            .onnx
+            .clone()
+            .ok_or_else(|| invalid(&mlmodel_path, "the onnx flavor names no model file"))?;
 
-        if let Some(info) = doc.get("saved_input_example_info") {
-            let file = info
-                .get("artifact_path")
-                .and_then(|p| p.as_str())
-                .unwrap_or("input_example.json");
-            let p = dir.join(file);
-            let text = std::fs::read_to_string(&p).map_err(io(&p))?;
+        if let Some(p) = &files.input_example {
+            let text = std::fs::read_to_string(p).map_err(io(p))?;
             let example: Value = serde_json::from_str(&text)
-                .map_err(|e| invalid(&p, format!("input example is not JSON: {e}")))?;
+                .map_err(|e| invalid(p, format!("input example is not JSON: {e}")))?;
             self.input_example = Some(example);
         }
 
