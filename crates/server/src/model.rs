@@ -300,7 +300,7 @@ pub fn validate_inputs(
         )));
     }
     let mut ordered = Vec::with_capacity(specs.len());
-    for spec in &specs {
+    for spec in specs {
         let pos = inputs
             .iter()
             .position(|t| t.name == spec.name)

@@ -134,7 +134,7 @@ pub fn parse_body(sig: &Signature, content_type: &str, body: &[u8]) -> Result<Ve
 }
 
 /// The tensors an MLflow input example stands for (used to check a model at load).
-pub fn example_inputs(model: &Signature, example: &Value) -> Result<Vec<Tensor>, InferError> {
+pub fn example_inputs(model: &Model, example: &Value) -> Result<Vec<Tensor>, InferError> {
     let model = &Signature::of(model);
     let inputs = match example {
         Value::Object(o) if o.contains_key("columns") && o.contains_key("data") => {
