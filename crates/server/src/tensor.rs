@@ -834,6 +834,60 @@ mod tests {
     }
 
     #[test]
+    fn sizes_from_client_shapes_are_checked() {
+        assert_eq!(element_count(&[2, 3, 4]), Ok(24));
+        assert_eq!(element_count(&[]), Ok(1));
+        assert_eq!(element_count(&[0, usize::MAX, usize::MAX]), Ok(0));
+        let err = element_count(&[1 << 32, 1 << 32]).unwrap_err();
+        assert!(err.0.contains("overflows"), "{err}");
+        // 614891469123651721 * 30 wraps to 14 in release builds: not here.
+        assert!(shape_from_i64(&[614891469123651721, 30]).is_err());
+        assert!(shape_from_i64(&[1, -1]).unwrap_err().0.contains("negative"));
+        assert_eq!(shape_from_i64(&[2, 15]), Ok(vec![2, 15]));
+        assert_eq!(byte_size(DataType::F32, 3), Ok(Some(12)));
+        assert_eq!(byte_size(DataType::Bytes, 3), Ok(None));
+        assert!(byte_size(DataType::F64, usize::MAX / 4).is_err());
+        let err = Tensor::new("x", vec![1 << 32, 1 << 32], TensorData::F32(vec![])).unwrap_err();
+        assert!(
+            err.0.contains("input 'x'") && err.0.contains("overflows"),
+            "{err}"
+        );
+        let err = check_shape_len("x", &[1_000_000_000, 1_000_000_000], 1).unwrap_err();
+        assert!(
+            err.0.contains("1000000000000000000 elements but 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_ragged_array_claiming_a_huge_shape_reserves_nothing_for_it() {
+        // The first element at each level says 1000 x 1000 x 1000; the body holds 1002
+        // scalars. Reserving the claimed product would ask for gigabytes.
+        let inner = Value::Array(vec![json!(0); 1000]);
+        let mid = Value::Array(
+            std::iter::once(inner)
+                .chain((0..999).map(|_| json!([])))
+                .collect(),
+        );
+        let v = Value::Array(
+            std::iter::once(mid)
+                .chain((0..999).map(|_| json!(1)))
+                .collect(),
+        );
+        assert!(flatten_json(&v).unwrap_err().0.contains("ragged"));
+        // 1000^7 overflows 64 bits: still a plain 400, with nothing reserved.
+        let mut deep = json!(0);
+        for _ in 0..7 {
+            deep = Value::Array(
+                std::iter::once(deep)
+                    .chain((0..999).map(|_| json!([])))
+                    .collect(),
+            );
+        }
+        assert!(flatten_json(&deep).unwrap_err().0.contains("ragged"));
+    }
+
+    #[test]
     fn nested_output_follows_shape() {
         let t = Tensor::new("p", vec![2, 2], TensorData::F32(vec![0.5, 0.5, 1.0, 0.0])).unwrap();
         assert_eq!(t.to_nested_json(), json!([[0.5, 0.5], [1.0, 0.0]]));

@@ -528,3 +528,23 @@ fn predictions_response(outputs: &[Tensor]) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_follow_rfc_4180_quoting() {
+        assert_eq!(csv_fields("a, b ,c", 0).unwrap(), ["a", "b", "c"]);
+        assert_eq!(
+            csv_fields(r#""a,b","say ""hi""",,"""#, 0).unwrap(),
+            ["a,b", r#"say "hi""#, "", ""]
+        );
+        let err = csv_fields(r#"1,"2,3"#, 4).unwrap_err();
+        assert!(
+            err.0.contains("line 5") && err.0.contains("never closed"),
+            "{err}"
+        );
+        assert_eq!(csv_fields("", 0).unwrap(), [""]);
+    }
+}
