@@ -165,7 +165,9 @@ impl Worker {
                         }
                     }
                 };
-                if jobs[0].compatible(&next) && rows + next.rows() <= self.batch.max_batch_size {
+                if jobs[0].compatible(&next)
+                    && rows.saturating_add(next.rows()) <= self.batch.max_batch_size
+                {
                     rows += next.rows();
                     jobs.push(next);
                 } else {
@@ -222,7 +224,7 @@ impl Worker {
                     let mine = outputs
                         .iter()
                         .map(|o| {
-                            let per_row: usize = o.shape[1..].iter().product();
+                            let per_row = crate::tensor::saturating_count(&o.shape[1..]);
                             let mut shape = o.shape.clone();
                             shape[0] = n;
                             Tensor {

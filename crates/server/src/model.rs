@@ -219,65 +219,8 @@ impl Model {
     }
 
     /// Puts `inputs` in the model's order and checks names, datatypes and shapes.
-    pub fn validate(&self, mut inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
-        let names = || {
-            self.inputs
-                .iter()
-                .map(|s| format!("'{}'", s.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if let Some(unknown) = inputs
-            .iter()
-            .find(|t| !self.inputs.iter().any(|s| s.name == t.name))
-        {
-            return Err(InferError::BadInput(format!(
-                "unknown input '{}'; the model takes {}",
-                unknown.name,
-                names()
-            )));
-        }
-        let mut ordered = Vec::with_capacity(self.inputs.len());
-        for spec in &self.inputs {
-            let pos = inputs
-                .iter()
-                .position(|t| t.name == spec.name)
-                .ok_or_else(|| {
-                    InferError::BadInput(format!(
-                        "missing input '{}' ({} {}); the model takes {}",
-                        spec.name,
-                        spec.datatype,
-                        spec.shape_str(),
-                        names()
-                    ))
-                })?;
-            let t = inputs.swap_remove(pos);
-            if t.data.datatype() != spec.datatype {
-                return Err(InferError::BadInput(format!(
-                    "input '{}' has datatype {}, the model expects {} with shape {}",
-                    spec.name,
-                    t.data.datatype(),
-                    spec.datatype,
-                    spec.shape_str()
-                )));
-            }
-            if !spec.accepts(&t.shape) {
-                return Err(InferError::BadInput(format!(
-                    "input '{}' has shape {:?}, the model expects shape {} (-1 is any size)",
-                    spec.name,
-                    t.shape,
-                    spec.shape_str()
-                )));
-            }
-            ordered.push(t);
-        }
-        if let Some(dup) = inputs.first() {
-            return Err(InferError::BadInput(format!(
-                "input '{}' was sent twice",
-                dup.name
-            )));
-        }
-        Ok(ordered)
+    pub fn validate(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
+        validate_inputs(&self.inputs, inputs)
     }
 
     /// Validates and runs one request.
@@ -286,11 +229,27 @@ impl Model {
         if inputs.iter().any(|t| t.shape.contains(&0)) {
             return Err(InferError::BadInput("inputs must not be empty".into()));
         }
-        let outputs = self.executor.submit(inputs).await.map_err(|e| {
-            if matches!(e, ExecError::Overloaded) {
+        let outputs = self.executor.submit(inputs).await.map_err(|e| match e {
+            ExecError::Overloaded => {
                 self.metrics.rejected();
+                InferError::Overloaded
             }
-            InferError::from(e)
+            // The signature could not check every dimension the client chose: the
+            // runtime's complaint is about the input, and the client must hear it.
+            ExecError::Runtime(RuntimeError::Run(msg)) if !fully_checked(&self.inputs) => {
+                InferError::BadInput(format!(
+                    "the model cannot run on this input (its declared shapes are {}): {msg}",
+                    self.inputs
+                        .iter()
+                        .map(|s| format!("'{}' {}", s.name, s.shape_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+            // Input that fits the declared signature and still fails is the model's
+            // fault (a batch size baked into the graph, say): 500, which the release
+            // analysis counts against the model.
+            other => InferError::from(other),
         })?;
         if let Some(t) = self.label_output.and_then(|i| outputs.get(i)) {
             match &t.data {
@@ -313,5 +272,115 @@ impl Model {
             }
         }
         Ok(outputs)
+    }
+}
+
+/// Puts `inputs` in the order of `specs` and checks names, datatypes and shapes: a
+/// shape that does not fit (batch size or feature count) names what was expected and
+/// what was sent.
+pub fn validate_inputs(
+    specs: &[IoSpec],
+    mut inputs: Vec<Tensor>,
+) -> Result<Vec<Tensor>, InferError> {
+    let names = || {
+        specs
+            .iter()
+            .map(|s| format!("'{}'", s.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(unknown) = inputs
+        .iter()
+        .find(|t| !specs.iter().any(|s| s.name == t.name))
+    {
+        return Err(InferError::BadInput(format!(
+            "unknown input '{}'; the model takes {}",
+            unknown.name,
+            names()
+        )));
+    }
+    let mut ordered = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let pos = inputs
+            .iter()
+            .position(|t| t.name == spec.name)
+            .ok_or_else(|| {
+                InferError::BadInput(format!(
+                    "missing input '{}' ({} {}); the model takes {}",
+                    spec.name,
+                    spec.datatype,
+                    spec.shape_str(),
+                    names()
+                ))
+            })?;
+        let t = inputs.swap_remove(pos);
+        if t.data.datatype() != spec.datatype {
+            return Err(InferError::BadInput(format!(
+                "input '{}' has datatype {}, the model expects {} with shape {}",
+                spec.name,
+                t.data.datatype(),
+                spec.datatype,
+                spec.shape_str()
+            )));
+        }
+        if !spec.accepts(&t.shape) {
+            return Err(InferError::BadInput(format!(
+                "input '{}' has shape {:?}, the model expects shape {} (-1 is any size)",
+                spec.name,
+                t.shape,
+                spec.shape_str()
+            )));
+        }
+        ordered.push(t);
+    }
+    if let Some(dup) = inputs.first() {
+        return Err(InferError::BadInput(format!(
+            "input '{}' was sent twice",
+            dup.name
+        )));
+    }
+    Ok(ordered)
+}
+
+/// Whether [`validate_inputs`] checks every dimension of every input but the batch
+/// one: true when the declared shapes fix all dimensions after the first. When they
+/// do not, a runtime failure may be the client's doing (a feature count the graph
+/// cannot take), and is answered 400 with the runtime's message.
+pub fn fully_checked(specs: &[IoSpec]) -> bool {
+    specs
+        .iter()
+        .all(|s| s.shape.iter().skip(1).all(|&d| d >= 0))
+}
+
+#[cfg(test)]
+mod input_checks {
+    use super::*;
+
+    fn spec(shape: &[i64]) -> IoSpec {
+        IoSpec {
+            name: "input".into(),
+            datatype: DataType::F32,
+            shape: shape.to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_a_free_batch_dimension_counts_as_fully_checked() {
+        assert!(fully_checked(&[spec(&[-1, 30])]));
+        assert!(fully_checked(&[spec(&[2, 30])]));
+        assert!(!fully_checked(&[spec(&[-1, -1])]));
+        assert!(!fully_checked(&[spec(&[-1, 3]), spec(&[-1, 3, -1])]));
+    }
+
+    #[test]
+    fn batch_and_feature_mismatches_name_expected_and_got() {
+        let specs = [spec(&[-1, 30])];
+        let t = Tensor::new("input", vec![2, 29], TensorData::F32(vec![0.0; 58])).unwrap();
+        let err = validate_inputs(&specs, vec![t]).unwrap_err().to_string();
+        assert!(err.contains("[2, 29]") && err.contains("[-1, 30]"), "{err}");
+        let specs = [spec(&[2, 30])];
+        let t = Tensor::new("input", vec![1, 30], TensorData::F32(vec![0.0; 30])).unwrap();
+        let err = validate_inputs(&specs, vec![t]).unwrap_err().to_string();
+        assert!(err.contains("[1, 30]") && err.contains("[2, 30]"), "{err}");
     }
 }

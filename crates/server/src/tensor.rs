@@ -79,6 +79,62 @@ impl std::fmt::Display for DataType {
     }
 }
 
+/// The number of elements a shape holds, with checked arithmetic: a shape whose
+/// product does not fit in `usize` is an error, never a wrap or a panic.
+///
+/// This is the one place element counts are computed from shapes a client sent;
+/// every other size (bytes, rows, strides) is derived from a count it returned.
+pub fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| {
+            TensorError::new(format!(
+                "shape {shape:?} is too large: its element count overflows 64 bits"
+            ))
+        })
+}
+
+/// A client's shape (`i64` dimensions, as the protocols send them) as `usize`
+/// dimensions: negative dimensions and shapes whose element count overflows are errors.
+pub fn shape_from_i64(shape: &[i64]) -> Result<Vec<usize>, TensorError> {
+    let dims = shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<usize>, _>>()
+        .map_err(|_| {
+            TensorError::new(format!(
+                "shape {shape:?} has a negative dimension; dimensions must be 0 or more"
+            ))
+        })?;
+    element_count(&dims)?;
+    Ok(dims)
+}
+
+/// The byte size of `count` elements of `dt` (`None` for `BYTES`, which has no fixed
+/// size), with checked arithmetic.
+pub fn byte_size(dt: DataType, count: usize) -> Result<Option<usize>, TensorError> {
+    match dt.size() {
+        None => Ok(None),
+        Some(size) => count.checked_mul(size).map(Some).ok_or_else(|| {
+            TensorError::new(format!(
+                "{count} elements of {dt} do not fit in memory: the byte size overflows 64 bits"
+            ))
+        }),
+    }
+}
+
+/// Checks that a shape holds exactly `len` elements, naming both in the error.
+pub fn check_shape_len(name: &str, shape: &[usize], len: usize) -> Result<(), TensorError> {
+    let n = element_count(shape).map_err(|e| TensorError::new(format!("input '{name}': {e}")))?;
+    if n != len {
+        return Err(TensorError::new(format!(
+            "input '{name}': shape {shape:?} holds {n} elements but {len} were sent"
+        )));
+    }
+    Ok(())
+}
+
 /// A typed, row-major tensor buffer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
@@ -315,7 +371,10 @@ impl TensorData {
             } else if let Some(u) = v.as_u64() {
                 T::try_from(u).ok()
             } else if let Some(f) = v.as_f64().filter(|f| f.fract() == 0.0) {
-                T::try_from(f as i64).ok()
+                // `as` saturates: only floats inside i64's range convert exactly.
+                (f >= i64::MIN as f64 && f < i64::MAX as f64)
+                    .then(|| T::try_from(f as i64).ok())
+                    .flatten()
             } else if let Some(b) = v.as_bool() {
                 T::try_from(b as i64).ok()
             } else {
@@ -431,7 +490,7 @@ impl serde::Serialize for NestedSer<'_> {
         let Some((&n, rest)) = self.shape.split_first() else {
             return serde::Serialize::serialize(&self.data.json_at(self.start), s);
         };
-        let stride: usize = rest.iter().product();
+        let stride = saturating_count(rest);
         let mut seq = s.serialize_seq(Some(n))?;
         if rest.is_empty()
             && let TensorData::F32(v) = self.data
@@ -450,6 +509,12 @@ impl serde::Serialize for NestedSer<'_> {
         }
         seq.end()
     }
+}
+
+/// The element count of a shape that is known to be valid (a [`Tensor`]'s), saturating
+/// rather than overflowing where a zero dimension hides a huge product of the others.
+pub(crate) fn saturating_count(shape: &[usize]) -> usize {
+    shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
 }
 
 /// A float, or `null` when not finite (JSON has no NaN).
@@ -591,13 +656,7 @@ impl Tensor {
         data: TensorData,
     ) -> Result<Tensor, TensorError> {
         let name = name.into();
-        let n: usize = shape.iter().product();
-        if n != data.len() {
-            return Err(TensorError::new(format!(
-                "input '{name}': shape {shape:?} holds {n} elements but {} were sent",
-                data.len()
-            )));
-        }
+        check_shape_len(&name, &shape, data.len())?;
         Ok(Tensor { name, shape, data })
     }
 
@@ -625,11 +684,22 @@ impl Tensor {
 
     /// Row `i` as JSON: a scalar for a 1-D tensor, nested arrays otherwise.
     pub fn row_json(&self, i: usize) -> Value {
-        let row_len: usize = self.shape.iter().skip(1).product();
+        let Some((_, rest)) = self.shape.split_first() else {
+            return if i < self.data.len() {
+                self.data.json_at(i)
+            } else {
+                Value::Null
+            };
+        };
+        let row_len = saturating_count(rest);
+        let (start, end) = (i.saturating_mul(row_len), (i + 1).saturating_mul(row_len));
+        if end > self.data.len() {
+            return Value::Null;
+        }
         let sub = Tensor {
             name: String::new(),
-            shape: self.shape[1..].to_vec(),
-            data: self.data.slice(i * row_len, (i + 1) * row_len),
+            shape: rest.to_vec(),
+            data: self.data.slice(start, end),
         };
         sub.to_nested_json()
     }
@@ -647,7 +717,13 @@ pub fn flatten_json(v: &Value) -> Result<(Vec<usize>, Vec<&Value>), TensorError>
             None => break,
         }
     }
-    let mut out = Vec::with_capacity(shape.iter().product());
+    // The shape is read off the first element at each level: its product is what a
+    // regular array would hold, not what this one does (a ragged body can claim far
+    // more than it has). Overflow means it cannot be regular; the capacity is capped.
+    let n = element_count(&shape).map_err(|_| {
+        TensorError::new("ragged nested arrays: every row must have the same length")
+    })?;
+    let mut out = Vec::with_capacity(n.min(1 << 16));
     fn walk<'a>(
         v: &'a Value,
         shape: &[usize],
@@ -755,6 +831,60 @@ mod tests {
         let refs: Vec<&Value> = v.iter().collect();
         let err = TensorData::from_json_scalars(DataType::F32, &refs).unwrap_err();
         assert!(err.0.contains("element 0"), "{err}");
+    }
+
+    #[test]
+    fn sizes_from_client_shapes_are_checked() {
+        assert_eq!(element_count(&[2, 3, 4]), Ok(24));
+        assert_eq!(element_count(&[]), Ok(1));
+        assert_eq!(element_count(&[0, usize::MAX, usize::MAX]), Ok(0));
+        let err = element_count(&[1 << 32, 1 << 32]).unwrap_err();
+        assert!(err.0.contains("overflows"), "{err}");
+        // 614891469123651721 * 30 wraps to 14 in release builds: not here.
+        assert!(shape_from_i64(&[614891469123651721, 30]).is_err());
+        assert!(shape_from_i64(&[1, -1]).unwrap_err().0.contains("negative"));
+        assert_eq!(shape_from_i64(&[2, 15]), Ok(vec![2, 15]));
+        assert_eq!(byte_size(DataType::F32, 3), Ok(Some(12)));
+        assert_eq!(byte_size(DataType::Bytes, 3), Ok(None));
+        assert!(byte_size(DataType::F64, usize::MAX / 4).is_err());
+        let err = Tensor::new("x", vec![1 << 32, 1 << 32], TensorData::F32(vec![])).unwrap_err();
+        assert!(
+            err.0.contains("input 'x'") && err.0.contains("overflows"),
+            "{err}"
+        );
+        let err = check_shape_len("x", &[1_000_000_000, 1_000_000_000], 1).unwrap_err();
+        assert!(
+            err.0.contains("1000000000000000000 elements but 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_ragged_array_claiming_a_huge_shape_reserves_nothing_for_it() {
+        // The first element at each level says 1000 x 1000 x 1000; the body holds 1002
+        // scalars. Reserving the claimed product would ask for gigabytes.
+        let inner = Value::Array(vec![json!(0); 1000]);
+        let mid = Value::Array(
+            std::iter::once(inner)
+                .chain((0..999).map(|_| json!([])))
+                .collect(),
+        );
+        let v = Value::Array(
+            std::iter::once(mid)
+                .chain((0..999).map(|_| json!(1)))
+                .collect(),
+        );
+        assert!(flatten_json(&v).unwrap_err().0.contains("ragged"));
+        // 1000^7 overflows 64 bits: still a plain 400, with nothing reserved.
+        let mut deep = json!(0);
+        for _ in 0..7 {
+            deep = Value::Array(
+                std::iter::once(deep)
+                    .chain((0..999).map(|_| json!([])))
+                    .collect(),
+            );
+        }
+        assert!(flatten_json(&deep).unwrap_err().0.contains("ragged"));
     }
 
     #[test]

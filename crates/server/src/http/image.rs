@@ -51,7 +51,8 @@ fn layout(model: &Model) -> Result<Layout, String> {
     } else {
         (dims[3], dims[1], dims[2])
     };
-    if c != 3 || h <= 0 || w <= 0 {
+    let fits = |d: i64| u32::try_from(d).is_ok_and(|d| d > 0 && d <= 1 << 14);
+    if c != 3 || !fits(h) || !fits(w) {
         return Err(format!(
             "this model's input '{}' has shape {dims:?}; /predict-image needs 3 channels and a fixed height and width",
             input.name
@@ -64,8 +65,16 @@ fn layout(model: &Model) -> Result<Layout, String> {
     })
 }
 
+/// The most bytes a decoded image may take (RGBA, 4 bytes a pixel): the body limit,
+/// but at least 64 MiB so that a photo whose compressed size fits a small limit still
+/// decodes. A small file that declares huge dimensions is refused from its header,
+/// before anything is allocated for its pixels.
+fn decoded_limit(max_body: usize) -> u64 {
+    (max_body as u64).max(64 << 20)
+}
+
 /// Decodes base64 (plain or a `data:` URL) into RGB pixels resized for the model.
-fn decode(b64: &str, l: &Layout) -> Result<image::RgbImage, String> {
+fn decode(b64: &str, l: &Layout, max_body: usize) -> Result<image::RgbImage, String> {
     let b64 = b64.trim();
     let b64 = match b64.strip_prefix("data:") {
         Some(rest) => rest.split_once(',').map(|(_, d)| d).unwrap_or(""),
@@ -76,9 +85,34 @@ fn decode(b64: &str, l: &Layout) -> Result<image::RgbImage, String> {
         .map_err(|_| {
             "Invalid base64 image data. Please ensure the image is properly encoded.".to_string()
         })?;
-    let img = image::load_from_memory(&bytes).map_err(|e| {
+    let undecodable = |e: &dyn std::fmt::Display| {
         format!("Could not decode the image ({e}); send a PNG or JPEG, base64-encoded")
-    })?;
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .map_err(|e| undecodable(&e))
+    };
+    // The header's dimensions first: width x height x 4 bytes, checked, against the limit.
+    let (w, h) = reader()?.into_dimensions().map_err(|e| undecodable(&e))?;
+    let limit = decoded_limit(max_body);
+    let needed = u64::from(w)
+        .checked_mul(u64::from(h))
+        .and_then(|n| n.checked_mul(4))
+        .filter(|&n| n <= limit)
+        .ok_or_else(|| {
+            format!(
+                "the image declares {w}x{h} pixels, more than the {limit} bytes a decoded image may take"
+            )
+        })?;
+    if needed == 0 {
+        return Err(undecodable(&"the image has no pixels"));
+    }
+    let mut decoder = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(limit.saturating_mul(2));
+    decoder.limits(limits);
+    let img = decoder.decode().map_err(|e| undecodable(&e))?;
     let rgb = img.to_rgb8();
     Ok(if rgb.dimensions() == (l.width, l.height) {
         rgb
@@ -92,7 +126,12 @@ fn decode(b64: &str, l: &Layout) -> Result<image::RgbImage, String> {
     })
 }
 
-fn to_tensor(name: &str, dt: DataType, img: &image::RgbImage, l: &Layout) -> Tensor {
+fn to_tensor(
+    name: &str,
+    dt: DataType,
+    img: &image::RgbImage,
+    l: &Layout,
+) -> Result<Tensor, String> {
     let (w, h) = (l.width as usize, l.height as usize);
     let s = &l.spec;
     // Lays pixels out in the model's order, each value mapped by `f(channel, value)`.
@@ -128,7 +167,7 @@ fn to_tensor(name: &str, dt: DataType, img: &image::RgbImage, l: &Layout) -> Ten
     } else {
         vec![1, h, w, 3]
     };
-    Tensor::new(name, shape, data).expect("sizes agree")
+    Tensor::new(name, shape, data).map_err(|e| e.0)
 }
 
 pub async fn predict_image(
@@ -164,10 +203,10 @@ pub async fn predict_image(
         Err(msg) => return image_error(StatusCode::BAD_REQUEST, &msg),
     };
     let input = &model.inputs[0];
-    let (name, dt) = (input.name.clone(), input.datatype);
+    let (name, dt, max_body) = (input.name.clone(), input.datatype, state.max_body);
     // Decoding and resizing are CPU work: keep them off the reactor.
     let tensor = match tokio::task::spawn_blocking(move || {
-        decode(&b64, &l).map(|img| to_tensor(&name, dt, &img, &l))
+        decode(&b64, &l, max_body).and_then(|img| to_tensor(&name, dt, &img, &l))
     })
     .await
     {

@@ -35,7 +35,8 @@ fn mlflow_error(status: StatusCode, message: &str) -> Response {
     };
     let mut resp = (
         status,
-        axum::Json(json!({"error_code": code, "message": message})),
+        // `error` too: the key every other hoist-server error uses.
+        axum::Json(json!({"error_code": code, "message": message, "error": message})),
     )
         .into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -76,16 +77,9 @@ pub async fn invocations(
         .trim()
         .to_ascii_lowercase();
     let parsed = match content_type.as_str() {
-        "text/csv" => std::str::from_utf8(&body)
-            .map_err(|_| "CSV body is not UTF-8".to_string())
-            .and_then(|text| csv_inputs(&model, text).map_err(|e| e.0)),
-        "application/json" | "" => match fast_tensor_body(&model, &body) {
-            Some(parsed) => parsed.map_err(|e| e.0),
-            None => match serde_json::from_slice::<Value>(&body) {
-                Ok(v) => json_inputs(&model, &v).map_err(|e| e.0),
-                Err(e) => Err(format!("Invalid input. The body is not valid JSON: {e}")),
-            },
-        },
+        "text/csv" | "application/json" | "" => {
+            parse_body(&Signature::of(&model), &content_type, &body)
+        }
         other => {
             return mlflow_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -105,8 +99,43 @@ pub async fn invocations(
     }
 }
 
+/// What the MLflow body parsers need to know of a model: its inputs, and the column
+/// names of its signature.
+#[derive(Clone, Copy)]
+pub struct Signature<'a> {
+    pub inputs: &'a [IoSpec],
+    pub columns: Option<&'a [String]>,
+}
+
+impl<'a> Signature<'a> {
+    pub fn of(model: &'a Model) -> Self {
+        Signature {
+            inputs: &model.inputs,
+            columns: model.package.columns.as_deref(),
+        }
+    }
+}
+
+/// The tensors an MLflow request body stands for, by content type (`text/csv`, else
+/// JSON), before they are checked against the model's shapes.
+pub fn parse_body(sig: &Signature, content_type: &str, body: &[u8]) -> Result<Vec<Tensor>, String> {
+    if content_type == "text/csv" {
+        return std::str::from_utf8(body)
+            .map_err(|_| "CSV body is not UTF-8".to_string())
+            .and_then(|text| csv_inputs(sig, text).map_err(|e| e.0));
+    }
+    match fast_tensor_body(sig, body) {
+        Some(parsed) => parsed.map_err(|e| e.0),
+        None => match serde_json::from_slice::<Value>(body) {
+            Ok(v) => json_inputs(sig, &v).map_err(|e| e.0),
+            Err(e) => Err(format!("Invalid input. The body is not valid JSON: {e}")),
+        },
+    }
+}
+
 /// The tensors an MLflow input example stands for (used to check a model at load).
 pub fn example_inputs(model: &Model, example: &Value) -> Result<Vec<Tensor>, InferError> {
+    let model = &Signature::of(model);
     let inputs = match example {
         Value::Object(o) if o.contains_key("columns") && o.contains_key("data") => {
             dataframe_split(model, example)?
@@ -128,7 +157,7 @@ pub fn example_inputs(model: &Model, example: &Value) -> Result<Vec<Tensor>, Inf
     Ok(inputs)
 }
 
-fn json_inputs(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
+fn json_inputs(model: &Signature, v: &Value) -> Result<Vec<Tensor>, TensorError> {
     let Value::Object(obj) = v else {
         return Err(TensorError::new(
             "Invalid input. The body must be a JSON object with one of the keys dataframe_split, dataframe_records, instances or inputs",
@@ -153,7 +182,7 @@ fn json_inputs(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
 /// `{"inputs": [[...], ...]}` or `{"instances": [[...], ...]}` for a one-input model,
 /// the commonest bodies, read straight into the tensor without a JSON tree. `None`
 /// when the body has another form (the general path then reads it).
-fn fast_tensor_body(model: &Model, body: &[u8]) -> Option<Result<Vec<Tensor>, TensorError>> {
+fn fast_tensor_body(model: &Signature, body: &[u8]) -> Option<Result<Vec<Tensor>, TensorError>> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -162,7 +191,7 @@ fn fast_tensor_body(model: &Model, body: &[u8]) -> Option<Result<Vec<Tensor>, Te
         #[serde(default, rename = "params")]
         _params: Option<serde::de::IgnoredAny>,
     }
-    let [spec] = model.inputs.as_slice() else {
+    let [spec] = model.inputs else {
         return None;
     };
     // Derived structs also read JSON arrays; MLflow's bodies are objects only.
@@ -195,8 +224,8 @@ fn tensor_from_flat<V: std::borrow::Borrow<Value>>(
     Tensor::new(spec.name.clone(), shape, data)
 }
 
-fn only_input(model: &Model) -> Result<&IoSpec, TensorError> {
-    match model.inputs.as_slice() {
+fn only_input<'m>(model: &Signature<'m>) -> Result<&'m IoSpec, TensorError> {
+    match model.inputs {
         [one] => Ok(one),
         many => Err(TensorError::new(format!(
             "the model has {} inputs ({}); send them as an object keyed by input name",
@@ -209,7 +238,7 @@ fn only_input(model: &Model) -> Result<&IoSpec, TensorError> {
     }
 }
 
-fn spec_for<'m>(model: &'m Model, name: &str) -> Result<&'m IoSpec, TensorError> {
+fn spec_for<'m>(model: &Signature<'m>, name: &str) -> Result<&'m IoSpec, TensorError> {
     model.inputs.iter().find(|s| s.name == name).ok_or_else(|| {
         TensorError::new(format!(
             "unknown input '{name}'; the model takes {}",
@@ -224,7 +253,7 @@ fn spec_for<'m>(model: &'m Model, name: &str) -> Result<&'m IoSpec, TensorError>
 }
 
 /// `inputs`: an array for a one-input model, or an object of arrays by input name.
-fn tensor_inputs(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
+fn tensor_inputs(model: &Signature, v: &Value) -> Result<Vec<Tensor>, TensorError> {
     match v {
         Value::Object(named) => named
             .iter()
@@ -235,7 +264,7 @@ fn tensor_inputs(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
 }
 
 /// `instances`: a list of rows; rows are values (one input) or objects by input name.
-fn instances(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
+fn instances(model: &Signature, v: &Value) -> Result<Vec<Tensor>, TensorError> {
     let Value::Array(rows) = v else {
         return Err(TensorError::new("instances must be a list"));
     };
@@ -264,7 +293,7 @@ fn instances(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
 }
 
 /// `dataframe_split`: `{columns?, data, index?}`.
-fn dataframe_split(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
+fn dataframe_split(model: &Signature, v: &Value) -> Result<Vec<Tensor>, TensorError> {
     let data = v
         .get("data")
         .and_then(Value::as_array)
@@ -288,7 +317,7 @@ fn dataframe_split(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError>
 }
 
 /// `dataframe_records`: a list of `{column: value}` objects.
-fn dataframe_records(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorError> {
+fn dataframe_records(model: &Signature, v: &Value) -> Result<Vec<Tensor>, TensorError> {
     let records = v
         .as_array()
         .ok_or_else(|| TensorError::new("dataframe_records must be a list of objects"))?;
@@ -296,8 +325,8 @@ fn dataframe_records(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorErro
         .first()
         .and_then(Value::as_object)
         .ok_or_else(|| TensorError::new("dataframe_records must be a non-empty list of objects"))?;
-    let columns: Vec<String> = match &model.package.columns {
-        Some(sig) => sig.clone(),
+    let columns: Vec<String> = match model.columns {
+        Some(sig) => sig.to_vec(),
         None if model.inputs.len() > 1 => model.inputs.iter().map(|s| s.name.clone()).collect(),
         None => first.keys().cloned().collect(),
     };
@@ -324,7 +353,7 @@ fn dataframe_records(model: &Model, v: &Value) -> Result<Vec<Tensor>, TensorErro
 /// the signature's order when it names them. Several inputs: each column is the input
 /// of the same name.
 fn frame_inputs(
-    model: &Model,
+    model: &Signature,
     columns: Option<&[String]>,
     rows: &[&Vec<Value>],
 ) -> Result<Vec<Tensor>, TensorError> {
@@ -355,7 +384,7 @@ fn frame_inputs(
     if model.inputs.len() == 1 && !named_inputs {
         let spec = &model.inputs[0];
         // Reorder to the signature's column order when both sides name columns.
-        let order: Vec<usize> = match (columns, &model.package.columns) {
+        let order: Vec<usize> = match (columns, model.columns) {
             (Some(cols), Some(sig)) => sig
                 .iter()
                 .map(|want| {
@@ -400,17 +429,12 @@ fn frame_inputs(
 
 /// `text/csv`: a header line of column names, then one row per line (as pandas, and so
 /// MLflow, reads it).
-fn csv_inputs(model: &Model, text: &str) -> Result<Vec<Tensor>, TensorError> {
+fn csv_inputs(model: &Signature, text: &str) -> Result<Vec<Tensor>, TensorError> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let first = lines
         .next()
         .ok_or_else(|| TensorError::new("the CSV body is empty"))?;
-    let split = |l: &str| -> Vec<String> {
-        l.split(',')
-            .map(|f| f.trim().trim_matches('"').to_string())
-            .collect()
-    };
-    let columns = Some(split(first));
+    let columns = Some(csv_fields(first, 0)?);
     let mut owned: Vec<Vec<Value>> = Vec::new();
     let to_values = |fields: Vec<String>| -> Vec<Value> {
         fields
@@ -422,11 +446,43 @@ fn csv_inputs(model: &Model, text: &str) -> Result<Vec<Tensor>, TensorError> {
             })
             .collect()
     };
-    for l in lines {
-        owned.push(to_values(split(l)));
+    for (i, l) in lines.enumerate() {
+        owned.push(to_values(csv_fields(l, i + 1)?));
     }
     let rows: Vec<&Vec<Value>> = owned.iter().collect();
     frame_inputs(model, columns.as_deref(), &rows)
+}
+
+/// The fields of one CSV line, with RFC 4180 quoting: a quoted field may hold commas,
+/// and `""` inside it is a quote. A quote left open is an error naming the line.
+fn csv_fields(line: &str, index: usize) -> Result<Vec<String>, TensorError> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (false, '"') if field.trim().is_empty() => {
+                field.clear();
+                quoted = true;
+            }
+            (false, ',') => fields.push(std::mem::take(&mut field).trim().to_string()),
+            (_, c) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err(TensorError::new(format!(
+            "CSV line {} has a quoted field that is never closed",
+            index + 1
+        )));
+    }
+    fields.push(field.trim().to_string());
+    Ok(fields)
 }
 
 /// `{"predictions": ...}`: the bare array for a one-output model, else an object of
@@ -471,4 +527,24 @@ fn predictions_response(outputs: &[Tensor]) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_follow_rfc_4180_quoting() {
+        assert_eq!(csv_fields("a, b ,c", 0).unwrap(), ["a", "b", "c"]);
+        assert_eq!(
+            csv_fields(r#""a,b","say ""hi""",,"""#, 0).unwrap(),
+            ["a,b", r#"say "hi""#, "", ""]
+        );
+        let err = csv_fields(r#"1,"2,3"#, 4).unwrap_err();
+        assert!(
+            err.0.contains("line 5") && err.0.contains("never closed"),
+            "{err}"
+        );
+        assert_eq!(csv_fields("", 0).unwrap(), [""]);
+    }
 }

@@ -15,7 +15,9 @@ use serde_json::{Map, Value, json};
 
 use super::{Shared, body_or_error, infer_status, json_error};
 use crate::model::Model;
-use crate::tensor::{DataType, FlatJson, FlatSer, Tensor, TensorData};
+use crate::tensor::{
+    DataType, FlatJson, FlatSer, Tensor, TensorData, byte_size, element_count, shape_from_i64,
+};
 
 /// The header that carries the JSON length when binary tensors follow it.
 pub const HEADER_LEN: &str = "inference-header-content-length";
@@ -136,8 +138,10 @@ pub async fn model_ready_v(
     model_ready_inner(&state, &model, Some(&version))
 }
 
+/// An inference request's JSON part.
+#[doc(hidden)]
 #[derive(Deserialize)]
-struct InferRequest {
+pub struct InferRequest {
     #[serde(default)]
     id: Option<Value>,
     #[serde(default)]
@@ -148,7 +152,7 @@ struct InferRequest {
 }
 
 #[derive(Deserialize)]
-struct RequestInput {
+pub struct RequestInput {
     name: String,
     shape: Vec<i64>,
     datatype: String,
@@ -159,7 +163,7 @@ struct RequestInput {
 }
 
 #[derive(Deserialize)]
-struct RequestOutput {
+pub struct RequestOutput {
     name: String,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
@@ -233,14 +237,30 @@ async fn infer_inner(
 }
 
 /// Splits the body into the JSON request and its tensors.
-fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Vec<Tensor>), String> {
-    let (json_part, mut binary) = match headers.get(HEADER_LEN) {
-        Some(v) => {
+///
+/// Every size here comes from the client: the header length, each input's shape and
+/// `binary_data_size`. Shapes go through [`shape_from_i64`] (no negative dimension, no
+/// overflowing element count) and must hold exactly the elements sent; byte sizes go
+/// through [`byte_size`]; nothing is allocated from a claimed size, only from data
+/// that is in the body.
+#[doc(hidden)]
+pub fn parse_request(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(InferRequest, Vec<Tensor>), String> {
+    let mut header_len = headers.get_all(HEADER_LEN).iter();
+    let (json_part, mut binary) = match (header_len.next(), header_len.next()) {
+        (Some(_), Some(_)) => {
+            return Err("Inference-Header-Content-Length is sent more than once".into());
+        }
+        (Some(v), None) => {
             let n: usize = v
                 .to_str()
                 .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or("Inference-Header-Content-Length must be a number")?;
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse().ok())
+                .ok_or("Inference-Header-Content-Length must be a non-negative integer")?;
             if n > body.len() {
                 return Err(format!(
                     "Inference-Header-Content-Length is {n} but the body has {} bytes",
@@ -249,7 +269,7 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Vec<
             }
             body.split_at(n)
         }
-        None => (body, &[][..]),
+        (None, _) => (body, &[][..]),
     };
     let mut req: InferRequest = serde_json::from_slice(json_part)
         .map_err(|e| format!("invalid inference request JSON: {e}"))?;
@@ -258,41 +278,57 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Vec<
         let name = input.name;
         let dt = DataType::parse(&input.datatype)
             .ok_or_else(|| format!("input '{name}': unsupported datatype '{}'", input.datatype))?;
-        let shape: Vec<usize> = input
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<_, _>>()
-            .map_err(|_| {
-                format!(
-                    "input '{name}': shape {:?} has a negative dimension",
-                    input.shape
-                )
-            })?;
+        let shape = shape_from_i64(&input.shape).map_err(|e| format!("input '{name}': {e}"))?;
+        let count = element_count(&shape).map_err(|e| format!("input '{name}': {e}"))?;
         let binary_size = input
             .parameters
             .as_ref()
             .and_then(|p| p.get("binary_data_size"))
             .map(|v| {
                 v.as_u64()
-                    .map(|n| n as usize)
-                    .ok_or_else(|| format!("input '{name}': binary_data_size must be a number"))
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "input '{name}': binary_data_size must be a non-negative integer, got {v}"
+                        )
+                    })
             })
             .transpose()?;
         let data = match (binary_size, &input.data) {
-            (Some(n), _) => {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "input '{name}' has both data and binary_data_size; send one"
+                ));
+            }
+            (Some(n), None) => {
                 if n > binary.len() {
                     return Err(format!(
                         "input '{name}': binary_data_size is {n} but only {} bytes of binary data remain",
                         binary.len()
                     ));
                 }
+                if let Some(want) =
+                    byte_size(dt, count).map_err(|e| format!("input '{name}': {e}"))?
+                    && want != n
+                {
+                    return Err(format!(
+                        "input '{name}': shape {shape:?} of {dt} needs {want} bytes but binary_data_size is {n}"
+                    ));
+                }
                 let (mine, rest) = binary.split_at(n);
                 binary = rest;
                 TensorData::from_le_bytes(dt, mine).map_err(|e| format!("input '{name}': {e}"))?
             }
-            (None, Some(flat)) => TensorData::from_json_scalars(dt, &flat.values)
-                .map_err(|e| format!("input '{name}': {e}"))?,
+            (None, Some(flat)) => {
+                if flat.values.len() != count {
+                    return Err(format!(
+                        "input '{name}': shape {shape:?} holds {count} elements but {} were sent",
+                        flat.values.len()
+                    ));
+                }
+                TensorData::from_json_scalars(dt, &flat.values)
+                    .map_err(|e| format!("input '{name}': {e}"))?
+            }
             (None, None) => {
                 return Err(format!(
                     "input '{name}' has neither data nor binary_data_size"
