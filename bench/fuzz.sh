@@ -4,6 +4,7 @@
 #   bash bench/fuzz.sh                 # every target, FUZZ_SECONDS (600) each
 #   FUZZ_SECONDS=60 bash bench/fuzz.sh
 #   FUZZ_TARGETS="oip_request mlflow_request" bash bench/fuzz.sh   # only these
+#   FUZZ_PARALLEL=1 bash bench/fuzz.sh  # all targets at once (each still FUZZ_SECONDS)
 #
 # Fuzz crates: crates/gateway/fuzz and crates/server/fuzz (each its own cargo-fuzz
 # crate; targets are discovered with `cargo +nightly fuzz list`). Each target starts
@@ -40,7 +41,45 @@ summary="$ROOT/bench/results/fuzz-$(date -u +%Y-%m-%d).txt"
     printf '%-28s %14s %8s %8s\n' target runs seconds crashes
 } >"$summary"
 
+run_one() {
+    local dir=$1 target=$2 crate
+    crate=$(basename "$(dirname "$dir")")
+    seeds="$dir/corpus/$target"
+    mkdir -p "$seeds" "$dir/artifacts/$target"
+    if [ "${FUZZ_GROW_CORPUS:-0}" = 1 ]; then
+        corpora=("$seeds")
+    else
+        work="$dir/target/fuzz-corpus/$target"
+        mkdir -p "$work"
+        corpora=("$work" "$seeds")
+    fi
+    before=$(find "$dir/artifacts/$target" -type f | wc -l)
+    log="$dir/target/fuzz-$target.log"
+    mkdir -p "$(dirname "$log")"
+    echo "fuzz.sh: $crate/$target for ${FUZZ_SECONDS}s (log: $log)" >&2
+    start=$(date +%s)
+    set +e
+    (cd "$dir/.." && cargo +nightly fuzz run -a --fuzz-dir "$dir" "$target" "${corpora[@]}" -- \
+        -max_total_time="$FUZZ_SECONDS" -malloc_limit_mb="$FUZZ_MALLOC_LIMIT_MB" \
+        -print_final_stats=1) >"$log" 2>&1
+    rc=$?
+    set -e
+    seconds=$(($(date +%s) - start))
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    if [ -z "$runs" ]; then
+        runs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+    fi
+    after=$(find "$dir/artifacts/$target" -type f | wc -l)
+    crashes=$((after - before))
+    if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then
+        crashes=1 # the run failed without an artifact (a build error, say)
+        tail -20 "$log" >&2
+    fi
+    printf '%-28s %14s %8s %8s\n' "$crate/$target" "${runs:-?}" "$seconds" "$crashes" | tee -a "$summary"
+    [ "$crashes" -eq 0 ]
+}
 failed=0
+pids=()
 for dir in "${FUZZ_DIRS[@]}"; do
     if [ ! -f "$dir/Cargo.toml" ]; then
         echo "fuzz.sh: no fuzz crate at $dir; skipped" >&2
@@ -52,41 +91,15 @@ for dir in "${FUZZ_DIRS[@]}"; do
         if [ -n "${FUZZ_TARGETS:-}" ] && ! [[ " $FUZZ_TARGETS " == *" $target "* ]]; then
             continue
         fi
-        seeds="$dir/corpus/$target"
-        mkdir -p "$seeds" "$dir/artifacts/$target"
-        if [ "${FUZZ_GROW_CORPUS:-0}" = 1 ]; then
-            corpora=("$seeds")
+        if [ "${FUZZ_PARALLEL:-0}" = 1 ]; then
+            run_one "$dir" "$target" &
+            pids+=($!)
         else
-            work="$dir/target/fuzz-corpus/$target"
-            mkdir -p "$work"
-            corpora=("$work" "$seeds")
+            run_one "$dir" "$target" || failed=1
         fi
-        before=$(find "$dir/artifacts/$target" -type f | wc -l)
-        log="$dir/target/fuzz-$target.log"
-        mkdir -p "$(dirname "$log")"
-        echo "fuzz.sh: $crate/$target for ${FUZZ_SECONDS}s (log: $log)" >&2
-        start=$(date +%s)
-        set +e
-        (cd "$dir/.." && cargo +nightly fuzz run -a --fuzz-dir "$dir" "$target" "${corpora[@]}" -- \
-            -max_total_time="$FUZZ_SECONDS" -malloc_limit_mb="$FUZZ_MALLOC_LIMIT_MB" \
-            -print_final_stats=1) >"$log" 2>&1
-        rc=$?
-        set -e
-        seconds=$(($(date +%s) - start))
-        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-        if [ -z "$runs" ]; then
-            runs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
-        fi
-        after=$(find "$dir/artifacts/$target" -type f | wc -l)
-        crashes=$((after - before))
-        if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then
-            crashes=1 # the run failed without an artifact (a build error, say)
-            tail -20 "$log" >&2
-        fi
-        [ "$crashes" -gt 0 ] && failed=1
-        printf '%-28s %14s %8s %8s\n' "$crate/$target" "${runs:-?}" "$seconds" "$crashes" | tee -a "$summary"
     done
 done
 
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
 echo "fuzz.sh: summary in $summary" >&2
 exit "$failed"
