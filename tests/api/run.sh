@@ -8,7 +8,7 @@
 #      and an operation that needs the token refuses a request without it.
 # Usage: tests/api/run.sh [HOIST_BIN]   (default: $CARGO_TARGET_DIR/debug/hoist);
 # hoist-server must sit next to it (or be named by HOIST_SERVER_BIN).
-# Environment: SCHEMATHESIS_EXAMPLES (per operation, default 40), SCHEMATHESIS_SEED.
+# Environment: SCHEMATHESIS_EXAMPLES (per operation, default 100), SCHEMATHESIS_SEED.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
@@ -16,7 +16,7 @@ cd "$repo"
 version="4.32.5"
 venv="$HOME/.hoist/venvs/schemathesis"
 python="${PYTHON:-python3}"
-examples="${SCHEMATHESIS_EXAMPLES:-40}"
+examples="${SCHEMATHESIS_EXAMPLES:-100}"
 seed="${SCHEMATHESIS_SEED:-20261203}"
 
 bin="${1:-${CARGO_TARGET_DIR:-$repo/target}/debug/hoist}"
@@ -129,7 +129,7 @@ state() {
 }
 state >"$work/before.json"
 
-common=(--url "$api" --seed "$seed" --max-examples "$examples" --generation-deterministic
+common=(--url "$api" --seed "$seed" --max-examples "$examples"
     --request-timeout 20 --workers 1 --no-color --suppress-health-check all
     --phases examples,coverage,fuzzing --continue-on-failure)
 

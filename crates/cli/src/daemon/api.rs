@@ -4,7 +4,7 @@
 
 mod openapi;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -248,18 +248,8 @@ async fn create(
     {
         return Err(ApiError::bad_request(format!("no environment `{env}`")));
     }
-    let registry = s.registry.clone();
     let sel = b.model.clone();
-    let v = tokio::task::spawn_blocking(move || registry.resolve(&r))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| match e {
-            hoist_registry::Error::Unreachable { .. }
-            | hoist_registry::Error::Unauthorized { .. } => {
-                ApiError::new(502, "registry_unavailable", e.to_string())
-            }
-            other => ApiError::not_found(format!("{sel}: {other}")),
-        })?;
+    let v = resolve(&s, r, &sel).await?;
     let req = CreateRequest {
         version: v.version,
         env: b.env,
@@ -269,6 +259,26 @@ async fn create(
     };
     let rec = s.client.call(|reply| Cmd::Create { req, reply }).await??;
     Ok((StatusCode::CREATED, Json(rec)).into_response())
+}
+
+/// The registry's version for `r` (`sel` is how the caller named it): 404 when there
+/// is none, 502 when the registry cannot answer.
+async fn resolve(
+    s: &ApiState,
+    r: hoist_registry::ModelRef,
+    sel: &str,
+) -> Result<hoist_registry::ModelVersion, ApiError> {
+    let registry = s.registry.clone();
+    tokio::task::spawn_blocking(move || registry.resolve(&r))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| match e {
+            hoist_registry::Error::Unreachable { .. }
+            | hoist_registry::Error::Unauthorized { .. } => {
+                ApiError::new(502, "registry_unavailable", e.to_string())
+            }
+            other => ApiError::not_found(format!("{sel}: {other}")),
+        })
 }
 
 #[derive(Deserialize, Default)]
@@ -341,6 +351,18 @@ async fn rollback(
 ) -> ApiResult {
     authorize(&s, &headers)?;
     let b: RollbackBody = body(bytes)?;
+    // A version to go back to must exist before anything is aborted for it.
+    if let Some(to) = &b.to {
+        if to.is_empty() {
+            return Err(ApiError::bad_request("`to` is empty: name a version"));
+        }
+        let r = hoist_registry::ModelRef {
+            name: s.config.model.name.clone(),
+            selector: hoist_registry::Selector::Version(to.clone()),
+        };
+        let sel = format!("{}/{to}", s.config.model.name);
+        resolve(&s, r, &sel).await?;
+    }
     let rec = s
         .client
         .call(|reply| Cmd::Rollback {
@@ -352,7 +374,15 @@ async fn rollback(
     Ok(Json(rec).into_response())
 }
 
-async fn openapi() -> Response {
-    static DOC: LazyLock<String> = LazyLock::new(|| openapi::document().to_string());
-    ([("content-type", "application/json")], DOC.as_str()).into_response()
+/// The document names this daemon's model and environments (as examples and enums)
+/// to whoever may read; to others (reads need the token beyond loopback) it is the
+/// generic one.
+async fn openapi(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let doc = if read_ok(&s, &headers).is_ok() {
+        let envs: Vec<String> = s.config.environments.iter().map(|e| e.name.clone()).collect();
+        openapi::document(&s.config.model.name, &envs)
+    } else {
+        openapi::document("MODEL", &[])
+    };
+    Json(doc).into_response()
 }

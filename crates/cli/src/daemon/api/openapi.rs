@@ -48,8 +48,21 @@ fn id_param() -> Value {
     json!({
         "name": "id", "in": "path", "required": true,
         "description": "A release id",
-        "schema": { "type": "integer", "minimum": 1, "format": "int64" }
+        "schema": { "type": "integer", "minimum": 1, "format": "int64", "examples": [1] }
     })
+}
+
+/// An environment's name: one of this daemon's.
+fn env_schema(envs: &[String], nullable: bool) -> Value {
+    let mut v = json!({ "type": if nullable { json!(["string", "null"]) } else { json!("string") } });
+    if !envs.is_empty() {
+        let mut names: Vec<Value> = envs.iter().map(|e| json!(e)).collect();
+        if nullable {
+            names.push(Value::Null);
+        }
+        v["enum"] = names.into();
+    }
+    v
 }
 
 /// A JSON request body (optional: an empty body means `{}`).
@@ -83,7 +96,7 @@ fn read_op(summary: &str, op_id: &str, parameters: Value, responses: Value) -> V
     })
 }
 
-fn schemas() -> Value {
+fn schemas(model: &str, envs: &[String]) -> Value {
     let window = json!({
         "type": "object",
         "required": ["requests", "errors", "error_rate", "p50_ms", "p99_ms"],
@@ -213,11 +226,13 @@ fn schemas() -> Value {
         },
         "CreateRelease": {
             "type": "object",
+            "description": "`env`: start in this environment (default: the first)",
+            "examples": [ { "model": format!("{model}/1") }, { "model": format!("{model}@champion"), "supersede": false } ],
             "additionalProperties": false,
             "required": ["model"],
             "properties": {
                 "model": { "type": "string", "minLength": 1, "description": "NAME, NAME/VERSION, NAME@ALIAS or NAME/STAGE; NAME must be the daemon's model" },
-                "env": { "type": ["string", "null"], "description": "start in this environment (default: the first)" },
+                "env": env_schema(envs, true),
                 "supersede": { "type": "boolean", "description": "abort a release in progress for this one" },
                 "breaking_change": { "type": "boolean", "description": "the version may change inputs or outputs: the signature gate passes a difference" }
             }
@@ -234,17 +249,19 @@ fn schemas() -> Value {
         },
         "Rollback": {
             "type": "object",
+            "description": "`env`: the environment (default: the last)",
+            "examples": [ {}, { "to": "1" } ],
             "additionalProperties": false,
             "properties": {
-                "env": { "type": ["string", "null"], "description": "the environment (default: the last)" },
+                "env": env_schema(envs, true),
                 "to": { "type": ["string", "null"], "description": "a version to bring back (default: the previous live one)" }
             }
         }
     })
 }
 
-/// The whole document.
-pub fn document() -> Value {
+/// The whole document for a daemon that delivers `model` to `envs`.
+pub fn document(model: &str, envs: &[String]) -> Value {
     let operator = |summary: &str, op_id: &str, schema: Option<&str>| {
         let mut op = write_op(
             summary,
@@ -269,7 +286,7 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
-            "schemas": schemas()
+            "schemas": schemas(model, envs)
         },
         "paths": {
             "/api/v1/status": { "get": read_op(
@@ -283,7 +300,7 @@ pub fn document() -> Value {
                     "Releases, newest first",
                     "listReleases",
                     json!([
-                        { "name": "env", "in": "query", "required": false, "description": "only releases that go through this environment", "schema": { "type": "string" } },
+                        { "name": "env", "in": "query", "required": false, "description": "only releases that go through this environment", "schema": env_schema(envs, false) },
                         { "name": "limit", "in": "query", "required": false, "description": "at most this many (default 50)", "schema": { "type": "integer", "minimum": 0, "format": "int64" } }
                     ]),
                     json!({
