@@ -19,6 +19,11 @@ fn body(description: &str, name: &str) -> Value {
     })
 }
 
+fn links(mut response: Value) -> Value {
+    response["links"] = release_links();
+    response
+}
+
 fn error(description: &str) -> Value {
     body(description, "Error")
 }
@@ -49,6 +54,30 @@ fn id_param() -> Value {
         "name": "id", "in": "path", "required": true,
         "description": "A release id",
         "schema": { "type": "integer", "minimum": 1, "format": "int64", "examples": [1] }
+    })
+}
+
+/// `s` as a regular expression that matches exactly `s`.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_punctuation() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Where a new release can be looked at and acted on (OpenAPI links, so a stateful
+/// client can follow a created release).
+fn release_links() -> Value {
+    let link = |op: &str| json!({ "operationId": op, "parameters": { "id": "$response.body#/id" } });
+    json!({
+        "GetRelease": link("getRelease"),
+        "PromoteRelease": link("promoteRelease"),
+        "ApproveRelease": link("approveRelease"),
+        "AbortRelease": link("abortRelease")
     })
 }
 
@@ -231,7 +260,11 @@ fn schemas(model: &str, envs: &[String]) -> Value {
             "additionalProperties": false,
             "required": ["model"],
             "properties": {
-                "model": { "type": "string", "minLength": 1, "description": "NAME, NAME/VERSION, NAME@ALIAS or NAME/STAGE; NAME must be the daemon's model" },
+                "model": {
+                    "type": "string",
+                    "pattern": format!("^{}(/[^/@]+|@[^/@]+)?$", regex_escape(model)),
+                    "description": "NAME, NAME/VERSION, NAME@ALIAS or NAME/STAGE; NAME must be the daemon's model"
+                },
                 "env": env_schema(envs, true),
                 "supersede": { "type": "boolean", "description": "abort a release in progress for this one" },
                 "breaking_change": { "type": "boolean", "description": "the version may change inputs or outputs: the signature gate passes a difference" }
@@ -313,7 +346,7 @@ pub fn document(model: &str, envs: &[String]) -> Value {
                     "createRelease",
                     Some(request(schema_ref("CreateRelease"))),
                     json!({
-                        "201": body("The new release", "Release"),
+                        "201": links(body("The new release", "Release")),
                         "400": error("A bad body, another model, or no such environment"),
                         "404": error("The registry has no such version"),
                         "409": error("Another release is mid-rollout, or the version is already live"),
@@ -339,7 +372,7 @@ pub fn document(model: &str, envs: &[String]) -> Value {
                 "rollback",
                 Some(request(schema_ref("Rollback"))),
                 json!({
-                    "200": body("The rollback release", "Release"),
+                    "200": links(body("The rollback release", "Release")),
                     "400": error("A bad body, or no such environment"),
                     "404": error("No such version to go back to"),
                     "409": error("Nothing to roll back to, or a release is in the way")
@@ -347,4 +380,54 @@ pub fn document(model: &str, envs: &[String]) -> Value {
             ) }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_is_described() {
+        let doc = document("m.x", &["staging".into(), "production".into()]);
+        let paths = doc["paths"].as_object().unwrap();
+        let mut ops = Vec::new();
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                ops.push(format!("{} {path}", method.to_uppercase()));
+                let responses = op["responses"].as_object().unwrap();
+                assert!(responses.contains_key("401"), "{method} {path}");
+                if path.contains("{id}") {
+                    assert_eq!(op["parameters"][0]["name"], "id", "{method} {path}");
+                    assert_eq!(op["parameters"][0]["in"], "path", "{method} {path}");
+                }
+                if method == "post" {
+                    assert_eq!(op["security"][0]["token"], json!([]), "{method} {path}");
+                    assert!(responses.contains_key("400"), "{method} {path}");
+                }
+            }
+        }
+        ops.sort();
+        assert_eq!(
+            ops,
+            [
+                "GET /api/v1/releases",
+                "GET /api/v1/releases/{id}",
+                "GET /api/v1/status",
+                "POST /api/v1/releases",
+                "POST /api/v1/releases/{id}/abort",
+                "POST /api/v1/releases/{id}/approve",
+                "POST /api/v1/releases/{id}/promote",
+                "POST /api/v1/rollback",
+            ]
+        );
+        let create = &doc["components"]["schemas"]["CreateRelease"];
+        assert_eq!(
+            create["properties"]["model"]["pattern"],
+            "^m\\.x(/[^/@]+|@[^/@]+)?$"
+        );
+        assert_eq!(
+            create["properties"]["env"]["enum"],
+            json!(["staging", "production", null])
+        );
+    }
 }
