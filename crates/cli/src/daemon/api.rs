@@ -379,7 +379,12 @@ async fn rollback(
 /// generic one.
 async fn openapi(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     let doc = if read_ok(&s, &headers).is_ok() {
-        let envs: Vec<String> = s.config.environments.iter().map(|e| e.name.clone()).collect();
+        let envs: Vec<String> = s
+            .config
+            .environments
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
         openapi::document(&s.config.model.name, &envs)
     } else {
         openapi::document("MODEL", &[])

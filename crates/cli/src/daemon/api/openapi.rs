@@ -72,7 +72,8 @@ fn regex_escape(s: &str) -> String {
 /// Where a new release can be looked at and acted on (OpenAPI links, so a stateful
 /// client can follow a created release).
 fn release_links() -> Value {
-    let link = |op: &str| json!({ "operationId": op, "parameters": { "id": "$response.body#/id" } });
+    let link =
+        |op: &str| json!({ "operationId": op, "parameters": { "id": "$response.body#/id" } });
     json!({
         "GetRelease": link("getRelease"),
         "PromoteRelease": link("promoteRelease"),
@@ -83,7 +84,8 @@ fn release_links() -> Value {
 
 /// An environment's name: one of this daemon's.
 fn env_schema(envs: &[String], nullable: bool) -> Value {
-    let mut v = json!({ "type": if nullable { json!(["string", "null"]) } else { json!("string") } });
+    let mut v =
+        json!({ "type": if nullable { json!(["string", "null"]) } else { json!("string") } });
     if !envs.is_empty() {
         let mut names: Vec<Value> = envs.iter().map(|e| json!(e)).collect();
         if nullable {
