@@ -7,6 +7,7 @@
 #   - runs the Rust tests (unit + integration: the real hoist-server binary on loopback,
 #     every example model on both runtimes; the embedded registry and the hoist CLI)
 #   - runs the external-client tests (tritonclient, MLflow scoring bodies) in a venv
+#   - runs Schemathesis against the daemon API of a real `hoist up` (tests/api/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,3 +35,6 @@ fi
 
 echo "== external clients (tritonclient, MLflow scoring bodies)"
 HOIST_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist-server" bash tests/clients/run.sh
+
+echo "== daemon API under Schemathesis (a real hoist up, with and without the token)"
+bash tests/api/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist"

@@ -99,13 +99,20 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
                 .is_none()
                 .then_some(("RUST_LIB_BACKTRACE", "0")),
         )
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Whoever drops the child without reaping it kills it (the supervisor reaps
         // it in every ordinary path; this covers a runtime shutting down).
         .kill_on_drop(true);
+    // Our credentials stay ours: the operator token (which would switch on the
+    // child's /admin endpoints with the daemon's own token), registry and webhook
+    // secrets. `spec.env` comes after, so a caller can still hand a child a
+    // credential of its own on purpose.
+    for name in withheld_env() {
+        cmd.env_remove(name);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and calls only
     // async-signal-safe functions (prctl, getppid, _exit); it allocates nothing.
@@ -229,6 +236,49 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
         "model server ready"
     );
     Ok(launching.into_running(addr))
+}
+
+/// Variables a model server never inherits: they hold credentials of whoever starts
+/// it. `HOIST_ADMIN_TOKEN`/`HOIST_ADMIN_TOKEN_FILE` would switch on the server's
+/// `/admin/*` endpoints with the daemon's token; the rest are registry and webhook
+/// credentials a model server has no use for. `hoist-server` reads only
+/// `HOIST_MODEL`, `HOIST_LOG`, `MODEL_AUTO_REFRESH_SECONDS`, `ORT_DYLIB_PATH`,
+/// `HOIST_HOME`, `HOME`, `RUST_LOG` and the admin token variables.
+const WITHHELD: &[&str] = &[
+    "HOIST_ADMIN_TOKEN",
+    "HOIST_ADMIN_TOKEN_FILE",
+    "HOIST_WEBHOOK_SECRET",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+];
+
+/// Name fragments that mark a variable as a credential (matched case-insensitively):
+/// `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`, `PGPASSWORD`, `OPENAI_API_KEY`, ...
+const SECRET_MARKS: &[&str] = &[
+    "TOKEN",
+    "PASSWORD",
+    "PASSWD",
+    "SECRET",
+    "CREDENTIAL",
+    "API_KEY",
+    "APIKEY",
+    "ACCESS_KEY",
+    "PRIVATE_KEY",
+];
+
+/// Whether a model server must not inherit the variable `name`.
+pub(crate) fn withheld_from_servers(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    WITHHELD.contains(&upper.as_str()) || SECRET_MARKS.iter().any(|m| upper.contains(m))
+}
+
+/// The names in our environment that [`withheld_from_servers`] names.
+fn withheld_env() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| k.to_str().is_some_and(withheld_from_servers))
+        .collect()
 }
 
 /// A child between spawn and ready, with what an error message needs.
@@ -398,6 +448,38 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_withheld_from_servers() {
+        for name in [
+            "HOIST_ADMIN_TOKEN",
+            "HOIST_ADMIN_TOKEN_FILE",
+            "hoist_admin_token",
+            "MLFLOW_TRACKING_PASSWORD",
+            "MLFLOW_TRACKING_TOKEN",
+            "MLFLOW_TRACKING_USERNAME",
+            "HOIST_WEBHOOK_SECRET",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ACCESS_KEY_ID",
+            "GITHUB_TOKEN",
+            "PGPASSWORD",
+            "OPENAI_API_KEY",
+        ] {
+            assert!(withheld_from_servers(name), "{name}");
+        }
+        for name in [
+            "PATH",
+            "HOME",
+            "HOIST_HOME",
+            "HOIST_LOG",
+            "RUST_LOG",
+            "ORT_DYLIB_PATH",
+            "MODEL_AUTO_REFRESH_SECONDS",
+            "LD_LIBRARY_PATH",
+        ] {
+            assert!(!withheld_from_servers(name), "{name}");
+        }
+    }
 
     #[test]
     fn the_listening_line() {

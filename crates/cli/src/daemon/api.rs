@@ -2,10 +2,14 @@
 //! everything that changes something needs `Authorization: Bearer <token>`.
 //! `GET /api/v1/openapi.json` describes it.
 
+mod openapi;
+
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,18 +36,27 @@ pub struct ApiState {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(serde_json::json!({ "error": self }))).into_response()
+        let mut r = (status, Json(serde_json::json!({ "error": self }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
     }
 }
 
 type ApiResult = Result<Response, ApiError>;
 
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    // The scheme name is case-insensitive (RFC 9110 11.1).
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, t)| t.trim());
     if !given.is_empty() && bool::from(given.as_bytes().ct_eq(state.token.as_bytes())) {
         Ok(())
     } else {
@@ -77,20 +90,56 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async {
             ApiError::not_found("no such API endpoint; see /api/v1/openapi.json")
         })
+        // axum keeps the `Allow` header it computed on this answer.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                405,
+                "method_not_allowed",
+                "this endpoint does not take that method; see /api/v1/openapi.json",
+            )
+        })
         .with_state(state)
 }
 
-fn parse_id(id: &str) -> Result<u64, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad_request(format!("`{id}` is not a release id (a number)")))
+/// A release id from the path: a positive number (anything else is a 400, however
+/// it failed to be one).
+fn parse_id(id: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request(format!("bad release id: {e}")))?;
+    let shown: String = id.chars().take(64).collect();
+    match id.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "`{shown}` is not a release id (a positive number)"
+        ))),
+    }
+}
+
+/// The query, or a 400 with the JSON error shape (axum's own rejection is plain text).
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))
+}
+
+/// The body bytes, or why there are none (too large: 413), in the JSON error shape.
+fn bytes(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(413, "payload_too_large", e.body_text())
+        } else {
+            ApiError::bad_request(format!("cannot read the body: {}", e.body_text()))
+        }
+    })
 }
 
 /// Parse a JSON body leniently: an empty body is `{}`; a bad one is a 400 naming why.
-fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+fn body<T: serde::de::DeserializeOwned + Default>(
+    b: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = bytes(b)?;
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes)
+    serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
@@ -109,9 +158,10 @@ struct ListQuery {
 async fn list(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult {
     read_ok(&s, &headers)?;
+    let q = query(q)?;
     if let Some(env) = &q.env
         && s.config.environment(env).is_none()
     {
@@ -134,9 +184,13 @@ async fn list(
     Ok(Json(serde_json::json!({ "releases": rows })).into_response())
 }
 
-async fn show(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn show(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
     read_ok(&s, &headers)?;
-    let id = parse_id(&id)?;
+    let id = parse_id(id)?;
     let rec = s
         .journal
         .get(id)
@@ -172,10 +226,10 @@ struct CreateBody {
 async fn create(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     authorize(&s, &headers)?;
-    let b: CreateBody = body(&bytes)?;
+    let b: CreateBody = body(bytes)?;
     if b.model.is_empty() {
         return Err(ApiError::bad_request(
             "`model` is required (NAME, NAME/VERSION or NAME@ALIAS)",
@@ -194,18 +248,8 @@ async fn create(
     {
         return Err(ApiError::bad_request(format!("no environment `{env}`")));
     }
-    let registry = s.registry.clone();
     let sel = b.model.clone();
-    let v = tokio::task::spawn_blocking(move || registry.resolve(&r))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| match e {
-            hoist_registry::Error::Unreachable { .. }
-            | hoist_registry::Error::Unauthorized { .. } => {
-                ApiError::new(502, "registry_unavailable", e.to_string())
-            }
-            other => ApiError::not_found(format!("{sel}: {other}")),
-        })?;
+    let v = resolve(&s, r, &sel).await?;
     let req = CreateRequest {
         version: v.version,
         env: b.env,
@@ -217,6 +261,26 @@ async fn create(
     Ok((StatusCode::CREATED, Json(rec)).into_response())
 }
 
+/// The registry's version for `r` (`sel` is how the caller named it): 404 when there
+/// is none, 502 when the registry cannot answer.
+async fn resolve(
+    s: &ApiState,
+    r: hoist_registry::ModelRef,
+    sel: &str,
+) -> Result<hoist_registry::ModelVersion, ApiError> {
+    let registry = s.registry.clone();
+    tokio::task::spawn_blocking(move || registry.resolve(&r))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| match e {
+            hoist_registry::Error::Unreachable { .. }
+            | hoist_registry::Error::Unauthorized { .. } => {
+                ApiError::new(502, "registry_unavailable", e.to_string())
+            }
+            other => ApiError::not_found(format!("{sel}: {other}")),
+        })
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct PromoteBody {
@@ -224,8 +288,7 @@ struct PromoteBody {
     full: bool,
 }
 
-async fn operator(s: &ApiState, id: &str, event: Event) -> ApiResult {
-    let id = parse_id(id)?;
+async fn operator(s: &ApiState, id: u64, event: Event) -> ApiResult {
     let rec = s
         .client
         .call(|reply| Cmd::Operator { id, event, reply })
@@ -236,21 +299,23 @@ async fn operator(s: &ApiState, id: &str, event: Event) -> ApiResult {
 async fn promote(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    bytes: axum::body::Bytes,
+    id: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     authorize(&s, &headers)?;
-    let b: PromoteBody = body(&bytes)?;
-    operator(&s, &id, Event::Promote { full: b.full }).await
+    let id = parse_id(id)?;
+    let b: PromoteBody = body(bytes)?;
+    operator(&s, id, Event::Promote { full: b.full }).await
 }
 
 async fn approve(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     authorize(&s, &headers)?;
-    operator(&s, &id, Event::Approve).await
+    let id = parse_id(id)?;
+    operator(&s, id, Event::Approve).await
 }
 
 #[derive(Deserialize, Default)]
@@ -262,13 +327,14 @@ struct AbortBody {
 async fn abort(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    bytes: axum::body::Bytes,
+    id: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     authorize(&s, &headers)?;
-    let b: AbortBody = body(&bytes)?;
+    let id = parse_id(id)?;
+    let b: AbortBody = body(bytes)?;
     let reason = b.reason.unwrap_or_else(|| "aborted by an operator".into());
-    operator(&s, &id, Event::Abort { reason }).await
+    operator(&s, id, Event::Abort { reason }).await
 }
 
 #[derive(Deserialize, Default)]
@@ -281,10 +347,22 @@ struct RollbackBody {
 async fn rollback(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     authorize(&s, &headers)?;
-    let b: RollbackBody = body(&bytes)?;
+    let b: RollbackBody = body(bytes)?;
+    // A version to go back to must exist before anything is aborted for it.
+    if let Some(to) = &b.to {
+        if to.is_empty() {
+            return Err(ApiError::bad_request("`to` is empty: name a version"));
+        }
+        let r = hoist_registry::ModelRef {
+            name: s.config.model.name.clone(),
+            selector: hoist_registry::Selector::Version(to.clone()),
+        };
+        let sel = format!("{}/{to}", s.config.model.name);
+        resolve(&s, r, &sel).await?;
+    }
     let rec = s
         .client
         .call(|reply| Cmd::Rollback {
@@ -296,33 +374,20 @@ async fn rollback(
     Ok(Json(rec).into_response())
 }
 
-async fn openapi() -> Response {
-    ([("content-type", "application/json")], OPENAPI).into_response()
+/// The document names this daemon's model and environments (as examples and enums)
+/// to whoever may read; to others (reads need the token beyond loopback) it is the
+/// generic one.
+async fn openapi(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let doc = if read_ok(&s, &headers).is_ok() {
+        let envs: Vec<String> = s
+            .config
+            .environments
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        openapi::document(&s.config.model.name, &envs)
+    } else {
+        openapi::document("MODEL", &[])
+    };
+    Json(doc).into_response()
 }
-
-const OPENAPI: &str = r##"{
-  "openapi": "3.1.0",
-  "info": { "title": "hoist daemon API", "version": "1" },
-  "components": {
-    "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
-    "schemas": {
-      "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } },
-      "Release": { "type": "object", "description": "A release: id, model, version, plan, phase, env, weight, outcome, digest, path, trigger, created_ms, updated_ms" }
-    }
-  },
-  "paths": {
-    "/api/v1/status": { "get": { "summary": "Environments (stable, candidate, weight, live metrics) and active releases", "responses": { "200": { "description": "status" } } } },
-    "/api/v1/releases": {
-      "get": { "summary": "Releases, newest first", "parameters": [ { "name": "env", "in": "query", "schema": { "type": "string" } }, { "name": "limit", "in": "query", "schema": { "type": "integer" } } ], "responses": { "200": { "description": "{ releases: [Release] }" } } },
-      "post": { "summary": "Start a release", "security": [ { "token": [] } ],
-        "requestBody": { "content": { "application/json": { "schema": { "type": "object", "required": ["model"], "properties": { "model": { "type": "string", "description": "NAME, NAME/VERSION, NAME@ALIAS or NAME/STAGE" }, "env": { "type": "string" }, "supersede": { "type": "boolean" }, "breaking_change": { "type": "boolean", "description": "the version may change inputs or outputs: the signature gate passes a difference" } } } } } },
-        "responses": { "201": { "description": "Release" }, "400": { "description": "Error" }, "401": { "description": "Error" }, "404": { "description": "Error" }, "409": { "description": "another release is mid-rollout, or the version is already live" } } }
-    },
-    "/api/v1/releases/{id}": { "get": { "summary": "One release with every transition", "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } } ], "responses": { "200": { "description": "Release + transitions" }, "404": { "description": "Error" } } } },
-    "/api/v1/releases/{id}/promote": { "post": { "summary": "End the current pause (full: skip to 100%)", "security": [ { "token": [] } ], "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": { "full": { "type": "boolean" } } } } } }, "responses": { "200": { "description": "Release" }, "409": { "description": "Error" } } } },
-    "/api/v1/releases/{id}/approve": { "post": { "summary": "Approve a release waiting for approval", "security": [ { "token": [] } ], "responses": { "200": { "description": "Release" }, "409": { "description": "Error" } } } },
-    "/api/v1/releases/{id}/abort": { "post": { "summary": "Abort and roll back", "security": [ { "token": [] } ], "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": { "reason": { "type": "string" } } } } } }, "responses": { "200": { "description": "Release" }, "409": { "description": "Error" } } } },
-    "/api/v1/rollback": { "post": { "summary": "Roll an environment back: abort its release, or bring back the previous (or a given) live version", "security": [ { "token": [] } ], "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": { "env": { "type": "string" }, "to": { "type": "string" } } } } } }, "responses": { "200": { "description": "Release" }, "400": { "description": "Error" }, "409": { "description": "Error" } } } }
-  }
-}
-"##;
