@@ -505,6 +505,9 @@ async fn command(
     let child = tokio::process::Command::new(program)
         .args(args)
         .current_dir(&ctx.base_dir)
+        // A gate judges the candidate; it never acts on the daemon with its token.
+        .env_remove("HOIST_ADMIN_TOKEN")
+        .env_remove("HOIST_ADMIN_TOKEN_FILE")
         .env("HOIST_MODEL_PATH", &ctx.model_path)
         .env("HOIST_MODEL_NAME", &ctx.model_name)
         .env("HOIST_MODEL_VERSION", &ctx.version)
