@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use hoist_digest::onnx::build::{add_model_with_external_weights, weights};
+use hoist_digest::onnx::build::{add_model_with_external_weights, weights, write_package};
 use serde_json::Value;
 
 struct Env {
@@ -35,20 +35,7 @@ impl Env {
     }
 
     fn package(&self, name: &str, data: &str, location: &str) -> PathBuf {
-        let dir = self.dir.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("MLmodel"),
-            format!("flavors:\n  onnx:\n    data: '{data}'\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("model.onnx"),
-            add_model_with_external_weights(location),
-        )
-        .unwrap();
-        std::fs::write(dir.join("weights.bin"), weights([1.0, 2.0])).unwrap();
-        dir
+        write_package(&self.dir.join(name), data, location, [1.0, 2.0])
     }
 }
 

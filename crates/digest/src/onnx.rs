@@ -382,6 +382,30 @@ pub mod build {
     pub fn weights(w: [f32; 2]) -> Vec<u8> {
         w.iter().flat_map(|x| x.to_le_bytes()).collect()
     }
+
+    /// Writes a model package into `dir`: an `MLmodel` whose onnx flavor names
+    /// `data`, `model.onnx` from [`add_model_with_external_weights`] reading
+    /// `location`, and `weights.bin` holding `w`. Returns `dir`.
+    pub fn write_package(
+        dir: &std::path::Path,
+        data: &str,
+        location: &str,
+        w: [f32; 2],
+    ) -> std::path::PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("MLmodel"),
+            format!("flavors:\n  onnx:\n    data: '{data}'\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("model.onnx"),
+            add_model_with_external_weights(location),
+        )
+        .unwrap();
+        std::fs::write(dir.join("weights.bin"), weights(w)).unwrap();
+        dir.to_path_buf()
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use hoist_digest::onnx::build::{add_model_with_external_weights, weights};
+use hoist_digest::onnx::build::{add_model_with_external_weights, weights, write_package};
 use hoist_registry::embedded::EmbeddedRegistry;
 use hoist_registry::{Error, ModelRef, Registry};
 
@@ -17,19 +17,7 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 fn package(dir: &Path, data: &str, location: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("MLmodel"),
-        format!("flavors:\n  onnx:\n    data: '{data}'\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("model.onnx"),
-        add_model_with_external_weights(location),
-    )
-    .unwrap();
-    std::fs::write(dir.join("weights.bin"), weights([1.0, 2.0])).unwrap();
-    dir.to_path_buf()
+    write_package(dir, data, location, [1.0, 2.0])
 }
 
 fn refused(e: Error, want: &str) {

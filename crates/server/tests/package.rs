@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Server, client, ort_lib};
-use hoist_digest::onnx::build::{add_model_with_external_weights, weights};
+use hoist_digest::onnx::build::{add_model_with_external_weights, weights, write_package};
 use serde_json::{Value, json};
 
 const RUNTIMES: &[&str] = &["onnxruntime", "tract"];
@@ -29,20 +29,7 @@ fn scratch(tag: &str) -> PathBuf {
 
 /// `base/pkg`: MLmodel naming `data`, model.onnx `Y = X + W` with W in `weights.bin`.
 fn package(base: &Path, data: &str, location: &str) -> PathBuf {
-    let pkg = base.join("pkg");
-    std::fs::create_dir_all(&pkg).unwrap();
-    std::fs::write(
-        pkg.join("MLmodel"),
-        format!("flavors:\n  onnx:\n    data: '{data}'\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        pkg.join("model.onnx"),
-        add_model_with_external_weights(location),
-    )
-    .unwrap();
-    std::fs::write(pkg.join("weights.bin"), weights([10.0, 20.0])).unwrap();
-    pkg
+    write_package(&base.join("pkg"), data, location, [10.0, 20.0])
 }
 
 /// Starts hoist-server on `model` and waits for it to exit; it must exit non-zero
