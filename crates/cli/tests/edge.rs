@@ -84,12 +84,14 @@ fn the_gateway_in_front_of_real_model_servers_refuses_smuggling_admin_and_overfl
     let gw = addr(&d.env("production"));
     let http = reqwest::blocking::Client::new();
     let url = d.env("production");
-    let meta: Value = http
-        .get(format!("{url}/v2/models/m"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let metadata = || -> Value {
+        http.get(format!("{url}/v2/models/m"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let meta = metadata();
     assert_eq!(meta["name"], "m", "{meta}");
     let good = |id: &str| -> Value {
         http.post(format!("{url}/v2/models/m/infer"))
@@ -201,12 +203,7 @@ fn the_gateway_in_front_of_real_model_servers_refuses_smuggling_admin_and_overfl
         Some("1"),
         "{status}"
     );
-    let meta: Value = http
-        .get(format!("{url}/v2/models/m"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let meta = metadata();
     assert_ne!(meta["versions"], serde_json::json!(["666"]), "{meta}");
 
     // 4. A shape whose product overflows 64 bits: a 400 naming the shape, not a 500.

@@ -33,15 +33,7 @@ async fn http10(gw: &Running, headers: &[(&str, &str)]) -> String {
 async fn forced_requests_never_reach_the_analysis_counters() {
     let stable = Backend::start("stable").await;
     let candidate = Backend::start("candidate").await;
-    let gw = Running::start(
-        config("prod"),
-        routes(
-            Some(stable.upstream("1")),
-            Some(candidate.upstream("2")),
-            50,
-        ),
-    )
-    .await;
+    let gw = Running::start(config("prod"), both(&stable, &candidate, 50)).await;
     let client = Client::new();
     let url = gw.url("/invocations");
 
@@ -140,15 +132,7 @@ async fn forced_requests_never_reach_the_analysis_counters() {
 async fn a_forced_request_that_falls_back_stays_forced() {
     let stable = Backend::start("stable").await;
     let mut candidate = Backend::start("candidate").await;
-    let gw = Running::start(
-        config("prod"),
-        routes(
-            Some(stable.upstream("1")),
-            Some(candidate.upstream("2")),
-            10,
-        ),
-    )
-    .await;
+    let gw = Running::start(config("prod"), both(&stable, &candidate, 10)).await;
     candidate.stop().await;
     let client = Client::new();
     for _ in 0..20 {
@@ -170,7 +154,7 @@ async fn forced_answers_feed_neither_feedback_nor_shadow() {
     let routes = Routes {
         shadow_percent: 100,
         feedback: true,
-        ..routes(Some(stable.upstream("1")), Some(candidate.upstream("2")), 0)
+        ..both(&stable, &candidate, 0)
     };
     let gw = Running::start(config("prod"), routes).await;
     let client = Client::new();
@@ -244,13 +228,7 @@ async fn sticky_buckets_are_salted_per_gateway_and_stable_within_one() {
         sticky_cookie: Some("uid".into()),
         ..config("prod")
     };
-    let r = || {
-        routes(
-            Some(stable.upstream("1")),
-            Some(candidate.upstream("2")),
-            50,
-        )
-    };
+    let r = || both(&stable, &candidate, 50);
     let (a, b) = (
         Running::start(sticky(), r()).await,
         Running::start(sticky(), r()).await,

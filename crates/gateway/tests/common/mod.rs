@@ -170,6 +170,15 @@ pub fn config(name: &str) -> GatewayConfig {
     }
 }
 
+/// Routes with `stable` serving version 1 and `candidate` version 2 at `weight`.
+pub fn both(stable: &Backend, candidate: &Backend, weight: u32) -> Routes {
+    routes(
+        Some(stable.upstream("1")),
+        Some(candidate.upstream("2")),
+        weight,
+    )
+}
+
 pub fn routes(stable: Option<Upstream>, candidate: Option<Upstream>, weight: u32) -> Routes {
     Routes {
         stable,
