@@ -12,7 +12,6 @@
 //! Commands print results on stdout and nothing else there; errors go to stderr
 //! (as JSON with `--json`), with an exit code a script can branch on.
 
-pub mod daemon;
 mod mlflow;
 mod model;
 mod output;

@@ -22,9 +22,9 @@ use hoist_release::config::{
 };
 use hoist_release::journal::ReleaseRecord;
 
-use crate::daemon::engine::LogLine;
-use crate::daemon::{self, Daemon};
 use crate::{CliError, Context, stdout_err};
+use hoist_daemon::engine::LogLine;
+use hoist_daemon::{self as daemon, Daemon};
 
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {

@@ -12,8 +12,8 @@ use hoist_registry::Registry;
 use hoist_release::config::Config;
 use serde_json::Value;
 
-use crate::daemon::{self, Daemon};
 use crate::{CliError, Context, Opened, stdout_err};
+use hoist_daemon::{self as daemon, Daemon};
 
 #[derive(Debug, Args)]
 pub struct UpArgs {

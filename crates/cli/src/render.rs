@@ -12,12 +12,10 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use hoist_registry::ModelRef;
 use hoist_release::config::{Config, Environment};
-use hoist_release::kubernetes::Kubernetes;
 use hoist_targets::kubernetes::render::HEADER;
-use hoist_targets::kubernetes::{
-    AppSpec, Autoscale, ControllerSpec, GatewayRef, Manifests, ModelPin, ModelSource, Resources,
-    render, render_controller,
-};
+use hoist_targets::kubernetes::{AppSpec, Manifests, ModelPin, render, render_controller};
+
+use hoist_targets::kubernetes::config::{app_spec, model_source};
 
 use crate::{CliError, Context, stdout_err};
 
@@ -226,33 +224,6 @@ fn objects_json(m: &Manifests, dir: Option<&Path>) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Where the pods get the model: baked into the image, or fetched from a registry
-/// reachable from the cluster.
-pub(crate) fn model_source(cfg: &Config) -> Result<ModelSource, String> {
-    let k = &cfg.kubernetes;
-    if let Some(path) = &k.model_path {
-        return Ok(ModelSource::Baked { path: path.clone() });
-    }
-    let url = k.registry_url.clone().or_else(|| {
-        cfg.registry
-            .url
-            .clone()
-            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
-    });
-    match url {
-        Some(url) => Ok(ModelSource::Registry {
-            url,
-            credentials_secret: k.registry_secret.clone(),
-        }),
-        None => Err(
-            "kubernetes.registry_url: the pods fetch the model from a registry \
-             they can reach: set kubernetes.registry_url (an MLflow tracking URL reachable \
-             from the cluster) or kubernetes.model_path (a model baked into the image)"
-                .into(),
-        ),
-    }
-}
-
 /// The stable and candidate versions: from the flags alone, or resolved in the
 /// registry (which must record each version's digest).
 fn pins(
@@ -295,66 +266,4 @@ fn pins(
     };
     let candidate = a.candidate.as_deref().map(resolve).transpose()?;
     Ok((stable, candidate))
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn app_spec(
-    cfg: &Config,
-    env: &Environment,
-    image: &str,
-    stable: &ModelPin,
-    candidate: Option<&ModelPin>,
-    weight: u32,
-    source: &ModelSource,
-    config_text: &str,
-) -> AppSpec {
-    let k: &Kubernetes = &cfg.kubernetes;
-    let mut s = AppSpec::new(
-        &k.app_name(&cfg.model.name),
-        &env.name,
-        &k.namespace_for(&env.name),
-        image,
-        stable.clone(),
-        source.clone(),
-    );
-    s.candidate = candidate.cloned();
-    s.candidate_weight = weight;
-    s.replicas = env.replicas as i32;
-    s.resources = Resources {
-        cpu_request: k.resources.cpu_request.clone(),
-        cpu_limit: k.resources.cpu_limit.clone(),
-        memory_request: k.resources.memory_request.clone(),
-        memory_limit: k.resources.memory_limit.clone(),
-    };
-    s.autoscale = k.autoscale.enabled.then_some(Autoscale {
-        min: k.autoscale.min as i32,
-        max: k.autoscale.max as i32,
-        cpu_percent: k.autoscale.cpu_percent as i32,
-    });
-    s.admin_token_secret = k.admin_token_secret.clone();
-    s.gateway = k.gateway.as_ref().map(|g| GatewayRef {
-        name: g.name.clone(),
-        namespace: g.namespace.clone(),
-        section_name: g.section_name.clone(),
-    });
-    s.hostnames = k.hostnames.clone();
-    s.ingress_namespaces = k.ingress_namespaces.clone();
-    s.prometheus_namespace = k.prometheus_namespace.clone();
-    s.runtime = cfg.server.runtime.clone();
-    s.server_args = cfg.server_args(env);
-    s.force_header = Some(env.force_header.clone());
-    s.drain_seconds = k.drain.0.as_secs() as i64;
-    s.startup_seconds = cfg.server.ready_timeout.0.as_secs().clamp(2, 3600) as i32;
-    s.controller = k.controller.enabled.then(|| ControllerSpec {
-        namespace: k.controller.namespace.clone(),
-        image: k
-            .controller
-            .image
-            .clone()
-            .unwrap_or_else(|| image.to_string()),
-        replicas: k.controller.replicas as i32,
-        config_toml: config_text.to_string(),
-        journal_claim: k.controller.journal_claim.clone(),
-    });
-    s
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use hoist_digest::onnx::build::{add_model_with_external_weights, weights, write_package};
+use hoist_types::onnx::build::{add_model_with_external_weights, weights, write_package};
 use serde_json::Value;
 
 struct Env {

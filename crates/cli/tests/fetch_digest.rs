@@ -43,7 +43,7 @@ fn fetch_digest_accepts_the_pinned_package_and_refuses_another() {
         ],
     ));
     assert!(out.contains(&d1), "{out}");
-    assert_eq!(hoist_digest::digest_path(&to).unwrap().as_str(), d1);
+    assert_eq!(hoist_types::digest_path(&to).unwrap().as_str(), d1);
 
     // Written in capitals, it is the same digest.
     let to = work.join("upper");
@@ -59,7 +59,7 @@ fn fetch_digest_accepts_the_pinned_package_and_refuses_another() {
             &d1.to_uppercase().replace("SHA256:", "sha256:"),
         ],
     ));
-    assert_eq!(hoist_digest::digest_path(&to).unwrap().as_str(), d1);
+    assert_eq!(hoist_types::digest_path(&to).unwrap().as_str(), d1);
 
     // Another version's digest: exit 4, both digests named, nothing written.
     let to = work.join("refused");

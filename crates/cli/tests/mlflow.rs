@@ -61,7 +61,7 @@ fn json_ok(tmp: &Path, uri: &str, args: &[&str]) -> Value {
 fn assert_same_files(a: &Path, b: &Path) {
     let list = |root: &Path| {
         let mut files = Vec::new();
-        hoist_digest::collect_files(root, root, &mut files).unwrap();
+        hoist_types::collect_files(root, root, &mut files).unwrap();
         files.sort();
         files
     };
@@ -146,7 +146,7 @@ fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
     // ---- hoist model register into MLflow (uploads through the artifact proxy) ----
     let pkg = repo_root().join("examples/models/breast_cancer_lr");
     let pkg_s = pkg.to_str().unwrap();
-    let want = hoist_digest::digest_path(&pkg).unwrap();
+    let want = hoist_types::digest_path(&pkg).unwrap();
     let t = Instant::now();
     let r = json_ok(
         &tmp,

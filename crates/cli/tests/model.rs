@@ -155,7 +155,7 @@ fn two_versions_an_alias_and_show_by_alias_as_json() {
     assert_eq!(shown["status"], "READY");
     assert_eq!(
         shown["digest"],
-        hoist_digest::digest_path(&lr).unwrap().as_str()
+        hoist_types::digest_path(&lr).unwrap().as_str()
     );
     assert_eq!(env.json(&["model", "show", "cancer"])["version"], "2");
     assert_eq!(env.json(&["model", "show", "cancer/2"])["version"], "2");
@@ -223,8 +223,8 @@ fn fetch_copies_exactly_the_verified_files() {
     let out = env.ok(&["model", "fetch", "cnn@champion", "--to", path_str(&to)]);
     assert!(out.starts_with("fetched cnn version 1 (sha256:"), "{out}");
     assert_eq!(
-        hoist_digest::digest_path(&to).unwrap(),
-        hoist_digest::digest_path(&src).unwrap()
+        hoist_types::digest_path(&to).unwrap(),
+        hoist_types::digest_path(&src).unwrap()
     );
     assert!(to.join("images").is_dir(), "subdirectories come along");
     // Fetched copies are the user's: writable, unlike the store's.
@@ -248,11 +248,11 @@ fn fetch_copies_exactly_the_verified_files() {
     let j = env.json(&["model", "fetch", "cnn/1", "--to", path_str(&empty)]);
     assert_eq!(
         j["digest"],
-        hoist_digest::digest_path(&src).unwrap().as_str()
+        hoist_types::digest_path(&src).unwrap().as_str()
     );
     assert_eq!(
-        hoist_digest::digest_path(&empty).unwrap(),
-        hoist_digest::digest_path(&src).unwrap()
+        hoist_types::digest_path(&empty).unwrap(),
+        hoist_types::digest_path(&src).unwrap()
     );
 }
 

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{model, production, register, with_v1};
-use hoist_cli::daemon::prometheus::{
+use hoist_daemon::prometheus::{
     Judgement, Measured, PrometheusSource, Queries, judge_from_prometheus,
 };
 use hoist_release::config::Analysis;
@@ -399,7 +399,7 @@ fn judges_real_servers_from_a_real_prometheus() {
                 src.render(&src.queries().latency_buckets, window)
             );
             let theirs: f64 = match rt.block_on(src.query_instant(&q, Some(at))).unwrap() {
-                hoist_cli::daemon::prometheus::QueryResult::Vector(v) => {
+                hoist_daemon::prometheus::QueryResult::Vector(v) => {
                     v.iter()
                         .find(|s| s.labels.get("variant").map(String::as_str) == Some(name))
                         .unwrap()

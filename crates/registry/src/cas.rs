@@ -52,7 +52,7 @@ impl ArtifactStore {
     }
 
     /// Stores the package at `src` (a directory or a single file) and returns its
-    /// digest (`sha256:<hex>`, as [`hoist_digest::digest_path`] computes it).
+    /// digest (`sha256:<hex>`, as [`hoist_types::digest_path`] computes it).
     ///
     /// # Guarantees
     /// - The digest is computed over the *copy* in the store, so what is stored is
@@ -84,7 +84,7 @@ impl ArtifactStore {
                 copy_file(src, &to, true)?;
                 to
             };
-            let digest = hoist_digest::digest_path(&hashed)
+            let digest = hoist_types::digest_path(&hashed)
                 .map_err(io_err(format!("hashing {}", hashed.display())))?;
             let dest = self.entry_path(&digest)?;
             sync_dir(&tmp);
@@ -211,10 +211,10 @@ pub fn verify_dir(dir: &Path, expected: &str) -> Result<()> {
 /// The digest of a package held in `dir` (see [`verify_dir`] for single files).
 fn package_digest(dir: &Path) -> Result<String> {
     if let Some(file) = single_file(dir)? {
-        return hoist_digest::digest_path(&file)
+        return hoist_types::digest_path(&file)
             .map_err(io_err(format!("hashing {}", file.display())));
     }
-    hoist_digest::digest_path(dir).map_err(io_err(format!("hashing {}", dir.display())))
+    hoist_types::digest_path(dir).map_err(io_err(format!("hashing {}", dir.display())))
 }
 
 fn verify_entry(dir: &Path, expected: &str) -> Result<()> {
@@ -226,7 +226,7 @@ fn verify_entry(dir: &Path, expected: &str) -> Result<()> {
     // file above; hash it as a directory before calling it corrupt.
     if single_file(dir)?.is_some() {
         let as_dir =
-            hoist_digest::digest_path(dir).map_err(io_err(format!("hashing {}", dir.display())))?;
+            hoist_types::digest_path(dir).map_err(io_err(format!("hashing {}", dir.display())))?;
         if as_dir == expected {
             return Ok(());
         }
@@ -253,12 +253,12 @@ fn single_file(dir: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Copies the regular files under `src` into `dst` (created if missing), following the
-/// same rules as [`hoist_digest::digest_path`] (symlinked files are followed, symlinked
+/// same rules as [`hoist_types::digest_path`] (symlinked files are followed, symlinked
 /// directories are not), so the copy hashes like the source. Returns the file count.
 /// With `sync`, each file is flushed to disk before returning.
 pub fn copy_tree(src: &Path, dst: &Path, sync: bool) -> Result<usize> {
     let mut files = Vec::new();
-    hoist_digest::collect_files(src, src, &mut files)
+    hoist_types::collect_files(src, src, &mut files)
         .map_err(io_err(format!("reading {}", src.display())))?;
     for rel in &files {
         copy_file(&src.join(rel), &dst.join(rel), sync)?;
@@ -325,7 +325,7 @@ mod tests {
         fs::write(src.join("sub/x"), b"1").unwrap();
         let store = ArtifactStore::open(base.join("store")).unwrap();
         let d = store.put_dir(&src).unwrap();
-        assert_eq!(d, hoist_digest::digest_path(&src).unwrap());
+        assert_eq!(d, hoist_types::digest_path(&src).unwrap());
         assert_eq!(store.put_dir(&src).unwrap(), d);
         let dir = store.get(&d).unwrap();
         assert_eq!(fs::read(dir.join("sub/x")).unwrap(), b"1");
@@ -344,8 +344,8 @@ mod tests {
         let store = ArtifactStore::open(base.join("store")).unwrap();
         let df = store.put_dir(&file).unwrap();
         let dd = store.put_dir(&one).unwrap();
-        assert_eq!(df, hoist_digest::digest_path(&file).unwrap());
-        assert_eq!(dd, hoist_digest::digest_path(&one).unwrap());
+        assert_eq!(df, hoist_types::digest_path(&file).unwrap());
+        assert_eq!(dd, hoist_types::digest_path(&one).unwrap());
         assert_ne!(df, dd);
         assert!(store.get(&df).unwrap().join("m.onnx").is_file());
         assert!(store.get(&dd).unwrap().join("m.onnx").is_file());

@@ -51,7 +51,7 @@ pub struct ModelVersion {
     pub name: String,
     /// Versions are strings (`"3"`), as MLflow has them.
     pub version: String,
-    /// `sha256:<hex>` of the version's files ([`hoist_digest`]); `None` until known
+    /// `sha256:<hex>` of the version's files ([`hoist_types`]); `None` until known
     /// (an MLflow version before its files are fetched).
     pub digest: Option<String>,
     /// Where the files are, as the registry names it (`mlflow-artifacts:/…`, a path).
@@ -189,12 +189,12 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Refuses a package that is not closed ([`hoist_digest::check_package`]: a file it
+/// Refuses a package that is not closed ([`hoist_types::check_package`]: a file it
 /// names, or an external-data file of its model, outside it; a symlink leaving it).
 /// Every registration and every fetch calls this, so a refused package is never
 /// stored or handed out.
 pub fn check_package(path: &std::path::Path) -> Result<()> {
-    hoist_digest::check_package(path)
+    hoist_types::check_package(path)
         .map(|_| ())
         .map_err(|e| Error::Invalid(format!("model package refused: {e}")))
 }

@@ -9,7 +9,7 @@
 //!
 //! # Guarantees
 //! - A fetched version's files go into the content-addressed [`ArtifactStore`] and are
-//!   digested there ([`hoist_digest::digest_path`]). The digest is written to the
+//!   digested there ([`hoist_types::digest_path`]). The digest is written to the
 //!   version tag [`DIGEST_TAG`] the first time; later fetches use the cached copy,
 //!   re-verified against the tag on every use, or download again and compare. Any
 //!   mismatch is [`Error::DigestMismatch`], never a silent re-download.
@@ -1356,7 +1356,7 @@ impl Package {
         })?;
         if meta.is_dir() {
             let mut rels = Vec::new();
-            hoist_digest::collect_files(path, path, &mut rels).map_err(io_err(path))?;
+            hoist_types::collect_files(path, path, &mut rels).map_err(io_err(path))?;
             rels.sort();
             if rels.is_empty() {
                 return Err(Error::Invalid(format!(
@@ -1364,7 +1364,7 @@ impl Package {
                     path.display()
                 )));
             }
-            let digest = hoist_digest::digest_path(path).map_err(io_err(path))?;
+            let digest = hoist_types::digest_path(path).map_err(io_err(path))?;
             let files = rels
                 .into_iter()
                 .map(|rel| {
@@ -1380,7 +1380,7 @@ impl Package {
             .filter(|n| !n.is_empty())
             .ok_or_else(|| Error::Invalid(format!("{}: no usable file name", path.display())))?
             .to_string();
-        let hex = hoist_digest::hash_file(path).map_err(io_err(path))?;
+        let hex = hoist_types::hash_file(path).map_err(io_err(path))?;
         Ok(Package {
             digest: single_file_dir_digest(&name, &hex),
             files: vec![(name, path.to_path_buf())],
@@ -1388,7 +1388,7 @@ impl Package {
     }
 }
 
-/// [`hoist_digest::digest_path`] of a directory holding one file `name` whose sha256
+/// [`hoist_types::digest_path`] of a directory holding one file `name` whose sha256
 /// is `hex`, without making that directory.
 fn single_file_dir_digest(name: &str, hex: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -1397,7 +1397,7 @@ fn single_file_dir_digest(name: &str, hex: &str) -> String {
     h.update([0]);
     h.update(hex.as_bytes());
     h.update(b"\n");
-    format!("sha256:{}", hoist_digest::hex(&h.finalize()))
+    format!("sha256:{}", hoist_types::hex(&h.finalize()))
 }
 
 fn now_ms() -> i64 {
@@ -1583,7 +1583,7 @@ mod tests {
         std::fs::create_dir_all(src.join("sub")).unwrap();
         std::fs::write(src.join("MLmodel"), "flavors: {}\n").unwrap();
         std::fs::write(src.join("sub/model.onnx"), b"weights").unwrap();
-        let want = hoist_digest::digest_path(&src).unwrap();
+        let want = hoist_types::digest_path(&src).unwrap();
         let uri = format!("file://{}", src.display());
         let tagged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = tagged.clone();
@@ -1670,7 +1670,7 @@ mod tests {
         let p = Package::read(&tmp.join("m.onnx")).unwrap();
         assert_eq!(
             p.digest,
-            hoist_digest::digest_path(&tmp.join("dir")).unwrap()
+            hoist_types::digest_path(&tmp.join("dir")).unwrap()
         );
         assert_eq!(p.files, vec![("m.onnx".to_string(), tmp.join("m.onnx"))]);
         std::fs::create_dir_all(tmp.join("dir/sub")).unwrap();
@@ -1680,7 +1680,7 @@ mod tests {
         assert_eq!(rels, ["m.onnx", "sub/b"]);
         assert_eq!(
             p.digest,
-            hoist_digest::digest_path(&tmp.join("dir")).unwrap()
+            hoist_types::digest_path(&tmp.join("dir")).unwrap()
         );
         std::fs::create_dir_all(tmp.join("empty")).unwrap();
         let e = Package::read(&tmp.join("empty")).err().unwrap();

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use hoist_digest::onnx::build::{add_model_with_external_weights, weights, write_package};
 use hoist_registry::embedded::EmbeddedRegistry;
 use hoist_registry::{Error, ModelRef, Registry};
+use hoist_types::onnx::build::{add_model_with_external_weights, weights, write_package};
 
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hoist-reg-closed-{tag}-{}", std::process::id()));

@@ -92,7 +92,7 @@ fn versions_count_up_and_resolve_by_number_alias_and_latest() {
     assert_eq!((v1.version.as_str(), v2.version.as_str()), ("1", "2"));
     assert_eq!(
         v1.digest.as_deref().unwrap(),
-        hoist_digest::digest_path(&example("breast_cancer_lr")).unwrap()
+        hoist_types::digest_path(&example("breast_cancer_lr")).unwrap()
     );
     assert_eq!(v1.tags, tags);
     assert_eq!(v1.aliases, ["champion"]);
@@ -381,7 +381,7 @@ fn eight_threads_registering_at_once_all_get_distinct_versions() {
         let i = std::fs::read_to_string(f.dir.join("variant.txt")).unwrap();
         assert_eq!(
             v.digest.as_deref().unwrap(),
-            hoist_digest::digest_path(&pkgs[i.parse::<usize>().unwrap()]).unwrap()
+            hoist_types::digest_path(&pkgs[i.parse::<usize>().unwrap()]).unwrap()
         );
     }
 }
@@ -461,7 +461,7 @@ fn a_bare_onnx_file_registers_and_fetches() {
     let v = reg.register(&file, "rf", &no_tags(), None).unwrap();
     assert_eq!(
         v.digest.as_deref().unwrap(),
-        hoist_digest::digest_path(&file).unwrap()
+        hoist_types::digest_path(&file).unwrap()
     );
     let f = reg.fetch(&v).unwrap();
     let names: Vec<_> = std::fs::read_dir(&f.dir)

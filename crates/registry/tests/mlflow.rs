@@ -166,7 +166,7 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
     assert!(f.dir.join("MLmodel").exists());
     assert_eq!(
         f.digest,
-        hoist_digest::digest_path(&f.dir).unwrap(),
+        hoist_types::digest_path(&f.dir).unwrap(),
         "the digest is of the fetched files"
     );
     let tagged = hoist.get_version(MODEL, "1").unwrap();
@@ -262,7 +262,7 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
     );
     assert_eq!(
         f.digest,
-        hoist_digest::digest_path(&f.dir).unwrap(),
+        hoist_types::digest_path(&f.dir).unwrap(),
         "the tag is the digest of the files as MLflow holds them"
     );
     let again = hoist

@@ -97,7 +97,7 @@ impl Package {
         // The package is closed: every file it names, and every external-data file of
         // its model, is inside it (symlinks followed). The runtime is handed the
         // `.onnx` path exactly as checked here.
-        let files = hoist_digest::check_package(path).map_err(|e| PackageError::Invalid {
+        let files = hoist_types::check_package(path).map_err(|e| PackageError::Invalid {
             path: e.path,
             message: e.message,
         })?;
@@ -136,7 +136,7 @@ impl Package {
     fn read_mlmodel(
         &mut self,
         dir: &Path,
-        files: &hoist_digest::PackageFiles,
+        files: &hoist_types::PackageFiles,
     ) -> Result<(), PackageError> {
         let mlmodel_path = dir.join("MLmodel");
         let text = std::fs::read_to_string(&mlmodel_path).map_err(|e| {
@@ -261,9 +261,9 @@ fn parse_image_spec(v: &Value) -> Result<ImageSpec, String> {
     Ok(spec)
 }
 
-/// The package digest (`sha256:<hex>`, see [`hoist_digest`]).
+/// The package digest (`sha256:<hex>`, see [`hoist_types`]).
 pub fn digest_path(path: &Path) -> Result<String, PackageError> {
-    hoist_digest::digest_path(path).map_err(io(path))
+    hoist_types::digest_path(path).map_err(io(path))
 }
 
 #[cfg(test)]

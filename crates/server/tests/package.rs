@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Server, client, ort_lib};
-use hoist_digest::onnx::build::{add_model_with_external_weights, weights, write_package};
+use hoist_types::onnx::build::{add_model_with_external_weights, weights, write_package};
 use serde_json::{Value, json};
 
 const RUNTIMES: &[&str] = &["onnxruntime", "tract"];
@@ -97,11 +97,11 @@ fn a_package_with_external_data_inside_loads_and_serves_it() {
         assert_eq!(resp["outputs"][0]["data"], json!([11.0, 22.0]), "{runtime}");
         let meta: Value = s.get("/v2/models/add").json().unwrap();
         let digest = meta["parameters"]["digest"].as_str().unwrap().to_string();
-        assert_eq!(digest, hoist_digest::digest_path(&pkg).unwrap());
+        assert_eq!(digest, hoist_types::digest_path(&pkg).unwrap());
         drop(s);
         // The digest covers the external data.
         std::fs::write(pkg.join("weights.bin"), weights([1.0, 2.0])).unwrap();
-        assert_ne!(digest, hoist_digest::digest_path(&pkg).unwrap());
+        assert_ne!(digest, hoist_types::digest_path(&pkg).unwrap());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -3,8 +3,9 @@
 //! This module owns two things and nothing else: rendering an environment as typed
 //! Kubernetes objects (what `hoist render k8s` writes for GitOps), and a kube-rs
 //! client ([`Cluster`]) that applies those objects, watches rollouts, shifts traffic
-//! and rolls back. It knows nothing of hoist.toml (the CLI maps `[kubernetes]` into an
-//! [`AppSpec`]) nor of the release state machine (the daemon calls [`Cluster`]).
+//! and rolls back. It reads hoist.toml only in [`config`], which maps `[kubernetes]`
+//! into an [`AppSpec`]; it knows nothing of the release state machine (the daemon
+//! calls [`Cluster`]).
 //!
 //! # Layout
 //! - [`spec`]: [`AppSpec`], the plain input, and its checks (image by digest, names).
@@ -23,6 +24,7 @@
 //! as whole pods allow: [`Split::effective`] says what was really set.
 
 pub mod cluster;
+pub mod config;
 pub mod crds;
 pub mod render;
 pub mod spec;

@@ -3,8 +3,8 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use hoist_digest::onnx::build::{external_tensor, field, int_field};
-use hoist_digest::{check_package, digest_path};
+use hoist_types::onnx::build::{external_tensor, field, int_field};
+use hoist_types::{check_package, digest_path};
 
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hoist-pkgcheck-{tag}-{}", std::process::id()));

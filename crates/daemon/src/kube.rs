@@ -9,7 +9,7 @@
 //! | set weight | the HTTPRoute's weights in one apply (Gateway API), or a replica ratio |
 //! | promote | stable Deployment rolled to the candidate's model, then all traffic to stable, candidate scaled to 0 |
 //! | stop candidate (rollback) | all traffic to stable in one apply, then candidate scaled to 0 |
-//! | analysis | Prometheus over its HTTP API ([`super::prometheus`]), the same judges as on one machine |
+//! | analysis | Prometheus over its HTTP API ([`crate::prometheus`]), the same judges as on one machine |
 //!
 //! Gates and smoke tests reach the variants' Services at `kubernetes.service_url`.
 
@@ -21,8 +21,8 @@ use hoist_release::machine::ReleaseId;
 use hoist_targets::kubernetes::{Cluster, ModelPin, Object, Split, SplitMode, Variant, render};
 use tokio::sync::{broadcast, mpsc};
 
-use super::engine::{Cmd, LogLine, now_ms};
-use super::prometheus::{PrometheusSource, Queries};
+use crate::engine::{Cmd, LogLine, now_ms};
+use crate::prometheus::{PrometheusSource, Queries};
 
 /// One operation on an environment's objects.
 enum Op {
@@ -81,12 +81,15 @@ impl ClusterEnv {
     ) -> anyhow::Result<Arc<ClusterEnv>> {
         let k = &cfg.kubernetes;
         let image = k.require_image().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let source = crate::render::model_source(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let source = hoist_targets::kubernetes::config::model_source(cfg)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         // Before the first release nothing is live; the stable Deployment is only ever
         // applied with a real version (by promote), never with this placeholder.
         let stable = stable
             .unwrap_or_else(|| pin(&cfg.model.name, "0", &format!("sha256:{}", "0".repeat(64))));
-        let spec = crate::render::app_spec(cfg, env, image, &stable, None, 0, &source, "");
+        let spec = hoist_targets::kubernetes::config::app_spec(
+            cfg, env, image, &stable, None, 0, &source, "",
+        );
         let manifests = render(&spec).map_err(|e| anyhow::anyhow!("{}: {e}", env.name))?;
         let namespace = spec.namespace.clone();
         let url = |v: Variant| k.service_url_for(&spec.name(v), &namespace);

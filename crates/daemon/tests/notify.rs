@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
-use hoist_cli::daemon::notify::{EVENTS, Notifier, QUEUE_CAPACITY, ReleaseEvent};
+use hoist_daemon::notify::{EVENTS, Notifier, QUEUE_CAPACITY, ReleaseEvent};
 use hoist_release::config::{Notification, NotificationKind};
 use sha2::Sha256;
 

@@ -505,7 +505,7 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("sha256={}", hoist_digest::hex(&mac.finalize().into_bytes()))
+    format!("sha256={}", hoist_types::hex(&mac.finalize().into_bytes()))
 }
 
 /// Delivers one receiver's events.

@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn digest_changes_with_content_and_names_not_with_write_order() {
-        let base = std::env::temp_dir().join(format!("hoist-digest-{}", std::process::id()));
+        let base = std::env::temp_dir().join(format!("hoist-types-{}", std::process::id()));
         let (a, b) = (base.join("a"), base.join("b"));
         for d in [&a, &b] {
             let _ = std::fs::remove_dir_all(d);

@@ -141,7 +141,7 @@ pub enum Cmd {
     },
     Gates {
         id: ReleaseId,
-        result: Result<Vec<super::gates::GateReport>, (String, Vec<super::gates::GateReport>)>,
+        result: Result<Vec<crate::gates::GateReport>, (String, Vec<crate::gates::GateReport>)>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -196,7 +196,7 @@ struct EnvRuntime {
     /// Remember predictions for feedback labels (`analysis.feedback`).
     feedback: bool,
     /// `target = "kubernetes"`: the environment's objects on the cluster.
-    cluster: Option<Arc<super::kube::ClusterEnv>>,
+    cluster: Option<Arc<crate::kube::ClusterEnv>>,
     /// Metrics at the moment the current candidate arrived (or the gateway started).
     baseline: Snapshot,
 }
@@ -311,7 +311,7 @@ pub struct StatusView {
     pub environments: Vec<EnvView>,
     pub active: Vec<ReleaseView>,
     /// Deliveries of release events to the configured receivers.
-    pub notifications: super::notify::NotifyStatus,
+    pub notifications: crate::notify::NotifyStatus,
 }
 
 /// A line of progress for people watching the daemon.
@@ -341,7 +341,7 @@ pub struct Engine {
     http: reqwest::Client,
     /// When the event being applied arrived (to report how fast a rollback took effect).
     decided: std::time::Instant,
-    notifier: super::notify::Notifier,
+    notifier: crate::notify::Notifier,
 }
 
 pub struct EngineParts {
@@ -354,10 +354,10 @@ pub struct EngineParts {
     pub base_dir: PathBuf,
     pub gateways: Vec<(Environment, SocketAddr, Gateway)>,
     /// `target = "kubernetes"`: each environment's cluster, by name.
-    pub clusters: HashMap<String, Arc<super::kube::ClusterEnv>>,
+    pub clusters: HashMap<String, Arc<crate::kube::ClusterEnv>>,
     pub tx: mpsc::Sender<Cmd>,
     pub log: broadcast::Sender<LogLine>,
-    pub notifier: super::notify::Notifier,
+    pub notifier: crate::notify::Notifier,
 }
 
 impl Engine {
@@ -533,7 +533,7 @@ impl Engine {
     /// from the stable Deployment's `hoist.dev/*` annotations, and roll back a
     /// candidate left with pods or traffic (no release of this journal owns it), so two
     /// versions are never left half-applied.
-    async fn adopt_from_cluster(&mut self, i: usize, c: &Arc<super::kube::ClusterEnv>) {
+    async fn adopt_from_cluster(&mut self, i: usize, c: &Arc<crate::kube::ClusterEnv>) {
         let name = self.envs[i].cfg.name.clone();
         let live = match c.cluster.live().await {
             Ok(l) => l,
@@ -1027,7 +1027,7 @@ impl Engine {
                   env: Option<String>,
                   message: String,
                   details: serde_json::Value| {
-            super::notify::ReleaseEvent {
+            crate::notify::ReleaseEvent {
                 event: name,
                 release: next.id,
                 model: next.model.clone(),
@@ -1160,7 +1160,7 @@ impl Engine {
                     let replicas = e.cfg.replicas;
                     c.deploy(
                         id,
-                        super::kube::pin(&self.cfg.model.name, &r.version, &digest),
+                        crate::kube::pin(&self.cfg.model.name, &r.version, &digest),
                         replicas,
                     );
                     return;
@@ -1225,7 +1225,7 @@ impl Engine {
                     });
                     return;
                 };
-                let ctx = super::gates::GateContext {
+                let ctx = crate::gates::GateContext {
                     candidate,
                     stable: addr(&e.stable),
                     model_name: self.cfg.model.name.clone(),
@@ -1251,7 +1251,7 @@ impl Engine {
                     if ctx.breaking_change.is_none() {
                         ctx.breaking_change = breaking_change_tag(registry, &ctx).await;
                     }
-                    let result = super::gates::run(&gates, &ctx, &http).await;
+                    let result = crate::gates::run(&gates, &ctx, &http).await;
                     let _ = tx.send(Cmd::Gates { id, result }).await;
                 });
             }
@@ -1639,7 +1639,7 @@ impl Engine {
 /// Prometheus, judged as on one machine. Without Prometheus nothing can be judged:
 /// inconclusive, so the step waits and then fails (never a silent pass).
 async fn cluster_analysis(
-    prometheus: Option<Arc<super::prometheus::PrometheusSource>>,
+    prometheus: Option<Arc<crate::prometheus::PrometheusSource>>,
     analysis: hoist_release::config::Analysis,
     tx: mpsc::Sender<Cmd>,
     id: ReleaseId,
@@ -1655,7 +1655,7 @@ async fn cluster_analysis(
         let window = started.elapsed().max(Duration::from_secs(10));
         let (verdict, window, numbers) = match &prometheus {
             Some(p) => {
-                let j = super::prometheus::judge_from_prometheus(p, &analysis, window, None).await;
+                let j = crate::prometheus::judge_from_prometheus(p, &analysis, window, None).await;
                 (j.verdict, j.window, j.numbers)
             }
             None => (
@@ -1716,7 +1716,7 @@ pub const BREAKING_CHANGE_TAG: &str = "hoist.breaking_change";
 /// A registry that cannot be read marks nothing (the signature gate then compares).
 async fn breaking_change_tag(
     registry: Arc<dyn Registry>,
-    ctx: &super::gates::GateContext,
+    ctx: &crate::gates::GateContext,
 ) -> Option<String> {
     let (model, version) = (ctx.model_name.clone(), ctx.version.clone());
     let v = tokio::task::spawn_blocking(move || registry.get_version(&model, &version))

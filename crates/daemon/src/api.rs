@@ -20,8 +20,8 @@ use hoist_release::journal::Journal;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::EngineClient;
-use super::engine::{ApiError, Cmd, CreateRequest};
+use crate::EngineClient;
+use crate::engine::{ApiError, Cmd, CreateRequest};
 
 #[derive(Clone)]
 pub struct ApiState {
