@@ -11,6 +11,7 @@ pub mod gates;
 pub mod kube;
 pub mod notify;
 pub mod prometheus;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
