@@ -60,6 +60,16 @@ pub struct Live {
     pub since_ms: u64,
 }
 
+/// A registry tag a transition asked for, not yet confirmed written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingTag {
+    pub release_id: ReleaseId,
+    pub model: String,
+    pub version: String,
+    pub key: String,
+    pub value: String,
+}
+
 /// A `releases` row as read: state, digest, path, trigger, created, updated.
 type Row = (String, Option<String>, Option<String>, String, i64, i64);
 
@@ -100,6 +110,16 @@ CREATE TABLE IF NOT EXISTS live_history (
     path TEXT NOT NULL,
     release_id INTEGER NOT NULL,
     since_ms INTEGER NOT NULL
+);
+-- Registry tags a transition asked for and the registry has not confirmed yet: a
+-- driver that restarts writes them again (tags are idempotent), so a release
+-- finished just before a kill still ends with its `hoist.<env>` and
+-- `hoist.rollback_reason` tags.
+CREATE TABLE IF NOT EXISTS pending_tags (
+    release_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (release_id, key)
 );
 ";
 
@@ -215,13 +235,24 @@ impl Journal {
             ],
         )?;
         for a in actions {
-            if let Action::PromoteCandidate { env } = a {
-                let digest = digest.clone().unwrap_or_default();
-                let path = path.clone().unwrap_or_default();
-                tx.execute(
-                    "INSERT INTO live_history (env, model, version, digest, path, release_id, since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![env, next.model, next.version, digest, path, next.id as i64, now_ms as i64],
-                )?;
+            match a {
+                Action::PromoteCandidate { env } => {
+                    let digest = digest.clone().unwrap_or_default();
+                    let path = path.clone().unwrap_or_default();
+                    tx.execute(
+                        "INSERT INTO live_history (env, model, version, digest, path, release_id, since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![env, next.model, next.version, digest, path, next.id as i64, now_ms as i64],
+                    )?;
+                }
+                // The newest value of a key wins: a later transition's tag replaces an
+                // unwritten earlier one.
+                Action::Tag { key, value } => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO pending_tags (release_id, key, value) VALUES (?1, ?2, ?3)",
+                        params![next.id as i64, key, value],
+                    )?;
+                }
+                _ => {}
             }
         }
         tx.commit()?;
@@ -359,6 +390,38 @@ impl Journal {
             .optional()?)
     }
 
+    /// The registry tags transitions asked for that are not confirmed written, oldest
+    /// release first: what a restarted driver writes again.
+    pub fn pending_tags(&self) -> Result<Vec<PendingTag>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT p.release_id, r.model, r.version, p.key, p.value FROM pending_tags p \
+             JOIN releases r ON r.id = p.release_id ORDER BY p.release_id, p.rowid",
+        )?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(PendingTag {
+                    release_id: row.get::<_, i64>(0)? as ReleaseId,
+                    model: row.get(1)?,
+                    version: row.get(2)?,
+                    key: row.get(3)?,
+                    value: row.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// The registry confirmed tag `key` = `value` of release `id`: no longer pending
+    /// (unless a newer value of the key waits).
+    pub fn tag_written(&self, id: ReleaseId, key: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM pending_tags WHERE release_id = ?1 AND key = ?2 AND value = ?3",
+            params![id as i64, key, value],
+        )?;
+        Ok(())
+    }
+
     /// Every version that went live in `env`, newest first.
     pub fn live_history(&self, env: &str) -> Result<Vec<Live>> {
         let conn = self.conn();
@@ -413,6 +476,39 @@ mod tests {
         assert_eq!(j.transitions(1).unwrap().len(), 4);
         assert_eq!(j.list(Some("staging"), 10).unwrap().len(), 1);
         assert_eq!(j.list(Some("production"), 10).unwrap().len(), 0);
+        // The finished release's tag waits for the registry's confirmation, across
+        // reopening.
+        let pending = j.pending_tags().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (pending[0].key.as_str(), pending[0].value.as_str()),
+            ("hoist.staging", "live")
+        );
+        j.tag_written(1, "hoist.staging", "live").unwrap();
+        assert!(j.pending_tags().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_newer_tag_value_replaces_an_unwritten_one() {
+        let j = Journal::in_memory().unwrap();
+        let plan = Plan::from_config(&Config::default(), Some("staging")).unwrap();
+        let r = j.create("m", "1", plan, "cli", 1).unwrap();
+        let tag = |v: &str| Action::Tag {
+            key: "hoist.staging".into(),
+            value: v.into(),
+        };
+        j.record(&r, &Event::Start, &[tag("passed")], 2).unwrap();
+        j.record(&r, &Event::Tick, &[tag("rolled-back")], 3)
+            .unwrap();
+        // A late confirmation of the old value leaves the new one pending.
+        j.tag_written(r.id, "hoist.staging", "passed").unwrap();
+        let pending = j.pending_tags().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].value, "rolled-back");
+        assert_eq!(
+            (pending[0].model.as_str(), pending[0].version.as_str()),
+            ("m", "1")
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! machine ([`machine`]), judging live traffic ([`analysis`]) and the journal that
 //! records every transition before its actions run ([`journal`]).
 //!
-//! Nothing here starts a process, opens a socket or sleeps: the daemon in `hoist-cli`
+//! Nothing here starts a process, opens a socket or sleeps: the daemon in `hoist-daemon`
 //! drives it.
 
 pub mod analysis;
