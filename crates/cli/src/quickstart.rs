@@ -292,7 +292,11 @@ pub(crate) fn run(
         .build()
         .map_err(io("tokio runtime"))?;
     let result = rt.block_on(async {
-        let d = Daemon::start(daemon::Options {
+        let daemon_err = |e: anyhow::Error| CliError::Daemon {
+            message: format!("{e:#}"),
+        };
+        let listeners = daemon::Listeners::bind(&cfg).await.map_err(daemon_err)?;
+        let options = daemon::Options {
             config: cfg.clone(),
             home: home.clone(),
             registry: registry.clone(),
@@ -300,11 +304,11 @@ pub(crate) fn run(
             program,
             token: None,
             base_dir: home.clone(),
-        })
-        .await
-        .map_err(|e| CliError::Daemon {
-            message: format!("{e:#}"),
-        })?;
+        };
+        // Stopped by the story's end (`d.stop()`), not by a signal.
+        let d = daemon::start(listeners, std::future::pending(), options)
+            .await
+            .map_err(daemon_err)?;
         let r = story(ctx, &a, &d, &registry, &home, out, started).await;
         if a.keep && r.is_ok() {
             let _ = writeln!(

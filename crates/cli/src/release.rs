@@ -13,7 +13,7 @@ use hoist_release::config::Config;
 use serde_json::Value;
 
 use crate::{CliError, Context, Opened, stdout_err};
-use hoist_daemon::{self as daemon, Daemon};
+use hoist_daemon as daemon;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -816,17 +816,21 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
         })?;
     rt.block_on(async {
         let generated = token.is_none();
-        let d = Daemon::start(daemon::Options {
-            config: cfg.clone(),
-            home: home.clone(),
-            registry: registry.clone(),
-            embedded,
-            program,
-            token,
-            base_dir,
-        })
-        .await
-        .map_err(|e| CliError::Daemon { message: format!("{e:#}") })?;
+        let daemon_err = |e: anyhow::Error| CliError::Daemon { message: format!("{e:#}") };
+        let listeners = daemon::Listeners::bind(&cfg).await.map_err(daemon_err)?;
+        // SIGINT or SIGTERM stops every server the daemon started.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| CliError::Io { context: "signal".into(), source: e })?;
+        let (signalled, mut stopping) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = signalled.send(());
+        };
+        let options = daemon::Options { config: cfg.clone(), home: home.clone(), registry: registry.clone(), embedded, program, token, base_dir };
+        let mut d = daemon::start(listeners, shutdown, options).await.map_err(daemon_err)?;
         let mut log = d.log.subscribe();
         if ctx.json {
             let v = serde_json::json!({
@@ -853,12 +857,9 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
             writeln!(out, "  trigger      {trigger}").map_err(stdout_err)?;
         }
         out.flush().map_err(stdout_err)?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| CliError::Io { context: "signal".into(), source: e })?;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
+                _ = &mut stopping => break,
                 line = log.recv() => {
                     match line {
                         Ok(l) => {
@@ -875,7 +876,7 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
         if !ctx.json {
             let _ = writeln!(out, "stopping: draining model servers");
         }
-        d.stop().await;
+        d.stopped().await;
         Ok(())
     })
 }

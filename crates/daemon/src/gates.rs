@@ -637,3 +637,23 @@ async fn signature(
         output: None,
     })
 }
+
+/// The registry tag that marks a model version as a breaking change (its inputs or
+/// outputs may differ from stable's): any value but `false`, `0` or empty.
+pub const BREAKING_CHANGE_TAG: &str = "hoist.breaking_change";
+
+/// Why the version is a breaking change according to its registry tags, if it is.
+/// A registry that cannot be read marks nothing (the signature gate then compares).
+pub async fn breaking_change_tag(
+    registry: std::sync::Arc<dyn hoist_registry::Registry>,
+    ctx: &GateContext,
+) -> Option<String> {
+    let (model, version) = (ctx.model_name.clone(), ctx.version.clone());
+    let v = tokio::task::spawn_blocking(move || registry.get_version(&model, &version))
+        .await
+        .ok()?
+        .ok()?;
+    let value = v.tags.get(BREAKING_CHANGE_TAG)?.trim().to_string();
+    (!matches!(value.to_ascii_lowercase().as_str(), "" | "false" | "0"))
+        .then(|| format!("the version's registry tag {BREAKING_CHANGE_TAG} = {value}"))
+}

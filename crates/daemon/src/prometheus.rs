@@ -26,7 +26,7 @@ use hoist_release::machine::Verdict;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::engine::WindowView;
+use crate::views::WindowView;
 
 /// The variant label's value for the version serving now.
 pub const STABLE: &str = "stable";

@@ -1,7 +1,8 @@
 //! Environments on a Kubernetes cluster (`target = "kubernetes"`): the engine's
 //! actions become calls of [`hoist_targets::kubernetes::Cluster`], one environment's
 //! calls strictly in order (a worker task per environment), each result reported
-//! back to the engine as a [`Cmd`].
+//! back to the engine as a [`Cmd`]. [`ClusterTarget`] is the environment's
+//! [`EnvTarget`].
 //!
 //! | action | on the cluster |
 //! |---|---|
@@ -9,7 +10,7 @@
 //! | set weight | the HTTPRoute's weights in one apply (Gateway API), or a replica ratio |
 //! | promote | stable Deployment rolled to the candidate's model, then all traffic to stable, candidate scaled to 0 |
 //! | stop candidate (rollback) | all traffic to stable in one apply, then candidate scaled to 0 |
-//! | analysis | Prometheus over its HTTP API ([`crate::prometheus`]), the same judges as on one machine |
+//! | analysis | Prometheus over its HTTP API ([`crate::live::prometheus`]), the same judges as on one machine |
 //!
 //! Gates and smoke tests reach the variants' Services at `kubernetes.service_url`.
 
@@ -21,8 +22,17 @@ use hoist_release::machine::ReleaseId;
 use hoist_targets::kubernetes::{Cluster, ModelPin, Object, Split, SplitMode, Variant, render};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::engine::{Cmd, LogLine, now_ms};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use hoist_release::journal::Live;
+
+use super::{Candidate, EnvTarget, Serving};
+use crate::clock::now_ms;
+use crate::cmd::{Cmd, Started};
+use crate::live::prometheus::PrometheusMetrics;
+use crate::live::{LiveMetrics, StepShape};
 use crate::prometheus::{PrometheusSource, Queries};
+use crate::views::{LogLine, ServerView, WindowView};
 
 /// One operation on an environment's objects.
 enum Op {
@@ -45,6 +55,8 @@ enum Op {
 
 /// One environment on the cluster.
 pub struct ClusterEnv {
+    /// The environment's name in hoist.toml.
+    pub name: String,
     pub cluster: Arc<Cluster>,
     /// Where the controller reaches each variant's Service.
     pub stable_url: String,
@@ -120,6 +132,7 @@ impl ClusterEnv {
         }
         let (ops, rx) = mpsc::unbounded_channel();
         let this = Arc::new(ClusterEnv {
+            name: env.name.clone(),
             cluster: Arc::new(cluster),
             stable_url,
             candidate_url,
@@ -328,5 +341,161 @@ async fn worker(
                 ),
             },
         }
+    }
+}
+
+/// An environment on a cluster, as the engine drives it.
+pub struct ClusterTarget {
+    env: Arc<ClusterEnv>,
+    /// The pipeline's model (pods pin it by name, version and digest).
+    model: String,
+    replicas: usize,
+    http: reqwest::Client,
+    log: broadcast::Sender<LogLine>,
+}
+
+impl ClusterTarget {
+    pub fn new(
+        env: Arc<ClusterEnv>,
+        model: String,
+        replicas: usize,
+        http: reqwest::Client,
+        log: broadcast::Sender<LogLine>,
+    ) -> ClusterTarget {
+        ClusterTarget {
+            env,
+            model,
+            replicas,
+            http,
+            log,
+        }
+    }
+
+    /// No journal record (a new controller, or its journal was lost): take the stable
+    /// version from the stable Deployment's `hoist.dev/*` annotations, and roll back a
+    /// candidate left with pods or traffic (no release of this journal owns it), so two
+    /// versions are never left half-applied.
+    async fn adopt(&self) -> Option<Serving> {
+        let name = &self.env.name;
+        let say = |m: String| crate::log::say(&self.log, None, m);
+        let live = match self.env.cluster.live().await {
+            Ok(l) => l,
+            Err(e) => {
+                say(format!("{name}: cannot read the cluster: {e}"));
+                return None;
+            }
+        };
+        let serving = live.stable.as_ref().map(|s| {
+            say(format!(
+                "{name}: no journal record; the cluster serves v{} ({}) by its annotations",
+                s.pin.version, s.pin.digest
+            ));
+            Serving {
+                version: s.pin.version.clone(),
+                digest: s.pin.digest.clone(),
+                release_id: 0,
+            }
+        });
+        let leftover = live.candidate.as_ref().is_some_and(|v| v.replicas > 0);
+        if live.stable.is_some() && (leftover || live.candidate_weight > 0) {
+            say(format!(
+                "{name}: a candidate with pods or {}% of traffic belongs to no release here: rolling back to stable",
+                live.candidate_weight
+            ));
+            self.env.rollback(0);
+        }
+        serving
+    }
+}
+
+impl EnvTarget for ClusterTarget {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn url(&self) -> String {
+        self.env.app_url.clone()
+    }
+
+    fn split_note(&self) -> Option<String> {
+        Some(self.env.split_note())
+    }
+
+    fn restore(&mut self, live: Option<Live>) -> BoxFuture<'_, Option<Serving>> {
+        async move {
+            match live {
+                // The cluster keeps serving while the controller is away.
+                Some(l) => Some(Serving {
+                    version: l.version,
+                    digest: l.digest,
+                    release_id: l.release_id,
+                }),
+                None => self.adopt().await,
+            }
+        }
+        .boxed()
+    }
+
+    fn start_candidate(&mut self, c: Candidate) {
+        let pin = pin(&self.model, &c.version, &c.digest);
+        self.env.deploy(c.id, pin, self.replicas);
+    }
+
+    fn take_candidate(&mut self, _: &str, started: Started, known: bool) -> bool {
+        !started.is_empty() || !known
+    }
+
+    fn discard(&mut self, _: Started) {}
+
+    fn set_weight(&mut self, id: ReleaseId, weight: u32) {
+        self.env.set_weight(id, weight);
+    }
+
+    /// Mirroring is hoist's gateway's: a cluster's split does not mirror.
+    fn mirror(&mut self, _: u32) {}
+
+    fn promote(&mut self, id: ReleaseId) {
+        self.env.promote(id);
+    }
+
+    fn roll_back(&mut self, id: ReleaseId) {
+        self.env.rollback(id);
+    }
+
+    /// The cluster keeps serving when the controller stops.
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        async {}.boxed()
+    }
+
+    fn variant_url(&self, candidate: bool) -> Option<String> {
+        Some(if candidate {
+            self.env.candidate_url.clone()
+        } else {
+            self.env.stable_url.clone()
+        })
+    }
+
+    /// Straight to the candidate's own Service (no traffic reaches it yet), so no
+    /// force header; one round.
+    fn smoke_test(&self, path: Option<String>) -> BoxFuture<'static, Result<(), String>> {
+        let (http, url) = (self.http.clone(), self.env.candidate_url.clone());
+        async move { super::smoke::smoke_test(&http, &url, "", path.as_deref(), 1).await }.boxed()
+    }
+
+    fn live_metrics(&self, _: StepShape) -> Box<dyn LiveMetrics> {
+        Box::new(PrometheusMetrics {
+            source: self.env.prometheus.clone(),
+        })
+    }
+
+    /// The cluster's pods are not hoist's processes.
+    fn servers(&self, _: bool) -> Vec<ServerView> {
+        Vec::new()
+    }
+
+    /// hoist's gateway carries no traffic on a cluster.
+    fn windows(&self) -> (WindowView, WindowView) {
+        let none = hoist_gateway::VariantStats::default();
+        (WindowView::of(&none), WindowView::of(&none))
     }
 }

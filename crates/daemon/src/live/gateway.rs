@@ -1,0 +1,209 @@
+//! Live metrics on one machine: the environment's gateway counters (both variants,
+//! mirrored answers, feedback labels) and the model servers' predicted-class counters.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use hoist_gateway::{Gateway, ShadowStats, Snapshot, VariantStats};
+use hoist_release::analysis::{self, Window};
+use hoist_release::config::Analysis;
+use hoist_release::machine::Verdict;
+
+use super::{Judged, LiveMetrics, StepShape, worse};
+use crate::views::WindowView;
+
+/// A step's metrics from hoist's gateway.
+pub struct GatewayMetrics {
+    gateway: Gateway,
+    http: reqwest::Client,
+    /// Each variant's servers, whose predicted classes drift compares.
+    candidate_addrs: Vec<SocketAddr>,
+    stable_addrs: Vec<SocketAddr>,
+    shape: StepShape,
+    /// The gateway's counters when the step began.
+    baseline: Option<Snapshot>,
+    /// The servers' class counts when the step began (drift only).
+    classes0: Option<(Vec<u64>, Vec<u64>)>,
+}
+
+impl GatewayMetrics {
+    pub fn new(
+        gateway: Gateway,
+        http: reqwest::Client,
+        candidate_addrs: Vec<SocketAddr>,
+        stable_addrs: Vec<SocketAddr>,
+        shape: StepShape,
+    ) -> GatewayMetrics {
+        GatewayMetrics {
+            gateway,
+            http,
+            candidate_addrs,
+            stable_addrs,
+            shape,
+            baseline: None,
+            classes0: None,
+        }
+    }
+
+    async fn classes(&self) -> Option<(Vec<u64>, Vec<u64>)> {
+        Some((
+            predictions(&self.http, &self.candidate_addrs).await?,
+            predictions(&self.http, &self.stable_addrs).await?,
+        ))
+    }
+}
+
+impl LiveMetrics for GatewayMetrics {
+    fn begin<'a>(&'a mut self, analysis: &'a Analysis) -> BoxFuture<'a, ()> {
+        async move {
+            self.baseline = Some(self.gateway.metrics());
+            if analysis.drift && self.shape.live {
+                self.classes0 = self.classes().await;
+            }
+        }
+        .boxed()
+    }
+
+    fn judge<'a>(&'a mut self, analysis: &'a Analysis, _: Duration) -> BoxFuture<'a, Judged> {
+        async move {
+            let snap = match &self.baseline {
+                Some(b) => self.gateway.metrics().since(b),
+                None => self.gateway.metrics(),
+            };
+            let live = self.shape.live;
+            let mut judged = if live {
+                analysis::judge_live(analysis, &live_window(&snap))
+            } else {
+                analysis::LiveJudgement {
+                    verdict: Verdict::Pass,
+                    numbers: Default::default(),
+                }
+            };
+            if self.shape.shadow {
+                let (v, n) = judge_shadow(analysis, &snap.shadow);
+                judged.numbers.insert("shadow".into(), n);
+                judged.verdict = worse(judged.verdict, v);
+            }
+            if live && analysis.feedback {
+                let (v, n) = judge_feedback(analysis, &snap);
+                judged.numbers.insert("feedback".into(), n);
+                judged.verdict = worse(judged.verdict, v);
+            }
+            // The candidate's predicted classes against stable's (the servers'
+            // counters, read only when everything else passed).
+            if judged.verdict == Verdict::Pass
+                && let Some((c0, s0)) = &self.classes0
+                && let Some((c1, s1)) = self.classes().await
+            {
+                let diff = |a: &[u64], b: &[u64]| -> Vec<u64> {
+                    a.iter().zip(b).map(|(x, y)| x.saturating_sub(*y)).collect()
+                };
+                judged.drift(analysis, &diff(&s1, s0), &diff(&c1, c0));
+            }
+            let mut numbers = serde_json::Value::Object(judged.numbers);
+            numbers["candidate"] = serde_json::json!(WindowView::of(&snap.candidate));
+            numbers["stable"] = serde_json::json!(WindowView::of(&snap.stable));
+            Judged {
+                verdict: judged.verdict,
+                window: WindowView::of(&snap.candidate),
+                numbers,
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Both variants' live numbers of a gateway window, for [`analysis::judge_live`].
+fn live_window(snap: &Snapshot) -> analysis::Live {
+    let window = |v: &VariantStats| Window {
+        requests: v.requests,
+        errors: v.server_errors + v.upstream_errors,
+        p50_seconds: v.quantile(0.5),
+        p95_seconds: v.quantile(0.95),
+        p99_seconds: v.quantile(0.99),
+    };
+    analysis::Live {
+        candidate: window(&snap.candidate),
+        stable: window(&snap.stable),
+        candidate_latencies: snap.candidate.latency_samples(),
+        stable_latencies: snap.stable.latency_samples(),
+    }
+}
+
+/// A shadow step's verdict on the mirrored requests of a window, and its numbers.
+fn judge_shadow(a: &Analysis, s: &ShadowStats) -> (Verdict, serde_json::Value) {
+    let w = analysis::ShadowWindow {
+        mirrored: s.answers.requests,
+        errors: s.answers.server_errors + s.answers.upstream_errors + s.unreadable,
+        rows: s.rows,
+        agreeing_rows: s.agreeing_rows,
+        probabilities: s.probabilities,
+        probability_diff_sum: s.probability_diff_sum,
+        p99_seconds: s.answers.quantile(0.99),
+    };
+    let numbers = serde_json::json!({
+        "mirrored": w.mirrored,
+        "errors": w.errors,
+        "unreadable": s.unreadable,
+        "rows": w.rows,
+        "agreeing_rows": w.agreeing_rows,
+        "agreement": w.agreement(),
+        "mean_probability_diff": w.mean_probability_diff(),
+        "p99_ms": w.p99_seconds.map(|p| p * 1000.0),
+    });
+    (analysis::judge_shadow(a, &w), numbers)
+}
+
+/// Accuracy from feedback labels over a window, and its numbers.
+fn judge_feedback(a: &Analysis, snap: &Snapshot) -> (Verdict, serde_json::Value) {
+    let labels = |v: &VariantStats| analysis::Labels {
+        labelled: v.labelled,
+        correct: v.correct,
+    };
+    let (c, s) = (labels(&snap.candidate), labels(&snap.stable));
+    let numbers = serde_json::json!({
+        "candidate": { "labelled": c.labelled, "correct": c.correct, "accuracy": c.accuracy() },
+        "stable": { "labelled": s.labelled, "correct": s.correct, "accuracy": s.accuracy() },
+    });
+    (analysis::judge_feedback(a, &c, &s), numbers)
+}
+
+/// The predicted-class counts of a deployment's servers (summed), from their
+/// `hoist_predictions_total`; `None` when a server cannot be read.
+async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec<u64>> {
+    if addrs.is_empty() {
+        return None;
+    }
+    let mut counts = vec![0u64; hoist_server::metrics::PREDICTION_CLASSES + 1];
+    for a in addrs {
+        let text = http
+            .get(format!("http://{a}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("hoist_predictions_total{"))
+        {
+            let class = line
+                .split("class=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next());
+            let n = line.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
+            if let (Some(class), Some(n)) = (class, n) {
+                let i = class
+                    .parse::<usize>()
+                    .unwrap_or(hoist_server::metrics::PREDICTION_CLASSES);
+                if let Some(slot) = counts.get_mut(i) {
+                    *slot += n;
+                }
+            }
+        }
+    }
+    Some(counts)
+}

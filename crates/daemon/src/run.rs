@@ -1,0 +1,439 @@
+//! `run(listeners, shutdown, options)`: the daemon in the mini-redis shape. The caller
+//! binds the API's listener (gateways bind from the config unless given), passes a
+//! shutdown future, and every server started here (API, webhook receiver, gateways)
+//! stops on that one future, after the engine has drained the model servers.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hoist_gateway::{Gateway, GatewayConfig};
+use hoist_registry::Registry;
+use hoist_registry::embedded::EmbeddedRegistry;
+use hoist_release::config::{Config, Environment};
+use hoist_release::journal::Journal;
+use hoist_release::kubernetes::TargetKind;
+use hoist_targets::ServerProgram;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::cmd::{Cmd, EngineClient};
+use crate::engine::{Engine, EngineParts};
+use crate::target::EnvTarget;
+use crate::target::kube::{ClusterEnv, ClusterTarget};
+use crate::target::local::{LocalEnv, LocalParts};
+use crate::views::LogLine;
+
+/// Everything the daemon needs besides its listeners.
+pub struct Options {
+    pub config: Config,
+    pub home: PathBuf,
+    pub registry: Arc<dyn Registry>,
+    /// The embedded registry, when that is the registry (its change log drives triggers).
+    pub embedded: Option<Arc<EmbeddedRegistry>>,
+    pub program: ServerProgram,
+    /// The API token; `None` generates one into `HOIST_HOME/daemon/token`.
+    pub token: Option<String>,
+    /// Where relative paths in the config (gate files) start: hoist.toml's directory.
+    pub base_dir: PathBuf,
+}
+
+/// The daemon's bound listeners.
+pub struct Listeners {
+    /// The JSON API.
+    pub api: TcpListener,
+    /// Gateways by environment name; an environment not here binds its `listen`.
+    pub gateways: Vec<(String, TcpListener)>,
+}
+
+impl Listeners {
+    /// Binds the API at the config's `api.listen` (a busy port fails before anything
+    /// else starts); gateways bind when the daemon starts.
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+        let api = TcpListener::bind(cfg.api.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("api.listen {}: {e}", cfg.api.listen))?;
+        Ok(Listeners {
+            api,
+            gateways: Vec::new(),
+        })
+    }
+}
+
+/// A running daemon: its addresses, for callers that show or use them.
+pub struct Daemon {
+    pub api_addr: SocketAddr,
+    pub envs: Vec<(String, SocketAddr)>,
+    /// Where each environment takes predictions: its gateway, or on a cluster the
+    /// environment's Service.
+    pub urls: Vec<(String, String)>,
+    pub token: String,
+    pub journal: Arc<Journal>,
+    pub client: EngineClient,
+    pub log: broadcast::Sender<LogLine>,
+    /// Stops the daemon as the shutdown future would.
+    stop: Option<oneshot::Sender<()>>,
+    /// Ends when everything has stopped.
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Stop everything now: every model server (gracefully), gateways, API.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.done).await;
+    }
+
+    /// Wait until the daemon has stopped (its shutdown future completed).
+    pub async fn stopped(&mut self) {
+        let _ = (&mut self.done).await;
+    }
+}
+
+pub fn state_dir(home: &Path) -> PathBuf {
+    home.join("daemon")
+}
+
+/// Runs the daemon until `shutdown` completes, then stops every server it started.
+pub async fn run(
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: Options,
+) -> anyhow::Result<()> {
+    start(listeners, shutdown, options).await?.stopped().await;
+    Ok(())
+}
+
+/// A future that completes once `stop` says so (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// What the daemon's state directory gives: the journal, the log directory and the
+/// API token.
+struct State {
+    dir: PathBuf,
+    log_dir: PathBuf,
+    journal: Arc<Journal>,
+    token: String,
+}
+
+fn open_state(home: &Path, token: Option<String>) -> anyhow::Result<State> {
+    let dir = state_dir(home);
+    let log_dir = dir.join("logs");
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", log_dir.display()))?;
+    let journal = Arc::new(Journal::open(&dir.join("journal.db"))?);
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let t = random_token();
+            write_private(&dir.join("token"), &t)?;
+            t
+        }
+    };
+    Ok(State {
+        dir,
+        log_dir,
+        journal,
+        token,
+    })
+}
+
+/// Starts the daemon: the engine resumes what the journal holds, then every server
+/// starts; all stop when `shutdown` completes or [`Daemon::stop`] is called.
+pub async fn start(
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    opts: Options,
+) -> anyhow::Result<Daemon> {
+    let state = open_state(&opts.home, opts.token.clone())?;
+    let cfg = Arc::new(opts.config.clone());
+    let api_addr = listeners.api.local_addr()?;
+    let gateways = bind_gateways(&cfg, listeners.gateways).await?;
+    let webhook = webhook_listener(&cfg).await?;
+    let notifier = crate::notify::Notifier::new(&cfg.notifications, &|k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (tx, rx) = mpsc::channel(1024);
+    let (log, _) = broadcast::channel(1024);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wiring = Wiring {
+        cfg: cfg.clone(),
+        opts: &opts,
+        journal: state.journal.clone(),
+        log_dir: state.log_dir.clone(),
+        tx: tx.clone(),
+        log: log.clone(),
+    };
+    let (targets, envs, urls, serving) = wiring.targets(gateways).await?;
+    let mut engine = Engine::new(EngineParts {
+        cfg: cfg.clone(),
+        journal: state.journal.clone(),
+        registry: opts.registry.clone(),
+        base_dir: opts.base_dir.clone(),
+        targets,
+        tx: tx.clone(),
+        log: log.clone(),
+        notifier,
+        clock: Arc::new(crate::clock::SystemClock),
+        failpoints: Default::default(),
+    });
+    // Promotions from this point on reach the trigger; earlier ones, catch_up.
+    let start_seq = opts
+        .embedded
+        .as_ref()
+        .and_then(|r| r.last_change_seq().ok());
+    engine.recover().await;
+    for (listener, g) in serving {
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            let _ = g.serve(listener, stop).await;
+        });
+    }
+    engine.catch_up().await;
+    let engine = tokio::spawn(engine.run(rx));
+    let client = EngineClient { tx: tx.clone() };
+    let poller = crate::trigger::spawn(
+        &cfg,
+        opts.registry.clone(),
+        opts.embedded.clone(),
+        start_seq,
+        webhook,
+        tx.clone(),
+        stop_rx.clone(),
+    );
+    let app = crate::api::router(crate::api::ApiState {
+        client: client.clone(),
+        journal: state.journal.clone(),
+        token: state.token.clone(),
+        reads_need_token: !api_addr.ip().is_loopback(),
+        config: cfg.clone(),
+        registry: opts.registry.clone(),
+    });
+    let api = axum::serve(listeners.api, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    tokio::spawn(async move {
+        let _ = api.await;
+    });
+    std::fs::write(state.dir.join("api"), format!("http://{api_addr}\n"))?;
+    let (stop, stop_now) = oneshot::channel::<()>();
+    let done = tokio::spawn(supervise(
+        shutdown,
+        stop_now,
+        client.clone(),
+        engine,
+        stop_tx,
+        poller,
+    ));
+    Ok(Daemon {
+        api_addr,
+        envs,
+        urls,
+        token: state.token,
+        journal: state.journal,
+        client,
+        log,
+        stop: Some(stop),
+        done,
+    })
+}
+
+/// Waits for the shutdown future (or [`Daemon::stop`]), then stops the engine (which
+/// drains the model servers) and after it every server.
+async fn supervise(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop_now: oneshot::Receiver<()>,
+    client: EngineClient,
+    engine: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    poller: Option<hoist_registry::watch::PollerHandle>,
+) {
+    tokio::select! {
+        _ = shutdown => {}
+        _ = stop_now => {}
+    }
+    let _ = client.call(|reply| Cmd::Shutdown { reply }).await;
+    let _ = engine.await;
+    let _ = stop.send(true);
+    drop(poller);
+}
+
+/// An environment's gateway and, on this machine, its listener.
+struct BoundGateway {
+    env: Environment,
+    gateway: Gateway,
+    listener: Option<TcpListener>,
+}
+
+async fn bind_gateways(
+    cfg: &Config,
+    mut given: Vec<(String, TcpListener)>,
+) -> anyhow::Result<Vec<BoundGateway>> {
+    let on_cluster = cfg.target == TargetKind::Kubernetes;
+    let mut out = Vec::new();
+    for env in &cfg.environments {
+        let feedback_token = match &env.feedback_token_env {
+            Some(var) => match std::env::var(var) {
+                Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                _ => anyhow::bail!(
+                    "environment {}: feedback_token_env names {var}, which holds no token: \
+                     set it to the token the application sends with its labels",
+                    env.name
+                ),
+            },
+            None => None,
+        };
+        let gateway = Gateway::new(GatewayConfig {
+            name: env.name.clone(),
+            sticky_header: env.sticky_header.clone(),
+            sticky_cookie: env.sticky_cookie.clone(),
+            force_header: env.force_header.clone(),
+            response_timeout: env.response_timeout.0,
+            feedback_token,
+            ..GatewayConfig::default()
+        });
+        // On a cluster the cluster's Gateway (or Service) carries the traffic.
+        let listener = match given.iter().position(|(n, _)| *n == env.name) {
+            _ if on_cluster => None,
+            Some(i) => Some(given.swap_remove(i).1),
+            None => Some(TcpListener::bind(env.listen).await.map_err(|e| {
+                anyhow::anyhow!("environment {} (listen {}): {e}", env.name, env.listen)
+            })?),
+        };
+        out.push(BoundGateway {
+            env: env.clone(),
+            gateway,
+            listener,
+        });
+    }
+    Ok(out)
+}
+
+/// MLflow webhooks, when configured: verified deliveries join the poller's events.
+async fn webhook_listener(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = cfg.registry.webhook_listen else {
+        return Ok(None);
+    };
+    let var = &cfg.registry.webhook_secret_env;
+    if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
+        anyhow::bail!(
+            "registry.webhook_listen is set but {var} (registry.webhook_secret_env) holds no secret: \
+             set it to the secret the MLflow webhook was created with (`hoist mlflow connect`)"
+        );
+    }
+    Ok(Some(TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("registry.webhook_listen {addr}: {e}")
+    })?))
+}
+
+/// What the targets are built from.
+struct Wiring<'a> {
+    cfg: Arc<Config>,
+    opts: &'a Options,
+    journal: Arc<Journal>,
+    log_dir: PathBuf,
+    tx: mpsc::Sender<Cmd>,
+    log: broadcast::Sender<LogLine>,
+}
+
+type Targets = Vec<(Environment, Box<dyn EnvTarget>)>;
+type Built = (
+    Targets,
+    Vec<(String, SocketAddr)>,
+    Vec<(String, String)>,
+    Vec<(TcpListener, Gateway)>,
+);
+
+impl Wiring<'_> {
+    /// Each environment's target: local (its gateway and servers) or its cluster.
+    async fn targets(&self, gateways: Vec<BoundGateway>) -> anyhow::Result<Built> {
+        let (mut targets, mut envs, mut urls, mut serving) = (vec![], vec![], vec![], vec![]);
+        let http = crate::artifact::http_client();
+        let mut first_cluster = None;
+        for g in gateways {
+            let name = g.env.name.clone();
+            let target: Box<dyn EnvTarget> = match g.listener {
+                Some(listener) => {
+                    let addr = listener.local_addr()?;
+                    envs.push((name.clone(), addr));
+                    serving.push((listener, g.gateway.clone()));
+                    Box::new(LocalEnv::new(
+                        g.env.clone(),
+                        addr,
+                        g.gateway,
+                        self.local(&http),
+                    ))
+                }
+                None => {
+                    envs.push((name.clone(), g.env.listen));
+                    let live = self
+                        .journal
+                        .live(&name)?
+                        .map(|l| crate::target::kube::pin(&l.model, &l.version, &l.digest));
+                    let c = ClusterEnv::connect(
+                        &self.cfg,
+                        &g.env,
+                        live,
+                        self.tx.clone(),
+                        self.log.clone(),
+                    )
+                    .await?;
+                    first_cluster.get_or_insert_with(|| c.cluster.clone());
+                    let model = self.cfg.model.name.clone();
+                    Box::new(ClusterTarget::new(
+                        c,
+                        model,
+                        g.env.replicas,
+                        http.clone(),
+                        self.log.clone(),
+                    ))
+                }
+            };
+            urls.push((name, target.url()));
+            targets.push((g.env, target));
+        }
+        // In-cluster replicas of the controller: only the Lease holder drives.
+        if let (Ok(lease), Some(c)) = (std::env::var("HOIST_LEASE"), first_cluster) {
+            crate::target::kube::lead(c, &lease).await?;
+        }
+        Ok((targets, envs, urls, serving))
+    }
+
+    fn local(&self, http: &reqwest::Client) -> LocalParts {
+        LocalParts {
+            cfg: self.cfg.clone(),
+            program: self.opts.program.clone(),
+            log_dir: self.log_dir.clone(),
+            registry: self.opts.registry.clone(),
+            tx: self.tx.clone(),
+            log: self.log.clone(),
+            http: http.clone(),
+        }
+    }
+}
+
+fn random_token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 24];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}

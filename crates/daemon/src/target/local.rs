@@ -1,0 +1,353 @@
+//! An environment on this machine: hoist's gateway in front of supervised
+//! `hoist-server` processes (`hoist_targets::start_replicas`), one set per variant.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use hoist_gateway::{Gateway, Routes, Snapshot, Upstream};
+use hoist_registry::Registry;
+use hoist_release::config::{Config, Environment};
+use hoist_release::journal::Live;
+use hoist_release::machine::ReleaseId;
+use hoist_targets::{ServerProgram, ServerSpec, Supervised};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Candidate, EnvTarget, Serving};
+use crate::cmd::{Cmd, Started};
+use crate::live::gateway::GatewayMetrics;
+use crate::live::{LiveMetrics, StepShape};
+use crate::views::{LogLine, ServerView, WindowView};
+
+/// What a local environment needs from the daemon.
+#[derive(Clone)]
+pub struct LocalParts {
+    pub cfg: Arc<Config>,
+    pub program: ServerProgram,
+    /// Each model server's output goes to a file here.
+    pub log_dir: PathBuf,
+    /// Where a live version's files come from again when they are gone.
+    pub registry: Arc<dyn Registry>,
+    pub tx: mpsc::Sender<Cmd>,
+    pub log: broadcast::Sender<LogLine>,
+    pub http: reqwest::Client,
+}
+
+/// One variant's servers.
+struct Servers {
+    version: String,
+    servers: Vec<Supervised>,
+}
+
+/// One environment on this machine.
+pub struct LocalEnv {
+    env: Environment,
+    parts: LocalParts,
+    /// Where the gateway listens.
+    addr: SocketAddr,
+    gateway: Gateway,
+    /// Each variant's version and servers (a variant without servers takes no traffic).
+    stable: Option<Servers>,
+    candidate: Option<Servers>,
+    weight: u32,
+    /// Percent of stable's requests mirrored to the candidate (shadow steps).
+    shadow: u32,
+    /// Remember predictions for feedback labels (`analysis.feedback`).
+    feedback: bool,
+    /// The gateway's counters when the current candidate arrived (or it started).
+    baseline: Snapshot,
+}
+
+impl LocalEnv {
+    pub fn new(
+        env: Environment,
+        addr: SocketAddr,
+        gateway: Gateway,
+        parts: LocalParts,
+    ) -> LocalEnv {
+        let feedback = parts.cfg.analysis.with(&env.analysis).feedback;
+        let this = LocalEnv {
+            baseline: gateway.metrics(),
+            env,
+            parts,
+            addr,
+            gateway,
+            stable: None,
+            candidate: None,
+            weight: 0,
+            shadow: 0,
+            feedback,
+        };
+        if this.feedback {
+            this.apply_routes();
+        }
+        this
+    }
+
+    fn say(&self, release: Option<ReleaseId>, message: String) {
+        crate::log::say(&self.parts.log, release, message);
+    }
+
+    fn apply_routes(&self) {
+        let upstream = |s: &Option<Servers>| {
+            s.as_ref().map(|s| Upstream {
+                version: s.version.clone(),
+                addrs: s.servers.iter().map(|s| s.addr()).collect(),
+            })
+        };
+        let candidate = self.candidate.is_some();
+        self.gateway.set_routes(Routes {
+            stable: upstream(&self.stable),
+            candidate: upstream(&self.candidate),
+            candidate_weight: if candidate { self.weight } else { 0 },
+            shadow_percent: if candidate { self.shadow } else { 0 },
+            feedback: self.feedback,
+        });
+    }
+
+    fn spec(&self, path: &Path, version: &str) -> ServerSpec {
+        let cfg = &self.parts.cfg;
+        let mut spec = ServerSpec::new(
+            self.parts.program.clone(),
+            path,
+            cfg.model.name.clone(),
+            version.to_string(),
+        );
+        spec.extra_args = vec!["--runtime".into(), cfg.server.runtime.clone()];
+        spec.extra_args.extend(cfg.server_args(&self.env));
+        spec.ready_timeout = cfg.server.ready_timeout.0;
+        spec.log_file = Some(
+            self.parts
+                .log_dir
+                .join(format!("{}-v{version}.log", self.env.name)),
+        );
+        spec
+    }
+
+    fn grace(&self) -> Duration {
+        self.parts.cfg.server.stop_grace.0
+    }
+}
+
+/// Stop servers gracefully (drain, then kill after `grace`) without waiting here.
+pub fn stop_in_background(servers: Vec<Supervised>, grace: Duration) {
+    tokio::spawn(async move {
+        futures_util::future::join_all(servers.into_iter().map(|s| s.stop(grace))).await;
+    });
+}
+
+fn server_views(servers: &Option<Servers>) -> Vec<ServerView> {
+    servers
+        .iter()
+        .flat_map(|s| &s.servers)
+        .map(|s| ServerView {
+            addr: s.addr(),
+            pid: s.pid(),
+            restarts: s.restarts(),
+            status: format!("{:?}", s.status()),
+        })
+        .collect()
+}
+
+fn addrs(servers: &Option<Servers>) -> Vec<SocketAddr> {
+    servers
+        .iter()
+        .flat_map(|s| &s.servers)
+        .map(|s| s.addr())
+        .collect()
+}
+
+impl EnvTarget for LocalEnv {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn restore(&mut self, live: Option<Live>) -> BoxFuture<'_, Option<Serving>> {
+        async move {
+            let live = live?;
+            let name = self.env.name.clone();
+            self.say(
+                None,
+                format!(
+                    "{name}: starting v{} (live before the restart)",
+                    live.version
+                ),
+            );
+            let mut spec = self.spec(Path::new(&live.path), &live.version);
+            if !Path::new(&live.path).exists() {
+                let registry = self.parts.registry.clone();
+                match crate::artifact::fetch(registry, live.model.clone(), live.version.clone())
+                    .await
+                {
+                    Ok((_, dir)) => spec.model_path = dir,
+                    Err(e) => {
+                        self.say(
+                            None,
+                            format!("{name}: the live version could not be restarted: {e}"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            match hoist_targets::start_replicas(&spec, self.env.replicas).await {
+                Ok(servers) => {
+                    self.stable = Some(Servers {
+                        version: live.version.clone(),
+                        servers,
+                    });
+                    self.apply_routes();
+                    self.say(None, format!("{name}: v{} serving again", live.version));
+                    Some(Serving {
+                        version: live.version,
+                        digest: live.digest,
+                        release_id: live.release_id,
+                    })
+                }
+                Err(e) => {
+                    self.say(
+                        None,
+                        format!("{name}: the live version could not be restarted: {e}"),
+                    );
+                    None
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn start_candidate(&mut self, c: Candidate) {
+        let (tx, env, id) = (self.parts.tx.clone(), self.env.name.clone(), c.id);
+        let Some(path) = c.path else {
+            tokio::spawn(async move {
+                let result = Err("the release has no fetched files".into());
+                let _ = tx.send(Cmd::CandidateStarted { id, env, result }).await;
+            });
+            return;
+        };
+        let spec = self.spec(Path::new(&path), &c.version);
+        let replicas = self.env.replicas;
+        self.say(
+            Some(id),
+            format!(
+                "release {id}: {env}: starting {replicas} server(s) for v{}",
+                c.version
+            ),
+        );
+        tokio::spawn(async move {
+            let result = hoist_targets::start_replicas(&spec, replicas)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Cmd::CandidateStarted { id, env, result }).await;
+        });
+    }
+
+    fn take_candidate(&mut self, version: &str, started: Started, _known: bool) -> bool {
+        if started.is_empty() {
+            return false;
+        }
+        self.candidate = Some(Servers {
+            version: version.to_string(),
+            servers: started,
+        });
+        self.baseline = self.gateway.metrics();
+        self.apply_routes();
+        true
+    }
+
+    fn discard(&mut self, started: Started) {
+        stop_in_background(started, self.grace());
+    }
+
+    fn set_weight(&mut self, _: ReleaseId, weight: u32) {
+        self.weight = weight;
+        self.apply_routes();
+    }
+
+    fn mirror(&mut self, percent: u32) {
+        self.shadow = percent;
+        self.apply_routes();
+    }
+
+    fn promote(&mut self, _: ReleaseId) {
+        let Some(new) = self.candidate.take() else {
+            return;
+        };
+        let old = self.stable.replace(new);
+        self.weight = 0;
+        self.apply_routes();
+        if let Some(old) = old {
+            stop_in_background(old.servers, self.grace());
+        }
+    }
+
+    fn roll_back(&mut self, _: ReleaseId) {
+        self.weight = 0;
+        let old = self.candidate.take();
+        self.apply_routes();
+        if let Some(old) = old {
+            stop_in_background(old.servers, self.grace());
+        }
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        let grace = self.grace();
+        let servers: Vec<Supervised> = [self.candidate.take(), self.stable.take()]
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.servers)
+            .collect();
+        async move {
+            futures_util::future::join_all(servers.into_iter().map(|s| s.stop(grace))).await;
+        }
+        .boxed()
+    }
+
+    fn variant_url(&self, candidate: bool) -> Option<String> {
+        let servers = if candidate {
+            &self.candidate
+        } else {
+            &self.stable
+        };
+        servers
+            .as_ref()
+            .and_then(|s| s.servers.first())
+            .map(|s| format!("http://{}", s.addr()))
+    }
+
+    fn smoke_test(&self, path: Option<String>) -> BoxFuture<'static, Result<(), String>> {
+        let (http, url) = (self.parts.http.clone(), self.url());
+        let (force, replicas) = (self.env.force_header.clone(), self.env.replicas);
+        async move { super::smoke::smoke_test(&http, &url, &force, path.as_deref(), replicas).await }
+            .boxed()
+    }
+
+    fn live_metrics(&self, shape: StepShape) -> Box<dyn LiveMetrics> {
+        Box::new(GatewayMetrics::new(
+            self.gateway.clone(),
+            self.parts.http.clone(),
+            addrs(&self.candidate),
+            addrs(&self.stable),
+            shape,
+        ))
+    }
+
+    fn servers(&self, candidate: bool) -> Vec<ServerView> {
+        server_views(if candidate {
+            &self.candidate
+        } else {
+            &self.stable
+        })
+    }
+
+    fn windows(&self) -> (WindowView, WindowView) {
+        let w = self.gateway.metrics().since(&self.baseline);
+        (WindowView::of(&w.stable), WindowView::of(&w.candidate))
+    }
+}
