@@ -131,6 +131,12 @@ impl Engine {
         }
         let has_stable = e.stable.is_some();
         let _ = self.apply(id, Event::CandidateReady { has_stable });
+        // A resumed release's actions that waited for its candidate.
+        if let (Some(rest), Some(r)) = (self.deferred.remove(&id), self.active.get(&id).cloned()) {
+            for a in rest {
+                self.perform(&r, a);
+            }
+        }
     }
 
     fn smoked(&mut self, id: ReleaseId, env: String, result: Result<(), String>) {

@@ -91,6 +91,10 @@ pub struct Engine {
     failpoints: FailPoints,
     /// A failure point fired: the engine acts no more, as a killed process.
     killed: bool,
+    /// Actions of a resumed release that need its candidate: performed once the
+    /// candidate runs again (gates, the smoke test and analysis cannot reach a
+    /// candidate that is still starting).
+    deferred: BTreeMap<ReleaseId, Vec<machine::Action>>,
 }
 
 /// Everything [`Engine::new`] needs.
@@ -143,6 +147,7 @@ impl Engine {
             clock: p.clock,
             failpoints: p.failpoints,
             killed: false,
+            deferred: BTreeMap::new(),
         }
     }
 
@@ -261,6 +266,7 @@ impl Engine {
     /// waited for it.
     fn finished(&mut self, id: ReleaseId) {
         self.active.remove(&id);
+        self.deferred.remove(&id);
         if let Some(h) = self.analysis.remove(&id) {
             h.abort();
         }

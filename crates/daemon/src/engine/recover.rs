@@ -2,7 +2,7 @@
 //! version serves again, registry tags not confirmed written are written again, and
 //! each unfinished release resumes where it was (`machine::resume`).
 
-use hoist_release::machine::{self, Event, Phase};
+use hoist_release::machine::{self, Action, Event, Phase};
 
 use super::{Deployment, Engine};
 
@@ -37,7 +37,13 @@ impl Engine {
                 let _ = self.apply(r.id, Event::Start);
                 continue;
             }
-            for a in actions {
+            let mut actions = actions.into_iter();
+            let first = actions.next();
+            // The candidate first; the rest once it runs (see `Engine::deferred`).
+            if matches!(first, Some(Action::StartCandidate { .. })) {
+                self.deferred.insert(r.id, actions.by_ref().collect());
+            }
+            for a in first.into_iter().chain(actions) {
                 self.perform(&r, a);
             }
         }
