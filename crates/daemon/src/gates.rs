@@ -1,11 +1,13 @@
 //! Gates: checks of a candidate before any user traffic, run in order against its
 //! own server (not through the gateway, so live metrics stay clean). Each gate gives
-//! a report with its numbers; the first failure stops the release.
+//! a report with its numbers; the first failure stops the release. This module does
+//! the I/O (scoring, timing, commands); the verdicts are `hoist_release::gates`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hoist_release::config::Gate;
+use hoist_release::gates as verdicts;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -286,11 +288,6 @@ async fn score(http: &reqwest::Client, url: &str, rows: &[Vec<f64>]) -> Result<S
     })
 }
 
-fn accuracy(pred: &[String], truth: &[String]) -> f64 {
-    let right = pred.iter().zip(truth).filter(|(p, t)| p == t).count();
-    right as f64 / truth.len().max(1) as f64
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn golden_set(
     ctx: &GateContext,
@@ -305,75 +302,39 @@ async fn golden_set(
     let path = ctx.base_dir.join(file);
     let g = read_golden(&path, label)?;
     let cand = score(http, &ctx.candidate, &g.rows).await?;
-    let acc = accuracy(&cand.labels, &g.labels);
-    let mut numbers = json!({ "rows": g.rows.len(), "accuracy": acc });
-    let mut failures = Vec::new();
-    if let Some(min) = min_accuracy
-        && acc < min
-    {
-        failures.push(format!("accuracy {acc:.3} is below {min}"));
+    // Stable is scored only when the gate compares with it.
+    let stable = match (&ctx.stable, max_drop) {
+        (Some(stable), Some(_)) => Some(
+            score(http, stable, &g.rows)
+                .await
+                .map_err(|e| format!("scoring stable: {e}"))?,
+        ),
+        _ => None,
+    };
+    let limits = verdicts::GoldenLimits {
+        min_accuracy,
+        max_drop,
+        min_recall,
+        max_log_loss,
+    };
+    let v = verdicts::judge_golden(
+        &limits,
+        &verdicts::GoldenScores {
+            truth: &g.labels,
+            candidate: &cand.labels,
+            probabilities: cand.probabilities.as_deref(),
+            stable: stable.as_ref().map(|s| s.labels.as_slice()),
+        },
+    );
+    let acc = v.accuracy;
+    let mut numbers = json!({ "rows": g.rows.len(), "accuracy": acc, "recall": v.recall });
+    if let Some(ll) = v.log_loss {
+        numbers["log_loss"] = json!(ll);
     }
-    let mut classes: Vec<&String> = g.labels.iter().collect();
-    classes.sort();
-    classes.dedup();
-    let mut recalls = serde_json::Map::new();
-    for c in classes {
-        let total = g.labels.iter().filter(|l| *l == c).count();
-        let hit = g
-            .labels
-            .iter()
-            .zip(&cand.labels)
-            .filter(|(l, p)| *l == c && *p == c)
-            .count();
-        recalls.insert(c.clone(), json!(hit as f64 / total as f64));
+    if max_drop.is_some() {
+        numbers["stable_accuracy"] = json!(v.stable_accuracy);
     }
-    for (c, min) in min_recall {
-        let r = recalls.get(c).and_then(|v| v.as_f64()).unwrap_or(0.0);
-        if r < *min {
-            failures.push(format!("recall of class {c} {r:.3} is below {min}"));
-        }
-    }
-    numbers["recall"] = Value::Object(recalls);
-    if let Some(probs) = &cand.probabilities {
-        // Classes are indexed by their label when labels are 0..k-1.
-        let mut ll = 0.0;
-        let mut ok = true;
-        for (p, t) in probs.iter().zip(&g.labels) {
-            match t.parse::<usize>().ok().and_then(|i| p.get(i)) {
-                Some(q) => ll -= q.clamp(1e-15, 1.0).ln(),
-                None => ok = false,
-            }
-        }
-        if ok {
-            let ll = ll / probs.len().max(1) as f64;
-            numbers["log_loss"] = json!(ll);
-            if let Some(max) = max_log_loss
-                && ll > max
-            {
-                failures.push(format!("log-loss {ll:.3} is above {max}"));
-            }
-        }
-    } else if max_log_loss.is_some() {
-        failures.push("max_log_loss is set but the model gives no probabilities".into());
-    }
-    if let Some(drop) = max_drop {
-        match &ctx.stable {
-            Some(stable) => {
-                let st = score(http, stable, &g.rows)
-                    .await
-                    .map_err(|e| format!("scoring stable: {e}"))?;
-                let sacc = accuracy(&st.labels, &g.labels);
-                numbers["stable_accuracy"] = json!(sacc);
-                if sacc - acc > drop {
-                    failures.push(format!(
-                        "accuracy {acc:.3} is {:.3} below stable's {sacc:.3} (max drop {drop})",
-                        sacc - acc
-                    ));
-                }
-            }
-            None => numbers["stable_accuracy"] = Value::Null,
-        }
-    }
+    let failures = v.failures;
     let passed = failures.is_empty();
     let summary = if passed {
         format!("accuracy {acc:.3} on {} rows of {file}", g.rows.len())
@@ -458,20 +419,8 @@ async fn latency(
     for t in tasks {
         times.extend(t.await.map_err(|e| e.to_string())??);
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    let q = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
-    let (p50, p99) = (q(0.5), q(0.99));
-    let mut failures = Vec::new();
-    if let Some(m) = max_p50_ms
-        && p50 > m
-    {
-        failures.push(format!("p50 {p50:.1} ms is above {m} ms"));
-    }
-    if let Some(m) = max_p99_ms
-        && p99 > m
-    {
-        failures.push(format!("p99 {p99:.1} ms is above {m} ms"));
-    }
+    let (p50, p99) = verdicts::latency_quantiles(&mut times).ok_or("the gate made no requests")?;
+    let failures = verdicts::judge_latency(p50, p99, max_p50_ms, max_p99_ms);
     let passed = failures.is_empty();
     Ok(GateReport {
         gate: "latency".into(),
@@ -569,7 +518,7 @@ async fn metadata(http: &reqwest::Client, url: &str, name: &str) -> Result<Value
     r.json().await.map_err(|e| e.to_string())
 }
 
-fn tensors(v: &Value, key: &str) -> Vec<(String, String, String)> {
+fn tensors(v: &Value, key: &str) -> Vec<verdicts::Tensor> {
     v[key]
         .as_array()
         .into_iter()
@@ -600,39 +549,18 @@ async fn signature(
         });
     };
     let st = metadata(http, stable, &ctx.model_name).await?;
-    let mut diffs = Vec::new();
-    for key in ["inputs", "outputs"] {
-        let (a, b) = (tensors(&st, key), tensors(&cand, key));
-        if a != b {
-            let show = |v: &[(String, String, String)]| {
-                v.iter()
-                    .map(|(n, d, s)| format!("{n} {d} {s}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            diffs.push(format!(
-                "{key}: stable has [{}], the candidate [{}]",
-                show(&a),
-                show(&b)
-            ));
-        }
-    }
     let why = match (&ctx.breaking_change, allow_breaking) {
         (Some(why), _) => Some(why.as_str()),
         (None, true) => Some("allow_breaking = true"),
         (None, false) => None,
     };
-    let passed = diffs.is_empty() || why.is_some();
+    let (si, so) = (tensors(&st, "inputs"), tensors(&st, "outputs"));
+    let (ci, co) = (tensors(&cand, "inputs"), tensors(&cand, "outputs"));
+    let (passed, summary) = verdicts::judge_signature([&si, &so], [&ci, &co], why);
     Ok(GateReport {
         gate: "signature".into(),
         passed,
-        summary: if diffs.is_empty() {
-            "inputs and outputs match stable's".into()
-        } else if let Some(why) = why {
-            format!("breaking change allowed ({why}): {}", diffs.join("; "))
-        } else {
-            format!("incompatible with stable: {}", diffs.join("; "))
-        },
+        summary,
         numbers: json!({ "stable": { "inputs": st["inputs"], "outputs": st["outputs"] }, "candidate": { "inputs": cand["inputs"], "outputs": cand["outputs"] } }),
         output: None,
     })

@@ -20,6 +20,7 @@
 //! | [`trigger`] | registry promotions become releases |
 //! | [`notify`] | release events to Slack and webhooks |
 //! | [`clock`], [`failpoint`] | what "now" is, and where tests kill the engine |
+//! | [`shutdown`], [`log`], [`artifact`] | the one stop signal, progress lines, fetching a version |
 //! | [`api`], [`views`] | the HTTP API and its types |
 
 pub mod api;
@@ -34,6 +35,7 @@ pub mod log;
 pub mod notify;
 pub mod prometheus;
 pub mod run;
+pub mod shutdown;
 pub mod target;
 pub mod trigger;
 pub mod views;

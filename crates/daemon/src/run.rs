@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::cmd::{Cmd, EngineClient};
 use crate::engine::{Engine, EngineParts};
+use crate::shutdown::stopped;
 use crate::target::EnvTarget;
 use crate::target::kube::{ClusterEnv, ClusterTarget};
 use crate::target::local::{LocalEnv, LocalParts};
@@ -107,11 +108,6 @@ pub async fn run(
     Ok(())
 }
 
-/// A future that completes once `stop` says so (or its sender is gone).
-pub async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 /// What the daemon's state directory gives: the journal, the log directory and the
 /// API token.
 struct State {
@@ -169,18 +165,7 @@ pub async fn start(
         log: log.clone(),
     };
     let (targets, envs, urls, serving) = wiring.targets(gateways).await?;
-    let mut engine = Engine::new(EngineParts {
-        cfg: cfg.clone(),
-        journal: state.journal.clone(),
-        registry: opts.registry.clone(),
-        base_dir: opts.base_dir.clone(),
-        targets,
-        tx: tx.clone(),
-        log: log.clone(),
-        notifier,
-        clock: Arc::new(crate::clock::SystemClock),
-        failpoints: Default::default(),
-    });
+    let mut engine = wiring.engine(targets, notifier);
     // Promotions from this point on reach the trigger; earlier ones, catch_up.
     let start_seq = opts
         .embedded
@@ -213,11 +198,7 @@ pub async fn start(
         config: cfg.clone(),
         registry: opts.registry.clone(),
     });
-    let api = axum::serve(listeners.api, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    tokio::spawn(async move {
-        let _ = api.await;
-    });
-    std::fs::write(state.dir.join("api"), format!("http://{api_addr}\n"))?;
+    serve_api(listeners.api, app, stop_rx.clone(), &state.dir)?;
     let (stop, stop_now) = oneshot::channel::<()>();
     let done = tokio::spawn(supervise(
         shutdown,
@@ -238,6 +219,22 @@ pub async fn start(
         stop: Some(stop),
         done,
     })
+}
+
+/// Serves the API until the daemon stops, and tells the CLI where it is.
+fn serve_api(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: watch::Receiver<bool>,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let api = axum::serve(listener, app).with_graceful_shutdown(stopped(stop));
+    tokio::spawn(async move {
+        let _ = api.await;
+    });
+    std::fs::write(dir.join("api"), format!("http://{addr}\n"))?;
+    Ok(())
 }
 
 /// Waits for the shutdown future (or [`Daemon::stop`]), then stops the engine (which
@@ -399,6 +396,22 @@ impl Wiring<'_> {
             crate::target::kube::lead(c, &lease).await?;
         }
         Ok((targets, envs, urls, serving))
+    }
+
+    /// The engine, on the wall clock, without failure points.
+    fn engine(&self, targets: Targets, notifier: crate::notify::Notifier) -> Engine {
+        Engine::new(EngineParts {
+            cfg: self.cfg.clone(),
+            journal: self.journal.clone(),
+            registry: self.opts.registry.clone(),
+            base_dir: self.opts.base_dir.clone(),
+            targets,
+            tx: self.tx.clone(),
+            log: self.log.clone(),
+            notifier,
+            clock: Arc::new(crate::clock::SystemClock),
+            failpoints: Default::default(),
+        })
     }
 
     fn local(&self, http: &reqwest::Client) -> LocalParts {

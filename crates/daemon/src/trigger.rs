@@ -55,7 +55,7 @@ pub fn spawn(
         );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(crate::run::stopped(stop))
+                .with_graceful_shutdown(crate::shutdown::stopped(stop))
                 .await;
         });
     }
