@@ -18,8 +18,16 @@
 //!
 //! A transition is journaled before any of its actions is performed; a kill between
 //! the two (see [`crate::failpoint`]) is repaired by [`Engine::recover`] on the same
-//! journal: unfinished releases resume (`machine::resume`) and registry tags not
-//! confirmed written are written again.
+//! journal: unfinished releases resume (`machine::resume`; a resumed release's
+//! gates, smoke test and analysis wait until its candidate runs again) and registry
+//! tags not confirmed written are written again (`Journal::pending_tags`).
+//!
+//! # Caveats
+//!
+//! Notifications are queued when their transition is journaled, before its actions;
+//! they are not journaled themselves, so a process killed before the notifier
+//! delivered them loses them (`tests/failpoints.rs` kills the engine, not the
+//! notifier's task).
 
 mod handle;
 mod notify;
