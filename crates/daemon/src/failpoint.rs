@@ -73,3 +73,50 @@ pub const ACTION_KINDS: [&str; 12] = [
     "stop_candidate",
     "tag",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One action of each kind.
+    fn every_action() -> Vec<Action> {
+        let env = || "production".to_string();
+        vec![
+            Action::Fetch,
+            Action::StartCandidate { env: env() },
+            Action::RunGates { env: env() },
+            Action::SmokeTest { env: env() },
+            Action::AwaitApproval { env: env() },
+            Action::SetWeight {
+                env: env(),
+                weight: 10,
+            },
+            Action::Mirror {
+                env: env(),
+                percent: 5,
+            },
+            Action::BeginAnalysis {
+                env: env(),
+                step: 0,
+            },
+            Action::WakeAt { at_ms: 1 },
+            Action::PromoteCandidate { env: env() },
+            Action::StopCandidate { env: env() },
+            Action::Tag {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn failure_points_are_named_as_the_journal_names_actions() {
+        let actions = every_action();
+        for a in &actions {
+            let journaled = serde_json::to_value(a).unwrap()["action"].clone();
+            assert_eq!(journaled, action_kind(a), "{a:?}");
+        }
+        let kinds: Vec<&str> = actions.iter().map(action_kind).collect();
+        assert_eq!(kinds, ACTION_KINDS);
+    }
+}
