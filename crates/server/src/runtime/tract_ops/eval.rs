@@ -349,7 +349,6 @@ impl Ensemble {
 }
 
 /// ORT's `write_scores` for two or more scores, in place.
-
 pub(super) fn write_scores(z: &mut [f32], post: PostTransform) {
     match post {
         PostTransform::None => (),
