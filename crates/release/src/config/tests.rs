@@ -1,0 +1,186 @@
+use super::*;
+
+#[test]
+fn empty_file_is_the_default_pipeline() {
+    let c = Config::parse("", "hoist.toml").unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.environments[0].name, "staging");
+    assert_eq!(c.model.trigger, Trigger::Alias("champion".into()));
+}
+
+#[test]
+fn full_file_parses() {
+    let text = r#"
+[registry]
+url = "embedded"
+poll_interval = "250ms"
+
+[model]
+name = "fraud"
+trigger = { stage = "Production" }
+
+[analysis]
+max_p99_ms = 50
+min_requests = 5
+
+[[environments]]
+name = "staging"
+listen = "127.0.0.1:9001"
+strategy = "blue-green"
+scale_down_delay = "10s"
+
+[[environments]]
+name = "production"
+listen = "127.0.0.1:9002"
+replicas = 2
+approval = true
+steps = [{ weight = 10, pause = "1m" }, { weight = 50, pause = true }]
+analysis = { max_error_rate = 0.05 }
+"#;
+    let c = Config::parse(text, "hoist.toml").unwrap();
+    assert_eq!(c.model.trigger, Trigger::Stage("Production".into()));
+    assert_eq!(c.registry.poll_interval.0, Duration::from_millis(250));
+    let p = &c.environments[1];
+    assert_eq!(p.replicas, 2);
+    assert_eq!(p.steps[0].pause, Pause::For(Duration::from_secs(60)));
+    assert_eq!(p.steps[1].pause, Pause::UntilPromoted);
+    let a = c.analysis.with(&p.analysis);
+    assert_eq!(a.max_error_rate, 0.05);
+    assert_eq!(a.max_p99_ms, 50.0);
+    assert_eq!(
+        c.environments[0].scale_down_delay.0,
+        Duration::from_secs(10)
+    );
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let err = Config::parse("[model]\nname = \"x\"\ntriger = \"manual\"\n", "hoist.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("triger"), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+}
+
+#[test]
+fn bad_weight_is_named_with_its_line() {
+    let text =
+        "[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\nsteps = [{ weight = 150 }]\n";
+    let err = Config::parse(text, "hoist.toml").unwrap_err().to_string();
+    assert!(err.contains("weight must be a percentage"), "{err}");
+    assert!(err.contains("line 4"), "{err}");
+}
+
+#[test]
+fn falling_weights_are_refused_with_the_key() {
+    let text = "[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\nsteps = [{ weight = 50 }, { weight = 20 }]\n";
+    let err = Config::parse(text, "hoist.toml").unwrap_err().to_string();
+    assert!(err.contains("environments[0].steps[1].weight"), "{err}");
+    assert!(err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn gates_and_notifications_parse() {
+    let text = r#"
+[[gates]]
+kind = "golden-set"
+file = "golden.csv"
+min_accuracy = 0.9
+min_recall = { "1" = 0.95 }
+
+[[gates]]
+kind = "latency"
+max_p99_ms = 50
+
+[[gates]]
+kind = "command"
+run = ["pytest", "-q"]
+
+[[notifications]]
+url = "http://127.0.0.1:9/hook"
+kind = "slack"
+events = ["rolled_back"]
+"#;
+    let c = Config::parse(text, "hoist.toml").unwrap();
+    assert_eq!(c.gates.len(), 3);
+    assert!(
+        matches!(&c.gates[0], Gate::GoldenSet { min_recall, label, .. } if min_recall["1"] == 0.95 && label == "label")
+    );
+    assert!(matches!(
+        &c.gates[1],
+        Gate::Latency {
+            concurrency: 4,
+            requests: 200,
+            ..
+        }
+    ));
+    assert_eq!(c.notifications[0].kind, NotificationKind::Slack);
+    let err = Config::parse("[[gates]]\nkind = \"vibes\"\n", "hoist.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("vibes") && err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+    assert!(parse_duration("5 parsecs").is_err());
+    assert!(parse_duration("soon").is_err());
+    assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+}
+
+#[test]
+fn duplicate_environment_is_refused() {
+    let text = "[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\n[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:2\"\n";
+    let err = Config::parse(text, "hoist.toml").unwrap_err().to_string();
+    assert!(err.contains("declared twice"), "{err}");
+    assert!(err.contains("line 4"), "{err}");
+}
+
+#[test]
+fn comparison_and_drift_bin_keys_are_checked_and_reach_the_servers() {
+    let env = |analysis: &str| {
+        format!(
+            "[analysis]\nmax_p95_ms = 80\n[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\nanalysis = {{ {analysis} }}\n"
+        )
+    };
+    let c = Config::parse(
+        &env("drift_bins = [100, 150.5, 200], error_tolerance = 0.01, max_p50_ms = 20"),
+        "hoist.toml",
+    )
+    .unwrap();
+    let a = c.analysis.with(&c.environments[0].analysis);
+    assert_eq!(a.max_p95_ms, Some(80.0), "inherited from [analysis]");
+    assert_eq!(a.max_p50_ms, Some(20.0));
+    assert_eq!(a.error_tolerance, 0.01);
+    assert!(a.compare_errors, "on by default");
+    assert_eq!(
+        c.server_args(&c.environments[0]),
+        vec!["--prediction-bins", "100,150.5,200"]
+    );
+    // No bins: no flag.
+    let c = Config::parse(&env("max_p50_ms = 20"), "hoist.toml").unwrap();
+    assert!(c.server_args(&c.environments[0]).is_empty());
+    for (analysis, want) in [
+        (
+            "drift_bins = [200, 100]",
+            "environments[0].analysis.drift_bins: edges must be strictly ascending; 200 is followed by 100",
+        ),
+        (
+            "error_tolerance = 2.0",
+            "environments[0].analysis.error_tolerance: must be a share from 0 to 1",
+        ),
+        (
+            "max_p50_ms = 0",
+            "environments[0].analysis.max_p50_ms: must be above 0",
+        ),
+    ] {
+        let err = Config::parse(&env(analysis), "hoist.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{analysis}: {err}");
+    }
+}

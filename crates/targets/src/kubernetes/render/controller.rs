@@ -1,0 +1,234 @@
+//! The in-cluster controller's manifests.
+
+use super::*;
+
+/// The in-cluster controller: `hoist up` as a Deployment in its own namespace, with
+/// its ServiceAccount, the Lease its replicas compete for, its hoist.toml in a
+/// ConfigMap, and a Service for the CLI (`kubectl port-forward`). Each environment's
+/// [`render`] adds the Role it needs there.
+pub fn render_controller(c: &ControllerSpec, app: &AppSpec) -> Result<Manifests> {
+    app.validate()?;
+    let ns = c.namespace.clone();
+    let lbl = labels([
+        (LABEL_APP, CONTROLLER),
+        ("app.kubernetes.io/part-of", "hoist"),
+        ("app.kubernetes.io/managed-by", "hoist"),
+    ]);
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.clone()),
+        labels: Some(lbl.clone()),
+        ..Default::default()
+    };
+    let sa = ServiceAccount {
+        metadata: meta(CONTROLLER),
+        ..Default::default()
+    };
+    // Leader election: create the Lease, then read and renew only this one.
+    let role = Role {
+        metadata: meta(CONTROLLER),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                verbs: vec!["create".into()],
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                resource_names: Some(vec![CONTROLLER.into()]),
+                verbs: vec!["get".into(), "update".into(), "patch".into()],
+                ..Default::default()
+            },
+        ]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(CONTROLLER),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: CONTROLLER.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: CONTROLLER.into(),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        }]),
+    };
+    let lease = Lease {
+        metadata: meta(CONTROLLER),
+        spec: Some(LeaseSpec {
+            lease_duration_seconds: Some(15),
+            ..Default::default()
+        }),
+    };
+    let config = ConfigMap {
+        metadata: meta(&format!("{CONTROLLER}-config")),
+        data: Some(labels([("hoist.toml", c.config_toml.as_str())])),
+        ..Default::default()
+    };
+    let mut env = vec![
+        EnvVar {
+            name: "HOIST_POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        value_env("HOIST_LEASE", &format!("{ns}/{CONTROLLER}")),
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: format!("{CONTROLLER}-config"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        empty_dir("tmp"),
+        match &c.journal_claim {
+            Some(claim) => Volume {
+                name: "home".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            None => empty_dir("home"),
+        },
+    ];
+    let mut mounts = vec![
+        mount("config", "/etc/hoist", true),
+        mount("tmp", "/tmp", false),
+        mount("home", "/var/lib/hoist", false),
+    ];
+    if let ModelSource::Registry {
+        credentials_secret, ..
+    } = &app.model_source
+    {
+        env.extend(registry_env(credentials_secret.as_deref()));
+    }
+    if let Some(s) = &app.admin_token_secret {
+        volumes.push(admin_volume(s));
+        mounts.push(mount("admin-token", ADMIN_DIR, true));
+        env.push(value_env(
+            "HOIST_ADMIN_TOKEN_FILE",
+            &format!("{ADMIN_DIR}/token"),
+        ));
+    }
+    let container = Container {
+        name: "hoist".into(),
+        image: Some(c.image.clone()),
+        command: Some(vec!["hoist".into()]),
+        args: Some(
+            [
+                "up",
+                "--config",
+                "/etc/hoist/hoist.toml",
+                "--home",
+                "/var/lib/hoist",
+                "--listen",
+                "0.0.0.0:7070",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ),
+        ports: Some(vec![ContainerPort {
+            name: Some("api".into()),
+            container_port: 7070,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        env: Some(env),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::String("api".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [("cpu", "100m"), ("memory", "128Mi")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.into())))
+                    .collect(),
+            ),
+            limits: Some(
+                [("memory", "512Mi")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.into())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        security_context: Some(restricted()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(CONTROLLER),
+        spec: Some(DeploymentSpec {
+            replicas: Some(c.replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels([(LABEL_APP, CONTROLLER)])),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(lbl.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(CONTROLLER.into()),
+                    security_context: Some(pod_security()),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: meta(CONTROLLER),
+        spec: Some(ServiceSpec {
+            selector: Some(labels([(LABEL_APP, CONTROLLER)])),
+            ports: Some(vec![ServicePort {
+                name: Some("api".into()),
+                port: 7070,
+                target_port: Some(IntOrString::String("api".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut objects = Vec::new();
+    if ns != app.namespace {
+        objects.push(Object::Namespace(namespace(&ns)));
+    }
+    objects.extend([
+        Object::ServiceAccount(sa),
+        Object::Role(role),
+        Object::RoleBinding(binding),
+        Object::ConfigMap(config),
+        Object::Lease(lease),
+        Object::Deployment(Box::new(deployment)),
+        Object::Service(service),
+    ]);
+    Ok(Manifests { objects })
+}
