@@ -10,16 +10,14 @@ use hoist_types::onnx::build::{add_model_with_external_weights, weights, write_p
 use serde_json::Value;
 
 struct Env {
-    dir: PathBuf,
+    dir: hoist_testkit::Scratch,
 }
 
 impl Env {
     fn new(tag: &str) -> Env {
-        let dir =
-            std::env::temp_dir().join(format!("hoist-cli-closed-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Env { dir }
+        Env {
+            dir: hoist_testkit::Scratch::new(&format!("cli-closed-{tag}")),
+        }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -36,12 +34,6 @@ impl Env {
 
     fn package(&self, name: &str, data: &str, location: &str) -> PathBuf {
         write_package(&self.dir.join(name), data, location, [1.0, 2.0])
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,26 +1,25 @@
-//! The `hoist` binary against a REAL MLflow tracking server: one server (MLflow from
-//! `.venv-mlflow`, made by `tools/mlflow-venv.sh`, or the python named by
-//! `HOIST_MLFLOW_PYTHON`) on 127.0.0.1 with a SQLite backend, versions registered with
-//! the real Python client, then read, shown and fetched with `hoist --registry URL`;
-//! a model registered by `hoist model register` (files through the artifact proxy),
-//! then listed, shown, fetched and re-registered with hoist and downloaded, loaded and
-//! run with MLflow's own client;
-//! a webhook made by `hoist mlflow connect` delivering an alias move set with the
-//! Python client to `hoist watch --webhook-listen`, and `hoist watch` polling alone.
+//! The `hoist` binary against a REAL MLflow tracking server: one server per test binary
+//! ([`hoist_testkit::mlflow`]: MLflow from `.venv-mlflow`, made by
+//! `tools/mlflow-venv.sh`, or the python named by `HOIST_MLFLOW_PYTHON`) on 127.0.0.1
+//! with a SQLite backend, shared by the tests below (each on models of its own).
+//! Versions registered with the real Python client, then read, shown and fetched with
+//! `hoist --registry URL`; a model registered by `hoist model register` (files through
+//! the artifact proxy), then listed, shown, fetched and re-registered with hoist and
+//! downloaded, loaded and run with MLflow's own client; a webhook made by
+//! `hoist mlflow connect` delivering an alias move set with the Python client to
+//! `hoist watch --webhook-listen`, and `hoist watch` polling alone.
 //!
-//! Without the venv this test FAILS (it does not skip): run `bash tools/mlflow-venv.sh`.
+//! Without the venv these tests FAIL (they do not skip): run `bash tools/mlflow-venv.sh`.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hoist_testkit::{MlflowServer, PyClient, mlflow_python, repo_root, tail};
+use hoist_testkit::{Scratch, example_model, free_port, mlflow, poll, unique_name, wait_for};
 use serde_json::{Value, json};
 
-const MODEL: &str = "hoist_cli_e2e";
-/// A model hoist registers into MLflow itself.
-const REGISTERED: &str = "hoist_cli_registered";
 const SECRET: &str = "hoist-cli-e2e-secret";
 
 struct Reaped(Child);
@@ -32,10 +31,22 @@ impl Drop for Reaped {
     }
 }
 
+fn uri() -> &'static str {
+    &mlflow().uri
+}
+
+fn pkg() -> PathBuf {
+    example_model("breast_cancer_lr")
+}
+
+fn onnx_path() -> PathBuf {
+    pkg().join("model.onnx")
+}
+
 /// `hoist --registry URI ARGS` with a scratch `HOIST_HOME` (the fetch cache).
-fn hoist(tmp: &Path, uri: &str, args: &[&str]) -> Command {
+fn hoist(tmp: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hoist"));
-    c.args(["--registry", uri])
+    c.args(["--registry", uri()])
         .args(args)
         .env("HOIST_HOME", tmp.join("hoist-home"))
         .env_remove("MLFLOW_TRACKING_URI")
@@ -47,14 +58,52 @@ fn hoist(tmp: &Path, uri: &str, args: &[&str]) -> Command {
     c
 }
 
-fn json_ok(tmp: &Path, uri: &str, args: &[&str]) -> Value {
-    let out: Output = hoist(tmp, uri, args).arg("--json").output().unwrap();
+fn json_ok(tmp: &Path, args: &[&str]) -> Value {
+    let out: Output = hoist(tmp, args).arg("--json").output().unwrap();
     assert!(
         out.status.success(),
         "hoist {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A model of its own: two versions registered with the real client, `champion` → `at`.
+fn model(prefix: &str, at: &str) -> String {
+    let name = unique_name(prefix);
+    let mut c = mlflow().client();
+    assert_eq!(c.register(&name, &onnx_path(), 2), ["1", "2"]);
+    c.set_alias(&name, "champion", at);
+    name
+}
+
+/// Shared by the tests that only read: two versions, `champion` → 1.
+fn read_only_model() -> &'static str {
+    static MODEL: OnceLock<String> = OnceLock::new();
+    MODEL.get_or_init(|| model("hoist_cli_e2e", "1"))
+}
+
+/// `hoist model register` of the example package as a new model (tag `team=risk`,
+/// alias `champion`); the name and hoist's answer.
+fn register(tmp: &Path, prefix: &str) -> (String, Value) {
+    let name = unique_name(prefix);
+    let t = Instant::now();
+    let r = json_ok(
+        tmp,
+        &[
+            "model",
+            "register",
+            pkg().to_str().unwrap(),
+            "--name",
+            &name,
+            "--tag",
+            "team=risk",
+            "--alias",
+            "champion",
+        ],
+    );
+    println!("hoist model register into MLflow took {:?}", t.elapsed());
+    (name, r)
 }
 
 /// Every file under `a` is under `b` with the same bytes, and the other way round.
@@ -76,26 +125,34 @@ fn assert_same_files(a: &Path, b: &Path) {
     }
 }
 
+/// Starts `hoist watch ARGS`; its first stderr line and the process.
+fn watch(tmp: &Path, args: &[&str]) -> (Reaped, BufReader<std::process::ChildStderr>, String) {
+    let mut w = Reaped(
+        hoist(tmp, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(w.0.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    (w, stderr, line)
+}
+
+fn stdout_of(w: &mut Reaped) -> String {
+    let mut out = String::new();
+    w.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    out
+}
+
+// ---- read through hoist: versions registered with the real client ----
+
 #[test]
-fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
-    let test_start = Instant::now();
-    let py = mlflow_python();
-    let tmp = std::env::temp_dir().join(format!("hoist-cli-mlflow-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
-    let server = MlflowServer::start(&py, &tmp);
-    let uri = server.uri.clone();
-    let mut client = PyClient::start(&py, &tmp, &uri);
-
-    // ---- two versions registered with the real client; champion -> 1 ----
-    let onnx_path = repo_root().join("examples/models/breast_cancer_lr/model.onnx");
-    let reg = client.call(json!({"op": "register", "name": MODEL, "path": onnx_path, "count": 2}));
-    assert_eq!(reg["versions"], json!(["1", "2"]));
-    client.call(json!({"op": "alias", "name": MODEL, "alias": "champion", "version": "1"}));
-    println!("registered at {:?}", test_start.elapsed());
-
-    // ---- read through hoist ----
-    let versions = json_ok(&tmp, &uri, &["model", "versions", MODEL]);
+fn model_versions_lists_newest_first() {
+    let model = read_only_model();
+    let tmp = Scratch::new("cli-mlflow-versions");
+    let versions = json_ok(&tmp, &["model", "versions", model]);
     let numbers: Vec<&str> = versions
         .as_array()
         .unwrap()
@@ -103,72 +160,79 @@ fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
         .map(|v| v["version"].as_str().unwrap())
         .collect();
     assert_eq!(numbers, ["2", "1"], "{versions}");
-    let shown = json_ok(&tmp, &uri, &["model", "show", &format!("{MODEL}@champion")]);
+}
+
+#[test]
+fn model_show_resolves_an_alias() {
+    let model = read_only_model();
+    let tmp = Scratch::new("cli-mlflow-show");
+    let shown = json_ok(&tmp, &["model", "show", &format!("{model}@champion")]);
     assert_eq!(shown["version"], "1", "{shown}");
     assert_eq!(shown["aliases"], json!(["champion"]), "{shown}");
-    let listed = json_ok(&tmp, &uri, &["model", "list"]);
+}
+
+#[test]
+fn model_list_shows_the_latest_version() {
+    let model = read_only_model();
+    let tmp = Scratch::new("cli-mlflow-list");
+    let listed = json_ok(&tmp, &["model", "list"]);
     assert!(
         listed
             .as_array()
             .unwrap()
             .iter()
-            .any(|m| m["name"] == MODEL && m["latest_version"] == "2"),
+            .any(|m| m["name"] == model && m["latest_version"] == "2"),
         "{listed}"
     );
-    // Fetch: the files, verified, with the digest recorded in MLflow.
+}
+
+#[test]
+fn model_show_names_an_unknown_alias_with_the_not_found_exit_code() {
+    let model = read_only_model();
+    let tmp = Scratch::new("cli-mlflow-unknown");
+    let out = hoist(&tmp, &["model", "show", &format!("{model}@nope")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
+
+#[test]
+fn model_fetch_writes_the_files_and_records_their_digest_in_mlflow() {
+    let model = model("hoist_cli_fetch", "1");
+    let tmp = Scratch::new("cli-mlflow-fetch");
     let to = tmp.join("fetched");
     let fetched = json_ok(
         &tmp,
-        &uri,
         &[
             "model",
             "fetch",
-            &format!("{MODEL}@champion"),
+            &format!("{model}@champion"),
             "--to",
             to.to_str().unwrap(),
         ],
     );
     assert_eq!(
         std::fs::read(to.join("model.onnx")).unwrap(),
-        std::fs::read(&onnx_path).unwrap()
+        std::fs::read(onnx_path()).unwrap()
     );
     let digest = fetched["digest"].as_str().unwrap().to_string();
-    let v1 = json_ok(&tmp, &uri, &["model", "show", &format!("{MODEL}/1")]);
+    let v1 = json_ok(&tmp, &["model", "show", &format!("{model}/1")]);
     assert_eq!(v1["tags"]["hoist.digest"], digest.as_str(), "{v1}");
-    // Unknown things are named, with the not-found exit code.
-    let out = hoist(&tmp, &uri, &["model", "show", &format!("{MODEL}@nope")])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
-    println!("read phase done at {:?}", test_start.elapsed());
+}
 
-    // ---- hoist model register into MLflow (uploads through the artifact proxy) ----
-    let pkg = repo_root().join("examples/models/breast_cancer_lr");
-    let pkg_s = pkg.to_str().unwrap();
-    let want = hoist_types::digest_path(&pkg).unwrap();
-    let t = Instant::now();
-    let r = json_ok(
-        &tmp,
-        &uri,
-        &[
-            "model",
-            "register",
-            pkg_s,
-            "--name",
-            REGISTERED,
-            "--tag",
-            "team=risk",
-            "--alias",
-            "champion",
-        ],
-    );
-    println!("hoist model register into MLflow took {:?}", t.elapsed());
+// ---- hoist model register into MLflow (uploads through the artifact proxy) ----
+
+#[test]
+fn model_register_uploads_a_package_with_its_digest_tags_and_alias() {
+    let tmp = Scratch::new("cli-mlflow-register");
+    let want = hoist_types::digest_path(&pkg()).unwrap();
+    let (name, r) = register(&tmp, "hoist_cli_registered");
     assert_eq!(r["created"], true, "{r}");
     let v = &r["version"];
     assert_eq!(
         (&v["name"], &v["version"], &v["status"]),
-        (&json!(REGISTERED), &json!("1"), &json!("READY")),
+        (&json!(name), &json!("1"), &json!("READY")),
         "{r}"
     );
     assert_eq!(v["digest"], want.as_str(), "{r}");
@@ -183,45 +247,57 @@ fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
             && v["run_id"].is_string(),
         "{r}"
     );
-    // (a) hoist lists and shows it, with the alias and the digest tag.
-    let listed = json_ok(&tmp, &uri, &["model", "list"]);
+}
+
+#[test]
+fn a_registered_model_is_listed_and_shown_with_its_alias_and_digest() {
+    let tmp = Scratch::new("cli-mlflow-registered-show");
+    let want = hoist_types::digest_path(&pkg()).unwrap();
+    let (name, _) = register(&tmp, "hoist_cli_registered_show");
+    let listed = json_ok(&tmp, &["model", "list"]);
     assert!(
         listed
             .as_array()
             .unwrap()
             .iter()
-            .any(|m| m["name"] == REGISTERED
+            .any(|m| m["name"] == name.as_str()
                 && m["latest_version"] == "1"
                 && m["aliases"] == json!({"champion": "1"})),
         "{listed}"
     );
-    let shown = json_ok(
-        &tmp,
-        &uri,
-        &["model", "show", &format!("{REGISTERED}@champion")],
-    );
+    let shown = json_ok(&tmp, &["model", "show", &format!("{name}@champion")]);
     assert_eq!(shown["version"], "1", "{shown}");
     assert_eq!(shown["tags"]["hoist.digest"], want.as_str(), "{shown}");
-    // (b) hoist fetches it, verified, and the files are the originals.
+}
+
+#[test]
+fn a_registered_model_fetches_verified_as_the_original_files() {
+    let tmp = Scratch::new("cli-mlflow-registered-fetch");
+    let want = hoist_types::digest_path(&pkg()).unwrap();
+    let (name, _) = register(&tmp, "hoist_cli_registered_fetch");
     let to = tmp.join("fetched-registered");
     let fetched = json_ok(
         &tmp,
-        &uri,
         &[
             "model",
             "fetch",
-            &format!("{REGISTERED}@champion"),
+            &format!("{name}@champion"),
             "--to",
             to.to_str().unwrap(),
         ],
     );
     assert_eq!(fetched["digest"], want.as_str(), "{fetched}");
-    assert_same_files(&pkg, &to);
-    // (c) MLflow's own client downloads and loads models:/NAME/1 and predicts with it.
-    let dl = client.call(
-        json!({"op": "download", "uri": format!("models:/{REGISTERED}/1"),
-        "dst": tmp.join("py-download")}),
-    );
+    assert_same_files(&pkg(), &to);
+}
+
+#[test]
+fn mlflows_own_client_downloads_loads_and_predicts_with_a_registered_model() {
+    let tmp = Scratch::new("cli-mlflow-registered-python");
+    let pkg = pkg();
+    let (name, _) = register(&tmp, "hoist_cli_registered_py");
+    let mut client = mlflow().client();
+    let dl = client.call(json!({"op": "download", "uri": format!("models:/{name}/1"),
+        "dst": tmp.join("py-download")}));
     let dl = Path::new(dl["path"].as_str().unwrap());
     for f in ["MLmodel", "model.onnx", "input_example.json"] {
         assert_eq!(
@@ -231,7 +307,7 @@ fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
         );
     }
     let loaded = client.call(
-        json!({"op": "load", "uri": format!("models:/{REGISTERED}@champion"),
+        json!({"op": "load", "uri": format!("models:/{name}@champion"),
         "input": pkg.join("input_example.json")}),
     );
     assert_eq!(
@@ -246,11 +322,21 @@ fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
         rows.as_array().map(Vec::len),
         "{loaded}"
     );
-    // (d) the same files again: no version 2, said so.
+}
+
+#[test]
+fn registering_the_same_files_again_registers_nothing_and_says_so() {
+    let tmp = Scratch::new("cli-mlflow-register-again");
+    let (name, _) = register(&tmp, "hoist_cli_registered_again");
     let out = hoist(
         &tmp,
-        &uri,
-        &["model", "register", pkg_s, "--name", REGISTERED],
+        &[
+            "model",
+            "register",
+            pkg().to_str().unwrap(),
+            "--name",
+            &name,
+        ],
     )
     .output()
     .unwrap();
@@ -261,31 +347,40 @@ fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
     );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        said.contains(&format!("{REGISTERED} version 1 already has these files"))
+        said.contains(&format!("{name} version 1 already has these files"))
             && said.contains("nothing new registered"),
         "{said}"
     );
-    let versions = json_ok(&tmp, &uri, &["model", "versions", REGISTERED]);
+    let versions = json_ok(&tmp, &["model", "versions", &name]);
     assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
-    // Stages stay MLflow's business.
-    let out = hoist(
-        &tmp,
-        &uri,
-        &["model", "stage", REGISTERED, "1", "Production"],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    println!("register phase done at {:?}", test_start.elapsed());
+}
 
-    // ---- hoist mlflow connect + hoist watch --webhook-listen ----
-    let port = hoist_testkit::free_port();
+#[test]
+fn model_stage_is_left_to_mlflow() {
+    // Stages stay MLflow's business.
+    let tmp = Scratch::new("cli-mlflow-stage");
+    let (name, _) = register(&tmp, "hoist_cli_registered_stage");
+    let out = hoist(&tmp, &["model", "stage", &name, "1", "Production"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+// ---- hoist mlflow connect + hoist watch ----
+
+/// `hoist mlflow connect --url http://127.0.0.1:PORT/webhook`; its answer.
+fn connect(tmp: &Path, port: u16) -> Value {
     let hook_url = format!("http://127.0.0.1:{port}/webhook");
-    let created = json_ok(
-        &tmp,
-        &uri,
+    json_ok(
+        tmp,
         &["mlflow", "connect", "--url", &hook_url, "--secret", SECRET],
-    );
+    )
+}
+
+#[test]
+fn mlflow_connect_makes_a_webhook_for_alias_moves() {
+    let tmp = Scratch::new("cli-mlflow-connect");
+    let created = connect(&tmp, free_port());
     let hook_id = created["webhook_id"].as_str().unwrap();
     assert!(!hook_id.is_empty(), "{created}");
     assert!(
@@ -295,74 +390,60 @@ fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
             .contains(&json!("model_version_alias.created")),
         "{created}"
     );
+}
 
+#[test]
+fn watch_hears_an_alias_move_through_the_webhook_hoist_connected() {
+    let model = model("hoist_cli_e2e_webhook", "1");
+    let tmp = Scratch::new("cli-mlflow-watch-webhook");
+    let port = free_port();
+    connect(&tmp, port);
     let secret_file = tmp.join("secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     let listen = format!("127.0.0.1:{port}");
-    let mut watch = Reaped(
-        hoist(
-            &tmp,
-            &uri,
-            &[
-                "watch",
-                "--webhook-listen",
-                &listen,
-                "--webhook-secret-file",
-                secret_file.to_str().unwrap(),
-                // Polls now (baseline) and in a minute: the move must come by webhook.
-                "--poll-interval",
-                "60",
-                "--model",
-                MODEL,
-                "--alias",
-                "champion",
-                "--max-events",
-                "1",
-                "--json",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap(),
+    let (mut watch, mut stderr, line) = watch(
+        &tmp,
+        &[
+            "watch",
+            "--webhook-listen",
+            &listen,
+            "--webhook-secret-file",
+            secret_file.to_str().unwrap(),
+            // Polls now (baseline) and in a minute: the move must come by webhook.
+            "--poll-interval",
+            "60",
+            "--model",
+            &model,
+            "--alias",
+            "champion",
+            "--max-events",
+            "1",
+            "--json",
+        ],
     );
-    let mut stderr = BufReader::new(watch.0.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
     assert!(
-        line.starts_with(&format!("watching {uri}")) && line.contains("webhooks on"),
+        line.starts_with(&format!("watching {}", uri())) && line.contains("webhooks on"),
         "{line}"
     );
     // Let the server's webhook cache (TTL 1 s) expire, then promote version 2. If the
     // server still held a stale webhook list, set the alias again.
     std::thread::sleep(Duration::from_millis(1500));
     let first = Instant::now();
-    let status = 'outer: loop {
-        client.call(json!({"op": "alias", "name": MODEL, "alias": "champion", "version": "2"}));
-        let set_at = Instant::now();
-        while set_at.elapsed() < Duration::from_secs(5) {
-            if let Some(s) = watch.0.try_wait().unwrap() {
-                break 'outer s;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    let status = loop {
+        mlflow().client().set_alias(&model, "champion", "2");
+        if let Some(s) = poll(Duration::from_secs(5), || watch.0.try_wait().unwrap()) {
+            break s;
         }
         assert!(
             first.elapsed() < Duration::from_secs(30),
             "hoist watch printed no event within 30 s; server log:\n{}",
-            tail(&server.log)
+            mlflow().log_tail()
         );
     };
     let mut err = String::new();
     stderr.read_to_string(&mut err).unwrap();
     assert!(status.success(), "{status}: {err}");
-    let mut out = String::new();
-    watch
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = stdout_of(&mut watch);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "{out}");
     let e: Value = serde_json::from_str(lines[0]).unwrap();
@@ -375,7 +456,7 @@ fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
             &e["via"]
         ),
         (
-            &json!(MODEL),
+            &json!(model),
             &json!("2"),
             &json!("champion"),
             &json!("alias_set"),
@@ -383,62 +464,42 @@ fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
         ),
         "{e}"
     );
-    assert_eq!(e["registry"], uri.as_str());
+    assert_eq!(e["registry"], uri());
     assert!(e["delivery"].is_string(), "{e}");
     println!(
-        "webhook event {:?} after the alias was set; total {:?}",
-        first.elapsed(),
-        test_start.elapsed()
+        "webhook event {:?} after the alias was set",
+        first.elapsed()
     );
+}
 
-    drop(watch);
-
-    // ---- polling alone (no webhook listener) sees the next move ----
-    let mut watch = Reaped(
-        hoist(
-            &tmp,
-            &uri,
-            &[
-                "watch",
-                "--poll-interval",
-                "0.3",
-                "--model",
-                MODEL,
-                "--max-events",
-                "1",
-                "--json",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap(),
+#[test]
+fn watch_polling_alone_sees_an_alias_move() {
+    // No webhook listener: polling alone sees the move.
+    let model = model("hoist_cli_e2e_poll", "2");
+    let tmp = Scratch::new("cli-mlflow-watch-poll");
+    let (mut watch, _stderr, line) = watch(
+        &tmp,
+        &[
+            "watch",
+            "--poll-interval",
+            "0.3",
+            "--model",
+            &model,
+            "--max-events",
+            "1",
+            "--json",
+        ],
     );
-    let mut stderr = BufReader::new(watch.0.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with(&format!("watching {uri}")), "{line}");
-    client.call(json!({"op": "alias", "name": MODEL, "alias": "champion", "version": "1"}));
+    assert!(line.starts_with(&format!("watching {}", uri())), "{line}");
+    mlflow().client().set_alias(&model, "champion", "1");
     let set_at = Instant::now();
-    let status = loop {
-        if let Some(s) = watch.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            set_at.elapsed() < Duration::from_secs(15),
-            "the polling watch printed no event"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for(
+        Duration::from_secs(15),
+        "the polling watch to print an event",
+        || watch.0.try_wait().unwrap(),
+    );
     assert!(status.success(), "{status}");
-    let mut out = String::new();
-    watch
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = stdout_of(&mut watch);
     let e: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
         (&e["version"], &e["alias"], &e["via"]),
@@ -449,8 +510,4 @@ fn hoist_cli_registers_into_reads_and_hears_a_real_mlflow_server() {
         "polled event {:?} after the alias was set",
         set_at.elapsed()
     );
-    drop(watch);
-    drop(client);
-    drop(server);
-    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -2,26 +2,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
 /// A temporary registry home and scratch space, removed when the test ends.
 struct Env {
-    dir: PathBuf,
+    dir: hoist_testkit::Scratch,
 }
 
 impl Env {
     fn new(name: &str) -> Env {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "hoist-cli-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Env { dir }
+        Env {
+            dir: hoist_testkit::Scratch::new(&format!("cli-{name}")),
+        }
     }
 
     fn home(&self) -> PathBuf {
@@ -72,16 +65,8 @@ impl Env {
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn example(model: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/models")
-        .join(model)
+    hoist_testkit::example_model(model)
 }
 
 fn path_str(p: &Path) -> &str {

@@ -4,8 +4,9 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use hoist_testkit::{Scratch, example_model, wait_for};
 use serde_json::Value;
 
 fn hoist(home: &Path, args: &[&str]) -> Command {
@@ -40,12 +41,9 @@ impl Drop for Reaped {
 
 #[test]
 fn watch_prints_one_event_for_an_alias_set_concurrently() {
-    let dir = std::env::temp_dir().join(format!("hoist-cli-watch-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("cli-watch");
     let home = dir.join("home");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/models/breast_cancer_lr/model.onnx");
+    let example = example_model("breast_cancer_lr").join("model.onnx");
     for i in 0..2 {
         let pkg: PathBuf = dir.join(format!("v{i}"));
         std::fs::create_dir_all(&pkg).unwrap();
@@ -95,17 +93,11 @@ fn watch_prints_one_event_for_an_alias_set_concurrently() {
     );
     ok(&home, &["model", "alias", "cancer", "2", "champion"]);
 
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = watch.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "hoist watch did not exit after one event"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for(
+        Duration::from_secs(20),
+        "hoist watch to exit after one event",
+        || watch.0.try_wait().unwrap(),
+    );
     let mut err = String::new();
     stderr.read_to_string(&mut err).unwrap();
     assert!(status.success(), "{status}: {err}");
@@ -130,12 +122,11 @@ fn watch_prints_one_event_for_an_alias_set_concurrently() {
         "{e}"
     );
     drop(watch);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn watch_refuses_a_webhook_listener_without_a_secret_or_for_the_embedded_registry() {
-    let home = std::env::temp_dir().join(format!("hoist-cli-watch-usage-{}", std::process::id()));
+    let home = Scratch::new("cli-watch-usage");
     let out = hoist(&home, &["watch", "--webhook-listen", "127.0.0.1:0"])
         .output()
         .unwrap();
@@ -159,5 +150,4 @@ fn watch_refuses_a_webhook_listener_without_a_secret_or_for_the_embedded_registr
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&home);
 }

@@ -9,11 +9,8 @@ use hoist_registry::embedded::EmbeddedRegistry;
 use hoist_registry::{Error, ModelRef, Registry};
 use hoist_types::onnx::build::{add_model_with_external_weights, weights, write_package};
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hoist-reg-closed-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn scratch(tag: &str) -> hoist_testkit::Scratch {
+    hoist_testkit::Scratch::new(&format!("reg-closed-{tag}"))
 }
 
 fn package(dir: &Path, data: &str, location: &str) -> PathBuf {
@@ -91,7 +88,6 @@ fn register_refuses_packages_that_reach_outside_and_records_nothing() {
         std::fs::read(fetched.dir.join("weights.bin")).unwrap(),
         weights([3.0, 4.0])
     );
-    std::fs::remove_dir_all(&base).unwrap();
 }
 
 #[test]
@@ -128,5 +124,4 @@ fn fetch_refuses_a_stored_package_that_reaches_outside() {
     std::fs::remove_file(entry.join("weights.bin")).unwrap();
     symlink(base.join("copy.bin"), entry.join("weights.bin")).unwrap();
     refused(reg.fetch(&v).unwrap_err(), "outside the package directory");
-    std::fs::remove_dir_all(&base).unwrap();
 }

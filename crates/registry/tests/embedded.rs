@@ -3,29 +3,20 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use hoist_registry::embedded::{ChangeKind, EmbeddedRegistry, FailAt, FailPoint};
 use hoist_registry::{Error, ModelRef, Registry};
 
-/// A directory removed when the test ends.
-struct Scratch(PathBuf);
+/// A directory removed when the test ends (kept if it fails).
+struct Scratch(hoist_testkit::Scratch);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "hoist-embedded-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
+        Scratch(hoist_testkit::Scratch::new(&format!("embedded-{name}")))
     }
 
     fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     fn registry(&self) -> EmbeddedRegistry {
@@ -41,16 +32,8 @@ impl Scratch {
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn example(model: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/models")
-        .join(model)
+    hoist_testkit::example_model(model)
 }
 
 fn copy_dir(src: &Path, dst: &Path) {

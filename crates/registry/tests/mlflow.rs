@@ -1,32 +1,35 @@
 //! hoist's MLflow adapter and triggers against a REAL MLflow tracking server.
 //!
-//! One server (MLflow 3.17.2 from `.venv-mlflow`, made by `tools/mlflow-venv.sh`, or
-//! the python named by `HOIST_MLFLOW_PYTHON`) is started on 127.0.0.1 with a SQLite
-//! backend for the single test below, and killed (its whole process group) at the end.
-//! Versions are registered with the real Python client (`mlflow.onnx.log_model`), then
-//! read, resolved, fetched, tagged and aliased through [`MlflowRegistry`]; a bare
-//! `.onnx` file is registered through [`MlflowRegistry::register`]; a webhook
-//! created with the real client delivers to hoist's receiver, and the poller and the
-//! de-duplicator see the same promotion.
+//! One server per test binary ([`hoist_testkit::mlflow`]: MLflow 3.17.2 from
+//! `.venv-mlflow`, made by `tools/mlflow-venv.sh`, or the python named by
+//! `HOIST_MLFLOW_PYTHON`) on 127.0.0.1 with a SQLite backend, shared by the tests below
+//! and killed (its whole process group) when the test process exits. Each test works
+//! on models of its own. Versions are registered with the real Python client
+//! (`mlflow.onnx.log_model`), then read, resolved, fetched, tagged and aliased through
+//! [`MlflowRegistry`]; a bare `.onnx` file is registered through
+//! [`MlflowRegistry::register`]; a webhook created with the real client delivers to
+//! hoist's receiver, and the poller and the de-duplicator see the same promotion.
 //!
-//! Without the venv this test FAILS (it does not skip): run `bash tools/mlflow-venv.sh`.
+//! Without the venv these tests FAIL (they do not skip): run `bash tools/mlflow-venv.sh`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hoist_registry::mlflow::{DIGEST_TAG, MlflowRegistry};
-use hoist_registry::watch::{PollConfig, dedupe, spawn_poller};
+use hoist_registry::watch::{PollConfig, PollerHandle, dedupe, spawn_poller};
 use hoist_registry::webhook::{self, WebhookConfig};
 use hoist_registry::{Error, Event, EventKind, ModelRef, Registry};
-use hoist_testkit::{MlflowServer, PyClient, mlflow_python, repo_root, tail};
+use hoist_testkit::{Scratch, example_model, mlflow, poll, unique_name, wait_for, wait_until};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-const MODEL: &str = "hoist_e2e_breast_cancer";
-/// A bare `.onnx` file hoist registers itself.
-const BARE: &str = "hoist_e2e_bare_onnx";
 const SECRET: &str = "hoist-e2e-secret";
+
+fn onnx_path() -> PathBuf {
+    example_model("breast_cancer_lr").join("model.onnx")
+}
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -35,36 +38,63 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Moves `alias` of the test model with the Python client; the unix time just before.
-fn set_alias(c: &mut PyClient, alias: &str, version: &str) -> f64 {
-    let r = c.call(json!({"op": "alias", "name": MODEL, "alias": alias, "version": version}));
-    r["before"].as_f64().unwrap()
+/// A model of its own for one test: `count` versions registered with the Python client.
+fn model(prefix: &str, count: usize) -> String {
+    let name = unique_name(prefix);
+    let t = Instant::now();
+    let versions = mlflow().client().register(&name, &onnx_path(), count);
+    let want: Vec<String> = (1..=count).map(|v| v.to_string()).collect();
+    assert_eq!(versions, want);
+    println!(
+        "registered {count} versions of {name} with the python client in {:?}",
+        t.elapsed()
+    );
+    name
 }
 
-/// Events as they reached the de-duplicator, with their arrival time (unix seconds).
-type Tap = Arc<Mutex<Vec<(f64, Event)>>>;
-
-fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(x) = f() {
-            return Some(x);
-        }
-        if start.elapsed() >= limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// Shared by the read-only tests: two versions, `champion` → 1, version 1 in
+/// Production. Nothing changes it.
+fn read_only_model() -> &'static str {
+    static MODEL: OnceLock<String> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let name = model("hoist_e2e_breast_cancer", 2);
+        let mut c = mlflow().client();
+        c.set_alias(&name, "champion", "1");
+        c.set_stage(&name, "1", "Production");
+        name
+    })
 }
 
-fn is_move(e: &Event, alias: &str, version: &str) -> bool {
-    e.kind == EventKind::AliasSet
-        && e.model == MODEL
-        && e.alias.as_deref() == Some(alias)
-        && e.version.as_deref() == Some(version)
+/// hoist's adapter on the shared server, caching fetched files under `cache`.
+fn registry(cache: &Scratch) -> MlflowRegistry {
+    MlflowRegistry::new(&mlflow().uri)
+        .unwrap()
+        .with_cache_dir(cache.join("cache"))
 }
 
-fn rest_get(uri: &str, path_and_query: &str) -> Value {
+/// Tests share the server; the two that count every event of an alias after the
+/// de-duplicator have it to themselves ([`alone`]), as the single test they come from
+/// had.
+static SERVER: RwLock<()> = RwLock::new(());
+
+/// The server, shared with other tests.
+fn shared() -> RwLockReadGuard<'static, ()> {
+    SERVER.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The server, with no other test running on it.
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    SERVER.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Either.
+enum Turn {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
+fn rest_get(path_and_query: &str) -> Value {
+    let uri = &mlflow().uri;
     let r = reqwest::blocking::get(format!("{uri}/api/2.0/mlflow/{path_and_query}")).unwrap();
     assert!(r.status().is_success(), "{path_and_query}: {}", r.status());
     r.json().unwrap()
@@ -76,55 +106,53 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
+// ---- list and read ----
+
 #[test]
-fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
-    let test_start = Instant::now();
-    let py = mlflow_python();
-    let tmp = std::env::temp_dir().join(format!("hoist-mlflow-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
-    let server = MlflowServer::start(&py, &tmp);
-    let uri = server.uri.clone();
-    let mut client = PyClient::start(&py, &tmp, &uri);
-
-    // ---- register two versions with the real client; alias and stage version 1 ----
-    let onnx_path = repo_root().join("examples/models/breast_cancer_lr/model.onnx");
-    let t = Instant::now();
-    let reg = client.call(json!({"op": "register", "name": MODEL, "path": onnx_path, "count": 2}));
-    assert_eq!(reg["versions"], json!(["1", "2"]));
-    set_alias(&mut client, "champion", "1");
-    client.call(json!({"op": "stage", "name": MODEL, "version": "1", "stage": "Production"}));
-    println!(
-        "registered 2 versions with the python client in {:?}",
-        t.elapsed()
-    );
-
-    let hoist = MlflowRegistry::new(&uri)
-        .unwrap()
-        .with_cache_dir(tmp.join("cache"));
-    assert_eq!(hoist.id(), uri);
-
-    // ---- list and read ----
+fn lists_a_model_with_its_aliases_and_latest_version() {
+    let _server = shared();
+    let model = read_only_model();
+    let tmp = Scratch::new("mlflow-list");
+    let hoist = registry(&tmp);
+    assert_eq!(hoist.id(), mlflow().uri);
     let models = hoist.list_models().unwrap();
     let m = models
         .iter()
-        .find(|m| m.name == MODEL)
+        .find(|m| m.name == model)
         .expect("model listed");
     assert_eq!(m.aliases, BTreeMap::from([("champion".into(), "1".into())]));
     assert_eq!(m.latest_version.as_deref(), Some("2"));
+}
 
-    let versions = hoist.list_versions(MODEL).unwrap();
+#[test]
+fn lists_versions_newest_first_with_their_source() {
+    let _server = shared();
+    let model = read_only_model();
+    let tmp = Scratch::new("mlflow-versions");
+    let versions = registry(&tmp).list_versions(model).unwrap();
     let numbers: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
     assert_eq!(numbers, ["2", "1"], "newest first");
     assert!(versions.iter().all(|v| !v.source.is_empty()));
+}
 
-    let v1 = hoist.get_version(MODEL, "1").unwrap();
+#[test]
+fn reads_a_version_with_its_stage_aliases_and_run() {
+    let _server = shared();
+    let model = read_only_model();
+    let tmp = Scratch::new("mlflow-version");
+    let v1 = registry(&tmp).get_version(model, "1").unwrap();
     assert_eq!(v1.stage.as_deref(), Some("Production"));
     assert_eq!(v1.aliases, ["champion"]);
     assert!(v1.run_id.is_some() && v1.created_at_ms > 0);
+}
 
-    // ---- errors name what is missing ----
-    let e = hoist.get_version(MODEL, "99").unwrap_err();
+#[test]
+fn errors_name_the_missing_version_model_or_alias() {
+    let _server = shared();
+    let model = read_only_model();
+    let tmp = Scratch::new("mlflow-errors");
+    let hoist = registry(&tmp);
+    let e = hoist.get_version(model, "99").unwrap_err();
     assert!(matches!(e, Error::VersionNotFound { .. }), "{e}");
     let e = hoist.get_version("no_such_model", "1").unwrap_err();
     assert!(
@@ -134,23 +162,38 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
     let e = hoist.list_versions("no_such_model").unwrap_err();
     assert!(matches!(e, Error::ModelNotFound(_)), "{e}");
     let e = hoist
-        .resolve(&ModelRef::parse(&format!("{MODEL}@nope")).unwrap())
+        .resolve(&ModelRef::parse(&format!("{model}@nope")).unwrap())
         .unwrap_err();
     assert!(matches!(e, Error::AliasNotFound { .. }), "{e}");
+}
 
-    // ---- resolve every selector ----
+#[test]
+fn resolves_an_alias_a_stage_a_number_and_the_latest() {
+    let _server = shared();
+    let model = read_only_model();
+    let tmp = Scratch::new("mlflow-resolve");
+    let hoist = registry(&tmp);
     let resolve = |s: &str| hoist.resolve(&ModelRef::parse(s).unwrap());
-    assert_eq!(resolve(&format!("{MODEL}@champion")).unwrap().version, "1");
+    assert_eq!(resolve(&format!("{model}@champion")).unwrap().version, "1");
     assert_eq!(
-        resolve(&format!("{MODEL}/Production")).unwrap().version,
+        resolve(&format!("{model}/Production")).unwrap().version,
         "1"
     );
-    assert_eq!(resolve(&format!("{MODEL}/2")).unwrap().version, "2");
-    assert_eq!(resolve(MODEL).unwrap().version, "2");
-    let e = resolve(&format!("{MODEL}/Staging")).unwrap_err();
+    assert_eq!(resolve(&format!("{model}/2")).unwrap().version, "2");
+    assert_eq!(resolve(model).unwrap().version, "2");
+    let e = resolve(&format!("{model}/Staging")).unwrap_err();
     assert!(matches!(e, Error::StageEmpty { .. }), "{e}");
+}
 
-    // ---- fetch: files through the artifact proxy, digest recorded then verified ----
+// ---- fetch: files through the artifact proxy, digest recorded then verified ----
+
+#[test]
+fn fetch_records_the_digest_of_the_logged_files_and_reuses_the_cache() {
+    let _server = shared();
+    let model = model("hoist_e2e_fetch", 1);
+    let tmp = Scratch::new("mlflow-fetch");
+    let hoist = registry(&tmp);
+    let v1 = hoist.get_version(&model, "1").unwrap();
     let t = Instant::now();
     let f = hoist.fetch(&v1).unwrap();
     println!(
@@ -160,7 +203,7 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
     );
     assert_eq!(
         std::fs::read(f.dir.join("model.onnx")).unwrap(),
-        std::fs::read(&onnx_path).unwrap(),
+        std::fs::read(onnx_path()).unwrap(),
         "model.onnx is byte for byte the file logged"
     );
     assert!(f.dir.join("MLmodel").exists());
@@ -169,7 +212,7 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
         hoist_types::digest_path(&f.dir).unwrap(),
         "the digest is of the fetched files"
     );
-    let tagged = hoist.get_version(MODEL, "1").unwrap();
+    let tagged = hoist.get_version(&model, "1").unwrap();
     assert_eq!(tagged.tags.get(DIGEST_TAG), Some(&f.digest));
     assert_eq!(tagged.digest.as_ref(), Some(&f.digest));
     // Second fetch: the cached copy, verified against the tag.
@@ -178,6 +221,18 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
         (again.digest.as_str(), &again.dir),
         (f.digest.as_str(), &f.dir)
     );
+}
+
+#[test]
+fn fetch_refuses_a_changed_cached_copy_and_files_that_no_longer_match_the_tag() {
+    let _server = shared();
+    let model = model("hoist_e2e_tamper", 1);
+    let tmp = Scratch::new("mlflow-tamper");
+    let hoist = registry(&tmp);
+    let f = hoist
+        .fetch(&hoist.get_version(&model, "1").unwrap())
+        .unwrap();
+    let tagged = hoist.get_version(&model, "1").unwrap();
     // A cached copy that changed is an error, never a silent re-download.
     let cached_model = f.dir.join("model.onnx");
     let original = std::fs::read(&cached_model).unwrap();
@@ -191,54 +246,73 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
     std::fs::write(&cached_model, &original).unwrap();
     // Files in MLflow that no longer match the recorded digest: an error too.
     let wrong = format!("sha256:{}", "0".repeat(64));
-    hoist.set_tag(MODEL, "1", DIGEST_TAG, &wrong).unwrap();
+    hoist.set_tag(&model, "1", DIGEST_TAG, &wrong).unwrap();
     let e = hoist.fetch(&tagged).unwrap_err();
     assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
     assert!(e.to_string().contains(&wrong), "{e}");
-    hoist.delete_tag(MODEL, "1", DIGEST_TAG).unwrap();
+    hoist.delete_tag(&model, "1", DIGEST_TAG).unwrap();
     assert_eq!(hoist.fetch(&tagged).unwrap().digest, f.digest, "re-tagged");
     assert_eq!(
-        hoist.get_version(MODEL, "1").unwrap().digest.as_ref(),
+        hoist.get_version(&model, "1").unwrap().digest.as_ref(),
         Some(&f.digest)
     );
+}
 
-    // ---- tags and aliases written by hoist, read back over plain REST ----
+// ---- tags and aliases written by hoist, read back over plain REST ----
+
+#[test]
+fn tags_hoist_sets_are_read_over_rest_and_deleted() {
+    let _server = shared();
+    let model = model("hoist_e2e_tags", 2);
+    let tmp = Scratch::new("mlflow-tags");
+    let hoist = registry(&tmp);
     hoist
-        .set_tag(MODEL, "2", "hoist.staging", "passed")
+        .set_tag(&model, "2", "hoist.staging", "passed")
         .unwrap();
-    let raw = rest_get(&uri, &format!("model-versions/get?name={MODEL}&version=2"));
+    let raw = rest_get(&format!("model-versions/get?name={model}&version=2"));
     let tags = raw["model_version"]["tags"].as_array().unwrap();
     assert!(
         tags.iter()
             .any(|t| t["key"] == "hoist.staging" && t["value"] == "passed"),
         "{raw}"
     );
-    hoist.delete_tag(MODEL, "2", "hoist.staging").unwrap();
+    hoist.delete_tag(&model, "2", "hoist.staging").unwrap();
     assert!(
         !hoist
-            .get_version(MODEL, "2")
+            .get_version(&model, "2")
             .unwrap()
             .tags
             .contains_key("hoist.staging")
     );
-    hoist.set_alias(MODEL, "challenger", "2").unwrap();
-    let raw = rest_get(
-        &uri,
-        &format!("registered-models/alias?name={MODEL}&alias=challenger"),
-    );
-    assert_eq!(raw["model_version"]["version"], "2");
-    hoist.delete_alias(MODEL, "challenger").unwrap();
-    let e = hoist.delete_alias(MODEL, "challenger").unwrap_err();
-    assert!(matches!(e, Error::AliasNotFound { .. }), "{e}");
-    println!(
-        "read/resolve/fetch/tag phase done at {:?}",
-        test_start.elapsed()
-    );
+}
 
-    // ---- register: a bare .onnx file through the artifact proxy, fetched, re-registered ----
+#[test]
+fn aliases_hoist_sets_are_read_over_rest_and_deleted_once() {
+    let _server = shared();
+    let model = model("hoist_e2e_aliases", 2);
+    let tmp = Scratch::new("mlflow-aliases");
+    let hoist = registry(&tmp);
+    hoist.set_alias(&model, "challenger", "2").unwrap();
+    let raw = rest_get(&format!(
+        "registered-models/alias?name={model}&alias=challenger"
+    ));
+    assert_eq!(raw["model_version"]["version"], "2");
+    hoist.delete_alias(&model, "challenger").unwrap();
+    let e = hoist.delete_alias(&model, "challenger").unwrap_err();
+    assert!(matches!(e, Error::AliasNotFound { .. }), "{e}");
+}
+
+// ---- register: a bare .onnx file through the artifact proxy, fetched, re-registered ----
+
+#[test]
+fn registers_a_bare_onnx_file_in_a_finished_run_and_fetches_it() {
+    let _server = shared();
+    let bare = unique_name("hoist_e2e_bare_onnx");
+    let tmp = Scratch::new("mlflow-register");
+    let hoist = registry(&tmp);
     let t = Instant::now();
     let r = hoist
-        .register(&onnx_path, BARE, &BTreeMap::new(), Some("champion"))
+        .register(onnx_path(), &bare, &BTreeMap::new(), Some("champion"))
         .unwrap();
     println!("registered a bare .onnx with hoist in {:?}", t.elapsed());
     assert!(r.created);
@@ -247,9 +321,9 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
         ("1", ["champion".to_string()].as_slice())
     );
     let run_id = r.version.run_id.clone().expect("a run owns the files");
-    let run = rest_get(&uri, &format!("runs/get?run_id={run_id}"));
+    let run = rest_get(&format!("runs/get?run_id={run_id}"));
     assert_eq!(run["run"]["info"]["status"], "FINISHED", "{run}");
-    let exp = rest_get(&uri, "experiments/get-by-name?experiment_name=hoist");
+    let exp = rest_get("experiments/get-by-name?experiment_name=hoist");
     assert_eq!(
         run["run"]["info"]["experiment_id"], exp["experiment"]["experiment_id"],
         "{run} {exp}"
@@ -258,17 +332,29 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
     assert_eq!(Some(&f.digest), r.version.tags.get(DIGEST_TAG));
     assert_eq!(
         std::fs::read(f.dir.join("model.onnx")).unwrap(),
-        std::fs::read(&onnx_path).unwrap()
+        std::fs::read(onnx_path()).unwrap()
     );
     assert_eq!(
         f.digest,
         hoist_types::digest_path(&f.dir).unwrap(),
         "the tag is the digest of the files as MLflow holds them"
     );
+}
+
+#[test]
+fn registering_the_same_files_again_adds_tags_but_no_version() {
+    let _server = shared();
+    let bare = unique_name("hoist_e2e_bare_again");
+    let tmp = Scratch::new("mlflow-register-again");
+    let hoist = registry(&tmp);
+    let first = hoist
+        .register(onnx_path(), &bare, &BTreeMap::new(), Some("champion"))
+        .unwrap();
+    assert!(first.created);
     let again = hoist
         .register(
-            &onnx_path,
-            BARE,
+            onnx_path(),
+            &bare,
             &BTreeMap::from([("team".to_string(), "risk".to_string())]),
             None,
         )
@@ -279,143 +365,256 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
         again.version.tags.get("team").map(String::as_str),
         Some("risk")
     );
-    assert_eq!(hoist.list_versions(BARE).unwrap().len(), 1);
-    let e = hoist
-        .register(&onnx_path, "bad/name", &BTreeMap::new(), None)
+    assert_eq!(hoist.list_versions(&bare).unwrap().len(), 1);
+}
+
+#[test]
+fn register_refuses_an_invalid_model_name() {
+    let _server = shared();
+    let tmp = Scratch::new("mlflow-register-bad");
+    let e = registry(&tmp)
+        .register(onnx_path(), "bad/name", &BTreeMap::new(), None)
         .unwrap_err();
     assert!(matches!(e, Error::Invalid(_)), "{e}");
+}
 
-    // ---- triggers: webhook receiver + poller → tap → dedupe ----
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (raw_tx, mut raw_rx) = mpsc::channel::<Event>(256);
-    let (tapped_tx, tapped_rx) = mpsc::channel::<Event>(256);
-    let (out_tx, mut out_rx) = mpsc::channel::<Event>(256);
-    let tap: Tap = Arc::default();
-    let tap_in = tap.clone();
-    rt.spawn(async move {
-        while let Some(e) = raw_rx.recv().await {
-            tap_in.lock().unwrap().push((unix_now(), e.clone()));
-            if tapped_tx.send(e).await.is_err() {
-                return;
+// ---- triggers: webhook receiver + poller → tap → dedupe ----
+
+/// Events as they reached the de-duplicator, with their arrival time (unix seconds).
+type Tap = Arc<Mutex<Vec<(f64, Event)>>>;
+
+fn is_move(model: &str, e: &Event, alias: &str, version: &str) -> bool {
+    e.kind == EventKind::AliasSet
+        && e.model == model
+        && e.alias.as_deref() == Some(alias)
+        && e.version.as_deref() == Some(version)
+}
+
+/// A model of its own (two versions), hoist's webhook receiver and poller feeding a
+/// tap then the de-duplicator, a webhook made with the real client (aliases) and one
+/// made by hoist (tags). Dropping it stops both and deletes the webhooks.
+struct Triggers {
+    model: String,
+    hoist: MlflowRegistry,
+    rt: tokio::runtime::Runtime,
+    tap: Tap,
+    out_rx: mpsc::Receiver<Event>,
+    poll_interval: Duration,
+    hook_ids: Vec<String>,
+    poller: Option<PollerHandle>,
+    stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    receiver: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _tmp: Scratch,
+    _turn: Turn,
+}
+
+impl Triggers {
+    fn start(prefix: &str, alone_on_server: bool) -> Triggers {
+        let turn = if alone_on_server {
+            Turn::Alone(alone())
+        } else {
+            Turn::Shared(shared())
+        };
+        let model = model(prefix, 2);
+        let tmp = Scratch::new("mlflow-triggers");
+        let hoist = registry(&tmp);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (raw_tx, mut raw_rx) = mpsc::channel::<Event>(256);
+        let (tapped_tx, tapped_rx) = mpsc::channel::<Event>(256);
+        let (out_tx, out_rx) = mpsc::channel::<Event>(256);
+        let tap: Tap = Arc::default();
+        let tap_in = tap.clone();
+        rt.spawn(async move {
+            while let Some(e) = raw_rx.recv().await {
+                tap_in.lock().unwrap().push((unix_now(), e.clone()));
+                if tapped_tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rt.spawn(dedupe(tapped_rx, out_tx, Duration::from_secs(600)));
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let hook_url = format!("http://{}/webhook", listener.local_addr().unwrap());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let receiver = rt.spawn(webhook::run(
+            listener,
+            WebhookConfig::new(SECRET, hoist.id()),
+            raw_tx.clone(),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+
+        // A webhook made with the real client (aliases) and one made by hoist (tags).
+        let made = mlflow().client().call(
+            json!({"op": "webhook", "name": format!("{model}-aliases"), "url": hook_url,
+            "events": ["model_version_alias.created"], "secret": SECRET}),
+        );
+        let alias_hook = made["id"].as_str().unwrap().to_string();
+        let hook_id = hoist
+            .create_webhook(
+                &format!("{model}-tags"),
+                &hook_url,
+                SECRET,
+                &["model_version_tag.set"],
+            )
+            .unwrap();
+
+        let poll_registry: Arc<dyn Registry> =
+            Arc::new(MlflowRegistry::new(&mlflow().uri).unwrap());
+        let poll_interval = Duration::from_millis(500);
+        let poller = spawn_poller(
+            poll_registry,
+            PollConfig {
+                interval: poll_interval,
+                models: Some(vec![model.clone()]),
+                stages: true,
+            },
+            raw_tx,
+        );
+        // Let the poller take its baseline and the server's webhook cache (TTL 1 s) expire.
+        std::thread::sleep(Duration::from_millis(1500));
+        Triggers {
+            model,
+            hoist,
+            rt,
+            tap,
+            out_rx,
+            poll_interval,
+            hook_ids: vec![alias_hook, hook_id],
+            poller: Some(poller),
+            stop_tx: Some(stop_tx),
+            receiver: Some(receiver),
+            _tmp: tmp,
+            _turn: turn,
+        }
+    }
+
+    fn is_move(&self, e: &Event, alias: &str, version: &str) -> bool {
+        is_move(&self.model, e, alias, version)
+    }
+
+    /// Arrival times of the moves of `alias` to `version` since `after`, by webhook
+    /// (`webhook`) or by the poller.
+    fn seen(&self, webhook: bool, alias: &str, version: &str, after: f64) -> Vec<f64> {
+        self.tap
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, e)| {
+                *at >= after && e.delivery.is_some() == webhook && self.is_move(e, alias, version)
+            })
+            .map(|(at, _)| *at)
+            .collect()
+    }
+
+    fn set_alias(&self, alias: &str, version: &str) -> f64 {
+        mlflow().client().set_alias(&self.model, alias, version)
+    }
+
+    /// The first promotion (champion → 2): the server may still hold a stale webhook
+    /// list, so re-set the alias until a delivery arrives (≤ ~70 s even with MLflow's
+    /// default 60 s cache). The unix time just before the alias move that was delivered.
+    fn first_promotion(&self) -> f64 {
+        let first = Instant::now();
+        loop {
+            let t0 = self.set_alias("champion", "2");
+            if poll(Duration::from_secs(5), || {
+                self.seen(true, "champion", "2", t0).first().copied()
+            })
+            .is_some()
+            {
+                return t0;
+            }
+            assert!(
+                first.elapsed() < Duration::from_secs(75),
+                "no webhook delivery within 75 s; server log:\n{}",
+                mlflow().log_tail()
+            );
+            println!(
+                "no delivery yet after {:?}; setting the alias again",
+                first.elapsed()
+            );
+        }
+    }
+
+    /// Events of this test's model after the de-duplicator, as they are now.
+    fn drain(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.out_rx.try_recv().ok())
+            .filter(|e| e.model == self.model)
+            .collect()
+    }
+}
+
+impl Drop for Triggers {
+    fn drop(&mut self) {
+        if let Some(p) = self.poller.take() {
+            p.stop();
+        }
+        if let Some(stop) = self.stop_tx.take() {
+            let _ = stop.send(());
+        }
+        if let Some(receiver) = self.receiver.take() {
+            let stopped = self.rt.block_on(receiver);
+            if !std::thread::panicking() {
+                stopped.unwrap().unwrap();
             }
         }
-    });
-    rt.spawn(dedupe(tapped_rx, out_tx, Duration::from_secs(600)));
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let hook_url = format!("http://{}/webhook", listener.local_addr().unwrap());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let receiver = rt.spawn(webhook::run(
-        listener,
-        WebhookConfig::new(SECRET, hoist.id()),
-        raw_tx.clone(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+        for id in &self.hook_ids {
+            let deleted = self.hoist.delete_webhook(id);
+            if !std::thread::panicking() {
+                deleted.unwrap();
+            }
+        }
+    }
+}
 
-    // A webhook made with the real client (aliases) and one made by hoist (tags).
-    client.call(
-        json!({"op": "webhook", "name": "hoist-e2e-aliases", "url": hook_url,
-        "events": ["model_version_alias.created"], "secret": SECRET}),
-    );
-    let hook_id = hoist
-        .create_webhook(
-            "hoist-e2e-tags",
-            &hook_url,
-            SECRET,
-            &["model_version_tag.set"],
-        )
-        .unwrap();
-    let listed = rest_get(&uri, "webhooks");
+#[test]
+fn a_webhook_hoist_creates_is_listed_by_mlflow() {
+    let t = Triggers::start("hoist_e2e_hook_listed", false);
+    let listed = rest_get("webhooks");
     assert!(
         listed["webhooks"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|w| w["webhook_id"] == hook_id.as_str()),
+            .any(|w| w["webhook_id"] == t.hook_ids[1].as_str()),
         "{listed}"
     );
+}
 
-    let poll_registry: Arc<dyn Registry> = Arc::new(MlflowRegistry::new(&uri).unwrap());
-    let poll_interval = Duration::from_millis(500);
-    let poller = spawn_poller(
-        poll_registry,
-        PollConfig {
-            interval: poll_interval,
-            models: Some(vec![MODEL.into()]),
-            stages: true,
-        },
-        raw_tx.clone(),
+#[test]
+fn one_alias_move_is_one_webhook_event_one_polled_event_and_one_event_after_dedupe() {
+    let mut t = Triggers::start("hoist_e2e_promotion", true);
+    let t0 = t.first_promotion();
+    let poll_seen = wait_for(
+        t.poll_interval * 10,
+        "the poller to see the alias move",
+        || t.seen(false, "champion", "2", t0).first().copied(),
     );
-    // Let the poller take its baseline and the server's webhook cache (TTL 1 s) expire.
-    std::thread::sleep(Duration::from_millis(1500));
-
-    let from_webhook = |alias: &str, version: &str, after: f64| -> Vec<f64> {
-        tap.lock()
-            .unwrap()
-            .iter()
-            .filter(|(at, e)| *at >= after && e.delivery.is_some() && is_move(e, alias, version))
-            .map(|(at, _)| *at)
-            .collect()
-    };
-    let from_poll = |alias: &str, version: &str, after: f64| -> Vec<f64> {
-        tap.lock()
-            .unwrap()
-            .iter()
-            .filter(|(at, e)| *at >= after && e.delivery.is_none() && is_move(e, alias, version))
-            .map(|(at, _)| *at)
-            .collect()
-    };
-
-    // First promotion: the server may still hold a stale webhook list, so re-set the
-    // alias until a delivery arrives (≤ ~70 s even with MLflow's default 60 s cache).
-    let first = Instant::now();
-    let mut t0;
-    loop {
-        t0 = set_alias(&mut client, "champion", "2");
-        if wait_for(Duration::from_secs(5), || {
-            from_webhook("champion", "2", t0).first().copied()
-        })
-        .is_some()
-        {
-            break;
-        }
-        assert!(
-            first.elapsed() < Duration::from_secs(75),
-            "no webhook delivery within 75 s; server log:\n{}",
-            tail(&server.log)
-        );
-        println!(
-            "no delivery yet after {:?}; setting the alias again",
-            first.elapsed()
-        );
-    }
-    let poll_seen = wait_for(poll_interval * 10, || {
-        from_poll("champion", "2", t0).first().copied()
-    })
-    .expect("the poller sees the alias move");
+    // Give a duplicate the time to show up.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        from_webhook("champion", "2", t0).len(),
+        t.seen(true, "champion", "2", t0).len(),
         1,
         "exactly one verified webhook event for one set_registered_model_alias"
     );
     assert_eq!(
-        from_poll("champion", "2", t0).len(),
+        t.seen(false, "champion", "2", t0).len(),
         1,
         "and one polled event"
     );
-    let mut out = Vec::new();
-    while let Ok(e) = out_rx.try_recv() {
-        out.push(e);
-    }
-    let moves: Vec<&Event> = out.iter().filter(|e| is_move(e, "champion", "2")).collect();
+    let out = t.drain();
+    let moves: Vec<&Event> = out
+        .iter()
+        .filter(|e| t.is_move(e, "champion", "2"))
+        .collect();
     assert_eq!(
         moves.len(),
         1,
@@ -426,36 +625,47 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
         && e.version.as_deref() != Some("2")));
     println!(
         "first promotion: webhook {:.1} ms, poll {:.1} ms after set_registered_model_alias",
-        (from_webhook("champion", "2", t0)[0] - t0) * 1e3,
+        (t.seen(true, "champion", "2", t0)[0] - t0) * 1e3,
         (poll_seen - t0) * 1e3
     );
+}
 
+#[test]
+fn alias_moves_back_and_forth_each_reach_the_subscriber_once() {
+    let mut t = Triggers::start("hoist_e2e_moves", true);
+    t.first_promotion();
+    wait_until(
+        Duration::from_secs(10),
+        "the first move after dedupe",
+        || !t.drain().is_empty(),
+    );
     // Latency samples: move the alias back and forth.
     let mut webhook_ms = Vec::new();
     let mut poll_ms = Vec::new();
     for i in 0..6 {
         let version = if i % 2 == 0 { "1" } else { "2" };
-        let t0 = set_alias(&mut client, "champion", version);
-        let w = wait_for(Duration::from_secs(10), || {
-            from_webhook("champion", version, t0).first().copied()
-        })
-        .expect("webhook event");
-        let p = wait_for(poll_interval * 10, || {
-            from_poll("champion", version, t0).first().copied()
-        })
-        .expect("polled event");
+        let t0 = t.set_alias("champion", version);
+        let w = wait_for(Duration::from_secs(10), "a webhook event", || {
+            t.seen(true, "champion", version, t0).first().copied()
+        });
+        let p = wait_for(t.poll_interval * 10, "a polled event", || {
+            t.seen(false, "champion", version, t0).first().copied()
+        });
         webhook_ms.push((w - t0) * 1e3);
         poll_ms.push((p - t0) * 1e3);
-        let deduped = wait_for(Duration::from_secs(2), || {
-            out_rx
+        let model = t.model.clone();
+        let deduped = poll(Duration::from_secs(2), || {
+            t.out_rx
                 .try_recv()
                 .ok()
-                .filter(|e| is_move(e, "champion", version))
+                .filter(|e| is_move(&model, e, "champion", version))
         });
         assert!(deduped.is_some(), "move {i} reached the subscriber");
         // Give a duplicate the time to show up, then check that none did.
         std::thread::sleep(Duration::from_millis(300));
-        let extra: Vec<Event> = std::iter::from_fn(|| out_rx.try_recv().ok())
+        let extra: Vec<Event> = t
+            .drain()
+            .into_iter()
             .filter(|e| e.kind == EventKind::AliasSet)
             .collect();
         assert!(extra.is_empty(), "duplicate after dedupe: {extra:?}");
@@ -466,45 +676,64 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
         webhook_ms.len(),
         percentile(&webhook_ms, 0.5),
         percentile(&webhook_ms, 1.0),
-        poll_interval,
+        t.poll_interval,
         percentile(&poll_ms, 0.5),
         percentile(&poll_ms, 1.0),
     );
+}
 
-    // The webhook hoist created delivers tag events.
+#[test]
+fn the_webhook_hoist_created_delivers_tag_events() {
+    let t = Triggers::start("hoist_e2e_tag_events", false);
+    t.first_promotion();
     let before_tag = unix_now();
-    hoist
-        .set_tag(MODEL, "2", "hoist.production", "live")
+    t.hoist
+        .set_tag(&t.model, "2", "hoist.production", "live")
         .unwrap();
-    let tag_event = wait_for(Duration::from_secs(10), || {
-        tap.lock()
-            .unwrap()
-            .iter()
-            .find(|(at, e)| {
-                *at >= before_tag
-                    && e.kind
-                        == (EventKind::TagSet {
-                            key: "hoist.production".into(),
-                            value: "live".into(),
-                        })
-            })
-            .map(|(_, e)| e.clone())
-    })
-    .expect("tag event through the webhook hoist created");
+    let tag_event = wait_for(
+        Duration::from_secs(10),
+        "a tag event through the webhook hoist created",
+        || {
+            t.tap
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(at, e)| {
+                    *at >= before_tag
+                        && e.model == t.model
+                        && e.kind
+                            == (EventKind::TagSet {
+                                key: "hoist.production".into(),
+                                value: "live".into(),
+                            })
+                })
+                .map(|(_, e)| e.clone())
+        },
+    );
     assert_eq!(tag_event.version.as_deref(), Some("2"));
     assert!(tag_event.delivery.is_some());
+}
 
+#[test]
+fn the_poller_reports_stage_transitions() {
     // Stages have no webhook: the poller reports a transition.
+    let t = Triggers::start("hoist_e2e_stages", false);
     let before_stage = unix_now();
-    client.call(json!({"op": "stage", "name": MODEL, "version": "2", "stage": "Staging"}));
-    let staged = wait_for(poll_interval * 10, || {
-        tap.lock()
-            .unwrap()
-            .iter()
-            .find(|(at, e)| *at >= before_stage && e.kind == EventKind::StageChanged)
-            .map(|(at, e)| (*at, e.clone()))
-    })
-    .expect("the poller reports the stage transition");
+    mlflow().client().set_stage(&t.model, "2", "Staging");
+    let staged = wait_for(
+        t.poll_interval * 10,
+        "the poller to report the stage transition",
+        || {
+            t.tap
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(at, e)| {
+                    *at >= before_stage && e.model == t.model && e.kind == EventKind::StageChanged
+                })
+                .map(|(at, e)| (*at, e.clone()))
+        },
+    );
     assert_eq!(
         (staged.1.stage.as_deref(), staged.1.version.as_deref()),
         (Some("Staging"), Some("2"))
@@ -514,19 +743,10 @@ fn hoist_reads_fetches_tags_and_hears_a_real_mlflow_server() {
         (staged.0 - before_stage) * 1e3
     );
     assert_eq!(
-        hoist
-            .resolve(&ModelRef::parse(&format!("{MODEL}/Staging")).unwrap())
+        t.hoist
+            .resolve(&ModelRef::parse(&format!("{}/Staging", t.model)).unwrap())
             .unwrap()
             .version,
         "2"
     );
-
-    poller.stop();
-    let _ = stop_tx.send(());
-    rt.block_on(receiver).unwrap().unwrap();
-    hoist.delete_webhook(&hook_id).unwrap();
-    drop(client);
-    drop(server);
-    let _ = std::fs::remove_dir_all(&tmp);
-    println!("total {:?}", test_start.elapsed());
 }

@@ -46,8 +46,7 @@ impl Drop for Server {
 
 #[test]
 fn https_tracking_servers_are_verified_against_the_configured_ca() {
-    let dir = std::env::temp_dir().join(format!("hoist-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = hoist_testkit::Scratch::new("tls");
     let (ca, cert, key) = (
         dir.join("ca.pem"),
         dir.join("cert.pem"),

@@ -20,11 +20,8 @@ const RUNTIMES: &[&str] = &["onnxruntime", "tract"];
 /// What a case is called, how it spoils a good package, what stderr must say.
 type Case<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, &'a str);
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hoist-closed-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn scratch(tag: &str) -> hoist_testkit::Scratch {
+    hoist_testkit::Scratch::new(&format!("closed-{tag}"))
 }
 
 /// `base/pkg`: MLmodel naming `data`, model.onnx `Y = X + W` with W in `weights.bin`.
@@ -102,7 +99,6 @@ fn a_package_with_external_data_inside_loads_and_serves_it() {
         // The digest covers the external data.
         std::fs::write(pkg.join("weights.bin"), weights([1.0, 2.0])).unwrap();
         assert_ne!(digest, hoist_types::digest_path(&pkg).unwrap());
-        std::fs::remove_dir_all(&base).unwrap();
     }
 }
 
@@ -188,7 +184,6 @@ fn a_package_naming_files_outside_it_is_refused_at_start() {
             );
             std::fs::remove_dir_all(&pkg).unwrap();
         }
-        std::fs::remove_dir_all(&base).unwrap();
     }
 }
 
@@ -233,7 +228,6 @@ fn a_reload_to_a_package_naming_files_outside_it_is_refused() {
     assert_eq!(status, 200, "{resp}");
     assert_eq!(resp["outputs"][0]["data"], json!([10.0, 20.0]));
     drop(s);
-    std::fs::remove_dir_all(&base).unwrap();
 }
 
 fn set_data(pkg: &Path, data: &str) {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use common::*;
@@ -827,15 +827,8 @@ fn startup_failures_are_clear() {
     }
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "hoist-test-{tag}-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tempdir(tag: &str) -> hoist_testkit::Scratch {
+    hoist_testkit::Scratch::new(&format!("test-{tag}"))
 }
 
 fn copy_model(name: &str, to: &std::path::Path) -> std::path::PathBuf {
@@ -859,12 +852,8 @@ fn bump_mtime(p: &std::path::Path) {
         .unwrap();
 }
 
-fn wait_for(mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "condition not met within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(cond: impl FnMut() -> bool) {
+    hoist_testkit::wait_until(Duration::from_secs(30), "a condition (30 s)", cond)
 }
 
 #[test]

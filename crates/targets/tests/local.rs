@@ -19,10 +19,7 @@ use tokio::net::TcpStream;
 // ---- fixtures ----------------------------------------------------------------------
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    hoist_testkit::repo_root().canonicalize().unwrap()
 }
 
 fn model(name: &str) -> PathBuf {
@@ -123,12 +120,8 @@ fn process_gone(pid: u32) -> bool {
     }
 }
 
-async fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_for(what: &str, deadline: Duration, cond: impl FnMut() -> bool) {
+    hoist_testkit::wait_until_async(deadline, what, cond).await
 }
 
 // ---- a bare HTTP/1.1 client ----------------------------------------------------------
@@ -449,12 +442,9 @@ fn a_killed_parent_leaves_no_orphan() {
     assert!(!process_gone(pid), "the model server {pid} runs");
     parent.kill().unwrap(); // SIGKILL: no chance to clean up
     parent.wait().unwrap();
-    let start = Instant::now();
-    while !process_gone(pid) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "model server {pid} outlived its SIGKILLed parent"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    hoist_testkit::wait_until(
+        Duration::from_secs(30),
+        format_args!("model server {pid} to die with its SIGKILLed parent (it outlived it)"),
+        || process_gone(pid),
+    );
 }

@@ -10,16 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    hoist_testkit::repo_root()
 }
 
 pub fn model(name: &str) -> PathBuf {
-    repo().join("examples/models").join(name)
+    hoist_testkit::example_model(name)
 }
 
 pub fn temp_home(tag: &str) -> PathBuf {
@@ -156,33 +156,29 @@ impl Daemon {
     }
 
     pub fn wait_done(&self, id: u64, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let mut last = Value::Null;
+        hoist_testkit::poll(timeout, || {
             let r = self.release(id);
             if r["phase"]["phase"] == "done" {
-                return r;
+                return Some(r);
             }
-            assert!(
-                Instant::now() < deadline,
-                "release {id} did not finish: {r}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            last = r;
+            None
+        })
+        .unwrap_or_else(|| panic!("release {id} did not finish: {last}"))
     }
 
     pub fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let mut last = Value::Null;
+        hoist_testkit::poll(timeout, || {
             let s = self.get("/api/v1/status");
             if f(&s) {
-                return s;
+                return Some(s);
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            last = s;
+            None
+        })
+        .unwrap_or_else(|| panic!("timed out waiting for {what}: {last}"))
     }
 
     pub fn stable_version(s: &Value, env: &str) -> Option<String> {

@@ -5,15 +5,12 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    hoist_testkit::repo_root().canonicalize().unwrap()
 }
 
 pub fn model_dir(name: &str) -> PathBuf {
@@ -114,21 +111,19 @@ impl Server {
     }
 
     pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
         let client = client();
-        loop {
-            if let Ok(r) = client.get(self.url("/v2/health/ready")).send()
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server not ready after 60 s; stderr: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let ready = hoist_testkit::poll(Duration::from_secs(60), || {
+            client
+                .get(self.url("/v2/health/ready"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+                .then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "server not ready after 60 s; stderr: {}",
+            self.stderr()
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
