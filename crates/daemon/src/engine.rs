@@ -577,7 +577,7 @@ impl Engine {
                     VerdictView {
                         env,
                         step,
-                        verdict: verdict.clone(),
+                        verdict: verdict.to_api(),
                         window,
                         numbers: numbers.clone(),
                         at_ms: now_ms(),
@@ -1478,7 +1478,7 @@ impl Engine {
                 summary: record.release.describe(),
                 progress: record.release.progress(),
                 last_verdict: self.verdicts.get(&record.release.id).cloned(),
-                record,
+                release: record.to_api(),
             })
             .collect();
         StatusView {

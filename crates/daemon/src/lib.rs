@@ -69,12 +69,18 @@ impl EngineClient {
         make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
     ) -> Result<T, engine::ApiError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(make(tx))
-            .await
-            .map_err(|_| engine::ApiError::new(503, "shutting_down", "the daemon is stopping"))?;
-        rx.await
-            .map_err(|_| engine::ApiError::new(503, "shutting_down", "the daemon is stopping"))
+        self.tx.send(make(tx)).await.map_err(|_| {
+            engine::ApiError::new(
+                hoist_types::ErrorCode::ShuttingDown,
+                "the daemon is stopping",
+            )
+        })?;
+        rx.await.map_err(|_| {
+            engine::ApiError::new(
+                hoist_types::ErrorCode::ShuttingDown,
+                "the daemon is stopping",
+            )
+        })
     }
 }
 

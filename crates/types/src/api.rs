@@ -15,8 +15,13 @@
 //! Every error is an [`ErrorBody`](crate::error::ErrorBody) with an
 //! [`ErrorCode`](crate::ErrorCode).
 
+mod numbers;
 mod release;
 mod status;
+
+pub use numbers::{
+    Accuracy, Comparison, Drift, FeedbackNumbers, ShadowNumbers, VerdictNumbers, WindowNumbers,
+};
 
 pub use release::{
     Action, EnvPlan, Event, Outcome, Phase, Plan, PlanStep, Release, ReleaseDetail, ReleaseId,

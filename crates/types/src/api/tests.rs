@@ -167,3 +167,31 @@ fn an_error_answer_names_its_code() {
     let b: ErrorBody = round_trip(r#"{"error":{"code":"not_found","message":"no release 9"}}"#);
     assert_eq!(b.error.code, ErrorCode::NotFound);
 }
+
+#[test]
+fn verdict_numbers_read_what_the_analysis_journals() {
+    let v: serde_json::Value = serde_json::from_str(
+        r#"{"candidate": {"requests": 10, "errors": 1, "error_rate": 0.1, "p50_ms": 1.0, "p99_ms": 4.5},
+            "stable": {"requests": 90, "errors": 0, "p99_ms": null},
+            "error_comparison": {"p": 0.02, "difference": 0.1},
+            "latency_comparison": {"p": 0.5, "median_ratio": 1.1},
+            "drift": {"psi": 0.3, "bins": [1, 2]},
+            "shadow": {"mirrored": 5, "agreement": 0.8, "rows": 5, "mean_probability_diff": 0.01, "errors": 0},
+            "feedback": {"candidate": {"accuracy": 0.5, "correct": 1, "labelled": 2}, "stable": {"accuracy": null, "correct": 0, "labelled": 0}}}"#,
+    )
+    .unwrap();
+    let n = VerdictNumbers::of(&v);
+    assert_eq!(n.candidate.as_ref().and_then(|w| w.p99_ms), Some(4.5));
+    assert_eq!(n.stable.as_ref().and_then(|w| w.p99_ms), None);
+    assert_eq!(n.drift.and_then(|d| d.psi), Some(0.3));
+    assert_eq!(n.feedback.unwrap().candidate.labelled, Some(2));
+    // Not numbers at all: none.
+    assert_eq!(
+        VerdictNumbers::of(&serde_json::Value::Null),
+        VerdictNumbers::default()
+    );
+    assert_eq!(
+        VerdictNumbers::of(&serde_json::json!({"gate": "x"})),
+        VerdictNumbers::default()
+    );
+}
