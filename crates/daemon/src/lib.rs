@@ -69,18 +69,11 @@ impl EngineClient {
         make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
     ) -> Result<T, engine::ApiError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| {
-            engine::ApiError::new(
-                hoist_types::ErrorCode::ShuttingDown,
-                "the daemon is stopping",
-            )
-        })?;
-        rx.await.map_err(|_| {
-            engine::ApiError::new(
-                hoist_types::ErrorCode::ShuttingDown,
-                "the daemon is stopping",
-            )
-        })
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| engine::ApiError::shutting_down())?;
+        rx.await.map_err(|_| engine::ApiError::shutting_down())
     }
 }
 

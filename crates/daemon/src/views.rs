@@ -44,6 +44,9 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::Internal, message)
     }
+    pub fn shutting_down() -> ApiError {
+        ApiError::new(ErrorCode::ShuttingDown, "the daemon is stopping")
+    }
 }
 
 /// A new release, as asked for.
