@@ -138,7 +138,7 @@ fn pipeline(step: Duration) -> Config {
         analysis,
         sticky_header: None,
         sticky_cookie: None,
-        force_header: "x-hoist-variant".into(),
+        force_header: hoist_types::wire::headers::FORCE_VARIANT.into(),
         response_timeout: Dur(Duration::from_secs(60)),
         feedback_token_env: None,
     };
@@ -246,7 +246,10 @@ async fn generate(
                                 .unwrap_or("?")
                                 .to_string()
                         };
-                        let key = (h("x-hoist-variant"), h("x-hoist-version"));
+                        let key = (
+                            h(hoist_types::wire::headers::VARIANT),
+                            h(hoist_types::wire::headers::VERSION),
+                        );
                         let ok = r.status().is_success() && r.bytes().await.is_ok();
                         let mut by = traffic.by.lock().unwrap_or_else(|p| p.into_inner());
                         let c = by.entry(key).or_default();

@@ -1568,7 +1568,7 @@ async fn trigger_target(
 
 /// The registry tag that marks a model version as a breaking change (its inputs or
 /// outputs may differ from stable's): any value but `false`, `0` or empty.
-pub const BREAKING_CHANGE_TAG: &str = "hoist.breaking_change";
+pub const BREAKING_CHANGE_TAG: &str = hoist_types::wire::tags::BREAKING_CHANGE;
 
 /// Why the version is a breaking change according to its registry tags, if it is.
 /// A registry that cannot be read marks nothing (the signature gate then compares).
@@ -1662,7 +1662,7 @@ async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec
     if addrs.is_empty() {
         return None;
     }
-    let mut counts = vec![0u64; hoist_server::metrics::PREDICTION_CLASSES + 1];
+    let mut counts = vec![0u64; hoist_types::wire::PREDICTION_CLASSES + 1];
     for a in addrs {
         let text = http
             .get(format!("http://{a}/metrics"))
@@ -1684,7 +1684,7 @@ async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec
             if let (Some(class), Some(n)) = (class, n) {
                 let i = class
                     .parse::<usize>()
-                    .unwrap_or(hoist_server::metrics::PREDICTION_CLASSES);
+                    .unwrap_or(hoist_types::wire::PREDICTION_CLASSES);
                 if let Some(slot) = counts.get_mut(i) {
                     *slot += n;
                 }
@@ -1747,7 +1747,7 @@ async fn smoke_test(
                 let status = resp.status();
                 let variant = resp
                     .headers()
-                    .get("x-hoist-variant")
+                    .get(hoist_types::wire::headers::VARIANT)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string();

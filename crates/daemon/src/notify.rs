@@ -532,13 +532,16 @@ impl Worker {
             .body(body.to_vec());
         if self.kind == NotificationKind::Json {
             req = req
-                .header("x-hoist-event", q.event.event)
-                .header("x-hoist-delivery", &q.delivery);
+                .header(hoist_types::wire::headers::EVENT, q.event.event)
+                .header(hoist_types::wire::headers::DELIVERY, &q.delivery);
             if let Some(secret) = &self.secret {
                 let ts = now_ms() / 1000;
                 req = req
-                    .header("x-hoist-timestamp", ts.to_string())
-                    .header("x-hoist-signature", signature(secret, ts, body));
+                    .header(hoist_types::wire::headers::TIMESTAMP, ts.to_string())
+                    .header(
+                        hoist_types::wire::headers::SIGNATURE,
+                        signature(secret, ts, body),
+                    );
             }
         }
         let mut resp = req.send().await.map_err(transport)?;

@@ -481,7 +481,7 @@ fn one() -> usize {
 }
 
 fn force_header() -> String {
-    "x-hoist-variant".into()
+    hoist_types::wire::headers::FORCE_VARIANT.into()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -152,7 +152,7 @@ pub struct Metrics {
 }
 
 /// Classes counted one by one in `hoist_predictions_total`; larger labels are `other`.
-pub const PREDICTION_CLASSES: usize = 64;
+pub const PREDICTION_CLASSES: usize = hoist_types::wire::PREDICTION_CLASSES;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -262,18 +262,22 @@ impl Metrics {
             if h.count.load(Ordering::Relaxed) > 0 {
                 h.render(
                     &mut out,
-                    "hoist_request_duration_seconds",
+                    hoist_types::wire::metrics::SERVER_REQUEST_DURATION,
                     &format!("route=\"{}\"", r.label()),
                 );
             }
         }
         out.push_str("# HELP hoist_inference_duration_seconds Time the runtime spent per model call (one batch).\n# TYPE hoist_inference_duration_seconds histogram\n");
-        self.inference
-            .render(&mut out, "hoist_inference_duration_seconds", "");
+        self.inference.render(
+            &mut out,
+            hoist_types::wire::metrics::SERVER_INFERENCE_DURATION,
+            "",
+        );
         out.push_str(
             "# HELP hoist_batch_size Rows per model call.\n# TYPE hoist_batch_size histogram\n",
         );
-        self.batch_size.render(&mut out, "hoist_batch_size", "");
+        self.batch_size
+            .render(&mut out, hoist_types::wire::metrics::SERVER_BATCH_SIZE, "");
         let _ = writeln!(
             out,
             "# HELP hoist_requests_in_flight Requests being handled now.\n# TYPE hoist_requests_in_flight gauge\nhoist_requests_in_flight {}",

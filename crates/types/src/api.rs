@@ -54,6 +54,7 @@ pub mod paths {
 
 /// `POST /api/v1/releases`: start a release.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRelease {
     /// `NAME`, `NAME/VERSION`, `NAME@ALIAS` or `NAME/STAGE`; NAME must be the
@@ -73,6 +74,7 @@ pub struct CreateRelease {
 
 /// `POST /api/v1/releases/{id}/promote`: end the current pause.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Promote {
     /// Skip to 100%.
@@ -82,6 +84,7 @@ pub struct Promote {
 
 /// `POST /api/v1/releases/{id}/abort`: abort and roll back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Abort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +93,7 @@ pub struct Abort {
 
 /// `POST /api/v1/rollback`: roll an environment back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
     /// The environment (default: the last).
@@ -102,6 +106,7 @@ pub struct Rollback {
 
 /// The query of `GET /api/v1/releases`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListQuery {
     /// Only releases that go through this environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@ pub type ReleaseId = u64;
 
 /// What a release will do, fixed when it is created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     pub envs: Vec<EnvPlan>,
     /// The configured gates run against the candidate in the first environment.
@@ -19,6 +20,7 @@ pub struct Plan {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnvPlan {
     pub name: String,
     pub steps: Vec<PlanStep>,
@@ -32,6 +34,7 @@ pub struct EnvPlan {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanStep {
     pub weight: u32,
     /// Percent of stable's requests mirrored to the candidate (a shadow step).
@@ -45,6 +48,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StepPause {
     None,
@@ -54,6 +58,7 @@ pub enum StepPause {
 
 /// Where a release is: `{"phase": "step", "index": 1, ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     Queued,
@@ -78,6 +83,7 @@ pub enum Phase {
 
 /// A judgement of live traffic: `{"verdict": "fail", "reason": ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
@@ -104,6 +110,7 @@ impl Verdict {
 
 /// How a release ended: `{"outcome": "failed", "reason": ...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
@@ -133,6 +140,7 @@ impl Outcome {
 
 /// What happened to a release (as journaled).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Start,
@@ -214,6 +222,7 @@ impl Event {
 
 /// What the engine did for a transition (as journaled).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     Fetch,
@@ -232,6 +241,7 @@ pub enum Action {
 
 /// A release as journaled: where it is and how it came to be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Release {
     pub id: ReleaseId,
     pub model: String,
@@ -267,6 +277,7 @@ impl Release {
 
 /// A release in a list: the record and one line about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseSummary {
     #[serde(flatten)]
     pub release: Release,
@@ -275,12 +286,14 @@ pub struct ReleaseSummary {
 
 /// `GET /api/v1/releases`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseList {
     pub releases: Vec<ReleaseSummary>,
 }
 
 /// One recorded transition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Transition {
     pub seq: u64,
     pub at_ms: u64,
@@ -292,6 +305,7 @@ pub struct Transition {
 
 /// `GET /api/v1/releases/{id}`: the record, how far it is, every transition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseDetail {
     #[serde(flatten)]
     pub release: Release,

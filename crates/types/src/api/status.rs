@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::release::{Release, ReleaseId, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerView {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub addr: SocketAddr,
     pub pid: Option<u32>,
     pub restarts: u32,
@@ -17,6 +19,7 @@ pub struct ServerView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentView {
     pub version: String,
     pub digest: String,
@@ -26,6 +29,7 @@ pub struct DeploymentView {
 
 /// A variant's traffic over a window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WindowView {
     pub requests: u64,
     pub errors: u64,
@@ -40,6 +44,7 @@ pub struct WindowView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnvView {
     pub name: String,
     pub url: String,
@@ -60,6 +65,7 @@ pub struct EnvView {
 
 /// A release in progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseView {
     #[serde(flatten)]
     pub release: Release,
@@ -71,6 +77,7 @@ pub struct ReleaseView {
 
 /// The latest judgement of a release's live traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerdictView {
     pub env: String,
     pub step: usize,
@@ -82,6 +89,7 @@ pub struct VerdictView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusView {
     pub model: String,
     pub registry: String,
@@ -93,6 +101,7 @@ pub struct StatusView {
 
 /// Deliveries of release events, summed over the receivers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NotifyStatus {
     /// Deliveries a receiver accepted (2xx).
     pub sent: u64,
@@ -109,6 +118,7 @@ pub struct NotifyStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReceiverStatus {
     /// The receiver's URL, without credentials, query or (Slack) secret path.
     pub url: String,
@@ -121,6 +131,7 @@ pub struct ReceiverStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryFailure {
     pub url: String,
     pub event: String,
@@ -134,6 +145,7 @@ pub struct DeliveryFailure {
 
 /// A line of progress for people watching the daemon (`hoist up` prints them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     pub at_ms: u64,
     pub release: Option<ReleaseId>,
