@@ -364,4 +364,22 @@ mod tests {
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
+
+    #[test]
+    fn the_series_are_named_as_the_wire_contract_says() {
+        use hoist_types::wire::metrics as w;
+        let m = Metrics::default();
+        m.request_started();
+        m.request_finished(Route::V2Infer, 200, Duration::from_micros(300));
+        let text = m.render();
+        for name in [
+            format!("{}{{route=", w::SERVER_REQUESTS),
+            format!("{}_bucket{{route=", w::SERVER_REQUEST_DURATION),
+            format!("# TYPE {} histogram", w::SERVER_INFERENCE_DURATION),
+            format!("# TYPE {} histogram", w::SERVER_BATCH_SIZE),
+        ] {
+            assert!(text.contains(&name), "{name}: {text}");
+        }
+        assert_eq!(PREDICTION_CLASSES, hoist_types::wire::PREDICTION_CLASSES);
+    }
 }
