@@ -12,6 +12,7 @@
 //! Commands print results on stdout and nothing else there; errors go to stderr
 //! (as JSON with `--json`), with an exit code a script can branch on.
 
+mod client;
 mod mlflow;
 mod model;
 mod output;
@@ -169,9 +170,12 @@ pub enum CliError {
     /// The daemon could not be reached or started.
     #[error("{message}")]
     Daemon { message: String },
-    /// The daemon's API refused the call.
+    /// The daemon's API refused the call, with this code.
     #[error("{message}")]
-    Api { status: u16, message: String },
+    Api {
+        code: hoist_types::ErrorCode,
+        message: String,
+    },
     /// hoist.toml is invalid.
     #[error("{0}")]
     Config(String),
@@ -202,12 +206,7 @@ impl CliError {
             | CliError::Usage(_) => 2,
             CliError::Registry(_) | CliError::Io { .. } | CliError::Daemon { .. } => 1,
             CliError::Config(_) => 2,
-            CliError::Api { status, .. } => match status {
-                400 | 422 => 2,
-                404 => 3,
-                409 => 6,
-                _ => 1,
-            },
+            CliError::Api { code, .. } => code.exit_code(),
             CliError::ReleaseFailed(_) => 5,
             CliError::Timeout(_) => 7,
         }
@@ -236,13 +235,7 @@ impl CliError {
             CliError::Usage(_) => "usage",
             CliError::Io { .. } => "io_error",
             CliError::Daemon { .. } => "daemon_unavailable",
-            CliError::Api { status, .. } => match status {
-                400 | 422 => "bad_request",
-                401 => "unauthorized",
-                404 => "not_found",
-                409 => "refused",
-                _ => "daemon_error",
-            },
+            CliError::Api { code, .. } => code.name(),
             CliError::Config(_) => "invalid_config",
             CliError::ReleaseFailed(_) => "release_failed",
             CliError::Timeout(_) => "timeout",
@@ -293,8 +286,7 @@ pub fn run(
         Command::Status(a) => release::status(&ctx, a, out),
         Command::Promote(a) => release::operator(
             &ctx,
-            format!("/api/v1/releases/{}/promote", a.release),
-            serde_json::json!({ "full": a.full }),
+            |api| api.promote(a.release, &hoist_types::api::Promote { full: a.full }),
             if a.full {
                 "promoted to 100%"
             } else {
@@ -302,26 +294,15 @@ pub fn run(
             },
             out,
         ),
-        Command::Approve(a) => release::operator(
+        Command::Approve(a) => {
+            release::operator(&ctx, |api| api.approve(a.release), "approved", out)
+        }
+        Command::Abort(a) => release::operator(
             &ctx,
-            format!("/api/v1/releases/{}/approve", a.release),
-            serde_json::json!({}),
-            "approved",
+            |api| api.abort(a.release, &hoist_types::api::Abort { reason: a.reason }),
+            "aborted: 100% back on stable",
             out,
         ),
-        Command::Abort(a) => {
-            let mut body = serde_json::json!({});
-            if let Some(r) = a.reason {
-                body["reason"] = r.into();
-            }
-            release::operator(
-                &ctx,
-                format!("/api/v1/releases/{}/abort", a.release),
-                body,
-                "aborted: 100% back on stable",
-                out,
-            )
-        }
         Command::Rollback(a) => release::rollback(&ctx, a, out),
         Command::History(a) => release::history(&ctx, a, out),
         Command::Quickstart(a) => quickstart::run(&ctx, a, out),

@@ -138,7 +138,7 @@ fn pipeline(step: Duration) -> Config {
         analysis,
         sticky_header: None,
         sticky_cookie: None,
-        force_header: "x-hoist-variant".into(),
+        force_header: hoist_types::wire::headers::FORCE_VARIANT.into(),
         response_timeout: Dur(Duration::from_secs(60)),
         feedback_token_env: None,
     };
@@ -246,7 +246,10 @@ async fn generate(
                                 .unwrap_or("?")
                                 .to_string()
                         };
-                        let key = (h("x-hoist-variant"), h("x-hoist-version"));
+                        let key = (
+                            h(hoist_types::wire::headers::VARIANT),
+                            h(hoist_types::wire::headers::VERSION),
+                        );
                         let ok = r.status().is_success() && r.bytes().await.is_ok();
                         let mut by = traffic.by.lock().unwrap_or_else(|p| p.into_inner());
                         let c = by.entry(key).or_default();
@@ -505,17 +508,16 @@ async fn story(
     let mut rows = Vec::new();
     for ((id, version, what, outcome, took), want) in outcomes.iter().zip(expected) {
         let label = outcome.as_ref().map(|o| o.label()).unwrap_or("unfinished");
-        let tag = outcome
-            .as_ref()
-            .and_then(|o| serde_json::to_value(o).ok())
-            .and_then(|v| v["outcome"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let tag = outcome.as_ref().map(outcome_name).unwrap_or_default();
         all_as_expected &= tag == want;
-        rows.push(serde_json::json!({
-            "release": id, "version": version, "model": what, "outcome": label,
-            "reason": outcome.as_ref().and_then(|o| o.reason()),
-            "seconds": took.as_secs_f64(),
-        }));
+        rows.push(SummaryRow {
+            release: *id,
+            version: version.clone(),
+            model: what.clone(),
+            outcome: label,
+            reason: outcome.as_ref().and_then(|o| o.reason()),
+            seconds: took.as_secs_f64(),
+        });
     }
     let stable_failed: u64 = by
         .iter()
@@ -540,11 +542,11 @@ async fn story(
             writeln!(
                 out,
                 "  {:<8} {:<8} {:<12} {:>6.1}s  {}",
-                r["release"].to_string(),
-                format!("v{}", r["version"].as_str().unwrap_or("")),
-                r["outcome"].as_str().unwrap_or(""),
-                r["seconds"].as_f64().unwrap_or(0.0),
-                r["reason"].as_str().unwrap_or("")
+                r.release.to_string(),
+                format!("v{}", r.version),
+                r.outcome,
+                r.seconds,
+                r.reason.as_deref().unwrap_or("")
             )
             .map_err(stdout_err)?;
         }
@@ -578,5 +580,27 @@ async fn story(
                 .map(|o| o.3.as_ref().map(|x| x.label()).unwrap_or("unfinished"))
                 .collect::<Vec<_>>()
         )))
+    }
+}
+
+/// One release of the quickstart's summary (`--json`: one object of `releases`).
+#[derive(serde::Serialize)]
+struct SummaryRow {
+    release: u64,
+    version: String,
+    model: String,
+    outcome: &'static str,
+    reason: Option<String>,
+    seconds: f64,
+}
+
+/// An outcome's name on the wire (`succeeded`, `failed`, ...).
+fn outcome_name(o: &hoist_release::machine::Outcome) -> &'static str {
+    use hoist_release::machine::Outcome;
+    match o {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Aborted { .. } => "aborted",
+        Outcome::Superseded { .. } => "superseded",
     }
 }

@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hoist_registry::Registry;
 use hoist_release::config::Config;
-use serde_json::Value;
+use hoist_types::api::{
+    Accuracy, CreateRelease, DeploymentView, Event, Outcome, Release, ReleaseDetail, Rollback,
+    StatusView, Verdict, VerdictNumbers, WindowView,
+};
+use serde::Serialize;
 
+use crate::client::Client;
 use crate::{CliError, Context, Opened, stdout_err};
 use hoist_daemon as daemon;
 
@@ -105,84 +110,10 @@ pub struct HistoryArgs {
     pub limit: usize,
 }
 
-/// A client of the daemon's API.
-pub(crate) struct Api {
-    base: String,
-    token: Option<String>,
-    http: reqwest::blocking::Client,
-}
-
-impl Api {
-    pub(crate) fn new(ctx: &Context<'_>) -> Result<Api, CliError> {
-        let home = ctx.home().ok();
-        let from_file = |name: &str| {
-            home.as_ref()
-                .and_then(|h| std::fs::read_to_string(daemon::state_dir(h).join(name)).ok())
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        };
-        let base = ctx
-            .api
-            .clone()
-            .or_else(|| (ctx.env)("HOIST_API"))
-            .or_else(|| from_file("api"))
-            .unwrap_or_else(|| "http://127.0.0.1:7070".into());
-        let token = (ctx.env)("HOIST_ADMIN_TOKEN")
-            .or_else(|| {
-                (ctx.env)("HOIST_ADMIN_TOKEN_FILE")
-                    .and_then(|p| std::fs::read_to_string(p).ok())
-                    .map(|s| s.trim().to_string())
-            })
-            .or_else(|| from_file("token"));
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| CliError::Usage(format!("http client: {e}")))?;
-        Ok(Api {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            http,
-        })
-    }
-
-    fn send(&self, req: reqwest::blocking::RequestBuilder) -> Result<Value, CliError> {
-        let req = match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
-        };
-        let resp = req.send().map_err(|e| CliError::Daemon {
-            message: format!(
-                "no hoist daemon answers at {} ({}); start one with `hoist up`, or point --api / HOIST_API at it",
-                self.base,
-                if e.is_connect() { "connection refused".to_string() } else { e.to_string() }
-            ),
-        })?;
-        let status = resp.status().as_u16();
-        let text = resp.text().unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-        if status >= 400 {
-            let message = v["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("HTTP {status}: {text}"));
-            return Err(CliError::Api { status, message });
-        }
-        Ok(v)
-    }
-
-    pub(crate) fn get(&self, path: &str) -> Result<Value, CliError> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-    }
-
-    pub(crate) fn post(&self, path: &str, body: Value) -> Result<Value, CliError> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
-    }
-}
-
 fn print(
     ctx: &Context<'_>,
     out: &mut dyn Write,
-    v: &Value,
+    v: &impl Serialize,
     human: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<(), CliError> {
     if ctx.json {
@@ -197,25 +128,17 @@ pub(crate) fn deploy(
     a: DeployArgs,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let api = Api::new(ctx)?;
-    let mut body = serde_json::json!({
-        "model": a.model,
-        "supersede": a.supersede,
-        "breaking_change": a.breaking_change,
-    });
-    if let Some(e) = &a.env {
-        body["env"] = e.clone().into();
-    }
-    let rec = api.post("/api/v1/releases", body)?;
-    let id = rec["id"].as_u64().unwrap_or(0);
+    let api = Client::new(ctx)?;
+    let rec = api.create(&CreateRelease {
+        model: a.model,
+        env: a.env,
+        supersede: a.supersede,
+        breaking_change: a.breaking_change,
+    })?;
+    let id = rec.id;
     if !a.wait {
         return print(ctx, out, &rec, |o| {
-            writeln!(
-                o,
-                "release {id}: {} v{} started",
-                rec["model"].as_str().unwrap_or(""),
-                rec["version"].as_str().unwrap_or("")
-            )?;
+            writeln!(o, "release {id}: {} v{} started", rec.model, rec.version)?;
             writeln!(o, "follow it with `hoist status {id} --watch`")
         });
     }
@@ -225,7 +148,7 @@ pub(crate) fn deploy(
 /// Print a release's progress until it ends; Err(ReleaseFailed) unless it succeeded.
 fn follow(
     ctx: &Context<'_>,
-    api: &Api,
+    api: &Client,
     id: u64,
     timeout: Option<Duration>,
     out: &mut dyn Write,
@@ -233,27 +156,27 @@ fn follow(
     let start = Instant::now();
     let mut last = String::new();
     loop {
-        let r = api.get(&format!("/api/v1/releases/{id}"))?;
-        let summary = r["summary"].as_str().unwrap_or("").to_string();
-        if summary != last && !ctx.json {
+        let r = api.release(id)?;
+        if r.summary != last && !ctx.json {
             writeln!(
                 out,
-                "[{:>5.1}s] release {id} v{}: {summary}",
+                "[{:>5.1}s] release {id} v{}: {}",
                 start.elapsed().as_secs_f64(),
-                r["version"].as_str().unwrap_or("")
+                r.release.version,
+                r.summary
             )
             .map_err(stdout_err)?;
-            last = summary;
+            last = r.summary.clone();
         }
-        if r["phase"]["phase"] == "done" {
+        if r.release.is_done() {
             if ctx.json {
                 ctx.print_json(out, &r)?;
             }
-            return match r["outcome"]["outcome"].as_str() {
-                Some("succeeded") => Ok(()),
+            return match r.release.outcome {
+                Some(Outcome::Succeeded) => Ok(()),
                 _ => Err(CliError::ReleaseFailed(format!(
                     "release {id} {}",
-                    r["summary"].as_str().unwrap_or("did not succeed")
+                    r.summary
                 ))),
             };
         }
@@ -266,17 +189,18 @@ fn follow(
     }
 }
 
+/// An operator's call on a release (promote, approve, abort), printed as `release
+/// ID: what`.
 pub(crate) fn operator(
     ctx: &Context<'_>,
-    path: String,
-    body: Value,
+    call: impl FnOnce(&Client) -> Result<Release, CliError>,
     what: &str,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let api = Api::new(ctx)?;
-    let rec = api.post(&path, body)?;
+    let api = Client::new(ctx)?;
+    let rec = call(&api)?;
     print(ctx, out, &rec, |o| {
-        writeln!(o, "release {}: {what}", rec["id"])
+        writeln!(o, "release {}: {what}", rec.id)
     })
 }
 
@@ -285,19 +209,14 @@ pub(crate) fn rollback(
     a: RollbackArgs,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let api = Api::new(ctx)?;
-    let mut body = serde_json::json!({});
-    if let Some(e) = &a.env {
-        body["env"] = e.clone().into();
-    }
-    if let Some(t) = &a.to {
-        body["to"] = t.clone().into();
-    }
+    let api = Client::new(ctx)?;
     let started = Instant::now();
-    let rec = api.post("/api/v1/rollback", body)?;
-    let id = rec["id"].as_u64().unwrap_or(0);
-    let aborted = rec["outcome"]["outcome"] == "aborted";
-    if aborted {
+    let rec = api.rollback(&Rollback {
+        env: a.env.clone(),
+        to: a.to.clone(),
+    })?;
+    let id = rec.id;
+    if matches!(rec.outcome, Some(Outcome::Aborted { .. })) {
         return print(ctx, out, &rec, |o| {
             writeln!(
                 o,
@@ -308,14 +227,26 @@ pub(crate) fn rollback(
     }
     if a.no_wait {
         return print(ctx, out, &rec, |o| {
-            writeln!(
-                o,
-                "release {id}: rollback to v{} started",
-                rec["version"].as_str().unwrap_or("")
-            )
+            writeln!(o, "release {id}: rollback to v{} started", rec.version)
         });
     }
     follow(ctx, &api, id, None, out)
+}
+
+/// How a transition's event reads: `verdict fail`, `gates passed`, ...
+fn event_name(ev: &Event) -> String {
+    match ev {
+        Event::Verdict { verdict, .. } => format!("verdict {}", verdict.name()),
+        other => other.name().replace('_', " "),
+    }
+}
+
+/// The numbers a transition's event was based on (verdicts only).
+fn event_numbers(ev: &Event) -> String {
+    match ev {
+        Event::Verdict { numbers, .. } => verdict_numbers(numbers),
+        _ => String::new(),
+    }
 }
 
 pub(crate) fn history(
@@ -323,39 +254,34 @@ pub(crate) fn history(
     a: HistoryArgs,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let api = Api::new(ctx)?;
+    let api = Client::new(ctx)?;
     if let Some(id) = a.release {
-        let v = api.get(&format!("/api/v1/releases/{id}"))?;
+        let v = api.release(id)?;
         return print(ctx, out, &v, |o| {
+            let r = &v.release;
             writeln!(
                 o,
                 "release {} {} v{}: {}",
-                v["id"],
-                v["model"].as_str().unwrap_or(""),
-                v["version"].as_str().unwrap_or(""),
-                v["summary"].as_str().unwrap_or("")
+                r.id, r.model, r.version, v.summary
             )?;
             let mut any = false;
-            for t in v["transitions"].as_array().into_iter().flatten() {
-                let ev = &t["event"];
-                if ev["event"] != "verdict"
-                    && ev["event"] != "gates_passed"
-                    && ev["event"] != "gates_failed"
-                {
+            for t in &v.transitions {
+                let ev = &t.event;
+                if !matches!(
+                    ev,
+                    Event::Verdict { .. } | Event::GatesPassed { .. } | Event::GatesFailed { .. }
+                ) {
                     continue;
                 }
                 any = true;
-                let what = match ev["verdict"]["verdict"].as_str() {
-                    Some(v) => format!("verdict {v}"),
-                    None => ev["event"].as_str().unwrap_or("").replace('_', " "),
-                };
-                let reason = ev["verdict"]["reason"]
-                    .as_str()
-                    .or(ev["reason"].as_str())
+                let what = event_name(ev);
+                let reason = verdict_of(ev)
+                    .and_then(Verdict::reason)
+                    .or(ev.reason())
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default();
-                writeln!(o, "  {:>3}. {what}{reason}", t["seq"])?;
-                let numbers = verdict_numbers(&ev["numbers"]);
+                writeln!(o, "  {:>3}. {what}{reason}", t.seq)?;
+                let numbers = event_numbers(ev);
                 if !numbers.is_empty() {
                     writeln!(o, "       {numbers}")?;
                 }
@@ -366,56 +292,39 @@ pub(crate) fn history(
             Ok(())
         });
     }
-    let mut path = format!("/api/v1/releases?limit={}", a.limit);
-    if let Some(e) = &a.env {
-        path.push_str(&format!("&env={e}"));
-    }
-    let v = api.get(&path)?;
+    let v = api.releases(a.env.as_deref(), a.limit)?;
     print(ctx, out, &v, |o| {
         writeln!(
             o,
             "{:<4} {:<8} {:<14} {:<28} {:<22} {:<12} {:>8}  REASON",
             "ID", "VERSION", "DIGEST", "TRIGGER", "ENVIRONMENTS", "OUTCOME", "TOOK"
         )?;
-        for r in v["releases"].as_array().into_iter().flatten() {
-            let digest = r["digest"].as_str().unwrap_or("-");
+        for s in &v.releases {
+            let r = &s.release;
+            let digest = r.digest.as_deref().unwrap_or("-");
             let short = digest
                 .strip_prefix("sha256:")
                 .map(|d| &d[..12.min(d.len())])
                 .unwrap_or(digest);
-            let envs: Vec<&str> = r["plan"]["envs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["name"].as_str())
-                .collect();
-            let outcome = match r["outcome"]["outcome"].as_str() {
-                Some("failed") => "rolled back",
-                Some(o) => o,
+            let envs: Vec<&str> = r.plan.envs.iter().map(|e| e.name.as_str()).collect();
+            let outcome = match &r.outcome {
+                Some(Outcome::Failed { .. }) => "rolled back",
+                Some(o) => o.name(),
                 None => "in progress",
             };
-            let reason = r["outcome"]["reason"]
-                .as_str()
-                .map(str::to_string)
-                .or_else(|| {
-                    r["outcome"]["by"]
-                        .as_u64()
-                        .map(|b| format!("superseded by {b}"))
-                })
-                .unwrap_or_default();
-            let took = (r["updated_ms"]
-                .as_u64()
-                .unwrap_or(0)
-                .saturating_sub(r["created_ms"].as_u64().unwrap_or(0)))
-                as f64
-                / 1000.0;
+            let reason = match &r.outcome {
+                Some(Outcome::Failed { reason } | Outcome::Aborted { reason }) => reason.clone(),
+                Some(Outcome::Superseded { by }) => format!("superseded by {by}"),
+                Some(Outcome::Succeeded) | None => String::new(),
+            };
+            let took = r.updated_ms.saturating_sub(r.created_ms) as f64 / 1000.0;
             writeln!(
                 o,
                 "{:<4} {:<8} {:<14} {:<28} {:<22} {:<12} {:>7.1}s  {reason}",
-                r["id"].to_string(),
-                format!("v{}", r["version"].as_str().unwrap_or("")),
+                r.id.to_string(),
+                format!("v{}", r.version),
                 short,
-                truncate(r["trigger"].as_str().unwrap_or(""), 28),
+                truncate(&r.trigger, 28),
                 envs.join(","),
                 outcome,
                 took
@@ -425,69 +334,81 @@ pub(crate) fn history(
     })
 }
 
+/// The verdict a verdict event carries.
+fn verdict_of(ev: &Event) -> Option<&Verdict> {
+    match ev {
+        Event::Verdict { verdict, .. } => Some(verdict),
+        _ => None,
+    }
+}
+
+/// `12`, or `null` when the daemon did not say (as JSON would print it).
+fn or_null(n: Option<u64>) -> String {
+    n.map_or_else(|| "null".into(), |n| n.to_string())
+}
+
 /// One line of the numbers a verdict was based on (as journaled by the engine).
-pub(crate) fn verdict_numbers(n: &Value) -> String {
+pub(crate) fn verdict_numbers(numbers: &serde_json::Value) -> String {
+    let n = VerdictNumbers::of(numbers);
     let mut parts = Vec::new();
-    let ms = |v: &Value| v.as_f64().map(|x| format!("{x:.1} ms"));
-    let pct = |v: &Value| v.as_f64().map(|x| format!("{:.1}%", x * 100.0));
-    for variant in ["candidate", "stable"] {
-        let w = &n[variant];
-        if let Some(req) = w["requests"].as_u64() {
-            let mut p = format!(
-                "{variant} {req} req, {} err",
-                w["errors"].as_u64().unwrap_or(0)
-            );
-            if let Some(p99) = ms(&w["p99_ms"]) {
-                p.push_str(&format!(", p99 {p99}"));
+    let pct = |v: Option<f64>| v.map(|x| format!("{:.1}%", x * 100.0));
+    for (variant, w) in [("candidate", &n.candidate), ("stable", &n.stable)] {
+        let Some(w) = w else { continue };
+        if let Some(req) = w.requests {
+            let mut p = format!("{variant} {req} req, {} err", w.errors.unwrap_or(0));
+            if let Some(p99) = w.p99_ms {
+                p.push_str(&format!(", p99 {p99:.1} ms"));
             }
             parts.push(p);
         }
     }
-    let e = &n["error_comparison"];
-    if let Some(p) = e["p"].as_f64() {
+    if let Some(e) = &n.error_comparison
+        && let Some(p) = e.p
+    {
         parts.push(format!(
             "errors p={p:.3}, {:+.2} points",
-            e["difference"].as_f64().unwrap_or(f64::NAN) * 100.0
+            e.difference.unwrap_or(f64::NAN) * 100.0
         ));
     }
-    let c = &n["latency_comparison"];
-    if let Some(p) = c["p"].as_f64() {
+    if let Some(c) = &n.latency_comparison
+        && let Some(p) = c.p
+    {
         parts.push(format!(
             "latency p={p:.3}, median ×{:.2}",
-            c["median_ratio"].as_f64().unwrap_or(f64::NAN)
+            c.median_ratio.unwrap_or(f64::NAN)
         ));
     }
-    if let Some(psi) = n["drift"]["psi"].as_f64() {
+    if let Some(psi) = n.drift.as_ref().and_then(|d| d.psi) {
         parts.push(format!("drift PSI {psi:.3}"));
     }
-    let s = &n["shadow"];
-    if let Some(m) = s["mirrored"].as_u64() {
+    if let Some(s) = &n.shadow
+        && let Some(m) = s.mirrored
+    {
         let mut p = format!("shadow {m} mirrored");
-        if let Some(a) = pct(&s["agreement"]) {
-            p.push_str(&format!(", agreement {a} of {} rows", s["rows"]));
+        if let Some(a) = pct(s.agreement) {
+            p.push_str(&format!(", agreement {a} of {} rows", or_null(s.rows)));
         }
-        if let Some(d) = s["mean_probability_diff"].as_f64() {
+        if let Some(d) = s.mean_probability_diff {
             p.push_str(&format!(", mean |Δp| {d:.3}"));
         }
-        if let Some(e) = s["errors"].as_u64().filter(|e| *e > 0) {
+        if let Some(e) = s.errors.filter(|e| *e > 0) {
             p.push_str(&format!(", {e} failed"));
         }
         parts.push(p);
     }
-    let f = &n["feedback"];
-    if f.is_object() {
-        let acc = |v: &Value| {
+    if let Some(f) = &n.feedback {
+        let acc = |v: &Accuracy| {
             format!(
                 "{} ({} of {} labelled rows)",
-                pct(&v["accuracy"]).unwrap_or_else(|| "-".into()),
-                v["correct"],
-                v["labelled"]
+                pct(v.accuracy).unwrap_or_else(|| "-".into()),
+                or_null(v.correct),
+                or_null(v.labelled)
             )
         };
         parts.push(format!(
             "accuracy candidate {}, stable {}",
-            acc(&f["candidate"]),
-            acc(&f["stable"])
+            acc(&f.candidate),
+            acc(&f.stable)
         ));
     }
     parts.join("; ")
@@ -501,18 +422,17 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-fn fmt_ms(v: &Value) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.1} ms"))
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.1} ms"))
         .unwrap_or_else(|| "-".into())
 }
 
-fn metrics_cell(m: &Value) -> String {
+fn metrics_cell(m: &WindowView) -> String {
     format!(
         "{} req, {:.1}% err, p99 {}",
-        m["requests"].as_u64().unwrap_or(0),
-        m["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-        fmt_ms(&m["p99_ms"])
+        m.requests,
+        m.error_rate * 100.0,
+        fmt_ms(m.p99_ms)
     )
 }
 
@@ -527,33 +447,23 @@ fn bar(progress: f64, width: usize) -> String {
 }
 
 /// The human status view.
-pub(crate) fn render_status(v: &Value, o: &mut dyn Write) -> std::io::Result<()> {
-    writeln!(
-        o,
-        "model {} · registry {}",
-        v["model"].as_str().unwrap_or(""),
-        v["registry"].as_str().unwrap_or("")
-    )?;
-    for e in v["environments"].as_array().into_iter().flatten() {
-        let stable = e["stable"]["version"]
-            .as_str()
-            .map(|s| format!("v{s}"))
+pub(crate) fn render_status(v: &StatusView, o: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(o, "model {} · registry {}", v.model, v.registry)?;
+    for e in &v.environments {
+        let stable = e
+            .stable
+            .as_ref()
+            .map(|s| format!("v{}", s.version))
             .unwrap_or_else(|| "-".into());
-        let cand = e["candidate"]["version"].as_str().map(|s| format!("v{s}"));
-        let w = e["weight"].as_u64().unwrap_or(0);
-        writeln!(
-            o,
-            "  {:<12} {:<24} {}",
-            e["name"].as_str().unwrap_or(""),
-            e["url"].as_str().unwrap_or(""),
-            e["strategy"].as_str().unwrap_or("")
-        )?;
+        let cand = e.candidate.as_ref().map(|s| format!("v{}", s.version));
+        let w = e.weight;
+        writeln!(o, "  {:<12} {:<24} {}", e.name, e.url, e.strategy)?;
         writeln!(
             o,
             "      stable    {:<6} {:>3}%  {}",
             stable,
             100 - w,
-            metrics_cell(&e["stable_metrics"])
+            metrics_cell(&e.stable_metrics)
         )?;
         if let Some(c) = cand {
             writeln!(
@@ -561,40 +471,37 @@ pub(crate) fn render_status(v: &Value, o: &mut dyn Write) -> std::io::Result<()>
                 "      candidate {:<6} {:>3}%  {}",
                 c,
                 w,
-                metrics_cell(&e["candidate_metrics"])
+                metrics_cell(&e.candidate_metrics)
             )?;
         }
-        if let Some(split) = e["split"].as_str() {
+        if let Some(split) = &e.split {
             // On a cluster the numbers above come from Prometheus during analysis.
             writeln!(o, "      on Kubernetes: {split}")?;
         }
     }
-    let active = v["active"].as_array().cloned().unwrap_or_default();
-    if active.is_empty() {
+    if v.active.is_empty() {
         writeln!(o, "  no release in progress")?;
     }
-    for r in active {
+    for r in &v.active {
         writeln!(
             o,
             "release {} v{} ({}): {}",
-            r["id"],
-            r["version"].as_str().unwrap_or(""),
-            r["trigger"].as_str().unwrap_or(""),
-            r["summary"].as_str().unwrap_or("")
+            r.release.id, r.release.version, r.release.trigger, r.summary
         )?;
-        writeln!(o, "  {}", bar(r["progress"].as_f64().unwrap_or(0.0), 30))?;
-        if let Some(lv) = r.get("last_verdict").filter(|x| !x.is_null()) {
-            let verdict = lv["verdict"]["verdict"].as_str().unwrap_or("");
-            let why = lv["verdict"]["reason"]
-                .as_str()
+        writeln!(o, "  {}", bar(r.progress, 30))?;
+        if let Some(lv) = &r.last_verdict {
+            let why = lv
+                .verdict
+                .reason()
                 .map(|s| format!(": {s}"))
                 .unwrap_or_default();
             writeln!(
                 o,
-                "  last verdict: {verdict}{why} ({})",
-                metrics_cell(&lv["window"])
+                "  last verdict: {}{why} ({})",
+                lv.verdict.name(),
+                metrics_cell(&lv.window)
             )?;
-            let numbers = verdict_numbers(&lv["numbers"]);
+            let numbers = verdict_numbers(&lv.numbers);
             if !numbers.is_empty() {
                 writeln!(o, "    {numbers}")?;
             }
@@ -603,66 +510,117 @@ pub(crate) fn render_status(v: &Value, o: &mut dyn Write) -> std::io::Result<()>
     Ok(())
 }
 
+/// The human view of one release, with every transition.
+fn render_release(v: &ReleaseDetail, o: &mut dyn Write) -> std::io::Result<()> {
+    let r = &v.release;
+    writeln!(
+        o,
+        "release {} {} v{} ({})",
+        r.id, r.model, r.version, r.trigger
+    )?;
+    writeln!(o, "  {}", v.summary)?;
+    writeln!(o, "  {}", bar(v.progress, 30))?;
+    for t in &v.transitions {
+        let ev = &t.event;
+        let extra = ev
+            .reason()
+            .or(verdict_of(ev).and_then(Verdict::reason))
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        writeln!(o, "  {:>3}. {} → {}{extra}", t.seq, event_name(ev), t.phase)?;
+        let numbers = event_numbers(ev);
+        if !numbers.is_empty() {
+            writeln!(o, "       {numbers}")?;
+        }
+    }
+    Ok(())
+}
+
+/// One line for `status --watch` into a pipe: what changed is a new line.
+fn status_line(v: &StatusView) -> String {
+    let envs: Vec<String> = v
+        .environments
+        .iter()
+        .map(|e| {
+            let version = |d: &Option<DeploymentView>| {
+                d.as_ref().map_or("-".to_string(), |d| d.version.clone())
+            };
+            format!(
+                "{}: stable {} candidate {} at {}%",
+                e.name,
+                version(&e.stable),
+                version(&e.candidate),
+                e.weight
+            )
+        })
+        .collect();
+    let rel: Vec<String> = v
+        .active
+        .iter()
+        .map(|r| format!("release {}: {}", r.release.id, r.summary))
+        .collect();
+    format!(
+        "{} | {}",
+        envs.join("; "),
+        if rel.is_empty() {
+            "idle".to_string()
+        } else {
+            rel.join("; ")
+        }
+    )
+}
+
 pub(crate) fn status(
     ctx: &Context<'_>,
     a: StatusArgs,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let api = Api::new(ctx)?;
-    let path = match a.release {
-        Some(id) => format!("/api/v1/releases/{id}"),
-        None => "/api/v1/status".to_string(),
-    };
-    let render = |v: &Value, o: &mut dyn Write| -> std::io::Result<()> {
-        if a.release.is_some() {
-            writeln!(
-                o,
-                "release {} {} v{} ({})",
-                v["id"],
-                v["model"].as_str().unwrap_or(""),
-                v["version"].as_str().unwrap_or(""),
-                v["trigger"].as_str().unwrap_or("")
-            )?;
-            writeln!(o, "  {}", v["summary"].as_str().unwrap_or(""))?;
-            writeln!(o, "  {}", bar(v["progress"].as_f64().unwrap_or(0.0), 30))?;
-            for t in v["transitions"].as_array().into_iter().flatten() {
-                let ev = &t["event"];
-                let extra = ev["reason"]
-                    .as_str()
-                    .or(ev["verdict"]["reason"].as_str())
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default();
-                let name = ev["verdict"]["verdict"]
-                    .as_str()
-                    .map(|v| format!("verdict {v}"))
-                    .unwrap_or_else(|| ev["event"].as_str().unwrap_or("").replace('_', " "));
-                writeln!(
-                    o,
-                    "  {:>3}. {} → {}{extra}",
-                    t["seq"],
-                    name,
-                    t["phase"].as_str().unwrap_or("")
-                )?;
-                let numbers = verdict_numbers(&ev["numbers"]);
-                if !numbers.is_empty() {
-                    writeln!(o, "       {numbers}")?;
-                }
-            }
-            Ok(())
-        } else {
-            render_status(v, o)
-        }
-    };
+    let api = Client::new(ctx)?;
+    match a.release {
+        Some(id) => watch_view(
+            ctx,
+            &a,
+            || api.release(id),
+            render_release,
+            |v| format!("release {}: {}", v.release.id, v.summary),
+            |v| v.release.is_done(),
+            out,
+        ),
+        None => watch_view(
+            ctx,
+            &a,
+            || api.status(),
+            render_status,
+            status_line,
+            |_| false,
+            out,
+        ),
+    }
+}
+
+/// Prints `fetch()`'s view once, or with `--watch` until `done`: redrawn in a
+/// terminal, one line (`line`) per change otherwise, one JSON object per poll with
+/// `--json`.
+fn watch_view<T: Serialize>(
+    ctx: &Context<'_>,
+    a: &StatusArgs,
+    fetch: impl Fn() -> Result<T, CliError>,
+    render: impl Fn(&T, &mut dyn Write) -> std::io::Result<()>,
+    line: impl Fn(&T) -> String,
+    done: impl Fn(&T) -> bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     if !a.watch {
-        let v = api.get(&path)?;
+        let v = fetch()?;
         return print(ctx, out, &v, |o| render(&v, o));
     }
     let tty = std::io::stdout().is_terminal() && !ctx.json;
     let mut last = String::new();
     loop {
-        let v = api.get(&path)?;
+        let v = fetch()?;
         if ctx.json {
-            writeln!(out, "{v}").map_err(stdout_err)?;
+            let text = serde_json::to_string(&v).expect("API types serialize");
+            writeln!(out, "{text}").map_err(stdout_err)?;
         } else if tty {
             let mut buf = Vec::new();
             render(&v, &mut buf).map_err(stdout_err)?;
@@ -670,56 +628,13 @@ pub(crate) fn status(
             out.flush().map_err(stdout_err)?;
         } else {
             // One line per change, for logs and pipes.
-            let line = match a.release {
-                Some(_) => format!(
-                    "release {}: {}",
-                    v["id"],
-                    v["summary"].as_str().unwrap_or("")
-                ),
-                None => {
-                    let envs: Vec<String> = v["environments"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|e| {
-                            format!(
-                                "{}: stable {} candidate {} at {}%",
-                                e["name"].as_str().unwrap_or(""),
-                                e["stable"]["version"].as_str().unwrap_or("-"),
-                                e["candidate"]["version"].as_str().unwrap_or("-"),
-                                e["weight"]
-                            )
-                        })
-                        .collect();
-                    let rel: Vec<String> = v["active"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|r| {
-                            format!(
-                                "release {}: {}",
-                                r["id"],
-                                r["summary"].as_str().unwrap_or("")
-                            )
-                        })
-                        .collect();
-                    format!(
-                        "{} | {}",
-                        envs.join("; "),
-                        if rel.is_empty() {
-                            "idle".to_string()
-                        } else {
-                            rel.join("; ")
-                        }
-                    )
-                }
-            };
-            if line != last {
-                writeln!(out, "{line}").map_err(stdout_err)?;
-                last = line;
+            let l = line(&v);
+            if l != last {
+                writeln!(out, "{l}").map_err(stdout_err)?;
+                last = l;
             }
         }
-        if a.release.is_some() && v["phase"]["phase"] == "done" {
+        if done(&v) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(a.interval.max(50)));

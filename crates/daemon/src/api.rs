@@ -17,11 +17,15 @@ use axum::routing::{get, post};
 use hoist_release::Event;
 use hoist_release::config::Config;
 use hoist_release::journal::Journal;
-use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::EngineClient;
 use crate::engine::{ApiError, Cmd, CreateRequest};
+use crate::views::ToApi;
+use hoist_types::ErrorCode;
+use hoist_types::api::{
+    Abort, CreateRelease, ListQuery, Promote, ReleaseDetail, ReleaseList, ReleaseSummary, Rollback,
+};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -61,8 +65,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::new(
-            401,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "this call needs the daemon's token: `Authorization: Bearer <token>` (the CLI reads HOIST_ADMIN_TOKEN, HOIST_ADMIN_TOKEN_FILE or HOIST_HOME/daemon/token)",
         ))
     }
@@ -93,8 +96,7 @@ pub fn router(state: ApiState) -> Router {
         // axum keeps the `Allow` header it computed on this answer.
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                405,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not take that method; see /api/v1/openapi.json",
             )
         })
@@ -124,7 +126,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 fn bytes(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     b.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(413, "payload_too_large", e.body_text())
+            ApiError::new(ErrorCode::PayloadTooLarge, e.body_text())
         } else {
             ApiError::bad_request(format!("cannot read the body: {}", e.body_text()))
         }
@@ -149,12 +151,6 @@ async fn status(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
-#[derive(Deserialize, Default)]
-struct ListQuery {
-    env: Option<String>,
-    limit: Option<usize>,
-}
-
 async fn list(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -172,16 +168,14 @@ async fn list(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let rows: Vec<_> = rows
-        .into_iter()
-        .map(|r| {
-            let summary = r.release.describe();
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["summary"] = summary.into();
-            v
+    let releases = rows
+        .iter()
+        .map(|r| ReleaseSummary {
+            release: r.to_api(),
+            summary: r.release.describe(),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "releases": rows })).into_response())
+    Ok(Json(ReleaseList { releases }).into_response())
 }
 
 async fn show(
@@ -199,28 +193,13 @@ async fn show(
         .journal
         .transitions(id)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let summary = rec.release.describe();
-    let progress = rec.release.progress();
-    let mut v = serde_json::to_value(&rec).unwrap_or_default();
-    v["summary"] = summary.into();
-    v["progress"] = progress.into();
-    v["transitions"] = serde_json::to_value(transitions).unwrap_or_default();
-    Ok(Json(v).into_response())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    /// `NAME`, `NAME/VERSION`, `NAME@ALIAS` or `NAME/STAGE`; NAME must be the
-    /// pipeline's model.
-    model: String,
-    env: Option<String>,
-    #[serde(default)]
-    supersede: bool,
-    /// The version may change the model's inputs or outputs: the signature gate
-    /// passes a difference from stable's.
-    #[serde(default)]
-    breaking_change: bool,
+    let detail = ReleaseDetail {
+        release: rec.to_api(),
+        summary: rec.release.describe(),
+        progress: rec.release.progress(),
+        transitions: transitions.iter().map(ToApi::to_api).collect(),
+    };
+    Ok(Json(detail).into_response())
 }
 
 async fn create(
@@ -229,7 +208,7 @@ async fn create(
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     authorize(&s, &headers)?;
-    let b: CreateBody = body(bytes)?;
+    let b: CreateRelease = body(bytes)?;
     if b.model.is_empty() {
         return Err(ApiError::bad_request(
             "`model` is required (NAME, NAME/VERSION or NAME@ALIAS)",
@@ -258,7 +237,7 @@ async fn create(
         breaking_change: b.breaking_change,
     };
     let rec = s.client.call(|reply| Cmd::Create { req, reply }).await??;
-    Ok((StatusCode::CREATED, Json(rec)).into_response())
+    Ok((StatusCode::CREATED, Json(rec.to_api())).into_response())
 }
 
 /// The registry's version for `r` (`sel` is how the caller named it): 404 when there
@@ -275,17 +254,10 @@ async fn resolve(
         .map_err(|e| match e {
             hoist_registry::Error::Unreachable { .. }
             | hoist_registry::Error::Unauthorized { .. } => {
-                ApiError::new(502, "registry_unavailable", e.to_string())
+                ApiError::new(ErrorCode::RegistryUnavailable, e.to_string())
             }
             other => ApiError::not_found(format!("{sel}: {other}")),
         })
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PromoteBody {
-    #[serde(default)]
-    full: bool,
 }
 
 async fn operator(s: &ApiState, id: u64, event: Event) -> ApiResult {
@@ -293,7 +265,7 @@ async fn operator(s: &ApiState, id: u64, event: Event) -> ApiResult {
         .client
         .call(|reply| Cmd::Operator { id, event, reply })
         .await??;
-    Ok(Json(rec).into_response())
+    Ok(Json(rec.to_api()).into_response())
 }
 
 async fn promote(
@@ -304,7 +276,7 @@ async fn promote(
 ) -> ApiResult {
     authorize(&s, &headers)?;
     let id = parse_id(id)?;
-    let b: PromoteBody = body(bytes)?;
+    let b: Promote = body(bytes)?;
     operator(&s, id, Event::Promote { full: b.full }).await
 }
 
@@ -318,12 +290,6 @@ async fn approve(
     operator(&s, id, Event::Approve).await
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct AbortBody {
-    reason: Option<String>,
-}
-
 async fn abort(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -332,16 +298,9 @@ async fn abort(
 ) -> ApiResult {
     authorize(&s, &headers)?;
     let id = parse_id(id)?;
-    let b: AbortBody = body(bytes)?;
+    let b: Abort = body(bytes)?;
     let reason = b.reason.unwrap_or_else(|| "aborted by an operator".into());
     operator(&s, id, Event::Abort { reason }).await
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RollbackBody {
-    env: Option<String>,
-    to: Option<String>,
 }
 
 async fn rollback(
@@ -350,7 +309,7 @@ async fn rollback(
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     authorize(&s, &headers)?;
-    let b: RollbackBody = body(bytes)?;
+    let b: Rollback = body(bytes)?;
     // A version to go back to must exist before anything is aborted for it.
     if let Some(to) = &b.to {
         if to.is_empty() {
@@ -371,7 +330,7 @@ async fn rollback(
             reply,
         })
         .await??;
-    Ok(Json(rec).into_response())
+    Ok(Json(rec.to_api()).into_response())
 }
 
 /// The document names this daemon's model and environments (as examples and enums)

@@ -98,7 +98,7 @@ impl EngineClient {
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
     ) -> Result<T, ApiError> {
-        let stopping = || ApiError::new(503, "shutting_down", "the daemon is stopping");
+        let stopping = ApiError::shutting_down;
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.map_err(|_| stopping())?;
         rx.await.map_err(|_| stopping())

@@ -568,7 +568,7 @@ async fn signature(
 
 /// The registry tag that marks a model version as a breaking change (its inputs or
 /// outputs may differ from stable's): any value but `false`, `0` or empty.
-pub const BREAKING_CHANGE_TAG: &str = "hoist.breaking_change";
+pub const BREAKING_CHANGE_TAG: &str = hoist_types::wire::tags::BREAKING_CHANGE;
 
 /// Why the version is a breaking change according to its registry tags, if it is.
 /// A registry that cannot be read marks nothing (the signature gate then compares).

@@ -64,7 +64,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use hoist_release::config::{Notification, NotificationKind};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -114,51 +114,8 @@ pub struct ReleaseEvent {
     pub at_ms: u64,
 }
 
-/// What [`Notifier::status`] reports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NotifyStatus {
-    /// Deliveries a receiver accepted (2xx).
-    pub sent: u64,
-    /// Deliveries given up on (permanent refusal, or `max_attempts` spent).
-    pub failed: u64,
-    /// Events dropped because a receiver's queue was full.
-    pub dropped: u64,
-    /// Events waiting or being delivered.
-    pub queued: u64,
-    /// The same counters for each receiver, in hoist.toml's order.
-    pub receivers: Vec<ReceiverStatus>,
-    /// The latest failed deliveries (up to 50), newest last.
-    pub failures: Vec<DeliveryFailure>,
-}
-
-/// One receiver's counters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReceiverStatus {
-    /// The receiver's URL, without credentials, query or (Slack) secret path.
-    pub url: String,
-    /// `json` or `slack`.
-    pub kind: String,
-    pub sent: u64,
-    pub failed: u64,
-    pub dropped: u64,
-    pub queued: u64,
-}
-
-/// A delivery given up on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryFailure {
-    /// The receiver's URL, shown as in [`ReceiverStatus::url`].
-    pub url: String,
-    pub event: String,
-    pub release: u64,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Why the last attempt failed: "HTTP 404 Not Found: no such hook", "timed out
-    /// after 5 s", "connection failed: …".
-    pub error: String,
-    /// When it was given up on, milliseconds since the Unix epoch.
-    pub at_ms: u64,
-}
+/// What `GET /api/v1/status` shows of the deliveries (the API's types).
+pub use hoist_types::api::{DeliveryFailure, NotifyStatus, ReceiverStatus};
 
 /// Sends release events to the configured receivers. Cheap to clone; the receivers'
 /// tasks end once every clone is dropped and their queues are empty.
@@ -575,13 +532,16 @@ impl Worker {
             .body(body.to_vec());
         if self.kind == NotificationKind::Json {
             req = req
-                .header("x-hoist-event", q.event.event)
-                .header("x-hoist-delivery", &q.delivery);
+                .header(hoist_types::wire::headers::EVENT, q.event.event)
+                .header(hoist_types::wire::headers::DELIVERY, &q.delivery);
             if let Some(secret) = &self.secret {
                 let ts = now_ms() / 1000;
                 req = req
-                    .header("x-hoist-timestamp", ts.to_string())
-                    .header("x-hoist-signature", signature(secret, ts, body));
+                    .header(hoist_types::wire::headers::TIMESTAMP, ts.to_string())
+                    .header(
+                        hoist_types::wire::headers::SIGNATURE,
+                        signature(secret, ts, body),
+                    );
             }
         }
         let mut resp = req.send().await.map_err(transport)?;

@@ -37,7 +37,8 @@ pub const CANDIDATE: &str = "candidate";
 /// the ServiceMonitor `hoist render k8s` writes: the Prometheus Operator copies the
 /// pod label `hoist.dev/variant` (`podTargetLabels`) under its sanitized name. The
 /// environment comes the same way as `hoist_dev_env`.
-pub const SERVICE_MONITOR_VARIANT_LABEL: &str = "hoist_dev_variant";
+pub const SERVICE_MONITOR_VARIANT_LABEL: &str =
+    hoist_types::wire::metrics::SERVICE_MONITOR_VARIANT_LABEL;
 
 /// Most latencies [`Histogram::samples`] reconstructs (as the gateway's
 /// `VariantStats::latency_samples`).
@@ -413,7 +414,7 @@ pub struct Measured {
 }
 
 /// Predicted-class counts of both variants over one window; index `i` is class `i`,
-/// index [`hoist_server::metrics::PREDICTION_CLASSES`] any other label. Trailing
+/// index [`hoist_types::wire::PREDICTION_CLASSES`] any other label. Trailing
 /// classes neither variant predicted are left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Classes {
@@ -604,7 +605,7 @@ impl PrometheusSource {
             return Ok(None);
         };
         let query = self.render(template, window);
-        let slots = hoist_server::metrics::PREDICTION_CLASSES + 1;
+        let slots = hoist_types::wire::PREDICTION_CLASSES + 1;
         let mut by_variant: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for s in self.query_instant(&query, at).await?.samples() {
             check_number(&query, &s)?;

@@ -741,8 +741,8 @@ fn rewrite_head(
                 // Meaningless next to Transfer-Encoding (RFC 9112 section 6.3).
                 !transfer_coded
             } else {
-                let ours = name.eq_ignore_ascii_case("x-hoist-variant")
-                    || name.eq_ignore_ascii_case("x-hoist-version");
+                let ours = name.eq_ignore_ascii_case(hoist_types::wire::headers::VARIANT)
+                    || name.eq_ignore_ascii_case(hoist_types::wire::headers::VERSION);
                 let hop = framing::is_hop_by_hop(name)
                     || (connection_header && framing::listed(resp.headers, name));
                 !(ours || hop)

@@ -59,11 +59,11 @@ use crate::pool::{Conn, Pool, SendError};
 use crate::split::{self, Decision, Routes, SplitRules, Variant};
 
 /// The header that forces a variant unless configured otherwise.
-pub const DEFAULT_FORCE_HEADER: &str = "x-hoist-variant";
+pub const DEFAULT_FORCE_HEADER: &str = hoist_types::wire::headers::FORCE_VARIANT;
 
-static X_HOIST_VARIANT: HeaderName = HeaderName::from_static("x-hoist-variant");
-static X_HOIST_VERSION: HeaderName = HeaderName::from_static("x-hoist-version");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_HOIST_VARIANT: HeaderName = HeaderName::from_static(hoist_types::wire::headers::VARIANT);
+static X_HOIST_VERSION: HeaderName = HeaderName::from_static(hoist_types::wire::headers::VERSION);
+static X_REQUEST_ID: HeaderName = HeaderName::from_static(hoist_types::wire::headers::REQUEST_ID);
 
 /// How one environment's gateway behaves.
 #[derive(Clone, Debug)]

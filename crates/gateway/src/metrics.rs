@@ -661,4 +661,31 @@ mod tests {
         assert_eq!(f.since(&f).candidate.requests, 0);
         assert_eq!(f.get(Variant::Stable).requests, 0);
     }
+
+    #[test]
+    fn the_series_are_named_as_the_wire_contract_says() {
+        use hoist_types::wire::metrics as m;
+        let c = Counters::default();
+        c.record(Class::Success, ms(1.0));
+        let series = [(Variant::Stable, "7".to_string(), Arc::new(c))];
+        let mut text = render("prod", &series, 25);
+        render_forced(&mut text, "prod", &series);
+        let labels = format!(
+            "{{{}=\"prod\",{}=\"stable\",{}=\"7\",{}=\"2xx\"}}",
+            m::LABEL_ENV,
+            m::LABEL_VARIANT,
+            m::LABEL_VERSION,
+            m::LABEL_CLASS
+        );
+        for name in [m::GATEWAY_REQUESTS, m::GATEWAY_FORCED_REQUESTS] {
+            assert!(text.contains(&format!("{name}{labels}")), "{name}: {text}");
+        }
+        for name in [
+            format!("{}_bucket{{", m::GATEWAY_REQUEST_DURATION),
+            format!("{}{{", m::GATEWAY_CANDIDATE_WEIGHT),
+            format!("# TYPE {} counter", m::GATEWAY_FEEDBACK_ROWS),
+        ] {
+            assert!(text.contains(&name), "{name}: {text}");
+        }
+    }
 }

@@ -744,7 +744,7 @@ fn finish_env(n: &mut Release, actions: &mut Vec<Action>) {
     });
     let last = n.env + 1 == n.plan.envs.len();
     actions.push(Action::Tag {
-        key: format!("hoist.{}", plan.name),
+        key: hoist_types::wire::tags::env(&plan.name),
         value: if last { "live" } else { "passed" }.into(),
     });
     n.candidate_up = false;
@@ -772,15 +772,20 @@ fn rollback(n: &mut Release, actions: &mut Vec<Action>, outcome: Outcome) {
     }
     if n.phase != Phase::Queued {
         let (key, value) = match &outcome {
-            Outcome::Failed { reason } => ("hoist.rollback_reason", reason.clone()),
-            other => ("hoist.rollback_reason", other.reason().unwrap_or_default()),
+            Outcome::Failed { reason } => {
+                (hoist_types::wire::tags::ROLLBACK_REASON, reason.clone())
+            }
+            other => (
+                hoist_types::wire::tags::ROLLBACK_REASON,
+                other.reason().unwrap_or_default(),
+            ),
         };
         actions.push(Action::Tag {
             key: key.into(),
             value,
         });
         actions.push(Action::Tag {
-            key: format!("hoist.{env}"),
+            key: hoist_types::wire::tags::env(&env),
             value: "rolled-back".into(),
         });
     }

@@ -152,7 +152,7 @@ pub struct Metrics {
 }
 
 /// Classes counted one by one in `hoist_predictions_total`; larger labels are `other`.
-pub const PREDICTION_CLASSES: usize = 64;
+pub const PREDICTION_CLASSES: usize = hoist_types::wire::PREDICTION_CLASSES;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -262,18 +262,22 @@ impl Metrics {
             if h.count.load(Ordering::Relaxed) > 0 {
                 h.render(
                     &mut out,
-                    "hoist_request_duration_seconds",
+                    hoist_types::wire::metrics::SERVER_REQUEST_DURATION,
                     &format!("route=\"{}\"", r.label()),
                 );
             }
         }
         out.push_str("# HELP hoist_inference_duration_seconds Time the runtime spent per model call (one batch).\n# TYPE hoist_inference_duration_seconds histogram\n");
-        self.inference
-            .render(&mut out, "hoist_inference_duration_seconds", "");
+        self.inference.render(
+            &mut out,
+            hoist_types::wire::metrics::SERVER_INFERENCE_DURATION,
+            "",
+        );
         out.push_str(
             "# HELP hoist_batch_size Rows per model call.\n# TYPE hoist_batch_size histogram\n",
         );
-        self.batch_size.render(&mut out, "hoist_batch_size", "");
+        self.batch_size
+            .render(&mut out, hoist_types::wire::metrics::SERVER_BATCH_SIZE, "");
         let _ = writeln!(
             out,
             "# HELP hoist_requests_in_flight Requests being handled now.\n# TYPE hoist_requests_in_flight gauge\nhoist_requests_in_flight {}",
@@ -359,5 +363,23 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn the_series_are_named_as_the_wire_contract_says() {
+        use hoist_types::wire::metrics as w;
+        let m = Metrics::default();
+        m.request_started();
+        m.request_finished(Route::V2Infer, 200, Duration::from_micros(300));
+        let text = m.render();
+        for name in [
+            format!("{}{{route=", w::SERVER_REQUESTS),
+            format!("{}_bucket{{route=", w::SERVER_REQUEST_DURATION),
+            format!("# TYPE {} histogram", w::SERVER_INFERENCE_DURATION),
+            format!("# TYPE {} histogram", w::SERVER_BATCH_SIZE),
+        ] {
+            assert!(text.contains(&name), "{name}: {text}");
+        }
+        assert_eq!(PREDICTION_CLASSES, hoist_types::wire::PREDICTION_CLASSES);
     }
 }

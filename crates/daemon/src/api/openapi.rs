@@ -1,61 +1,191 @@
-//! The OpenAPI 3.1 document served at `GET /api/v1/openapi.json`: every route, its
-//! parameters, request bodies and responses (with the error shape), so a client or a
-//! schema-driven fuzzer (tests/api/run.sh runs Schemathesis against it) knows exactly
-//! what each call takes and answers. Hand-written next to the handlers in `api.rs`;
-//! keep the two in step.
+//! The OpenAPI 3.1 document served at `GET /api/v1/openapi.json`, generated from the
+//! API's types (`hoist_types::api`, which derive `utoipa::ToSchema`) and the
+//! operations declared below: every route, its parameters, request bodies and
+//! responses (with the error shape), so a client or a schema-driven fuzzer
+//! (tests/api/run.sh runs Schemathesis against it) knows exactly what each call takes
+//! and answers. What depends on the daemon (its model's name, its environments) is
+//! filled in by [`document`].
 
+use hoist_types::api::{
+    Abort, CreateRelease, Promote, Release, ReleaseDetail, ReleaseList, Rollback, StatusView,
+};
+use hoist_types::error::ErrorBody;
 use serde_json::{Value, json};
+use utoipa::OpenApi;
+use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 
-/// `{"$ref": "#/components/schemas/NAME"}`.
-fn schema_ref(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
-}
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hoist daemon API",
+        version = "1",
+        description = "Reads are open when the API listens on loopback; every call that changes something needs `Authorization: Bearer <token>`. Bodies are JSON; an empty body counts as `{}`. Every error is `{\"error\": {\"code\", \"message\"}}`; the codes are hoist_types::ErrorCode's."
+    ),
+    paths(status, list_releases, create_release, get_release, promote_release, approve_release, abort_release, rollback),
+    modifiers(&Common)
+)]
+struct ApiDoc;
 
-/// A JSON response with the schema `name`.
-fn body(description: &str, name: &str) -> Value {
-    json!({
-        "description": description,
-        "content": { "application/json": { "schema": schema_ref(name) } }
-    })
-}
+/// The answers every call may give besides its own, and the token's scheme.
+struct Common;
 
-fn links(mut response: Value) -> Value {
-    response["links"] = release_links();
-    response
-}
-
-fn error(description: &str) -> Value {
-    body(description, "Error")
-}
-
-/// The answers every call may give besides its own.
-fn common(mut responses: Value, write: bool) -> Value {
-    let r = responses.as_object_mut().expect("responses object");
-    r.insert(
-        "401".into(),
-        error(if write {
-            "No or a wrong `Authorization: Bearer <token>`"
-        } else {
-            "No or a wrong token, when the API listens beyond loopback (reads need it then)"
-        }),
-    );
-    if write {
-        r.insert("413".into(), error("The body is larger than 2 MiB"));
+impl utoipa::Modify for Common {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in doc.paths.paths.values_mut() {
+            let ops: [(HttpMethod, &mut Option<Operation>); 2] = [
+                (HttpMethod::Get, &mut item.get),
+                (HttpMethod::Post, &mut item.post),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op else { continue };
+                let write = method == HttpMethod::Post;
+                let r = &mut op.responses.responses;
+                r.insert(
+                    "401".into(),
+                    error(if write {
+                        "No or a wrong `Authorization: Bearer <token>`"
+                    } else {
+                        "No or a wrong token, when the API listens beyond loopback (reads need it then)"
+                    })
+                    .into(),
+                );
+                if write {
+                    r.insert("413".into(), error("The body is larger than 2 MiB").into());
+                }
+                r.insert(
+                    "503".into(),
+                    error("The daemon is stopping (`shutting_down`)").into(),
+                );
+            }
+        }
     }
-    r.insert(
-        "503".into(),
-        error("The daemon is stopping (`shutting_down`)"),
-    );
-    responses
 }
 
-fn id_param() -> Value {
-    json!({
-        "name": "id", "in": "path", "required": true,
-        "description": "A release id",
-        "schema": { "type": "integer", "minimum": 1, "format": "int64", "examples": [1] }
-    })
-}
+/// Environments (stable, candidate, weight, live metrics) and active releases
+#[utoipa::path(get, path = "/api/v1/status", operation_id = "status",
+    responses((status = 200, description = "Status", body = StatusView)))]
+#[allow(dead_code)]
+fn status() {}
+
+/// Releases, newest first
+#[utoipa::path(get, path = "/api/v1/releases", operation_id = "listReleases",
+    params(
+        ("env" = Option<String>, Query, description = "only releases that go through this environment"),
+        ("limit" = Option<u64>, Query, description = "at most this many (default 50)", minimum = 0)
+    ),
+    responses(
+        (status = 200, description = "The releases", body = ReleaseList),
+        (status = 400, description = "No such environment, or a bad query", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn list_releases() {}
+
+/// Start a release
+#[utoipa::path(post, path = "/api/v1/releases", operation_id = "createRelease",
+    request_body(content = CreateRelease, content_type = "application/json"),
+    security(("token" = [])),
+    responses(
+        (status = 201, description = "The new release", body = Release, links(
+            ("GetRelease" = (operation_id = "getRelease", parameters(("id" = "$response.body#/id")))),
+            ("PromoteRelease" = (operation_id = "promoteRelease", parameters(("id" = "$response.body#/id")))),
+            ("ApproveRelease" = (operation_id = "approveRelease", parameters(("id" = "$response.body#/id")))),
+            ("AbortRelease" = (operation_id = "abortRelease", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 400, description = "A bad body, another model, or no such environment", body = ErrorBody),
+        (status = 404, description = "The registry has no such version", body = ErrorBody),
+        (status = 409, description = "Another release is mid-rollout, or the version is already live", body = ErrorBody),
+        (status = 502, description = "The registry cannot be reached", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn create_release() {}
+
+/// One release with every transition
+#[utoipa::path(get, path = "/api/v1/releases/{id}", operation_id = "getRelease",
+    params(("id" = u64, Path, description = "A release id", minimum = 1, example = 1)),
+    responses(
+        (status = 200, description = "The release", body = ReleaseDetail),
+        (status = 400, description = "Not a release id", body = ErrorBody),
+        (status = 404, description = "No such release", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn get_release() {}
+
+/// End the current pause (full: skip to 100%)
+#[utoipa::path(post, path = "/api/v1/releases/{id}/promote", operation_id = "promoteRelease",
+    params(("id" = u64, Path, description = "A release id", minimum = 1, example = 1)),
+    request_body(content = Promote, content_type = "application/json"),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The release after the event", body = Release),
+        (status = 400, description = "Not a release id, or a bad body", body = ErrorBody),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The release is not where this event applies (finished, not paused, not waiting for approval)", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn promote_release() {}
+
+/// Approve a release waiting for approval
+#[utoipa::path(post, path = "/api/v1/releases/{id}/approve", operation_id = "approveRelease",
+    params(("id" = u64, Path, description = "A release id", minimum = 1, example = 1)),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The release after the event", body = Release),
+        (status = 400, description = "Not a release id, or a bad body", body = ErrorBody),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The release is not where this event applies (finished, not paused, not waiting for approval)", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn approve_release() {}
+
+/// Abort and roll back
+#[utoipa::path(post, path = "/api/v1/releases/{id}/abort", operation_id = "abortRelease",
+    params(("id" = u64, Path, description = "A release id", minimum = 1, example = 1)),
+    request_body(content = Abort, content_type = "application/json"),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The release after the event", body = Release),
+        (status = 400, description = "Not a release id, or a bad body", body = ErrorBody),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The release is not where this event applies (finished, not paused, not waiting for approval)", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn abort_release() {}
+
+/// Roll an environment back: abort its release, or bring back the previous (or a given) live version
+#[utoipa::path(post, path = "/api/v1/rollback", operation_id = "rollback",
+    request_body(content = Rollback, content_type = "application/json"),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The rollback release", body = Release, links(
+            ("GetRelease" = (operation_id = "getRelease", parameters(("id" = "$response.body#/id")))),
+            ("PromoteRelease" = (operation_id = "promoteRelease", parameters(("id" = "$response.body#/id")))),
+            ("ApproveRelease" = (operation_id = "approveRelease", parameters(("id" = "$response.body#/id")))),
+            ("AbortRelease" = (operation_id = "abortRelease", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 400, description = "A bad body, or no such environment", body = ErrorBody),
+        (status = 404, description = "No such version to go back to", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back to, or a release is in the way", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn rollback() {}
 
 /// `s` as a regular expression that matches exactly `s`.
 fn regex_escape(s: &str) -> String {
@@ -69,20 +199,7 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
-/// Where a new release can be looked at and acted on (OpenAPI links, so a stateful
-/// client can follow a created release).
-fn release_links() -> Value {
-    let link =
-        |op: &str| json!({ "operationId": op, "parameters": { "id": "$response.body#/id" } });
-    json!({
-        "GetRelease": link("getRelease"),
-        "PromoteRelease": link("promoteRelease"),
-        "ApproveRelease": link("approveRelease"),
-        "AbortRelease": link("abortRelease")
-    })
-}
-
-/// An environment's name: one of this daemon's.
+/// An environment's name: one of `envs` (any string when none is named).
 fn env_schema(envs: &[String], nullable: bool) -> Value {
     let mut v =
         json!({ "type": if nullable { json!(["string", "null"]) } else { json!("string") } });
@@ -96,292 +213,29 @@ fn env_schema(envs: &[String], nullable: bool) -> Value {
     v
 }
 
-/// A JSON request body (optional: an empty body means `{}`).
-fn request(schema: Value) -> Value {
-    json!({
-        "required": false,
-        "content": { "application/json": { "schema": schema } }
-    })
-}
-
-/// A write: needs the token.
-fn write_op(summary: &str, op_id: &str, request_body: Option<Value>, responses: Value) -> Value {
-    let mut op = json!({
-        "summary": summary,
-        "operationId": op_id,
-        "security": [ { "token": [] } ],
-        "responses": common(responses, true),
-    });
-    if let Some(b) = request_body {
-        op["requestBody"] = b;
-    }
-    op
-}
-
-fn read_op(summary: &str, op_id: &str, parameters: Value, responses: Value) -> Value {
-    json!({
-        "summary": summary,
-        "operationId": op_id,
-        "parameters": parameters,
-        "responses": common(responses, false),
-    })
-}
-
-fn schemas(model: &str, envs: &[String]) -> Value {
-    let window = json!({
-        "type": "object",
-        "required": ["requests", "errors", "error_rate", "p50_ms", "p99_ms"],
-        "properties": {
-            "requests": { "type": "integer", "minimum": 0 },
-            "errors": { "type": "integer", "minimum": 0 },
-            "error_rate": { "type": "number" },
-            "p50_ms": { "type": ["number", "null"] },
-            "p99_ms": { "type": ["number", "null"] },
-            "labelled": { "type": "integer", "minimum": 0 },
-            "correct": { "type": "integer", "minimum": 0 }
-        }
-    });
-    let deployment = json!({
-        "type": ["object", "null"],
-        "required": ["version", "digest", "release_id", "servers"],
-        "properties": {
-            "version": { "type": "string" },
-            "digest": { "type": "string" },
-            "release_id": { "type": "integer" },
-            "servers": { "type": "array", "items": {
-                "type": "object",
-                "required": ["addr", "pid", "restarts", "status"],
-                "properties": {
-                    "addr": { "type": "string" },
-                    "pid": { "type": ["integer", "null"] },
-                    "restarts": { "type": "integer" },
-                    "status": { "type": "string" }
-                }
-            } }
-        }
-    });
-    json!({
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": { "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": { "type": "string", "description": "bad_request, unauthorized, not_found, conflict, method_not_allowed, payload_too_large, registry_unavailable, shutting_down" },
-                    "message": { "type": "string" }
-                }
-            } }
-        },
-        "Release": {
-            "type": "object",
-            "description": "A release as journaled",
-            "required": ["id", "model", "version", "plan", "phase", "env", "weight", "outcome", "digest", "path", "trigger", "created_ms", "updated_ms"],
-            "properties": {
-                "id": { "type": "integer", "minimum": 1 },
-                "model": { "type": "string" },
-                "version": { "type": "string" },
-                "plan": { "type": "object" },
-                "phase": { "type": "object", "required": ["phase"], "properties": { "phase": { "type": "string" } } },
-                "env": { "type": "integer", "minimum": 0, "description": "index into plan.envs" },
-                "weight": { "type": "integer", "minimum": 0 },
-                "shadow": { "type": "integer", "minimum": 0 },
-                "candidate_up": { "type": "boolean" },
-                "has_stable": { "type": "boolean" },
-                "outcome": { "type": ["object", "null"] },
-                "digest": { "type": ["string", "null"] },
-                "path": { "type": ["string", "null"] },
-                "trigger": { "type": "string" },
-                "created_ms": { "type": "integer" },
-                "updated_ms": { "type": "integer" }
-            }
-        },
-        "ReleaseSummary": {
-            "allOf": [ schema_ref("Release"), {
-                "type": "object",
-                "required": ["summary"],
-                "properties": { "summary": { "type": "string" } }
-            } ]
-        },
-        "ReleaseDetail": {
-            "allOf": [ schema_ref("Release"), {
-                "type": "object",
-                "required": ["summary", "progress", "transitions"],
-                "properties": {
-                    "summary": { "type": "string" },
-                    "progress": { "type": "number", "minimum": 0, "maximum": 1 },
-                    "transitions": { "type": "array", "items": {
-                        "type": "object",
-                        "required": ["seq", "at_ms", "event", "actions", "phase"],
-                        "properties": {
-                            "seq": { "type": "integer" },
-                            "at_ms": { "type": "integer" },
-                            "event": {},
-                            "actions": { "type": "array" },
-                            "phase": { "type": "string" }
-                        }
-                    } }
-                }
-            } ]
-        },
-        "ReleaseList": {
-            "type": "object",
-            "required": ["releases"],
-            "properties": { "releases": { "type": "array", "items": schema_ref("ReleaseSummary") } }
-        },
-        "Status": {
-            "type": "object",
-            "required": ["model", "registry", "environments", "active", "notifications"],
-            "properties": {
-                "model": { "type": "string" },
-                "registry": { "type": "string" },
-                "environments": { "type": "array", "items": {
-                    "type": "object",
-                    "required": ["name", "url", "strategy", "weight", "stable", "candidate", "stable_metrics", "candidate_metrics", "target"],
-                    "properties": {
-                        "name": { "type": "string" },
-                        "url": { "type": "string" },
-                        "strategy": { "type": "string", "enum": ["canary", "blue-green"] },
-                        "weight": { "type": "integer", "minimum": 0 },
-                        "stable": deployment,
-                        "candidate": deployment,
-                        "stable_metrics": window,
-                        "candidate_metrics": window,
-                        "target": { "type": "string", "enum": ["local", "kubernetes"] },
-                        "split": { "type": "string" }
-                    }
-                } },
-                "active": { "type": "array", "items": schema_ref("ReleaseSummary") },
-                "notifications": { "type": "object" }
-            }
-        },
-        "CreateRelease": {
-            "type": "object",
-            "description": "`env`: start in this environment (default: the first)",
-            "examples": [ { "model": format!("{model}/1") }, { "model": format!("{model}@champion"), "supersede": false } ],
-            "additionalProperties": false,
-            "required": ["model"],
-            "properties": {
-                "model": {
-                    "type": "string",
-                    "pattern": format!("^{}(/[^/@]+|@[^/@]+)?$", regex_escape(model)),
-                    "description": "NAME, NAME/VERSION, NAME@ALIAS or NAME/STAGE; NAME must be the daemon's model"
-                },
-                "env": env_schema(envs, true),
-                "supersede": { "type": "boolean", "description": "abort a release in progress for this one" },
-                "breaking_change": { "type": "boolean", "description": "the version may change inputs or outputs: the signature gate passes a difference" }
-            }
-        },
-        "Promote": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": { "full": { "type": "boolean", "description": "skip to 100%" } }
-        },
-        "Abort": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": { "reason": { "type": ["string", "null"] } }
-        },
-        "Rollback": {
-            "type": "object",
-            "description": "`env`: the environment (default: the last)",
-            "examples": [ {}, { "to": "1" } ],
-            "additionalProperties": false,
-            "properties": {
-                "env": env_schema(envs, true),
-                "to": { "type": ["string", "null"], "description": "a version to bring back (default: the previous live one)" }
-            }
-        }
-    })
-}
-
-/// The whole document for a daemon that delivers `model` to `envs`.
+/// The whole document for a daemon that delivers `model` to `envs`: the generated
+/// one, with the model's name as the pattern (and examples) of a release's `model`,
+/// and the environments as the values an `env` may take.
 pub fn document(model: &str, envs: &[String]) -> Value {
-    let operator = |summary: &str, op_id: &str, schema: Option<&str>| {
-        let mut op = write_op(
-            summary,
-            op_id,
-            schema.map(|s| request(schema_ref(s))),
-            json!({
-                "200": body("The release after the event", "Release"),
-                "400": error("Not a release id, or a bad body"),
-                "404": error("No such release"),
-                "409": error("The release is not where this event applies (finished, not paused, not waiting for approval)")
-            }),
-        );
-        op["parameters"] = json!([id_param()]);
-        json!({ "post": op })
-    };
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "hoist daemon API",
-            "version": "1",
-            "description": "Reads are open when the API listens on loopback; every call that changes something needs `Authorization: Bearer <token>`. Bodies are JSON; an empty body counts as `{}`. Every error is `{\"error\": {\"code\", \"message\"}}`."
-        },
-        "components": {
-            "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
-            "schemas": schemas(model, envs)
-        },
-        "paths": {
-            "/api/v1/status": { "get": read_op(
-                "Environments (stable, candidate, weight, live metrics) and active releases",
-                "status",
-                json!([]),
-                json!({ "200": body("Status", "Status") }),
-            ) },
-            "/api/v1/releases": {
-                "get": read_op(
-                    "Releases, newest first",
-                    "listReleases",
-                    json!([
-                        { "name": "env", "in": "query", "required": false, "description": "only releases that go through this environment", "schema": env_schema(envs, false) },
-                        { "name": "limit", "in": "query", "required": false, "description": "at most this many (default 50)", "schema": { "type": "integer", "minimum": 0, "format": "int64" } }
-                    ]),
-                    json!({
-                        "200": body("The releases", "ReleaseList"),
-                        "400": error("No such environment, or a bad query")
-                    }),
-                ),
-                "post": write_op(
-                    "Start a release",
-                    "createRelease",
-                    Some(request(schema_ref("CreateRelease"))),
-                    json!({
-                        "201": links(body("The new release", "Release")),
-                        "400": error("A bad body, another model, or no such environment"),
-                        "404": error("The registry has no such version"),
-                        "409": error("Another release is mid-rollout, or the version is already live"),
-                        "502": error("The registry cannot be reached")
-                    }),
-                )
-            },
-            "/api/v1/releases/{id}": { "get": read_op(
-                "One release with every transition",
-                "getRelease",
-                json!([id_param()]),
-                json!({
-                    "200": body("The release", "ReleaseDetail"),
-                    "400": error("Not a release id"),
-                    "404": error("No such release")
-                }),
-            ) },
-            "/api/v1/releases/{id}/promote": operator("End the current pause (full: skip to 100%)", "promoteRelease", Some("Promote")),
-            "/api/v1/releases/{id}/approve": operator("Approve a release waiting for approval", "approveRelease", None),
-            "/api/v1/releases/{id}/abort": operator("Abort and roll back", "abortRelease", Some("Abort")),
-            "/api/v1/rollback": { "post": write_op(
-                "Roll an environment back: abort its release, or bring back the previous (or a given) live version",
-                "rollback",
-                Some(request(schema_ref("Rollback"))),
-                json!({
-                    "200": links(body("The rollback release", "Release")),
-                    "400": error("A bad body, or no such environment"),
-                    "404": error("No such version to go back to"),
-                    "409": error("Nothing to roll back to, or a release is in the way")
-                }),
-            ) }
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    let schemas = &mut doc["components"]["schemas"];
+    let create = &mut schemas["CreateRelease"];
+    create["properties"]["model"]["pattern"] =
+        format!("^{}(/[^/@]+|@[^/@]+)?$", regex_escape(model)).into();
+    create["examples"] = json!([{ "model": format!("{model}/1") }, { "model": format!("{model}@champion"), "supersede": false }]);
+    create["properties"]["env"] = env_schema(envs, true);
+    schemas["Rollback"]["properties"]["env"] = env_schema(envs, true);
+    schemas["Rollback"]["examples"] = json!([{}, { "to": "1" }]);
+    for p in doc["paths"]["/api/v1/releases"]["get"]["parameters"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if p["name"] == "env" {
+            p["schema"] = env_schema(envs, false);
         }
-    })
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -430,6 +284,33 @@ mod tests {
         assert_eq!(
             create["properties"]["env"]["enum"],
             json!(["staging", "production", null])
+        );
+        // The schemas are the API types': every one an answer or a body names.
+        for name in [
+            "StatusView",
+            "ReleaseList",
+            "ReleaseDetail",
+            "Release",
+            "CreateRelease",
+            "Promote",
+            "Abort",
+            "Rollback",
+            "ErrorBody",
+            "ErrorCode",
+            "Phase",
+            "Outcome",
+        ] {
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{name}: {}",
+                doc["components"]["schemas"]
+            );
+        }
+        assert_eq!(
+            doc["components"]["schemas"]["ErrorCode"]["enum"]
+                .as_array()
+                .map(Vec::len),
+            Some(hoist_types::ErrorCode::ALL.len())
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The command handler: requests are answered, and the results of long actions become
 //! the machine's events (when they still concern the release where it is).
 
+use crate::views::ToApi;
 use std::path::PathBuf;
 
 use hoist_release::machine::{Event, Phase, ReleaseId, Verdict};
@@ -175,7 +176,7 @@ impl Engine {
             VerdictView {
                 env,
                 step,
-                verdict: verdict.clone(),
+                verdict: verdict.to_api(),
                 window,
                 numbers: numbers.clone(),
                 at_ms,

@@ -229,11 +229,7 @@ impl Engine {
     /// Feed one event to a release: step the machine, journal, perform.
     fn apply(&mut self, id: ReleaseId, event: Event) -> Result<Release, ApiError> {
         if self.killed {
-            return Err(ApiError::new(
-                503,
-                "shutting_down",
-                "the daemon is stopping",
-            ));
+            return Err(ApiError::shutting_down());
         }
         self.decided = std::time::Instant::now();
         let r = self

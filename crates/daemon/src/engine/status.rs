@@ -2,6 +2,7 @@
 //! candidate arrived) and each active release.
 
 use super::{Deployment, Engine, EnvState};
+use crate::views::ToApi;
 use crate::views::{DeploymentView, EnvView, ReleaseView, StatusView};
 
 impl Engine {
@@ -15,7 +16,7 @@ impl Engine {
                 summary: record.release.describe(),
                 progress: record.release.progress(),
                 last_verdict: self.verdicts.get(&record.release.id).cloned(),
-                record,
+                release: record.to_api(),
             })
             .collect();
         StatusView {

@@ -1,6 +1,7 @@
 //! Live metrics on one machine: the environment's gateway counters (both variants,
 //! mirrored answers, feedback labels) and the model servers' predicted-class counters.
 
+use crate::views::WindowOf;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -176,7 +177,7 @@ async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec
     if addrs.is_empty() {
         return None;
     }
-    let mut counts = vec![0u64; hoist_server::metrics::PREDICTION_CLASSES + 1];
+    let mut counts = vec![0u64; hoist_types::wire::PREDICTION_CLASSES + 1];
     for a in addrs {
         let text = http
             .get(format!("http://{a}/metrics"))
@@ -198,7 +199,7 @@ async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec
             if let (Some(class), Some(n)) = (class, n) {
                 let i = class
                     .parse::<usize>()
-                    .unwrap_or(hoist_server::metrics::PREDICTION_CLASSES);
+                    .unwrap_or(hoist_types::wire::PREDICTION_CLASSES);
                 if let Some(slot) = counts.get_mut(i) {
                     *slot += n;
                 }

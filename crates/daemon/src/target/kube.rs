@@ -14,6 +14,7 @@
 //!
 //! Gates and smoke tests reach the variants' Services at `kubernetes.service_url`.
 
+use crate::views::WindowOf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,7 +113,7 @@ impl ClusterEnv {
             Some(u) => Some(Arc::new(
                 PrometheusSource::new(u, Queries::server(), &selector)
                     .map_err(|e| anyhow::anyhow!("kubernetes.prometheus_url: {e}"))?
-                    .with_variant_label("hoist_dev_variant"),
+                    .with_variant_label(crate::prometheus::SERVICE_MONITOR_VARIANT_LABEL),
             )),
             None => None,
         };

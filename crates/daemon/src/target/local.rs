@@ -1,6 +1,7 @@
 //! An environment on this machine: hoist's gateway in front of supervised
 //! `hoist-server` processes (`hoist_targets::start_replicas`), one set per variant.
 
+use crate::views::WindowOf;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

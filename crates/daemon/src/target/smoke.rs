@@ -36,7 +36,7 @@ pub async fn smoke_test(
                 let status = resp.status();
                 let variant = resp
                     .headers()
-                    .get("x-hoist-variant")
+                    .get(hoist_types::wire::headers::VARIANT)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string();

@@ -58,7 +58,7 @@ use http::*;
 use wire::*;
 
 /// The version tag hoist records a version's digest in.
-pub const DIGEST_TAG: &str = "hoist.digest";
+pub const DIGEST_TAG: &str = hoist_types::wire::tags::DIGEST;
 
 /// The experiment whose runs own the files of the versions hoist registers, unless
 /// `MLFLOW_EXPERIMENT_NAME` names another (created if missing).

@@ -55,7 +55,7 @@ pub(super) fn one() -> usize {
 }
 
 pub(super) fn force_header() -> String {
-    "x-hoist-variant".into()
+    hoist_types::wire::headers::FORCE_VARIANT.into()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
