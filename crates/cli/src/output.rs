@@ -63,7 +63,7 @@ impl Table {
 pub(crate) fn format_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = hoist_server::util::civil_from_days(days);
+    let (y, m, d) = hoist_types::time::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
         rem / 3600,

@@ -21,7 +21,6 @@ pub mod package;
 pub mod runtime;
 pub mod server;
 pub mod tensor;
-pub mod util;
 
 pub use server::{Config, ServeError, run};
 

@@ -16,6 +16,7 @@ pub mod digest;
 pub mod error;
 pub mod onnx;
 pub mod package;
+pub mod time;
 pub mod wire;
 
 pub use digest::{collect_files, digest_path, hash_file, hex};

@@ -129,7 +129,7 @@ async fn health(State(state): State<Shared>) -> Response {
     let body = json!({
         "status": if ready { "healthy" } else if model.is_some() { "shutting_down" } else { "loading" },
         "model_loaded": model.is_some(),
-        "timestamp": crate::util::rfc3339_now(),
+        "timestamp": hoist_types::time::rfc3339_now(),
         "version": model.as_ref().map(|m| m.package.version.clone()),
         "model": model.as_ref().map(|m| json!({
             "name": m.package.name,

@@ -1,4 +1,4 @@
-//! Small helpers with no better home.
+//! RFC 3339 time stamps and civil dates without a date crate, shared by the server, the CLI and the test kit.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
