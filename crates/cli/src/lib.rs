@@ -7,6 +7,7 @@
 //! - `watch`: `hoist watch`, promotion events printed live.
 //! - `mlflow`: `hoist mlflow connect`, the webhook on an MLflow server.
 //! - `render`: `hoist render k8s`, the pipeline as Kubernetes manifests.
+//! - `runtime`: `hoist runtime install|list`, ONNX Runtime's library for hoist-server.
 //! - `output`: human tables and dates (`--json` output is serde's).
 //!
 //! Commands print results on stdout and nothing else there; errors go to stderr
@@ -19,6 +20,7 @@ mod output;
 mod quickstart;
 mod release;
 mod render;
+mod runtime;
 mod watch;
 
 use std::io::Write;
@@ -31,17 +33,19 @@ use hoist_registry::mlflow::MlflowRegistry;
 
 pub use mlflow::MlflowCmd;
 pub use model::ModelCmd;
+pub use runtime::RuntimeCmd;
 pub use watch::WatchArgs;
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  failure (storage, I/O, registry unreachable or refusing the credentials)
+  1  failure (storage, I/O, registry unreachable or refusing the credentials,
+     a download failed)
   2  bad usage or input (unknown flag, bad path, invalid name, a command the
      registry does not support)
-  3  not found (model, version, alias or stage)
-  4  integrity failure (files do not match their digest, or a version is not
-     the one --digest pins)
+  3  not found (model, version, alias or stage; a runtime release)
+  4  integrity failure (files do not match their digest, a version is not
+     the one --digest pins, a download is not the file hoist pins)
   5  the release was rolled back or aborted (`deploy --wait`, `rollback`)
   6  refused by the daemon (another release is mid-rollout, the release is not
      waiting for that, the version is already live)
@@ -141,6 +145,10 @@ pub enum Command {
     /// manifests (kubectl apply, kustomize, GitOps)
     #[command(subcommand, after_help = EXIT_CODES)]
     Render(render::RenderCmd),
+    /// Inference runtimes for hoist-server: `hoist runtime install onnxruntime`
+    /// fetches ONNX Runtime's library; `hoist runtime list` shows what serves by default
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Runtime(runtime::RuntimeCmd),
     /// Run a model server (the same program and flags as `hoist-server`)
     #[command(hide = true, disable_help_flag = true)]
     Serve {
@@ -184,9 +192,16 @@ pub enum CliError {
     ReleaseFailed(String),
     #[error("{0}")]
     Timeout(String),
-    /// A version is not the package a `--digest` pins.
+    /// A version is not the package a `--digest` pins, or a download is not the
+    /// file hoist pins.
     #[error("{0}")]
     PinMismatch(String),
+    /// Something asked for (a runtime release) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A download failed.
+    #[error("{0}")]
+    Download(String),
 }
 
 impl CliError {
@@ -200,11 +215,15 @@ impl CliError {
                 | E::AliasNotFound { .. }
                 | E::StageEmpty { .. },
             ) => 3,
+            CliError::NotFound(_) => 3,
             CliError::Registry(E::DigestMismatch { .. }) | CliError::PinMismatch(_) => 4,
             CliError::Registry(E::InvalidRef(_) | E::Invalid(_))
             | CliError::Unsupported(_)
             | CliError::Usage(_) => 2,
-            CliError::Registry(_) | CliError::Io { .. } | CliError::Daemon { .. } => 1,
+            CliError::Registry(_)
+            | CliError::Io { .. }
+            | CliError::Daemon { .. }
+            | CliError::Download(_) => 1,
             CliError::Config(_) => 2,
             CliError::Api { code, .. } => code.exit_code(),
             CliError::ReleaseFailed(_) => 5,
@@ -240,6 +259,8 @@ impl CliError {
             CliError::ReleaseFailed(_) => "release_failed",
             CliError::Timeout(_) => "timeout",
             CliError::PinMismatch(_) => "digest_mismatch",
+            CliError::NotFound(_) => "not_found",
+            CliError::Download(_) => "download_failed",
         }
     }
 }
@@ -307,6 +328,7 @@ pub fn run(
         Command::History(a) => release::history(&ctx, a, out),
         Command::Quickstart(a) => quickstart::run(&ctx, a, out),
         Command::Render(cmd) => render::run(&ctx, cmd, out),
+        Command::Runtime(cmd) => runtime::run(&ctx, cmd, out),
         Command::Serve { .. } => Err(CliError::Usage(
             "`hoist serve` is handled before the command line is parsed".into(),
         )),

@@ -81,7 +81,7 @@ impl IoSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error(
-        "ONNX Runtime library not found (looked for {looked}); install it with tools/fetch-onnxruntime.sh, set ORT_DYLIB_PATH or pass --onnxruntime PATH, or use --runtime tract"
+        "ONNX Runtime library not found (looked for {looked}); install it with `hoist runtime install onnxruntime`, set ORT_DYLIB_PATH or pass --onnxruntime PATH, or use --runtime tract"
     )]
     OrtNotFound { looked: String },
     #[error("ONNX Runtime failed to load from {path}: {message}")]

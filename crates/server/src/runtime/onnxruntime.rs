@@ -21,7 +21,10 @@ const LIB_NAMES: &[&str] = &["libonnxruntime.so", "libonnxruntime.so.1"];
 /// Finds `libonnxruntime.so`. An explicit path (flag or `ORT_DYLIB_PATH`) must exist;
 /// otherwise the usual places are searched and [`RuntimeError::OrtNotFound`] lists them.
 pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
-    let env = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+    // An empty ORT_DYLIB_PATH (as `ORT_DYLIB_PATH= cmd` sets it) means unset.
+    let env = std::env::var_os("ORT_DYLIB_PATH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
     if let Some(p) = explicit.map(Path::to_path_buf).or(env) {
         return if p.is_file() {
             Ok(p)
@@ -99,6 +102,13 @@ fn environment(lib: &Path) -> Result<&'static ort::environment::Environment, Run
             message: message.clone(),
         }),
     }
+}
+
+/// Loads the library at `lib` into this process (once; a process holds one ONNX
+/// Runtime) and reports whether that worked: `hoist runtime install` checks a
+/// freshly extracted library with it.
+pub fn check_library(lib: &Path) -> Result<(), RuntimeError> {
+    environment(lib).map(|_| ())
 }
 
 /// A model loaded into ONNX Runtime.
