@@ -61,6 +61,11 @@ pub struct Args {
     /// what is already queued.
     #[arg(long, default_value_t = 0)]
     pub max_batch_delay_us: u64,
+    /// Run requests of up to 16 rows on the I/O thread, skipping the hand-off to an
+    /// inference worker, once the model's small calls average under this many
+    /// microseconds (0: always use the workers).
+    #[arg(long, default_value_t = 50, value_name = "US")]
+    pub inline_max_us: u64,
     /// Largest request body, in bytes; larger bodies get 413.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
@@ -139,6 +144,7 @@ fn run_main(args: Args) -> anyhow::Result<()> {
             batch: BatchConfig {
                 max_batch_size: args.max_batch_size.max(1),
                 max_batch_delay: Duration::from_micros(args.max_batch_delay_us),
+                inline_max: Duration::from_micros(args.inline_max_us),
             },
             prediction_bins: args.prediction_bins.map(|b| b.0).unwrap_or_default(),
         },

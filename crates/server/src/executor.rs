@@ -11,8 +11,16 @@
 //!   together, and only for models whose inputs and outputs all have a variable first
 //!   dimension. Each caller gets exactly its own rows back.
 //! - Dropping the [`Executor`] lets queued work finish; then the workers exit.
+//! - A fast model runs inline: once a model has been seen to answer small calls (up to
+//!   [`INLINE_ROWS`] rows) in under `inline_max` on average, a small request runs on
+//!   the I/O thread that parsed it instead of crossing to a worker and back (that
+//!   crossing, two thread wake-ups, costs more than a 5 µs model). The estimate keeps
+//!   being updated by every small call, inline or not, so a model that turns slow goes
+//!   back to the workers; large requests always go to the workers; `inline_max` zero
+//!   turns this off.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -22,11 +30,64 @@ use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::tensor::{Tensor, TensorData};
 
-/// Batching settings; `max_batch_size <= 1` turns batching off.
+/// How requests are run: batching (`max_batch_size <= 1` turns it off) and the
+/// inline fast path (`inline_max` zero turns it off).
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
     pub max_batch_size: usize,
     pub max_batch_delay: Duration,
+    /// Small requests of a model whose small calls average under this run on the
+    /// I/O thread.
+    pub inline_max: Duration,
+}
+
+/// Requests of at most this many rows may run inline, and only calls this small
+/// feed the estimate.
+pub const INLINE_ROWS: usize = 16;
+
+/// Small calls seen before the estimate is trusted (the first, often slowed by
+/// lazy initialisation, is not counted).
+const WARM_UP_CALLS: u64 = 8;
+
+/// The running estimate of how long a small call takes: an exponentially weighted
+/// mean (weight 1/8 for the newest) in nanoseconds, and how many calls fed it.
+#[derive(Default)]
+struct Estimate {
+    mean_ns: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl Estimate {
+    fn observe(&self, rows: usize, took: Duration) {
+        if rows > INLINE_ROWS {
+            return;
+        }
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        match n {
+            0 => {} // the first call pays for lazy initialisation
+            1 => self.mean_ns.store(ns, Ordering::Relaxed),
+            _ => {
+                // Racy read-modify-write: a lost update among concurrent calls only
+                // drops one sample from the mean.
+                let old = self.mean_ns.load(Ordering::Relaxed);
+                let new = old - old / 8 + ns / 8;
+                self.mean_ns.store(new, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn warm(&self) -> bool {
+        self.calls.load(Ordering::Relaxed) > WARM_UP_CALLS
+    }
+
+    /// Whether a call of `rows` rows should run inline under `max`.
+    fn inline(&self, rows: usize, max: Duration) -> bool {
+        !max.is_zero()
+            && rows <= INLINE_ROWS
+            && self.warm()
+            && u128::from(self.mean_ns.load(Ordering::Relaxed)) < max.as_nanos()
+    }
 }
 
 /// Why a job did not produce outputs.
@@ -64,6 +125,10 @@ impl Job {
 /// A pool of worker threads in front of one loaded model.
 pub struct Executor {
     tx: Sender<Job>,
+    runtime: Arc<dyn Runtime>,
+    estimate: Arc<Estimate>,
+    inline_max: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Executor {
@@ -81,6 +146,7 @@ impl Executor {
                 .iter()
                 .chain(runtime.outputs())
                 .all(|s| s.shape.first().is_some_and(|&d| d < 0));
+        let estimate = Arc::new(Estimate::default());
         for i in 0..workers.max(1) {
             let worker = Worker {
                 runtime: runtime.clone(),
@@ -88,17 +154,34 @@ impl Executor {
                 batch,
                 batchable,
                 metrics: metrics.clone(),
+                estimate: estimate.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("hoist-infer-{i}"))
                 .spawn(move || worker.run())
                 .expect("spawn inference worker");
         }
-        Executor { tx }
+        Executor {
+            tx,
+            runtime,
+            estimate,
+            inline_max: batch.inline_max,
+            metrics,
+        }
     }
 
-    /// Queues `inputs` and waits for the outputs.
+    /// Runs `inputs`: inline when the model is fast and the request small, else
+    /// queued for a worker, waiting for the outputs.
     pub async fn submit(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ExecError> {
+        let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
+        if self.estimate.inline(rows, self.inline_max) {
+            let start = Instant::now();
+            let result = guarded_run(&*self.runtime, &inputs);
+            let took = start.elapsed();
+            self.metrics.observe_inference(took, rows);
+            self.estimate.observe(rows, took);
+            return Ok(result?);
+        }
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Job { inputs, reply }) {
             Ok(()) => {}
@@ -127,6 +210,14 @@ struct Worker {
     batch: BatchConfig,
     batchable: bool,
     metrics: Arc<Metrics>,
+    estimate: Arc<Estimate>,
+}
+
+/// Runs the model, turning a panic inside the runtime into an error for this call
+/// alone: the thread lives on.
+fn guarded_run(runtime: &dyn Runtime, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.run(inputs)))
+        .unwrap_or_else(|_| Err(RuntimeError::Run("the runtime panicked".into())))
 }
 
 impl Worker {
@@ -141,7 +232,8 @@ impl Worker {
                     Err(_) => return,
                 },
             };
-            if !self.batchable {
+            // Until the estimate is warm, calls run alone so that it gets its samples.
+            if !self.batchable || !self.estimate.warm() {
                 self.run_one(first);
                 continue;
             }
@@ -183,18 +275,13 @@ impl Worker {
         }
     }
 
-    /// Runs the model, turning a panic inside the runtime into an error for this call
-    /// alone: the worker lives on.
-    fn guarded_run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.runtime.run(inputs)))
-            .unwrap_or_else(|_| Err(RuntimeError::Run("the runtime panicked".into())))
-    }
-
     fn run_one(&self, job: Job) {
         let rows = job.rows();
         let start = Instant::now();
-        let result = self.guarded_run(&job.inputs);
-        self.metrics.observe_inference(start.elapsed(), rows);
+        let result = guarded_run(&*self.runtime, &job.inputs);
+        let took = start.elapsed();
+        self.metrics.observe_inference(took, rows);
+        self.estimate.observe(rows, took);
         let _ = job.reply.send(result);
     }
 
@@ -214,8 +301,10 @@ impl Worker {
             })
             .collect();
         let start = Instant::now();
-        let outputs = inputs.and_then(|inputs| self.guarded_run(&inputs));
-        self.metrics.observe_inference(start.elapsed(), rows);
+        let outputs = inputs.and_then(|inputs| guarded_run(&*self.runtime, &inputs));
+        let took = start.elapsed();
+        self.metrics.observe_inference(took, rows);
+        self.estimate.observe(rows, took);
         match outputs {
             Ok(outputs) if outputs.iter().all(|o| o.shape.first() == Some(&rows)) => {
                 let mut offset = 0;
@@ -242,5 +331,61 @@ impl Worker {
             // (one bad request must not fail its neighbours): run each on its own.
             _ => jobs.into_iter().for_each(|j| self.run_one(j)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: Duration = Duration::from_micros(50);
+
+    fn fed(calls: usize, each: Duration) -> Estimate {
+        let e = Estimate::default();
+        for _ in 0..calls {
+            e.observe(1, each);
+        }
+        e
+    }
+
+    #[test]
+    fn a_fast_model_runs_inline_only_once_warm() {
+        let cold = fed(WARM_UP_CALLS as usize, Duration::from_micros(5));
+        assert!(!cold.inline(1, MAX), "not before the warm-up calls are in");
+        let warm = fed(WARM_UP_CALLS as usize + 1, Duration::from_micros(5));
+        assert!(warm.inline(1, MAX));
+        assert!(warm.inline(INLINE_ROWS, MAX));
+        assert!(
+            !warm.inline(INLINE_ROWS + 1, MAX),
+            "large requests go to the workers"
+        );
+        assert!(!warm.inline(1, Duration::ZERO), "0 turns it off");
+    }
+
+    #[test]
+    fn a_slow_first_call_does_not_count_and_a_slow_model_never_runs_inline() {
+        let e = Estimate::default();
+        e.observe(1, Duration::from_secs(2)); // lazy initialisation
+        for _ in 0..WARM_UP_CALLS {
+            e.observe(1, Duration::from_micros(4));
+        }
+        assert!(e.inline(1, MAX));
+        assert!(!fed(20, Duration::from_micros(400)).inline(1, MAX));
+    }
+
+    #[test]
+    fn a_model_that_turns_slow_goes_back_to_the_workers_and_large_calls_are_not_counted() {
+        let e = fed(20, Duration::from_micros(5));
+        for _ in 0..100 {
+            e.observe(INLINE_ROWS + 1, Duration::from_secs(1));
+        }
+        assert!(
+            e.inline(1, MAX),
+            "batches of many rows do not move the estimate"
+        );
+        for _ in 0..40 {
+            e.observe(1, Duration::from_micros(500));
+        }
+        assert!(!e.inline(1, MAX));
     }
 }
