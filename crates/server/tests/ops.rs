@@ -66,11 +66,18 @@ fn close(a: f64, b: f64) -> bool {
 /// Compares one model's outputs; returns a description of the first mismatch.
 fn compare(model: &Path, tract: &[Tensor], ort: &[Tensor]) -> Result<(), String> {
     if tract.len() != ort.len() {
-        return Err(format!("{} outputs on tract, {} on ORT", tract.len(), ort.len()));
+        return Err(format!(
+            "{} outputs on tract, {} on ORT",
+            tract.len(),
+            ort.len()
+        ));
     }
     for (t, o) in tract.iter().zip(ort) {
         if t.shape != o.shape {
-            return Err(format!("'{}': shape {:?} on tract, {:?} on ORT", o.name, t.shape, o.shape));
+            return Err(format!(
+                "'{}': shape {:?} on tract, {:?} on ORT",
+                o.name, t.shape, o.shape
+            ));
         }
         match (floats(&t.data), floats(&o.data)) {
             (Some(a), Some(b)) => {
@@ -83,7 +90,10 @@ fn compare(model: &Path, tract: &[Tensor], ort: &[Tensor]) -> Result<(), String>
             }
             _ => {
                 if t.data != o.data {
-                    return Err(format!("'{}': {:?} on tract, {:?} on ORT", o.name, t.data, o.data));
+                    return Err(format!(
+                        "'{}': {:?} on tract, {:?} on ORT",
+                        o.name, t.data, o.data
+                    ));
                 }
             }
         }
@@ -103,7 +113,11 @@ fn every_op_model_matches_onnxruntime() {
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
         .collect();
     models.sort();
-    assert!(models.len() >= 100, "expected the generated op models, found {}", models.len());
+    assert!(
+        models.len() >= 100,
+        "expected the generated op models, found {}",
+        models.len()
+    );
     let mut failures = vec![];
     for model in &models {
         let name = model.file_stem().unwrap().to_string_lossy().to_string();
@@ -176,20 +190,70 @@ fn auto_falls_back_to_tract_when_onnxruntime_refuses_the_model() {
     let rt = runtime::load(&refused, &opts).expect("auto falls back to tract");
     assert_eq!(rt.kind(), RuntimeKind::Tract);
     let why = rt.selection().expect("auto says why");
-    assert!(why.contains("ONNX Runtime could not serve the model"), "{why}");
-    let x = Tensor::new("X", vec![2, 4], TensorData::F32(vec![1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0])).unwrap();
+    assert!(
+        why.contains("ONNX Runtime could not serve the model"),
+        "{why}"
+    );
+    let x = Tensor::new(
+        "X",
+        vec![2, 4],
+        TensorData::F32(vec![1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0]),
+    )
+    .unwrap();
     let out = rt.run(&[x]).unwrap();
     assert_eq!(out[0].data, TensorData::I64(vec![1, 0]));
 
     let fine = ops_dir().join("ter_sum_1.onnx");
     let rt = runtime::load(&fine, &opts).unwrap();
     assert_eq!(rt.kind(), RuntimeKind::OnnxRuntime);
-    assert!(rt.selection().unwrap().contains("ONNX Runtime library found"));
+    assert!(
+        rt.selection()
+            .unwrap()
+            .contains("ONNX Runtime library found")
+    );
 
     // Neither runtime: the error names both causes.
     let bad = std::env::temp_dir().join(format!("hoist-ops-bad-{}.onnx", std::process::id()));
     std::fs::write(&bad, b"not a model").unwrap();
-    let err = runtime::load(&bad, &opts).err().expect("garbage loads nowhere").to_string();
+    let err = runtime::load(&bad, &opts)
+        .err()
+        .expect("garbage loads nowhere")
+        .to_string();
     std::fs::remove_file(&bad).ok();
-    assert!(err.contains("onnxruntime") && err.contains("tract"), "{err}");
+    assert!(
+        err.contains("onnxruntime") && err.contains("tract"),
+        "{err}"
+    );
+}
+
+/// Prints single-row latency on both runtimes for the 100-tree gradient
+/// boosting regressor and the probability SVC (for the record; nothing is
+/// asserted about time). Run with `--nocapture` to see it.
+#[test]
+fn single_row_latency_report() {
+    tract_ops::match_ort_intra_op_threads(1);
+    for name in ["skl_gbr_100", "skl_svc_proba"] {
+        let model = ops_dir().join(format!("{name}.onnx"));
+        let ins = inputs(&model);
+        let w = ins[0].data.len() / ins[0].shape[0];
+        let one = vec![Tensor::new(&ins[0].name, vec![1, w], ins[0].data.slice(0, w)).unwrap()];
+        let tract = TractRuntime::load(&model).unwrap();
+        let ort = OrtRuntime::load(&model, &common::ort_lib(), 1).unwrap();
+        let time = |rt: &dyn Runtime| {
+            for _ in 0..20 {
+                rt.run(&one).unwrap();
+            }
+            let n = 300;
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                rt.run(&one).unwrap();
+            }
+            start.elapsed().as_secs_f64() * 1e6 / n as f64
+        };
+        let (t, o) = (time(&tract), time(&ort));
+        eprintln!(
+            "{name}: one row: tract {t:.1} us, onnxruntime {o:.1} us ({:.2}x)",
+            t / o
+        );
+    }
 }

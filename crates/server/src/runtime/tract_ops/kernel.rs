@@ -167,8 +167,15 @@ pub(super) fn as_f32(x: &Tensor) -> TractResult<Vec<f32>> {
     Ok(c.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
 }
 
-pub(super) fn only_input(inputs: &[(DatumType, &[TDim])], op: &str) -> TractResult<(DatumType, Vec<TDim>)> {
-    ensure!(inputs.len() == 1, "{op} takes one input, got {}", inputs.len());
+pub(super) fn only_input(
+    inputs: &[(DatumType, &[TDim])],
+    op: &str,
+) -> TractResult<(DatumType, Vec<TDim>)> {
+    ensure!(
+        inputs.len() == 1,
+        "{op} takes one input, got {}",
+        inputs.len()
+    );
     Ok((inputs[0].0, inputs[0].1.to_vec()))
 }
 
@@ -239,7 +246,10 @@ pub(super) fn label_tensor(labels: &ClassLabels, picks: &[Out]) -> TractResult<T
                     Out::Literal(b) => (if b { "1" } else { "0" }).to_string(),
                 })
                 .collect();
-            tract_ndarray::Array1::from_vec(v).into_dyn().into_tensor().into_tvalue()
+            tract_ndarray::Array1::from_vec(v)
+                .into_dyn()
+                .into_tensor()
+                .into_tvalue()
         }
     })
 }

@@ -105,10 +105,16 @@ fn column_attr(ctx: &ParsingContext, node: &NodeProto, what: &str) -> TractResul
 
 pub(super) fn parse_label_encoder(ctx: &ParsingContext, node: &NodeProto) -> ParsedOp {
     let default_int = node.get_attr_opt::<i64>("default_int64")?.unwrap_or(-1);
-    let default_string = node.get_attr_opt::<String>("default_string")?.unwrap_or_else(|| "_Unused".into());
+    let default_string = node
+        .get_attr_opt::<String>("default_string")?
+        .unwrap_or_else(|| "_Unused".into());
     if let Some(classes) = node.get_attr_opt_vec::<String>("classes_strings")? {
         let keys = Column::S(classes.clone());
-        let map = classes.iter().enumerate().map(|(i, c)| (Key::S(c.clone()), i)).collect();
+        let map = classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Key::S(c.clone()), i))
+            .collect();
         return parsed(LabelEncoder {
             keys,
             values: Column::S(classes),
@@ -119,32 +125,56 @@ pub(super) fn parse_label_encoder(ctx: &ParsingContext, node: &NodeProto) -> Par
             default_string,
         });
     }
-    let keys = column_attr(ctx, node, "keys")?.ok_or_else(|| format_err!("LabelEncoder has no keys"))?;
-    let values = column_attr(ctx, node, "values")?.ok_or_else(|| format_err!("LabelEncoder has no values"))?;
+    let keys =
+        column_attr(ctx, node, "keys")?.ok_or_else(|| format_err!("LabelEncoder has no keys"))?;
+    let values = column_attr(ctx, node, "values")?
+        .ok_or_else(|| format_err!("LabelEncoder has no values"))?;
     node.expect(keys.len() == values.len(), || {
-        format!("as many keys as values ({} and {})", keys.len(), values.len())
+        format!(
+            "as many keys as values ({} and {})",
+            keys.len(),
+            values.len()
+        )
     })?;
     let mut map = HashMap::with_capacity(keys.len());
     for i in 0..keys.len() {
         map.entry(keys.key(i)).or_insert(i);
     }
     let default = match node.get_attr_opt::<&tract_onnx::pb::TensorProto>("default_tensor")? {
-        Some(p) => Column::from_tensor(&ctx.load_tensor(p)?.cast_to_dt(values.datum_type())?)?,
+        Some(p) => Column::from_tensor(
+            &ctx.load_tensor(p)?
+                .cast_to_dt(values.datum_type())?
+                .into_owned(),
+        )?,
         None => match values {
             Column::S(_) => Column::S(vec![default_string.clone()]),
             Column::I(_) => Column::I(vec![default_int]),
-            Column::F(_) => Column::F(vec![node.get_attr_opt::<f32>("default_float")?.unwrap_or(-0.0)]),
+            Column::F(_) => Column::F(vec![
+                node.get_attr_opt::<f32>("default_float")?.unwrap_or(-0.0),
+            ]),
             Column::D(_) => Column::D(vec![-0.0]),
         },
     };
     node.expect(default.len() >= 1, "a default value")?;
-    parsed(LabelEncoder { keys, values, map, default, opset1: false, default_int, default_string })
+    parsed(LabelEncoder {
+        keys,
+        values,
+        map,
+        default,
+        opset1: false,
+        default_int,
+        default_string,
+    })
 }
 
 impl LabelEncoder {
     fn out_type(&self, input: DatumType) -> TractResult<DatumType> {
         if self.opset1 {
-            return Ok(if input == String::datum_type() { i64::datum_type() } else { String::datum_type() });
+            return Ok(if input == String::datum_type() {
+                i64::datum_type()
+            } else {
+                String::datum_type()
+            });
         }
         ensure!(
             input == self.keys.datum_type(),
@@ -170,13 +200,21 @@ impl Kernel for LabelEncoder {
         let shape = x.shape().to_vec();
         let p = x.try_as_plain_ram()?;
         if self.opset1 {
-            let Column::S(classes) = &self.values else { unreachable!() };
+            let Column::S(classes) = &self.values else {
+                unreachable!()
+            };
             if x.datum_type() == String::datum_type() {
                 // Opset 1 keeps the last index of a repeated class.
-                let last: HashMap<&str, i64> =
-                    classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as i64)).collect();
-                let y: Vec<i64> =
-                    p.as_slice::<String>()?.iter().map(|s| *last.get(s.as_str()).unwrap_or(&self.default_int)).collect();
+                let last: HashMap<&str, i64> = classes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.as_str(), i as i64))
+                    .collect();
+                let y: Vec<i64> = p
+                    .as_slice::<String>()?
+                    .iter()
+                    .map(|s| *last.get(s.as_str()).unwrap_or(&self.default_int))
+                    .collect();
                 return Ok(tvec!(Tensor::from_shape(&shape, &y)?.into_tvalue()));
             }
             let v = x.cast_to::<i64>()?;
@@ -185,22 +223,40 @@ impl Kernel for LabelEncoder {
                 .as_slice::<i64>()?
                 .iter()
                 .map(|&i| {
-                    if i >= 0 && (i as usize) < classes.len() { classes[i as usize].clone() } else { self.default_string.clone() }
+                    if i >= 0 && (i as usize) < classes.len() {
+                        classes[i as usize].clone()
+                    } else {
+                        self.default_string.clone()
+                    }
                 })
                 .collect();
-            return Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(shape, y)?.into_tensor().into_tvalue()));
+            return Ok(tvec!(
+                tract_ndarray::ArrayD::from_shape_vec(shape, y)?
+                    .into_tensor()
+                    .into_tvalue()
+            ));
         }
         let keys: Vec<Key> = match x.datum_type() {
-            DatumType::String => p.as_slice::<String>()?.iter().map(|s| Key::S(s.clone())).collect(),
+            DatumType::String => p
+                .as_slice::<String>()?
+                .iter()
+                .map(|s| Key::S(s.clone()))
+                .collect(),
             DatumType::I64 => p.as_slice::<i64>()?.iter().map(|&v| Key::I(v)).collect(),
-            DatumType::F32 => p.as_slice::<f32>()?.iter().map(|&v| float_key(v as f64)).collect(),
+            DatumType::F32 => p
+                .as_slice::<f32>()?
+                .iter()
+                .map(|&v| float_key(v as f64))
+                .collect(),
             DatumType::F64 => p.as_slice::<f64>()?.iter().map(|&v| float_key(v)).collect(),
             dt => bail!("LabelEncoder does not take {dt:?} input"),
         };
         let idx: Vec<Option<usize>> = keys.iter().map(|k| self.map.get(k).copied()).collect();
         macro_rules! pick {
             ($vals:expr, $def:expr) => {
-                idx.iter().map(|i| i.map_or_else(|| $def.clone(), |i| $vals[i].clone())).collect::<Vec<_>>()
+                idx.iter()
+                    .map(|i| i.map_or_else(|| $def.clone(), |i| $vals[i].clone()))
+                    .collect::<Vec<_>>()
             };
         }
         let y = match (&self.values, &self.default) {

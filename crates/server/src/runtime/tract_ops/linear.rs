@@ -16,7 +16,10 @@ fn gemm(x: &[f32], rows: usize, features: usize, coef: &[f32], intercepts: &[f32
     for r in 0..rows {
         let row = &x[r * features..][..features];
         for t in 0..targets {
-            out.push(dot(row, &coef[t * features..][..features]) + intercepts.get(t).copied().unwrap_or(0.0));
+            out.push(
+                dot(row, &coef[t * features..][..features])
+                    + intercepts.get(t).copied().unwrap_or(0.0),
+            );
         }
     }
     out
@@ -45,15 +48,26 @@ pub(super) fn parse_linear_regressor(_ctx: &ParsingContext, node: &NodeProto) ->
     let targets = node.get_attr_opt::<i64>("targets")?.unwrap_or(1);
     node.expect_attr("targets", targets >= 1, "at least 1")?;
     let targets = targets as usize;
-    node.expect_attr("intercepts", intercepts.is_empty() || intercepts.len() == targets, || {
-        format!("0 or {targets} values")
-    })?;
-    node.expect_attr("coefficients", !coefficients.is_empty() && coefficients.len() % targets == 0, || {
-        format!("a multiple of targets ({targets})")
-    })?;
-    let post_transform =
-        PostTransform::parse(node.get_attr_opt::<&str>("post_transform")?.unwrap_or("NONE"))?;
-    parsed(LinearRegressor { coefficients, intercepts, targets, post_transform })
+    node.expect_attr(
+        "intercepts",
+        intercepts.is_empty() || intercepts.len() == targets,
+        || format!("0 or {targets} values"),
+    )?;
+    node.expect_attr(
+        "coefficients",
+        !coefficients.is_empty() && coefficients.len() % targets == 0,
+        || format!("a multiple of targets ({targets})"),
+    )?;
+    let post_transform = PostTransform::parse(
+        node.get_attr_opt::<&str>("post_transform")?
+            .unwrap_or("NONE"),
+    )?;
+    parsed(LinearRegressor {
+        coefficients,
+        intercepts,
+        targets,
+        post_transform,
+    })
 }
 
 impl Kernel for LinearRegressor {
@@ -64,14 +78,23 @@ impl Kernel for LinearRegressor {
     fn facts(&self, inputs: &[(DatumType, &[TDim])]) -> TractResult<TVec<(DatumType, TVec<TDim>)>> {
         let (_, shape) = only_input(inputs, self.name())?;
         let (rows, _) = fact_rows(&shape, self.name())?;
-        Ok(tvec!((f32::datum_type(), tvec![rows, self.targets.to_dim()])))
+        Ok(tvec!((
+            f32::datum_type(),
+            tvec![rows, self.targets.to_dim()]
+        )))
     }
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
         let (rows, features) = rows_features(x, self.name())?;
         check_features(&self.coefficients, self.targets, features, self.name())?;
-        let mut y = gemm(&as_f32(x)?, rows, features, &self.coefficients, &self.intercepts);
+        let mut y = gemm(
+            &as_f32(x)?,
+            rows,
+            features,
+            &self.coefficients,
+            &self.intercepts,
+        );
         if self.post_transform != PostTransform::None {
             for row in y.chunks_mut(self.targets) {
                 update_scores(row, self.post_transform);
@@ -95,16 +118,28 @@ pub(super) fn parse_linear_classifier(_ctx: &ParsingContext, node: &NodeProto) -
     let labels = ClassLabels::parse(node, "classlabels_ints", "classlabels_strings")?;
     // ORT counts targets by the intercepts.
     node.expect_attr("intercepts", !intercepts.is_empty(), "at least one value")?;
-    node.expect_attr("coefficients", coefficients.len() % intercepts.len() == 0, || {
-        format!("a multiple of the intercepts' count ({})", intercepts.len())
-    })?;
+    node.expect_attr(
+        "coefficients",
+        coefficients.len() % intercepts.len() == 0,
+        || format!("a multiple of the intercepts' count ({})", intercepts.len()),
+    )?;
     let n = intercepts.len();
     node.expect(n == 1 || labels.len() == n, || {
-        format!("as many class labels as intercepts ({n}), got {}", labels.len())
+        format!(
+            "as many class labels as intercepts ({n}), got {}",
+            labels.len()
+        )
     })?;
-    let post_transform =
-        PostTransform::parse(node.get_attr_opt::<&str>("post_transform")?.unwrap_or("NONE"))?;
-    parsed(LinearClassifier { coefficients, intercepts, labels, post_transform })
+    let post_transform = PostTransform::parse(
+        node.get_attr_opt::<&str>("post_transform")?
+            .unwrap_or("NONE"),
+    )?;
+    parsed(LinearClassifier {
+        coefficients,
+        intercepts,
+        labels,
+        post_transform,
+    })
 }
 
 impl LinearClassifier {
@@ -118,7 +153,11 @@ impl LinearClassifier {
     }
 
     fn columns(&self) -> usize {
-        if self.add_second_class() { 2 } else { self.targets() }
+        if self.add_second_class() {
+            2
+        } else {
+            self.targets()
+        }
     }
 }
 
@@ -141,7 +180,13 @@ impl Kernel for LinearClassifier {
         let (rows, features) = rows_features(x, self.name())?;
         let t = self.targets();
         check_features(&self.coefficients, t, features, self.name())?;
-        let scores = gemm(&as_f32(x)?, rows, features, &self.coefficients, &self.intercepts);
+        let scores = gemm(
+            &as_f32(x)?,
+            rows,
+            features,
+            &self.coefficients,
+            &self.intercepts,
+        );
         let picks: Vec<Out> = scores
             .chunks(t)
             .map(|s| {
@@ -171,7 +216,10 @@ impl Kernel for LinearClassifier {
             // left unwritten (zeros here).
             z.extend(scores.iter().map(|&s| eval::probit(s)));
             z.resize(rows * c, 0.0);
-            return Ok(tvec!(label_tensor(&self.labels, &picks)?, f32_tensor(&[rows, c], z)?));
+            return Ok(tvec!(
+                label_tensor(&self.labels, &picks)?,
+                f32_tensor(&[rows, c], z)?
+            ));
         }
         for s in scores.chunks(t) {
             if self.add_second_class() {
@@ -186,6 +234,9 @@ impl Kernel for LinearClassifier {
                 }
             }
         }
-        Ok(tvec!(label_tensor(&self.labels, &picks)?, f32_tensor(&[rows, c], z)?))
+        Ok(tvec!(
+            label_tensor(&self.labels, &picks)?,
+            f32_tensor(&[rows, c], z)?
+        ))
     }
 }

@@ -93,17 +93,16 @@ pub fn register(onnx: &mut tract_onnx::Onnx) {
         .insert("Normalizer", preprocess::parse_normalizer);
     onnx.op_register
         .insert("Binarizer", preprocess::parse_binarizer);
-    onnx.op_register.insert("Imputer", preprocess::parse_imputer);
+    onnx.op_register
+        .insert("Imputer", preprocess::parse_imputer);
     onnx.op_register
         .insert("OneHotEncoder", preprocess::parse_one_hot_encoder);
     onnx.op_register.insert(
         "ArrayFeatureExtractor",
         preprocess::parse_array_feature_extractor,
     );
-    onnx.op_register.insert(
-        "FeatureVectorizer",
-        preprocess::parse_feature_vectorizer,
-    );
+    onnx.op_register
+        .insert("FeatureVectorizer", preprocess::parse_feature_vectorizer);
     onnx.op_register
         .insert("LabelEncoder", label_encoder::parse_label_encoder);
 }

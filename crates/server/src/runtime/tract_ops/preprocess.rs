@@ -94,7 +94,9 @@ impl Kernel for Normalizer {
 pub(super) struct Binarizer(f32);
 
 pub(super) fn parse_binarizer(_ctx: &ParsingContext, node: &NodeProto) -> ParsedOp {
-    parsed(Binarizer(node.get_attr_opt::<f32>("threshold")?.unwrap_or(0.0)))
+    parsed(Binarizer(
+        node.get_attr_opt::<f32>("threshold")?.unwrap_or(0.0),
+    ))
 }
 
 impl Kernel for Binarizer {
@@ -117,7 +119,9 @@ impl Kernel for Binarizer {
             bail!("Binarizer: input value {i} is NaN");
         }
         let y: Vec<f64> = v.iter().map(|&v| if v > t { 1.0 } else { 0.0 }).collect();
-        let out = Tensor::from_shape(x.shape(), &y)?.cast_to_dt(x.datum_type())?.into_owned();
+        let out = Tensor::from_shape(x.shape(), &y)?
+            .cast_to_dt(x.datum_type())?
+            .into_owned();
         Ok(tvec!(out.into_tvalue()))
     }
 }
@@ -131,15 +135,32 @@ pub(super) enum Imputer {
 }
 
 pub(super) fn parse_imputer(_ctx: &ParsingContext, node: &NodeProto) -> ParsedOp {
-    let floats: Vec<f32> = node.get_attr_opt_vec("imputed_value_floats")?.unwrap_or_default();
-    let ints: Vec<i64> = node.get_attr_opt_vec("imputed_value_int64s")?.unwrap_or_default();
-    node.expect(floats.is_empty() != ints.is_empty(), "exactly one of imputed_value_floats and imputed_value_int64s")?;
+    let floats: Vec<f32> = node
+        .get_attr_opt_vec("imputed_value_floats")?
+        .unwrap_or_default();
+    let ints: Vec<i64> = node
+        .get_attr_opt_vec("imputed_value_int64s")?
+        .unwrap_or_default();
+    node.expect(
+        floats.is_empty() != ints.is_empty(),
+        "exactly one of imputed_value_floats and imputed_value_int64s",
+    )?;
     if !floats.is_empty() {
-        let replaced = node.get_attr_opt::<f32>("replaced_value_float")?.unwrap_or(0.0);
-        parsed(Imputer::Float { imputed: floats, replaced })
+        let replaced = node
+            .get_attr_opt::<f32>("replaced_value_float")?
+            .unwrap_or(0.0);
+        parsed(Imputer::Float {
+            imputed: floats,
+            replaced,
+        })
     } else {
-        let replaced = node.get_attr_opt::<i64>("replaced_value_int64")?.unwrap_or(0);
-        parsed(Imputer::Int { imputed: ints, replaced })
+        let replaced = node
+            .get_attr_opt::<i64>("replaced_value_int64")?
+            .unwrap_or(0);
+        parsed(Imputer::Int {
+            imputed: ints,
+            replaced,
+        })
     }
 }
 
@@ -154,7 +175,10 @@ impl Kernel for Imputer {
             Imputer::Float { .. } => f32::datum_type(),
             Imputer::Int { .. } => i64::datum_type(),
         };
-        ensure!(dt == want, "Imputer with these attributes takes {want:?} input, got {dt:?}");
+        ensure!(
+            dt == want,
+            "Imputer with these attributes takes {want:?} input, got {dt:?}"
+        );
         Ok(tvec!((dt, shape.into())))
     }
 
@@ -162,7 +186,12 @@ impl Kernel for Imputer {
         let x = &inputs[0];
         ensure!(x.rank() >= 1, "Imputer expects an input of rank 1 or more");
         let width = *x.shape().last().unwrap();
-        fn fill<T: Copy + Datum>(x: &Tensor, imputed: &[T], width: usize, is_missing: impl Fn(T) -> bool) -> TractResult<Tensor> {
+        fn fill<T: Copy + Datum>(
+            x: &Tensor,
+            imputed: &[T],
+            width: usize,
+            is_missing: impl Fn(T) -> bool,
+        ) -> TractResult<Tensor> {
             ensure!(
                 imputed.len() == 1 || imputed.len() == width,
                 "Imputer has {} imputed values, the input has {width} features",
@@ -172,14 +201,22 @@ impl Kernel for Imputer {
             let y: Vec<T> = v
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| if is_missing(v) { imputed[if imputed.len() == 1 { 0 } else { i % width }] } else { v })
+                .map(|(i, &v)| {
+                    if is_missing(v) {
+                        imputed[if imputed.len() == 1 { 0 } else { i % width }]
+                    } else {
+                        v
+                    }
+                })
                 .collect();
             Ok(Tensor::from_shape(x.shape(), &y)?)
         }
         let y = match self {
             Imputer::Float { imputed, replaced } => {
                 let r = *replaced;
-                fill(x, imputed, width, |v: f32| if r.is_nan() { v.is_nan() } else { v == r })?
+                fill(x, imputed, width, |v: f32| {
+                    if r.is_nan() { v.is_nan() } else { v == r }
+                })?
             }
             Imputer::Int { imputed, replaced } => fill(x, imputed, width, |v: i64| v == *replaced)?,
         };
@@ -205,13 +242,27 @@ pub(super) struct OneHotEncoder {
 pub(super) fn parse_one_hot_encoder(_ctx: &ParsingContext, node: &NodeProto) -> ParsedOp {
     let ints: Vec<i64> = node.get_attr_opt_vec("cats_int64s")?.unwrap_or_default();
     let strs: Vec<String> = node.get_attr_opt_vec("cats_strings")?.unwrap_or_default();
-    node.expect(ints.is_empty() || strs.is_empty(), "only one of cats_int64s and cats_strings")?;
+    node.expect(
+        ints.is_empty() || strs.is_empty(),
+        "only one of cats_int64s and cats_strings",
+    )?;
     let zeros = node.get_attr_opt::<i64>("zeros")?.unwrap_or(1) != 0;
     // Like ORT's map: a repeated category keeps its last index.
     let (cats, n) = if !ints.is_empty() {
-        (Categories::Int(ints.iter().enumerate().map(|(i, &c)| (c, i)).collect()), ints.len())
+        (
+            Categories::Int(ints.iter().enumerate().map(|(i, &c)| (c, i)).collect()),
+            ints.len(),
+        )
     } else {
-        (Categories::Str(strs.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect()), strs.len())
+        (
+            Categories::Str(
+                strs.iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.clone(), i))
+                    .collect(),
+            ),
+            strs.len(),
+        )
     };
     node.expect(n > 0, "at least one category")?;
     parsed(OneHotEncoder { cats, n, zeros })
@@ -224,10 +275,19 @@ impl Kernel for OneHotEncoder {
 
     fn facts(&self, inputs: &[(DatumType, &[TDim])]) -> TractResult<TVec<(DatumType, TVec<TDim>)>> {
         let (dt, shape) = only_input(inputs, self.name())?;
-        ensure!(shape.len() <= 2, "OneHotEncoder expects an input of rank 2 at most");
+        ensure!(
+            shape.len() <= 2,
+            "OneHotEncoder expects an input of rank 2 at most"
+        );
         match self.cats {
-            Categories::Str(_) => ensure!(dt == String::datum_type(), "OneHotEncoder with cats_strings takes strings, got {dt:?}"),
-            Categories::Int(_) => ensure!(dt != String::datum_type(), "OneHotEncoder with cats_int64s takes numbers, got strings"),
+            Categories::Str(_) => ensure!(
+                dt == String::datum_type(),
+                "OneHotEncoder with cats_strings takes strings, got {dt:?}"
+            ),
+            Categories::Int(_) => ensure!(
+                dt != String::datum_type(),
+                "OneHotEncoder with cats_int64s takes numbers, got strings"
+            ),
         }
         let mut out: TVec<TDim> = shape.into();
         out.push(self.n.to_dim());
@@ -247,11 +307,20 @@ impl Kernel for OneHotEncoder {
                 .collect(),
             Categories::Int(m) => {
                 // ORT casts float/double inputs to int64 (truncation).
-                let v = if x.datum_type() == f32::datum_type() || x.datum_type() == f64::datum_type() {
-                    x.cast_to::<f64>()?.try_as_plain_ram()?.as_slice::<f64>()?.iter().map(|&v| v as i64).collect()
-                } else {
-                    x.cast_to::<i64>()?.try_as_plain_ram()?.as_slice::<i64>()?.to_vec()
-                };
+                let v =
+                    if x.datum_type() == f32::datum_type() || x.datum_type() == f64::datum_type() {
+                        x.cast_to::<f64>()?
+                            .try_as_plain_ram()?
+                            .as_slice::<f64>()?
+                            .iter()
+                            .map(|&v| v as i64)
+                            .collect()
+                    } else {
+                        x.cast_to::<i64>()?
+                            .try_as_plain_ram()?
+                            .as_slice::<i64>()?
+                            .to_vec()
+                    };
                 v.iter().map(|c| m.get(c).copied()).collect()
             }
         };
@@ -289,7 +358,10 @@ impl Kernel for ArrayFeatureExtractor {
         let out: TVec<TDim> = if x.len() == 1 {
             tvec![1.to_dim(), n]
         } else {
-            ensure!(!x.is_empty(), "ArrayFeatureExtractor expects an input of rank 1 or more");
+            ensure!(
+                !x.is_empty(),
+                "ArrayFeatureExtractor expects an input of rank 1 or more"
+            );
             x[..x.len() - 1].iter().cloned().chain([n]).collect()
         };
         Ok(tvec!((dt, out)))
@@ -297,15 +369,25 @@ impl Kernel for ArrayFeatureExtractor {
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (x, idx) = (&inputs[0], &inputs[1]);
-        ensure!(x.rank() >= 1, "ArrayFeatureExtractor expects an input of rank 1 or more");
+        ensure!(
+            x.rank() >= 1,
+            "ArrayFeatureExtractor expects an input of rank 1 or more"
+        );
         let idx = idx.cast_to::<i64>()?;
         let idx = idx.try_as_plain_ram()?.as_slice::<i64>()?;
         let width = *x.shape().last().unwrap();
         for &i in idx {
-            ensure!(i >= 0 && (i as usize) < width, "ArrayFeatureExtractor: index {i} out of range (the input has {width} features)");
+            ensure!(
+                i >= 0 && (i as usize) < width,
+                "ArrayFeatureExtractor: index {i} out of range (the input has {width} features)"
+            );
         }
         let outer = x.len() / width.max(1);
-        let mut shape: Vec<usize> = if x.rank() == 1 { vec![1] } else { x.shape()[..x.rank() - 1].to_vec() };
+        let mut shape: Vec<usize> = if x.rank() == 1 {
+            vec![1]
+        } else {
+            x.shape()[..x.rank() - 1].to_vec()
+        };
         shape.push(idx.len());
         // A gather along the last axis.
         let x2 = x.clone().into_tensor().into_shape(&[outer, width])?;
@@ -325,8 +407,14 @@ pub(super) struct FeatureVectorizer(Vec<usize>);
 
 pub(super) fn parse_feature_vectorizer(_ctx: &ParsingContext, node: &NodeProto) -> ParsedOp {
     let dims: Vec<i64> = node.get_attr_vec("inputdimensions")?;
-    node.expect_attr("inputdimensions", dims.iter().all(|&d| d >= 0), "non-negative sizes")?;
-    parsed(FeatureVectorizer(dims.iter().map(|&d| d as usize).collect()))
+    node.expect_attr(
+        "inputdimensions",
+        dims.iter().all(|&d| d >= 0),
+        "non-negative sizes",
+    )?;
+    parsed(FeatureVectorizer(
+        dims.iter().map(|&d| d as usize).collect(),
+    ))
 }
 
 impl Kernel for FeatureVectorizer {
@@ -345,19 +433,33 @@ impl Kernel for FeatureVectorizer {
             0 | 1 => 1.to_dim(),
             _ => inputs[0].1[0].clone(),
         };
-        Ok(tvec!((f32::datum_type(), tvec![rows, self.0.iter().sum::<usize>().to_dim()])))
+        Ok(tvec!((
+            f32::datum_type(),
+            tvec![rows, self.0.iter().sum::<usize>().to_dim()]
+        )))
     }
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let total: usize = self.0.iter().sum();
-        let rows = if inputs[0].rank() <= 1 { 1 } else { inputs[0].shape()[0] };
+        let rows = if inputs[0].rank() <= 1 {
+            1
+        } else {
+            inputs[0].shape()[0]
+        };
         let mut y = vec![0f32; rows * total];
         let mut offset = 0;
         for (x, &want) in inputs.iter().zip(&self.0) {
             let v = as_f32(x)?;
-            let stride = if x.rank() <= 1 { v.len() } else { x.len() / x.shape()[0].max(1) };
+            let stride = if x.rank() <= 1 {
+                v.len()
+            } else {
+                x.len() / x.shape()[0].max(1)
+            };
             let xr = if x.rank() <= 1 { 1 } else { x.shape()[0] };
-            ensure!(xr == rows, "FeatureVectorizer inputs have different row counts ({xr} and {rows})");
+            ensure!(
+                xr == rows,
+                "FeatureVectorizer inputs have different row counts ({xr} and {rows})"
+            );
             // Fewer features than declared: zero padding; more: truncated (as ORT).
             for r in 0..rows {
                 let n = stride.min(want);

@@ -25,7 +25,10 @@ struct SvmKernel {
 
 impl SvmKernel {
     fn parse(node: &NodeProto) -> TractResult<SvmKernel> {
-        let kind = match node.get_attr_opt::<&str>("kernel_type")?.unwrap_or("LINEAR") {
+        let kind = match node
+            .get_attr_opt::<&str>("kernel_type")?
+            .unwrap_or("LINEAR")
+        {
             "LINEAR" => KernelType::Linear,
             "POLY" => KernelType::Poly,
             "RBF" => KernelType::Rbf,
@@ -33,9 +36,22 @@ impl SvmKernel {
             _ => KernelType::Sigmoid,
         };
         let p: Vec<f32> = node.get_attr_opt_vec("kernel_params")?.unwrap_or_default();
-        node.expect_attr("kernel_params", p.is_empty() || p.len() >= 3, "none or 3 values")?;
-        let (gamma, coef0, degree) = if p.is_empty() { (0.0, 0.0, 0.0) } else { (p[0], p[1], p[2]) };
-        Ok(SvmKernel { kind, gamma, coef0, degree })
+        node.expect_attr(
+            "kernel_params",
+            p.is_empty() || p.len() >= 3,
+            "none or 3 values",
+        )?;
+        let (gamma, coef0, degree) = if p.is_empty() {
+            (0.0, 0.0, 0.0)
+        } else {
+            (p[0], p[1], p[2])
+        };
+        Ok(SvmKernel {
+            kind,
+            gamma,
+            coef0,
+            degree,
+        })
     }
 
     /// ORT's `batched_kernel_dot` for one row against one vector; `c` is the
@@ -71,7 +87,10 @@ fn dot(x: &[f32], w: &[f32]) -> f32 {
 }
 
 fn check_features(features: usize, want: usize, op: &str) -> TractResult<()> {
-    ensure!(features == want, "{op} expects {want} features, the input has {features}");
+    ensure!(
+        features == want,
+        "{op} expects {want} features, the input has {features}"
+    );
     Ok(())
 }
 
@@ -97,8 +116,14 @@ pub(super) fn parse_svm_classifier(_ctx: &ParsingContext, node: &NodeProto) -> P
     let labels = ClassLabels::parse(node, "classlabels_ints", "classlabels_strings")?;
     let c = labels.len();
     node.expect(c >= 1, "class labels")?;
-    let vectors_per_class: Vec<i64> = node.get_attr_opt_vec("vectors_per_class")?.unwrap_or_default();
-    node.expect_attr("vectors_per_class", vectors_per_class.iter().all(|&v| v >= 0), "non-negative counts")?;
+    let vectors_per_class: Vec<i64> = node
+        .get_attr_opt_vec("vectors_per_class")?
+        .unwrap_or_default();
+    node.expect_attr(
+        "vectors_per_class",
+        vectors_per_class.iter().all(|&v| v >= 0),
+        "non-negative counts",
+    )?;
     let vectors_per_class: Vec<usize> = vectors_per_class.iter().map(|&v| v as usize).collect();
     let mut starts = vec![];
     let mut n_vectors = 0;
@@ -106,23 +131,42 @@ pub(super) fn parse_svm_classifier(_ctx: &ParsingContext, node: &NodeProto) -> P
         starts.push(n_vectors);
         n_vectors += v;
     }
-    let support_vectors: Vec<f32> = node.get_attr_opt_vec("support_vectors")?.unwrap_or_default();
+    let support_vectors: Vec<f32> = node
+        .get_attr_opt_vec("support_vectors")?
+        .unwrap_or_default();
     let coefficients: Vec<f32> = node.get_attr_vec("coefficients")?;
     let rho: Vec<f32> = node.get_attr_vec("rho")?;
     let prob_a: Vec<f32> = node.get_attr_opt_vec("prob_a")?.unwrap_or_default();
     let prob_b: Vec<f32> = node.get_attr_opt_vec("prob_b")?.unwrap_or_default();
-    node.expect(prob_a.len() == prob_b.len(), "as many prob_a as prob_b values")?;
-    node.expect_attr("coefficients", !coefficients.is_empty(), "at least one value")?;
+    node.expect(
+        prob_a.len() == prob_b.len(),
+        "as many prob_a as prob_b values",
+    )?;
+    node.expect_attr(
+        "coefficients",
+        !coefficients.is_empty(),
+        "at least one value",
+    )?;
     let pairs = c * (c - 1) / 2;
     let features = if n_vectors > 0 {
-        node.expect_attr("vectors_per_class", vectors_per_class.len() == c, "one count per class")?;
-        node.expect_attr("support_vectors", support_vectors.len() % n_vectors == 0, || {
-            format!("a multiple of the vector count {n_vectors}")
+        node.expect_attr(
+            "vectors_per_class",
+            vectors_per_class.len() == c,
+            "one count per class",
+        )?;
+        node.expect_attr(
+            "support_vectors",
+            support_vectors.len() % n_vectors == 0,
+            || format!("a multiple of the vector count {n_vectors}"),
+        )?;
+        node.expect_attr(
+            "coefficients",
+            coefficients.len() >= (c - 1) * n_vectors,
+            || format!("at least {} values", (c - 1) * n_vectors),
+        )?;
+        node.expect_attr("rho", rho.len() >= pairs, || {
+            format!("at least {pairs} values")
         })?;
-        node.expect_attr("coefficients", coefficients.len() >= (c - 1) * n_vectors, || {
-            format!("at least {} values", (c - 1) * n_vectors)
-        })?;
-        node.expect_attr("rho", rho.len() >= pairs, || format!("at least {pairs} values"))?;
         node.expect_attr("prob_a", prob_a.is_empty() || prob_a.len() >= pairs, || {
             format!("none or at least {pairs} values")
         })?;
@@ -136,8 +180,10 @@ pub(super) fn parse_svm_classifier(_ctx: &ParsingContext, node: &NodeProto) -> P
         coefficients.len() / c
     };
     let weights_all_positive = coefficients.iter().all(|&w| w >= 0.0);
-    let post_transform =
-        PostTransform::parse(node.get_attr_opt::<&str>("post_transform")?.unwrap_or("NONE"))?;
+    let post_transform = PostTransform::parse(
+        node.get_attr_opt::<&str>("post_transform")?
+            .unwrap_or("NONE"),
+    )?;
     parsed(SvmClassifier {
         kernel,
         labels,
@@ -174,9 +220,19 @@ impl SvmClassifier {
     }
 
     /// One row in SVC mode: the pairwise decision values and the votes.
-    fn one_vs_one(&self, row: &[f32], kernels: &mut [f32], scores: &mut Vec<f32>, votes: &mut [usize]) {
+    fn one_vs_one(
+        &self,
+        row: &[f32],
+        kernels: &mut [f32],
+        scores: &mut Vec<f32>,
+        votes: &mut [usize],
+    ) {
         for (v, k) in kernels.iter_mut().enumerate() {
-            *k = self.kernel.apply(row, &self.support_vectors[v * self.features..][..self.features], 0.0);
+            *k = self.kernel.apply(
+                row,
+                &self.support_vectors[v * self.features..][..self.features],
+                0.0,
+            );
         }
         let c = self.labels.len();
         let nv = self.n_vectors;
@@ -303,8 +359,12 @@ impl Kernel for SvmClassifier {
                     let mut index = 0;
                     for i in 0..c - 1 {
                         for j in i + 1..c {
-                            let v = sigmoid_probability(scores[index], self.prob_a[index], self.prob_b[index])
-                                .clamp(1.0e-7, 1.0 - 1.0e-7);
+                            let v = sigmoid_probability(
+                                scores[index],
+                                self.prob_a[index],
+                                self.prob_b[index],
+                            )
+                            .clamp(1.0e-7, 1.0 - 1.0e-7);
                             probs2[i * c + j] = v;
                             probs2[j * c + i] = 1.0 - v;
                             index += 1;
@@ -327,7 +387,11 @@ impl Kernel for SvmClassifier {
             } else {
                 // liblinear mode: one score per class, rho[0] added to each.
                 for k in 0..c {
-                    scores.push(self.kernel.apply(row, &self.coefficients[k * features..][..features], self.rho[0]));
+                    scores.push(self.kernel.apply(
+                        row,
+                        &self.coefficients[k * features..][..features],
+                        self.rho[0],
+                    ));
                 }
                 let best = first_max(&scores);
                 let max_weight = scores[best];
@@ -347,7 +411,10 @@ impl Kernel for SvmClassifier {
                 update_scores(out, self.post_transform);
             }
         }
-        Ok(tvec!(label_tensor(&self.labels, &picks)?, f32_tensor(&[rows, cols], z)?))
+        Ok(tvec!(
+            label_tensor(&self.labels, &picks)?,
+            f32_tensor(&[rows, cols], z)?
+        ))
     }
 }
 
@@ -367,15 +434,23 @@ pub(super) fn parse_svm_regressor(_ctx: &ParsingContext, node: &NodeProto) -> Pa
     let n_vectors = node.get_attr_opt::<i64>("n_supports")?.unwrap_or(0);
     node.expect_attr("n_supports", n_vectors >= 0, "a non-negative count")?;
     let n_vectors = n_vectors as usize;
-    let support_vectors: Vec<f32> = node.get_attr_opt_vec("support_vectors")?.unwrap_or_default();
+    let support_vectors: Vec<f32> = node
+        .get_attr_opt_vec("support_vectors")?
+        .unwrap_or_default();
     let coefficients: Vec<f32> = node.get_attr_vec("coefficients")?;
-    node.expect_attr("coefficients", !coefficients.is_empty(), "at least one value")?;
+    node.expect_attr(
+        "coefficients",
+        !coefficients.is_empty(),
+        "at least one value",
+    )?;
     let rho: Vec<f32> = node.get_attr_vec("rho")?;
     node.expect_attr("rho", !rho.is_empty(), "at least one value")?;
     let features = if n_vectors > 0 {
-        node.expect_attr("support_vectors", support_vectors.len() % n_vectors == 0, || {
-            format!("a multiple of n_supports ({n_vectors})")
-        })?;
+        node.expect_attr(
+            "support_vectors",
+            support_vectors.len() % n_vectors == 0,
+            || format!("a multiple of n_supports ({n_vectors})"),
+        )?;
         node.expect_attr("coefficients", coefficients.len() >= n_vectors, || {
             format!("at least n_supports ({n_vectors}) values")
         })?;
@@ -385,7 +460,15 @@ pub(super) fn parse_svm_regressor(_ctx: &ParsingContext, node: &NodeProto) -> Pa
         coefficients.len()
     };
     let one_class = node.get_attr_opt::<i64>("one_class")?.unwrap_or(0) != 0;
-    parsed(SvmRegressor { kernel, n_vectors, features, support_vectors, coefficients, rho: rho[0], one_class })
+    parsed(SvmRegressor {
+        kernel,
+        n_vectors,
+        features,
+        support_vectors,
+        coefficients,
+        rho: rho[0],
+        one_class,
+    })
 }
 
 impl Kernel for SvmRegressor {
@@ -410,14 +493,22 @@ impl Kernel for SvmRegressor {
             let v = if self.n_vectors > 0 {
                 let mut sum = 0f32;
                 for v in 0..self.n_vectors {
-                    let k = self.kernel.apply(row, &self.support_vectors[v * features..][..features], 0.0);
+                    let k = self.kernel.apply(
+                        row,
+                        &self.support_vectors[v * features..][..features],
+                        0.0,
+                    );
                     sum += k * self.coefficients[v];
                 }
                 sum + self.rho
             } else {
                 self.kernel.apply(row, &self.coefficients, self.rho)
             };
-            y.push(if self.one_class { if v > 0.0 { 1.0 } else { -1.0 } } else { v });
+            y.push(if self.one_class {
+                if v > 0.0 { 1.0 } else { -1.0 }
+            } else {
+                v
+            });
         }
         Ok(tvec!(f32_tensor(&[rows, 1], y)?))
     }

@@ -7,7 +7,7 @@
 
 use super::eval::Feature;
 use super::kernel::*;
-use super::parse::{build_forest, float_attr, Forest};
+use super::parse::{Forest, build_forest, float_attr};
 use super::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,20 +27,36 @@ pub(super) struct TreeEnsembleRegressor {
 
 pub(super) fn parse_tree_ensemble_regressor(ctx: &ParsingContext, node: &NodeProto) -> ParsedOp {
     let n_targets = node.get_attr_opt::<i64>("n_targets")?.unwrap_or(1);
-    node.expect_attr("n_targets", n_targets >= 1 && n_targets < u32::MAX as i64, "at least 1")?;
+    node.expect_attr(
+        "n_targets",
+        n_targets >= 1 && n_targets < u32::MAX as i64,
+        "at least 1",
+    )?;
     let n_targets = n_targets as usize;
-    let aggregate = match node.get_attr_opt::<&str>("aggregate_function")?.unwrap_or("SUM") {
+    let aggregate = match node
+        .get_attr_opt::<&str>("aggregate_function")?
+        .unwrap_or("SUM")
+    {
         "SUM" => Aggregate::Sum,
         "AVERAGE" => Aggregate::Average,
         "MIN" => Aggregate::Min,
         "MAX" => Aggregate::Max,
         other => bail!("Invalid aggregate_function {other}"),
     };
-    let Forest { nodes, flags, uniform, roots, weights, max_feature, .. } =
-        build_forest(ctx, node, "target", n_targets)?;
+    let Forest {
+        nodes,
+        flags,
+        uniform,
+        roots,
+        weights,
+        max_feature,
+        ..
+    } = build_forest(ctx, node, "target", n_targets)?;
     let base_values = float_attr(ctx, node, "base_values")?.unwrap_or_default();
-    let post_transform =
-        PostTransform::parse(node.get_attr_opt::<&str>("post_transform")?.unwrap_or("NONE"))?;
+    let post_transform = PostTransform::parse(
+        node.get_attr_opt::<&str>("post_transform")?
+            .unwrap_or("NONE"),
+    )?;
     let e = Ensemble {
         nodes,
         flags,
@@ -55,19 +71,35 @@ pub(super) fn parse_tree_ensemble_regressor(ctx: &ParsingContext, node: &NodePro
         weights_all_positive: false,
         ort_threads: ort_threads(),
     };
-    parsed(TreeEnsembleRegressor { e, n_targets, aggregate })
+    parsed(TreeEnsembleRegressor {
+        e,
+        n_targets,
+        aggregate,
+    })
 }
 
 impl TreeEnsembleRegressor {
     fn run<T: Feature>(&self, x: &[T], stride: usize, rows: usize) -> Vec<f32> {
         let e = &self.e;
         match e.uniform {
-            Some(Mode::Leq) => self.run_with(x, stride, rows, |r, row| e.leaf_uniform::<eval::CmpLeq, T>(r, row)),
-            Some(Mode::Lt) => self.run_with(x, stride, rows, |r, row| e.leaf_uniform::<eval::CmpLt, T>(r, row)),
-            Some(Mode::Gte) => self.run_with(x, stride, rows, |r, row| e.leaf_uniform::<eval::CmpGte, T>(r, row)),
-            Some(Mode::Gt) => self.run_with(x, stride, rows, |r, row| e.leaf_uniform::<eval::CmpGt, T>(r, row)),
-            Some(Mode::Eq) => self.run_with(x, stride, rows, |r, row| e.leaf_uniform::<eval::CmpEq, T>(r, row)),
-            Some(Mode::Neq) => self.run_with(x, stride, rows, |r, row| e.leaf_uniform::<eval::CmpNeq, T>(r, row)),
+            Some(Mode::Leq) => self.run_with(x, stride, rows, |r, row| {
+                e.leaf_uniform::<eval::CmpLeq, T>(r, row)
+            }),
+            Some(Mode::Lt) => self.run_with(x, stride, rows, |r, row| {
+                e.leaf_uniform::<eval::CmpLt, T>(r, row)
+            }),
+            Some(Mode::Gte) => self.run_with(x, stride, rows, |r, row| {
+                e.leaf_uniform::<eval::CmpGte, T>(r, row)
+            }),
+            Some(Mode::Gt) => self.run_with(x, stride, rows, |r, row| {
+                e.leaf_uniform::<eval::CmpGt, T>(r, row)
+            }),
+            Some(Mode::Eq) => self.run_with(x, stride, rows, |r, row| {
+                e.leaf_uniform::<eval::CmpEq, T>(r, row)
+            }),
+            Some(Mode::Neq) => self.run_with(x, stride, rows, |r, row| {
+                e.leaf_uniform::<eval::CmpNeq, T>(r, row)
+            }),
             None => self.run_with(x, stride, rows, |r, row| e.leaf_generic(r, row)),
         }
     }
@@ -91,7 +123,13 @@ impl TreeEnsembleRegressor {
     }
 
     #[inline(always)]
-    fn run_with<T: Feature, F: Fn(u32, &[T]) -> Node>(&self, x: &[T], stride: usize, rows: usize, leaf: F) -> Vec<f32> {
+    fn run_with<T: Feature, F: Fn(u32, &[T]) -> Node>(
+        &self,
+        x: &[T],
+        stride: usize,
+        rows: usize,
+        leaf: F,
+    ) -> Vec<f32> {
         let e = &self.e;
         let c = self.n_targets;
         let chunks = e.tree_chunks(rows);
@@ -166,7 +204,11 @@ impl TreeEnsembleRegressor {
                     }
                 }
             };
-            z[0] = if e.post_transform == PostTransform::Probit { eval::probit(v) } else { v };
+            z[0] = if e.post_transform == PostTransform::Probit {
+                eval::probit(v)
+            } else {
+                v
+            };
             return;
         }
         let use_base = base.len() == self.n_targets;
@@ -197,7 +239,10 @@ impl Kernel for TreeEnsembleRegressor {
                 self.e.max_feature
             );
         }
-        Ok(tvec!((f32::datum_type(), tvec![rows, self.n_targets.to_dim()])))
+        Ok(tvec!((
+            f32::datum_type(),
+            tvec![rows, self.n_targets.to_dim()]
+        )))
     }
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
@@ -217,4 +262,3 @@ impl Kernel for TreeEnsembleRegressor {
         Ok(tvec!(f32_tensor(&[rows, self.n_targets], y)?))
     }
 }
-
