@@ -223,9 +223,14 @@ impl Kernel for LinearClassifier {
         }
         for s in scores.chunks(t) {
             if self.add_second_class() {
-                // ORT's binary expansion (add_second_class = 1): [1 - s, s],
-                // whatever the post-transform.
-                z.extend([1.0 - s[0], s[0]]);
+                // ORT 1.31's binary expansion: [1 - s, s], with s through the
+                // logistic first under LOGISTIC (checked against ORT).
+                let v = if self.post_transform == PostTransform::Logistic {
+                    eval::logistic(s[0])
+                } else {
+                    s[0]
+                };
+                z.extend([1.0 - v, v]);
             } else {
                 let at = z.len();
                 z.extend_from_slice(s);
