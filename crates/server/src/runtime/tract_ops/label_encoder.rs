@@ -141,11 +141,11 @@ pub(super) fn parse_label_encoder(ctx: &ParsingContext, node: &NodeProto) -> Par
         map.entry(keys.key(i)).or_insert(i);
     }
     let default = match node.get_attr_opt::<&tract_onnx::pb::TensorProto>("default_tensor")? {
-        Some(p) => Column::from_tensor(
-            &ctx.load_tensor(p)?
-                .cast_to_dt(values.datum_type())?
-                .into_owned(),
-        )?,
+        Some(p) => {
+            let t = ctx.load_tensor(p)?;
+            let t = t.cast_to_dt(values.datum_type())?;
+            Column::from_tensor(&t)?
+        }
         None => match values {
             Column::S(_) => Column::S(vec![default_string.clone()]),
             Column::I(_) => Column::I(vec![default_int]),

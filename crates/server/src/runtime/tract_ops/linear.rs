@@ -55,7 +55,7 @@ pub(super) fn parse_linear_regressor(_ctx: &ParsingContext, node: &NodeProto) ->
     )?;
     node.expect_attr(
         "coefficients",
-        !coefficients.is_empty() && coefficients.len() % targets == 0,
+        !coefficients.is_empty() && coefficients.len().is_multiple_of(targets),
         || format!("a multiple of targets ({targets})"),
     )?;
     let post_transform = PostTransform::parse(
@@ -120,7 +120,7 @@ pub(super) fn parse_linear_classifier(_ctx: &ParsingContext, node: &NodeProto) -
     node.expect_attr("intercepts", !intercepts.is_empty(), "at least one value")?;
     node.expect_attr(
         "coefficients",
-        coefficients.len() % intercepts.len() == 0,
+        coefficients.len().is_multiple_of(intercepts.len()),
         || format!("a multiple of the intercepts' count ({})", intercepts.len()),
     )?;
     let n = intercepts.len();

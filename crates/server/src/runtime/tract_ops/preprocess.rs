@@ -209,7 +209,7 @@ impl Kernel for Imputer {
                     }
                 })
                 .collect();
-            Ok(Tensor::from_shape(x.shape(), &y)?)
+            Tensor::from_shape(x.shape(), &y)
         }
         let y = match self {
             Imputer::Float { imputed, replaced } => {

@@ -156,7 +156,7 @@ pub(super) fn parse_svm_classifier(_ctx: &ParsingContext, node: &NodeProto) -> P
         )?;
         node.expect_attr(
             "support_vectors",
-            support_vectors.len() % n_vectors == 0,
+            support_vectors.len().is_multiple_of(n_vectors),
             || format!("a multiple of the vector count {n_vectors}"),
         )?;
         node.expect_attr(
@@ -174,7 +174,7 @@ pub(super) fn parse_svm_classifier(_ctx: &ParsingContext, node: &NodeProto) -> P
     } else {
         kernel.kind = KernelType::Linear;
         node.expect_attr("rho", !rho.is_empty(), "at least one value")?;
-        node.expect_attr("coefficients", coefficients.len() % c == 0, || {
+        node.expect_attr("coefficients", coefficients.len().is_multiple_of(c), || {
             format!("a multiple of the class count {c}")
         })?;
         coefficients.len() / c
@@ -448,7 +448,7 @@ pub(super) fn parse_svm_regressor(_ctx: &ParsingContext, node: &NodeProto) -> Pa
     let features = if n_vectors > 0 {
         node.expect_attr(
             "support_vectors",
-            support_vectors.len() % n_vectors == 0,
+            support_vectors.len().is_multiple_of(n_vectors),
             || format!("a multiple of n_supports ({n_vectors})"),
         )?;
         node.expect_attr("coefficients", coefficients.len() >= n_vectors, || {
