@@ -42,7 +42,7 @@ pub struct Args {
     /// Port to listen on; 0 picks a free one (printed on stdout).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Inference runtime: auto uses ONNX Runtime when its library is found, else tract.
+    /// Inference runtime: auto uses ONNX Runtime when its library is found and loads the model, else tract.
     #[arg(long, value_enum, default_value = "auto")]
     pub runtime: RuntimeChoice,
     /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then $HOIST_HOME/lib, ~/.hoist/lib).

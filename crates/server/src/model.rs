@@ -115,6 +115,8 @@ impl From<ExecError> for InferError {
 pub struct Model {
     pub package: Package,
     pub runtime: RuntimeKind,
+    /// Why `--runtime auto` chose this runtime (None when it was named).
+    pub runtime_selection: Option<String>,
     pub inputs: Vec<IoSpec>,
     pub outputs: Vec<IoSpec>,
     /// The predicted label: the first integer output of rank 1, whose classes are
@@ -156,6 +158,7 @@ impl Model {
         };
         let model = Model {
             runtime: rt.kind(),
+            runtime_selection: rt.selection().map(str::to_string),
             inputs: rt.inputs().to_vec(),
             outputs,
             label_output,

@@ -95,6 +95,7 @@ fn metadata(state: &Shared, name: &str, version: Option<&str>) -> Response {
         "outputs": io(&model.outputs),
         "parameters": {
             "runtime": model.runtime.as_str(),
+            "runtime_selection": model.runtime_selection,
             "digest": model.package.digest,
             "labels": model.package.labels,
         },

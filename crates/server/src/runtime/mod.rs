@@ -19,7 +19,7 @@ use crate::tensor::{DataType, Tensor};
 /// Which runtime serves a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeChoice {
-    /// ONNX Runtime when its library is found, else tract.
+    /// ONNX Runtime when its library is found and it loads the model, else tract.
     Auto,
     /// ONNX Runtime only; fail if its library is not found.
     Onnxruntime,
@@ -105,6 +105,10 @@ pub trait Runtime: Send + Sync {
     /// declared datatypes and accepted shapes (the caller checks). Outputs come back
     /// in the order of [`Runtime::outputs`].
     fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError>;
+    /// Why this runtime serves, when `--runtime auto` chose it.
+    fn selection(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Options for loading a model into a runtime.
@@ -118,6 +122,11 @@ pub struct LoadOptions {
 }
 
 /// Loads `model` (an `.onnx` file) with the runtime `opts` selects.
+///
+/// `auto` prefers ONNX Runtime; when its library is missing or it cannot load
+/// this model, tract serves it, and when tract cannot either the error names
+/// both causes. Why the runtime serving was chosen is logged and kept in
+/// [`Runtime::selection`] (the server reports it with the runtime's name).
 pub fn load(model: &Path, opts: &LoadOptions) -> Result<Box<dyn Runtime>, RuntimeError> {
     match opts.choice {
         RuntimeChoice::Tract => Ok(Box::new(tract::TractRuntime::load(model)?)),
@@ -129,17 +138,68 @@ pub fn load(model: &Path, opts: &LoadOptions) -> Result<Box<dyn Runtime>, Runtim
                 opts.parallelism,
             )?))
         }
-        RuntimeChoice::Auto => match onnxruntime::find_library(opts.onnxruntime_lib.as_deref()) {
-            Ok(lib) => Ok(Box::new(onnxruntime::OrtRuntime::load(
-                model,
-                &lib,
-                opts.parallelism,
-            )?)),
-            Err(RuntimeError::OrtNotFound { .. }) => {
-                tracing::info!("no ONNX Runtime library found; serving with tract");
-                Ok(Box::new(tract::TractRuntime::load(model)?))
+        RuntimeChoice::Auto => {
+            let ort_failure = match onnxruntime::find_library(opts.onnxruntime_lib.as_deref()) {
+                Ok(lib) => match onnxruntime::OrtRuntime::load(model, &lib, opts.parallelism) {
+                    Ok(rt) => {
+                        let why = format!("ONNX Runtime library found at {}", lib.display());
+                        tracing::info!(runtime = "onnxruntime", reason = %why, "runtime selected");
+                        return Ok(Box::new(Selected::new(rt, why)));
+                    }
+                    Err(e) => e,
+                },
+                Err(e @ RuntimeError::OrtNotFound { .. }) => e,
+                Err(e) => e,
+            };
+            let why = match &ort_failure {
+                RuntimeError::OrtNotFound { .. } => "no ONNX Runtime library found".to_string(),
+                other => format!("ONNX Runtime could not serve the model ({other})"),
+            };
+            match tract::TractRuntime::load(model) {
+                Ok(rt) => {
+                    tracing::info!(runtime = "tract", reason = %why, "runtime selected");
+                    Ok(Box::new(Selected::new(rt, why)))
+                }
+                Err(tract_failure) => Err(match ort_failure {
+                    // Without ORT, tract's error is the one to act on.
+                    RuntimeError::OrtNotFound { .. } => tract_failure,
+                    ort_failure => RuntimeError::Load {
+                        runtime: "onnxruntime or tract",
+                        path: model.to_path_buf(),
+                        message: format!("{ort_failure}; and then {tract_failure}"),
+                    },
+                }),
             }
-            Err(e) => Err(e),
-        },
+        }
+    }
+}
+
+/// A runtime `auto` picked, with the reason.
+struct Selected<R> {
+    inner: R,
+    why: String,
+}
+
+impl<R: Runtime> Selected<R> {
+    fn new(inner: R, why: String) -> Self {
+        Selected { inner, why }
+    }
+}
+
+impl<R: Runtime> Runtime for Selected<R> {
+    fn kind(&self) -> RuntimeKind {
+        self.inner.kind()
+    }
+    fn inputs(&self) -> &[IoSpec] {
+        self.inner.inputs()
+    }
+    fn outputs(&self) -> &[IoSpec] {
+        self.inner.outputs()
+    }
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        self.inner.run(inputs)
+    }
+    fn selection(&self) -> Option<&str> {
+        Some(&self.why)
     }
 }

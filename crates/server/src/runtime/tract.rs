@@ -112,7 +112,9 @@ impl TractRuntime {
             let fact = InferenceFact::dt_shape(to_datum(input.datatype), dims);
             model.set_input_fact(i, fact).map_err(err)?;
         }
-        let plan = model
+        let mut typed = model.into_typed().map_err(err)?;
+        super::tract_ops::guard::keep_broadcasts_before_einsum(&mut typed).map_err(err)?;
+        let plan = typed
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(err)?;

@@ -40,7 +40,7 @@ pub(super) trait Compare {
 
 macro_rules! compare {
     ($name: ident, $x: ident, $t: ident, $e: expr) => {
-        struct $name;
+        pub(super) struct $name;
         impl Compare for $name {
             #[inline(always)]
             fn go_true<T: Feature>($x: T, $t: T) -> bool {

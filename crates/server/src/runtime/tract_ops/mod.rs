@@ -26,8 +26,20 @@
 //!   its parent), the comparison is monomorphised when all branches share one
 //!   mode, and rows go in blocks with the tree loop outside.
 //!
-//! `TreeEnsembleRegressor` (which tract lacks too) is not provided: skl2onnx only
-//! emits it for regressors, and hoist's example models are all classifiers.
+//! The other ONNX-ML operators go through one generic wrapper ([`kernel`]: a
+//! kernel gives output facts and an eval) and follow ORT 1.31's kernels, quirks
+//! included (each file says which): `TreeEnsembleRegressor` ([`tree_regressor`],
+//! on the classifier's flattened trees), `LinearRegressor`/`LinearClassifier`
+//! ([`linear`]), `SVMClassifier`/`SVMRegressor` ([`svm`]), `Normalizer`,
+//! `Binarizer`, `Imputer`, `OneHotEncoder`, `ArrayFeatureExtractor`,
+//! `FeatureVectorizer` ([`preprocess`]) and `LabelEncoder` ([`label_encoder`]).
+//! tract's own `LinearClassifier`, `LinearRegressor`, `Normalizer` and
+//! `TreeEnsembleClassifier` are replaced; its `CategoryMapper` matches ORT and
+//! stays. ZipMap is not here: the model loader rewrites it away. [`guard`] works
+//! around a tract declutter bug (`Tile`/`Expand` feeding a `MatMul`).
+//!
+//! Every variant is checked against ORT by `crates/server/tests/ops.rs` on the
+//! models `tools/make_op_models.py` writes to `examples/ops/`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,10 +52,17 @@ use tract_onnx::tract_hir::ops::logic::wire_with_rank_broadcast;
 use tract_onnx::tract_hir::tract_core;
 
 mod eval;
+pub mod guard;
+mod kernel;
+mod label_encoder;
+mod linear;
 mod model;
 mod ops;
 mod parse;
+mod preprocess;
 mod scaler;
+mod svm;
+mod tree_regressor;
 use model::{
     Ensemble, LEAF, Labels, MISSING_TRUE, Mode, Node, ORT_PARALLEL_N, ORT_PARALLEL_TREE,
     ORT_THREADS, Pick, PostTransform, ROW_BLOCK, Weight,
@@ -58,6 +77,34 @@ pub fn register(onnx: &mut tract_onnx::Onnx) {
     onnx.op_register.insert("Scaler", parse_scaler);
     onnx.op_register
         .insert("TreeEnsembleClassifier", parse_tree_ensemble_classifier);
+    onnx.op_register.insert(
+        "TreeEnsembleRegressor",
+        tree_regressor::parse_tree_ensemble_regressor,
+    );
+    onnx.op_register
+        .insert("LinearRegressor", linear::parse_linear_regressor);
+    onnx.op_register
+        .insert("LinearClassifier", linear::parse_linear_classifier);
+    onnx.op_register
+        .insert("SVMClassifier", svm::parse_svm_classifier);
+    onnx.op_register
+        .insert("SVMRegressor", svm::parse_svm_regressor);
+    onnx.op_register
+        .insert("Normalizer", preprocess::parse_normalizer);
+    onnx.op_register
+        .insert("Binarizer", preprocess::parse_binarizer);
+    onnx.op_register
+        .insert("Imputer", preprocess::parse_imputer);
+    onnx.op_register
+        .insert("OneHotEncoder", preprocess::parse_one_hot_encoder);
+    onnx.op_register.insert(
+        "ArrayFeatureExtractor",
+        preprocess::parse_array_feature_extractor,
+    );
+    onnx.op_register
+        .insert("FeatureVectorizer", preprocess::parse_feature_vectorizer);
+    onnx.op_register
+        .insert("LabelEncoder", label_encoder::parse_label_encoder);
 }
 
 /// Makes tree ensembles parsed from now on add up their trees in the order an

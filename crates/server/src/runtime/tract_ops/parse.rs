@@ -48,6 +48,68 @@ pub(super) fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractRes
     // With one class ORT switches to a single-score code path nobody emits.
     node.expect(n_classes >= 2, "at least two class labels")?;
 
+    let Forest {
+        nodes,
+        flags,
+        uniform,
+        roots,
+        weights,
+        max_feature,
+        ids_seen,
+        weights_all_positive,
+    } = build_forest(ctx, node, "class", n_classes)?;
+    let binary_case = n_classes == 2 && ids_seen == 1;
+
+    let base_values = float_attr(ctx, node, "base_values")?.unwrap_or_default();
+    // ORT 1.31's rule: none or one per class, and for two classes also just one.
+    let nb = base_values.len();
+    node.expect_attr(
+        "base_values",
+        nb == 0 || nb == n_classes || (n_classes == 2 && nb == 1),
+        || format!("0 or {n_classes} values, got {nb}"),
+    )?;
+    let post_transform = PostTransform::parse(
+        node.get_attr_opt::<&str>("post_transform")?
+            .unwrap_or("NONE"),
+    )?;
+
+    Ok(Ensemble {
+        nodes,
+        flags,
+        uniform,
+        roots,
+        weights,
+        max_feature,
+        labels,
+        base_values,
+        post_transform,
+        binary_case,
+        weights_all_positive,
+        ort_threads: ort_threads(),
+    })
+}
+
+/// The trees and leaf weights of a tree ensemble, laid out for evaluation.
+pub(super) struct Forest {
+    pub(super) nodes: Vec<Node>,
+    pub(super) flags: Vec<u8>,
+    pub(super) uniform: Option<Mode>,
+    pub(super) roots: Vec<u32>,
+    pub(super) weights: Vec<Weight>,
+    pub(super) max_feature: usize,
+    /// How many distinct output ids the listed weights name.
+    pub(super) ids_seen: usize,
+    pub(super) weights_all_positive: bool,
+}
+
+/// Reads the `nodes_*` attributes and the `{prefix}_*` leaf weights (prefix
+/// `class` or `target`) with `n_out` outputs into a [`Forest`].
+pub(super) fn build_forest(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+    prefix: &str,
+    n_out: usize,
+) -> TractResult<Forest> {
     // --- nodes
     let tree_ids = node.get_attr_slice::<i64>("nodes_treeids")?;
     let n = tree_ids.len();
@@ -164,12 +226,12 @@ pub(super) fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractRes
     check_acyclic(&nodes)?;
 
     // --- leaf weights, in ORT's order: sorted by (tree id, node id), then listing order.
-    let c_tree = node.get_attr_slice::<i64>("class_treeids")?;
+    let c_tree = node.get_attr_slice::<i64>(&format!("{prefix}_treeids"))?;
     let nw = c_tree.len();
-    let c_node = ints_attr(node, "class_nodeids", nw)?;
-    let c_ids = ints_attr(node, "class_ids", nw)?;
-    let c_weights = float_attr(ctx, node, "class_weights")?.unwrap_or_default();
-    node.expect_attr("class_weights", c_weights.len() == nw, || {
+    let c_node = ints_attr(node, &format!("{prefix}_nodeids"), nw)?;
+    let c_ids = ints_attr(node, &format!("{prefix}_ids"), nw)?;
+    let c_weights = float_attr(ctx, node, &format!("{prefix}_weights"))?.unwrap_or_default();
+    node.expect_attr(&format!("{prefix}_weights"), c_weights.len() == nw, || {
         format!("{nw} values")
     })?;
     let mut order: Vec<usize> = (0..nw).collect();
@@ -193,9 +255,9 @@ pub(super) fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractRes
             continue; // ORT ignores weights on branches (old onnxmltools output).
         }
         node.expect_attr(
-            "class_ids",
-            c_ids[k] >= 0 && (c_ids[k] as usize) < n_classes,
-            || format!("class ids below {n_classes}, got {}", c_ids[k]),
+            &format!("{prefix}_ids"),
+            c_ids[k] >= 0 && (c_ids[k] as usize) < n_out,
+            || format!("class ids below {n_out}, got {}", c_ids[k]),
         )?;
         let at = weights.len() as u32;
         let leaf = &mut nodes[pos];
@@ -208,20 +270,6 @@ pub(super) fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractRes
             value: c_weights[k],
         });
     }
-    let binary_case = n_classes == 2 && classes_seen.len() == 1;
-
-    let base_values = float_attr(ctx, node, "base_values")?.unwrap_or_default();
-    // ORT 1.31's rule: none or one per class, and for two classes also just one.
-    let nb = base_values.len();
-    node.expect_attr(
-        "base_values",
-        nb == 0 || nb == n_classes || (n_classes == 2 && nb == 1),
-        || format!("0 or {n_classes} values, got {nb}"),
-    )?;
-    let post_transform = PostTransform::parse(
-        node.get_attr_opt::<&str>("post_transform")?
-            .unwrap_or("NONE"),
-    )?;
 
     let mut branch_flags = flags
         .iter()
@@ -235,20 +283,15 @@ pub(super) fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractRes
         }
         Some(_) => None,
     };
-
-    Ok(Ensemble {
+    Ok(Forest {
         nodes,
         flags,
         uniform,
         roots,
         weights,
         max_feature,
-        labels,
-        base_values,
-        post_transform,
-        binary_case,
+        ids_seen: classes_seen.len(),
         weights_all_positive,
-        ort_threads: ort_threads(),
     })
 }
 

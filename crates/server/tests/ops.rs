@@ -1,0 +1,259 @@
+//! Every ONNX-ML operator model in examples/ops/ (written by
+//! tools/make_op_models.py: hand-built attribute variants and real skl2onnx
+//! output) runs on tract and on ONNX Runtime with the same inputs, and the
+//! outputs agree: labels, strings and integers exactly, floats within 1e-5
+//! (relative to the value's size when it is over 1).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use hoist_server::runtime::onnxruntime::OrtRuntime;
+use hoist_server::runtime::tract::TractRuntime;
+use hoist_server::runtime::{self, LoadOptions, Runtime, RuntimeChoice, RuntimeKind, tract_ops};
+use hoist_server::tensor::{Tensor, TensorData};
+use serde_json::Value;
+
+fn ops_dir() -> PathBuf {
+    common::repo_root().join("examples").join("ops")
+}
+
+fn inputs(model: &Path) -> Vec<Tensor> {
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap())
+            .unwrap();
+    doc["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let shape: Vec<usize> = i["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let data = i["data"].as_array().unwrap();
+            let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+            let data = match i["dtype"].as_str().unwrap() {
+                "float32" => TensorData::F32(data.iter().map(|v| f(v) as f32).collect()),
+                "float64" => TensorData::F64(data.iter().map(f).collect()),
+                "int64" => TensorData::I64(data.iter().map(|v| v.as_i64().unwrap()).collect()),
+                "string" => TensorData::Bytes(
+                    data.iter()
+                        .map(|v| v.as_str().unwrap().as_bytes().to_vec())
+                        .collect(),
+                ),
+                other => panic!("{}: unknown dtype {other}", model.display()),
+            };
+            Tensor::new(i["name"].as_str().unwrap(), shape, data).unwrap()
+        })
+        .collect()
+}
+
+fn floats(d: &TensorData) -> Option<Vec<f64>> {
+    Some(match d {
+        TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::F64(v) => v.clone(),
+        _ => return None,
+    })
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-5 * b.abs().max(1.0)
+}
+
+/// Compares one model's outputs; returns a description of the first mismatch.
+fn compare(model: &Path, tract: &[Tensor], ort: &[Tensor]) -> Result<(), String> {
+    if tract.len() != ort.len() {
+        return Err(format!(
+            "{} outputs on tract, {} on ORT",
+            tract.len(),
+            ort.len()
+        ));
+    }
+    for (t, o) in tract.iter().zip(ort) {
+        if t.shape != o.shape {
+            return Err(format!(
+                "'{}': shape {:?} on tract, {:?} on ORT",
+                o.name, t.shape, o.shape
+            ));
+        }
+        match (floats(&t.data), floats(&o.data)) {
+            (Some(a), Some(b)) => {
+                if let Some(i) = (0..a.len()).find(|&i| !close(a[i], b[i])) {
+                    return Err(format!(
+                        "'{}'[{i}]: {} on tract, {} on ORT\n  tract {a:?}\n  ort   {b:?}",
+                        o.name, a[i], b[i]
+                    ));
+                }
+            }
+            _ => {
+                if t.data != o.data {
+                    return Err(format!(
+                        "'{}': {:?} on tract, {:?} on ORT",
+                        o.name, t.data, o.data
+                    ));
+                }
+            }
+        }
+    }
+    let _ = model;
+    Ok(())
+}
+
+#[test]
+fn every_op_model_matches_onnxruntime() {
+    // hoist runs ORT sessions with one intra-op thread: add trees up in that order.
+    tract_ops::match_ort_intra_op_threads(1);
+    let lib = common::ort_lib();
+    let mut models: Vec<PathBuf> = std::fs::read_dir(ops_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    models.sort();
+    assert!(
+        models.len() >= 100,
+        "expected the generated op models, found {}",
+        models.len()
+    );
+    let mut failures = vec![];
+    for model in &models {
+        let name = model.file_stem().unwrap().to_string_lossy().to_string();
+        let ins = inputs(model);
+        let ort = OrtRuntime::load(model, &lib, 1)
+            .unwrap_or_else(|e| panic!("{name}: ORT cannot load it: {e}"));
+        let ort_out = ort.run(&ins).unwrap_or_else(|e| panic!("{name}: ORT: {e}"));
+        let result = TractRuntime::load(model)
+            .map_err(|e| e.to_string())
+            .and_then(|t| t.run(&ins).map_err(|e| e.to_string()))
+            .and_then(|out| compare(model, &out, &ort_out));
+        // One row at a time too: the single-row path ORT and tract serve most.
+        let result = result.and_then(|()| {
+            let t = TractRuntime::load(model).map_err(|e| e.to_string())?;
+            let rows = ins[0].shape.first().copied().unwrap_or(1);
+            if ins.iter().any(|i| i.shape.len() < 2) || rows < 2 {
+                return Ok(());
+            }
+            let one: Vec<Tensor> = ins
+                .iter()
+                .map(|i| {
+                    let w = i.data.len() / rows;
+                    let mut shape = i.shape.clone();
+                    shape[0] = 1;
+                    Tensor::new(&i.name, shape, i.data.slice(0, w)).unwrap()
+                })
+                .collect();
+            let a = t.run(&one).map_err(|e| format!("one row: {e}"))?;
+            let b = ort.run(&one).map_err(|e| format!("one row on ORT: {e}"))?;
+            compare(model, &a, &b).map_err(|e| format!("one row: {e}"))
+        });
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} models differ:\n{}",
+        failures.len(),
+        models.len(),
+        failures.join("\n")
+    );
+}
+
+/// The reproduction of tract's declutter failure ("Trying to substitute a
+/// 16,16,F32 by 1,16,F32": `Tile` feeding a `MatMul`) loads on tract and gives
+/// ORT's answer.
+#[test]
+fn declutter_tile_before_matmul() {
+    let model = ops_dir().join("declutter_tile_matmul.onnx");
+    let ins = inputs(&model);
+    let tract = TractRuntime::load(&model).expect("tract loads the Tile → MatMul graph");
+    let out = tract.run(&ins).unwrap();
+    assert_eq!(out[0].shape, vec![16, 16]);
+    let ort = OrtRuntime::load(&model, &common::ort_lib(), 1).unwrap();
+    compare(&model, &out, &ort.run(&ins).unwrap()).unwrap();
+}
+
+/// `--runtime auto` serves a model ONNX Runtime refuses with tract, and says why;
+/// a model ORT loads stays on ORT.
+#[test]
+fn auto_falls_back_to_tract_when_onnxruntime_refuses_the_model() {
+    let opts = LoadOptions {
+        choice: RuntimeChoice::Auto,
+        onnxruntime_lib: Some(common::ort_lib()),
+        parallelism: 1,
+    };
+    let refused = ops_dir().join("fallback").join("ort_refuses.onnx");
+    assert!(OrtRuntime::load(&refused, &common::ort_lib(), 1).is_err());
+    let rt = runtime::load(&refused, &opts).expect("auto falls back to tract");
+    assert_eq!(rt.kind(), RuntimeKind::Tract);
+    let why = rt.selection().expect("auto says why");
+    assert!(
+        why.contains("ONNX Runtime could not serve the model"),
+        "{why}"
+    );
+    let x = Tensor::new(
+        "X",
+        vec![2, 4],
+        TensorData::F32(vec![1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0]),
+    )
+    .unwrap();
+    let out = rt.run(&[x]).unwrap();
+    assert_eq!(out[0].data, TensorData::I64(vec![1, 0]));
+
+    let fine = ops_dir().join("ter_sum_1.onnx");
+    let rt = runtime::load(&fine, &opts).unwrap();
+    assert_eq!(rt.kind(), RuntimeKind::OnnxRuntime);
+    assert!(
+        rt.selection()
+            .unwrap()
+            .contains("ONNX Runtime library found")
+    );
+
+    // Neither runtime: the error names both causes.
+    let bad = std::env::temp_dir().join(format!("hoist-ops-bad-{}.onnx", std::process::id()));
+    std::fs::write(&bad, b"not a model").unwrap();
+    let err = runtime::load(&bad, &opts)
+        .err()
+        .expect("garbage loads nowhere")
+        .to_string();
+    std::fs::remove_file(&bad).ok();
+    assert!(
+        err.contains("onnxruntime") && err.contains("tract"),
+        "{err}"
+    );
+}
+
+/// Prints single-row latency on both runtimes for the 100-tree gradient
+/// boosting regressor and the probability SVC (for the record; nothing is
+/// asserted about time). Run with `--nocapture` to see it.
+#[test]
+fn single_row_latency_report() {
+    tract_ops::match_ort_intra_op_threads(1);
+    for name in ["skl_gbr_100", "skl_svc_proba"] {
+        let model = ops_dir().join(format!("{name}.onnx"));
+        let ins = inputs(&model);
+        let w = ins[0].data.len() / ins[0].shape[0];
+        let one = vec![Tensor::new(&ins[0].name, vec![1, w], ins[0].data.slice(0, w)).unwrap()];
+        let tract = TractRuntime::load(&model).unwrap();
+        let ort = OrtRuntime::load(&model, &common::ort_lib(), 1).unwrap();
+        let time = |rt: &dyn Runtime| {
+            for _ in 0..20 {
+                rt.run(&one).unwrap();
+            }
+            let n = 300;
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                rt.run(&one).unwrap();
+            }
+            start.elapsed().as_secs_f64() * 1e6 / n as f64
+        };
+        let (t, o) = (time(&tract), time(&ort));
+        eprintln!(
+            "{name}: one row: tract {t:.1} us, onnxruntime {o:.1} us ({:.2}x)",
+            t / o
+        );
+    }
+}
