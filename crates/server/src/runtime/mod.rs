@@ -5,10 +5,14 @@
 //! - [`tract`]: tract, pure Rust, the fallback when no ONNX Runtime library is found,
 //!   with hoist's own ONNX-ML operators ([`tract_ops`]) where tract's are missing or wrong.
 //!
+//! Before either sees a model, [`prepare`] rewrites what no runtime serves as a tensor
+//! (a `ZipMap` output) and reads the model's IR version and opsets for messages.
+//!
 //! A runtime is synchronous and thread-safe; callers run it off the async reactor
 //! (see [`crate::executor`]). It never sees HTTP.
 
 pub mod onnxruntime;
+pub mod prepare;
 pub mod tract;
 pub mod tract_ops;
 
@@ -117,29 +121,101 @@ pub struct LoadOptions {
     pub parallelism: usize,
 }
 
-/// Loads `model` (an `.onnx` file) with the runtime `opts` selects.
+/// Loads `model` (an `.onnx` file) with the runtime `opts` selects (after [`prepare`]).
 pub fn load(model: &Path, opts: &LoadOptions) -> Result<Box<dyn Runtime>, RuntimeError> {
+    load_prepared(&prepare::prepare(model)?, opts)
+}
+
+/// Loads a prepared model with the runtime `opts` selects. With `auto`, a model ONNX
+/// Runtime cannot load is tried on tract, and the log says why tract serves it.
+pub fn load_prepared(
+    model: &prepare::Prepared,
+    opts: &LoadOptions,
+) -> Result<Box<dyn Runtime>, RuntimeError> {
+    let bytes = model.bytes();
+    let ort = |lib: &Path| -> Result<Box<dyn Runtime>, RuntimeError> {
+        onnxruntime::OrtRuntime::load_from(&model.path, bytes.as_deref(), lib, opts.parallelism)
+            .map(|r| Box::new(r) as Box<dyn Runtime>)
+            .map_err(|e| explain_versions(e, model))
+    };
+    let tract = || -> Result<Box<dyn Runtime>, RuntimeError> {
+        tract::TractRuntime::load_from(&model.path, model.rewritten.as_ref())
+            .map(|r| Box::new(r) as Box<dyn Runtime>)
+    };
     match opts.choice {
-        RuntimeChoice::Tract => Ok(Box::new(tract::TractRuntime::load(model)?)),
+        RuntimeChoice::Tract => tract(),
         RuntimeChoice::Onnxruntime => {
             let lib = onnxruntime::find_library(opts.onnxruntime_lib.as_deref())?;
-            Ok(Box::new(onnxruntime::OrtRuntime::load(
-                model,
-                &lib,
-                opts.parallelism,
-            )?))
+            ort(&lib).map_err(|e| match e {
+                RuntimeError::Load { message, .. } if is_version_error(&message) => {
+                    match tract() {
+                        Ok(_) => RuntimeError::Load {
+                            runtime: "onnxruntime",
+                            path: model.path.clone(),
+                            message: format!(
+                                "{message}; tract loads it: serve it with --runtime tract (or auto), or install a newer ONNX Runtime"
+                            ),
+                        },
+                        Err(_) => RuntimeError::Load {
+                            runtime: "onnxruntime",
+                            path: model.path.clone(),
+                            message,
+                        },
+                    }
+                }
+                other => other,
+            })
         }
         RuntimeChoice::Auto => match onnxruntime::find_library(opts.onnxruntime_lib.as_deref()) {
-            Ok(lib) => Ok(Box::new(onnxruntime::OrtRuntime::load(
-                model,
-                &lib,
-                opts.parallelism,
-            )?)),
+            Ok(lib) => match ort(&lib) {
+                Ok(r) => Ok(r),
+                Err(ort_err @ RuntimeError::Load { .. }) => match tract() {
+                    Ok(r) => {
+                        tracing::warn!(
+                            "ONNX Runtime cannot load this model, serving it with tract: {ort_err}"
+                        );
+                        Ok(r)
+                    }
+                    Err(tract_err) => Err(RuntimeError::Load {
+                        runtime: "onnxruntime and tract",
+                        path: model.path.clone(),
+                        message: format!("{ort_err}; and {tract_err}"),
+                    }),
+                },
+                Err(e) => Err(e),
+            },
             Err(RuntimeError::OrtNotFound { .. }) => {
                 tracing::info!("no ONNX Runtime library found; serving with tract");
-                Ok(Box::new(tract::TractRuntime::load(model)?))
+                tract()
             }
             Err(e) => Err(e),
         },
+    }
+}
+
+/// Whether a runtime's load error is about the model's IR or opset version.
+fn is_version_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("ir version") || m.contains("opset")
+}
+
+/// An ONNX Runtime load error about versions, with the model's own versions and the
+/// ONNX Runtime library's named.
+fn explain_versions(e: RuntimeError, model: &prepare::Prepared) -> RuntimeError {
+    match e {
+        RuntimeError::Load {
+            runtime,
+            path,
+            message,
+        } if is_version_error(&message) => RuntimeError::Load {
+            runtime,
+            path,
+            message: format!(
+                "ONNX Runtime {} cannot take this model's versions ({}): {message}",
+                onnxruntime::library_version(),
+                model.versions()
+            ),
+        },
+        other => other,
     }
 }
