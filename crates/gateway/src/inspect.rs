@@ -132,7 +132,9 @@ fn mlflow(v: &Value) -> Option<Predictions> {
                             .get("label")
                             .or_else(|| fields.values().find(|x| label_like(x)))?;
                         p.labels.push(label(l)?);
-                        if let Some(probs) = fields.values().find(|x| x.is_array() || is_zipmap_row(x)) {
+                        if let Some(probs) =
+                            fields.values().find(|x| x.is_array() || is_zipmap_row(x))
+                        {
                             let r = flat_numbers(probs)?;
                             p.width = r.len();
                             p.probabilities.extend(r);
@@ -147,7 +149,8 @@ fn mlflow(v: &Value) -> Option<Predictions> {
                 .iter()
                 .find(|(_, c)| {
                     c.as_array().is_some_and(|a| {
-                        a.iter().all(Value::is_array) || (!a.is_empty() && a.iter().all(is_zipmap_row))
+                        a.iter().all(Value::is_array)
+                            || (!a.is_empty() && a.iter().all(is_zipmap_row))
                     })
                 })
                 .map(|(_, c)| c);

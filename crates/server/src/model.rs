@@ -147,7 +147,8 @@ impl Model {
         let start = Instant::now();
         let package = Package::read(path, opts.name.as_deref(), opts.version.as_deref())?;
         let prepared = runtime::prepare::prepare(&package.onnx_path)?;
-        let rt: Arc<dyn runtime::Runtime> = Arc::from(runtime::load_prepared(&prepared, &opts.load)?);
+        let rt: Arc<dyn runtime::Runtime> =
+            Arc::from(runtime::load_prepared(&prepared, &opts.load)?);
         let zipmaps = prepared.zipmaps;
         let outputs = rt.outputs().to_vec();
         // A string label beside a ZipMap with string classes is counted by class index.
@@ -284,9 +285,10 @@ impl Model {
                 // Unknown strings go to the `other` slot (-1), like NaN values.
                 TensorData::Bytes(v) => {
                     if let Some(classes) = &self.string_classes {
-                        self.metrics.observe_predictions(v.iter().map(|s| {
-                            classes.index_of_str(s).map_or(-1, |i| i as i64)
-                        }))
+                        self.metrics.observe_predictions(
+                            v.iter()
+                                .map(|s| classes.index_of_str(s).map_or(-1, |i| i as i64)),
+                        )
                     }
                 }
                 _ => {}

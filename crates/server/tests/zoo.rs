@@ -153,7 +153,10 @@ fn check_reference(model: &Value, outputs: &[Tensor]) -> Vec<String> {
             .collect();
         // ONNX Runtime's regressors may answer [n] or [n, 1]; the values decide.
         if t.shape.iter().product::<usize>() != shape.iter().product::<usize>() {
-            problems.push(format!("'{}' shape {:?}, expected {shape:?}", t.name, t.shape));
+            problems.push(format!(
+                "'{}' shape {:?}, expected {shape:?}",
+                t.name, t.shape
+            ));
         }
         if let Some(d) = differs(&values_of(t), &reference_values(want)) {
             problems.push(format!("'{}': {d}", t.name));
@@ -261,7 +264,11 @@ fn rows_of(model: &Value) -> Value {
     let (_, input) = model["inputs"].as_object().unwrap().iter().next().unwrap();
     let width = input["shape"][1].as_u64().unwrap() as usize;
     let data = input["data"].as_array().unwrap();
-    Value::Array(data.chunks(width).map(|r| Value::Array(r.to_vec())).collect())
+    Value::Array(
+        data.chunks(width)
+            .map(|r| Value::Array(r.to_vec()))
+            .collect(),
+    )
 }
 
 fn zoo_model(name: &str) -> Value {
@@ -303,7 +310,10 @@ fn same_json(got: &Value, want: &Value, at: &str) {
     match (got, want) {
         (Value::Number(a), Value::Number(b)) => {
             let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
-            assert!((a - b).abs() <= TOLERANCE * b.abs().max(1.0), "{at}: {a} != {b}");
+            assert!(
+                (a - b).abs() <= TOLERANCE * b.abs().max(1.0),
+                "{at}: {a} != {b}"
+            );
         }
         (Value::Array(a), Value::Array(b)) => {
             assert_eq!(a.len(), b.len(), "{at}: lengths");
@@ -345,7 +355,11 @@ fn a_zipmap_classifier_answers_like_mlflow_models_serve_on_both_runtimes() {
 
         let (status, got) = s.post_json("/invocations", &json!({ "inputs": rows }));
         assert_eq!(status, 200, "{name} on {runtime}: {got}");
-        same_json(&got, &mlflow_answer(&model), &format!("{name} on {runtime}"));
+        same_json(
+            &got,
+            &mlflow_answer(&model),
+            &format!("{name} on {runtime}"),
+        );
 
         // Open Inference Protocol: the probabilities as an [n, classes] FP32 tensor,
         // the class labels in the output's parameters.
@@ -376,7 +390,10 @@ fn a_zipmap_classifier_answers_like_mlflow_models_serve_on_both_runtimes() {
             .iter()
             .find(|o| o["name"] == "output_probability")
             .unwrap();
-        assert_eq!(meta_out["shape"], json!([-1, want["labels"].as_array().unwrap().len()]));
+        assert_eq!(
+            meta_out["shape"],
+            json!([-1, want["labels"].as_array().unwrap().len()])
+        );
         assert_eq!(meta_out["parameters"]["class_labels"], want["labels"]);
 
         // Both answers counted each predicted class, by index for string labels.
@@ -403,7 +420,11 @@ fn a_model_an_onnx_runtime_cannot_take_names_its_versions_and_the_runtime_that_c
     let src = std::fs::read(onnx_path("current_onnx_defaults")).unwrap();
     let mut model = hoist_server::runtime::prepare::decode(&src).unwrap();
     model.ir_version = 99;
-    std::fs::write(dir.join("model.onnx"), hoist_server::runtime::prepare::encode(&model)).unwrap();
+    std::fs::write(
+        dir.join("model.onnx"),
+        hoist_server::runtime::prepare::encode(&model),
+    )
+    .unwrap();
     let path = dir.join("model.onnx");
     let prepared = prepare(&path).unwrap();
     assert_eq!(prepared.ir_version, 99);

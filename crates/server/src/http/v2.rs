@@ -411,12 +411,11 @@ fn respond(model: &Model, req: InferRequest, outputs: Vec<Tensor>) -> Response {
                 (None, Some(FlatSer(&t.data)))
             };
             let class_labels = model.class_labels(&t.name).map(|l| l.to_json());
-            let parameters = (binary_data_size.is_some() || class_labels.is_some()).then_some(
-                OutputParams {
+            let parameters =
+                (binary_data_size.is_some() || class_labels.is_some()).then_some(OutputParams {
                     binary_data_size,
                     class_labels,
-                },
-            );
+                });
             ResponseOutput {
                 name: &t.name,
                 datatype: t.data.datatype().as_str(),

@@ -111,17 +111,29 @@ pub struct OrtRuntime {
     outputs: Vec<IoSpec>,
 }
 
-/// The loaded library's version (`1.32.0`), from its build info; `(unknown version)`
-/// before it is loaded.
+/// The loaded library's version (`1.32.0`): from its file name as the wheel ships it,
+/// else its build info (`git-branch=rel-1.32.0`), else its path.
 pub fn library_version() -> String {
-    match ENVIRONMENT.get() {
-        Some(Ok(_)) => ort::info()
-            .split(',')
-            .find_map(|f| f.trim().strip_prefix("git-branch=rel-"))
-            .unwrap_or("(unknown version)")
-            .to_string(),
-        _ => "(unknown version)".into(),
-    }
+    let Some(Ok((path, _))) = ENVIRONMENT.get() else {
+        return "(not loaded)".into();
+    };
+    let from_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("libonnxruntime.so."))
+        .filter(|v| v.contains('.'))
+        .map(str::to_string);
+    from_name
+        .or_else(|| {
+            let info = ort::info();
+            let at = info.find("rel-")? + 4;
+            let v: String = info[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            (!v.is_empty()).then_some(v)
+        })
+        .unwrap_or_else(|| format!("at {}", path.display()))
 }
 
 impl OrtRuntime {

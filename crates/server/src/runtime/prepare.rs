@@ -271,10 +271,9 @@ fn zipmap_labels(node: &pb::NodeProto) -> Result<ClassLabels, String> {
 }
 
 fn tensor_dims(v: &pb::ValueInfoProto) -> Option<Vec<pb::tensor_shape_proto::Dimension>> {
-    match v.r#type.as_ref()?.value.as_ref()? {
-        pb::type_proto::Value::TensorType(t) => Some(t.shape.as_ref()?.dim.clone()),
-        _ => None,
-    }
+    // tract's onnx.proto knows tensor types only.
+    let pb::type_proto::Value::TensorType(t) = v.r#type.as_ref()?.value.as_ref()?;
+    Some(t.shape.as_ref()?.dim.clone())
 }
 
 fn dim_param(name: &str) -> pb::tensor_shape_proto::Dimension {
