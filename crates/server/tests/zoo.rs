@@ -93,6 +93,11 @@ fn reference_values(v: &Value) -> Values {
     }
 }
 
+/// Within [`TOLERANCE`] (relative above 1); NaN equals NaN.
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || (a - b).abs() <= TOLERANCE * b.abs().max(1.0)
+}
+
 /// `None` when equal (labels exactly, numbers within [`TOLERANCE`]), else why not.
 fn differs(got: &Values, want: &Values) -> Option<String> {
     match (got, want) {
@@ -103,7 +108,7 @@ fn differs(got: &Values, want: &Values) -> Option<String> {
             }
             g.iter()
                 .zip(w)
-                .position(|(a, b)| !((a - b).abs() <= TOLERANCE * b.abs().max(1.0)))
+                .position(|(a, b)| !close(*a, *b))
                 .map(|i| format!("value {i}: {} != {}", g[i], w[i]))
         }
         _ => Some(format!("{got:?} is not of the kind of {want:?}")),

@@ -198,14 +198,11 @@ pub fn rewrite_zipmaps(model: &mut pb::ModelProto) -> Result<Vec<ZipMapOutput>, 
         return Ok(Vec::new());
     };
     let mut found = Vec::new();
-    loop {
-        let Some(pos) = graph.node.iter().position(|n| {
-            is_zipmap(&n.op_type, &n.domain)
-                && n.output.len() == 1
-                && graph.output.iter().any(|o| o.name == n.output[0])
-        }) else {
-            break;
-        };
+    while let Some(pos) = graph.node.iter().position(|n| {
+        is_zipmap(&n.op_type, &n.domain)
+            && n.output.len() == 1
+            && graph.output.iter().any(|o| o.name == n.output[0])
+    }) {
         let node = graph.node.remove(pos);
         let (Some(input), Some(output)) = (node.input.first(), node.output.first()) else {
             return Err("a ZipMap node without an input".into());
