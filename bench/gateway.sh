@@ -125,8 +125,8 @@ gateway_bin="$target_dir/release/examples/gateway"
 [[ -x "$gateway_bin" ]] || die "no $gateway_bin"
 
 runtime_args=()
-if [[ -z "${ORT_DYLIB_PATH:-}" && -f "${HOIST_HOME:-$HOME/.hoist}/lib/libonnxruntime.so.1.31.1" ]]; then
-    export ORT_DYLIB_PATH="${HOIST_HOME:-$HOME/.hoist}/lib/libonnxruntime.so.1.31.1"
+if [[ -z "${ORT_DYLIB_PATH:-}" && -f "${HOIST_HOME:-$HOME/.hoist}/lib/libonnxruntime.so.1.32.0" ]]; then
+    export ORT_DYLIB_PATH="${HOIST_HOME:-$HOME/.hoist}/lib/libonnxruntime.so.1.32.0"
 fi
 [[ -n "${ORT_DYLIB_PATH:-}" ]] && runtime_args=(--runtime onnxruntime)
 

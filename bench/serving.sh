@@ -119,8 +119,8 @@ hoist_bin="$repo/target/release/hoist-server"
 ceiling_bin="$repo/target/release/examples/hyper_ceiling"
 
 if [[ -z "${ORT_DYLIB_PATH:-}" ]]; then
-    for cand in "${HOIST_HOME:-$HOME/.hoist}/lib/libonnxruntime.so.1.31.1" \
-                "$("$py" -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.1.31.1"))' 2>/dev/null || true)"; do
+    for cand in "${HOIST_HOME:-$HOME/.hoist}/lib/libonnxruntime.so.1.32.0" \
+                "$("$py" -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.1.32.0"))' 2>/dev/null || true)"; do
         if [[ -n "$cand" && -f "$cand" ]]; then export ORT_DYLIB_PATH="$cand"; break; fi
     done
 fi

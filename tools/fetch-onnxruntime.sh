@@ -11,11 +11,11 @@
 # there with the expected checksum.
 set -euo pipefail
 
-VERSION=1.31.1
-WHEEL=onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
-WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
+VERSION=1.32.0
+WHEEL=onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl
+WHEEL_SHA256=5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d
 LIB=libonnxruntime.so.$VERSION
-LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+LIB_SHA256=6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f
 
 dest="${1:-${HOIST_HOME:-$HOME/.hoist}/lib}"
 target="$dest/$LIB"

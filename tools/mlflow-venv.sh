@@ -15,7 +15,7 @@ python="${PYTHON:-python3}"
 reqs="mlflow==3.17.2
 numpy==2.4.6
 onnx==1.23.2
-onnxruntime==1.31.1
+onnxruntime==1.32.0
 scikit-learn==1.9.1
 scipy==1.17.1
 skl2onnx==1.20.0"

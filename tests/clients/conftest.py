@@ -53,7 +53,7 @@ def ort_dylib() -> str | None:
     if env:
         return env
     home = Path(os.environ.get("HOIST_HOME", Path.home() / ".hoist"))
-    default = home / "lib" / "libonnxruntime.so.1.31.1"
+    default = home / "lib" / "libonnxruntime.so.1.32.0"
     return str(default) if default.exists() else None
 
 

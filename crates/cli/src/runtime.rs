@@ -32,12 +32,20 @@ struct Pin {
 /// The pinned releases, newest first. The first is the default and the one the
 /// test command fetches (tools/fetch-onnxruntime.sh pins the same file; keep them
 /// equal, see docs/runtimes.md for how to move the pin).
-const PINS: &[Pin] = &[Pin {
-    version: "1.31.1",
-    wheel: "onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl",
-    wheel_sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
-    lib_sha256: "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
-}];
+const PINS: &[Pin] = &[
+    Pin {
+        version: "1.32.0",
+        wheel: "onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        wheel_sha256: "5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d",
+        lib_sha256: "6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f",
+    },
+    Pin {
+        version: "1.31.1",
+        wheel: "onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl",
+        wheel_sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
+        lib_sha256: "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
+    },
+];
 
 /// The wheel's platform and Python tags: the library inside is the same for every
 /// CPython build of one release, so one pair keeps the pinned digest stable.

@@ -132,7 +132,9 @@ fn mlflow(v: &Value) -> Option<Predictions> {
                             .get("label")
                             .or_else(|| fields.values().find(|x| label_like(x)))?;
                         p.labels.push(label(l)?);
-                        if let Some(probs) = fields.values().find(|x| x.is_array()) {
+                        if let Some(probs) =
+                            fields.values().find(|x| x.is_array() || is_zipmap_row(x))
+                        {
                             let r = flat_numbers(probs)?;
                             p.width = r.len();
                             p.probabilities.extend(r);
@@ -145,7 +147,12 @@ fn mlflow(v: &Value) -> Option<Predictions> {
         Value::Object(columns) => {
             let probs = columns
                 .iter()
-                .find(|(_, c)| c.as_array().is_some_and(|a| a.iter().all(Value::is_array)))
+                .find(|(_, c)| {
+                    c.as_array().is_some_and(|a| {
+                        a.iter().all(Value::is_array)
+                            || (!a.is_empty() && a.iter().all(is_zipmap_row))
+                    })
+                })
                 .map(|(_, c)| c);
             if let Some(probs) = probs {
                 let rows = probs.as_array()?.len().max(1);
@@ -172,6 +179,13 @@ fn mlflow(v: &Value) -> Option<Predictions> {
     Some(p)
 }
 
+/// One row of a `ZipMap` output as MLflow answers it: `{"<class>": probability, ...}`
+/// (read as the row's probabilities, in the order sent).
+fn is_zipmap_row(v: &Value) -> bool {
+    v.as_object()
+        .is_some_and(|m| !m.is_empty() && m.values().all(Value::is_number))
+}
+
 /// A value that reads as a class label: an integer, a string or a boolean.
 fn label_like(v: &Value) -> bool {
     v.is_i64() || v.is_u64() || v.is_string() || v.is_boolean()
@@ -181,6 +195,8 @@ fn flat_numbers(v: &Value) -> Option<Vec<f64>> {
     fn walk(v: &Value, out: &mut Vec<f64>) -> Option<()> {
         match v {
             Value::Array(a) => a.iter().try_for_each(|x| walk(x, out)),
+            // A ZipMap row (see `is_zipmap_row`).
+            Value::Object(m) => m.values().try_for_each(|x| walk(x, out)),
             Value::Number(n) => {
                 out.push(n.as_f64()?);
                 Some(())
@@ -289,6 +305,19 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn zipmap_answers_as_mlflow_sends_them() {
+        // Columns (a tensor body) and records (a DataFrame body), string labels too.
+        let cols = br#"{"predictions":{"output_label":[0,2],"output_probability":[{"0":0.9,"1":0.1,"2":0.0},{"0":0.1,"1":0.2,"2":0.7}]}}"#;
+        let p = parse(cols).unwrap();
+        assert_eq!(p.labels, ["0", "2"]);
+        assert_eq!((p.width, p.probabilities.len()), (3, 6));
+        let recs = br#"{"predictions":[{"output_label":"setosa","output_probability":{"setosa":0.9,"virginica":0.1}}]}"#;
+        let p = parse(recs).unwrap();
+        assert_eq!(p.labels, ["setosa"]);
+        assert_eq!(p.probabilities, [0.9, 0.1]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::executor::{BatchConfig, ExecError, Executor};
 use crate::metrics::{Metrics, ModelInfo};
 use crate::package::{Package, PackageError};
+use crate::runtime::prepare::{ClassLabels, ZipMapOutput};
 use crate::runtime::{self, IoSpec, LoadOptions, RuntimeError, RuntimeKind};
 use crate::tensor::{DataType, Tensor, TensorData, TensorError};
 
@@ -119,9 +120,14 @@ pub struct Model {
     pub runtime_selection: Option<String>,
     pub inputs: Vec<IoSpec>,
     pub outputs: Vec<IoSpec>,
-    /// The predicted label: the first integer output of rank 1, whose classes are
-    /// counted for drift analysis.
+    /// Outputs that were `ZipMap`s (sequences of maps) and are served as their
+    /// `[n, classes]` probability tensor, with their class labels.
+    pub zipmaps: Vec<ZipMapOutput>,
+    /// The predicted label: the first integer output of rank 1 (or, beside a `ZipMap`,
+    /// the first string output of rank 1), whose classes are counted for drift analysis.
     label_output: Option<usize>,
+    /// The class labels string predictions are counted by (their column index).
+    string_classes: Option<ClassLabels>,
     /// Without a label output and with `prediction_bins`: the first floating-point
     /// output of one value per row, whose values are counted by bin instead.
     value_output: Option<usize>,
@@ -142,11 +148,20 @@ impl Model {
     ) -> Result<Model, LoadError> {
         let start = Instant::now();
         let package = Package::read(path, opts.name.as_deref(), opts.version.as_deref())?;
+        let prepared = runtime::prepare::prepare(&package.onnx_path)?;
         let rt: Arc<dyn runtime::Runtime> =
-            Arc::from(runtime::load(&package.onnx_path, &opts.load)?);
+            Arc::from(runtime::load_prepared(&prepared, &opts.load)?);
+        let zipmaps = prepared.zipmaps;
         let outputs = rt.outputs().to_vec();
+        // A string label beside a ZipMap with string classes is counted by class index.
+        let string_classes = zipmaps
+            .iter()
+            .find(|z| matches!(z.labels, ClassLabels::Str(_)))
+            .map(|z| z.labels.clone());
         let label_output = outputs.iter().position(|o| {
-            o.shape.len() == 1 && matches!(o.datatype, DataType::I64 | DataType::I32)
+            o.shape.len() == 1
+                && (matches!(o.datatype, DataType::I64 | DataType::I32)
+                    || (o.datatype == DataType::Bytes && string_classes.is_some()))
         });
         let value_output = if label_output.is_none() && !opts.prediction_bins.is_empty() {
             outputs.iter().position(|o| {
@@ -161,7 +176,9 @@ impl Model {
             runtime_selection: rt.selection().map(str::to_string),
             inputs: rt.inputs().to_vec(),
             outputs,
+            zipmaps,
             label_output,
+            string_classes,
             value_output,
             bins: opts.prediction_bins.clone().into(),
             executor: Executor::new(rt, opts.workers, opts.queue, opts.batch, metrics.clone()),
@@ -221,6 +238,14 @@ impl Model {
         }
     }
 
+    /// The class labels of output `name` if it was a `ZipMap`.
+    pub fn class_labels(&self, name: &str) -> Option<&ClassLabels> {
+        self.zipmaps
+            .iter()
+            .find(|z| z.output == name)
+            .map(|z| &z.labels)
+    }
+
     /// Puts `inputs` in the model's order and checks names, datatypes and shapes.
     pub fn validate(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
         validate_inputs(&self.inputs, inputs)
@@ -260,6 +285,15 @@ impl Model {
                 TensorData::I32(v) => self
                     .metrics
                     .observe_predictions(v.iter().map(|&x| i64::from(x))),
+                // Unknown strings go to the `other` slot (-1), like NaN values.
+                TensorData::Bytes(v) => {
+                    if let Some(classes) = &self.string_classes {
+                        self.metrics.observe_predictions(
+                            v.iter()
+                                .map(|s| classes.index_of_str(s).map_or(-1, |i| i as i64)),
+                        )
+                    }
+                }
                 _ => {}
             }
         } else if let Some(t) = self.value_output.and_then(|i| outputs.get(i)) {

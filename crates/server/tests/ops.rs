@@ -212,7 +212,7 @@ fn auto_falls_back_to_tract_when_onnxruntime_refuses_the_model() {
             .contains("ONNX Runtime library found")
     );
 
-    // Neither runtime: the error names both causes.
+    // Not a model at all: refused before either runtime, saying so.
     let bad = std::env::temp_dir().join(format!("hoist-ops-bad-{}.onnx", std::process::id()));
     std::fs::write(&bad, b"not a model").unwrap();
     let err = runtime::load(&bad, &opts)
@@ -220,10 +220,7 @@ fn auto_falls_back_to_tract_when_onnxruntime_refuses_the_model() {
         .expect("garbage loads nowhere")
         .to_string();
     std::fs::remove_file(&bad).ok();
-    assert!(
-        err.contains("onnxruntime") && err.contains("tract"),
-        "{err}"
-    );
+    assert!(err.contains("not a well-formed ONNX model"), "{err}");
 }
 
 /// Prints single-row latency on both runtimes for the 100-tree gradient

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use super::{Shared, body_or_error, infer_status};
 use crate::model::{InferError, Model};
 use crate::runtime::IoSpec;
+use crate::runtime::prepare::ClassLabels;
 use crate::tensor::{FlatJson, NestedSer, Tensor, TensorData, TensorError, flatten_json};
 
 pub async fn ping() -> Response {
@@ -94,7 +95,7 @@ pub async fn invocations(
         Err(msg) => return mlflow_error(StatusCode::BAD_REQUEST, &msg),
     };
     match model.infer(inputs).await {
-        Ok(outputs) => predictions_response(&outputs),
+        Ok(outputs) => predictions_response(&model, &outputs),
         Err(e) => mlflow_error(infer_status(&e), &e.to_string()),
     }
 }
@@ -496,27 +497,76 @@ struct Predictions<'a> {
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 enum PredictionsBody<'a> {
-    One(NestedSer<'a>),
+    One(OutputSer<'a>),
     Named(NamedOutputs<'a>),
 }
 
-struct NamedOutputs<'a>(&'a [Tensor]);
+/// One output as MLflow answers it: nested arrays, or for a `ZipMap` output one map
+/// per row, class label (as a string key) → probability, as MLflow's onnx flavor
+/// serializes ONNX Runtime's list of dicts.
+pub struct OutputSer<'a> {
+    pub tensor: &'a Tensor,
+    pub labels: Option<&'a ClassLabels>,
+}
 
-impl serde::Serialize for NamedOutputs<'_> {
+impl<'a> OutputSer<'a> {
+    pub fn of(model: &'a Model, tensor: &'a Tensor) -> Self {
+        OutputSer {
+            tensor,
+            labels: model.class_labels(&tensor.name),
+        }
+    }
+}
+
+impl serde::Serialize for OutputSer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let (Some(labels), TensorData::F32(v)) = (self.labels, &self.tensor.data) else {
+            return NestedSer::new(self.tensor).serialize(s);
+        };
+        let k = labels.len().max(1);
+        let mut seq = s.serialize_seq(Some(v.len() / k))?;
+        for row in v.chunks(k) {
+            seq.serialize_element(&ZipMapRow { labels, row })?;
+        }
+        seq.end()
+    }
+}
+
+/// One row of a `ZipMap` output: `{"<label>": probability, ...}`.
+pub struct ZipMapRow<'a> {
+    pub labels: &'a ClassLabels,
+    pub row: &'a [f32],
+}
+
+impl serde::Serialize for ZipMapRow<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for t in self.0 {
-            map.serialize_entry(&t.name, &NestedSer::new(t))?;
+        let mut map = s.serialize_map(Some(self.row.len()))?;
+        for (i, p) in self.row.iter().enumerate() {
+            map.serialize_entry(&self.labels.key(i), &f64::from(*p))?;
         }
         map.end()
     }
 }
 
-fn predictions_response(outputs: &[Tensor]) -> Response {
+struct NamedOutputs<'a>(&'a Model, &'a [Tensor]);
+
+impl serde::Serialize for NamedOutputs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.1.len()))?;
+        for t in self.1 {
+            map.serialize_entry(&t.name, &OutputSer::of(self.0, t))?;
+        }
+        map.end()
+    }
+}
+
+fn predictions_response(model: &Model, outputs: &[Tensor]) -> Response {
     let predictions = match outputs {
-        [one] => PredictionsBody::One(NestedSer::new(one)),
-        many => PredictionsBody::Named(NamedOutputs(many)),
+        [one] => PredictionsBody::One(OutputSer::of(model, one)),
+        many => PredictionsBody::Named(NamedOutputs(model, many)),
     };
     let body = serde_json::to_vec(&Predictions { predictions }).expect("responses serialize");
     (

@@ -92,7 +92,17 @@ fn metadata(state: &Shared, name: &str, version: Option<&str>) -> Response {
         "versions": [model.package.version],
         "platform": model.runtime.platform(),
         "inputs": io(&model.inputs),
-        "outputs": io(&model.outputs),
+        "outputs": model
+            .outputs
+            .iter()
+            .zip(io(&model.outputs))
+            .map(|(spec, mut o)| {
+                if let Some(l) = model.class_labels(&spec.name) {
+                    o["parameters"] = json!({"class_labels": l.to_json()});
+                }
+                o
+            })
+            .collect::<Vec<_>>(),
         "parameters": {
             "runtime": model.runtime.as_str(),
             "runtime_selection": model.runtime_selection,
@@ -362,14 +372,18 @@ struct ResponseOutput<'a> {
     datatype: &'static str,
     shape: &'a [usize],
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryParams>,
+    parameters: Option<OutputParams>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<FlatSer<'a>>,
 }
 
 #[derive(serde::Serialize)]
-struct BinaryParams {
-    binary_data_size: usize,
+struct OutputParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary_data_size: Option<usize>,
+    /// For an output that was a `ZipMap`: the class label of each probability column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class_labels: Option<Value>,
 }
 
 /// Builds the response, binary where the client asked for it.
@@ -390,14 +404,19 @@ fn respond(model: &Model, req: InferRequest, outputs: Vec<Tensor>) -> Response {
     let outs: Vec<ResponseOutput> = selected
         .into_iter()
         .map(|(t, as_binary)| {
-            let (parameters, data) = if as_binary {
+            let (binary_data_size, data) = if as_binary {
                 let before = binary.len();
                 t.data.to_le_bytes(&mut binary);
-                let binary_data_size = binary.len() - before;
-                (Some(BinaryParams { binary_data_size }), None)
+                (Some(binary.len() - before), None)
             } else {
                 (None, Some(FlatSer(&t.data)))
             };
+            let class_labels = model.class_labels(&t.name).map(|l| l.to_json());
+            let parameters =
+                (binary_data_size.is_some() || class_labels.is_some()).then_some(OutputParams {
+                    binary_data_size,
+                    class_labels,
+                });
             ResponseOutput {
                 name: &t.name,
                 datatype: t.data.datatype().as_str(),

@@ -5,10 +5,14 @@
 //! - [`tract`]: tract, pure Rust, the fallback when no ONNX Runtime library is found,
 //!   with hoist's own ONNX-ML operators ([`tract_ops`]) where tract's are missing or wrong.
 //!
+//! Before either sees a model, [`prepare`] rewrites what no runtime serves as a tensor
+//! (a `ZipMap` output) and reads the model's IR version and opsets for messages.
+//!
 //! A runtime is synchronous and thread-safe; callers run it off the async reactor
 //! (see [`crate::executor`]). It never sees HTTP.
 
 pub mod onnxruntime;
+pub mod prepare;
 pub mod tract;
 pub mod tract_ops;
 
@@ -121,26 +125,59 @@ pub struct LoadOptions {
     pub parallelism: usize,
 }
 
-/// Loads `model` (an `.onnx` file) with the runtime `opts` selects.
+/// Loads `model` (an `.onnx` file) with the runtime `opts` selects (after [`prepare`]).
 ///
 /// `auto` prefers ONNX Runtime; when its library is missing or it cannot load
 /// this model, tract serves it, and when tract cannot either the error names
 /// both causes. Why the runtime serving was chosen is logged and kept in
 /// [`Runtime::selection`] (the server reports it with the runtime's name).
 pub fn load(model: &Path, opts: &LoadOptions) -> Result<Box<dyn Runtime>, RuntimeError> {
+    load_prepared(&prepare::prepare(model)?, opts)
+}
+
+/// Loads a prepared model with the runtime `opts` selects. With `auto`, a model ONNX
+/// Runtime cannot load is tried on tract, and the log says why tract serves it.
+pub fn load_prepared(
+    model: &prepare::Prepared,
+    opts: &LoadOptions,
+) -> Result<Box<dyn Runtime>, RuntimeError> {
+    let bytes = model.bytes();
+    let ort = |lib: &Path| -> Result<Box<dyn Runtime>, RuntimeError> {
+        onnxruntime::OrtRuntime::load_from(&model.path, bytes.as_deref(), lib, opts.parallelism)
+            .map(|r| Box::new(r) as Box<dyn Runtime>)
+            .map_err(|e| explain_versions(e, model))
+    };
+    let tract = || -> Result<Box<dyn Runtime>, RuntimeError> {
+        tract::TractRuntime::load_from(&model.path, model.rewritten.as_ref())
+            .map(|r| Box::new(r) as Box<dyn Runtime>)
+    };
     match opts.choice {
-        RuntimeChoice::Tract => Ok(Box::new(tract::TractRuntime::load(model)?)),
+        RuntimeChoice::Tract => tract(),
         RuntimeChoice::Onnxruntime => {
             let lib = onnxruntime::find_library(opts.onnxruntime_lib.as_deref())?;
-            Ok(Box::new(onnxruntime::OrtRuntime::load(
-                model,
-                &lib,
-                opts.parallelism,
-            )?))
+            ort(&lib).map_err(|e| match e {
+                RuntimeError::Load { message, .. } if is_version_error(&message) => {
+                    match tract() {
+                        Ok(_) => RuntimeError::Load {
+                            runtime: "onnxruntime",
+                            path: model.path.clone(),
+                            message: format!(
+                                "{message}; tract loads it: serve it with --runtime tract (or auto), or install a newer ONNX Runtime"
+                            ),
+                        },
+                        Err(_) => RuntimeError::Load {
+                            runtime: "onnxruntime",
+                            path: model.path.clone(),
+                            message,
+                        },
+                    }
+                }
+                other => other,
+            })
         }
         RuntimeChoice::Auto => {
             let ort_failure = match onnxruntime::find_library(opts.onnxruntime_lib.as_deref()) {
-                Ok(lib) => match onnxruntime::OrtRuntime::load(model, &lib, opts.parallelism) {
+                Ok(lib) => match ort(&lib) {
                     Ok(rt) => {
                         let why = format!("ONNX Runtime library found at {}", lib.display());
                         tracing::info!(runtime = "onnxruntime", reason = %why, "runtime selected");
@@ -148,14 +185,13 @@ pub fn load(model: &Path, opts: &LoadOptions) -> Result<Box<dyn Runtime>, Runtim
                     }
                     Err(e) => e,
                 },
-                Err(e @ RuntimeError::OrtNotFound { .. }) => e,
                 Err(e) => e,
             };
             let why = match &ort_failure {
                 RuntimeError::OrtNotFound { .. } => "no ONNX Runtime library found".to_string(),
                 other => format!("ONNX Runtime could not serve the model ({other})"),
             };
-            match tract::TractRuntime::load(model) {
+            match tract() {
                 Ok(rt) => {
                     tracing::info!(runtime = "tract", reason = %why, "runtime selected");
                     Ok(Box::new(Selected::new(rt, why)))
@@ -165,7 +201,7 @@ pub fn load(model: &Path, opts: &LoadOptions) -> Result<Box<dyn Runtime>, Runtim
                     RuntimeError::OrtNotFound { .. } => tract_failure,
                     ort_failure => RuntimeError::Load {
                         runtime: "onnxruntime or tract",
-                        path: model.to_path_buf(),
+                        path: model.path.clone(),
                         message: format!("{ort_failure}; and then {tract_failure}"),
                     },
                 }),
@@ -175,18 +211,18 @@ pub fn load(model: &Path, opts: &LoadOptions) -> Result<Box<dyn Runtime>, Runtim
 }
 
 /// A runtime `auto` picked, with the reason.
-struct Selected<R> {
-    inner: R,
+struct Selected {
+    inner: Box<dyn Runtime>,
     why: String,
 }
 
-impl<R: Runtime> Selected<R> {
-    fn new(inner: R, why: String) -> Self {
+impl Selected {
+    fn new(inner: Box<dyn Runtime>, why: String) -> Self {
         Selected { inner, why }
     }
 }
 
-impl<R: Runtime> Runtime for Selected<R> {
+impl Runtime for Selected {
     fn kind(&self) -> RuntimeKind {
         self.inner.kind()
     }
@@ -201,5 +237,32 @@ impl<R: Runtime> Runtime for Selected<R> {
     }
     fn selection(&self) -> Option<&str> {
         Some(&self.why)
+    }
+}
+
+/// Whether a runtime's load error is about the model's IR or opset version.
+fn is_version_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("ir version") || m.contains("opset")
+}
+
+/// An ONNX Runtime load error about versions, with the model's own versions and the
+/// ONNX Runtime library's named.
+fn explain_versions(e: RuntimeError, model: &prepare::Prepared) -> RuntimeError {
+    match e {
+        RuntimeError::Load {
+            runtime,
+            path,
+            message,
+        } if is_version_error(&message) => RuntimeError::Load {
+            runtime,
+            path,
+            message: format!(
+                "ONNX Runtime {} cannot take this model's versions ({}): {message}",
+                onnxruntime::library_version(),
+                model.versions()
+            ),
+        },
+        other => other,
     }
 }

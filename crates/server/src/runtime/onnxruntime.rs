@@ -57,7 +57,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
                 return Ok(p);
             }
         }
-        // Versioned names as the wheel ships them: libonnxruntime.so.1.31.1.
+        // Versioned names as the wheel ships them: libonnxruntime.so.1.32.0.
         if let Ok(entries) = std::fs::read_dir(dir) {
             let mut found: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -121,8 +121,44 @@ pub struct OrtRuntime {
     outputs: Vec<IoSpec>,
 }
 
+/// The loaded library's version (`1.32.0`): from its file name as the wheel ships it,
+/// else its build info (`git-branch=rel-1.32.0`), else its path.
+pub fn library_version() -> String {
+    let Some(Ok((path, _))) = ENVIRONMENT.get() else {
+        return "(not loaded)".into();
+    };
+    let from_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("libonnxruntime.so."))
+        .filter(|v| v.contains('.'))
+        .map(str::to_string);
+    from_name
+        .or_else(|| {
+            let info = ort::info();
+            let at = info.find("rel-")? + 4;
+            let v: String = info[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            (!v.is_empty()).then_some(v)
+        })
+        .unwrap_or_else(|| format!("at {}", path.display()))
+}
+
 impl OrtRuntime {
     pub fn load(model: &Path, lib: &Path, parallelism: usize) -> Result<Self, RuntimeError> {
+        Self::load_from(model, None, lib, parallelism)
+    }
+
+    /// Loads `model`, or `bytes` when given (a model hoist rewrote; `model` then names
+    /// it in messages).
+    pub fn load_from(
+        model: &Path,
+        bytes: Option<&[u8]>,
+        lib: &Path,
+        parallelism: usize,
+    ) -> Result<Self, RuntimeError> {
         let env = environment(lib)?;
         let load_err = |e: ort::Error| RuntimeError::Load {
             runtime: "onnxruntime",
@@ -134,14 +170,17 @@ impl OrtRuntime {
             let builder_err = |e: ort::Error<ort::session::builder::SessionBuilder>| {
                 load_err(ort::Error::new(e.to_string()))
             };
-            let session = Session::builder(env)
+            let mut builder = Session::builder(env)
                 .map_err(load_err)?
                 .with_intra_threads(1)
                 .map_err(builder_err)?
                 .with_inter_threads(1)
-                .map_err(builder_err)?
-                .commit_from_file(model)
-                .map_err(load_err)?;
+                .map_err(builder_err)?;
+            let session = match bytes {
+                Some(b) => builder.commit_from_memory(b),
+                None => builder.commit_from_file(model),
+            }
+            .map_err(load_err)?;
             sessions.push(Mutex::new(session));
         }
         let first = sessions[0].lock().expect("fresh mutex");
@@ -160,7 +199,7 @@ impl OrtRuntime {
                     runtime: "onnxruntime",
                     path: model.to_path_buf(),
                     message: format!(
-                        "'{name}' is a {other:?}, not a tensor (convert scikit-learn models with zipmap off)"
+                        "'{name}' is a {other:?}, not a tensor; hoist serves tensors and ZipMap outputs"
                     ),
                 }),
             }

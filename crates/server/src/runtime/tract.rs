@@ -27,6 +27,15 @@ pub struct TractRuntime {
 
 impl TractRuntime {
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {
+        Self::load_from(path, None)
+    }
+
+    /// Loads `path`, or `rewritten` when given (a model hoist rewrote; external data is
+    /// still read beside `path`).
+    pub fn load_from(
+        path: &Path,
+        rewritten: Option<&tract_onnx::pb::ModelProto>,
+    ) -> Result<Self, RuntimeError> {
         let err = |e: TractError| RuntimeError::Load {
             runtime: "tract",
             path: path.to_path_buf(),
@@ -34,7 +43,14 @@ impl TractRuntime {
         };
         let mut onnx = tract_onnx::onnx();
         super::tract_ops::register(&mut onnx);
-        let proto = onnx.proto_model_for_path(path).map_err(err)?;
+        let read;
+        let proto = match rewritten {
+            Some(p) => p,
+            None => {
+                read = onnx.proto_model_for_path(path).map_err(err)?;
+                &read
+            }
+        };
         let graph = proto.graph.as_ref().ok_or_else(|| RuntimeError::Load {
             runtime: "tract",
             path: path.to_path_buf(),
@@ -51,7 +67,7 @@ impl TractRuntime {
             let Some(PbTypeValue::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref())
             else {
                 return Err(bad(format!(
-                    "'{}' is not a tensor (convert scikit-learn models with zipmap off)",
+                    "'{}' is not a tensor; hoist serves tensors and ZipMap outputs",
                     v.name
                 )));
             };
@@ -95,7 +111,15 @@ impl TractRuntime {
             .map(spec)
             .collect::<Result<Vec<_>, _>>()?;
 
-        let mut model = onnx.model_for_path(path).map_err(err)?;
+        let dir = path.parent().and_then(Path::to_str);
+        let parsed = onnx.parse(proto, dir).map_err(err)?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(err(anyhow::anyhow!(
+                "could not resolve inputs at top level: {:?}",
+                parsed.unresolved_inputs
+            )));
+        }
+        let mut model = parsed.model;
         let batch = model.symbols.sym("N");
         for (i, input) in inputs.iter().enumerate() {
             let dims: TVec<TDim> = input
