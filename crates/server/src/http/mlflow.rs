@@ -3,8 +3,12 @@
 //! optional `params`) or `text/csv`, answering `{"predictions": ...}`; `GET /ping`,
 //! `GET /version`. Errors are `{"error_code", "message"}` as MLflow sends them.
 //!
-//! Answers are what MLflow's onnx flavor gives, whatever the request's style:
-//! `{"predictions": {output: [...], ...}}`, or the bare array for a one-output model.
+//! Answers are what MLflow's onnx flavor gives (checked against `mlflow models serve`
+//! by tests/conformance): `{"predictions": {output: [...], ...}}`, one entry per output
+//! even for a one-output model; but a dataframe request (`dataframe_split`,
+//! `dataframe_records`, CSV) to a model without a tensor signature is answered as
+//! pandas records, `{"predictions": [{output: value, ...}, ...]}`, one per row, as the
+//! flavor returns a DataFrame for a DataFrame. docs/mlflow.md lists the differences.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -78,7 +82,7 @@ pub async fn invocations(
         .to_ascii_lowercase();
     let parsed = match content_type.as_str() {
         "text/csv" | "application/json" | "" => {
-            parse_body(&Signature::of(&model), &content_type, &body)
+            parse_request(&Signature::of(&model), &content_type, &body)
         }
         other => {
             return mlflow_error(
@@ -89,12 +93,15 @@ pub async fn invocations(
             );
         }
     };
-    let inputs = match parsed {
+    let (inputs, frame) = match parsed {
         Ok(x) => x,
         Err(msg) => return mlflow_error(StatusCode::BAD_REQUEST, &msg),
     };
+    // MLflow's onnx flavor answers a DataFrame with a DataFrame (records), unless a
+    // tensor signature made the request tensors first.
+    let records = frame && !model.package.tensor_signature;
     match model.infer(inputs).await {
-        Ok(outputs) => predictions_response(&outputs),
+        Ok(outputs) => predictions_response(&outputs, records),
         Err(e) => mlflow_error(infer_status(&e), &e.to_string()),
     }
 }
@@ -119,15 +126,31 @@ impl<'a> Signature<'a> {
 /// The tensors an MLflow request body stands for, by content type (`text/csv`, else
 /// JSON), before they are checked against the model's shapes.
 pub fn parse_body(sig: &Signature, content_type: &str, body: &[u8]) -> Result<Vec<Tensor>, String> {
+    parse_request(sig, content_type, body).map(|(tensors, _)| tensors)
+}
+
+/// [`parse_body`], and whether the body was a dataframe (`dataframe_split`,
+/// `dataframe_records` or CSV), which MLflow answers as records.
+fn parse_request(
+    sig: &Signature,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(Vec<Tensor>, bool), String> {
     if content_type == "text/csv" {
         return std::str::from_utf8(body)
             .map_err(|_| "CSV body is not UTF-8".to_string())
-            .and_then(|text| csv_inputs(sig, text).map_err(|e| e.0));
+            .and_then(|text| csv_inputs(sig, text).map_err(|e| e.0))
+            .map(|t| (t, true));
     }
     match fast_tensor_body(sig, body) {
-        Some(parsed) => parsed.map_err(|e| e.0),
+        Some(parsed) => parsed.map(|t| (t, false)).map_err(|e| e.0),
         None => match serde_json::from_slice::<Value>(body) {
-            Ok(v) => json_inputs(sig, &v).map_err(|e| e.0),
+            Ok(v) => {
+                let frame = ["dataframe_split", "dataframe_records"]
+                    .iter()
+                    .any(|k| v.get(k).is_some());
+                json_inputs(sig, &v).map(|t| (t, frame)).map_err(|e| e.0)
+            }
             Err(e) => Err(format!("Invalid input. The body is not valid JSON: {e}")),
         },
     }
@@ -416,13 +439,21 @@ fn frame_inputs(
         .enumerate()
         .map(|(i, name)| {
             let spec = spec_for(model, name)?;
-            let column = Value::Array(rows.iter().map(|r| r[i].clone()).collect());
-            let mut t = tensor_for(spec, &column)?;
-            // A column [n] for an input [-1, 1].
-            if spec.shape.len() == 2 && t.shape.len() == 1 {
-                t.shape.push(1);
+            if rows.iter().all(|r| !r[i].is_array()) {
+                // A column of scalars is the input's n rows: [n, 1] for an input of
+                // rank 2 (what skl2onnx gives each DataFrame column), [n] for rank 1.
+                let cells: Vec<&Value> = rows.iter().map(|r| &r[i]).collect();
+                let data = TensorData::from_json_scalars(spec.datatype, &cells)
+                    .map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
+                let shape = match spec.shape.len() {
+                    1 => vec![rows.len()],
+                    _ => vec![rows.len(), 1],
+                };
+                return Tensor::new(spec.name.clone(), shape, data);
             }
-            Ok(t)
+            // Cells holding arrays: each cell is one row of the input.
+            let column = Value::Array(rows.iter().map(|r| r[i].clone()).collect());
+            tensor_for(spec, &column)
         })
         .collect()
 }
@@ -485,9 +516,9 @@ fn csv_fields(line: &str, index: usize) -> Result<Vec<String>, TensorError> {
     Ok(fields)
 }
 
-/// `{"predictions": ...}`: the bare array for a one-output model, else an object of
-/// outputs by name (what MLflow's onnx flavor answers). Serialized straight from the
-/// tensors.
+/// `{"predictions": ...}`: an object of outputs by name (what MLflow's onnx flavor
+/// answers for tensors), or records (what it answers for a DataFrame). Serialized
+/// straight from the tensors.
 #[derive(serde::Serialize)]
 struct Predictions<'a> {
     predictions: PredictionsBody<'a>,
@@ -496,8 +527,38 @@ struct Predictions<'a> {
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 enum PredictionsBody<'a> {
-    One(NestedSer<'a>),
     Named(NamedOutputs<'a>),
+    Records(Records<'a>),
+}
+
+/// pandas' `orient="records"`: one object per row, each output's value for that row
+/// (a scalar where the row holds one value, as MLflow flattens `[n, 1]` outputs).
+struct Records<'a>(&'a [Tensor]);
+
+impl serde::Serialize for Records<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Row<'a>(&'a [Tensor], usize);
+        impl serde::Serialize for Row<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(self.0.len()))?;
+                for t in self.0 {
+                    let v = match t.row_json(self.1) {
+                        Value::Array(mut one) if one.len() == 1 => one.pop().unwrap_or_default(),
+                        v => v,
+                    };
+                    map.serialize_entry(&t.name, &v)?;
+                }
+                map.end()
+            }
+        }
+        let rows = self.0.iter().map(Tensor::rows).max().unwrap_or(0);
+        let mut seq = s.serialize_seq(Some(rows))?;
+        for i in 0..rows {
+            seq.serialize_element(&Row(self.0, i))?;
+        }
+        seq.end()
+    }
 }
 
 struct NamedOutputs<'a>(&'a [Tensor]);
@@ -513,10 +574,11 @@ impl serde::Serialize for NamedOutputs<'_> {
     }
 }
 
-fn predictions_response(outputs: &[Tensor]) -> Response {
-    let predictions = match outputs {
-        [one] => PredictionsBody::One(NestedSer::new(one)),
-        many => PredictionsBody::Named(NamedOutputs(many)),
+fn predictions_response(outputs: &[Tensor], records: bool) -> Response {
+    let predictions = if records {
+        PredictionsBody::Records(Records(outputs))
+    } else {
+        PredictionsBody::Named(NamedOutputs(outputs))
     };
     let body = serde_json::to_vec(&Predictions { predictions }).expect("responses serialize");
     (
