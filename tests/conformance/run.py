@@ -10,9 +10,11 @@ values, a few malformed bodies) and checks:
   * both answer 2xx: the JSON answers are equal (compared structurally, numbers within
     1e-5, relative for large ones);
   * both refuse: both answer 4xx (hoist never 5xx);
-  * otherwise the pair must be an intended difference listed in INTENDED below (and in
+  * otherwise the pair must be an intended difference (FRAME_FORMS below, and
     docs/mlflow.md, each with its reason); for those, hoist's answer is compared with
     MLflow's answer to the equivalent body MLflow does take.
+A NaN in MLflow's answer (Python's json writes the non-JSON `NaN`) matches hoist's
+`null` (JSON has no NaN), also listed in docs/mlflow.md.
 
 Run with the MLflow venv's python: `bash tests/conformance/run.sh` (tools/test.sh does).
 Environment: HOIST_SERVER_BIN (default target/debug/hoist-server), ORT_DYLIB_PATH (the
@@ -47,20 +49,19 @@ START_TIMEOUT_S = 180.0
 TOL = 1e-5
 VERBOSE = os.environ.get("HOIST_CONFORMANCE_VERBOSE") == "1"
 
-# Forms where hoist answers and MLflow refuses, on purpose (docs/mlflow.md, "Intended
-# differences"). Each maps a body name to the name of the equivalent body whose MLflow
-# answer hoist's must equal. See docs/mlflow.md for the reasons.
-INTENDED = {
-    # Several inputs, dataframe forms: MLflow's onnx flavor feeds `df[name].values`
-    # ([n], and a pandas string array for text columns) to an input declared [n, 1],
-    # which ONNX Runtime refuses; hoist feeds the [n, 1] column.
-    "multi/dataframe_split": "multi/inputs_columns",
-    "multi/dataframe_split_1row": "multi/inputs_columns_1row",
-    "multi/dataframe_records": "multi/inputs_columns",
-    "multi/csv": "multi/inputs_columns",
-    "multi/dataframe_split_null": "multi/inputs_columns_null",
-    "multi/csv_null": "multi/inputs_columns_null",
-}
+# Where hoist answers and MLflow refuses, on purpose (docs/mlflow.md, "Intended
+# differences"): a dataframe body (dataframe_split, dataframe_records, CSV) that
+# MLflow's onnx flavor cannot feed or cannot answer:
+#   * several inputs: the flavor feeds `df[name].values`, shape [n] (and a pandas
+#     string array for a text column), to inputs declared [n, 1]; ONNX Runtime refuses;
+#   * outputs of different lengths once flattened (a label [n] beside probabilities
+#     [n, k]): the flavor's `pd.DataFrame.from_dict` refuses ("All arrays must be of
+#     the same length").
+# hoist answers such a body as records, as MLflow does for every dataframe it can
+# answer. The check: hoist's records equal MLflow's answer to the same rows sent as
+# `inputs` (which it takes), turned into records; rows with a missing value, which
+# MLflow refuses in `inputs` too, must come back as records, one per row.
+FRAME_FORMS = ("dataframe_split", "dataframe_records", "csv")
 
 
 # ---------------------------------------------------------------------------- models
@@ -151,6 +152,34 @@ def _with_null(rows: list[list], col: int) -> list[list]:
     return out
 
 
+def reference(name: str) -> str | None:
+    """The `inputs` body with the same rows as the dataframe body `name`, or None."""
+    kind, form = name.split("/", 1)
+    if "null" in form or not form.startswith(FRAME_FORMS):
+        return None
+    suffix = "_1row" if form.endswith("_1row") else ""
+    return f"{kind}/{'inputs' if kind == 'single' else 'inputs_columns'}{suffix}"
+
+
+def rows_of(body: str, ct: str) -> int:
+    if ct == CSV:
+        return len(body.strip().splitlines()) - 1
+    b = json.loads(body)
+    if "dataframe_split" in b:
+        return len(b["dataframe_split"]["data"])
+    return len(b["dataframe_records"])
+
+
+def to_records(answer) -> list | None:
+    """MLflow's `{"predictions": {output: [...]}}` as pandas records."""
+    p = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(p, dict):
+        return None
+    n = len(next(iter(p.values())))
+    unwrap = lambda v: v[0] if isinstance(v, list) and len(v) == 1 else v  # noqa: E731
+    return {"predictions": [{k: unwrap(v[i]) for k, v in p.items()} for i in range(n)]}
+
+
 def bodies(m: ModelInfo) -> list[tuple[str, str, str]]:
     """(name, content type, body) to send to both servers."""
     table = m.columns()
@@ -223,7 +252,6 @@ def bodies(m: ModelInfo) -> list[tuple[str, str, str]]:
         if numeric:
             rs = _with_null(_tile(rows, 3), numeric[0])
             out += [
-                ("multi/inputs_columns_null", JSON, {"inputs": colwise(rs)}),
                 ("multi/dataframe_split_null", JSON, {"dataframe_split": {"columns": cols, "data": rs}}),
                 ("multi/csv_null", CSV, _csv(cols, rs)),
             ]
@@ -324,7 +352,9 @@ def hoist_url(p: Proc) -> str | None:
 
 
 def same(a, b, path="$") -> str | None:
-    """None when equal (numbers within TOL), else where they differ."""
+    """None when equal (numbers within TOL; MLflow's NaN is hoist's null), else where."""
+    if isinstance(a, float) and math.isnan(a) and b is None:
+        return None
     if isinstance(a, bool) or isinstance(b, bool):
         return None if a == b else f"{path}: {a!r} != {b!r}"
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -386,25 +416,32 @@ def compare_model(m: ModelInfo, mlflow_url: str, hoist_urls: dict[str, str]) -> 
                     ok, why = False, f"answers differ at {d}\n    mlflow: {short(mj)}\n    hoist:  {short(hj)}"
             elif 400 <= ms < 500 and 400 <= hs < 500:
                 pass
-            elif name in INTENDED and 400 <= ms < 500 and 200 <= hs < 300:
-                ref = sent.get(INTENDED[name])
-                if ref is None or not (200 <= ref[2][0] < 300):
-                    ok, why = False, f"intended difference, but MLflow refused its equivalent {INTENDED[name]} too"
-                else:
-                    hoist_ref = post(url, ref[0], ref[1])[1]
-                    d = same(hoist_ref, hj) if _is_records(hj) != _is_records(hoist_ref) else same(ref[2][1], hj)
-                    if _is_records(hj) == _is_records(ref[2][1]) and d:
-                        ok, why = False, f"intended difference: hoist differs from MLflow's {INTENDED[name]} at {d}"
-                    why = why or f"(intended difference: MLflow {ms})"
+            elif 400 <= ms < 500 and 200 <= hs < 300 and name.split("/", 1)[1].startswith(FRAME_FORMS):
+                ok, why = intended(name, ct, body, hj, sent)
             else:
                 ok, why = False, f"mlflow {ms}, hoist {hs}\n    mlflow: {short(mj)}\n    hoist:  {short(hj)}"
             results.append((ok, f"{label}: {why}" if why else label))
     return results
 
 
-def _is_records(v) -> bool:
-    p = v.get("predictions") if isinstance(v, dict) else None
-    return isinstance(p, list) and bool(p) and isinstance(p[0], dict)
+def intended(name, ct, body, hoist_answer, sent) -> tuple[bool, str]:
+    """An intended difference (see FRAME_FORMS): hoist's records against MLflow's
+    answer to the same rows as `inputs`."""
+    preds = hoist_answer.get("predictions") if isinstance(hoist_answer, dict) else None
+    if not (isinstance(preds, list) and all(isinstance(r, dict) for r in preds)):
+        return False, f"intended difference, but hoist did not answer records: {short(hoist_answer)}"
+    if len(preds) != rows_of(body, ct):
+        return False, f"intended difference, but hoist answered {len(preds)} records for {rows_of(body, ct)} rows"
+    ref = reference(name)
+    if ref is None:
+        return True, "(intended difference: MLflow refuses; hoist answered one record per row)"
+    status, answer = sent[ref][2]
+    if not 200 <= status < 300:
+        return False, f"intended difference, but MLflow refused {ref} too ({status})"
+    d = same(to_records(answer), hoist_answer)
+    if d:
+        return False, f"intended difference: hoist's records differ from MLflow's {ref} at {d}"
+    return True, f"(intended difference: MLflow refuses; hoist's records match MLflow's {ref})"
 
 
 # ---------------------------------------------------------------------------- main
