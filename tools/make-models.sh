@@ -4,6 +4,8 @@
 # tools/requirements-models.txt into it and runs tools/make_models.py, then
 # tools/make_invalid_models.py.
 # Extra arguments are passed to make_models.py (e.g. --out DIR).
+# `make-models.sh --zoo [--out DIR]` instead regenerates the model zoo (examples/zoo,
+# tools/make_zoo.py) with the same venv.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +34,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+if [ "${1:-}" = "--zoo" ]; then
+    shift
+    exec "$venv/bin/python" "$root/tools/make_zoo.py" "$@"
+fi
 "$venv/bin/python" "$root/tools/make_models.py" "$@"
 # Models that must fail to load (error-path tests); always under examples/models/invalid.
 "$venv/bin/python" "$root/tools/make_invalid_models.py"
