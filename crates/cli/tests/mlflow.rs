@@ -401,6 +401,27 @@ fn webhooks_or_refused(tmp: &Path) -> bool {
         "{stderr}"
     );
     println!("MLflow {}: `hoist mlflow connect` refused: {stderr}", mlflow().version);
+    // `hoist watch --webhook-listen` would wait for deliveries that never come: refused.
+    let secret_file = tmp.join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = hoist(
+        tmp,
+        &[
+            "watch",
+            "--webhook-listen",
+            &listen,
+            "--webhook-secret-file",
+            secret_file.to_str().unwrap(),
+            "--max-events",
+            "1",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "watch --webhook-listen ran on MLflow {}", mlflow().version);
+    assert!(stderr.contains("has no webhooks API"), "{stderr}");
     false
 }
 

@@ -312,6 +312,22 @@ impl MlflowRegistry {
         Ok(text.trim().to_string())
     }
 
+    /// Fails (with the reason and the server's version) when the server has no webhooks
+    /// API: MLflow before 3.3. A version that cannot be read or parsed passes (a proxy
+    /// may hide `/version`); creating a webhook then fails with the same message.
+    pub fn require_webhooks(&self) -> Result<()> {
+        let Ok(version) = self.server_version() else {
+            return Ok(());
+        };
+        let mut parts = version.split('.').map(|p| p.parse::<u32>());
+        match (parts.next(), parts.next()) {
+            (Some(Ok(major)), Some(Ok(minor))) if (major, minor) < (3, 3) => {
+                Err(self.no_webhooks())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The error for a server without the webhooks API (MLflow before 3.3 answers
     /// `POST webhooks` with a bare 404): says which version it is and what to do.
     fn no_webhooks(&self) -> Error {
