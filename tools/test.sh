@@ -48,7 +48,7 @@ echo "== external clients (tritonclient, MLflow scoring bodies)"
 HOIST_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist-server" bash tests/clients/run.sh
 
 echo "== conformance: hoist-server against mlflow models serve, the same bodies to both"
-HOIST_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist-server" bash tests/conformance/run.sh
+HOIST_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist-server" bash tests/conformance/run.sh  # HOIST_MLFLOW_PYTHON: the 3.x venv
 
 echo "== daemon API under Schemathesis (a real hoist up, with and without the token)"
 bash tests/api/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist"

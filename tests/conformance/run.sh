@@ -7,7 +7,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
-python="$(bash tools/mlflow-venv.sh | tail -n 1)"
+python="${HOIST_MLFLOW_PYTHON:-$(bash tools/mlflow-venv.sh | tail -n 1)}"
 bin="${HOIST_SERVER_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/hoist-server}"
 [[ "$bin" = /* ]] || bin="$repo/$bin"
 if [[ ! -x "$bin" ]]; then

@@ -395,12 +395,19 @@ fn webhooks_or_refused(tmp: &Path) -> bool {
     .output()
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "connect succeeded on MLflow {}", mlflow().version);
+    assert!(
+        !out.status.success(),
+        "connect succeeded on MLflow {}",
+        mlflow().version
+    );
     assert!(
         stderr.contains("has no webhooks API") && stderr.contains(&mlflow().version),
         "{stderr}"
     );
-    println!("MLflow {}: `hoist mlflow connect` refused: {stderr}", mlflow().version);
+    println!(
+        "MLflow {}: `hoist mlflow connect` refused: {stderr}",
+        mlflow().version
+    );
     // `hoist watch --webhook-listen` would wait for deliveries that never come: refused.
     let secret_file = tmp.join("secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
@@ -420,7 +427,11 @@ fn webhooks_or_refused(tmp: &Path) -> bool {
     .output()
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "watch --webhook-listen ran on MLflow {}", mlflow().version);
+    assert!(
+        !out.status.success(),
+        "watch --webhook-listen ran on MLflow {}",
+        mlflow().version
+    );
     assert!(stderr.contains("has no webhooks API"), "{stderr}");
     false
 }

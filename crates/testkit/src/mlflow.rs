@@ -187,7 +187,10 @@ impl SharedMlflow {
 
     /// Whether this server has the webhooks API (MLflow 3.3 and later).
     pub fn has_webhooks(&self) -> bool {
-        let mut parts = self.version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let mut parts = self
+            .version
+            .split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0));
         let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         (major, minor) >= (3, 3)
     }

@@ -280,7 +280,9 @@ impl MlflowRegistry {
             evs.push(json!({"entity": entity.to_uppercase(), "action": action.to_uppercase()}));
         }
         let body = json!({"name": name, "url": url, "events": evs, "secret": secret});
-        let v = self.call("POST", "webhooks", &[], Some(&body), &|_| self.no_webhooks())?;
+        let v = self.call("POST", "webhooks", &[], Some(&body), &|_| {
+            self.no_webhooks()
+        })?;
         v["webhook"]["webhook_id"]
             .as_str()
             .map(str::to_string)

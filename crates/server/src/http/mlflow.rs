@@ -158,7 +158,13 @@ fn parse_request(
 
 /// The tensors an MLflow input example stands for (used to check a model at load).
 pub fn example_inputs(model: &Model, example: &Value) -> Result<Vec<Tensor>, InferError> {
-    let model = &Signature::of(model);
+    Ok(example_tensors(&Signature::of(model), example)?)
+}
+
+/// The tensors an input example stands for, by the shape MLflow saved it in: a
+/// DataFrame (`{columns, data}`), a serving body, a dict of arrays by input name, or an
+/// array.
+fn example_tensors(model: &Signature, example: &Value) -> Result<Vec<Tensor>, TensorError> {
     let inputs = match example {
         Value::Object(o) if o.contains_key("columns") && o.contains_key("data") => {
             dataframe_split(model, example)?
@@ -594,6 +600,105 @@ fn predictions_response(outputs: &[Tensor], records: bool) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::DataType;
+
+    fn spec(name: &str, datatype: DataType, shape: &[i64]) -> IoSpec {
+        IoSpec {
+            name: name.into(),
+            datatype,
+            shape: shape.to_vec(),
+        }
+    }
+
+    /// skl2onnx's inputs for a DataFrame: one per column, `[n, 1]` (here also a 1-D
+    /// one, `[n]`).
+    fn three_inputs() -> Vec<IoSpec> {
+        vec![
+            spec("city", DataType::Bytes, &[-1, 1]),
+            spec("size", DataType::F32, &[-1, 1]),
+            spec("age", DataType::I64, &[-1]),
+        ]
+    }
+
+    #[test]
+    fn dataframe_columns_named_after_inputs_are_n_by_1_columns() {
+        let inputs = three_inputs();
+        let sig = Signature {
+            inputs: &inputs,
+            columns: None,
+        };
+        let body = json!({"dataframe_split": {
+            "columns": ["city", "size", "age"],
+            "data": [["paris", 1.5, 3], ["rome", null, 4], ["oslo", 2.0, 5]]
+        }});
+        let (tensors, frame) =
+            parse_request(&sig, "application/json", body.to_string().as_bytes()).unwrap();
+        assert!(frame);
+        let shapes: Vec<(&str, Vec<usize>)> = tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.clone()))
+            .collect();
+        assert_eq!(
+            shapes,
+            [("city", vec![3, 1]), ("size", vec![3, 1]), ("age", vec![3])]
+        );
+        // A missing value is NaN, as pandas reads it.
+        match &tensors[1].data {
+            TensorData::F32(v) => assert!(v[1].is_nan() && v[0] == 1.5, "{v:?}"),
+            other => panic!("size is {}", other.datatype()),
+        }
+        // The same table as CSV, and a one-row DataFrame: [1, 1], not [1, n].
+        let csv = "city,size,age\nparis,1.5,3\n";
+        let (tensors, frame) = parse_request(&sig, "text/csv", csv.as_bytes()).unwrap();
+        assert!(frame);
+        assert_eq!(tensors[0].shape, [1, 1]);
+        assert_eq!(tensors[1].shape, [1, 1]);
+        assert_eq!(tensors[2].shape, [1]);
+    }
+
+    #[test]
+    fn a_dataframe_input_example_checks_as_n_by_1_columns() {
+        // What MLflow saves for `input_example=df[:2]`.
+        let example = json!({"columns": ["city", "size", "age"],
+            "data": [["paris", 1.5, 3], ["rome", 2.5, 4]]});
+        let inputs = three_inputs();
+        let sig = Signature {
+            inputs: &inputs,
+            columns: None,
+        };
+        let tensors = example_tensors(&sig, &example).unwrap();
+        assert_eq!(tensors[0].shape, [2, 1]);
+        assert_eq!(tensors[2].shape, [2]);
+        // A dict of arrays (MLflow's form for a dict example) reads the same.
+        let example = json!({"city": [["paris"], ["rome"]], "size": [[1.5], [2.5]], "age": [3, 4]});
+        let tensors = example_tensors(&sig, &example).unwrap();
+        assert_eq!(tensors[0].shape, [2, 1]);
+        assert_eq!(tensors[1].shape, [2, 1]);
+    }
+
+    #[test]
+    fn records_give_each_row_its_outputs_with_n_by_1_flattened() {
+        let label = Tensor::new("label", vec![2], TensorData::I64(vec![1, 0])).unwrap();
+        let probs = Tensor::new(
+            "probabilities",
+            vec![2, 2],
+            TensorData::F32(vec![0.25, 0.75, 0.5, 0.5]),
+        )
+        .unwrap();
+        let variable =
+            Tensor::new("variable", vec![2, 1], TensorData::F32(vec![1.5, 2.5])).unwrap();
+        let outputs = [label, probs, variable];
+        let records = serde_json::to_value(Records(&outputs)).unwrap();
+        assert_eq!(
+            records,
+            json!([
+                {"label": 1, "probabilities": [0.25, 0.75], "variable": 1.5},
+                {"label": 0, "probabilities": [0.5, 0.5], "variable": 2.5}
+            ])
+        );
+        let named = serde_json::to_value(NamedOutputs(&outputs[2..])).unwrap();
+        assert_eq!(named, json!({"variable": [[1.5], [2.5]]}));
+    }
 
     #[test]
     fn csv_fields_follow_rfc_4180_quoting() {
