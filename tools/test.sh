@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The test command: everything a fresh machine needs, then every test.
 #   - fetches the pinned ONNX Runtime library (tools/fetch-onnxruntime.sh)
-#   - creates a venv with a pinned MLflow (tools/mlflow-venv.sh) for the registry tests,
-#     which run a real MLflow tracking server on loopback
+#   - creates a venv with a pinned MLflow 3.x (tools/mlflow-venv.sh) for the registry
+#     tests, which run a real MLflow tracking server on loopback, and a second one with
+#     MLflow 2.x (tools/mlflow2-venv.sh): the MLflow test binaries run against both
 #   - installs kubectl and Prometheus from Debian packages if missing (tools/debian-tools.sh)
 #   - runs the Rust tests (unit + integration: the real hoist-server binary on loopback,
 #     every example model on both runtimes; the embedded registry and the hoist CLI)
 #   - runs the external-client tests (tritonclient, MLflow scoring bodies) in a venv
+#   - runs the differential conformance suite: hoist-server beside `mlflow models serve`
+#     for every example model, the same bodies to both (tests/conformance/run.sh)
 #   - runs Schemathesis against the daemon API of a real `hoist up` (tests/api/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +21,8 @@ echo "== ONNX Runtime: $ORT_DYLIB_PATH"
 echo "== MLflow venv (a real MLflow server for crates/registry/tests/mlflow.rs)"
 HOIST_MLFLOW_PYTHON="${HOIST_MLFLOW_PYTHON:-$(bash tools/mlflow-venv.sh | tail -n 1)}"
 export HOIST_MLFLOW_PYTHON
+echo "== MLflow 2.x venv (the same MLflow tests, against a 2.x server)"
+HOIST_MLFLOW2_PYTHON="${HOIST_MLFLOW2_PYTHON:-$(bash tools/mlflow2-venv.sh | tail -n 1)}"
 
 echo "== kubectl and Prometheus (Debian packages; the Kubernetes tests parse manifests offline and query a real Prometheus)"
 bash tools/debian-tools.sh
@@ -35,9 +40,15 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+echo "== the MLflow tests again, against MLflow 2.x ($HOIST_MLFLOW2_PYTHON)"
+HOIST_MLFLOW_PYTHON="$HOIST_MLFLOW2_PYTHON" \
+  cargo test --locked --no-fail-fast -p hoist-registry -p hoist-cli --test mlflow
 
 echo "== external clients (tritonclient, MLflow scoring bodies)"
 HOIST_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist-server" bash tests/clients/run.sh
+
+echo "== conformance: hoist-server against mlflow models serve, the same bodies to both"
+HOIST_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist-server" bash tests/conformance/run.sh  # HOIST_MLFLOW_PYTHON: the 3.x venv
 
 echo "== daemon API under Schemathesis (a real hoist up, with and without the token)"
 bash tests/api/run.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist"

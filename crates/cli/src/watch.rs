@@ -97,6 +97,10 @@ pub(crate) fn run(ctx: &Context<'_>, args: WatchArgs, out: &mut dyn Write) -> Re
             (r.id(), Box::new(ChangeLogPoller::new(r)) as Box<dyn Poll>)
         }
         Opened::Mlflow(r) => {
+            // A server without webhooks (MLflow 2.x) would never deliver: say so now.
+            if args.webhook_listen.is_some() {
+                r.require_webhooks()?;
+            }
             let r: Arc<dyn Registry> = Arc::new(r);
             let config = PollConfig {
                 interval,

@@ -9,6 +9,10 @@
 //! `hoist mlflow connect` delivering an alias move set with the Python client to
 //! `hoist watch --webhook-listen`, and `hoist watch` polling alone.
 //!
+//! The same tests run against MLflow 2.x too (tools/test.sh runs this binary again with
+//! `HOIST_MLFLOW_PYTHON` pointing into `.venv-mlflow2`); 2.x has no webhooks, so there
+//! `hoist mlflow connect` must fail at once with a message naming the server's version.
+//!
 //! Without the venv these tests FAIL (they do not skip): run `bash tools/mlflow-venv.sh`.
 
 use std::io::{BufRead, BufReader, Read};
@@ -377,9 +381,67 @@ fn connect(tmp: &Path, port: u16) -> Value {
     )
 }
 
+/// On a server without webhooks (MLflow 2.x): `hoist mlflow connect` fails at once,
+/// saying the server's version has no webhooks API and to poll instead. False then.
+fn webhooks_or_refused(tmp: &Path) -> bool {
+    if mlflow().has_webhooks() {
+        return true;
+    }
+    let hook_url = format!("http://127.0.0.1:{}/webhook", free_port());
+    let out = hoist(
+        tmp,
+        &["mlflow", "connect", "--url", &hook_url, "--secret", SECRET],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "connect succeeded on MLflow {}",
+        mlflow().version
+    );
+    assert!(
+        stderr.contains("has no webhooks API") && stderr.contains(&mlflow().version),
+        "{stderr}"
+    );
+    println!(
+        "MLflow {}: `hoist mlflow connect` refused: {stderr}",
+        mlflow().version
+    );
+    // `hoist watch --webhook-listen` would wait for deliveries that never come: refused.
+    let secret_file = tmp.join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = hoist(
+        tmp,
+        &[
+            "watch",
+            "--webhook-listen",
+            &listen,
+            "--webhook-secret-file",
+            secret_file.to_str().unwrap(),
+            "--max-events",
+            "1",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "watch --webhook-listen ran on MLflow {}",
+        mlflow().version
+    );
+    assert!(stderr.contains("has no webhooks API"), "{stderr}");
+    false
+}
+
 #[test]
 fn mlflow_connect_makes_a_webhook_for_alias_moves() {
     let tmp = Scratch::new("cli-mlflow-connect");
+    if !webhooks_or_refused(&tmp) {
+        return;
+    }
     let created = connect(&tmp, free_port());
     let hook_id = created["webhook_id"].as_str().unwrap();
     assert!(!hook_id.is_empty(), "{created}");
@@ -396,6 +458,9 @@ fn mlflow_connect_makes_a_webhook_for_alias_moves() {
 fn watch_hears_an_alias_move_through_the_webhook_hoist_connected() {
     let model = model("hoist_cli_e2e_webhook", "1");
     let tmp = Scratch::new("cli-mlflow-watch-webhook");
+    if !webhooks_or_refused(&tmp) {
+        return;
+    }
     let port = free_port();
     connect(&tmp, port);
     let secret_file = tmp.join("secret");

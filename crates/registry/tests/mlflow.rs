@@ -10,6 +10,12 @@
 //! [`MlflowRegistry::register`]; a webhook created with the real client delivers to
 //! hoist's receiver, and the poller and the de-duplicator see the same promotion.
 //!
+//! The same tests run against MLflow 2.x (`HOIST_MLFLOW_PYTHON` set to the python of
+//! `.venv-mlflow2`, made by `tools/mlflow2-venv.sh`; tools/test.sh runs this binary
+//! once per version): aliases, stages, tags, fetches and registration alike; 2.x has no
+//! webhooks, so there the webhook tests check that hoist refuses to create one, naming
+//! the server's version, and the triggers run on the poller alone.
+//!
 //! Without the venv these tests FAIL (they do not skip): run `bash tools/mlflow-venv.sh`.
 
 use std::collections::BTreeMap;
@@ -91,6 +97,41 @@ fn alone() -> RwLockWriteGuard<'static, ()> {
 enum Turn {
     Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
     Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
+/// On a server without the webhooks API (MLflow 2.x), hoist refuses to create one at
+/// once, with a message naming the server's version and what to do instead.
+fn assert_webhooks_refused(hoist: &MlflowRegistry) {
+    let err = hoist
+        .create_webhook(
+            "hoist_e2e_no_webhooks",
+            "http://127.0.0.1:9/webhook",
+            SECRET,
+            &["model_version_tag.set"],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has no webhooks API")
+            && err.contains(&mlflow().version)
+            && err.contains("polling"),
+        "{err}"
+    );
+}
+
+/// True when the server has webhooks; else checks they are refused (see
+/// [`assert_webhooks_refused`]) and says so, for the webhook tests to end there.
+fn webhooks_or_refused() -> bool {
+    if mlflow().has_webhooks() {
+        return true;
+    }
+    let tmp = Scratch::new("mlflow-no-webhooks");
+    assert_webhooks_refused(&registry(&tmp));
+    println!(
+        "MLflow {}: no webhooks API; hoist refuses to create one (checked)",
+        mlflow().version
+    );
+    false
 }
 
 fn rest_get(path_and_query: &str) -> Value {
@@ -451,20 +492,28 @@ impl Triggers {
             },
         ));
 
-        // A webhook made with the real client (aliases) and one made by hoist (tags).
-        let made = mlflow().client().call(
-            json!({"op": "webhook", "name": format!("{model}-aliases"), "url": hook_url,
-            "events": ["model_version_alias.created"], "secret": SECRET}),
-        );
-        let alias_hook = made["id"].as_str().unwrap().to_string();
-        let hook_id = hoist
-            .create_webhook(
-                &format!("{model}-tags"),
-                &hook_url,
-                SECRET,
-                &["model_version_tag.set"],
-            )
-            .unwrap();
+        // A webhook made with the real client (aliases) and one made by hoist (tags);
+        // on a server without webhooks (MLflow 2.x), the poller alone.
+        let mut hook_ids = Vec::new();
+        if mlflow().has_webhooks() {
+            let made = mlflow().client().call(
+                json!({"op": "webhook", "name": format!("{model}-aliases"), "url": hook_url,
+                "events": ["model_version_alias.created"], "secret": SECRET}),
+            );
+            hook_ids.push(made["id"].as_str().unwrap().to_string());
+            hook_ids.push(
+                hoist
+                    .create_webhook(
+                        &format!("{model}-tags"),
+                        &hook_url,
+                        SECRET,
+                        &["model_version_tag.set"],
+                    )
+                    .unwrap(),
+            );
+        } else {
+            assert_webhooks_refused(&hoist);
+        }
 
         let poll_registry: Arc<dyn Registry> =
             Arc::new(MlflowRegistry::new(&mlflow().uri).unwrap());
@@ -487,7 +536,7 @@ impl Triggers {
             tap,
             out_rx,
             poll_interval,
-            hook_ids: vec![alias_hook, hook_id],
+            hook_ids,
             poller: Some(poller),
             stop_tx: Some(stop_tx),
             receiver: Some(receiver),
@@ -577,6 +626,9 @@ impl Drop for Triggers {
 
 #[test]
 fn a_webhook_hoist_creates_is_listed_by_mlflow() {
+    if !webhooks_or_refused() {
+        return;
+    }
     let t = Triggers::start("hoist_e2e_hook_listed", false);
     let listed = rest_get("webhooks");
     assert!(
@@ -591,6 +643,9 @@ fn a_webhook_hoist_creates_is_listed_by_mlflow() {
 
 #[test]
 fn one_alias_move_is_one_webhook_event_one_polled_event_and_one_event_after_dedupe() {
+    if !webhooks_or_refused() {
+        return;
+    }
     let mut t = Triggers::start("hoist_e2e_promotion", true);
     let t0 = t.first_promotion();
     let poll_seen = wait_for(
@@ -632,6 +687,9 @@ fn one_alias_move_is_one_webhook_event_one_polled_event_and_one_event_after_dedu
 
 #[test]
 fn alias_moves_back_and_forth_each_reach_the_subscriber_once() {
+    if !webhooks_or_refused() {
+        return;
+    }
     let mut t = Triggers::start("hoist_e2e_moves", true);
     t.first_promotion();
     wait_until(
@@ -684,6 +742,9 @@ fn alias_moves_back_and_forth_each_reach_the_subscriber_once() {
 
 #[test]
 fn the_webhook_hoist_created_delivers_tag_events() {
+    if !webhooks_or_refused() {
+        return;
+    }
     let t = Triggers::start("hoist_e2e_tag_events", false);
     t.first_promotion();
     let before_tag = unix_now();

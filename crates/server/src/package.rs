@@ -26,6 +26,9 @@ pub struct Package {
     pub input_example: Option<Value>,
     /// Column names of a column-based MLflow signature, used for dataframe inputs.
     pub columns: Option<Vec<String>>,
+    /// The MLflow signature's inputs are tensor specs: MLflow then turns every request
+    /// into tensors, so a dataframe request is answered like any other (not as records).
+    pub tensor_signature: bool,
     /// Class names, from `metadata.hoist.labels` in `MLmodel`.
     pub labels: Option<Vec<String>>,
     /// Image preprocessing, from `metadata.hoist.image` in `MLmodel`.
@@ -119,6 +122,7 @@ impl Package {
             digest: digest_path(path)?,
             input_example: None,
             columns: None,
+            tensor_signature: false,
             labels: None,
             image: None,
         };
@@ -192,6 +196,7 @@ impl Package {
             let column_based = specs
                 .iter()
                 .all(|s| s.get("type").and_then(Value::as_str) != Some("tensor"));
+            self.tensor_signature = !specs.is_empty() && !column_based;
             if column_based {
                 let names: Option<Vec<String>> = specs
                     .iter()

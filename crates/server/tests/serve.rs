@@ -915,7 +915,8 @@ fn a_regressors_answers_are_counted_by_bin_with_prediction_bins() {
     );
     let (status, resp) = s.post_json("/invocations", &json!({ "inputs": rows }));
     assert_eq!(status, 200, "{resp}");
-    let got: Vec<f64> = resp["predictions"]
+    // One output, answered as MLflow's onnx flavor does: an object keyed by its name.
+    let got: Vec<f64> = resp["predictions"]["variable"]
         .as_array()
         .unwrap()
         .iter()

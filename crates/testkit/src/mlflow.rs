@@ -157,6 +157,8 @@ pub struct SharedMlflow {
     pub py: PathBuf,
     /// The server's data directory (removed when the test process exits).
     pub dir: PathBuf,
+    /// The MLflow version of server and client (one venv), e.g. `3.17.2`.
+    pub version: String,
     log: PathBuf,
     server: Mutex<Option<MlflowServer>>,
     client: Mutex<Option<PyClient>>,
@@ -171,6 +173,26 @@ impl SharedMlflow {
     /// The last lines of the server's log, for failure messages.
     pub fn log_tail(&self) -> String {
         tail(&self.log)
+    }
+
+    /// The MLflow major version (2 or 3): tests check what a 2.x server cannot do
+    /// (webhooks) is refused instead of running it.
+    pub fn major(&self) -> u32 {
+        self.version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether this server has the webhooks API (MLflow 3.3 and later).
+    pub fn has_webhooks(&self) -> bool {
+        let mut parts = self
+            .version
+            .split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= (3, 3)
     }
 
     /// Stops the client and the server and waits for them (from the exit hook).
@@ -226,7 +248,9 @@ pub fn mlflow() -> &'static SharedMlflow {
         // The client imports MLflow while the server starts.
         let mut client = PyClient::spawn(&py, &dir, &uri);
         let server = MlflowServer::spawn(&py, &dir, port, true);
-        client.read_reply();
+        let hello = client.read_reply();
+        let version = hello["version"].as_str().unwrap_or_default().to_string();
+        println!("mlflow {version} at {}", server.uri);
         // SAFETY: registers a plain function with no arguments; it only touches SHARED.
         unsafe {
             atexit(stop_shared);
@@ -236,6 +260,7 @@ pub fn mlflow() -> &'static SharedMlflow {
             log: server.log.clone(),
             py,
             dir,
+            version,
             server: Mutex::new(Some(server)),
             client: Mutex::new(Some(client)),
         }
@@ -265,7 +290,9 @@ import mlflow, onnx
 from mlflow import MlflowClient
 c = MlflowClient()
 logged = {}
-reply(ok=True)
+# MLflow 3 names a logged model `name`; 2.x calls it `artifact_path`.
+MODEL_ARG = "name" if int(mlflow.__version__.split(".")[0]) >= 3 else "artifact_path"
+reply(ok=True, version=mlflow.__version__)
 for line in sys.stdin:
     cmd = json.loads(line)
     op = cmd["op"]
@@ -280,7 +307,7 @@ for line in sys.stdin:
                 if src is None:
                     model = onnx.load(cmd["path"])
                     with mlflow.start_run():
-                        info = mlflow.onnx.log_model(model, name="model", registered_model_name=cmd["name"])
+                        info = mlflow.onnx.log_model(model, registered_model_name=cmd["name"], **{MODEL_ARG: "model"})
                     logged[cmd["path"]] = info.model_uri
                     versions.append(str(info.registered_model_version))
                 else:

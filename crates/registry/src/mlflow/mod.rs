@@ -280,8 +280,8 @@ impl MlflowRegistry {
             evs.push(json!({"entity": entity.to_uppercase(), "action": action.to_uppercase()}));
         }
         let body = json!({"name": name, "url": url, "events": evs, "secret": secret});
-        let v = self.call("POST", "webhooks", &[], Some(&body), &|m| {
-            Error::Invalid(format!("webhook: {m}"))
+        let v = self.call("POST", "webhooks", &[], Some(&body), &|_| {
+            self.no_webhooks()
         })?;
         v["webhook"]["webhook_id"]
             .as_str()
@@ -295,6 +295,54 @@ impl MlflowRegistry {
             Error::Invalid(format!("webhook {id}: {m}"))
         })
         .map(drop)
+    }
+
+    /// The server's MLflow version, as its `GET /version` answers it (e.g. `2.22.5`).
+    pub fn server_version(&self) -> Result<String> {
+        let url = format!("{}/version", self.base);
+        let resp = self
+            .authed(self.http.get(&url))
+            .send()
+            .map_err(|e| self.unreachable(&url, &e))?;
+        let status = resp.status();
+        let text = resp.text().map_err(|e| self.unreachable(&url, &e))?;
+        if !status.is_success() {
+            return Err(self.remote_error(&url, status.as_u16(), &text, &|m| {
+                Error::Invalid(format!("GET /version: {m}"))
+            }));
+        }
+        Ok(text.trim().to_string())
+    }
+
+    /// Fails (with the reason and the server's version) when the server has no webhooks
+    /// API: MLflow before 3.3. A version that cannot be read or parsed passes (a proxy
+    /// may hide `/version`); creating a webhook then fails with the same message.
+    pub fn require_webhooks(&self) -> Result<()> {
+        let Ok(version) = self.server_version() else {
+            return Ok(());
+        };
+        let mut parts = version.split('.').map(|p| p.parse::<u32>());
+        match (parts.next(), parts.next()) {
+            (Some(Ok(major)), Some(Ok(minor))) if (major, minor) < (3, 3) => {
+                Err(self.no_webhooks())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The error for a server without the webhooks API (MLflow before 3.3 answers
+    /// `POST webhooks` with a bare 404): says which version it is and what to do.
+    fn no_webhooks(&self) -> Error {
+        let version = self
+            .server_version()
+            .map(|v| format!("version {v}"))
+            .unwrap_or_else(|_| "its version unknown".into());
+        Error::Invalid(format!(
+            "the MLflow server at {} ({version}) has no webhooks API: webhooks need \
+             MLflow 3.3 or newer. Watch it by polling instead (`hoist watch` without \
+             --webhook-listen), or upgrade the server",
+            self.base
+        ))
     }
 
     /// Waits until `name`/`version` is `READY` (bounded by the ready timeout).

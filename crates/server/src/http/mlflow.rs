@@ -3,8 +3,12 @@
 //! optional `params`) or `text/csv`, answering `{"predictions": ...}`; `GET /ping`,
 //! `GET /version`. Errors are `{"error_code", "message"}` as MLflow sends them.
 //!
-//! Answers are what MLflow's onnx flavor gives, whatever the request's style:
-//! `{"predictions": {output: [...], ...}}`, or the bare array for a one-output model.
+//! Answers are what MLflow's onnx flavor gives (checked against `mlflow models serve`
+//! by tests/conformance): `{"predictions": {output: [...], ...}}`, one entry per output
+//! even for a one-output model; but a dataframe request (`dataframe_split`,
+//! `dataframe_records`, CSV) to a model without a tensor signature is answered as
+//! pandas records, `{"predictions": [{output: value, ...}, ...]}`, one per row, as the
+//! flavor returns a DataFrame for a DataFrame. docs/mlflow.md lists the differences.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -79,7 +83,7 @@ pub async fn invocations(
         .to_ascii_lowercase();
     let parsed = match content_type.as_str() {
         "text/csv" | "application/json" | "" => {
-            parse_body(&Signature::of(&model), &content_type, &body)
+            parse_request(&Signature::of(&model), &content_type, &body)
         }
         other => {
             return mlflow_error(
@@ -90,12 +94,15 @@ pub async fn invocations(
             );
         }
     };
-    let inputs = match parsed {
+    let (inputs, frame) = match parsed {
         Ok(x) => x,
         Err(msg) => return mlflow_error(StatusCode::BAD_REQUEST, &msg),
     };
+    // MLflow's onnx flavor answers a DataFrame with a DataFrame (records), unless a
+    // tensor signature made the request tensors first.
+    let records = frame && !model.package.tensor_signature;
     match model.infer(inputs).await {
-        Ok(outputs) => predictions_response(&model, &outputs),
+        Ok(outputs) => predictions_response(&model, &outputs, records),
         Err(e) => mlflow_error(infer_status(&e), &e.to_string()),
     }
 }
@@ -120,15 +127,31 @@ impl<'a> Signature<'a> {
 /// The tensors an MLflow request body stands for, by content type (`text/csv`, else
 /// JSON), before they are checked against the model's shapes.
 pub fn parse_body(sig: &Signature, content_type: &str, body: &[u8]) -> Result<Vec<Tensor>, String> {
+    parse_request(sig, content_type, body).map(|(tensors, _)| tensors)
+}
+
+/// [`parse_body`], and whether the body was a dataframe (`dataframe_split`,
+/// `dataframe_records` or CSV), which MLflow answers as records.
+fn parse_request(
+    sig: &Signature,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(Vec<Tensor>, bool), String> {
     if content_type == "text/csv" {
         return std::str::from_utf8(body)
             .map_err(|_| "CSV body is not UTF-8".to_string())
-            .and_then(|text| csv_inputs(sig, text).map_err(|e| e.0));
+            .and_then(|text| csv_inputs(sig, text).map_err(|e| e.0))
+            .map(|t| (t, true));
     }
     match fast_tensor_body(sig, body) {
-        Some(parsed) => parsed.map_err(|e| e.0),
+        Some(parsed) => parsed.map(|t| (t, false)).map_err(|e| e.0),
         None => match serde_json::from_slice::<Value>(body) {
-            Ok(v) => json_inputs(sig, &v).map_err(|e| e.0),
+            Ok(v) => {
+                let frame = ["dataframe_split", "dataframe_records"]
+                    .iter()
+                    .any(|k| v.get(k).is_some());
+                json_inputs(sig, &v).map(|t| (t, frame)).map_err(|e| e.0)
+            }
             Err(e) => Err(format!("Invalid input. The body is not valid JSON: {e}")),
         },
     }
@@ -136,7 +159,13 @@ pub fn parse_body(sig: &Signature, content_type: &str, body: &[u8]) -> Result<Ve
 
 /// The tensors an MLflow input example stands for (used to check a model at load).
 pub fn example_inputs(model: &Model, example: &Value) -> Result<Vec<Tensor>, InferError> {
-    let model = &Signature::of(model);
+    Ok(example_tensors(&Signature::of(model), example)?)
+}
+
+/// The tensors an input example stands for, by the shape MLflow saved it in: a
+/// DataFrame (`{columns, data}`), a serving body, a dict of arrays by input name, or an
+/// array.
+fn example_tensors(model: &Signature, example: &Value) -> Result<Vec<Tensor>, TensorError> {
     let inputs = match example {
         Value::Object(o) if o.contains_key("columns") && o.contains_key("data") => {
             dataframe_split(model, example)?
@@ -417,13 +446,21 @@ fn frame_inputs(
         .enumerate()
         .map(|(i, name)| {
             let spec = spec_for(model, name)?;
-            let column = Value::Array(rows.iter().map(|r| r[i].clone()).collect());
-            let mut t = tensor_for(spec, &column)?;
-            // A column [n] for an input [-1, 1].
-            if spec.shape.len() == 2 && t.shape.len() == 1 {
-                t.shape.push(1);
+            if rows.iter().all(|r| !r[i].is_array()) {
+                // A column of scalars is the input's n rows: [n, 1] for an input of
+                // rank 2 (what skl2onnx gives each DataFrame column), [n] for rank 1.
+                let cells: Vec<&Value> = rows.iter().map(|r| &r[i]).collect();
+                let data = TensorData::from_json_scalars(spec.datatype, &cells)
+                    .map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
+                let shape = match spec.shape.len() {
+                    1 => vec![rows.len()],
+                    _ => vec![rows.len(), 1],
+                };
+                return Tensor::new(spec.name.clone(), shape, data);
             }
-            Ok(t)
+            // Cells holding arrays: each cell is one row of the input.
+            let column = Value::Array(rows.iter().map(|r| r[i].clone()).collect());
+            tensor_for(spec, &column)
         })
         .collect()
 }
@@ -486,9 +523,9 @@ fn csv_fields(line: &str, index: usize) -> Result<Vec<String>, TensorError> {
     Ok(fields)
 }
 
-/// `{"predictions": ...}`: the bare array for a one-output model, else an object of
-/// outputs by name (what MLflow's onnx flavor answers). Serialized straight from the
-/// tensors.
+/// `{"predictions": ...}`: an object of outputs by name (what MLflow's onnx flavor
+/// answers for tensors), or records (what it answers for a DataFrame). Serialized
+/// straight from the tensors.
 #[derive(serde::Serialize)]
 struct Predictions<'a> {
     predictions: PredictionsBody<'a>,
@@ -497,8 +534,84 @@ struct Predictions<'a> {
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 enum PredictionsBody<'a> {
-    One(OutputSer<'a>),
     Named(NamedOutputs<'a>),
+    Records(Records<'a>),
+}
+
+/// The outputs of one answer, each with its class labels when it was a `ZipMap`.
+struct Outputs<'a> {
+    tensors: &'a [Tensor],
+    labels: Vec<Option<&'a ClassLabels>>,
+}
+
+impl<'a> Outputs<'a> {
+    fn of(model: &'a Model, tensors: &'a [Tensor]) -> Self {
+        Outputs {
+            tensors,
+            labels: tensors.iter().map(|t| model.class_labels(&t.name)).collect(),
+        }
+    }
+
+    fn each(&self) -> impl Iterator<Item = OutputSer<'_>> {
+        self.tensors
+            .iter()
+            .zip(&self.labels)
+            .map(|(tensor, labels)| OutputSer {
+                tensor,
+                labels: *labels,
+            })
+    }
+}
+
+/// `{output: [...], ...}`, what MLflow's onnx flavor answers for tensors.
+struct NamedOutputs<'a>(Outputs<'a>);
+
+impl serde::Serialize for NamedOutputs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.tensors.len()))?;
+        for o in self.0.each() {
+            map.serialize_entry(&o.tensor.name, &o)?;
+        }
+        map.end()
+    }
+}
+
+/// pandas' `orient="records"`: one object per row, each output's value for that row
+/// (a scalar where the row holds one value, as MLflow flattens `[n, 1]` outputs; a
+/// `ZipMap` output's map of label → probability).
+struct Records<'a>(Outputs<'a>);
+
+impl serde::Serialize for Records<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Row<'a>(&'a Outputs<'a>, usize);
+        impl serde::Serialize for Row<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(self.0.tensors.len()))?;
+                for o in self.0.each() {
+                    if let (Some(labels), TensorData::F32(v)) = (o.labels, &o.tensor.data) {
+                        let k = labels.len().max(1);
+                        let row = v.chunks(k).nth(self.1).unwrap_or(&[]);
+                        map.serialize_entry(&o.tensor.name, &ZipMapRow { labels, row })?;
+                        continue;
+                    }
+                    let v = match o.tensor.row_json(self.1) {
+                        Value::Array(mut one) if one.len() == 1 => one.pop().unwrap_or_default(),
+                        v => v,
+                    };
+                    map.serialize_entry(&o.tensor.name, &v)?;
+                }
+                map.end()
+            }
+        }
+        let rows = self.0.tensors.iter().map(Tensor::rows).max().unwrap_or(0);
+        let mut seq = s.serialize_seq(Some(rows))?;
+        for i in 0..rows {
+            seq.serialize_element(&Row(&self.0, i))?;
+        }
+        seq.end()
+    }
 }
 
 /// One output as MLflow answers it: nested arrays, or for a `ZipMap` output one map
@@ -550,23 +663,12 @@ impl serde::Serialize for ZipMapRow<'_> {
     }
 }
 
-struct NamedOutputs<'a>(&'a Model, &'a [Tensor]);
-
-impl serde::Serialize for NamedOutputs<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(self.1.len()))?;
-        for t in self.1 {
-            map.serialize_entry(&t.name, &OutputSer::of(self.0, t))?;
-        }
-        map.end()
-    }
-}
-
-fn predictions_response(model: &Model, outputs: &[Tensor]) -> Response {
-    let predictions = match outputs {
-        [one] => PredictionsBody::One(OutputSer::of(model, one)),
-        many => PredictionsBody::Named(NamedOutputs(model, many)),
+fn predictions_response(model: &Model, outputs: &[Tensor], records: bool) -> Response {
+    let outputs = Outputs::of(model, outputs);
+    let predictions = if records {
+        PredictionsBody::Records(Records(outputs))
+    } else {
+        PredictionsBody::Named(NamedOutputs(outputs))
     };
     let body = serde_json::to_vec(&Predictions { predictions }).expect("responses serialize");
     (
@@ -582,6 +684,113 @@ fn predictions_response(model: &Model, outputs: &[Tensor]) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::DataType;
+
+    fn spec(name: &str, datatype: DataType, shape: &[i64]) -> IoSpec {
+        IoSpec {
+            name: name.into(),
+            datatype,
+            shape: shape.to_vec(),
+        }
+    }
+
+    /// skl2onnx's inputs for a DataFrame: one per column, `[n, 1]` (here also a 1-D
+    /// one, `[n]`).
+    fn three_inputs() -> Vec<IoSpec> {
+        vec![
+            spec("city", DataType::Bytes, &[-1, 1]),
+            spec("size", DataType::F32, &[-1, 1]),
+            spec("age", DataType::I64, &[-1]),
+        ]
+    }
+
+    #[test]
+    fn dataframe_columns_named_after_inputs_are_n_by_1_columns() {
+        let inputs = three_inputs();
+        let sig = Signature {
+            inputs: &inputs,
+            columns: None,
+        };
+        let body = json!({"dataframe_split": {
+            "columns": ["city", "size", "age"],
+            "data": [["paris", 1.5, 3], ["rome", null, 4], ["oslo", 2.0, 5]]
+        }});
+        let (tensors, frame) =
+            parse_request(&sig, "application/json", body.to_string().as_bytes()).unwrap();
+        assert!(frame);
+        let shapes: Vec<(&str, Vec<usize>)> = tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.clone()))
+            .collect();
+        assert_eq!(
+            shapes,
+            [("city", vec![3, 1]), ("size", vec![3, 1]), ("age", vec![3])]
+        );
+        // A missing value is NaN, as pandas reads it.
+        match &tensors[1].data {
+            TensorData::F32(v) => assert!(v[1].is_nan() && v[0] == 1.5, "{v:?}"),
+            other => panic!("size is {}", other.datatype()),
+        }
+        // The same table as CSV, and a one-row DataFrame: [1, 1], not [1, n].
+        let csv = "city,size,age\nparis,1.5,3\n";
+        let (tensors, frame) = parse_request(&sig, "text/csv", csv.as_bytes()).unwrap();
+        assert!(frame);
+        assert_eq!(tensors[0].shape, [1, 1]);
+        assert_eq!(tensors[1].shape, [1, 1]);
+        assert_eq!(tensors[2].shape, [1]);
+    }
+
+    #[test]
+    fn a_dataframe_input_example_checks_as_n_by_1_columns() {
+        // What MLflow saves for `input_example=df[:2]`.
+        let example = json!({"columns": ["city", "size", "age"],
+            "data": [["paris", 1.5, 3], ["rome", 2.5, 4]]});
+        let inputs = three_inputs();
+        let sig = Signature {
+            inputs: &inputs,
+            columns: None,
+        };
+        let tensors = example_tensors(&sig, &example).unwrap();
+        assert_eq!(tensors[0].shape, [2, 1]);
+        assert_eq!(tensors[2].shape, [2]);
+        // A dict of arrays (MLflow's form for a dict example) reads the same.
+        let example = json!({"city": [["paris"], ["rome"]], "size": [[1.5], [2.5]], "age": [3, 4]});
+        let tensors = example_tensors(&sig, &example).unwrap();
+        assert_eq!(tensors[0].shape, [2, 1]);
+        assert_eq!(tensors[1].shape, [2, 1]);
+    }
+
+    #[test]
+    fn records_give_each_row_its_outputs_with_n_by_1_flattened() {
+        let label = Tensor::new("label", vec![2], TensorData::I64(vec![1, 0])).unwrap();
+        let probs = Tensor::new(
+            "probabilities",
+            vec![2, 2],
+            TensorData::F32(vec![0.25, 0.75, 0.5, 0.5]),
+        )
+        .unwrap();
+        let variable =
+            Tensor::new("variable", vec![2, 1], TensorData::F32(vec![1.5, 2.5])).unwrap();
+        let outputs = [label, probs, variable];
+        let all = |tensors| Outputs {
+            tensors,
+            labels: vec![None; 3],
+        };
+        let records = serde_json::to_value(Records(all(&outputs))).unwrap();
+        assert_eq!(
+            records,
+            json!([
+                {"label": 1, "probabilities": [0.25, 0.75], "variable": 1.5},
+                {"label": 0, "probabilities": [0.5, 0.5], "variable": 2.5}
+            ])
+        );
+        let named = serde_json::to_value(NamedOutputs(Outputs {
+            tensors: &outputs[2..],
+            labels: vec![None],
+        }))
+        .unwrap();
+        assert_eq!(named, json!({"variable": [[1.5], [2.5]]}));
+    }
 
     #[test]
     fn csv_fields_follow_rfc_4180_quoting() {
