@@ -548,7 +548,10 @@ impl<'a> Outputs<'a> {
     fn of(model: &'a Model, tensors: &'a [Tensor]) -> Self {
         Outputs {
             tensors,
-            labels: tensors.iter().map(|t| model.class_labels(&t.name)).collect(),
+            labels: tensors
+                .iter()
+                .map(|t| model.class_labels(&t.name))
+                .collect(),
         }
     }
 
