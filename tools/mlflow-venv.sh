@@ -10,7 +10,6 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-mlflow"
-python="${PYTHON:-python3}"
 
 reqs="mlflow==3.17.2
 numpy==2.4.6
@@ -20,27 +19,8 @@ scikit-learn==1.9.1
 scipy==1.17.1
 skl2onnx==1.20.0"
 
-if ! command -v "$python" >/dev/null 2>&1; then
-    echo "mlflow-venv: $python not found; install Python 3.11 (with venv) first" >&2
-    exit 1
-fi
-if [ ! -x "$venv/bin/python" ]; then
-    echo "mlflow-venv: creating $venv" >&2
-    "$python" -m venv "$venv" || {
-        echo "mlflow-venv: could not create a venv (on Debian: apt-get install python3-venv)" >&2
-        exit 1
-    }
-fi
-
-# Reinstall only when the pins changed since the last successful install.
-stamp="$venv/.requirements-mlflow.sha256"
-want="$(printf '%s\n' "$reqs" | sha256sum | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "mlflow-venv: installing mlflow 3.17.2 and the ONNX stack into $venv" >&2
-    # shellcheck disable=SC2086
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $reqs >&2
-    "$venv/bin/python" -c 'import mlflow, onnx, cryptography' >&2
-    echo "$want" > "$stamp"
-fi
+# shellcheck source=tools/venv-lib.sh
+. "$root/tools/venv-lib.sh"
+ensure_venv mlflow-venv "$venv" "$reqs" 'import mlflow, onnx, cryptography' "mlflow 3.17.2 and the ONNX stack"
 
 echo "$venv/bin/python"

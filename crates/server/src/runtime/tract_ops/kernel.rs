@@ -179,6 +179,21 @@ pub(super) fn only_input(
     Ok((inputs[0].0, inputs[0].1.to_vec()))
 }
 
+/// A classifier's output facts: one label per row, and `columns` f32 scores per row.
+pub(super) fn classifier_facts(
+    inputs: &[(DatumType, &[TDim])],
+    op: &str,
+    labels: &ClassLabels,
+    columns: usize,
+) -> TractResult<TVec<(DatumType, TVec<TDim>)>> {
+    let (_, shape) = only_input(inputs, op)?;
+    let (rows, _) = fact_rows(&shape, op)?;
+    Ok(tvec!(
+        (labels.datum_type(), tvec![rows.clone()]),
+        (f32::datum_type(), tvec![rows, columns.to_dim()])
+    ))
+}
+
 pub(super) fn f32_tensor(shape: &[usize], v: Vec<f32>) -> TractResult<TValue> {
     Ok(Tensor::from_shape(shape, &v)?.into_tvalue())
 }

@@ -58,10 +58,7 @@ pub(super) fn parse_linear_regressor(_ctx: &ParsingContext, node: &NodeProto) ->
         !coefficients.is_empty() && coefficients.len().is_multiple_of(targets),
         || format!("a multiple of targets ({targets})"),
     )?;
-    let post_transform = PostTransform::parse(
-        node.get_attr_opt::<&str>("post_transform")?
-            .unwrap_or("NONE"),
-    )?;
+    let post_transform = PostTransform::of(node)?;
     parsed(LinearRegressor {
         coefficients,
         intercepts,
@@ -130,10 +127,7 @@ pub(super) fn parse_linear_classifier(_ctx: &ParsingContext, node: &NodeProto) -
             labels.len()
         )
     })?;
-    let post_transform = PostTransform::parse(
-        node.get_attr_opt::<&str>("post_transform")?
-            .unwrap_or("NONE"),
-    )?;
+    let post_transform = PostTransform::of(node)?;
     parsed(LinearClassifier {
         coefficients,
         intercepts,
@@ -167,12 +161,7 @@ impl Kernel for LinearClassifier {
     }
 
     fn facts(&self, inputs: &[(DatumType, &[TDim])]) -> TractResult<TVec<(DatumType, TVec<TDim>)>> {
-        let (_, shape) = only_input(inputs, self.name())?;
-        let (rows, _) = fact_rows(&shape, self.name())?;
-        Ok(tvec!(
-            (self.labels.datum_type(), tvec![rows.clone()]),
-            (f32::datum_type(), tvec![rows, self.columns().to_dim()])
-        ))
+        classifier_facts(inputs, self.name(), &self.labels, self.columns())
     }
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {

@@ -87,6 +87,14 @@ pub(super) enum PostTransform {
 }
 
 impl PostTransform {
+    /// The node's `post_transform` attribute (`NONE` when absent).
+    pub(super) fn of(node: &NodeProto) -> TractResult<PostTransform> {
+        PostTransform::parse(
+            node.get_attr_opt::<&str>("post_transform")?
+                .unwrap_or("NONE"),
+        )
+    }
+
     pub(super) fn parse(s: &str) -> TractResult<PostTransform> {
         Ok(match s {
             "NONE" => PostTransform::None,

@@ -48,17 +48,8 @@ pub(super) fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractRes
     // With one class ORT switches to a single-score code path nobody emits.
     node.expect(n_classes >= 2, "at least two class labels")?;
 
-    let Forest {
-        nodes,
-        flags,
-        uniform,
-        roots,
-        weights,
-        max_feature,
-        ids_seen,
-        weights_all_positive,
-    } = build_forest(ctx, node, "class", n_classes)?;
-    let binary_case = n_classes == 2 && ids_seen == 1;
+    let forest = build_forest(ctx, node, "class", n_classes)?;
+    let binary_case = n_classes == 2 && forest.ids_seen == 1;
 
     let base_values = float_attr(ctx, node, "base_values")?.unwrap_or_default();
     // ORT 1.31's rule: none or one per class, and for two classes also just one.
@@ -68,25 +59,9 @@ pub(super) fn build_ensemble(ctx: &ParsingContext, node: &NodeProto) -> TractRes
         nb == 0 || nb == n_classes || (n_classes == 2 && nb == 1),
         || format!("0 or {n_classes} values, got {nb}"),
     )?;
-    let post_transform = PostTransform::parse(
-        node.get_attr_opt::<&str>("post_transform")?
-            .unwrap_or("NONE"),
-    )?;
+    let post_transform = PostTransform::of(node)?;
 
-    Ok(Ensemble {
-        nodes,
-        flags,
-        uniform,
-        roots,
-        weights,
-        max_feature,
-        labels,
-        base_values,
-        post_transform,
-        binary_case,
-        weights_all_positive,
-        ort_threads: ort_threads(),
-    })
+    Ok(forest.into_ensemble(labels, base_values, post_transform, binary_case))
 }
 
 /// The trees and leaf weights of a tree ensemble, laid out for evaluation.
@@ -100,6 +75,32 @@ pub(super) struct Forest {
     /// How many distinct output ids the listed weights name.
     pub(super) ids_seen: usize,
     pub(super) weights_all_positive: bool,
+}
+
+impl Forest {
+    /// The ensemble these trees make with the rest of the node's attributes.
+    pub(super) fn into_ensemble(
+        self,
+        labels: Labels,
+        base_values: Vec<f32>,
+        post_transform: PostTransform,
+        binary_case: bool,
+    ) -> Ensemble {
+        Ensemble {
+            nodes: self.nodes,
+            flags: self.flags,
+            uniform: self.uniform,
+            roots: self.roots,
+            weights: self.weights,
+            max_feature: self.max_feature,
+            labels,
+            base_values,
+            post_transform,
+            binary_case,
+            weights_all_positive: self.weights_all_positive,
+            ort_threads: ort_threads(),
+        }
+    }
 }
 
 /// Reads the `nodes_*` attributes and the `{prefix}_*` leaf weights (prefix

@@ -180,10 +180,7 @@ pub(super) fn parse_svm_classifier(_ctx: &ParsingContext, node: &NodeProto) -> P
         coefficients.len() / c
     };
     let weights_all_positive = coefficients.iter().all(|&w| w >= 0.0);
-    let post_transform = PostTransform::parse(
-        node.get_attr_opt::<&str>("post_transform")?
-            .unwrap_or("NONE"),
-    )?;
+    let post_transform = PostTransform::of(node)?;
     parsed(SvmClassifier {
         kernel,
         labels,
@@ -324,12 +321,7 @@ impl Kernel for SvmClassifier {
     }
 
     fn facts(&self, inputs: &[(DatumType, &[TDim])]) -> TractResult<TVec<(DatumType, TVec<TDim>)>> {
-        let (_, shape) = only_input(inputs, self.name())?;
-        let (rows, _) = fact_rows(&shape, self.name())?;
-        Ok(tvec!(
-            (self.labels.datum_type(), tvec![rows.clone()]),
-            (f32::datum_type(), tvec![rows, self.columns().to_dim()])
-        ))
+        classifier_facts(inputs, self.name(), &self.labels, self.columns())
     }
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {

@@ -7,7 +7,7 @@
 
 use super::eval::Feature;
 use super::kernel::*;
-use super::parse::{Forest, build_forest, float_attr};
+use super::parse::{build_forest, float_attr};
 use super::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -43,34 +43,16 @@ pub(super) fn parse_tree_ensemble_regressor(ctx: &ParsingContext, node: &NodePro
         "MAX" => Aggregate::Max,
         other => bail!("Invalid aggregate_function {other}"),
     };
-    let Forest {
-        nodes,
-        flags,
-        uniform,
-        roots,
-        weights,
-        max_feature,
-        ..
-    } = build_forest(ctx, node, "target", n_targets)?;
+    let forest = build_forest(ctx, node, "target", n_targets)?;
     let base_values = float_attr(ctx, node, "base_values")?.unwrap_or_default();
-    let post_transform = PostTransform::parse(
-        node.get_attr_opt::<&str>("post_transform")?
-            .unwrap_or("NONE"),
-    )?;
-    let e = Ensemble {
-        nodes,
-        flags,
-        uniform,
-        roots,
-        weights,
-        max_feature,
-        labels: Labels::Int((0..n_targets as i64).collect()),
+    let post_transform = PostTransform::of(node)?;
+    // Never the classifiers' binary case (the only reader of weights_all_positive).
+    let e = forest.into_ensemble(
+        Labels::Int((0..n_targets as i64).collect()),
         base_values,
         post_transform,
-        binary_case: false,
-        weights_all_positive: false,
-        ort_threads: ort_threads(),
-    };
+        false,
+    );
     parsed(TreeEnsembleRegressor {
         e,
         n_targets,
