@@ -6,6 +6,7 @@
 //! - `model`: `hoist model …`, the registry commands.
 //! - `watch`: `hoist watch`, promotion events printed live.
 //! - `mlflow`: `hoist mlflow connect`, the webhook on an MLflow server.
+//! - `image`: `hoist image push` and `hoist model push` (OCI images and artifacts).
 //! - `render`: `hoist render k8s`, the pipeline as Kubernetes manifests.
 //! - `output`: human tables and dates (`--json` output is serde's).
 //!
@@ -13,6 +14,7 @@
 //! (as JSON with `--json`), with an exit code a script can branch on.
 
 mod client;
+mod image;
 mod mlflow;
 mod model;
 mod output;
@@ -45,7 +47,12 @@ Exit codes:
   5  the release was rolled back or aborted (`deploy --wait`, `rollback`)
   6  refused by the daemon (another release is mid-rollout, the release is not
      waiting for that, the version is already live)
-  7  gave up waiting (`--timeout`); the release goes on";
+  7  gave up waiting (`--timeout`); the release goes on
+  8  the OCI registry is unreachable (connection, DNS, TLS certificate)
+  9  the OCI registry refused the credentials (401)
+ 10  the OCI registry denied access (403)
+ 11  not found on the OCI registry (404: repository, blob)
+ 12  manifest unknown (no such tag or digest in the OCI registry)";
 
 /// The `hoist` command line.
 #[derive(Debug, Parser)]
@@ -96,6 +103,9 @@ pub enum Command {
     /// per line with --json); runs until Ctrl-C or SIGTERM, or --max-events.
     #[command(after_help = EXIT_CODES)]
     Watch(WatchArgs),
+    /// Build OCI images without a Docker daemon and push them to a registry
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Image(image::ImageCmd),
     /// Connect an MLflow server to hoist (webhooks)
     #[command(subcommand, after_help = EXIT_CODES)]
     Mlflow(MlflowCmd),
@@ -187,6 +197,9 @@ pub enum CliError {
     /// A version is not the package a `--digest` pins.
     #[error("{0}")]
     PinMismatch(String),
+    /// An OCI registry or image failure (its own exit codes, 8–12).
+    #[error(transparent)]
+    Oci(#[from] hoist_oci::Error),
 }
 
 impl CliError {
@@ -209,6 +222,7 @@ impl CliError {
             CliError::Api { code, .. } => code.exit_code(),
             CliError::ReleaseFailed(_) => 5,
             CliError::Timeout(_) => 7,
+            CliError::Oci(e) => e.exit_code(),
         }
     }
 
@@ -240,6 +254,7 @@ impl CliError {
             CliError::ReleaseFailed(_) => "release_failed",
             CliError::Timeout(_) => "timeout",
             CliError::PinMismatch(_) => "digest_mismatch",
+            CliError::Oci(e) => e.code(),
         }
     }
 }
@@ -281,6 +296,7 @@ pub fn run(
         Command::Model(cmd) => model::run(&ctx, cmd, out),
         Command::Watch(args) => watch::run(&ctx, args, out),
         Command::Mlflow(cmd) => mlflow::run(&ctx, cmd, out),
+        Command::Image(cmd) => image::run(&ctx, cmd, out),
         Command::Up(a) => release::up(&ctx, a, out),
         Command::Deploy(a) => release::deploy(&ctx, a, out),
         Command::Status(a) => release::status(&ctx, a, out),

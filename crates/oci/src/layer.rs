@@ -18,9 +18,16 @@ use crate::{Blob, Error, MEDIA_LAYER_GZIP, Result, hex};
 /// Where an entry's content comes from.
 #[derive(Debug, Clone)]
 enum Source {
-    Dir,
-    File { path: PathBuf, executable: bool },
-    Bytes { bytes: Vec<u8>, executable: bool },
+    /// A directory with its mode (0755, or 01777 for `/tmp`).
+    Dir(u32),
+    File {
+        path: PathBuf,
+        executable: bool,
+    },
+    Bytes {
+        bytes: Vec<u8>,
+        executable: bool,
+    },
     Symlink(String),
 }
 
@@ -98,7 +105,13 @@ impl LayerBuilder {
 
     /// Adds an empty directory `dest`.
     pub fn dir(&mut self, dest: &str) -> Result<&mut Self> {
-        self.entries.insert(Self::key(dest)?, Source::Dir);
+        self.entries.insert(Self::key(dest)?, Source::Dir(0o755));
+        Ok(self)
+    }
+
+    /// Adds an empty directory `dest` with `mode` (e.g. 0o1777 for `/tmp`).
+    pub fn dir_mode(&mut self, dest: &str, mode: u32) -> Result<&mut Self> {
+        self.entries.insert(Self::key(dest)?, Source::Dir(mode));
         Ok(self)
     }
 
@@ -113,7 +126,7 @@ impl LayerBuilder {
     /// so the layer holds what the tree reads as).
     pub fn tree(&mut self, dest: &str, src: &Path) -> Result<&mut Self> {
         let base = Self::key(dest)?;
-        self.entries.insert(base.clone(), Source::Dir);
+        self.entries.insert(base.clone(), Source::Dir(0o755));
         let mut stack = vec![(src.to_path_buf(), base)];
         while let Some((dir, at)) = stack.pop() {
             let rd =
@@ -127,7 +140,7 @@ impl LayerBuilder {
                     .map_err(Error::io(format!("reading {}", path.display())))?
                     .is_dir()
                 {
-                    self.entries.insert(dest.clone(), Source::Dir);
+                    self.entries.insert(dest.clone(), Source::Dir(0o755));
                     stack.push((path, dest));
                 } else {
                     self.file(&dest, &path)?;
@@ -179,10 +192,10 @@ impl LayerBuilder {
                 h.set_uid(0);
                 h.set_gid(0);
                 let io = Error::io(format!("writing {path} into a layer"));
-                match source.unwrap_or(&Source::Dir) {
-                    Source::Dir => {
+                match source.unwrap_or(&Source::Dir(0o755)) {
+                    Source::Dir(mode) => {
                         h.set_entry_type(tar::EntryType::Directory);
-                        h.set_mode(0o755);
+                        h.set_mode(*mode);
                         h.set_size(0);
                         tar.append_data(&mut h, format!("{path}/"), std::io::empty())
                             .map_err(io)?;

@@ -30,7 +30,7 @@ pub use image::{
     MODEL_ARTIFACT_TYPE, MODEL_LAYER_MEDIA, Manifest, artifact_manifest, rfc3339,
 };
 pub use layer::LayerBuilder;
-pub use reference::Reference;
+pub use reference::{Reference, valid_tag};
 
 /// What can go wrong talking to a registry or building an image. Each variant says
 /// what a user must know to act on it and has its own exit code ([`Error::exit_code`]).
