@@ -9,6 +9,9 @@
 //!   model artifacts ([`artifact_manifest`]).
 //! - `auth`: credentials (environment, `REGISTRY_AUTH_FILE`, `~/.docker/config.json`)
 //!   and the `WWW-Authenticate` challenge (basic, bearer token flow).
+//! - `keys`: cosign's key formats ([`PrivateKey`], [`PublicKey`]).
+//! - `sign`: cosign-compatible signatures (`.sig`) and attestations (`.att`, SLSA v1
+//!   provenance in DSSE), and their verification.
 //! - `client`: the distribution API ([`Client`]): blob HEAD, monolithic and chunked
 //!   uploads, manifests put last.
 //!
@@ -18,8 +21,10 @@
 mod auth;
 mod client;
 mod image;
+mod keys;
 mod layer;
 mod reference;
+pub mod sign;
 
 use sha2::{Digest as _, Sha256};
 
@@ -29,6 +34,7 @@ pub use image::{
     ARTIFACT_CONFIG_EMPTY, ImageSpec, MEDIA_CONFIG, MEDIA_EMPTY, MEDIA_LAYER_GZIP, MEDIA_MANIFEST,
     MODEL_ARTIFACT_TYPE, MODEL_LAYER_MEDIA, Manifest, artifact_manifest, rfc3339,
 };
+pub use keys::{PrivateKey, PublicKey};
 pub use layer::LayerBuilder;
 pub use reference::{Reference, valid_tag};
 
@@ -75,6 +81,9 @@ pub enum Error {
         expected: String,
         found: String,
     },
+    /// A signature or attestation is missing, or does not verify.
+    #[error("{reference} is not verified: {reason}")]
+    Unverified { reference: String, reason: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -89,7 +98,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::InvalidReference(_) | Error::Invalid(_) => 2,
-            Error::DigestMismatch { .. } => 4,
+            Error::DigestMismatch { .. } | Error::Unverified { .. } => 4,
             Error::Unreachable { .. } => 8,
             Error::Unauthorized { .. } => 9,
             Error::Forbidden { .. } => 10,
@@ -111,6 +120,7 @@ impl Error {
             Error::ManifestUnknown { .. } => "manifest_unknown",
             Error::Remote { .. } => "registry_error",
             Error::DigestMismatch { .. } => "digest_mismatch",
+            Error::Unverified { .. } => "not_verified",
             Error::Io { .. } => "io_error",
         }
     }
