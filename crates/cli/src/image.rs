@@ -105,6 +105,11 @@ fn git(args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The full git SHA of the work tree the command runs in, if any.
+pub(crate) fn git_revision() -> Option<String> {
+    git(&["rev-parse", "HEAD"])
+}
+
 /// `SOURCE_DATE_EPOCH`, else the git commit's time, else 0.
 fn source_date_epoch(ctx: &Context<'_>) -> Result<u64, CliError> {
     if let Some(s) = (ctx.env)("SOURCE_DATE_EPOCH").filter(|s| !s.is_empty()) {
@@ -140,7 +145,11 @@ fn parse_repository(s: &str) -> Result<Reference, CliError> {
     Ok(r)
 }
 
-fn connect(ctx: &Context<'_>, r: &Reference, flags: &RegistryFlags) -> Result<Client, CliError> {
+pub(crate) fn connect(
+    ctx: &Context<'_>,
+    r: &Reference,
+    flags: &RegistryFlags,
+) -> Result<Client, CliError> {
     let credentials = hoist_oci::credentials_for(&r.registry, ctx.env)?;
     let ca_file = flags
         .ca_file

@@ -7,6 +7,7 @@
 //! - `watch`: `hoist watch`, promotion events printed live.
 //! - `mlflow`: `hoist mlflow connect`, the webhook on an MLflow server.
 //! - `image`: `hoist image push` and `hoist model push` (OCI images and artifacts).
+//! - `sign`: `hoist key generate`, `sign`, `attest`, `verify` (cosign-compatible).
 //! - `render`: `hoist render k8s`, the pipeline as Kubernetes manifests.
 //! - `output`: human tables and dates (`--json` output is serde's).
 //!
@@ -21,6 +22,7 @@ mod output;
 mod quickstart;
 mod release;
 mod render;
+mod sign;
 mod watch;
 
 use std::io::Write;
@@ -43,7 +45,7 @@ Exit codes:
      registry does not support)
   3  not found (model, version, alias or stage)
   4  integrity failure (files do not match their digest, or a version is not
-     the one --digest pins)
+     the one --digest pins; `verify`: no valid signature or attestation)
   5  the release was rolled back or aborted (`deploy --wait`, `rollback`)
   6  refused by the daemon (another release is mid-rollout, the release is not
      waiting for that, the version is already live)
@@ -106,6 +108,19 @@ pub enum Command {
     /// Build OCI images without a Docker daemon and push them to a registry
     #[command(subcommand, after_help = EXIT_CODES)]
     Image(image::ImageCmd),
+    /// Cosign-compatible keys: `hoist key generate`
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Key(sign::KeyCmd),
+    /// Sign an image by digest where cosign looks (the sha256-<digest>.sig tag)
+    #[command(after_help = EXIT_CODES)]
+    Sign(sign::SignArgs),
+    /// Attach SLSA v1 provenance (in-toto, DSSE) where cosign looks (.att)
+    #[command(after_help = EXIT_CODES)]
+    Attest(sign::AttestArgs),
+    /// Check an image's signature (and --attestation) with a public key: exit 0, or 4
+    /// with the reason
+    #[command(after_help = EXIT_CODES)]
+    Verify(sign::VerifyArgs),
     /// Connect an MLflow server to hoist (webhooks)
     #[command(subcommand, after_help = EXIT_CODES)]
     Mlflow(MlflowCmd),
@@ -297,6 +312,10 @@ pub fn run(
         Command::Watch(args) => watch::run(&ctx, args, out),
         Command::Mlflow(cmd) => mlflow::run(&ctx, cmd, out),
         Command::Image(cmd) => image::run(&ctx, cmd, out),
+        Command::Key(cmd) => sign::key(&ctx, cmd, out),
+        Command::Sign(a) => sign::sign_cmd(&ctx, a, out),
+        Command::Attest(a) => sign::attest_cmd(&ctx, a, out),
+        Command::Verify(a) => sign::verify_cmd(&ctx, a, out),
         Command::Up(a) => release::up(&ctx, a, out),
         Command::Deploy(a) => release::deploy(&ctx, a, out),
         Command::Status(a) => release::status(&ctx, a, out),
