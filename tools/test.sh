@@ -4,6 +4,9 @@
 #   - creates a venv with a pinned MLflow (tools/mlflow-venv.sh) for the registry tests,
 #     which run a real MLflow tracking server on loopback
 #   - installs kubectl and Prometheus from Debian packages if missing (tools/debian-tools.sh)
+#   - installs an OCI registry, skopeo, htpasswd and openssl from Debian packages if
+#     missing (tools/oci-tools.sh), and builds the pinned cosign once (tools/cosign.sh,
+#     cached under ~/.hoist/cosign) for the image and signature tests
 #   - runs the Rust tests (unit + integration: the real hoist-server binary on loopback,
 #     every example model on both runtimes; the embedded registry and the hoist CLI)
 #   - runs the external-client tests (tritonclient, MLflow scoring bodies) in a venv
@@ -21,6 +24,11 @@ export HOIST_MLFLOW_PYTHON
 
 echo "== kubectl and Prometheus (Debian packages; the Kubernetes tests parse manifests offline and query a real Prometheus)"
 bash tools/debian-tools.sh
+
+echo "== OCI registry, skopeo and cosign (the image and signature tests: crates/oci/tests, crates/cli/tests/{image,cosign}.rs)"
+bash tools/oci-tools.sh
+HOIST_COSIGN="${HOIST_COSIGN:-$(bash tools/cosign.sh | tail -n 1)}"
+export HOIST_COSIGN
 
 echo "== cargo build"
 cargo build --workspace --all-targets --locked
