@@ -364,7 +364,7 @@ impl Client {
 
     fn progress(&self, label: &str, done: usize, total: usize) {
         if self.options.progress {
-            let pct = if total == 0 { 100 } else { done * 100 / total };
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
             let mut e = std::io::stderr();
             let _ = write!(e, "\r{label}: {pct:>3}% of {:.1} MB", total as f64 / 1e6);
             if done >= total {
