@@ -208,18 +208,26 @@ fn onnxruntime(ctx: &Context<'_>, flag: Option<PathBuf>) -> Result<PathBuf, CliE
         return Ok(p);
     }
     let home = ctx.home()?;
-    let mut found: Vec<PathBuf> = std::fs::read_dir(home.join("lib"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so."))
-        })
-        .collect();
-    found.sort();
-    found.pop().ok_or_else(|| {
+    let mut dirs = vec![home.join("lib")];
+    if let Some(h) = (ctx.env)("HOME") {
+        dirs.push(PathBuf::from(h).join(".hoist/lib"));
+    }
+    // The first directory holding one wins; in it, the highest version.
+    let found = dirs.iter().find_map(|d| {
+        let mut libs: Vec<PathBuf> = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so."))
+            })
+            .collect();
+        libs.sort();
+        libs.pop()
+    });
+    found.ok_or_else(|| {
         CliError::Usage(format!(
             "no ONNX Runtime library: give --onnxruntime FILE or ORT_DYLIB_PATH, or run \
              tools/fetch-onnxruntime.sh (it puts the pinned one under {}/lib)",
