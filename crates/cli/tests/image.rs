@@ -450,3 +450,22 @@ fn registry_failures_say_what_is_wrong_with_their_exit_codes() {
     );
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn hoist_help_lists_the_image_and_signature_commands() {
+    let o = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    for cmd in ["image", "key", "sign", "attest", "verify"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{cmd} "))),
+            "`{cmd}` missing from hoist --help:\n{help}"
+        );
+    }
+    for code in ["8  the OCI registry is unreachable", "12  manifest unknown"] {
+        assert!(help.contains(code), "{help}");
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::{Scratch, free_port, wait_until};
 
-/// The user and password of a registry started [`with_auth`](Registry::start_tls).
+/// The user and password of a registry started with [`Registry::start_tls`].
 pub const USER: &str = "hoist";
 pub const PASSWORD: &str = "s3cret-pass";
 
