@@ -5,6 +5,10 @@
 #     tests, which run a real MLflow tracking server on loopback, and a second one with
 #     MLflow 2.x (tools/mlflow2-venv.sh): the MLflow test binaries run against both
 #   - installs kubectl and Prometheus from Debian packages if missing (tools/debian-tools.sh)
+#   - installs an OCI registry, skopeo, htpasswd and openssl from Debian packages if
+#     missing (tools/oci-tools.sh), and builds the pinned cosign once (tools/cosign.sh,
+#     cached under ~/.hoist/cosign; a cold Go build runs in the background beside the
+#     venvs and `cargo build`) for the image and signature tests
 #   - runs the Rust tests (unit + integration: the real hoist-server binary on loopback,
 #     every example model on both runtimes; the embedded registry and the hoist CLI)
 #   - runs the external-client tests (tritonclient, MLflow scoring bodies) in a venv
@@ -13,6 +17,13 @@
 #   - runs Schemathesis against the daemon API of a real `hoist up` (tests/api/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# cosign's cold build is long and mostly Go compiling: start it first, wait before the tests.
+cosign_log="$(mktemp)"
+if [ -z "${HOIST_COSIGN:-}" ]; then
+  bash tools/cosign.sh >"$cosign_log" 2>&1 &
+  cosign_pid=$!
+fi
 
 ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(bash tools/fetch-onnxruntime.sh | tail -n 1)}"
 export ORT_DYLIB_PATH
@@ -27,8 +38,20 @@ HOIST_MLFLOW2_PYTHON="${HOIST_MLFLOW2_PYTHON:-$(bash tools/mlflow2-venv.sh | tai
 echo "== kubectl and Prometheus (Debian packages; the Kubernetes tests parse manifests offline and query a real Prometheus)"
 bash tools/debian-tools.sh
 
+echo "== OCI registry, skopeo and cosign (the image and signature tests: crates/oci/tests, crates/cli/tests/{image,cosign}.rs)"
+bash tools/oci-tools.sh
+
 echo "== cargo build"
 cargo build --workspace --all-targets --locked
+
+if [ -z "${HOIST_COSIGN:-}" ]; then
+  echo "== waiting for cosign (tools/cosign.sh)"
+  wait "$cosign_pid" || { cat "$cosign_log" >&2; echo "tools/cosign.sh failed" >&2; exit 1; }
+  cat "$cosign_log" >&2
+  HOIST_COSIGN="$(tail -n 1 "$cosign_log")"
+fi
+export HOIST_COSIGN
+echo "== cosign: $HOIST_COSIGN"
 
 echo "== cargo test"
 if command -v cargo-nextest >/dev/null 2>&1; then

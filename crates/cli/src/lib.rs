@@ -6,6 +6,8 @@
 //! - `model`: `hoist model …`, the registry commands.
 //! - `watch`: `hoist watch`, promotion events printed live.
 //! - `mlflow`: `hoist mlflow connect`, the webhook on an MLflow server.
+//! - `image`: `hoist image push` and `hoist model push` (OCI images and artifacts).
+//! - `sign`: `hoist key generate`, `sign`, `attest`, `verify` (cosign-compatible).
 //! - `render`: `hoist render k8s`, the pipeline as Kubernetes manifests.
 //! - `runtime`: `hoist runtime install|list`, ONNX Runtime's library for hoist-server.
 //! - `output`: human tables and dates (`--json` output is serde's).
@@ -14,6 +16,7 @@
 //! (as JSON with `--json`), with an exit code a script can branch on.
 
 mod client;
+mod image;
 mod mlflow;
 mod model;
 mod output;
@@ -21,6 +24,7 @@ mod quickstart;
 mod release;
 mod render;
 mod runtime;
+mod sign;
 mod watch;
 
 use std::io::Write;
@@ -45,11 +49,17 @@ Exit codes:
      registry does not support)
   3  not found (model, version, alias or stage; a runtime release)
   4  integrity failure (files do not match their digest, a version is not
-     the one --digest pins, a download is not the file hoist pins)
+     the one --digest pins, a download is not the file hoist pins;
+     `verify`: no valid signature or attestation)
   5  the release was rolled back or aborted (`deploy --wait`, `rollback`)
   6  refused by the daemon (another release is mid-rollout, the release is not
      waiting for that, the version is already live)
-  7  gave up waiting (`--timeout`); the release goes on";
+  7  gave up waiting (`--timeout`); the release goes on
+  8  the OCI registry is unreachable (connection, DNS, TLS certificate)
+  9  the OCI registry refused the credentials (401)
+ 10  the OCI registry denied access (403)
+ 11  not found on the OCI registry (404: repository, blob)
+ 12  manifest unknown (no such tag or digest in the OCI registry)";
 
 /// The `hoist` command line.
 #[derive(Debug, Parser)]
@@ -100,6 +110,22 @@ pub enum Command {
     /// per line with --json); runs until Ctrl-C or SIGTERM, or --max-events.
     #[command(after_help = EXIT_CODES)]
     Watch(WatchArgs),
+    /// Build OCI images without a Docker daemon and push them to a registry
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Image(image::ImageCmd),
+    /// Cosign-compatible keys: `hoist key generate`
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Key(sign::KeyCmd),
+    /// Sign an image by digest where cosign looks (the sha256-<digest>.sig tag)
+    #[command(after_help = EXIT_CODES)]
+    Sign(sign::SignArgs),
+    /// Attach SLSA v1 provenance (in-toto, DSSE) where cosign looks (.att)
+    #[command(after_help = EXIT_CODES)]
+    Attest(sign::AttestArgs),
+    /// Check an image's signature (and --attestation) with a public key: exit 0, or 4
+    /// with the reason
+    #[command(after_help = EXIT_CODES)]
+    Verify(sign::VerifyArgs),
     /// Connect an MLflow server to hoist (webhooks)
     #[command(subcommand, after_help = EXIT_CODES)]
     Mlflow(MlflowCmd),
@@ -202,6 +228,9 @@ pub enum CliError {
     /// A download failed.
     #[error("{0}")]
     Download(String),
+    /// An OCI registry or image failure (its own exit codes, 8–12).
+    #[error(transparent)]
+    Oci(#[from] hoist_oci::Error),
 }
 
 impl CliError {
@@ -228,6 +257,7 @@ impl CliError {
             CliError::Api { code, .. } => code.exit_code(),
             CliError::ReleaseFailed(_) => 5,
             CliError::Timeout(_) => 7,
+            CliError::Oci(e) => e.exit_code(),
         }
     }
 
@@ -261,6 +291,7 @@ impl CliError {
             CliError::PinMismatch(_) => "digest_mismatch",
             CliError::NotFound(_) => "not_found",
             CliError::Download(_) => "download_failed",
+            CliError::Oci(e) => e.code(),
         }
     }
 }
@@ -302,6 +333,11 @@ pub fn run(
         Command::Model(cmd) => model::run(&ctx, cmd, out),
         Command::Watch(args) => watch::run(&ctx, args, out),
         Command::Mlflow(cmd) => mlflow::run(&ctx, cmd, out),
+        Command::Image(cmd) => image::run(&ctx, cmd, out),
+        Command::Key(cmd) => sign::key(&ctx, cmd, out),
+        Command::Sign(a) => sign::sign_cmd(&ctx, a, out),
+        Command::Attest(a) => sign::attest_cmd(&ctx, a, out),
+        Command::Verify(a) => sign::verify_cmd(&ctx, a, out),
         Command::Up(a) => release::up(&ctx, a, out),
         Command::Deploy(a) => release::deploy(&ctx, a, out),
         Command::Status(a) => release::status(&ctx, a, out),

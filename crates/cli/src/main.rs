@@ -8,8 +8,16 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // `hoist serve …` is hoist-server itself, flags and all.
+    // `hoist serve …` is hoist-server itself, flags and all; so is `hoist` called by
+    // the name `hoist-server` (the link in hoist's images).
     let mut args = std::env::args_os();
+    let program = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&program)
+        .file_name()
+        .is_some_and(|n| n == "hoist-server")
+    {
+        return hoist_server::cli::main_with_args(std::env::args_os());
+    }
     if std::env::args_os().nth(1).is_some_and(|a| a == "serve") {
         let program = args.next().unwrap_or_default();
         let rest = args.skip(1);

@@ -19,6 +19,15 @@ use crate::{CliError, Context, Opened, stdout_err};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCmd {
+    /// Push a version's package alone as an OCI artifact (artifactType
+    /// application/vnd.hoist.model.v1), tagged <name>-v<version>
+    ///
+    /// The package is one gzipped tar layer (media type
+    /// application/vnd.hoist.model.layer.v1.tar+gzip) of the files under model/,
+    /// verified against the version's digest first; the artifact's reference is
+    /// recorded on the version as the tag hoist.artifact. Credentials as for
+    /// `hoist image push`.
+    Push(crate::image::ModelPushArgs),
     /// Register a model package as the next version of a model
     ///
     /// PATH is an MLflow model directory (MLmodel, model.onnx, …) or a bare .onnx
@@ -151,6 +160,7 @@ pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Resu
         Opened::Mlflow(r) => r.tracking_uri().to_string(),
     };
     match cmd {
+        ModelCmd::Push(a) => crate::image::model_push(ctx, reg, a, out),
         ModelCmd::Register {
             path,
             name,

@@ -18,6 +18,9 @@
 //!   HTTP, in-memory objects, Deployments that roll out at once unless told to fail),
 //!   and a kubeconfig pointing at it.
 //!
+//! - [`registry::Registry`]: a REAL OCI registry (Debian's `docker-registry`) on
+//!   127.0.0.1, plain or TLS + htpasswd, with its access log; [`registry::skopeo`].
+//!
 //! Without the venv, tests using the MLflow ones FAIL (they do not skip): run
 //! `bash tools/mlflow-venv.sh`.
 
@@ -28,6 +31,7 @@ use std::time::Duration;
 
 pub mod kube_api;
 pub mod mlflow;
+pub mod registry;
 pub mod scratch;
 pub mod wait;
 

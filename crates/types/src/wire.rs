@@ -63,6 +63,11 @@ pub mod tags {
     pub const ROLLBACK_REASON: &str = "hoist.rollback_reason";
     /// The version may change the model's inputs or outputs (`true`).
     pub const BREAKING_CHANGE: &str = "hoist.breaking_change";
+    /// The self-contained model image `hoist image push --model` built for the
+    /// version, by digest (`REPOSITORY@sha256:…`).
+    pub const IMAGE: &str = "hoist.image";
+    /// The model artifact `hoist model push` pushed, by digest (`REPOSITORY@sha256:…`).
+    pub const ARTIFACT: &str = "hoist.artifact";
 
     /// `hoist.<env>`: how the version fared in that environment (`passed`, `live`,
     /// `rolled_back`…).
