@@ -395,6 +395,14 @@ def fallback_model():
     onnx.checker.check_model(m)
     (OUT / "fallback").mkdir(exist_ok=True)
     (OUT / "fallback" / "ort_refuses.onnx").write_bytes(m.SerializeToString())
+    # The other way round: StringNormalizer (lower-casing text) is in ONNX Runtime, not
+    # in tract. Without an ONNX Runtime library hoist-server names `hoist runtime install`.
+    node = helper.make_node("StringNormalizer", ["text"], ["normalized"], case_change_action="LOWER", locale="C")
+    g = helper.make_graph([node], "tract_refuses", [helper.make_tensor_value_info("text", STRING, [None])],
+                          [helper.make_tensor_value_info("normalized", STRING, [None])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(m)
+    (OUT / "fallback" / "tract_refuses.onnx").write_bytes(m.SerializeToString())
 
 
 def main():

@@ -111,8 +111,9 @@ where
     match run_main(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // The same report `fn main() -> anyhow::Result<()>` gives.
-            eprintln!("Error: {e:?}");
+            // One line, the causes joined with ": " (no backtrace even when
+            // RUST_BACKTRACE is set: this is a report for the operator).
+            eprintln!("Error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -254,3 +254,42 @@ fn single_row_latency_report() {
         );
     }
 }
+
+/// A model only ONNX Runtime serves (StringNormalizer), on a machine without its
+/// library: `hoist-server --runtime auto` exits with tract's reason and names the
+/// command that installs ONNX Runtime; with the library it serves the model.
+#[test]
+fn without_onnxruntime_a_model_tract_refuses_names_hoist_runtime_install() {
+    let model = ops_dir().join("fallback").join("tract_refuses.onnx");
+    let home = std::env::temp_dir().join(format!("hoist-no-ort-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist-server"))
+        .arg("--model")
+        .arg(&model)
+        .args(["--port", "0", "--runtime", "auto"])
+        .env("ORT_DYLIB_PATH", "")
+        .env("HOME", &home)
+        .env("HOIST_HOME", &home)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&home).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("StringNormalizer"), "{stderr}");
+    assert!(
+        stderr.contains("hoist runtime install onnxruntime"),
+        "{stderr}"
+    );
+
+    let server = common::Server::start(&model, "auto", &[], &[]);
+    let (status, body) = server.post_json(
+        "/v2/models/tract_refuses/infer",
+        &serde_json::json!({"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+            "data": ["HeLLo", "World"]}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["outputs"][0]["data"],
+        serde_json::json!(["hello", "world"])
+    );
+}

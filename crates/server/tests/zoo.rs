@@ -264,6 +264,41 @@ fn every_zoo_model_answers_like_onnx_runtime_on_tract() {
     );
 }
 
+/// Row `i` of a batch tensor, as a one-row tensor.
+fn row_of(t: &Tensor, i: usize) -> Tensor {
+    let width: usize = t.shape.iter().skip(1).product();
+    let mut shape = t.shape.clone();
+    shape[0] = 1;
+    Tensor::new(&t.name, shape, t.data.slice(i * width, (i + 1) * width)).unwrap()
+}
+
+/// tract runs single rows on a plan specialised for one row: every zoo model's rows,
+/// one at a time, answer what the same rows answer in the batch.
+#[test]
+fn single_rows_on_tract_answer_what_the_batch_answers() {
+    let mut failures = Vec::new();
+    for model in zoo() {
+        let name = model["name"].as_str().unwrap();
+        let rt = load(name, RuntimeChoice::Tract).unwrap();
+        let inputs: Vec<Tensor> = rt
+            .inputs()
+            .iter()
+            .map(|spec| tensor(&spec.name, &model["inputs"][&spec.name]))
+            .collect();
+        let batch = rt.run(&inputs).unwrap();
+        for i in 0..inputs[0].shape[0] {
+            let one: Vec<Tensor> = inputs.iter().map(|t| row_of(t, i)).collect();
+            let got = rt.run(&one).unwrap();
+            for (g, b) in got.iter().zip(&batch) {
+                if let Some(d) = differs(&values_of(g), &values_of(&row_of(b, i))) {
+                    failures.push(format!("{name} row {i} '{}': {d}", g.name));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The zoo model's sample rows as MLflow's `inputs` body (one-input models).
 fn rows_of(model: &Value) -> Value {
     let (_, input) = model["inputs"].as_object().unwrap().iter().next().unwrap();

@@ -197,8 +197,20 @@ pub fn load_prepared(
                     Ok(Box::new(Selected::new(rt, why)))
                 }
                 Err(tract_failure) => Err(match ort_failure {
-                    // Without ORT, tract's error is the one to act on.
-                    RuntimeError::OrtNotFound { .. } => tract_failure,
+                    // Without ORT, tract's error is the one to act on, and installing
+                    // ONNX Runtime is the way out: say how.
+                    RuntimeError::OrtNotFound { .. } => match tract_failure {
+                        RuntimeError::Load {
+                            runtime,
+                            path,
+                            message,
+                        } => RuntimeError::Load {
+                            runtime,
+                            path,
+                            message: format!("{message}; {NO_ORT_HINT}"),
+                        },
+                        other => other,
+                    },
                     ort_failure => RuntimeError::Load {
                         runtime: "onnxruntime or tract",
                         path: model.path.clone(),
@@ -209,6 +221,9 @@ pub fn load_prepared(
         }
     }
 }
+
+/// What a model tract cannot load needs, when no ONNX Runtime library is present.
+const NO_ORT_HINT: &str = "no ONNX Runtime library was found to try instead: install it with `hoist runtime install onnxruntime`";
 
 /// A runtime `auto` picked, with the reason.
 struct Selected {

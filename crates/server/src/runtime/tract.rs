@@ -18,9 +18,29 @@ use crate::tensor::{DataType, Tensor as HTensor, TensorData};
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// Models with more weights than this get no second, single-row plan (it would
+/// double their memory).
+const SINGLE_ROW_PLAN_MAX_WEIGHTS: usize = 32 << 20;
+
+/// The bytes of the graph's initializers (the weights a plan packs).
+fn weight_bytes(graph: &tract_onnx::pb::GraphProto) -> usize {
+    graph
+        .initializer
+        .iter()
+        .map(|t| {
+            t.raw_data.len()
+                + 4 * (t.float_data.len() + t.int32_data.len())
+                + 8 * (t.double_data.len() + t.int64_data.len() + t.uint64_data.len())
+                + t.string_data.iter().map(Vec::len).sum::<usize>()
+        })
+        .sum()
+}
+
 /// A model loaded into tract.
 pub struct TractRuntime {
     plan: Plan,
+    /// The plan with the batch dimension fixed at 1, for single-row requests.
+    single_row: Option<Plan>,
     inputs: Vec<IoSpec>,
     outputs: Vec<IoSpec>,
 }
@@ -119,35 +139,50 @@ impl TractRuntime {
                 parsed.unresolved_inputs
             )));
         }
-        let mut model = parsed.model;
-        let batch = model.symbols.sym("N");
-        for (i, input) in inputs.iter().enumerate() {
-            let dims: TVec<TDim> = input
-                .shape
-                .iter()
-                .map(|&d| {
-                    if d < 0 {
-                        batch.to_dim()
-                    } else {
-                        (d as usize).to_dim()
-                    }
-                })
-                .collect();
-            let fact = InferenceFact::dt_shape(to_datum(input.datatype), dims);
-            model.set_input_fact(i, fact).map_err(err)?;
-        }
-        let mut typed = model.into_typed().map_err(err)?;
-        super::tract_ops::guard::keep_broadcasts_before_einsum(&mut typed).map_err(err)?;
-        let plan = typed
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(err)?;
+        // The plan for any batch size, and one specialised for a single row (what most
+        // online requests are): with every dimension known, tract picks its fixed-size
+        // kernels (a small CNN runs several times faster).
+        let plan = optimise(&inputs, parsed.model.clone(), None).map_err(err)?;
+        let single_row = if inputs.iter().any(|i| i.shape.first() == Some(&-1))
+            && weight_bytes(graph) <= SINGLE_ROW_PLAN_MAX_WEIGHTS
+        {
+            Some(optimise(&inputs, parsed.model, Some(1)).map_err(err)?)
+        } else {
+            None
+        };
         Ok(TractRuntime {
             plan,
+            single_row,
             inputs,
             outputs,
         })
     }
+}
+
+/// Sets the inputs' facts (a variable first dimension is `batch` when given, else the
+/// symbol N like every other variable dimension), then types and optimises the model.
+fn optimise(
+    inputs: &[IoSpec],
+    mut model: InferenceModel,
+    batch: Option<usize>,
+) -> TractResult<Plan> {
+    let n = model.symbols.sym("N");
+    for (i, input) in inputs.iter().enumerate() {
+        let dims: TVec<TDim> = input
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(axis, &d)| match (d, batch) {
+                (d, _) if d >= 0 => (d as usize).to_dim(),
+                (_, Some(b)) if axis == 0 => b.to_dim(),
+                _ => n.to_dim(),
+            })
+            .collect();
+        model.set_input_fact(i, InferenceFact::dt_shape(to_datum(input.datatype), dims))?;
+    }
+    let mut typed = model.into_typed()?;
+    super::tract_ops::guard::keep_broadcasts_before_einsum(&mut typed)?;
+    typed.into_optimized()?.into_runnable()
 }
 
 impl Runtime for TractRuntime {
@@ -170,7 +205,11 @@ impl Runtime for TractRuntime {
             .map(|t| to_tract(t).map(|t| t.into_tvalue()))
             .collect::<Result<_, _>>()
             .map_err(err)?;
-        let outs = self.plan.run(values).map_err(err)?;
+        let plan = match &self.single_row {
+            Some(one) if inputs.iter().all(|t| t.shape.first() == Some(&1)) => one,
+            _ => &self.plan,
+        };
+        let outs = plan.run(values).map_err(err)?;
         outs.iter()
             .zip(&self.outputs)
             .map(|(v, spec)| from_tract(&spec.name, v))
