@@ -151,15 +151,15 @@ fn init(ctx: &Context<'_>, a: InitArgs, out: &mut dyn Write) -> Result<(), CliEr
         Provider::Github => Path::new(".github").join("workflows").join("hoist.yml"),
         Provider::Azure => PathBuf::from("azure-pipelines.yml"),
     });
-    if path.exists() && !a.force {
-        return Err(CliError::Usage(format!(
-            "{} exists; --force overwrites it",
-            path.display()
-        )));
-    }
     if path.is_dir() {
         return Err(CliError::Usage(format!(
             "{} is a directory; --out names the file to write",
+            path.display()
+        )));
+    }
+    if path.exists() && !a.force {
+        return Err(CliError::Usage(format!(
+            "{} exists; --force overwrites it",
             path.display()
         )));
     }
