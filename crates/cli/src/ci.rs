@@ -241,8 +241,14 @@ mod tests {
 
     #[test]
     fn repositories_lose_their_tag_or_digest_not_their_port() {
-        assert_eq!(repository_of("reg:5000/team/hoist@sha256:ab"), "reg:5000/team/hoist");
-        assert_eq!(repository_of("reg:5000/team/hoist:1.0"), "reg:5000/team/hoist");
+        assert_eq!(
+            repository_of("reg:5000/team/hoist@sha256:ab"),
+            "reg:5000/team/hoist"
+        );
+        assert_eq!(
+            repository_of("reg:5000/team/hoist:1.0"),
+            "reg:5000/team/hoist"
+        );
         assert_eq!(repository_of("reg:5000/team/hoist"), "reg:5000/team/hoist");
         assert_eq!(repository_of("team/hoist"), "team/hoist");
     }

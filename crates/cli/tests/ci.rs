@@ -100,7 +100,10 @@ fn the_generated_files_pass_actionlint_and_the_published_schemas() {
         assert!(text.contains(step), "missing {step:?}:\n{text}");
     }
     passes(&actionlint(&gh), "actionlint");
-    passes(&schema_check("vendor.github-workflows", &gh), "the github-workflows schema");
+    passes(
+        &schema_check("vendor.github-workflows", &gh),
+        "the github-workflows schema",
+    );
 
     let json = ok(&Command::new(env!("CARGO_BIN_EXE_hoist"))
         .current_dir(dir.path())
@@ -115,7 +118,10 @@ fn the_generated_files_pass_actionlint_and_the_published_schemas() {
     let text = std::fs::read_to_string(&az).unwrap();
     assert!(text.contains("      - release\n"), "{text}");
     assert!(text.contains("##vso[task.uploadsummary]"), "{text}");
-    passes(&schema_check("vendor.azure-pipelines", &az), "the azure-pipelines schema");
+    passes(
+        &schema_check("vendor.azure-pipelines", &az),
+        "the azure-pipelines schema",
+    );
 
     // Without hoist.toml: flags, else the CI variable for the repository.
     let bare = Scratch::new("ci-init-bare");
@@ -125,21 +131,35 @@ fn the_generated_files_pass_actionlint_and_the_published_schemas() {
     ));
     let text = std::fs::read_to_string(bare.path().join("wf/ci.yaml")).unwrap();
     assert!(text.contains("'churn/7'"), "{text}");
-    assert!(text.contains("'${{ vars.HOIST_IMAGE_REPOSITORY }}'"), "{text}");
+    assert!(
+        text.contains("'${{ vars.HOIST_IMAGE_REPOSITORY }}'"),
+        "{text}"
+    );
     passes(&actionlint(&bare.path().join("wf/ci.yaml")), "actionlint");
     ok(&ci_init(bare.path(), &["azure", "--model", "churn/7"]));
     passes(
-        &schema_check("vendor.azure-pipelines", &bare.path().join("azure-pipelines.yml")),
+        &schema_check(
+            "vendor.azure-pipelines",
+            &bare.path().join("azure-pipelines.yml"),
+        ),
         "the azure-pipelines schema",
     );
 
     // The validators do refuse a broken file (so their passes above mean something).
     let broken = dir.path().join("broken.yml");
-    std::fs::write(&broken, text.replace("runs-on: ubuntu-latest", "runs-on: [")).unwrap();
+    std::fs::write(
+        &broken,
+        text.replace("runs-on: ubuntu-latest", "runs-on: ["),
+    )
+    .unwrap();
     assert!(!actionlint(&broken).status.success());
     std::fs::write(&broken, text.replace("runs-on:", "run-on:")).unwrap();
     assert!(!actionlint(&broken).status.success());
-    assert!(!schema_check("vendor.github-workflows", &broken).status.success());
+    assert!(
+        !schema_check("vendor.github-workflows", &broken)
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -154,10 +174,17 @@ fn ci_init_refuses_to_overwrite_and_bad_values() {
     assert!(err.contains("exists; --force overwrites it"), "{err}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine\n");
     ok(&ci_init(dir.path(), &["github", "--force"]));
-    assert!(std::fs::read_to_string(&path).unwrap().contains("hoist deploy"));
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("hoist deploy")
+    );
 
     for (args, want) in [
-        (vec!["github", "--out", "x.yml", "--branch", "a b"], "branch 'a b'"),
+        (
+            vec!["github", "--out", "x.yml", "--branch", "a b"],
+            "branch 'a b'",
+        ),
         (vec!["github", "--out", "x.yml", "--model", "m/1'"], "model"),
         (vec!["gitlab"], "invalid value 'gitlab'"),
         (vec!["github", "--out", ".github"], "is a directory"),
@@ -232,10 +259,16 @@ steps = [{{ weight = 50, pause = \"2s\" }}]
     traffic.finish();
     let md = ok(&out);
     let progress = String::from_utf8_lossy(&out.stderr);
-    assert!(progress.contains("release 2 v2"), "progress on stderr: {progress}");
+    assert!(
+        progress.contains("release 2 v2"),
+        "progress on stderr: {progress}"
+    );
     let r = d.release(2);
     let digest = r["digest"].as_str().unwrap();
-    assert!(md.starts_with("## hoist release 2: m v2 · ✅ succeeded\n"), "{md}");
+    assert!(
+        md.starts_with("## hoist release 2: m v2 · ✅ succeeded\n"),
+        "{md}"
+    );
     for want in [
         "| **model** | m |".to_string(),
         "| **version** | 2 |".to_string(),
@@ -276,10 +309,19 @@ steps = [{{ weight = 50, pause = \"2s\" }}]
     );
     assert_eq!(out.status.code(), Some(5));
     let md = String::from_utf8_lossy(&out.stdout);
-    assert!(md.starts_with("## hoist release 3: m v3 · ❌ rolled back\n"), "{md}");
-    assert!(md.contains("| **reason** | gate golden-set: accuracy"), "{md}");
+    assert!(
+        md.starts_with("## hoist release 3: m v3 · ❌ rolled back\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| **reason** | gate golden-set: accuracy"),
+        "{md}"
+    );
     assert!(md.contains("| production | golden-set | ❌ fail |"), "{md}");
-    assert!(md.contains("not recorded"), "no image was pushed for v3: {md}");
+    assert!(
+        md.contains("not recorded"),
+        "no image was pushed for v3: {md}"
+    );
     assert!(md.contains("No verdict on live traffic."), "{md}");
     assert!(md.contains("| production | "), "{md}");
 }

@@ -54,24 +54,29 @@ fn verdict_mark(name: &str) -> String {
     }
 }
 
-/// `key value, key value` of a gate's numbers (an object of scalars; nested values
-/// as compact JSON).
+/// `key value, key value` of a gate's numbers, in the order the gate wrote them
+/// (nested objects as `key {a value, b value}`).
 fn gate_numbers(v: &Value) -> String {
     let Some(map) = v.as_object() else {
         return String::new();
     };
     map.iter()
         .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| match v {
-            Value::Number(n) => match n.as_f64() {
-                Some(f) if n.is_f64() => format!("{k} {}", trim_float(f)),
-                _ => format!("{k} {n}"),
-            },
-            Value::String(s) => format!("{k} {s}"),
-            other => format!("{k} {other}"),
-        })
+        .map(|(k, v)| format!("{k} {}", scalar(v)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => trim_float(f),
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        Value::Object(_) => format!("{{{}}}", gate_numbers(v)),
+        other => other.to_string(),
+    }
 }
 
 fn trim_float(f: f64) -> String {
@@ -109,7 +114,9 @@ pub(crate) fn release(v: &ReleaseDetail, extras: &Extras, o: &mut dyn Write) -> 
     header(o, &["", ""])?;
     let code = |s: &str| format!("`{s}`");
     let envs: Vec<&str> = r.plan.envs.iter().map(|e| e.name.as_str()).collect();
-    let took = r.updated_ms.saturating_sub(r.created_ms) as f64 / 1000.0;
+    // From its creation to its last journaled transition (or record update).
+    let last = v.transitions.iter().map(|t| t.at_ms).max().unwrap_or(0);
+    let took = last.max(r.updated_ms).saturating_sub(r.created_ms) as f64 / 1000.0;
     let mut facts = vec![
         ("model", r.model.clone()),
         ("version", r.version.clone()),
@@ -119,10 +126,10 @@ pub(crate) fn release(v: &ReleaseDetail, extras: &Extras, o: &mut dyn Write) -> 
         ),
         (
             "image",
-            extras
-                .image
-                .as_deref()
-                .map_or("not recorded (`hoist image push --model` records it)".into(), code),
+            extras.image.as_deref().map_or(
+                "not recorded (`hoist image push --model` records it)".into(),
+                code,
+            ),
         ),
         ("trigger", r.trigger.clone()),
         ("environments", envs.join(" → ")),
@@ -132,7 +139,9 @@ pub(crate) fn release(v: &ReleaseDetail, extras: &Extras, o: &mut dyn Write) -> 
         facts.push(("reason", why.clone()));
     }
     facts.push(("time taken", format!("{took:.1} s")));
-    facts.push(("now", v.summary.clone()));
+    if r.outcome.is_none() {
+        facts.push(("now", v.summary.clone()));
+    }
     for (k, val) in facts {
         row(o, &[format!("**{k}**"), val])?;
     }
@@ -243,7 +252,10 @@ pub(crate) fn release(v: &ReleaseDetail, extras: &Extras, o: &mut dyn Write) -> 
                 (None, Some(c)) => format!("v{} {}%", c.version, e.weight),
                 (None, None) => "nothing".into(),
             };
-            row(o, &[e.name.clone(), e.url.clone(), e.strategy.clone(), serving])?;
+            row(
+                o,
+                &[e.name.clone(), e.url.clone(), e.strategy.clone(), serving],
+            )?;
         }
     }
     Ok(())
@@ -263,8 +275,12 @@ mod tests {
 
     #[test]
     fn gate_numbers_read_as_words() {
-        let v = serde_json::json!({"rows": 200, "accuracy": 0.95123, "recall": null, "file": "g.csv"});
-        assert_eq!(gate_numbers(&v), "accuracy 0.9512, file g.csv, rows 200");
+        let v = serde_json::json!({"rows": 200, "accuracy": 0.95123, "log_loss": null, "recall": {"0": 0.5}});
+        let text = gate_numbers(&v);
+        for part in ["rows 200", "accuracy 0.9512", "recall {0 0.5}"] {
+            assert!(text.contains(part), "{text}");
+        }
+        assert!(!text.contains("log_loss"), "{text}");
         let fail = Verdict::Fail { reason: "x".into() };
         assert_eq!(verdict_mark(fail.name()), "❌ fail");
     }
