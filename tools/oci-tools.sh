@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The image tests' real parts, from Debian packages when missing: an OCI registry
 # (`docker-registry`, distribution 2.8), `skopeo` (inspects what hoist pushed),
-# `htpasswd` (apache2-utils: the TLS registry's bcrypt users) and `openssl` (its
-# certificate). The tests start their own registries on loopback ports
+# `htpasswd` (apache2-utils: the TLS registry's bcrypt users), `openssl` (its
+# certificate) and `podman` with `runc` (runs the images; tools/podman.sh). The tests start their own registries on loopback ports
 # (crates/testkit/src/registry.rs); nothing here keeps running.
 #
 #   bash tools/oci-tools.sh                 install only
@@ -14,6 +14,11 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+# podman's published ports (-p) need the CNI plugins and iptables.
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
@@ -23,7 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian's package starts a registry service on :5000; the tests run their own.
 if command -v service >/dev/null 2>&1; then service docker-registry stop >/dev/null 2>&1 || true; fi
-echo "docker-registry: $(command -v docker-registry)  skopeo: $(skopeo --version)"
+echo "docker-registry: $(command -v docker-registry)  skopeo: $(skopeo --version)  $(podman --version)"
 if [ "${1:-}" = serve ]; then
   dir="${2:?usage: oci-tools.sh serve DIR PORT}"; port="${3:?usage: oci-tools.sh serve DIR PORT}"
   mkdir -p "$dir/data"

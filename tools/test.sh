@@ -8,7 +8,11 @@
 #   - installs an OCI registry, skopeo, htpasswd and openssl from Debian packages if
 #     missing (tools/oci-tools.sh), and builds the pinned cosign once (tools/cosign.sh,
 #     cached under ~/.hoist/cosign; a cold Go build runs in the background beside the
-#     venvs and `cargo build`) for the image and signature tests
+#     venvs and `cargo build`) for the image and signature tests; podman (Debian) runs
+#     the images (tools/podman.sh)
+#   - builds the pinned actionlint (tools/actionlint.sh, cached under ~/.hoist/actionlint,
+#     in the background like cosign) and installs the pinned check-jsonschema into a venv
+#     (tools/check-jsonschema.sh): crates/cli/tests/ci.rs checks `hoist ci init`'s files
 #   - runs the Rust tests (unit + integration: the real hoist-server binary on loopback,
 #     every example model on both runtimes; the embedded registry and the hoist CLI)
 #   - runs the external-client tests (tritonclient, MLflow scoring bodies) in a venv
@@ -25,6 +29,12 @@ if [ -z "${HOIST_COSIGN:-}" ]; then
   cosign_pid=$!
 fi
 
+actionlint_log="$(mktemp)"
+if [ -z "${HOIST_ACTIONLINT:-}" ]; then
+  bash tools/actionlint.sh >"$actionlint_log" 2>&1 &
+  actionlint_pid=$!
+fi
+
 ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(bash tools/fetch-onnxruntime.sh | tail -n 1)}"
 export ORT_DYLIB_PATH
 echo "== ONNX Runtime: $ORT_DYLIB_PATH"
@@ -35,10 +45,14 @@ export HOIST_MLFLOW_PYTHON
 echo "== MLflow 2.x venv (the same MLflow tests, against a 2.x server)"
 HOIST_MLFLOW2_PYTHON="${HOIST_MLFLOW2_PYTHON:-$(bash tools/mlflow2-venv.sh | tail -n 1)}"
 
+echo "== check-jsonschema venv (SchemaStore's CI schemas for crates/cli/tests/ci.rs)"
+HOIST_CHECK_JSONSCHEMA="${HOIST_CHECK_JSONSCHEMA:-$(bash tools/check-jsonschema.sh | tail -n 1)}"
+export HOIST_CHECK_JSONSCHEMA
+
 echo "== kubectl and Prometheus (Debian packages; the Kubernetes tests parse manifests offline and query a real Prometheus)"
 bash tools/debian-tools.sh
 
-echo "== OCI registry, skopeo and cosign (the image and signature tests: crates/oci/tests, crates/cli/tests/{image,cosign}.rs)"
+echo "== OCI registry, skopeo, podman and cosign (the image and signature tests: crates/oci/tests, crates/cli/tests/{image,cosign,podman}.rs)"
 bash tools/oci-tools.sh
 
 echo "== cargo build"
@@ -52,6 +66,12 @@ if [ -z "${HOIST_COSIGN:-}" ]; then
 fi
 export HOIST_COSIGN
 echo "== cosign: $HOIST_COSIGN"
+if [ -z "${HOIST_ACTIONLINT:-}" ]; then
+  wait "$actionlint_pid" || { cat "$actionlint_log" >&2; echo "tools/actionlint.sh failed" >&2; exit 1; }
+  HOIST_ACTIONLINT="$(tail -n 1 "$actionlint_log")"
+fi
+export HOIST_ACTIONLINT
+echo "== actionlint: $HOIST_ACTIONLINT"
 
 echo "== cargo test"
 if command -v cargo-nextest >/dev/null 2>&1; then

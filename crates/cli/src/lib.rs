@@ -10,11 +10,14 @@
 //! - `sign`: `hoist key generate`, `sign`, `attest`, `verify` (cosign-compatible).
 //! - `render`: `hoist render k8s`, the pipeline as Kubernetes manifests.
 //! - `runtime`: `hoist runtime install|list`, ONNX Runtime's library for hoist-server.
-//! - `output`: human tables and dates (`--json` output is serde's).
+//! - `ci`: `hoist ci init github|azure`, the CI file that drives a release.
+//! - `output`: human tables and dates, and release summaries in Markdown (`--json`
+//!   output is serde's).
 //!
 //! Commands print results on stdout and nothing else there; errors go to stderr
 //! (as JSON with `--json`), with an exit code a script can branch on.
 
+mod ci;
 mod client;
 mod image;
 mod mlflow;
@@ -175,6 +178,10 @@ pub enum Command {
     /// fetches ONNX Runtime's library; `hoist runtime list` shows what serves by default
     #[command(subcommand, after_help = EXIT_CODES)]
     Runtime(runtime::RuntimeCmd),
+    /// CI that drives releases: `hoist ci init github|azure` writes a workflow that
+    /// pushes, signs and attests the images and runs `hoist deploy --wait`
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Ci(ci::CiCmd),
     /// Run a model server (the same program and flags as `hoist-server`)
     #[command(hide = true, disable_help_flag = true)]
     Serve {
@@ -365,6 +372,7 @@ pub fn run(
         Command::Quickstart(a) => quickstart::run(&ctx, a, out),
         Command::Render(cmd) => render::run(&ctx, cmd, out),
         Command::Runtime(cmd) => runtime::run(&ctx, cmd, out),
+        Command::Ci(cmd) => ci::run(&ctx, cmd, out),
         Command::Serve { .. } => Err(CliError::Usage(
             "`hoist serve` is handled before the command line is parsed".into(),
         )),

@@ -1,5 +1,8 @@
-//! Human output: aligned tables and UTC timestamps. (`--json` output needs none of
-//! this: it is the registry types, serialized.)
+//! Human output: aligned tables and UTC timestamps, and (`markdown`) a release as a
+//! CI job summary. (`--json` output needs none of this: it is the registry and API
+//! types, serialized.)
+
+pub(crate) mod markdown;
 
 use std::io::{self, Write};
 

@@ -51,6 +51,19 @@ pub struct DeployArgs {
     /// With --wait: give up waiting after this many seconds (the release goes on)
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// With --wait: `markdown` prints the ended release as a CI job summary on stdout
+    /// (progress goes to stderr): `>> $GITHUB_STEP_SUMMARY`
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// How `deploy --wait` and `history RELEASE` print a release (`--json` aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Lines for a terminal or a log
+    Text,
+    /// A Markdown job summary (GitHub's $GITHUB_STEP_SUMMARY, Azure's task.uploadsummary)
+    Markdown,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +121,9 @@ pub struct HistoryArgs {
     pub env: Option<String>,
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// With RELEASE: `markdown` prints it as a CI job summary
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 fn print(
@@ -128,6 +144,12 @@ pub(crate) fn deploy(
     a: DeployArgs,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let markdown = markdown_format(ctx, a.format)?;
+    if markdown && !a.wait {
+        return Err(CliError::Usage(
+            "--format markdown summarizes a release that ended: add --wait".into(),
+        ));
+    }
     let api = Client::new(ctx)?;
     let rec = api.create(&CreateRelease {
         model: a.model,
@@ -142,7 +164,57 @@ pub(crate) fn deploy(
             writeln!(o, "follow it with `hoist status {id} --watch`")
         });
     }
-    follow(ctx, &api, id, a.timeout.map(Duration::from_secs), out)
+    let timeout = a.timeout.map(Duration::from_secs);
+    if markdown {
+        // Progress to stderr; stdout is the summary alone, so `>> $GITHUB_STEP_SUMMARY`
+        // gets nothing else.
+        let mut progress = std::io::stderr();
+        let done = follow(ctx, &api, id, timeout, &mut progress);
+        if matches!(done, Err(CliError::Timeout(_))) {
+            return done;
+        }
+        let detail = api.release(id)?;
+        write_markdown(ctx, &api, &detail, out)?;
+        return done;
+    }
+    follow(ctx, &api, id, timeout, out)
+}
+
+/// Whether `--format markdown` was asked for (refused together with --json).
+fn markdown_format(ctx: &Context<'_>, f: Format) -> Result<bool, CliError> {
+    if f == Format::Markdown && ctx.json {
+        return Err(CliError::Usage(
+            "--format markdown and --json exclude each other".into(),
+        ));
+    }
+    Ok(f == Format::Markdown)
+}
+
+/// Writes a release as a Markdown job summary, with the model image recorded on the
+/// version (registry tag hoist.image) and the daemon's environment URLs when they can
+/// be read (the summary is still written when they cannot).
+fn write_markdown(
+    ctx: &Context<'_>,
+    api: &Client,
+    detail: &ReleaseDetail,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let extras = crate::output::markdown::Extras {
+        image: recorded_image(ctx, &detail.release.model, &detail.release.version),
+        environments: api.status().map(|s| s.environments).unwrap_or_default(),
+    };
+    crate::output::markdown::release(detail, &extras, out).map_err(stdout_err)
+}
+
+/// The `hoist.image` tag of a version, from the registry the CLI is pointed at
+/// (--registry, MLFLOW_TRACKING_URI, or an embedded registry that exists already).
+fn recorded_image(ctx: &Context<'_>, model: &str, version: &str) -> Option<String> {
+    if ctx.registry == "embedded" && !ctx.home().ok()?.join("registry.db").exists() {
+        return None;
+    }
+    let reg = ctx.open_registry().ok()?;
+    let v = reg.as_dyn().get_version(model, version).ok()?;
+    v.tags.get(hoist_types::wire::tags::IMAGE).cloned()
 }
 
 /// Print a release's progress until it ends; Err(ReleaseFailed) unless it succeeded.
@@ -254,9 +326,13 @@ pub(crate) fn history(
     a: HistoryArgs,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let markdown = markdown_format(ctx, a.format)?;
     let api = Client::new(ctx)?;
     if let Some(id) = a.release {
         let v = api.release(id)?;
+        if markdown {
+            return write_markdown(ctx, &api, &v, out);
+        }
         return print(ctx, out, &v, |o| {
             let r = &v.release;
             writeln!(
@@ -291,6 +367,11 @@ pub(crate) fn history(
             }
             Ok(())
         });
+    }
+    if markdown {
+        return Err(CliError::Usage(
+            "--format markdown needs a RELEASE (hoist history RELEASE --format markdown)".into(),
+        ));
     }
     let v = api.releases(a.env.as_deref(), a.limit)?;
     print(ctx, out, &v, |o| {
