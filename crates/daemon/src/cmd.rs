@@ -50,6 +50,13 @@ pub enum Cmd {
         id: ReleaseId,
         result: Result<(String, PathBuf), String>,
     },
+    /// The environment's `[policy]` checked before its candidate starts: what
+    /// passed (`None`: no policy), or why it is refused.
+    PolicyChecked {
+        id: ReleaseId,
+        env: String,
+        result: Result<Option<String>, String>,
+    },
     CandidateStarted {
         id: ReleaseId,
         env: String,

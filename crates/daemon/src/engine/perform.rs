@@ -80,6 +80,33 @@ impl Engine {
             });
             return;
         }
+        // The environment's policy first: nothing of it starts before it passes.
+        if self.cfg.policy_for(&env).is_none() {
+            return self.launch_candidate(r, env);
+        }
+        let tx = self.tx.clone();
+        let digest = self
+            .journal
+            .get(id)
+            .ok()
+            .and_then(|rec| rec.digest)
+            .unwrap_or_default();
+        let check = crate::policy::check(
+            self.cfg.clone(),
+            self.base_dir.clone(),
+            env.clone(),
+            r.version.clone(),
+            digest,
+        );
+        tokio::spawn(async move {
+            let result = check.await;
+            let _ = tx.send(Cmd::PolicyChecked { id, env, result }).await;
+        });
+    }
+
+    /// Starts the candidate of release `r` in `env` (its policy passed).
+    pub(super) fn launch_candidate(&mut self, r: &Release, env: String) {
+        let id = r.id;
         let rec = self.journal.get(id).ok();
         let c = Candidate {
             id,
