@@ -119,6 +119,7 @@ fn verified(
         ..Default::default()
     };
     let client = Client::connect(&r, options).map_err(|e| e.to_string())?;
-    let v = hoist_oci::sign::verify_any(&client, &r, keys, provenance).map_err(|e| e.to_string())?;
+    let v =
+        hoist_oci::sign::verify_any(&client, &r, keys, provenance).map_err(|e| e.to_string())?;
     Ok((client, v))
 }

@@ -120,10 +120,8 @@ pub fn unpack_model(artifact: &ModelArtifact, out: &Path) -> Result<String> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent).map_err(Error::io(format!(
-        "creating {}",
-        parent.display()
-    )))?;
+    std::fs::create_dir_all(&parent)
+        .map_err(Error::io(format!("creating {}", parent.display())))?;
     let tmp = parent.join(format!(
         ".{}.pull-{}",
         name.to_string_lossy(),
@@ -315,8 +313,11 @@ mod tests {
         assert!(e.to_string().contains("not an empty directory"), "{e}");
 
         let other = d.join("other");
-        let e = unpack_model(&artifact(layer, &format!("sha256:{}", "0".repeat(64))), &other)
-            .unwrap_err();
+        let e = unpack_model(
+            &artifact(layer, &format!("sha256:{}", "0".repeat(64))),
+            &other,
+        )
+        .unwrap_err();
         assert_eq!(e.exit_code(), 4, "{e}");
         assert!(!other.exists());
         let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();

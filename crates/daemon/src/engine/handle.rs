@@ -97,7 +97,12 @@ impl Engine {
         let _ = self.apply(id, ev);
     }
 
-    fn policy_checked(&mut self, id: ReleaseId, env: String, result: Result<Option<String>, String>) {
+    fn policy_checked(
+        &mut self,
+        id: ReleaseId,
+        env: String,
+        result: Result<Option<String>, String>,
+    ) {
         let Some(r) = self.active.get(&id).cloned() else {
             return;
         };

@@ -122,7 +122,9 @@ fn check_repository(repo: &str) -> Result<(), String> {
     }
     let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c);
     if path.is_empty() || !path.chars().all(ok) || path.split('/').any(str::is_empty) {
-        return Err("has an invalid path: lower-case letters, digits, `.`, `_`, `-` and `/`".into());
+        return Err(
+            "has an invalid path: lower-case letters, digits, `.`, `_`, `-` and `/`".into(),
+        );
     }
     Ok(())
 }
@@ -135,7 +137,8 @@ mod tests {
         Config::parse(toml, "hoist.toml").map_err(|e| e.to_string())
     }
 
-    const REPO: &str = "[model]\nname = \"fraud\"\nartifact_repository = \"127.0.0.1:5055/team/models\"\n";
+    const REPO: &str =
+        "[model]\nname = \"fraud\"\nartifact_repository = \"127.0.0.1:5055/team/models\"\n";
 
     #[test]
     fn a_policy_per_environment_parses() {
