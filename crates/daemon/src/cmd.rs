@@ -50,12 +50,12 @@ pub enum Cmd {
         id: ReleaseId,
         result: Result<(String, PathBuf), String>,
     },
-    /// The environment's `[policy]` checked before its candidate starts: what
-    /// passed (`None`: no policy), or why it is refused.
+    /// The environment's `[policy]` checked (and the model artifact resolved)
+    /// before its candidate starts, or why it is refused.
     PolicyChecked {
         id: ReleaseId,
         env: String,
-        result: Result<Option<String>, String>,
+        result: Result<crate::policy::Checked, String>,
     },
     CandidateStarted {
         id: ReleaseId,

@@ -101,7 +101,7 @@ impl Engine {
         &mut self,
         id: ReleaseId,
         env: String,
-        result: Result<Option<String>, String>,
+        result: Result<crate::policy::Checked, String>,
     ) {
         let Some(r) = self.active.get(&id).cloned() else {
             return;
@@ -112,11 +112,11 @@ impl Engine {
             return;
         }
         match result {
-            Ok(passed) => {
-                if let Some(p) = passed {
+            Ok(checked) => {
+                if let Some(p) = checked.passed {
                     self.say(Some(id), format!("release {id}: {env}: policy passed: {p}"));
                 }
-                self.launch_candidate(&r, env);
+                self.launch_candidate(&r, env, checked.artifact);
             }
             Err(reason) => {
                 self.say(Some(id), format!("release {id}: {env}: {reason}"));

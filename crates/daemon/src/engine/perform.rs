@@ -81,8 +81,8 @@ impl Engine {
             return;
         }
         // The environment's policy first: nothing of it starts before it passes.
-        if self.cfg.policy_for(&env).is_none() {
-            return self.launch_candidate(r, env);
+        if !crate::policy::needed(&self.cfg, &env) {
+            return self.launch_candidate(r, env, None);
         }
         let tx = self.tx.clone();
         let digest = self
@@ -104,8 +104,9 @@ impl Engine {
         });
     }
 
-    /// Starts the candidate of release `r` in `env` (its policy passed).
-    pub(super) fn launch_candidate(&mut self, r: &Release, env: String) {
+    /// Starts the candidate of release `r` in `env` (its policy passed; `artifact`:
+    /// its model artifact by digest, for pods that pull it).
+    pub(super) fn launch_candidate(&mut self, r: &Release, env: String, artifact: Option<String>) {
         let id = r.id;
         let rec = self.journal.get(id).ok();
         let c = Candidate {
@@ -116,6 +117,7 @@ impl Engine {
                 .and_then(|rec| rec.digest.clone())
                 .unwrap_or_default(),
             path: rec.and_then(|rec| rec.path),
+            artifact,
         };
         if let Some(e) = self.env_mut(&env) {
             e.target.start_candidate(c);
