@@ -128,13 +128,13 @@ fn refused(d: &Daemon, id: u64, version: &str, want: &str) {
         .as_str()
         .unwrap_or_else(|| panic!("no reason: {r}"));
     assert!(
-        reason.contains("policy production: refused: ") && reason.contains(want),
+        reason.contains("refused by [policy.production]: ") && reason.contains(want),
         "v{version}: {reason}"
     );
     let journaled = r["transitions"].as_array().unwrap().iter().any(|t| {
         t["event"]["event"] == "candidate_failed"
             && t["event"]["reason"].as_str().is_some_and(|e| {
-                e.starts_with("policy production: refused: ") && reason.ends_with(e)
+                e.starts_with("refused by [policy.production]: ") && reason.ends_with(e)
             })
     });
     assert!(journaled, "the refusal is a journaled event: {r}");
@@ -319,7 +319,7 @@ fn policy_fails_closed_when_the_registry_is_unreachable() {
     let r = d.wait_done(1, Duration::from_secs(30));
     let reason = r["outcome"]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("policy production: refused: ") && reason.contains("unreachable"),
+        reason.contains("refused by [policy.production]: ") && reason.contains("unreachable"),
         "{reason}"
     );
     assert!(!server_ran(&home, "1"));

@@ -57,7 +57,7 @@ pub async fn check(
     .map_err(|err| format!("policy {e}: the check failed to run: {err}"))?
     .map_err(|reason| {
         if enforced {
-            format!("policy {env}: refused: {reason}")
+            format!("refused by [policy.{env}]: {reason}")
         } else {
             format!("model artifact: {reason}")
         }
