@@ -569,6 +569,45 @@ journal_claim = "hoist-journal"
     }
 
     #[test]
+    fn model_source_and_pull_secret_parse_and_are_checked() {
+        let c = parse(
+            "[model]\nartifact_repository = \"r.example.com/team/models\"\n\
+             [kubernetes]\nmodel_source = \"oci\"\npull_secret = \"registry-credentials\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.kubernetes.model_source, ModelSourceKind::Oci);
+        assert_eq!(
+            c.kubernetes.pull_secret.as_deref(),
+            Some("registry-credentials")
+        );
+        assert_eq!(
+            parse("").unwrap().kubernetes.model_source,
+            ModelSourceKind::Registry
+        );
+        for (toml, want) in [
+            (
+                "[kubernetes]\nmodel_source = \"oci\"\n",
+                "kubernetes.model_source: `oci` pulls each version's artifact from model.artifact_repository",
+            ),
+            (
+                "[model]\nartifact_repository = \"r.example.com/m\"\n[kubernetes]\nmodel_source = \"oci\"\nmodel_path = \"/m\"\n",
+                "kubernetes.model_source: `oci` pulls the model into the pod; model_path",
+            ),
+            (
+                "[kubernetes]\nmodel_source = \"s3\"\n",
+                "unknown variant `s3`",
+            ),
+            (
+                "[kubernetes]\npull_secret = \"Registry Creds\"\n",
+                "kubernetes.pull_secret: `Registry Creds` is not a Secret name",
+            ),
+        ] {
+            let e = parse(toml).unwrap_err();
+            assert!(e.contains(want), "{toml}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let e = parse("[kubernetes]\nreplica = 3\n").unwrap_err();
         assert!(e.contains("replica"), "{e}");
