@@ -262,7 +262,7 @@ impl Kubernetes {
         }
         if self.model_source == ModelSourceKind::Oci && self.model_path.is_some() {
             return Err(
-                "kubernetes.model_source: `oci` pulls the model into the pod; model_path says                  it is baked into the image: set one of them"
+                "kubernetes.model_source: `oci` pulls the model into the pod; model_path says it is baked into the image: set one of them"
                     .into(),
             );
         }

@@ -64,7 +64,7 @@ impl Config {
             && self.model.artifact_repository.is_none()
         {
             return Err(
-                "kubernetes.model_source: `oci` pulls each version's artifact from                  model.artifact_repository: set it to where `hoist model push` pushes this model"
+                "kubernetes.model_source: `oci` pulls each version's artifact from model.artifact_repository: set it to where `hoist model push` pushes this model"
                     .into(),
             );
         }
