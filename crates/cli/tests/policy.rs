@@ -53,13 +53,19 @@ fn ok(o: Output, what: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn cosign_bin() -> Option<PathBuf> {
+/// The pinned cosign (tools/test.sh builds it with tools/cosign.sh).
+fn cosign_bin() -> PathBuf {
     let p = std::env::var_os("HOIST_COSIGN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var("HOME").unwrap()).join(".hoist/cosign/v2.6.5/cosign")
         });
-    p.is_file().then_some(p)
+    assert!(
+        p.is_file(),
+        "no cosign at {}: run `bash tools/cosign.sh` (tools/test.sh does)",
+        p.display()
+    );
+    p
 }
 
 /// Registers `package` as the next version of `m` and pushes it: the artifact's tag.
@@ -208,7 +214,8 @@ fn only_artifacts_signed_by_the_policys_key_reach_production() {
     refused(&d, 5, "5", "not sha256:");
 
     // v6: signed by the real cosign with the policy's key: deploys.
-    if let Some(cosign) = cosign_bin() {
+    {
+        let cosign = cosign_bin();
         let v6 = register_and_push(&home, &repo, "breast_cancer_shuffled", "6");
         let o = Command::new(cosign)
             .current_dir(&home)
@@ -232,8 +239,6 @@ fn only_artifacts_signed_by_the_policys_key_reach_production() {
         let out = ok(run(&home, &["deploy", "m/6", "--wait"]), "deploy v6");
         let r = d.release(6);
         assert_eq!(r["outcome"]["outcome"], "succeeded", "{out}\n{r}");
-    } else {
-        eprintln!("cosign not built (bash tools/cosign.sh): the cosign-signed deploy is skipped");
     }
 
     // `hoist model pull`, what an init container runs, on the same artifacts.
