@@ -90,6 +90,20 @@ pub struct ModelPushArgs {
     pub registry: RegistryFlags,
 }
 
+#[derive(Debug, Args)]
+pub struct ModelPullArgs {
+    /// The artifact: HOST[:PORT]/PATH:TAG or HOST[:PORT]/PATH@sha256:DIGEST
+    pub reference: String,
+    /// Where to put the model's files (must not exist, or be empty)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Require a cosign signature of the artifact by this public key (cosign.pub)
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
 pub(crate) fn run(ctx: &Context<'_>, cmd: ImageCmd, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {
         ImageCmd::Push(a) => push(ctx, a, out),
@@ -510,4 +524,59 @@ pub(crate) fn model_push(
         &reference,
     )?;
     print_pushed(ctx, out, &reference, &image, &tags, &report)
+}
+
+/// `hoist model pull REFERENCE --out DIR [--key cosign.pub]`: a model artifact,
+/// verified, unpacked atomically.
+pub(crate) fn model_pull(
+    ctx: &Context<'_>,
+    a: ModelPullArgs,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let key = match &a.key {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| CliError::Io {
+                context: format!("reading {}", p.display()),
+                source,
+            })?;
+            Some(hoist_oci::PublicKey::from_pem(&text)?)
+        }
+        None => None,
+    };
+    let mut r = Reference::parse(&a.reference)?;
+    let client = connect(ctx, &r, &a.registry)?;
+    let mut signed = false;
+    if let Some(k) = &key {
+        // Verified by digest; the pull below fetches exactly that digest.
+        let v = hoist_oci::sign::verify(&client, &r, k, false)?;
+        r.digest = Some(v.digest);
+        signed = true;
+    }
+    let artifact = hoist_oci::pull::fetch_model(&client, &r)?;
+    let model_digest = hoist_oci::pull::unpack_model(&artifact, &a.out)?;
+    let ann = |k: &str| artifact.annotations.get(k).cloned().unwrap_or_default();
+    if ctx.json {
+        return ctx.print_json(
+            out,
+            &serde_json::json!({
+                "reference": artifact.reference,
+                "digest": artifact.digest,
+                "model": ann("dev.hoist.model.name"),
+                "version": ann("dev.hoist.model.version"),
+                "model_digest": model_digest,
+                "signed": signed,
+                "out": a.out,
+            }),
+        );
+    }
+    writeln!(
+        out,
+        "pulled {} ({} v{}, {model_digest}{}) into {}",
+        artifact.reference,
+        ann("dev.hoist.model.name"),
+        ann("dev.hoist.model.version"),
+        if signed { ", signature verified" } else { "" },
+        a.out.display()
+    )
+    .map_err(stdout_err)
 }

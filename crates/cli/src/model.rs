@@ -28,6 +28,19 @@ pub enum ModelCmd {
     /// recorded on the version as the tag hoist.artifact. Credentials as for
     /// `hoist image push`.
     Push(crate::image::ModelPushArgs),
+    /// Pull a model artifact pushed by `hoist model push` into a directory
+    ///
+    /// REFERENCE is HOST[:PORT]/PATH:TAG or …@sha256:DIGEST (a tag is resolved once;
+    /// everything after is fetched by that digest). The manifest and layer are
+    /// checked against their digests, the files' package digest against the
+    /// artifact's (exit code 4 on any mismatch), and with --key the artifact must
+    /// carry a cosign signature by that key (exit code 4 when not). Only directories
+    /// and regular files under model/ are accepted: an absolute path, `..`, a link or
+    /// a device refuses the artifact. The files land in a temporary directory beside
+    /// DIR and are renamed into place when all checks pass; DIR must not exist or
+    /// must be empty. This is what a pod's init container runs with
+    /// kubernetes.model_source = "oci". Credentials as for `hoist image push`.
+    Pull(crate::image::ModelPullArgs),
     /// Register a model package as the next version of a model
     ///
     /// PATH is an MLflow model directory (MLmodel, model.onnx, …) or a bare .onnx
@@ -153,6 +166,10 @@ pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Resu
             ctx.registry
         )));
     }
+    // Pulling an artifact needs no model registry.
+    if let ModelCmd::Pull(a) = cmd {
+        return crate::image::model_pull(ctx, a, out);
+    }
     let opened = ctx.open_registry()?;
     let reg = opened.as_dyn();
     let where_ = match &opened {
@@ -161,6 +178,7 @@ pub(crate) fn run(ctx: &Context<'_>, cmd: ModelCmd, out: &mut dyn Write) -> Resu
     };
     match cmd {
         ModelCmd::Push(a) => crate::image::model_push(ctx, reg, a, out),
+        ModelCmd::Pull(a) => crate::image::model_pull(ctx, a, out),
         ModelCmd::Register {
             path,
             name,

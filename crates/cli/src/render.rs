@@ -241,10 +241,12 @@ fn pins(
                 v.name, v.version
             ))
         })?;
+        let artifact = v.tags.get(hoist_types::wire::tags::ARTIFACT).cloned();
         Ok(ModelPin {
             name: v.name,
             version: v.version,
             digest,
+            artifact,
         })
     };
     let stable = match (&a.version, &a.digest, &a.model) {
@@ -252,6 +254,9 @@ fn pins(
             name: cfg.model.name.clone(),
             version: version.clone(),
             digest: digest.clone(),
+            // With model_source = "oci", rendering says the artifact is missing:
+            // render with --model, whose version records it (hoist.artifact).
+            artifact: None,
         },
         (_, _, Some(r)) => resolve(r)?,
         _ => {

@@ -279,3 +279,105 @@ fn a_controller_without_a_journal_adopts_the_cluster_and_rolls_back_a_leftover_c
     assert_eq!(api.deployment_replicas(NS, "m-stable"), Some(2));
     d.stop();
 }
+
+/// `[policy]` and `model_source = "oci"` on a cluster: the daemon verifies
+/// `kubernetes.image` and the model artifact (REAL registry on loopback) before any
+/// Deployment of the candidate is applied, and the pods pull exactly the verified
+/// artifact, by digest. An unsigned version is refused and never applied.
+#[test]
+fn on_a_cluster_only_signed_artifacts_are_applied_and_pods_pull_them_by_digest() {
+    use hoist_oci::{Client, ClientOptions, ImageSpec, LayerBuilder, PrivateKey, Reference};
+
+    let reg = hoist_testkit::registry::Registry::start();
+    let api = FakeKubeApi::start();
+    let server = Server::start();
+    let home = temp_home("cluster-policy");
+    let kubeconfig = api.kubeconfig(&home);
+    let key = PrivateKey::generate();
+    std::fs::write(home.join("cosign.pub"), key.public().to_pem()).unwrap();
+    let connect =
+        |r: &str| Client::connect(&Reference::parse(r).unwrap(), ClientOptions::default()).unwrap();
+    // The hoist image: any image will do for a cluster that runs no pods; signed.
+    let repo_image = format!("{}/team/hoist", reg.addr);
+    let mut l = LayerBuilder::new(5);
+    l.bytes("usr/local/bin/hoist", b"#!".to_vec(), true)
+        .unwrap();
+    let img = ImageSpec::default().build(vec![l.build().unwrap()]);
+    let d = connect(&repo_image).push(&img, &[]).unwrap().digest;
+    let image = format!("{repo_image}@{d}");
+    hoist_oci::sign::sign(&connect(&image), &Reference::parse(&image).unwrap(), &key).unwrap();
+
+    let repo = format!("{}/team/models", reg.addr);
+    let config = config(server.1, "enabled = false")
+        .replace(
+            &format!(
+                "image = \"hoist@sha256:{}\"\nmodel_path = \"/models/m\"",
+                "ab".repeat(32)
+            ),
+            &format!("image = \"{image}\"\nmodel_source = \"oci\""),
+        )
+        .replace(
+            "trigger = { alias = \"champion\" }",
+            &format!("trigger = \"manual\"\nartifact_repository = \"{repo}\""),
+        )
+        + "\n[policy.production]\nrequire_signature = true\nkeys = [\"cosign.pub\"]\n";
+    assert!(config.contains("model_source = \"oci\""), "{config}");
+    let no_docker = home.join("no-docker-config");
+    let d = Daemon::start_with_env(
+        &home,
+        &config,
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("DOCKER_CONFIG", no_docker.to_str().unwrap()),
+        ],
+    );
+    let push = |v: &str| {
+        ok(&hoist(&home, &["model", "push", &format!("m/{v}"), &repo]));
+        format!("{repo}:m-v{v}")
+    };
+
+    // v1: pushed and signed: applied, its pods pull the artifact by digest.
+    register(&home, "breast_cancer_gbt", None);
+    let v1 = push("1");
+    hoist_oci::sign::sign(&connect(&v1), &Reference::parse(&v1).unwrap(), &key).unwrap();
+    let pinned = format!(
+        "{repo}@{}",
+        hoist_oci::sign::resolve(&connect(&v1), &Reference::parse(&v1).unwrap()).unwrap()
+    );
+    ok(&hoist(&home, &["deploy", "m/1", "--wait"]));
+    let r = d.release(1);
+    assert_eq!(r["outcome"]["outcome"], "succeeded", "{r}");
+    assert_eq!(
+        annotation(&api, "m-stable", "hoist.dev/artifact").as_deref(),
+        Some(pinned.as_str())
+    );
+    let dep = api.object("Deployment", NS, "m-stable").unwrap();
+    let init = &dep["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "pull-model", "{dep}");
+    assert_eq!(
+        init["args"],
+        serde_json::json!(["model", "pull", pinned, "--out", "/models/model"])
+    );
+
+    // v2: pushed, not signed: refused before anything of it is applied.
+    register(&home, "breast_cancer_lr", None);
+    push("2");
+    let out = hoist(&home, &["deploy", "m/2", "--wait"]);
+    assert_eq!(out.status.code(), Some(5));
+    let reason = d.release(2)["outcome"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("refused by [policy.production]") && reason.contains("no signature"),
+        "{reason}"
+    );
+    for name in ["m-stable", "m-candidate"] {
+        assert_ne!(
+            annotation(&api, name, "hoist.dev/version").as_deref(),
+            Some("2"),
+            "v2 was applied to {name}"
+        );
+    }
+    d.stop();
+}

@@ -378,3 +378,63 @@ fn render_k8s_refuses_a_bad_config_and_writes_nothing() {
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// `model_source = "oci"`: each pod pulls the artifact `hoist model push` recorded on
+/// the version (the tag hoist.artifact, by digest), with the pull secret; a version
+/// with no artifact is refused with what to do.
+#[test]
+fn an_oci_model_source_pulls_the_versions_artifact_by_digest() {
+    let home = temp_home("render-oci");
+    register(&home);
+    let cfg = config(
+        &home,
+        IMAGE,
+        "model_source = \"oci\"\npull_secret = \"registry-credentials\"\n",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "trigger = { alias = \"champion\" }",
+            "trigger = { alias = \"champion\" }\nartifact_repository = \"registry.example.com/team/models\"",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let args = [
+        "render",
+        "k8s",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--env",
+        "staging",
+    ];
+    let out = hoist(&home, &args);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stable.artifact") && err.contains("hoist.artifact"),
+        "{err}"
+    );
+
+    let artifact = format!("registry.example.com/team/models@sha256:{}", "c".repeat(64));
+    ok(&hoist(
+        &home,
+        &[
+            "model",
+            "tag",
+            "fraud",
+            "1",
+            &format!("hoist.artifact={artifact}"),
+        ],
+    ));
+    let yaml = ok(&hoist(&home, &args));
+    assert!(
+        yaml.contains(&format!(
+            "- pull\n        - {artifact}\n        - --out\n        - /models/model"
+        )),
+        "{yaml}"
+    );
+    assert!(yaml.contains("imagePullSecrets:\n      - name: registry-credentials"));
+    assert!(yaml.contains(&format!("hoist.dev/artifact: {artifact}")));
+    assert!(
+        !yaml.contains("- fetch"),
+        "no registry fetch with an OCI source"
+    );
+    let _ = std::fs::remove_dir_all(&home);
+}

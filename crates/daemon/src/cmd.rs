@@ -50,6 +50,13 @@ pub enum Cmd {
         id: ReleaseId,
         result: Result<(String, PathBuf), String>,
     },
+    /// The environment's `[policy]` checked (and the model artifact resolved)
+    /// before its candidate starts, or why it is refused.
+    PolicyChecked {
+        id: ReleaseId,
+        env: String,
+        result: Result<crate::policy::Checked, String>,
+    },
     CandidateStarted {
         id: ReleaseId,
         env: String,

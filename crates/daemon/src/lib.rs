@@ -33,6 +33,7 @@ pub mod gates;
 pub mod live;
 pub mod log;
 pub mod notify;
+pub mod policy;
 pub mod prometheus;
 pub mod run;
 pub mod shutdown;

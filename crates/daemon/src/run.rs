@@ -368,7 +368,7 @@ impl Wiring<'_> {
                     let live = self
                         .journal
                         .live(&name)?
-                        .map(|l| crate::target::kube::pin(&l.model, &l.version, &l.digest));
+                        .map(|l| crate::target::kube::pin(&l.model, &l.version, &l.digest, None));
                     let c = ClusterEnv::connect(
                         &self.cfg,
                         &g.env,

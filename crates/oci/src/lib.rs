@@ -12,6 +12,8 @@
 //! - `keys`: cosign's key formats ([`PrivateKey`], [`PublicKey`]).
 //! - `sign`: cosign-compatible signatures (`.sig`) and attestations (`.att`, SLSA v1
 //!   provenance in DSSE), and their verification.
+//! - `pull`: model artifacts fetched back ([`pull::fetch_model`]) and unpacked
+//!   safely and atomically ([`pull::unpack_model`]).
 //! - `client`: the distribution API ([`Client`]): blob HEAD, monolithic and chunked
 //!   uploads, manifests put last.
 //!
@@ -23,6 +25,7 @@ mod client;
 mod image;
 mod keys;
 mod layer;
+pub mod pull;
 mod reference;
 pub mod sign;
 

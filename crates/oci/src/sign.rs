@@ -262,3 +262,31 @@ pub fn verify(
         attestations,
     })
 }
+
+/// [`verify`] with several accepted keys (a policy's): the first key that verifies
+/// wins; when none does, the reason names what each key found.
+pub fn verify_any(
+    client: &Client,
+    reference: &Reference,
+    keys: &[PublicKey],
+    attestation: bool,
+) -> Result<Verified> {
+    let mut reasons = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        match verify(client, reference, key, attestation) {
+            Ok(v) => return Ok(v),
+            Err(Error::Unverified { reason, .. }) if keys.len() > 1 => {
+                reasons.push(format!("key {}: {reason}", i + 1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Unverified {
+        reference: reference.to_string(),
+        reason: if reasons.is_empty() {
+            "no key to verify with".into()
+        } else {
+            reasons.join("; ")
+        },
+    })
+}

@@ -54,6 +54,13 @@ pub struct Kubernetes {
     pub registry_secret: Option<String>,
     /// The model is baked into the image at this path: no init container, no fetch.
     pub model_path: Option<String>,
+    /// Where the init container gets the model: `registry` (`hoist model fetch` from
+    /// `registry_url`) or `oci` (`hoist model pull` of the version's artifact, by
+    /// digest, from `model.artifact_repository`).
+    pub model_source: ModelSourceKind,
+    /// A `kubernetes.io/dockerconfigjson` Secret: the pods' `imagePullSecrets`, and
+    /// the credentials `hoist model pull` uses for the model artifact.
+    pub pull_secret: Option<String>,
     /// Secret with key `token`: hoist-server's admin token, mounted as a file
     /// (HOIST_ADMIN_TOKEN_FILE), so a rotated Secret needs no restart.
     pub admin_token_secret: Option<String>,
@@ -93,6 +100,8 @@ impl Default for Kubernetes {
             registry_url: None,
             registry_secret: None,
             model_path: None,
+            model_source: ModelSourceKind::Registry,
+            pull_secret: None,
             admin_token_secret: None,
             gateway: None,
             hostnames: Vec::new(),
@@ -108,6 +117,17 @@ impl Default for Kubernetes {
             controller: ControllerConfig::default(),
         }
     }
+}
+
+/// `kubernetes.model_source`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelSourceKind {
+    /// `hoist model fetch` from the MLflow registry (`registry_url`).
+    #[default]
+    Registry,
+    /// `hoist model pull` of the OCI model artifact `hoist model push` pushed.
+    Oci,
 }
 
 /// `[kubernetes.gateway]`: a Gateway API Gateway.
@@ -240,9 +260,16 @@ impl Kubernetes {
                 "kubernetes.model_path: `{p}` must be an absolute path inside the image"
             ));
         }
+        if self.model_source == ModelSourceKind::Oci && self.model_path.is_some() {
+            return Err(
+                "kubernetes.model_source: `oci` pulls the model into the pod; model_path says it is baked into the image: set one of them"
+                    .into(),
+            );
+        }
         for (key, secret) in [
             ("registry_secret", &self.registry_secret),
             ("admin_token_secret", &self.admin_token_secret),
+            ("pull_secret", &self.pull_secret),
         ] {
             if let Some(s) = secret
                 && !is_dns_name(s)
@@ -538,6 +565,45 @@ journal_claim = "hoist-journal"
         ] {
             let e = parse(toml).unwrap_err();
             assert!(e.contains(key), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn model_source_and_pull_secret_parse_and_are_checked() {
+        let c = parse(
+            "[model]\nartifact_repository = \"r.example.com/team/models\"\n\
+             [kubernetes]\nmodel_source = \"oci\"\npull_secret = \"registry-credentials\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.kubernetes.model_source, ModelSourceKind::Oci);
+        assert_eq!(
+            c.kubernetes.pull_secret.as_deref(),
+            Some("registry-credentials")
+        );
+        assert_eq!(
+            parse("").unwrap().kubernetes.model_source,
+            ModelSourceKind::Registry
+        );
+        for (toml, want) in [
+            (
+                "[kubernetes]\nmodel_source = \"oci\"\n",
+                "kubernetes.model_source: `oci` pulls each version's artifact from model.artifact_repository",
+            ),
+            (
+                "[model]\nartifact_repository = \"r.example.com/m\"\n[kubernetes]\nmodel_source = \"oci\"\nmodel_path = \"/m\"\n",
+                "kubernetes.model_source: `oci` pulls the model into the pod; model_path",
+            ),
+            (
+                "[kubernetes]\nmodel_source = \"s3\"\n",
+                "unknown variant `s3`",
+            ),
+            (
+                "[kubernetes]\npull_secret = \"Registry Creds\"\n",
+                "kubernetes.pull_secret: `Registry Creds` is not a Secret name",
+            ),
+        ] {
+            let e = parse(toml).unwrap_err();
+            assert!(e.contains(want), "{toml}: {e}");
         }
     }
 

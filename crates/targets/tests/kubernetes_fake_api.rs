@@ -31,6 +31,7 @@ fn pin(version: &str, fill: char) -> ModelPin {
         name: "fraud".into(),
         version: version.into(),
         digest: format!("sha256:{}", fill.to_string().repeat(64)),
+        artifact: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn pin(version: &str, fill: char) -> ModelPin {
         name: "fraud".into(),
         version: version.into(),
         digest: format!("sha256:{}", fill.to_string().repeat(64)),
+        artifact: None,
     }
 }
 
@@ -86,6 +87,30 @@ fn baked_replica_ratio() -> AppSpec {
     s.autoscale = None;
     s.replicas = 2;
     s.ingress_namespaces = vec!["ingress-nginx".into()];
+    s
+}
+
+const ARTIFACTS: &str = "registry.example.com/team/model-artifacts";
+
+/// Production mid-canary with the model pulled from its OCI artifact (by digest) and
+/// a pull secret for both the image and the artifact.
+fn oci_pull_secret() -> AppSpec {
+    let with_artifact = |version: &str, fill: char, art: char| ModelPin {
+        artifact: Some(format!("{ARTIFACTS}@sha256:{}", art.to_string().repeat(64))),
+        ..pin(version, fill)
+    };
+    let mut s = AppSpec::new(
+        "fraud",
+        "production",
+        "hoist-production",
+        IMAGE,
+        with_artifact("3", 'a', 'c'),
+        ModelSource::Oci,
+    );
+    s.candidate = Some(with_artifact("4", 'b', 'd'));
+    s.candidate_weight = 10;
+    s.pull_secret = Some("registry-credentials".into());
+    s.controller = Some(controller());
     s
 }
 
@@ -151,6 +176,72 @@ fn golden_gateway_canary() {
     check_golden("gateway-canary", &m.to_yaml());
     let c = render_controller(&controller(), &gateway_canary()).unwrap();
     check_golden("controller", &c.to_yaml());
+}
+
+#[test]
+fn golden_oci_pull_secret() {
+    let m = render::render(&oci_pull_secret()).unwrap();
+    check_golden("oci-pull-secret", &m.to_yaml());
+    let c = render_controller(&controller(), &oci_pull_secret()).unwrap();
+    let yaml = c.to_yaml();
+    assert!(
+        yaml.contains("imagePullSecrets:\n      - name: registry-credentials"),
+        "the controller pulls its image with the secret too:\n{yaml}"
+    );
+}
+
+#[test]
+fn an_oci_model_is_pulled_by_digest_into_the_servers_volume() {
+    let m = render::render(&oci_pull_secret()).unwrap();
+    for (name, art) in [("fraud-stable", 'c'), ("fraud-candidate", 'd')] {
+        let d = deployment(&m, name);
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let secrets = pod.image_pull_secrets.as_ref().unwrap();
+        assert_eq!(secrets[0].name, "registry-credentials");
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.name, "pull-model");
+        assert_eq!(init.image.as_deref(), Some(IMAGE));
+        let reference = format!("{ARTIFACTS}@sha256:{}", art.to_string().repeat(64));
+        assert_eq!(
+            init.args.as_ref().unwrap(),
+            &["model", "pull", &reference, "--out", "/models/model"]
+        );
+        let env = init.env.as_ref().unwrap();
+        assert_eq!(env[0].name, "REGISTRY_AUTH_FILE");
+        let server = &pod.containers[0];
+        assert_eq!(server.args.as_ref().unwrap()[1], "/models/model");
+        let mounts = server.volume_mounts.as_ref().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "model" && m.read_only == Some(true)),
+            "the server reads what the init container pulled"
+        );
+        assert!(
+            !mounts.iter().any(|m| m.name == "registry-auth"),
+            "only the init container sees the registry credentials"
+        );
+        let ann = d.metadata.annotations.as_ref().unwrap();
+        assert_eq!(ann["hoist.dev/artifact"], reference);
+    }
+}
+
+#[test]
+fn an_oci_model_needs_an_artifact_pinned_by_digest() {
+    let mut s = oci_pull_secret();
+    s.candidate.as_mut().unwrap().artifact = None;
+    let e = render::render(&s).unwrap_err().to_string();
+    assert!(
+        e.contains("candidate.artifact") && e.contains("hoist.artifact"),
+        "{e}"
+    );
+    let mut s = oci_pull_secret();
+    s.stable.artifact = Some(format!("{ARTIFACTS}:fraud-v3"));
+    let e = render::render(&s).unwrap_err().to_string();
+    assert!(
+        e.contains("stable.artifact") && e.contains("not pinned by digest"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -30,6 +30,7 @@ impl Engine {
             Cmd::Promotion { version, trigger } => self.promotion(version, trigger),
             Cmd::TriggerPoints { version, desc } => self.caught_up(version, desc),
             Cmd::Fetched { id, result } => self.fetched(id, result),
+            Cmd::PolicyChecked { id, env, result } => self.policy_checked(id, env, result),
             Cmd::CandidateStarted { id, env, result } => self.candidate_started(id, env, result),
             Cmd::Smoke { id, env, result } => self.smoked(id, env, result),
             Cmd::Verdict {
@@ -94,6 +95,34 @@ impl Engine {
             Err(reason) => Event::FetchFailed { reason },
         };
         let _ = self.apply(id, ev);
+    }
+
+    fn policy_checked(
+        &mut self,
+        id: ReleaseId,
+        env: String,
+        result: Result<crate::policy::Checked, String>,
+    ) {
+        let Some(r) = self.active.get(&id).cloned() else {
+            return;
+        };
+        // Also after a restart, where a resumed release starts its candidate again
+        // in any phase (and is checked again).
+        if r.env_name() != env || !r.is_mid_rollout() || matches!(r.phase, Phase::Fetching) {
+            return;
+        }
+        match result {
+            Ok(checked) => {
+                if let Some(p) = checked.passed {
+                    self.say(Some(id), format!("release {id}: {env}: policy passed: {p}"));
+                }
+                self.launch_candidate(&r, env, checked.artifact);
+            }
+            Err(reason) => {
+                self.say(Some(id), format!("release {id}: {env}: {reason}"));
+                let _ = self.apply(id, Event::CandidateFailed { reason });
+            }
+        }
     }
 
     fn candidate_started(&mut self, id: ReleaseId, env: String, result: Result<Started, String>) {

@@ -80,6 +80,34 @@ impl Engine {
             });
             return;
         }
+        // The environment's policy first: nothing of it starts before it passes.
+        if !crate::policy::needed(&self.cfg, &env) {
+            return self.launch_candidate(r, env, None);
+        }
+        let tx = self.tx.clone();
+        let digest = self
+            .journal
+            .get(id)
+            .ok()
+            .and_then(|rec| rec.digest)
+            .unwrap_or_default();
+        let check = crate::policy::check(
+            self.cfg.clone(),
+            self.base_dir.clone(),
+            env.clone(),
+            r.version.clone(),
+            digest,
+        );
+        tokio::spawn(async move {
+            let result = check.await;
+            let _ = tx.send(Cmd::PolicyChecked { id, env, result }).await;
+        });
+    }
+
+    /// Starts the candidate of release `r` in `env` (its policy passed; `artifact`:
+    /// its model artifact by digest, for pods that pull it).
+    pub(super) fn launch_candidate(&mut self, r: &Release, env: String, artifact: Option<String>) {
+        let id = r.id;
         let rec = self.journal.get(id).ok();
         let c = Candidate {
             id,
@@ -89,6 +117,7 @@ impl Engine {
                 .and_then(|rec| rec.digest.clone())
                 .unwrap_or_default(),
             path: rec.and_then(|rec| rec.path),
+            artifact,
         };
         if let Some(e) = self.env_mut(&env) {
             e.target.start_candidate(c);

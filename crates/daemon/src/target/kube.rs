@@ -72,11 +72,12 @@ pub struct ClusterEnv {
 }
 
 /// A model version as the pods pin it.
-pub fn pin(model: &str, version: &str, digest: &str) -> ModelPin {
+pub fn pin(model: &str, version: &str, digest: &str, artifact: Option<String>) -> ModelPin {
     ModelPin {
         name: model.to_string(),
         version: version.to_string(),
         digest: digest.to_string(),
+        artifact,
     }
 }
 
@@ -98,8 +99,19 @@ impl ClusterEnv {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         // Before the first release nothing is live; the stable Deployment is only ever
         // applied with a real version (by promote), never with this placeholder.
-        let stable = stable
-            .unwrap_or_else(|| pin(&cfg.model.name, "0", &format!("sha256:{}", "0".repeat(64))));
+        let zeros = format!("sha256:{}", "0".repeat(64));
+        let placeholder = cfg
+            .model
+            .artifact_repository
+            .as_ref()
+            .map(|r| format!("{r}@{zeros}"));
+        let mut stable =
+            stable.unwrap_or_else(|| pin(&cfg.model.name, "0", &zeros, placeholder.clone()));
+        // The journal keeps no artifact: these objects are the Services, the pods'
+        // artifact comes with each candidate (and from `hoist.dev/artifact`).
+        if stable.artifact.is_none() {
+            stable.artifact = placeholder;
+        }
         let spec = hoist_targets::kubernetes::config::app_spec(
             cfg, env, image, &stable, None, 0, &source, "",
         );
@@ -438,7 +450,7 @@ impl EnvTarget for ClusterTarget {
     }
 
     fn start_candidate(&mut self, c: Candidate) {
-        let pin = pin(&self.model, &c.version, &c.digest);
+        let pin = pin(&self.model, &c.version, &c.digest, c.artifact.clone());
         self.env.deploy(c.id, pin, self.replicas);
     }
 

@@ -30,6 +30,8 @@ pub struct Candidate {
     pub digest: String,
     /// The verified files on this machine (`None`: never fetched).
     pub path: Option<String>,
+    /// The model artifact by digest (`REPOSITORY@sha256:…`), when pods pull it.
+    pub artifact: Option<String>,
 }
 
 /// A version that serves in an environment.

@@ -59,6 +59,15 @@ impl Config {
         if self.model.name.trim().is_empty() {
             return Err("model.name: must not be empty".into());
         }
+        self.validate_policy()?;
+        if self.kubernetes.model_source == crate::kubernetes::ModelSourceKind::Oci
+            && self.model.artifact_repository.is_none()
+        {
+            return Err(
+                "kubernetes.model_source: `oci` pulls each version's artifact from model.artifact_repository: set it to where `hoist model push` pushes this model"
+                    .into(),
+            );
+        }
         if self.environments.is_empty() {
             return Err("environments: at least one environment is needed".into());
         }

@@ -18,12 +18,14 @@ mod analysis;
 mod duration;
 mod environment;
 mod load;
+mod policy;
 #[cfg(test)]
 mod tests;
 pub use analysis::*;
 pub use duration::*;
 pub use environment::*;
 pub use load::*;
+pub use policy::*;
 
 /// A parsed, validated `hoist.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +47,9 @@ pub struct Config {
     pub target: crate::kubernetes::TargetKind,
     /// The cluster settings, used by `target = "kubernetes"` and `hoist render k8s`.
     pub kubernetes: crate::kubernetes::Kubernetes,
+    /// `[policy.<environment>]`: signatures (and provenance) required before the
+    /// environment runs a version.
+    pub policy: Policy,
 }
 
 /// A check before traffic.
@@ -203,6 +208,10 @@ pub struct ModelConfig {
     pub trigger: Trigger,
     /// What a promotion does that arrives while a release is mid-rollout.
     pub mid_rollout: MidRollout,
+    /// The OCI repository `hoist model push` pushes this model's versions to
+    /// (`HOST[:PORT]/PATH`; each version under the tag `<name>-v<version>`): what
+    /// `[policy]` verifies and `kubernetes.model_source = "oci"` pulls.
+    pub artifact_repository: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -211,6 +220,7 @@ impl Default for ModelConfig {
             name: "default".into(),
             trigger: Trigger::Alias("champion".into()),
             mid_rollout: MidRollout::Queue,
+            artifact_repository: None,
         }
     }
 }
@@ -319,6 +329,7 @@ impl Default for Config {
             notifications: Vec::new(),
             target: Default::default(),
             kubernetes: Default::default(),
+            policy: Default::default(),
         }
     }
 }

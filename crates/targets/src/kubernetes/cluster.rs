@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::crds::HttpRoute;
-use super::render::{self, ANN_DIGEST, ANN_MODEL, ANN_VERSION, Manifests, Object};
+use super::render::{self, ANN_ARTIFACT, ANN_DIGEST, ANN_MODEL, ANN_VERSION, Manifests, Object};
 use super::spec::{AppSpec, ModelPin, Variant};
 use super::{Error, Result};
 
@@ -495,6 +495,7 @@ impl Cluster {
                     name: get(ANN_MODEL)?,
                     version: get(ANN_VERSION)?,
                     digest: get(ANN_DIGEST)?,
+                    artifact: ann.get(ANN_ARTIFACT).cloned(),
                 },
                 replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
                 available: d

@@ -3,7 +3,7 @@
 //! daemon's cluster target so both produce the same objects.
 
 use hoist_release::config::{Config, Environment};
-use hoist_release::kubernetes::Kubernetes;
+use hoist_release::kubernetes::{Kubernetes, ModelSourceKind};
 
 use super::{AppSpec, Autoscale, ControllerSpec, GatewayRef, ModelPin, ModelSource, Resources};
 
@@ -13,6 +13,9 @@ pub fn model_source(cfg: &Config) -> Result<ModelSource, String> {
     let k = &cfg.kubernetes;
     if let Some(path) = &k.model_path {
         return Ok(ModelSource::Baked { path: path.clone() });
+    }
+    if k.model_source == ModelSourceKind::Oci {
+        return Ok(ModelSource::Oci);
     }
     let url = k.registry_url.clone().or_else(|| {
         cfg.registry
@@ -69,6 +72,7 @@ pub fn app_spec(
         cpu_percent: k.autoscale.cpu_percent as i32,
     });
     s.admin_token_secret = k.admin_token_secret.clone();
+    s.pull_secret = k.pull_secret.clone();
     s.gateway = k.gateway.as_ref().map(|g| GatewayRef {
         name: g.name.clone(),
         namespace: g.namespace.clone(),

@@ -16,6 +16,11 @@ pub struct ModelPin {
     pub version: String,
     /// `sha256:<64 hex>` of the package (`hoist.dev/digest`).
     pub digest: String,
+    /// The version's OCI model artifact by digest (`REPOSITORY@sha256:…`,
+    /// `hoist.dev/artifact`): what `hoist model pull` fetches with
+    /// [`ModelSource::Oci`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
 }
 
 /// Which of the two Deployments of an environment.
@@ -98,6 +103,10 @@ pub enum ModelSource {
     },
     /// The image already holds the model at this path: no init container.
     Baked { path: String },
+    /// An init container runs `hoist model pull ARTIFACT@sha256:…` (each pin's
+    /// `artifact`, by digest) into a shared emptyDir; credentials from the pull
+    /// secret, when there is one.
+    Oci,
 }
 
 /// The in-cluster controller (`hoist up` as a Deployment).
@@ -140,6 +149,9 @@ pub struct AppSpec {
     pub model_source: ModelSource,
     /// Secret holding the admin token (key `token`), mounted as a file.
     pub admin_token_secret: Option<String>,
+    /// A `kubernetes.io/dockerconfigjson` Secret: every pod's `imagePullSecrets`, and
+    /// the registry credentials of `hoist model pull` with [`ModelSource::Oci`].
+    pub pull_secret: Option<String>,
     /// `None`: no HTTPRoute; traffic splits by replica ratio through the app Service.
     pub gateway: Option<GatewayRef>,
     pub hostnames: Vec<String>,
@@ -187,6 +199,7 @@ impl AppSpec {
             autoscale: Some(Autoscale::default()),
             model_source,
             admin_token_secret: None,
+            pull_secret: None,
             gateway: None,
             hostnames: Vec::new(),
             ingress_namespaces: Vec::new(),
@@ -227,6 +240,19 @@ impl AppSpec {
             .chain(self.candidate.iter().map(|c| ("candidate", c)))
         {
             check_digest(&pin.digest).or_else(|e| bad(&format!("{field}.digest"), e))?;
+            if self.model_source == ModelSource::Oci {
+                let Some(a) = &pin.artifact else {
+                    return bad(
+                        &format!("{field}.artifact"),
+                        format!(
+                            "model_source = \"oci\" needs version {}'s model artifact by digest \
+                             (`hoist model push` records it as the tag hoist.artifact)",
+                            pin.version
+                        ),
+                    );
+                };
+                check_image(a).or_else(|e| bad(&format!("{field}.artifact"), e))?;
+            }
             if pin.name.is_empty() || pin.version.is_empty() {
                 return bad(field, "model name and version must not be empty".into());
             }

@@ -192,6 +192,7 @@ pub fn render_controller(c: &ControllerSpec, app: &AppSpec) -> Result<Manifests>
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(CONTROLLER.into()),
+                    image_pull_secrets: pull_secrets(app),
                     security_context: Some(pod_security()),
                     containers: vec![container],
                     volumes: Some(volumes),

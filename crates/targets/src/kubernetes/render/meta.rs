@@ -58,9 +58,13 @@ pub(super) fn meta(spec: &AppSpec, name: String, extra: BTreeMap<String, String>
 /// The `hoist.dev/*` annotations that say which model a Deployment runs; they are
 /// how a controller that lost its journal finds out what is live.
 pub fn pin_annotations(pin: &ModelPin) -> BTreeMap<String, String> {
-    labels([
+    let mut a = labels([
         (ANN_MODEL, pin.name.as_str()),
         (ANN_VERSION, pin.version.as_str()),
         (ANN_DIGEST, pin.digest.as_str()),
-    ])
+    ]);
+    if let Some(artifact) = &pin.artifact {
+        a.insert(ANN_ARTIFACT.into(), artifact.clone());
+    }
+    a
 }

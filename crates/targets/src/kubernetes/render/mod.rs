@@ -18,12 +18,12 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
-    Namespace, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, SleepAction, TopologySpreadConstraint, Volume,
-    VolumeMount, WeightedPodAffinityTerm,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle,
+    LifecycleHandler, LocalObjectReference, Namespace, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    SleepAction, TopologySpreadConstraint, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -53,8 +53,9 @@ pub use controller::render_controller;
 use meta::{common, labels, meta, namespace};
 pub use meta::{pin_annotations, selector, selector_string};
 use pod::{
-    admin_volume, controller_access, empty_dir, http_probe, mount, pod_security, registry_env,
-    resources, restricted, server_identity, value_env,
+    REGISTRY_AUTH_DIR, admin_volume, controller_access, empty_dir, http_probe, mount, pod_security,
+    pull_secret_volume, pull_secrets, registry_env, resources, restricted, server_identity,
+    value_env,
 };
 pub use route::{http_route, route_weight};
 pub use workload::{deployment, server_args, service};
@@ -72,6 +73,8 @@ pub const ANN_MODEL: &str = "hoist.dev/model";
 pub const ANN_VERSION: &str = "hoist.dev/version";
 /// Annotation: the model package's sha256 digest.
 pub const ANN_DIGEST: &str = "hoist.dev/digest";
+/// Annotation: the model artifact by digest (with `model_source = "oci"`).
+pub const ANN_ARTIFACT: &str = "hoist.dev/artifact";
 /// The first line of every file `hoist render k8s` writes; files starting with it
 /// that are no longer rendered are removed from the output directory.
 pub const HEADER: &str = "# Rendered by `hoist render k8s`; edit hoist.toml instead.";

@@ -226,3 +226,31 @@ pub(super) fn admin_volume(secret: &str) -> Volume {
         ..Default::default()
     }
 }
+
+/// Where the pull secret is mounted for `hoist model pull` (`REGISTRY_AUTH_FILE`).
+pub(super) const REGISTRY_AUTH_DIR: &str = "/var/run/secrets/hoist/registry";
+
+/// The pod's `imagePullSecrets`: the pull secret, if any.
+pub(super) fn pull_secrets(spec: &AppSpec) -> Option<Vec<LocalObjectReference>> {
+    spec.pull_secret
+        .as_ref()
+        .map(|s| vec![LocalObjectReference { name: s.clone() }])
+}
+
+/// The pull secret (a `kubernetes.io/dockerconfigjson`) as a read-only volume.
+pub(super) fn pull_secret_volume(secret: &str) -> Volume {
+    Volume {
+        name: "registry-auth".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            default_mode: Some(0o440),
+            items: Some(vec![KeyToPath {
+                key: ".dockerconfigjson".into(),
+                path: ".dockerconfigjson".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -7,7 +7,7 @@ use super::*;
 /// processes it supervises.
 pub fn server_args(spec: &AppSpec, pin: &ModelPin) -> Vec<String> {
     let model = match &spec.model_source {
-        ModelSource::Registry { .. } => format!("{MODEL_DIR}/model"),
+        ModelSource::Registry { .. } | ModelSource::Oci => format!("{MODEL_DIR}/model"),
         ModelSource::Baked { path } => path.clone(),
     };
     let mut args: Vec<String> = [
@@ -80,6 +80,46 @@ pub fn deployment(spec: &AppSpec, v: Variant, pin: &ModelPin, replicas: Option<i
                 mount("model", MODEL_DIR, false),
                 mount("tmp", "/tmp", false),
             ]),
+            ..Default::default()
+        });
+    }
+    if let (ModelSource::Oci, Some(artifact)) = (&spec.model_source, &pin.artifact) {
+        volumes.push(empty_dir("model"));
+        server_mounts.push(mount("model", MODEL_DIR, true));
+        let mut mounts = vec![
+            mount("model", MODEL_DIR, false),
+            mount("tmp", "/tmp", false),
+        ];
+        let mut env = Vec::new();
+        if let Some(secret) = &spec.pull_secret {
+            // The same dockerconfigjson the kubelet pulls images with.
+            volumes.push(pull_secret_volume(secret));
+            mounts.push(mount("registry-auth", REGISTRY_AUTH_DIR, true));
+            env.push(value_env(
+                "REGISTRY_AUTH_FILE",
+                &format!("{REGISTRY_AUTH_DIR}/.dockerconfigjson"),
+            ));
+        }
+        init.push(Container {
+            name: "pull-model".into(),
+            image: Some(spec.image.clone()),
+            command: Some(vec!["hoist".into()]),
+            args: Some(
+                [
+                    "model",
+                    "pull",
+                    artifact,
+                    "--out",
+                    &format!("{MODEL_DIR}/model"),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ),
+            env: Some(env).filter(|e| !e.is_empty()),
+            resources: Some(resources(spec)),
+            security_context: Some(restricted()),
+            volume_mounts: Some(mounts),
             ..Default::default()
         });
     }
@@ -188,6 +228,7 @@ pub fn deployment(spec: &AppSpec, v: Variant, pin: &ModelPin, replicas: Option<i
                         }),
                         ..Default::default()
                     }),
+                    image_pull_secrets: pull_secrets(spec),
                     init_containers: Some(init).filter(|i| !i.is_empty()),
                     containers: vec![server],
                     volumes: Some(volumes),
