@@ -17,10 +17,15 @@
 //!   crossing, two thread wake-ups, costs more than a 5 µs model). The estimate keeps
 //!   being updated by every small call, inline or not, so a model that turns slow goes
 //!   back to the workers; large requests always go to the workers; `inline_max` zero
-//!   turns this off.
+//!   turns this off. For a model that batches, a request runs inline only when no
+//!   other request is in the executor and few connections are open (the I/O
+//!   runtime's live tasks): under concurrent load, folding requests into
+//!   one model call on a worker does more per request than skipping the crossing
+//!   (measured: at 64 connections always-inline gave ~20% fewer requests per second
+//!   than the workers, at one connection inline gave ~30% more; docs/benchmarks.md).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -128,7 +133,39 @@ pub struct Executor {
     runtime: Arc<dyn Runtime>,
     estimate: Arc<Estimate>,
     inline_max: Duration,
+    /// Whether the workers fold queued requests into one call.
+    batchable: bool,
+    /// Requests inside [`Executor::submit`] now.
+    in_flight: AtomicUsize,
     metrics: Arc<Metrics>,
+}
+
+/// Counts a request in [`Executor::in_flight`] while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Enters; returns the guard and how many requests were already in.
+    fn enter(n: &'a AtomicUsize) -> (Self, usize) {
+        let before = n.fetch_add(1, Ordering::AcqRel);
+        (InFlight(n), before)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// At most this many live tasks on the I/O runtime (one per open connection, plus a
+/// few of the server's own) count as quiet traffic.
+const QUIET_TASKS: usize = 16;
+
+/// Whether the server's traffic is quiet: few open connections. Many connections
+/// mean requests that can be folded into one model call on a worker.
+fn quiet() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.metrics().num_alive_tasks() <= QUIET_TASKS)
 }
 
 impl Executor {
@@ -166,6 +203,8 @@ impl Executor {
             runtime,
             estimate,
             inline_max: batch.inline_max,
+            batchable,
+            in_flight: AtomicUsize::new(0),
             metrics,
         }
     }
@@ -174,7 +213,10 @@ impl Executor {
     /// queued for a worker, waiting for the outputs.
     pub async fn submit(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ExecError> {
         let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
-        if self.estimate.inline(rows, self.inline_max) {
+        let (_in_flight, others) = InFlight::enter(&self.in_flight);
+        if (!self.batchable || (others == 0 && quiet()))
+            && self.estimate.inline(rows, self.inline_max)
+        {
             let start = Instant::now();
             let result = guarded_run(&*self.runtime, &inputs);
             let took = start.elapsed();
@@ -387,5 +429,68 @@ mod tests {
             e.observe(1, Duration::from_micros(500));
         }
         assert!(!e.inline(1, MAX));
+    }
+
+    /// Answers its input back, and says on which thread it ran.
+    struct Echo {
+        io: Vec<crate::runtime::IoSpec>,
+        threads: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Runtime for Echo {
+        fn kind(&self) -> crate::runtime::RuntimeKind {
+            crate::runtime::RuntimeKind::Tract
+        }
+        fn inputs(&self) -> &[crate::runtime::IoSpec] {
+            &self.io
+        }
+        fn outputs(&self) -> &[crate::runtime::IoSpec] {
+            &self.io
+        }
+        fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            self.threads.lock().unwrap().push(name);
+            Ok(inputs.to_vec())
+        }
+    }
+
+    #[test]
+    fn a_batching_model_runs_inline_only_when_no_other_request_is_in() {
+        let echo = Arc::new(Echo {
+            io: vec![crate::runtime::IoSpec {
+                name: "x".into(),
+                datatype: crate::tensor::DataType::F32,
+                shape: vec![-1, 1],
+            }],
+            threads: Default::default(),
+        });
+        let batch = BatchConfig {
+            max_batch_size: 32,
+            max_batch_delay: Duration::ZERO,
+            inline_max: Duration::from_secs(1),
+        };
+        let exec = Executor::new(echo.clone(), 1, 8, batch, Arc::new(Metrics::default()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let one = || vec![Tensor::new("x", vec![1, 1], TensorData::F32(vec![1.0])).unwrap()];
+        let last_thread = || echo.threads.lock().unwrap().last().cloned().unwrap();
+        for _ in 0..=WARM_UP_CALLS {
+            rt.block_on(exec.submit(one())).unwrap();
+        }
+        rt.block_on(exec.submit(one())).unwrap();
+        assert!(
+            !last_thread().starts_with("hoist-infer"),
+            "alone and warm: inline"
+        );
+        // Another request in the executor: this one goes to a worker, to be batched.
+        let (_other, _) = InFlight::enter(&exec.in_flight);
+        let out = rt.block_on(exec.submit(one())).unwrap();
+        assert_eq!(out[0].data, TensorData::F32(vec![1.0]));
+        assert!(
+            last_thread().starts_with("hoist-infer"),
+            "{}",
+            last_thread()
+        );
     }
 }
