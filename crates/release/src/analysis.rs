@@ -632,6 +632,29 @@ impl LiveJudgement {
     }
 }
 
+/// The evidence an inconclusive step still needs: of each kind it counts (`(have,
+/// need, what)`, such as candidate requests against `min_requests`, or labelled
+/// rows against `min_labels`), the one whose shortfall takes longest at the rate it
+/// arrived over `elapsed_seconds`: `(needed, what, per_second, eta_seconds)`. None
+/// when nothing is short.
+pub fn evidence_needed(
+    kinds: &[(u64, u64, &'static str)],
+    elapsed_seconds: f64,
+) -> Option<(u64, &'static str, Option<f64>, Option<f64>)> {
+    kinds
+        .iter()
+        .filter(|(have, need, _)| have < need)
+        .map(|&(have, need, what)| {
+            let rate = (elapsed_seconds > 0.0 && have > 0).then(|| have as f64 / elapsed_seconds);
+            let short = need - have;
+            (short, what, rate, rate.map(|r| short as f64 / r))
+        })
+        .max_by(|a, b| {
+            let t = |x: &Option<f64>| x.unwrap_or(f64::INFINITY);
+            t(&a.3).total_cmp(&t(&b.3))
+        })
+}
+
 /// Why a comparison's settings cannot be used, if they cannot: an `alpha` outside
 /// `(0, 1)`, or a negative or non-finite `tolerance` (of the metric `what`).
 fn unusable(alpha: f64, tolerance: f64, what: &str) -> Option<String> {

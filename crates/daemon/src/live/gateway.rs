@@ -68,7 +68,11 @@ impl LiveMetrics for GatewayMetrics {
         .boxed()
     }
 
-    fn judge<'a>(&'a mut self, analysis: &'a Analysis, _: Duration) -> BoxFuture<'a, Judged> {
+    fn judge<'a>(
+        &'a mut self,
+        analysis: &'a Analysis,
+        elapsed: Duration,
+    ) -> BoxFuture<'a, Judged> {
         async move {
             let snap = match &self.baseline {
                 Some(b) => self.gateway.metrics().since(b),
@@ -103,6 +107,39 @@ impl LiveMetrics for GatewayMetrics {
                     a.iter().zip(b).map(|(x, y)| x.saturating_sub(*y)).collect()
                 };
                 judged.drift(analysis, &diff(&s1, s0), &diff(&c1, c0));
+            }
+            if matches!(judged.verdict, Verdict::Inconclusive { .. }) {
+                let shadow = &snap.shadow.answers;
+                let compared = shadow.ok.saturating_sub(snap.shadow.unreadable);
+                let mut kinds = Vec::new();
+                if live {
+                    kinds.push((
+                        snap.candidate.requests,
+                        analysis.min_requests,
+                        "candidate requests",
+                    ));
+                    if analysis.feedback {
+                        kinds.push((
+                            snap.candidate.labelled,
+                            analysis.min_labels.max(1),
+                            "labelled candidate rows",
+                        ));
+                    }
+                }
+                if self.shape.shadow {
+                    kinds.push((compared, analysis.min_requests, "compared mirrored requests"));
+                }
+                if let Some((needed, of, per_second, eta)) =
+                    analysis::evidence_needed(&kinds, elapsed.as_secs_f64())
+                {
+                    judged.numbers.insert(
+                        "evidence".into(),
+                        serde_json::json!({
+                            "needed": needed, "of": of,
+                            "per_second": per_second, "eta_seconds": eta,
+                        }),
+                    );
+                }
             }
             let mut numbers = serde_json::Value::Object(judged.numbers);
             numbers["candidate"] = serde_json::json!(WindowView::of(&snap.candidate));

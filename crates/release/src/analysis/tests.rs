@@ -533,3 +533,19 @@ fn feedback_verdicts() {
     // Stable without enough labels: only the absolute bar applies.
     assert_eq!(judge_feedback(&a, &l(100, 85), &l(10, 10)), Verdict::Pass);
 }
+
+#[test]
+fn evidence_needed_names_the_slowest_shortfall() {
+    // 20 of 50 requests in 10 s (2/s): 30 more, 15 s; 5 of 50 labels (0.5/s): 90 s.
+    let e = evidence_needed(
+        &[(20, 50, "candidate requests"), (5, 50, "labelled candidate rows")],
+        10.0,
+    )
+    .unwrap();
+    assert_eq!((e.0, e.1), (45, "labelled candidate rows"));
+    assert!((e.2.unwrap() - 0.5).abs() < 1e-12 && (e.3.unwrap() - 90.0).abs() < 1e-9);
+    // None arrived: no rate, and it counts as the longest.
+    let e = evidence_needed(&[(20, 50, "a"), (0, 10, "b")], 10.0).unwrap();
+    assert_eq!((e.0, e.1, e.2, e.3), (10, "b", None, None));
+    assert_eq!(evidence_needed(&[(50, 50, "a")], 10.0), None);
+}
