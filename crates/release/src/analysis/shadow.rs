@@ -166,22 +166,6 @@ fn judge_values(a: &Analysis, w: &ShadowWindow, alpha: f64) -> Option<Verdict> {
     let scale = w.stable_scale()?;
     let d = &w.differences;
     let rows = d.n;
-    let abs = sequential::mean(&w.abs_differences, alpha);
-    let limit = a.max_relative_diff * scale;
-    if abs.lo > limit {
-        return Some(Verdict::Fail {
-            reason: format!(
-                "shadow: the candidate's values differ from stable's by {:.3} on average over \
-                 {rows} rows ({:.1}% of stable's mean absolute value {scale:.3}), above {:.0}%: \
-                 at least {:.3} (confidence sequence, \u{3b1} = {})",
-                w.abs_differences.mean().unwrap_or(0.0),
-                w.abs_differences.mean().unwrap_or(0.0) * 100.0 / scale.max(f64::MIN_POSITIVE),
-                a.max_relative_diff * 100.0,
-                abs.lo,
-                fmt_p(alpha)
-            ),
-        });
-    }
     let bias = sequential::mean(d, alpha);
     let limit = a.max_relative_bias * scale;
     if bias.lo > limit || bias.hi < -limit {
@@ -196,6 +180,22 @@ fn judge_values(a: &Analysis, w: &ShadowWindow, alpha: f64) -> Option<Verdict> {
                 a.max_relative_bias * 100.0,
                 bias.lo,
                 bias.hi,
+                fmt_p(alpha)
+            ),
+        });
+    }
+    let abs = sequential::mean(&w.abs_differences, alpha);
+    let limit = a.max_relative_diff * scale;
+    if abs.lo > limit {
+        return Some(Verdict::Fail {
+            reason: format!(
+                "shadow: the candidate's values differ from stable's by {:.3} on average over \
+                 {rows} rows ({:.1}% of stable's mean absolute value {scale:.3}), above {:.0}%: \
+                 at least {:.3} (confidence sequence, \u{3b1} = {})",
+                w.abs_differences.mean().unwrap_or(0.0),
+                w.abs_differences.mean().unwrap_or(0.0) * 100.0 / scale.max(f64::MIN_POSITIVE),
+                a.max_relative_diff * 100.0,
+                abs.lo,
                 fmt_p(alpha)
             ),
         });

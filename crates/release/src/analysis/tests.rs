@@ -549,3 +549,110 @@ fn evidence_needed_names_the_slowest_shortfall() {
     assert_eq!((e.0, e.1, e.2, e.3), (10, "b", None, None));
     assert_eq!(evidence_needed(&[(50, 50, "a")], 10.0), None);
 }
+
+/// A regressor's shadow window: `rows` rows whose differences from stable's values
+/// alternate `bias ± spread`, on stable values of mean absolute value 150.
+fn values(rows: u64, bias: f64, spread: f64) -> ShadowWindow {
+    let mut w = ShadowWindow {
+        mirrored: rows,
+        p99_seconds: Some(0.002),
+        stable_abs_sum: 150.0 * rows as f64,
+        ..ShadowWindow::default()
+    };
+    for i in 0..rows {
+        let d = bias + if i % 2 == 0 { spread } else { -spread };
+        w.differences.n += 1;
+        w.differences.sum += d;
+        w.differences.sum_squares += d * d;
+        w.abs_differences.n += 1;
+        w.abs_differences.sum += d.abs();
+        w.abs_differences.sum_squares += d * d;
+    }
+    w
+}
+
+#[test]
+fn regressors_are_judged_on_values_never_as_probabilities() {
+    let a = Analysis::default();
+    // A retrain: differences of ±5 around -2 on values near 150: passes.
+    assert_eq!(judge_shadow(&a, &values(400, -2.0, 5.0)), Verdict::Pass);
+    // Shifted by +60: biased, whatever the spread.
+    let Verdict::Fail { reason } = judge_shadow(&a, &values(100, 60.0, 0.0)) else {
+        panic!("a +60 bias must fail")
+    };
+    assert!(reason.contains("biased by +60.000"), "{reason}");
+    assert!(reason.contains("+40.0% of stable's"), "{reason}");
+    assert!(!reason.contains("probabilit"), "{reason}");
+    // Unbiased but far off on every row: ±40 is 27% of 150, above 20%.
+    let Verdict::Fail { reason } = judge_shadow(&a, &values(400, 0.0, 40.0)) else {
+        panic!("large differences must fail")
+    };
+    assert!(reason.contains("differ from stable's by 40.000"), "{reason}");
+    // A few rows are not enough to show a small bias.
+    assert_eq!(judge_shadow(&a, &values(30, 20.0, 30.0)), Verdict::Pass);
+}
+
+#[test]
+fn shadow_names_the_status_codes_of_refused_requests() {
+    let a = Analysis::default();
+    let mut w = shadow(620, 31, 589, 589, 0.0);
+    w.codes = vec![(400, 31)];
+    let Verdict::Fail { reason } = judge_shadow(&a, &w) else {
+        panic!("31 refused of 620 must fail")
+    };
+    assert!(
+        reason.contains("candidate 400 on 31 of 620 mirrored requests"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn live_comparison_counts_4xx_and_names_the_codes() {
+    let a = Analysis {
+        compare_latency: false,
+        ..Analysis::default()
+    };
+    let c = Window {
+        requests: 620,
+        client_errors: 31,
+        ..Window::default()
+    };
+    let s = Window {
+        requests: 5800,
+        ..Window::default()
+    };
+    let j = judge_live(
+        &a,
+        &Live {
+            candidate: c,
+            stable: s,
+            candidate_codes: vec![(400, 31)],
+            ..Live::default()
+        },
+    );
+    let Verdict::Fail { reason } = &j.verdict else {
+        panic!("{:?}", j.verdict)
+    };
+    assert!(
+        reason.starts_with("candidate 400 on 31 of 620 requests, stable 0 of 5,800"),
+        "{reason}"
+    );
+    assert_eq!(j.numbers["error_comparison"]["candidate_codes"]["400"], 31);
+    // The same 4xx share on stable (callers' bad requests): no failure.
+    let s = Window {
+        requests: 5800,
+        client_errors: 290,
+        ..Window::default()
+    };
+    let j = judge_live(
+        &a,
+        &Live {
+            candidate: c,
+            stable: s,
+            ..Live::default()
+        },
+    );
+    assert_eq!(j.verdict, Verdict::Pass);
+    // 4xx do not count against the absolute limit on the candidate's own errors.
+    assert_eq!(judge(&a, &c, &[], 0.001), Verdict::Pass);
+}
