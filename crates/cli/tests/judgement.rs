@@ -305,7 +305,8 @@ fn a_candidate_refusing_two_row_batches_is_rolled_back_at_five_percent() {
     // Exported with its batch fixed at one row: any 2-row request is a 400, where
     // stable answers 200.
     register(&d.home, "breast_cancer_batch1", None);
-    let traffic = GoldenTraffic::start_with(&d.env("production"), golden(), 1, 10, false);
+    // One request in 7 has 2 rows (7: not in step with the split's exact counter).
+    let traffic = GoldenTraffic::start_with(&d.env("production"), golden(), 1, 7, false);
     let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
     let (sent, failed, _) = traffic.finish();
     let r = d.release(2);
@@ -319,8 +320,9 @@ fn a_candidate_refusing_two_row_batches_is_rolled_back_at_five_percent() {
     let n = last_verdict_numbers(&r);
     assert!(n["error_comparison"]["candidate_codes"]["400"].as_u64().unwrap() > 0, "{n}");
     eprintln!("{reason}\n{failed} of {sent} requests failed for callers");
-    // Callers saw a few failures (those routed to the candidate), not 3% of all.
-    assert!(failed * 100 < sent, "{failed} of {sent}");
+    // Callers saw failures only on the few requests routed to the candidate.
+    let candidate = n["candidate"]["requests"].as_u64().unwrap();
+    assert!(failed <= candidate && candidate * 10 < sent, "{failed} of {sent}: {n}");
     let out = ok(&hoist(&d.home, &["history", "2"]));
     assert!(out.contains("400"), "{out}");
 }
