@@ -278,7 +278,7 @@ fn reason(j: &Judgement) -> &str {
 #[test]
 fn judges_real_servers_from_a_real_prometheus() {
     const WARM: usize = 20;
-    const N: usize = 120;
+    const N: usize = 400;
     let stable = Server::start("breast_cancer_lr");
     let candidates = [
         ("slow", Server::start("breast_cancer_slow")),
