@@ -394,7 +394,9 @@ pub(crate) fn verdict_numbers(numbers: &serde_json::Value) -> String {
         if let Some(v) = &s.values
             && let (Some(rows), Some(d), Some(b)) = (v.rows, v.mean_abs_diff, v.bias)
         {
-            p.push_str(&format!(", values over {rows} rows: mean |Δ| {d:.3}, bias {b:+.3}"));
+            p.push_str(&format!(
+                ", values over {rows} rows: mean |Δ| {d:.3}, bias {b:+.3}"
+            ));
         }
         if let Some(e) = s.errors.filter(|e| *e > 0) {
             p.push_str(&format!(", {e} failed"));

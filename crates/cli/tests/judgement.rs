@@ -289,7 +289,10 @@ fn diabetes_rows() -> Vec<(Vec<f64>, i64)> {
 
 /// The reason a release ended with.
 fn reason_of(r: &Value) -> String {
-    r["outcome"]["reason"].as_str().unwrap_or_default().to_string()
+    r["outcome"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -318,11 +321,20 @@ fn a_candidate_refusing_two_row_batches_is_rolled_back_at_five_percent() {
     let w = weights(&r);
     assert!(w.iter().all(|w| *w <= 5), "{w:?}");
     let n = last_verdict_numbers(&r);
-    assert!(n["error_comparison"]["candidate_codes"]["400"].as_u64().unwrap() > 0, "{n}");
+    assert!(
+        n["error_comparison"]["candidate_codes"]["400"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{n}"
+    );
     eprintln!("{reason}\n{failed} of {sent} requests failed for callers");
     // Callers saw failures only on the few requests routed to the candidate.
     let candidate = n["candidate"]["requests"].as_u64().unwrap();
-    assert!(failed <= candidate && candidate * 10 < sent, "{failed} of {sent}: {n}");
+    assert!(
+        failed <= candidate && candidate * 10 < sent,
+        "{failed} of {sent}: {n}"
+    );
     let out = ok(&hoist(&d.home, &["history", "2"]));
     assert!(out.contains("400"), "{out}");
 }
@@ -379,7 +391,8 @@ fn regressors_are_compared_as_numbers_a_biased_one_rolled_back_a_retrain_promote
         .expect("a shadow verdict on values")["event"]["numbers"]["shadow"]["values"]
         .clone();
     assert!(shadow["rows"].as_u64().unwrap() > 20, "{shadow}");
-    let rel = shadow["mean_abs_diff"].as_f64().unwrap() / shadow["stable_mean_abs"].as_f64().unwrap();
+    let rel =
+        shadow["mean_abs_diff"].as_f64().unwrap() / shadow["stable_mean_abs"].as_f64().unwrap();
     assert!(rel < 0.1, "{shadow}");
     let out = ok(&hoist(&d.home, &["history", "3"]));
     assert!(out.contains("values over"), "{out}");

@@ -408,7 +408,10 @@ mod tests {
     fn regressor_answers_are_values_compared_as_numbers() {
         let oip = br#"{"outputs":[{"name":"variable","datatype":"FP32","shape":[2,1],"data":[151.5,80.25]}]}"#;
         let a = parse(oip).unwrap();
-        assert_eq!((a.values.clone(), a.labels.len(), a.width), (vec![151.5, 80.25], 0, 0));
+        assert_eq!(
+            (a.values.clone(), a.labels.len(), a.width),
+            (vec![151.5, 80.25], 0, 0)
+        );
         let mlflow = br#"{"predictions":[161.5,70.25]}"#;
         let b = parse(mlflow).unwrap();
         assert_eq!(b.values, [161.5, 70.25]);
@@ -419,7 +422,12 @@ mod tests {
         assert_eq!(c.values.diff_squares, 200.0);
         assert_eq!(c.values.stable_abs_sum, 231.75);
         // Whole numbers are labels; a classifier's probabilities stay probabilities.
-        assert!(parse(br#"{"predictions":[1,0]}"#).unwrap().values.is_empty());
+        assert!(
+            parse(br#"{"predictions":[1,0]}"#)
+                .unwrap()
+                .values
+                .is_empty()
+        );
         let two = br#"{"outputs":[{"name":"p","datatype":"FP32","shape":[1,2],"data":[0.1,0.9]}]}"#;
         assert!(parse(two).unwrap().values.is_empty());
     }

@@ -372,7 +372,8 @@ impl Counters {
     /// class, and the code itself when it is an error (400 to 599).
     pub(crate) fn record_status(&self, status: u16, class: Class, took: Duration) {
         self.record(class, took);
-        if ERROR_CODES.contains(&status) && matches!(class, Class::ClientError | Class::ServerError) {
+        if ERROR_CODES.contains(&status) && matches!(class, Class::ClientError | Class::ServerError)
+        {
             self.codes[usize::from(status - 400)].fetch_add(1, Relaxed);
         }
     }

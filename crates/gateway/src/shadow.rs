@@ -115,7 +115,9 @@ pub(crate) async fn mirror(
             let class = http::StatusCode::from_u16(status)
                 .map(Class::of_status)
                 .unwrap_or(Class::Upstream);
-            counters.answers.record_status(status, class, start.elapsed());
+            counters
+                .answers
+                .record_status(status, class, start.elapsed());
             if class != Class::Success {
                 return;
             }

@@ -416,7 +416,8 @@ pub fn drift(
     let classes = stable_counts.len().max(candidate_counts.len());
     let seen = (0..classes)
         .filter(|&i| {
-            stable_counts.get(i).copied().unwrap_or(0) + candidate_counts.get(i).copied().unwrap_or(0)
+            stable_counts.get(i).copied().unwrap_or(0)
+                + candidate_counts.get(i).copied().unwrap_or(0)
                 > 0
         })
         .count()
@@ -590,7 +591,11 @@ fn with_codes(reason: String, live: &Live) -> String {
     let stable_same: u64 = live
         .stable_codes
         .iter()
-        .filter(|(code, _)| live.candidate_codes.iter().any(|(c, n)| c == code && *n > 0))
+        .filter(|(code, _)| {
+            live.candidate_codes
+                .iter()
+                .any(|(c, n)| c == code && *n > 0)
+        })
         .map(|(_, n)| n)
         .sum();
     format!(

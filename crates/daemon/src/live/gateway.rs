@@ -68,11 +68,7 @@ impl LiveMetrics for GatewayMetrics {
         .boxed()
     }
 
-    fn judge<'a>(
-        &'a mut self,
-        analysis: &'a Analysis,
-        elapsed: Duration,
-    ) -> BoxFuture<'a, Judged> {
+    fn judge<'a>(&'a mut self, analysis: &'a Analysis, elapsed: Duration) -> BoxFuture<'a, Judged> {
         async move {
             let snap = match &self.baseline {
                 Some(b) => self.gateway.metrics().since(b),
@@ -127,7 +123,11 @@ impl LiveMetrics for GatewayMetrics {
                     }
                 }
                 if self.shape.shadow {
-                    kinds.push((compared, analysis.min_requests, "compared mirrored requests"));
+                    kinds.push((
+                        compared,
+                        analysis.min_requests,
+                        "compared mirrored requests",
+                    ));
                 }
                 if let Some((needed, of, per_second, eta)) =
                     analysis::evidence_needed(&kinds, elapsed.as_secs_f64())

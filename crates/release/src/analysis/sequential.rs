@@ -94,7 +94,6 @@ pub fn rate(x: u64, n: u64, alpha: f64) -> Interval {
     Interval { lo, hi }
 }
 
-
 /// The boundary between `a` (where `left` holds) and `b` (where it does not).
 fn bisect(mut a: f64, mut b: f64, left: impl Fn(f64) -> bool) -> f64 {
     for _ in 0..48 {

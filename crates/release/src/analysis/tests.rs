@@ -29,7 +29,10 @@ fn verdicts() {
         matches!(judge(&a(), &w(100, 0, 0.3), &[], 0.01), Verdict::Fail { ref reason } if reason.contains("300.0 ms"))
     );
     // 4 errors in 8 requests: already more than 5% of the 20 needed.
-    assert!(matches!(judge(&a(), &w(8, 4, 0.01), &[], 0.01), Verdict::Fail { .. }));
+    assert!(matches!(
+        judge(&a(), &w(8, 4, 0.01), &[], 0.01),
+        Verdict::Fail { .. }
+    ));
     // 1 error in 8: could still end under 5% of 20; wait.
     assert!(matches!(
         judge(&a(), &w(8, 1, 0.01), &[], 0.01),
@@ -77,7 +80,10 @@ fn p50_and_p95_limits_apply_when_set() {
         panic!("p50 30 ms above 20 ms must fail")
     };
     assert!(reason.contains("p50 latency 30.0 ms"), "{reason}");
-    assert_eq!(judge(&strict(Some(70.0), Some(40.0)), &w, &[], 0.01), Verdict::Pass);
+    assert_eq!(
+        judge(&strict(Some(70.0), Some(40.0)), &w, &[], 0.01),
+        Verdict::Pass
+    );
 }
 
 fn errors(requests: u64, errors: u64) -> Window {
@@ -217,8 +223,16 @@ fn judge_live_runs_the_checks_in_order_and_records_their_numbers() {
         &live(w(80, 0.050), Window::default(), scaled(&s, 10.0), vec![]),
     );
     assert_eq!(j.verdict, Verdict::Pass);
-    assert!(j.numbers.get("error_comparison").is_none(), "{:?}", j.numbers);
-    assert!(j.numbers.get("latency_comparison").is_none(), "{:?}", j.numbers);
+    assert!(
+        j.numbers.get("error_comparison").is_none(),
+        "{:?}",
+        j.numbers
+    );
+    assert!(
+        j.numbers.get("latency_comparison").is_none(),
+        "{:?}",
+        j.numbers
+    );
     // Comparisons switched off.
     let off = Analysis {
         compare_errors: false,
@@ -538,7 +552,10 @@ fn feedback_verdicts() {
 fn evidence_needed_names_the_slowest_shortfall() {
     // 20 of 50 requests in 10 s (2/s): 30 more, 15 s; 5 of 50 labels (0.5/s): 90 s.
     let e = evidence_needed(
-        &[(20, 50, "candidate requests"), (5, 50, "labelled candidate rows")],
+        &[
+            (20, 50, "candidate requests"),
+            (5, 50, "labelled candidate rows"),
+        ],
         10.0,
     )
     .unwrap();
@@ -587,7 +604,10 @@ fn regressors_are_judged_on_values_never_as_probabilities() {
     let Verdict::Fail { reason } = judge_shadow(&a, &values(400, 0.0, 40.0)) else {
         panic!("large differences must fail")
     };
-    assert!(reason.contains("differ from stable's by 40.000"), "{reason}");
+    assert!(
+        reason.contains("differ from stable's by 40.000"),
+        "{reason}"
+    );
     // A few rows are not enough to show a small bias.
     assert_eq!(judge_shadow(&a, &values(30, 20.0, 30.0)), Verdict::Pass);
 }
