@@ -270,6 +270,15 @@ fn feedback_labels_roll_back_a_less_accurate_candidate() {
     let reason = r["outcome"]["reason"].as_str().unwrap();
     assert!(reason.contains("inconclusive"), "{reason}");
     assert!(reason.contains("labelled candidate rows"), "{reason}");
+    // Each inconclusive verdict said what was missing: all 40 labels, none arrived.
+    let n = last_verdict_numbers(&r);
+    assert_eq!(n["evidence"]["needed"], 40, "{n}");
+    assert_eq!(n["evidence"]["of"], "labelled candidate rows", "{n}");
+    let out = ok(&hoist(&d2.home, &["history", "2"]));
+    assert!(
+        out.contains("needs 40 more labelled candidate rows, none arrived yet"),
+        "{out}"
+    );
 }
 
 /// The diabetes test rows of `diabetes_lr`'s reference (features only).
