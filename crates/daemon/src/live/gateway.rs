@@ -202,6 +202,7 @@ fn judge_shadow(a: &Analysis, s: &ShadowStats) -> (Verdict, serde_json::Value) {
         },
         stable_abs_sum: v.stable_abs_sum,
         p99_seconds: s.answers.quantile(0.99),
+        latencies: s.answers.latency_samples(),
     };
     let mean = |sum: f64| (v.rows > 0).then(|| sum / v.rows as f64);
     let numbers = serde_json::json!({

@@ -33,6 +33,10 @@ pub struct ShadowWindow {
     pub stable_abs_sum: f64,
     /// The candidate's p99 latency on mirrored requests.
     pub p99_seconds: Option<f64>,
+    /// Its latencies on mirrored requests, seconds (reconstructed from the
+    /// histogram): the p99 limit is judged on the share above it. Empty: the p99
+    /// itself is compared with the limit.
+    pub latencies: Vec<f64>,
 }
 
 impl ShadowWindow {
@@ -63,7 +67,7 @@ impl ShadowWindow {
 /// - (regressors: values, never probabilities) the mean absolute difference is shown
 ///   above `max_relative_diff` of stable's mean absolute value, or the bias (mean
 ///   signed difference) shown outside `± max_relative_bias` of it;
-/// - the p99 latency on mirrored requests is above `max_p99_ms`.
+/// - more than 1% of mirrored requests are shown slower than `max_p99_ms`.
 ///
 /// Fewer than `min_requests` compared requests is inconclusive.
 pub fn judge_shadow(a: &Analysis, w: &ShadowWindow) -> Verdict {
@@ -145,8 +149,18 @@ pub fn judge_shadow(a: &Analysis, w: &ShadowWindow) -> Verdict {
             reason: "shadow: no answer of either variant could be read as predictions".into(),
         };
     }
+    let slow = w
+        .latencies
+        .iter()
+        .filter(|&&x| x * 1000.0 > a.max_p99_ms)
+        .count() as u64;
+    let too_slow = if w.latencies.is_empty() {
+        w.p99_seconds.is_some_and(|p| p * 1000.0 > a.max_p99_ms)
+    } else {
+        sequential::rate_above(slow, w.latencies.len() as u64, 0.01, alpha)
+    };
     if let Some(p99) = w.p99_seconds
-        && p99 * 1000.0 > a.max_p99_ms
+        && too_slow
     {
         return Verdict::Fail {
             reason: format!(

@@ -510,6 +510,15 @@ fn shadow_verdicts() {
     let mut slow = shadow(100, 0, 100, 100, 0.0);
     slow.p99_seconds = Some(1.0);
     assert!(matches!(judge_shadow(&a, &slow), Verdict::Fail { .. }));
+    // With the latencies: 2 of 100 above the limit is not shown above 1%; 20 are.
+    let mut lat = vec![0.002; 98];
+    lat.extend([1.0, 1.0]);
+    slow.latencies = lat;
+    assert_eq!(judge_shadow(&a, &slow), Verdict::Pass);
+    slow.latencies = [vec![0.002; 80], vec![1.0; 20]].concat();
+    assert!(
+        matches!(judge_shadow(&a, &slow), Verdict::Fail { ref reason } if reason.contains("p99"))
+    );
     // Answers nobody could read are no pass.
     assert!(matches!(
         judge_shadow(&a, &shadow(100, 0, 0, 0, 0.0)),
