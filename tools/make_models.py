@@ -586,6 +586,71 @@ def regression_onnx(name: str, coef: np.ndarray, intercept: float, n_features: i
     return model
 
 
+def make_breast_cancer_batch1(out: Path) -> None:
+    """breast_cancer_batch1: breast_cancer_lr exported with a batch size of 1 fixed in
+    its declared input (the converter's default when a batch is traced): a bad
+    release whose server refuses (400) any request of more than one row that stable
+    serves. Made from the breast_cancer_lr already written (its graph unchanged)."""
+    import onnx
+
+    lr = onnx.load(str(out / "breast_cancer_lr" / "model.onnx"))
+    lr.graph.input[0].type.tensor_type.shape.dim[0].ClearField("dim_param")
+    lr.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    ref = json.loads((out / "breast_cancer_lr" / "reference.json").read_text())
+    x_all = np.array(ref["inputs"]["input"]["data"], dtype=np.float32).reshape(
+        ref["inputs"]["input"]["shape"]
+    )
+    n_features = x_all.shape[1]
+    name = "breast_cancer_batch1"
+    path = save_mlflow(out, name, lr, "input", (1, n_features), 2, input_example=x_all[:1])
+    write_reference(path, name, "input", np.ascontiguousarray(x_all[:1]))
+    sess = ort_session(path / "model.onnx")
+    lr_sess = ort_session(out / "breast_cancer_lr" / "model.onnx")
+    for i in range(x_all.shape[0]):
+        x = x_all[i:i + 1]
+        got, want = sess.run(None, {"input": x}), lr_sess.run(None, {"input": x})
+        assert all(np.array_equal(a, b) for a, b in zip(got, want)), f"{name}: row {i}"
+    print(f"{name}: 1-row requests equal breast_cancer_lr's outputs; its input is [1, {n_features}]")
+
+
+def make_diabetes_retrain(out: Path) -> None:
+    """diabetes_retrain: diabetes_lr's LinearRegression retrained on another 75/25
+    split (random_state=SEED + 1): a good regressor release whose values differ a
+    little from diabetes_lr's, without bias."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_diabetes(return_X_y=True)
+    X = X.astype(np.float32)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, random_state=SEED + 1
+    )
+    reg = LinearRegression().fit(X_train, y_train)
+    n_features = X.shape[1]
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_features), "input")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1), "variable")]),
+    )
+    name = "diabetes_retrain"
+    onx = regression_onnx(name, reg.coef_, float(reg.intercept_), n_features)
+    path = save_mlflow(
+        out, name, onx, "input", (-1, n_features), 0,
+        input_example=X_test[:2], signature=signature,
+    )
+    sess = ort_session(path / "model.onnx")
+    base = ort_session(out / "diabetes_lr" / "model.onnx")
+    (pred,) = sess.run(None, {"input": np.ascontiguousarray(X)})
+    (was,) = base.run(None, {"input": np.ascontiguousarray(X)})
+    d = pred[:, 0] - was[:, 0]
+    print(
+        f"{name}: against diabetes_lr on all rows: mean |diff| {float(np.mean(np.abs(d))):.2f}, "
+        f"bias {float(np.mean(d)):+.2f}, diabetes_lr mean {float(np.mean(np.abs(was))):.1f}"
+    )
+
+
 def make_diabetes(out: Path) -> None:
     """diabetes_lr (LinearRegression on scikit-learn's diabetes data) and
     diabetes_shifted (the same, DIABETES_SHIFT higher): regressors for drift on
@@ -917,7 +982,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     ap.add_argument("--data-out", type=Path, default=DEFAULT_DATA_OUT,
                     help="output directory of the golden data (breast_cancer_golden.*)")
-    ap.add_argument("--only", choices=["diabetes"],
+    ap.add_argument("--only", choices=["diabetes", "judgement"],
                     help="write only these models (the others are left as they are)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -925,10 +990,16 @@ def main() -> int:
     if args.only == "diabetes":
         make_diabetes(args.out)
         return 0
+    if args.only == "judgement":
+        make_breast_cancer_batch1(args.out)
+        make_diabetes_retrain(args.out)
+        return 0
     make_breast_cancer(args.out, args.data_out)
     make_digits(args.out)
     make_image_cnn(args.out)
     make_diabetes(args.out)
+    make_breast_cancer_batch1(args.out)
+    make_diabetes_retrain(args.out)
 
     total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"wrote {args.out} ({total / 1e6:.2f} MB)")

@@ -472,8 +472,23 @@ pub(crate) fn verdict_numbers(numbers: &serde_json::Value) -> String {
         if let Some(d) = s.mean_probability_diff {
             p.push_str(&format!(", mean |Δp| {d:.3}"));
         }
+        if let Some(v) = &s.values
+            && let (Some(rows), Some(d), Some(b)) = (v.rows, v.mean_abs_diff, v.bias)
+        {
+            p.push_str(&format!(
+                ", values over {rows} rows: mean |Δ| {d:.3}, bias {b:+.3}"
+            ));
+        }
         if let Some(e) = s.errors.filter(|e| *e > 0) {
             p.push_str(&format!(", {e} failed"));
+        }
+        parts.push(p);
+    }
+    if let Some(e) = &n.evidence {
+        let mut p = format!("needs {} more {}", e.needed, e.of);
+        match (e.eta_seconds, e.per_second) {
+            (Some(t), Some(r)) => p.push_str(&format!(", about {t:.0} s at {r:.1}/s")),
+            _ => p.push_str(", none arrived yet"),
         }
         parts.push(p);
     }

@@ -43,7 +43,19 @@ struct GoldenTraffic {
 
 impl GoldenTraffic {
     fn start(url: &str, rows: usize, label: bool) -> GoldenTraffic {
-        let data = Arc::new(golden());
+        GoldenTraffic::start_with(url, golden(), rows, 0, label)
+    }
+
+    /// Requests of `rows` rows of `data`, except every `batch_every`-th of each
+    /// client (0: none), which has 2 rows.
+    fn start_with(
+        url: &str,
+        data: Vec<(Vec<f64>, i64)>,
+        rows: usize,
+        batch_every: usize,
+        label: bool,
+    ) -> GoldenTraffic {
+        let data = Arc::new(data);
         let stop = Arc::new(AtomicBool::new(false));
         let (sent, failed, labelled) = Default::default();
         let mut t = GoldenTraffic {
@@ -64,7 +76,14 @@ impl GoldenTraffic {
             t.threads.push(std::thread::spawn(move || {
                 let http = reqwest::blocking::Client::new();
                 let mut at = worker * 71;
+                let mut k = 0usize;
                 while !stop.load(Ordering::Relaxed) {
+                    k += 1;
+                    let rows = if batch_every > 0 && k.is_multiple_of(batch_every) {
+                        2
+                    } else {
+                        rows
+                    };
                     let batch: Vec<&(Vec<f64>, i64)> =
                         (0..rows).map(|i| &data[(at + i) % data.len()]).collect();
                     at += rows;
@@ -251,4 +270,159 @@ fn feedback_labels_roll_back_a_less_accurate_candidate() {
     let reason = r["outcome"]["reason"].as_str().unwrap();
     assert!(reason.contains("inconclusive"), "{reason}");
     assert!(reason.contains("labelled candidate rows"), "{reason}");
+    // Each inconclusive verdict said what was missing: all 40 labels, none arrived.
+    let n = last_verdict_numbers(&r);
+    assert_eq!(n["evidence"]["needed"], 40, "{n}");
+    assert_eq!(n["evidence"]["of"], "labelled candidate rows", "{n}");
+    let out = ok(&hoist(&d2.home, &["history", "2"]));
+    assert!(
+        out.contains("needs 40 more labelled candidate rows, none arrived yet"),
+        "{out}"
+    );
+}
+
+/// The diabetes test rows of `diabetes_lr`'s reference (features only).
+fn diabetes_rows() -> Vec<(Vec<f64>, i64)> {
+    let text = std::fs::read_to_string(model("diabetes_lr").join("reference.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let input = &v["inputs"]["input"];
+    let width = input["shape"][1].as_u64().unwrap() as usize;
+    let data: Vec<f64> = input["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    data.chunks(width).map(|r| (r.to_vec(), 0)).collect()
+}
+
+/// The reason a release ended with.
+fn reason_of(r: &Value) -> String {
+    r["outcome"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_candidate_refusing_two_row_batches_is_rolled_back_at_five_percent() {
+    // Default analysis (4xx compared with stable, anytime-valid at alpha 1%), the
+    // canary steps the issue tried.
+    let d = with_v1(
+        "batch400",
+        &production(
+            "steps = [{ weight = 5, pause = \"30s\" }, { weight = 25, pause = \"5s\" }, { weight = 50, pause = \"5s\" }]",
+        ),
+    );
+    // Exported with its batch fixed at one row: any 2-row request is a 400, where
+    // stable answers 200.
+    register(&d.home, "breast_cancer_batch1", None);
+    // One request in 7 has 2 rows (7: not in step with the split's exact counter).
+    let traffic = GoldenTraffic::start_with(&d.env("production"), golden(), 1, 7, false);
+    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
+    let (sent, failed, _) = traffic.finish();
+    let r = d.release(2);
+    assert_eq!(out.status.code(), Some(5), "{r}");
+    let reason = reason_of(&r);
+    assert!(reason.contains("candidate 400 on "), "{reason}");
+    assert!(reason.contains("stable 0 of "), "{reason}");
+    // Rolled back in the 5% step: the candidate never had more.
+    let w = weights(&r);
+    assert!(w.iter().all(|w| *w <= 5), "{w:?}");
+    let n = last_verdict_numbers(&r);
+    assert!(
+        n["error_comparison"]["candidate_codes"]["400"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{n}"
+    );
+    eprintln!("{reason}\n{failed} of {sent} requests failed for callers");
+    // Callers saw failures only on the few requests routed to the candidate.
+    let candidate = n["candidate"]["requests"].as_u64().unwrap();
+    assert!(
+        failed <= candidate && candidate * 10 < sent,
+        "{failed} of {sent}: {n}"
+    );
+    let out = ok(&hoist(&d.home, &["history", "2"]));
+    assert!(out.contains("400"), "{out}");
+}
+
+/// A daemon whose first release of `m` (the regressor `diabetes_lr`) went live.
+fn with_regressor_v1(tag: &str, config: &str) -> Daemon {
+    let home = temp_home(tag);
+    let d = Daemon::start(&home, config);
+    register(&home, "diabetes_lr", Some("champion"));
+    let r = d.wait_done(1, Duration::from_secs(60));
+    assert_eq!(r["outcome"]["outcome"], "succeeded", "{r}");
+    d
+}
+
+#[test]
+fn regressors_are_compared_as_numbers_a_biased_one_rolled_back_a_retrain_promoted() {
+    let d = with_regressor_v1(
+        "regressor",
+        &production(
+            "steps = [{ shadow = 100, pause = \"3s\" }, { weight = 50, pause = \"2s\" }]\n\
+             analysis = { compare_latency = false }",
+        ),
+    );
+    // The same regression, 60 higher (stable's values average about 150).
+    register(&d.home, "diabetes_shifted", None);
+    let traffic = GoldenTraffic::start_with(&d.env("production"), diabetes_rows(), 2, 0, false);
+    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
+    let (sent, failed, _) = traffic.finish();
+    let r = d.release(2);
+    assert_eq!(out.status.code(), Some(5), "{r}");
+    let reason = reason_of(&r);
+    assert!(reason.contains("biased by +"), "{reason}");
+    assert!(!reason.contains("probabilities"), "{reason}");
+    let n = last_verdict_numbers(&r);
+    let bias = n["shadow"]["values"]["bias"].as_f64().unwrap();
+    assert!((bias - 60.0).abs() < 1.0, "{n}");
+    assert!(!weights(&r).iter().any(|w| *w > 0), "{r}");
+    assert_eq!(failed, 0, "{failed} of {sent}");
+
+    // Retrained on another split: a little different, not biased: promoted.
+    register(&d.home, "diabetes_retrain", None);
+    let traffic = GoldenTraffic::start_with(&d.env("production"), diabetes_rows(), 2, 0, false);
+    let out = hoist(&d.home, &["deploy", "m/3", "--wait"]);
+    let (_, failed, _) = traffic.finish();
+    let r = d.release(3);
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    assert_eq!(failed, 0);
+    let shadow = r["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["event"]["event"] == "verdict")
+        .find(|t| t["event"]["numbers"]["shadow"]["values"].is_object())
+        .expect("a shadow verdict on values")["event"]["numbers"]["shadow"]["values"]
+        .clone();
+    assert!(shadow["rows"].as_u64().unwrap() > 20, "{shadow}");
+    let rel =
+        shadow["mean_abs_diff"].as_f64().unwrap() / shadow["stable_mean_abs"].as_f64().unwrap();
+    assert!(rel < 0.1, "{shadow}");
+    let out = ok(&hoist(&d.home, &["history", "3"]));
+    assert!(out.contains("values over"), "{out}");
+}
+
+#[test]
+fn good_classifier_retrains_are_promoted_with_the_default_judges() {
+    // Shadow then canary, every judge on at its default (agreement 95%, drift,
+    // errors with 4xx, latency), checked every interval.
+    let d = with_v1(
+        "retrains",
+        &production("steps = [{ shadow = 100, pause = \"2s\" }, { weight = 50, pause = \"2s\" }]"),
+    );
+    for (version, package) in [
+        (2, "breast_cancer_rf"),
+        (3, "breast_cancer_lr"),
+        (4, "breast_cancer_gbt"),
+    ] {
+        register(&d.home, package, None);
+        let (code, r, (sent, failed, _)) = deploy_under_traffic(&d, version, false);
+        assert_eq!(code, Some(0), "{package}: {r}");
+        assert_eq!(failed, 0, "{package}: {failed} of {sent}");
+    }
 }

@@ -121,27 +121,28 @@ fn a_candidate_answering_errors_is_rolled_back_by_itself() {
 
 #[test]
 fn a_candidate_failing_more_requests_than_stable_is_caught_by_the_comparison() {
-    // An absolute limit of 10% the candidate stays far under: only the comparison
+    // An absolute limit of 20% the candidate stays far under: only the comparison
     // with stable's error rate over the same window can catch it.
     let d = with_v1(
         "errorcompare",
         &production(
-            "steps = [{ weight = 50, pause = \"15s\" }]\nanalysis = { max_error_rate = 0.1 }",
+            "steps = [{ weight = 50, pause = \"15s\" }]\nanalysis = { max_error_rate = 0.2 }",
         ),
     );
     register(&d.home, "breast_cancer_batch2", None);
     // Two-row requests (the candidate's baked-in batch size) from two clients, and
-    // now and then a one-row request, which only the candidate fails: about 2% of
-    // the candidate's requests, none of stable's.
+    // often a one-row request, which only the candidate fails: a few percent of the
+    // candidate's requests, none of stable's (the comparison is anytime-valid: a
+    // smaller share would need more traffic than a debug build serves in 15 s).
     let traffic = Traffic::start(&d.env("production"), 2);
-    let singles = Traffic::paced(&d.env("production"), 1, 1, Duration::from_millis(250));
+    let singles = Traffic::paced(&d.env("production"), 1, 1, Duration::from_millis(40));
     let (code, stdout) = deploy_wait(&d.home, "m/2");
     let (counts, single_counts) = (traffic.finish(), singles.finish());
     assert_eq!(code, Some(5), "{stdout}");
     let r = d.release(2);
     let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("candidate error rate"), "{reason}");
-    assert!(reason.contains("Fisher's exact one-sided p"), "{reason}");
+    assert!(reason.contains("candidate failed"), "{reason}");
+    assert!(reason.contains("confidence sequences"), "{reason}");
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");
     assert_eq!(failed(&single_counts, "stable"), 0, "{single_counts:?}");
     assert!(failed(&single_counts, "candidate") > 0, "{single_counts:?}");
@@ -150,7 +151,7 @@ fn a_candidate_failing_more_requests_than_stable_is_caught_by_the_comparison() {
     let last = r["transitions"].as_array().unwrap().last().unwrap().clone();
     let n = &last["event"]["numbers"];
     let (c, s) = (&n["candidate"], &n["stable"]);
-    assert!(c["error_rate"].as_f64().unwrap() < 0.1, "{n}");
+    assert!(c["error_rate"].as_f64().unwrap() < 0.2, "{n}");
     assert!(c["errors"].as_u64().unwrap() > 0, "{n}");
     assert_eq!(s["errors"], 0, "{n}");
     assert!(s["requests"].as_u64().unwrap() >= 30, "{n}");
@@ -210,7 +211,7 @@ fn a_slow_candidate_within_the_absolute_budget_is_caught_by_the_comparison_with_
     register(&d.home, "breast_cancer_slow", None);
     let (_, counts, reason) = rolled_back_under_traffic(&d, 2, 2);
     assert!(
-        reason.contains("Mann-Whitney") && reason.contains("stable's"),
+        reason.contains("medians") && reason.contains("stable's"),
         "{reason}"
     );
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");

@@ -377,6 +377,7 @@ impl VariantMeasure {
         Window {
             requests: count(self.requests),
             errors: count(self.errors),
+            client_errors: 0,
             p50_seconds: self.latency.quantile(0.5),
             p95_seconds: self.latency.quantile(0.95),
             p99_seconds: self.latency.quantile(0.99),
@@ -687,6 +688,7 @@ pub fn judge_measured(a: &Analysis, m: &Measured, classes: Option<&Classes>) -> 
             stable: s.window(),
             candidate_latencies: c.latency_samples(),
             stable_latencies: s.latency_samples(),
+            ..Default::default()
         },
     );
     if let Some(cl) = classes {

@@ -813,7 +813,9 @@ async fn forward(
         match end {
             Ok(Some(n)) => {
                 // The body has ended: count, give the connection back, write the rest.
-                backend.counters.record(class, start.elapsed());
+                backend
+                    .counters
+                    .record_status(resp.status, class, start.elapsed());
                 b.output.extend_from_slice(&data[..n]);
                 if b.capture_ok {
                     b.capture.extend_from_slice(&data[..n]);
@@ -833,7 +835,9 @@ async fn forward(
                 }
                 if client.write_all(&b.output).await.is_err() {
                     // The client went away: counted by its status, as in hyper's path.
-                    backend.counters.record(class, start.elapsed());
+                    backend
+                        .counters
+                        .record_status(resp.status, class, start.elapsed());
                     return Done::Close;
                 }
                 b.output.clear();
@@ -844,7 +848,9 @@ async fn forward(
                 }
                 match stream.read_buf(&mut b.response).await {
                     Ok(0) if matches!(framing, Framing::Close) => {
-                        backend.counters.record(class, start.elapsed());
+                        backend
+                            .counters
+                            .record_status(resp.status, class, start.elapsed());
                         let _ = client.shutdown().await;
                         return Done::Close;
                     }

@@ -734,7 +734,9 @@ impl Tracked {
             Class::of_status(self.status)
         };
         let backend = self.served.backend(&self.table);
-        backend.counters.record(class, self.start.elapsed());
+        backend
+            .counters
+            .record_status(self.status.as_u16(), class, self.start.elapsed());
         if let Some(conn) = self.conn.take()
             && !failed
             && self.reuse

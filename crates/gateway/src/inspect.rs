@@ -12,6 +12,12 @@
 //!   (`{"label": […], "probabilities": [[…]]}`).
 //!
 //! Labels are compared as text: `1`, `1.0` and `"1"` are the same class.
+//!
+//! A regressor's answer (one number per row and no label output: an OIP output of
+//! width 1 with no integer or string output beside it, or an MLflow list of numbers
+//! not all whole) holds values, not classes: its rows are compared as numbers
+//! ([`Comparison::values`]), never as labels or probabilities. A regressor whose
+//! values are all whole numbers reads as a classifier.
 
 use serde_json::Value;
 
@@ -22,6 +28,44 @@ pub(crate) struct Predictions {
     pub(crate) labels: Vec<String>,
     pub(crate) probabilities: Vec<f64>,
     pub(crate) width: usize,
+    /// A regressor's answer: one value per row (then no labels or probabilities).
+    pub(crate) values: Vec<f64>,
+}
+
+/// Sums over the rows of two regressors' answers to the same requests: the
+/// candidate's value minus stable's (`d`), for its mean, spread and bias.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ValueSums {
+    /// Rows compared.
+    pub rows: u64,
+    /// Σd and Σd².
+    pub diff_sum: f64,
+    pub diff_squares: f64,
+    /// Σ|d| and Σd² again is Σ|d|²: the absolute differences' spread.
+    pub abs_diff_sum: f64,
+    /// Σ|stable's value|: the scale relative limits use.
+    pub stable_abs_sum: f64,
+}
+
+impl ValueSums {
+    pub(crate) fn add(&mut self, o: &ValueSums) {
+        self.rows += o.rows;
+        self.diff_sum += o.diff_sum;
+        self.diff_squares += o.diff_squares;
+        self.abs_diff_sum += o.abs_diff_sum;
+        self.stable_abs_sum += o.stable_abs_sum;
+    }
+
+    /// The sums between `earlier` and `self`.
+    pub fn since(&self, earlier: &ValueSums) -> ValueSums {
+        ValueSums {
+            rows: self.rows.saturating_sub(earlier.rows),
+            diff_sum: self.diff_sum - earlier.diff_sum,
+            diff_squares: (self.diff_squares - earlier.diff_squares).max(0.0),
+            abs_diff_sum: (self.abs_diff_sum - earlier.abs_diff_sum).max(0.0),
+            stable_abs_sum: (self.stable_abs_sum - earlier.stable_abs_sum).max(0.0),
+        }
+    }
 }
 
 /// How two answers to the same request compare.
@@ -31,6 +75,8 @@ pub(crate) struct Comparison {
     pub(crate) agreeing_rows: u64,
     pub(crate) probabilities: u64,
     pub(crate) probability_diff_sum: f64,
+    /// Regressors: the rows' values compared as numbers.
+    pub(crate) values: ValueSums,
 }
 
 /// The predictions in a JSON answer; `None` when it holds none that can be read.
@@ -38,10 +84,31 @@ pub(crate) fn parse(body: &[u8]) -> Option<Predictions> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let p = match (v.get("outputs"), v.get("predictions")) {
         (Some(Value::Array(outputs)), _) => oip(outputs),
-        (_, Some(p)) => mlflow(p),
+        (_, Some(p)) => mlflow(p).map(as_regression),
         _ => None,
     }?;
-    (!p.labels.is_empty()).then_some(p)
+    (!p.labels.is_empty() || !p.values.is_empty()).then_some(p)
+}
+
+/// An MLflow answer read as a regressor's values: rows of one number (read as
+/// probabilities of one class), or labels that are all numbers and not all
+/// whole (an MLflow list of values).
+fn as_regression(mut p: Predictions) -> Predictions {
+    let one_float_per_row = p.width == 1 && !p.probabilities.is_empty();
+    if one_float_per_row && p.labels.iter().all(|l| l == "0") {
+        p.values = std::mem::take(&mut p.probabilities);
+    } else if p.width == 0 && !p.labels.is_empty() {
+        let numbers: Option<Vec<f64>> = p.labels.iter().map(|l| l.parse::<f64>().ok()).collect();
+        match numbers {
+            Some(v) if v.iter().any(|x| x.fract() != 0.0) => p.values = v,
+            _ => return p,
+        }
+    } else {
+        return p;
+    }
+    p.labels.clear();
+    p.width = 0;
+    p
 }
 
 /// A label as text: integral numbers without a fraction, strings as they are.
@@ -107,7 +174,12 @@ fn oip(outputs: &[Value]) -> Option<Predictions> {
             let k = data.len() / rows;
             p.labels = data.into_iter().step_by(k.max(1)).collect();
         }
+        // One float per row and no label output: a regressor's values.
+        None if p.width == 1 => p.values = std::mem::take(&mut p.probabilities),
         None => p.labels = argmax_rows(&p.probabilities, p.width),
+    }
+    if !p.values.is_empty() {
+        p.width = 0;
     }
     Some(p)
 }
@@ -255,11 +327,23 @@ pub(crate) fn compare(stable: &Predictions, candidate: &Predictions) -> Comparis
             }
         }
     }
+    let mut values = ValueSums::default();
+    for (a, b) in stable.values.iter().zip(&candidate.values) {
+        if a.is_finite() && b.is_finite() {
+            let d = b - a;
+            values.rows += 1;
+            values.diff_sum += d;
+            values.diff_squares += d * d;
+            values.abs_diff_sum += d.abs();
+            values.stable_abs_sum += a.abs();
+        }
+    }
     Comparison {
         rows: rows as u64,
         agreeing_rows: agreeing as u64,
         probabilities: n,
         probability_diff_sum: sum,
+        values,
     }
 }
 
@@ -318,6 +402,34 @@ mod tests {
         let p = parse(recs).unwrap();
         assert_eq!(p.labels, ["setosa"]);
         assert_eq!(p.probabilities, [0.9, 0.1]);
+    }
+
+    #[test]
+    fn regressor_answers_are_values_compared_as_numbers() {
+        let oip = br#"{"outputs":[{"name":"variable","datatype":"FP32","shape":[2,1],"data":[151.5,80.25]}]}"#;
+        let a = parse(oip).unwrap();
+        assert_eq!(
+            (a.values.clone(), a.labels.len(), a.width),
+            (vec![151.5, 80.25], 0, 0)
+        );
+        let mlflow = br#"{"predictions":[161.5,70.25]}"#;
+        let b = parse(mlflow).unwrap();
+        assert_eq!(b.values, [161.5, 70.25]);
+        let c = compare(&a, &b);
+        assert_eq!((c.rows, c.probabilities, c.values.rows), (0, 0, 2));
+        assert_eq!(c.values.diff_sum, 0.0);
+        assert_eq!(c.values.abs_diff_sum, 20.0);
+        assert_eq!(c.values.diff_squares, 200.0);
+        assert_eq!(c.values.stable_abs_sum, 231.75);
+        // Whole numbers are labels; a classifier's probabilities stay probabilities.
+        assert!(
+            parse(br#"{"predictions":[1,0]}"#)
+                .unwrap()
+                .values
+                .is_empty()
+        );
+        let two = br#"{"outputs":[{"name":"p","datatype":"FP32","shape":[1,2],"data":[0.1,0.9]}]}"#;
+        assert!(parse(two).unwrap().values.is_empty());
     }
 
     #[test]

@@ -52,6 +52,7 @@ mod shadow;
 pub mod split;
 
 pub use gateway::{DEFAULT_FORCE_HEADER, Gateway, GatewayConfig};
+pub use inspect::ValueSums;
 pub use metrics::{ForcedStats, LATENCY_BUCKETS, ShadowStats, Snapshot, VariantStats};
 pub use split::{Routes, RoutesError, Upstream, Variant};
 

@@ -55,6 +55,9 @@ pub struct VariantStats {
     /// and how many of them it had predicted right.
     pub labelled: u64,
     pub correct: u64,
+    /// Error answers (4xx and 5xx from the backend) by status code, ascending, each
+    /// with its count: a failure's reason names them ("400 on 31").
+    pub error_codes: Vec<(u16, u64)>,
 }
 
 impl VariantStats {
@@ -76,6 +79,19 @@ impl VariantStats {
             latency_buckets: buckets,
             labelled: self.labelled.saturating_sub(earlier.labelled),
             correct: self.correct.saturating_sub(earlier.correct),
+            error_codes: self
+                .error_codes
+                .iter()
+                .map(|&(code, n)| {
+                    let before = earlier
+                        .error_codes
+                        .iter()
+                        .find(|(c, _)| *c == code)
+                        .map_or(0, |(_, n)| *n);
+                    (code, n.saturating_sub(before))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         }
     }
 
@@ -198,6 +214,8 @@ pub struct ShadowStats {
     pub probability_diff_sum: f64,
     /// Successful candidate answers with no readable predictions where stable's had.
     pub unreadable: u64,
+    /// Regressors: the rows' values compared as numbers.
+    pub values: crate::inspect::ValueSums,
 }
 
 impl ShadowStats {
@@ -211,6 +229,7 @@ impl ShadowStats {
             probability_diff_sum: (self.probability_diff_sum - earlier.probability_diff_sum)
                 .max(0.0),
             unreadable: self.unreadable.saturating_sub(earlier.unreadable),
+            values: self.values.since(&earlier.values),
         }
     }
 }
@@ -317,7 +336,13 @@ pub(crate) struct Counters {
     /// Feedback: labelled rows, and rows predicted right (rare: not sharded).
     labelled: AtomicU64,
     correct: AtomicU64,
+    /// Answers by status code from 400 to 599 (index: code - 400). Error answers
+    /// only, so not sharded.
+    codes: Box<[AtomicU64]>,
 }
+
+/// The error status codes counted one by one: 400 to 599.
+const ERROR_CODES: std::ops::RangeInclusive<u16> = 400..=599;
 
 impl Default for Counters {
     fn default() -> Self {
@@ -325,6 +350,7 @@ impl Default for Counters {
             shards: (0..crate::pool::SLOTS).map(|_| Shard::default()).collect(),
             labelled: AtomicU64::new(0),
             correct: AtomicU64::new(0),
+            codes: ERROR_CODES.map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -340,6 +366,16 @@ impl Counters {
         shard
             .latency_sum_nanos
             .fetch_add(took.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    /// Counts one finished request that the backend answered with `status`: its
+    /// class, and the code itself when it is an error (400 to 599).
+    pub(crate) fn record_status(&self, status: u16, class: Class, took: Duration) {
+        self.record(class, took);
+        if ERROR_CODES.contains(&status) && matches!(class, Class::ClientError | Class::ServerError)
+        {
+            self.codes[usize::from(status - 400)].fetch_add(1, Relaxed);
+        }
     }
 
     /// Counts feedback on `rows` labelled rows, `correct` of them predicted right.
@@ -360,6 +396,17 @@ impl Counters {
     pub(crate) fn add_to(&self, into: &mut VariantStats) {
         into.labelled += self.labelled.load(Relaxed);
         into.correct += self.correct.load(Relaxed);
+        for (i, n) in self.codes.iter().enumerate() {
+            let n = n.load(Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let code = 400 + i as u16;
+            match into.error_codes.binary_search_by_key(&code, |(c, _)| *c) {
+                Ok(at) => into.error_codes[at].1 += n,
+                Err(at) => into.error_codes.insert(at, (code, n)),
+            }
+        }
         let c: [u64; 5] = std::array::from_fn(|i| self.class_count(Class::ALL[i]));
         into.ok += c[Class::Success as usize] + c[Class::Redirect as usize];
         into.client_errors += c[Class::ClientError as usize];
@@ -564,11 +611,12 @@ mod tests {
         for _ in 0..90 {
             c.record(Class::Success, ms(1.0));
         }
-        for _ in 0..5 {
-            c.record(Class::ClientError, ms(2.0));
+        for i in 0..5 {
+            let code = if i < 4 { 400 } else { 404 };
+            c.record_status(code, Class::ClientError, ms(2.0));
         }
         for _ in 0..3 {
-            c.record(Class::ServerError, ms(100.0));
+            c.record_status(503, Class::ServerError, ms(100.0));
         }
         c.record(Class::Upstream, ms(0.5));
         c.record(Class::Redirect, ms(1.0));
@@ -580,6 +628,15 @@ mod tests {
         assert_eq!(v.client_errors, 5);
         assert_eq!(v.server_errors, 3);
         assert_eq!(v.upstream_errors, 1);
+        assert_eq!(v.error_codes, [(400, 4), (404, 1), (503, 3)]);
+        assert_eq!(
+            v.since(&VariantStats {
+                error_codes: vec![(400, 4), (503, 1)],
+                ..VariantStats::default()
+            })
+            .error_codes,
+            [(404, 1), (503, 2)]
+        );
         assert!((v.error_rate() - 0.04).abs() < 1e-12);
         assert_eq!(s.stable.requests, 0);
         assert_eq!(s.stable.quantile(0.5), None);

@@ -45,6 +45,9 @@ pub(crate) struct ShadowCounters {
     /// Sum of absolute probability differences, in billionths.
     diff_nanos: AtomicU64,
     unreadable: AtomicU64,
+    /// Regressors' values compared (signed sums: kept under a lock, off the
+    /// request path).
+    values: std::sync::Mutex<inspect::ValueSums>,
     /// The shadow split's request number.
     pub(crate) picks: AtomicU64,
 }
@@ -59,6 +62,7 @@ impl ShadowCounters {
         s.probabilities = self.probabilities.load(Relaxed);
         s.probability_diff_sum = self.diff_nanos.load(Relaxed) as f64 / 1e9;
         s.unreadable = self.unreadable.load(Relaxed);
+        s.values = *self.values.lock().unwrap_or_else(|e| e.into_inner());
         s
     }
 
@@ -69,6 +73,12 @@ impl ShadowCounters {
         self.probabilities.fetch_add(c.probabilities, Relaxed);
         self.diff_nanos
             .fetch_add((c.probability_diff_sum * 1e9).round() as u64, Relaxed);
+        if c.values.rows > 0 {
+            self.values
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&c.values);
+        }
     }
 }
 
@@ -105,7 +115,9 @@ pub(crate) async fn mirror(
             let class = http::StatusCode::from_u16(status)
                 .map(Class::of_status)
                 .unwrap_or(Class::Upstream);
-            counters.answers.record(class, start.elapsed());
+            counters
+                .answers
+                .record_status(status, class, start.elapsed());
             if class != Class::Success {
                 return;
             }

@@ -189,7 +189,18 @@ impl Engine {
             h.abort();
         }
         let Some(e) = self.env(&env) else { return };
-        let analysis = self.cfg.analysis.with(&e.cfg.analysis);
+        let mut analysis = self.cfg.analysis.with(&e.cfg.analysis);
+        // The release's alpha is shared by its analysed steps: each step's judges
+        // look at their own window, so the chance that any step fails a good
+        // release stays at most alpha (a union bound).
+        let analysed_steps: usize = r
+            .plan
+            .envs
+            .iter()
+            .filter(|p| p.analysis)
+            .map(|p| p.steps.len())
+            .sum();
+        analysis.alpha /= analysed_steps.max(1) as f64;
         let plan_step = r
             .plan
             .envs

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use hoist_gateway::{Gateway, ShadowStats, Snapshot, VariantStats};
+use hoist_release::analysis::sequential::Sums;
 use hoist_release::analysis::{self, Window};
 use hoist_release::config::Analysis;
 use hoist_release::machine::Verdict;
@@ -67,7 +68,7 @@ impl LiveMetrics for GatewayMetrics {
         .boxed()
     }
 
-    fn judge<'a>(&'a mut self, analysis: &'a Analysis, _: Duration) -> BoxFuture<'a, Judged> {
+    fn judge<'a>(&'a mut self, analysis: &'a Analysis, elapsed: Duration) -> BoxFuture<'a, Judged> {
         async move {
             let snap = match &self.baseline {
                 Some(b) => self.gateway.metrics().since(b),
@@ -103,6 +104,43 @@ impl LiveMetrics for GatewayMetrics {
                 };
                 judged.drift(analysis, &diff(&s1, s0), &diff(&c1, c0));
             }
+            if matches!(judged.verdict, Verdict::Inconclusive { .. }) {
+                let shadow = &snap.shadow.answers;
+                let compared = shadow.ok.saturating_sub(snap.shadow.unreadable);
+                let mut kinds = Vec::new();
+                if live {
+                    kinds.push((
+                        snap.candidate.requests,
+                        analysis.min_requests,
+                        "candidate requests",
+                    ));
+                    if analysis.feedback {
+                        kinds.push((
+                            snap.candidate.labelled,
+                            analysis.min_labels.max(1),
+                            "labelled candidate rows",
+                        ));
+                    }
+                }
+                if self.shape.shadow {
+                    kinds.push((
+                        compared,
+                        analysis.min_requests,
+                        "compared mirrored requests",
+                    ));
+                }
+                if let Some((needed, of, per_second, eta)) =
+                    analysis::evidence_needed(&kinds, elapsed.as_secs_f64())
+                {
+                    judged.numbers.insert(
+                        "evidence".into(),
+                        serde_json::json!({
+                            "needed": needed, "of": of,
+                            "per_second": per_second, "eta_seconds": eta,
+                        }),
+                    );
+                }
+            }
             let mut numbers = serde_json::Value::Object(judged.numbers);
             numbers["candidate"] = serde_json::json!(WindowView::of(&snap.candidate));
             numbers["stable"] = serde_json::json!(WindowView::of(&snap.stable));
@@ -121,6 +159,7 @@ fn live_window(snap: &Snapshot) -> analysis::Live {
     let window = |v: &VariantStats| Window {
         requests: v.requests,
         errors: v.server_errors + v.upstream_errors,
+        client_errors: v.client_errors,
         p50_seconds: v.quantile(0.5),
         p95_seconds: v.quantile(0.95),
         p99_seconds: v.quantile(0.99),
@@ -130,28 +169,57 @@ fn live_window(snap: &Snapshot) -> analysis::Live {
         stable: window(&snap.stable),
         candidate_latencies: snap.candidate.latency_samples(),
         stable_latencies: snap.stable.latency_samples(),
+        candidate_codes: snap.candidate.error_codes.clone(),
+        stable_codes: snap.stable.error_codes.clone(),
     }
 }
 
 /// A shadow step's verdict on the mirrored requests of a window, and its numbers.
 fn judge_shadow(a: &Analysis, s: &ShadowStats) -> (Verdict, serde_json::Value) {
+    // Stable answered every mirrored request 2xx: any other answer from the
+    // candidate (4xx as well as 5xx) is a request it fails that stable serves.
+    let v = &s.values;
     let w = analysis::ShadowWindow {
         mirrored: s.answers.requests,
-        errors: s.answers.server_errors + s.answers.upstream_errors + s.unreadable,
+        errors: s.answers.client_errors
+            + s.answers.server_errors
+            + s.answers.upstream_errors
+            + s.unreadable,
+        codes: s.answers.error_codes.clone(),
         rows: s.rows,
         agreeing_rows: s.agreeing_rows,
         probabilities: s.probabilities,
         probability_diff_sum: s.probability_diff_sum,
+        differences: Sums {
+            n: v.rows,
+            sum: v.diff_sum,
+            sum_squares: v.diff_squares,
+        },
+        abs_differences: Sums {
+            n: v.rows,
+            sum: v.abs_diff_sum,
+            sum_squares: v.diff_squares,
+        },
+        stable_abs_sum: v.stable_abs_sum,
         p99_seconds: s.answers.quantile(0.99),
+        latencies: s.answers.latency_samples(),
     };
+    let mean = |sum: f64| (v.rows > 0).then(|| sum / v.rows as f64);
     let numbers = serde_json::json!({
         "mirrored": w.mirrored,
         "errors": w.errors,
+        "error_codes": w.codes.iter().map(|(c, n)| (c.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
         "unreadable": s.unreadable,
         "rows": w.rows,
         "agreeing_rows": w.agreeing_rows,
         "agreement": w.agreement(),
         "mean_probability_diff": w.mean_probability_diff(),
+        "values": (v.rows > 0).then(|| serde_json::json!({
+            "rows": v.rows,
+            "mean_abs_diff": mean(v.abs_diff_sum),
+            "bias": mean(v.diff_sum),
+            "stable_mean_abs": mean(v.stable_abs_sum),
+        })),
         "p99_ms": w.p99_seconds.map(|p| p * 1000.0),
     });
     (analysis::judge_shadow(a, &w), numbers)

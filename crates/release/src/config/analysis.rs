@@ -46,8 +46,14 @@ pub struct Analysis {
     /// (one-sided Mann-Whitney U): fail when the candidate is significantly slower
     /// and its median is more than `tolerance` above stable's.
     pub compare_latency: bool,
-    /// Confidence of that comparison (0.95: fail when p < 0.05).
+    /// Confidence of the fixed-sample tests (0.95: p < 0.05), reported beside the
+    /// verdicts for reference; the verdicts themselves use `alpha`.
     pub confidence: f64,
+    /// Highest chance that a good release is rolled back by the analysis, however
+    /// often it looks (every judge is anytime-valid: confidence sequences that hold
+    /// at every interval at once). Shared by the release's analysed steps and, in
+    /// each, by the judges that are on. 0.01 = 1%.
+    pub alpha: f64,
     /// Relative median slowdown tolerated even when significant (0.5 = 50%; the
     /// gateway's latency histogram resolves about 25%, so keep it above 0.25).
     pub tolerance: f64,
@@ -69,6 +75,14 @@ pub struct Analysis {
     /// Shadow steps: highest mean absolute difference between the candidate's and
     /// stable's probabilities on the same rows.
     pub max_probability_diff: f64,
+    /// Regressors (one number per row, no label), shadow steps: highest mean
+    /// absolute difference between the candidate's and stable's values on the same
+    /// rows, relative to the mean absolute value of stable's (0.2 = 20%).
+    pub max_relative_diff: f64,
+    /// Regressors, shadow steps: highest bias, the mean signed difference of the
+    /// candidate's values from stable's, relative to the mean absolute value of
+    /// stable's (0.1 = 10%); judged with a confidence sequence of the mean.
+    pub max_relative_bias: f64,
     /// Judge accuracy from feedback labels (`POST /feedback` on the gateway): the
     /// gateway remembers each answer's predicted classes by its `x-request-id`.
     pub feedback: bool,
@@ -99,6 +113,7 @@ impl Default for Analysis {
             error_tolerance: 0.005,
             compare_latency: true,
             confidence: 0.95,
+            alpha: 0.01,
             tolerance: 0.5,
             latency_slack_ms: 5.0,
             drift: true,
@@ -106,6 +121,8 @@ impl Default for Analysis {
             drift_bins: Vec::new(),
             min_agreement: 0.95,
             max_probability_diff: 0.1,
+            max_relative_diff: 0.2,
+            max_relative_bias: 0.1,
             feedback: false,
             min_labels: 50,
             min_accuracy: None,
@@ -132,6 +149,7 @@ pub struct AnalysisOverride {
     pub error_tolerance: Option<f64>,
     pub compare_latency: Option<bool>,
     pub confidence: Option<f64>,
+    pub alpha: Option<f64>,
     pub tolerance: Option<f64>,
     pub latency_slack_ms: Option<f64>,
     pub drift: Option<bool>,
@@ -139,6 +157,8 @@ pub struct AnalysisOverride {
     pub drift_bins: Option<Vec<f64>>,
     pub min_agreement: Option<f64>,
     pub max_probability_diff: Option<f64>,
+    pub max_relative_diff: Option<f64>,
+    pub max_relative_bias: Option<f64>,
     pub feedback: Option<bool>,
     pub min_labels: Option<u64>,
     pub min_accuracy: Option<f64>,
@@ -162,6 +182,7 @@ impl Analysis {
             error_tolerance: o.error_tolerance.unwrap_or(self.error_tolerance),
             compare_latency: o.compare_latency.unwrap_or(self.compare_latency),
             confidence: o.confidence.unwrap_or(self.confidence),
+            alpha: o.alpha.unwrap_or(self.alpha),
             tolerance: o.tolerance.unwrap_or(self.tolerance),
             latency_slack_ms: o.latency_slack_ms.unwrap_or(self.latency_slack_ms),
             drift: o.drift.unwrap_or(self.drift),
@@ -172,6 +193,8 @@ impl Analysis {
                 .unwrap_or_else(|| self.drift_bins.clone()),
             min_agreement: o.min_agreement.unwrap_or(self.min_agreement),
             max_probability_diff: o.max_probability_diff.unwrap_or(self.max_probability_diff),
+            max_relative_diff: o.max_relative_diff.unwrap_or(self.max_relative_diff),
+            max_relative_bias: o.max_relative_bias.unwrap_or(self.max_relative_bias),
             feedback: o.feedback.unwrap_or(self.feedback),
             min_labels: o.min_labels.unwrap_or(self.min_labels),
             min_accuracy: o.min_accuracy.or(self.min_accuracy),

@@ -167,6 +167,20 @@ impl Config {
                     a.confidence
                 ));
             }
+            if !(a.alpha > 0.0 && a.alpha < 0.5) {
+                return Err(format!(
+                    "{key}.analysis.alpha: must be above 0 and below 0.5, not {}",
+                    a.alpha
+                ));
+            }
+            for (name, v) in [
+                ("max_relative_diff", a.max_relative_diff),
+                ("max_relative_bias", a.max_relative_bias),
+            ] {
+                if !(v >= 0.0 && v.is_finite()) {
+                    return Err(format!("{key}.analysis.{name}: must be 0 or more, not {v}"));
+                }
+            }
             if a.tolerance.is_nan() || a.tolerance < 0.0 {
                 return Err(format!("{key}.analysis.tolerance: must be 0 or more"));
             }

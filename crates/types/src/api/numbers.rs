@@ -18,6 +18,20 @@ pub struct VerdictNumbers {
     pub drift: Option<Drift>,
     pub shadow: Option<ShadowNumbers>,
     pub feedback: Option<FeedbackNumbers>,
+    /// An inconclusive step: the evidence still missing, and when it may arrive.
+    pub evidence: Option<Evidence>,
+}
+
+/// How much more evidence an inconclusive step needs: `needed` more `of` (for
+/// example 37 more "candidate requests"), arriving at `per_second`, so in about
+/// `eta_seconds` (both unknown before any arrived).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Evidence {
+    pub needed: u64,
+    pub of: String,
+    pub per_second: Option<f64>,
+    pub eta_seconds: Option<f64>,
 }
 
 impl VerdictNumbers {
@@ -62,6 +76,18 @@ pub struct ShadowNumbers {
     pub rows: Option<u64>,
     pub mean_probability_diff: Option<f64>,
     pub errors: Option<u64>,
+    /// Regressors: the values compared as numbers.
+    pub values: Option<ValueNumbers>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ValueNumbers {
+    pub rows: Option<u64>,
+    /// Mean |candidate - stable|, mean (candidate - stable), mean |stable|.
+    pub mean_abs_diff: Option<f64>,
+    pub bias: Option<f64>,
+    pub stable_mean_abs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
