@@ -498,11 +498,14 @@ def intended_null(name, hoist_answer, sent) -> tuple[bool, str]:
 
 def intended(name, ct, body, hoist_answer, sent) -> tuple[bool, str]:
     """An intended difference (see FRAME_FORMS): hoist's records against MLflow's
-    answer to the same rows as `inputs`."""
+    answer to the same rows as `inputs`. A model with a tensor signature is answered
+    as tensors (hoist reads the frame into the signature's tensor first, as MLflow does
+    when it accepts the frame): that answer must equal MLflow's `inputs` answer as is."""
     preds = hoist_answer.get("predictions") if isinstance(hoist_answer, dict) else None
-    if not (isinstance(preds, list) and all(isinstance(r, dict) for r in preds)):
-        return False, f"intended difference, but hoist did not answer records: {short(hoist_answer)}"
-    if len(preds) != rows_of(body, ct):
+    records = isinstance(preds, list) and all(isinstance(r, dict) for r in preds)
+    if not records and not isinstance(preds, dict):
+        return False, f"intended difference, but hoist answered neither records nor tensors: {short(hoist_answer)}"
+    if records and len(preds) != rows_of(body, ct):
         return False, f"intended difference, but hoist answered {len(preds)} records for {rows_of(body, ct)} rows"
     # MLflow's answer to the same rows as `inputs` (as records), else, for one row, the
     # first record of its answer to the seven-row body of this form.
@@ -519,13 +522,16 @@ def intended(name, ct, body, hoist_answer, sent) -> tuple[bool, str]:
         if "null" in body or "null" in name:
             return True, "(intended difference: MLflow refuses a missing value; hoist answered one record per row)"
         return False, f"intended difference, but MLflow refused every equivalent body ({[c for c, _ in candidates]})"
-    want = to_records(answer) if as_inputs else answer
+    if not records and not as_inputs:
+        return False, f"intended difference, but hoist answered tensors and MLflow has no `inputs` answer to compare: {short(hoist_answer)}"
+    want = (to_records(answer) if records else answer) if as_inputs else answer
     if not as_inputs and name.endswith("_1row"):
         want = {"predictions": answer["predictions"][:1]}
     d = same(want, hoist_answer)
     if d:
-        return False, f"intended difference: hoist's records differ from MLflow's {ref} at {d}"
-    return True, f"(intended difference: MLflow refuses; hoist's records match MLflow's {ref})"
+        return False, f"intended difference: hoist's answer differs from MLflow's {ref} at {d}"
+    kind = "records" if records else "tensors"
+    return True, f"(intended difference: MLflow refuses; hoist's {kind} match MLflow's {ref})"
 
 
 # ---------------------------------------------------------------------------- main
