@@ -99,7 +99,7 @@ for r in $(seq "$BENCH_ROUNDS"); do
     skopeo copy -q --dest-tls-verify=false "oci:$layout:v1" "docker://$reg/r$r/peer:v1"
     t2=$(now)
     rm -rf "$layout"
-    hoist_t+=("$(echo "$t1 - $t0" | bc)"); peer_t+=("$(echo "$t2 - $t1" | bc)")
+    hoist_t+=("$(printf '%.2f' "$(echo "$t1 - $t0" | bc)")"); peer_t+=("$(printf '%.2f' "$(echo "$t2 - $t1" | bc)")")
     log "round $r: hoist image push --model ${hoist_t[-1]} s; tar czf + layout + skopeo copy ${peer_t[-1]} s"
 done
 
