@@ -62,6 +62,12 @@ impl Server {
             .trim()
             .to_string();
         std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        // It listens before the model is loaded (503 until then): wait for ready.
+        hoist_testkit::wait_until(
+            Duration::from_secs(120),
+            format!("{package} ready at {addr}"),
+            || hoist_testkit::answers_200(&addr, "/v2/health/ready"),
+        );
         Server { child, addr }
     }
 }
