@@ -200,22 +200,6 @@ fn ci_init_refuses_to_overwrite_and_bad_values() {
     assert_eq!(o.status.code(), Some(2));
 }
 
-/// `strip --strip-debug` of the test build's hoist into `dir`/bin (as image.rs does).
-fn stripped_bin(dir: &Path) -> PathBuf {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let ok = Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(bin.join("hoist"))
-        .arg(env!("CARGO_BIN_EXE_hoist"))
-        .status()
-        .expect("strip (binutils)")
-        .success();
-    assert!(ok, "strip failed");
-    bin
-}
-
 #[test]
 fn markdown_summaries_of_a_promoted_and_a_rolled_back_release() {
     let golden = repo().join("examples/data/breast_cancer_golden.csv");
@@ -238,7 +222,7 @@ steps = [{{ weight = 50, pause = \"2s\" }}]
     // v2's model image, pushed to a real registry: its reference lands on the version.
     let reg = Registry::start();
     register(&d.home, "breast_cancer_lr", None);
-    let bin = stripped_bin(&d.home);
+    let bin = common::stripped_bin(&d.home);
     let pushed = ok(&Command::new(env!("CARGO_BIN_EXE_hoist"))
         .arg("--home")
         .arg(&d.home)

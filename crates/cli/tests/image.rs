@@ -24,17 +24,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let home = Scratch::new("image-home");
-    let bin = home.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let ok = Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(bin.join("hoist"))
-        .arg(env!("CARGO_BIN_EXE_hoist"))
-        .status()
-        .expect("strip (binutils)")
-        .success();
-    assert!(ok, "strip failed");
+    let bin = common::stripped_bin(home.path());
     let ort = ort();
     assert!(
         ort.is_file(),

@@ -82,17 +82,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let home = Scratch::new("podman");
-    let bin = home.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let ok = Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(bin.join("hoist"))
-        .arg(env!("CARGO_BIN_EXE_hoist"))
-        .status()
-        .expect("strip (binutils)")
-        .success();
-    assert!(ok, "strip failed");
+    let bin = common::stripped_bin(home.path());
     Setup { home, bin }
 }
 

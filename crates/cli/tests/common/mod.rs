@@ -379,3 +379,20 @@ pub fn rolled_back_under_traffic(
         .to_string();
     (r, counts, reason)
 }
+
+/// `strip --strip-debug` of the test build's hoist into `dir`/bin, the binary directory
+/// `hoist image push --bin-dir` packs (the unstripped test build is several times larger).
+pub fn stripped_bin(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let ok = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(bin.join("hoist"))
+        .arg(env!("CARGO_BIN_EXE_hoist"))
+        .status()
+        .expect("strip (binutils)")
+        .success();
+    assert!(ok, "strip failed");
+    bin
+}
