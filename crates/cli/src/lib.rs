@@ -19,6 +19,7 @@
 
 mod ci;
 mod client;
+mod doctor;
 mod image;
 mod mlflow;
 mod model;
@@ -174,6 +175,10 @@ pub enum Command {
     /// manifests (kubectl apply, kustomize, GitOps)
     #[command(subcommand, after_help = EXIT_CODES)]
     Render(render::RenderCmd),
+    /// Check a cluster before the first release: API server, CRDs, namespaces, Secrets,
+    /// the controller's permissions, Prometheus, MLflow, the image; exit 0 only if all pass
+    #[command(after_help = EXIT_CODES)]
+    Doctor(doctor::DoctorArgs),
     /// Inference runtimes for hoist-server: `hoist runtime install onnxruntime`
     /// fetches ONNX Runtime's library; `hoist runtime list` shows what serves by default
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -235,6 +240,9 @@ pub enum CliError {
     /// A download failed.
     #[error("{0}")]
     Download(String),
+    /// `hoist doctor`: some checks failed (each printed with its fix).
+    #[error("{0}")]
+    Checks(String),
     /// An OCI registry or image failure (its own exit codes, 8–12).
     #[error(transparent)]
     Oci(#[from] hoist_oci::Error),
@@ -259,7 +267,8 @@ impl CliError {
             CliError::Registry(_)
             | CliError::Io { .. }
             | CliError::Daemon { .. }
-            | CliError::Download(_) => 1,
+            | CliError::Download(_)
+            | CliError::Checks(_) => 1,
             CliError::Config(_) => 2,
             CliError::Api { code, .. } => code.exit_code(),
             CliError::ReleaseFailed(_) => 5,
@@ -298,6 +307,7 @@ impl CliError {
             CliError::PinMismatch(_) => "digest_mismatch",
             CliError::NotFound(_) => "not_found",
             CliError::Download(_) => "download_failed",
+            CliError::Checks(_) => "checks_failed",
             CliError::Oci(e) => e.code(),
         }
     }
@@ -372,6 +382,7 @@ pub fn run(
         Command::Quickstart(a) => quickstart::run(&ctx, a, out),
         Command::Render(cmd) => render::run(&ctx, cmd, out),
         Command::Runtime(cmd) => runtime::run(&ctx, cmd, out),
+        Command::Doctor(a) => doctor::run(&ctx, a, out),
         Command::Ci(cmd) => ci::run(&ctx, cmd, out),
         Command::Serve { .. } => Err(CliError::Usage(
             "`hoist serve` is handled before the command line is parsed".into(),

@@ -296,6 +296,18 @@ fn diabetes_rows() -> Vec<(Vec<f64>, i64)> {
     data.chunks(width).map(|r| (r.to_vec(), 0)).collect()
 }
 
+/// `hoist deploy m/<release> --wait` under traffic of the diabetes rows (regressors);
+/// returns the exit code, the release and what the clients counted.
+fn deploy_regressor_under_traffic(
+    d: &Daemon,
+    release: u64,
+) -> (Option<i32>, Value, (u64, u64, u64)) {
+    let traffic = GoldenTraffic::start_with(&d.env("production"), diabetes_rows(), 2, 0, false);
+    let out = hoist(&d.home, &["deploy", &format!("m/{release}"), "--wait"]);
+    let counts = traffic.finish();
+    (out.status.code(), d.release(release), counts)
+}
+
 /// The reason a release ended with.
 fn reason_of(r: &Value) -> String {
     r["outcome"]["reason"]
@@ -369,11 +381,8 @@ fn regressors_are_compared_as_numbers_a_biased_one_rolled_back_a_retrain_promote
     );
     // The same regression, 60 higher (stable's values average about 150).
     register(&d.home, "diabetes_shifted", None);
-    let traffic = GoldenTraffic::start_with(&d.env("production"), diabetes_rows(), 2, 0, false);
-    let out = hoist(&d.home, &["deploy", "m/2", "--wait"]);
-    let (sent, failed, _) = traffic.finish();
-    let r = d.release(2);
-    assert_eq!(out.status.code(), Some(5), "{r}");
+    let (code, r, (sent, failed, _)) = deploy_regressor_under_traffic(&d, 2);
+    assert_eq!(code, Some(5), "{r}");
     let reason = reason_of(&r);
     assert!(reason.contains("biased by +"), "{reason}");
     assert!(!reason.contains("probabilities"), "{reason}");
@@ -385,11 +394,8 @@ fn regressors_are_compared_as_numbers_a_biased_one_rolled_back_a_retrain_promote
 
     // Retrained on another split: a little different, not biased: promoted.
     register(&d.home, "diabetes_retrain", None);
-    let traffic = GoldenTraffic::start_with(&d.env("production"), diabetes_rows(), 2, 0, false);
-    let out = hoist(&d.home, &["deploy", "m/3", "--wait"]);
-    let (_, failed, _) = traffic.finish();
-    let r = d.release(3);
-    assert_eq!(out.status.code(), Some(0), "{r}");
+    let (code, r, (_, failed, _)) = deploy_regressor_under_traffic(&d, 3);
+    assert_eq!(code, Some(0), "{r}");
     assert_eq!(failed, 0);
     let shadow = r["transitions"]
         .as_array()
@@ -407,6 +413,58 @@ fn regressors_are_compared_as_numbers_a_biased_one_rolled_back_a_retrain_promote
     assert!(out.contains("values over"), "{out}");
 }
 
+/// The numbers of the first live verdict of a release that judged a regressor's
+/// values (`numbers.values` with both means).
+fn live_values_verdict(r: &Value) -> Option<Value> {
+    r["transitions"]
+        .as_array()?
+        .iter()
+        .filter(|t| t["event"]["event"] == "verdict")
+        .map(|t| t["event"]["numbers"]["values"].clone())
+        .rfind(|v| v["bias"].is_object())
+}
+
+#[test]
+fn regressors_on_live_traffic_alone_a_biased_one_rolled_back_a_retrain_promoted() {
+    // No shadow step: the candidate and stable answer different requests, so their
+    // values are compared as distributions (means, bins at stable's deciles).
+    let d = with_regressor_v1(
+        "regressor-live",
+        &production(
+            "steps = [{ weight = 25, pause = \"6s\" }, { weight = 50, pause = \"3s\" }]\n\
+             analysis = { compare_latency = false }",
+        ),
+    );
+    register(&d.home, "diabetes_shifted", None);
+    let (code, r, (sent, failed, _)) = deploy_regressor_under_traffic(&d, 2);
+    assert_eq!(code, Some(5), "{r}");
+    let reason = reason_of(&r);
+    assert!(reason.contains("values: the candidate's mean"), "{reason}");
+    let v = live_values_verdict(&r).expect("a verdict on live values");
+    let diff = v["bias"]["difference"].as_f64().unwrap();
+    // 60 higher on every row; the variants saw different rows of the same cycle.
+    assert!((diff - 60.0).abs() < 20.0, "{v}");
+    assert!(weights(&r).iter().all(|w| *w <= 25), "{r}");
+    assert_eq!(failed, 0, "{failed} of {sent}");
+    eprintln!("{reason}");
+
+    register(&d.home, "diabetes_retrain", None);
+    let (code, r, (_, failed, _)) = deploy_regressor_under_traffic(&d, 3);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(failed, 0);
+    let v = live_values_verdict(&r).expect("a verdict on live values");
+    assert!(v["candidate"]["rows"].as_u64().unwrap() >= 20, "{v}");
+    assert!(v["drift"]["psi"].is_number(), "{v}");
+    // Its values' mean is within 10% of stable's as far as the evidence shows (the
+    // two variants answer different rows, so the point estimate moves with them).
+    let limit = 0.1 * v["stable"]["mean_abs"].as_f64().unwrap();
+    let (lo, hi) = (
+        v["bias"]["lo"].as_f64().unwrap(),
+        v["bias"]["hi"].as_f64().unwrap(),
+    );
+    assert!(lo <= limit && hi >= -limit, "{v}");
+}
+
 #[test]
 fn good_classifier_retrains_are_promoted_with_the_default_judges() {
     // Shadow then canary, every judge on at its default (agreement 95%, drift,
@@ -415,14 +473,39 @@ fn good_classifier_retrains_are_promoted_with_the_default_judges() {
         "retrains",
         &production("steps = [{ shadow = 100, pause = \"2s\" }, { weight = 50, pause = \"2s\" }]"),
     );
+    // Six retrains: three of examples/models, and three of the zoo (trained on
+    // another split, with other algorithms, other input and output names, ZipMap
+    // probabilities, one without probabilities at all).
+    let zoo = hoist_testkit::repo_root().join("examples/zoo");
     for (version, package) in [
-        (2, "breast_cancer_rf"),
-        (3, "breast_cancer_lr"),
-        (4, "breast_cancer_gbt"),
+        (2, model("breast_cancer_rf")),
+        (3, model("breast_cancer_lr")),
+        (4, model("breast_cancer_gbt")),
+        (5, zoo.join("scaler_logistic_regression")),
+        (6, zoo.join("hist_gradient_boosting_classifier")),
+        (7, zoo.join("lightgbm_classifier")),
     ] {
-        register(&d.home, package, None);
+        ok(&hoist(
+            &d.home,
+            &[
+                "model",
+                "register",
+                package.to_str().unwrap(),
+                "--name",
+                "m",
+            ],
+        ));
         let (code, r, (sent, failed, _)) = deploy_under_traffic(&d, version, false);
+        let package = package.display();
         assert_eq!(code, Some(0), "{package}: {r}");
         assert_eq!(failed, 0, "{package}: {failed} of {sent}");
+        let shadow = r["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["event"]["event"] == "verdict")
+            .find_map(|t| t["event"]["numbers"]["shadow"]["agreement"].as_f64());
+        eprintln!("{package}: promoted, shadow agreement {shadow:?}");
+        assert!(shadow.is_some_and(|a| a >= 0.9), "{package}: {r}");
     }
 }

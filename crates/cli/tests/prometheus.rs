@@ -534,6 +534,125 @@ fn judges_real_servers_from_a_real_prometheus() {
     );
 }
 
+/// A candidate that answers 400 to requests stable serves (`breast_cancer_batch1`
+/// takes one row per request; stable takes any number): the `server` queries count
+/// its 4xx from `hoist_requests_total{code}`, and the judgement fails naming the
+/// status code, though no 5xx was ever answered.
+#[test]
+fn counts_4xx_a_candidate_answers_to_requests_stable_serves() {
+    const N: usize = 240;
+    let stable = Server::start("breast_cancer_lr");
+    let candidate = Server::start("breast_cancer_batch1");
+    let jobs = format!(
+        "  - job_name: batch\n    static_configs:\n      - targets: ['{}']\n        labels: {{variant: stable}}\n      - targets: ['{}']\n        labels: {{variant: candidate}}\n",
+        stable.addr, candidate.addr
+    );
+    let prom = Prometheus::start("batch", &jobs);
+    let raw = "sum by (variant) (hoist_requests_total{route=\"/invocations\"})";
+    // Warm up (as a release's smoke test does) and let Prometheus see every series,
+    // the 400 series at 0 among them.
+    const WARM: usize = 10;
+    for s in [&stable, &candidate] {
+        send(&format!("http://{}", s.addr), WARM, Duration::ZERO);
+    }
+    let warm: BTreeMap<String, f64> = [
+        ("candidate".to_string(), WARM as f64),
+        ("stable".to_string(), WARM as f64),
+    ]
+    .into();
+    prom.wait_for(raw, &["variant"], &warm);
+    prom.wait_for(
+        "count by (variant) (hoist_requests_total{route=\"/invocations\",code=\"400\"} == 0)",
+        &["variant"],
+        &[("candidate".to_string(), 1.0), ("stable".to_string(), 1.0)].into(),
+    );
+    let t0 = now();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Every fourth request a batch of two rows: stable answers all of them 200, the
+    // candidate answers the batches 400.
+    let rows = reference_rows();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut refused = 0;
+    for i in 0..N {
+        let batch = if i % 4 == 3 { 2 } else { 1 };
+        let inputs: Vec<Value> = (0..batch)
+            .map(|k| rows[(i + k) % rows.len()].clone())
+            .collect();
+        let body = json!({ "inputs": inputs }).to_string();
+        for (server, is_candidate) in [(&stable, false), (&candidate, true)] {
+            let r = http
+                .post(format!("http://{}/invocations", server.addr))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .unwrap();
+            if is_candidate && batch == 2 {
+                assert_eq!(r.status().as_u16(), 400, "the candidate takes one row");
+                refused += 1;
+            } else {
+                assert!(r.status().is_success(), "{}: {}", server.addr, r.status());
+            }
+        }
+    }
+    let want: BTreeMap<String, f64> = [
+        ("candidate".to_string(), (WARM + N) as f64),
+        ("stable".to_string(), (WARM + N) as f64),
+    ]
+    .into();
+    prom.wait_for(raw, &["variant"], &want);
+    std::thread::sleep(Duration::from_millis(1200));
+    let at = now();
+    let window = Duration::from_secs_f64(at - t0);
+    let src = PrometheusSource::new(&prom.url, Queries::server(), "job=\"batch\"").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let m = rt.block_on(src.measure(window, Some(at))).unwrap();
+    eprintln!(
+        "candidate: {:.1} requests, {:.1} 5xx, {:.1} 4xx {:?}; stable {:.1} 4xx",
+        m.candidate.requests,
+        m.candidate.errors,
+        m.candidate.client_errors,
+        m.candidate.client_error_codes,
+        m.stable.client_errors
+    );
+    assert_eq!(m.candidate.errors, 0.0, "no 5xx");
+    assert_eq!(m.stable.client_errors, 0.0);
+    let w = window.as_secs_f64();
+    assert!(
+        within_extrapolation(m.candidate.client_errors, refused as f64, w),
+        "{} 4xx from Prometheus, {refused} answered",
+        m.candidate.client_errors
+    );
+    assert_eq!(m.candidate.client_error_codes.len(), 1);
+    assert_eq!(m.candidate.client_error_codes[0].0, 400);
+    let j = rt.block_on(judge_from_prometheus(&src, &analysis(), window, Some(at)));
+    eprintln!("verdict: {:?}", j.verdict);
+    assert!(
+        matches!(&j.verdict, Verdict::Fail { reason } if reason.contains("400 on")),
+        "{:?} {}",
+        j.verdict,
+        j.numbers
+    );
+    // Without the client errors query (a query set written before 4xx were counted),
+    // the same window passes: 4xx are what the new query adds.
+    let five_only = Queries {
+        client_errors: None,
+        ..Queries::server()
+    };
+    let src = PrometheusSource::new(&prom.url, five_only, "job=\"batch\"").unwrap();
+    let j = rt.block_on(judge_from_prometheus(&src, &analysis(), window, Some(at)));
+    assert!(
+        !matches!(j.verdict, Verdict::Fail { .. }),
+        "{:?}",
+        j.verdict
+    );
+}
+
 /// The `gateway` queries on a real daemon's gateway: a canary at 50% of
 /// `breast_cancer_lr` against `breast_cancer_gbt`, fixed traffic through the
 /// environment's gateway, per-variant counts from Prometheus.

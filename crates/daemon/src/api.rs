@@ -35,6 +35,8 @@ pub struct ApiState {
     pub reads_need_token: bool,
     pub config: Arc<Config>,
     pub registry: Arc<dyn hoist_registry::Registry>,
+    /// The live stream, the traffic history (the dashboard's reads).
+    pub live: crate::dashboard::Live,
 }
 
 impl IntoResponse for ApiError {
@@ -71,7 +73,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn read_ok(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn read_ok(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.reads_need_token {
         authorize(state, headers)
     } else {
@@ -90,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/releases/{id}/approve", post(approve))
         .route("/api/v1/releases/{id}/abort", post(abort))
         .route("/api/v1/rollback", post(rollback))
+        .merge(crate::dashboard::routes())
         .fallback(|| async {
             ApiError::not_found("no such API endpoint; see /api/v1/openapi.json")
         })

@@ -22,12 +22,15 @@
 //! | [`clock`], [`failpoint`] | what "now" is, and where tests kill the engine |
 //! | [`shutdown`], [`log`], [`artifact`] | the one stop signal, progress lines, fetching a version |
 //! | [`api`], [`views`] | the HTTP API and its types |
+//! | [`dashboard`], [`events`] | the web dashboard at `GET /`, the live stream `GET /api/v1/events` |
 
 pub mod api;
 pub mod artifact;
 pub mod clock;
 pub mod cmd;
+pub mod dashboard;
 pub mod engine;
+pub mod events;
 pub mod failpoint;
 pub mod gates;
 pub mod live;

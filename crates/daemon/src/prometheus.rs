@@ -44,7 +44,7 @@ pub const SERVICE_MONITOR_VARIANT_LABEL: &str =
 /// `VariantStats::latency_samples`).
 const MAX_SAMPLES: f64 = 10_000.0;
 /// The prediction routes of hoist-server (its `route` label values).
-const SERVER_ROUTES: &str = "/v2/models/:model/infer|/invocations|/predict-image";
+const SERVER_ROUTES: &str = "/v2/models/:model/infer|/invocations|/predict-image|/inference.GRPCInferenceService/ModelInfer";
 
 /// PromQL templates, one per number the judges need. Each must return one series per
 /// variant (grouped by the `{{variant}}` label), the latency query one per variant
@@ -61,6 +61,12 @@ pub struct Queries {
     pub errors: String,
     /// Cumulative latency histogram buckets (seconds) over the window, by `le`.
     pub latency_buckets: String,
+    /// Of the requests, client errors (4xx): counted as failures where stable serves
+    /// the same kind of request, compared with stable's rate as 5xx are. Grouped by a
+    /// `code` label as well, when the series have one, so a failure's reason names
+    /// the status codes. `None`: 4xx are not judged (only `errors`).
+    #[serde(default)]
+    pub client_errors: Option<String>,
     /// Predicted classes over the window, by `class` (`hoist_predictions_total`).
     /// `None`: prediction drift is not judged (the gateway does not see predictions).
     #[serde(default)]
@@ -71,8 +77,8 @@ impl Queries {
     /// The daemon's gateway (`hoist_gateway_requests_total{env,variant,version,class}`
     /// and `hoist_gateway_request_duration_seconds_bucket{env,variant,le}`); a
     /// selector such as `env="production"`. Counts are the gateway's, as in the
-    /// engine on one machine: every answer, errors are `5xx` and `upstream`. No
-    /// predictions query: the gateway does not see predicted classes.
+    /// engine on one machine: every answer, errors are `5xx` and `upstream`, client
+    /// errors `4xx`. No predictions query: the gateway does not see predicted classes.
     pub fn gateway() -> Queries {
         let requests = "sum by ({{variant}}) (increase(hoist_gateway_requests_total{ {{selector}} }[{{window}}]))";
         Queries {
@@ -80,6 +86,9 @@ impl Queries {
             errors: format!(
                 "sum by ({{{{variant}}}}) (increase(hoist_gateway_requests_total{{class=~\"5xx|upstream\",{{{{selector}}}}}}[{{{{window}}}}])) or 0 * {requests}"
             ),
+            client_errors: Some(format!(
+                "sum by ({{{{variant}}}}) (increase(hoist_gateway_requests_total{{class=\"4xx\",{{{{selector}}}}}}[{{{{window}}}}])) or 0 * {requests}"
+            )),
             latency_buckets: "sum by ({{variant}}, le) (increase(hoist_gateway_request_duration_seconds_bucket{ {{selector}} }[{{window}}]))".into(),
             predictions: None,
         }
@@ -99,6 +108,9 @@ impl Queries {
             errors: format!(
                 "sum by ({{{{variant}}}}) (increase(hoist_requests_total{{route=~\"{SERVER_ROUTES}\",code=~\"5..\",{{{{selector}}}}}}[{{{{window}}}}])) or 0 * {requests}"
             ),
+            client_errors: Some(format!(
+                "sum by ({{{{variant}}}}, code) (increase(hoist_requests_total{{route=~\"{SERVER_ROUTES}\",code=~\"4..\",{{{{selector}}}}}}[{{{{window}}}}])) or 0 * {requests}"
+            )),
             requests,
             latency_buckets: format!(
                 "sum by ({{{{variant}}}}, le) (increase(hoist_request_duration_seconds_bucket{{route=~\"{SERVER_ROUTES}\",{{{{selector}}}}}}[{{{{window}}}}]))"
@@ -368,6 +380,10 @@ pub struct VariantMeasure {
     /// `increase` of the requests (extrapolated to the window's ends, so not whole).
     pub requests: f64,
     pub errors: f64,
+    /// 4xx (zero when the source has no client errors query).
+    pub client_errors: f64,
+    /// The 4xx by status code, when the query groups them by `code`.
+    pub client_error_codes: Vec<(u16, u64)>,
     pub latency: Histogram,
 }
 
@@ -377,7 +393,7 @@ impl VariantMeasure {
         Window {
             requests: count(self.requests),
             errors: count(self.errors),
-            client_errors: 0,
+            client_errors: count(self.client_errors),
             p50_seconds: self.latency.quantile(0.5),
             p95_seconds: self.latency.quantile(0.95),
             p99_seconds: self.latency.quantile(0.99),
@@ -517,6 +533,14 @@ impl PrometheusSource {
         parse_response(status, &body, query)
     }
 
+    /// The variant a series belongs to (its variant label's value; empty without).
+    fn variant_of(&self, s: &Sample) -> String {
+        s.labels
+            .get(&self.variant_label)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// One value per variant label value; a NaN is an error. `what` names the number.
     async fn per_variant(
         &self,
@@ -528,24 +552,50 @@ impl PrometheusSource {
         let mut out = BTreeMap::new();
         for s in self.query_instant(&query, at).await?.samples() {
             check_number(&query, &s)?;
-            let v = s
-                .labels
-                .get(&self.variant_label)
-                .cloned()
-                .unwrap_or_default();
+            let v = self.variant_of(&s);
             *out.entry(v).or_insert(0.0) += s.value;
         }
         Ok((query, out))
     }
 
+    /// 4xx of each variant, with the status codes when the series carry a `code`
+    /// label; empty without a client errors query.
+    async fn client_errors(
+        &self,
+        window: Duration,
+        at: Option<f64>,
+    ) -> Result<BTreeMap<String, (f64, Vec<(u16, u64)>)>, PromError> {
+        let mut out: BTreeMap<String, (f64, BTreeMap<u16, u64>)> = BTreeMap::new();
+        if let Some(template) = &self.queries.client_errors {
+            let query = self.render(template, window);
+            for s in self.query_instant(&query, at).await?.samples() {
+                check_number(&query, &s)?;
+                let v = self.variant_of(&s);
+                let slot = out.entry(v).or_default();
+                slot.0 += s.value;
+                if let Some(code) = s.labels.get("code").and_then(|c| c.parse::<u16>().ok())
+                    && count(s.value) > 0
+                {
+                    *slot.1.entry(code).or_default() += count(s.value);
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(v, (n, codes))| (v, (n, codes.into_iter().collect())))
+            .collect())
+    }
+
     /// Requests, errors and latency histograms of both variants over the `window`
-    /// ending at `at` (`None`: now). Every query must give both variants.
+    /// ending at `at` (`None`: now). Every query must give both variants (the client
+    /// errors query may give none: no 4xx).
     pub async fn measure(&self, window: Duration, at: Option<f64>) -> Result<Measured, PromError> {
         let latency_query = self.render(&self.queries.latency_buckets, window);
-        let ((rq, requests), (eq, errors), buckets) = tokio::try_join!(
+        let ((rq, requests), (eq, errors), buckets, client) = tokio::try_join!(
             self.per_variant(&self.queries.requests, window, at),
             self.per_variant(&self.queries.errors, window, at),
             self.query_instant(&latency_query, at),
+            self.client_errors(window, at),
         )?;
         let mut le: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
         for s in buckets.samples() {
@@ -560,11 +610,7 @@ impl PrometheusSource {
                     message: format!("a bucket without a numeric `le` label: {:?}", s.labels),
                 });
             };
-            let v = s
-                .labels
-                .get(&self.variant_label)
-                .cloned()
-                .unwrap_or_default();
+            let v = self.variant_of(&s);
             le.entry(v).or_default().push((bound, s.value));
         }
         let variant = |name: &str| -> Result<VariantMeasure, PromError> {
@@ -583,9 +629,12 @@ impl PrometheusSource {
                     query: latency_query.clone(),
                     message: format!("variant {name:?} has no `+Inf` bucket"),
                 })?;
+            let (client_errors, client_error_codes) = client.get(name).cloned().unwrap_or_default();
             Ok(VariantMeasure {
                 requests,
                 errors,
+                client_errors,
+                client_error_codes,
                 latency,
             })
         };
@@ -610,11 +659,7 @@ impl PrometheusSource {
         let mut by_variant: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for s in self.query_instant(&query, at).await?.samples() {
             check_number(&query, &s)?;
-            let v = s
-                .labels
-                .get(&self.variant_label)
-                .cloned()
-                .unwrap_or_default();
+            let v = self.variant_of(&s);
             let class = s
                 .labels
                 .get("class")
@@ -688,7 +733,8 @@ pub fn judge_measured(a: &Analysis, m: &Measured, classes: Option<&Classes>) -> 
             stable: s.window(),
             candidate_latencies: c.latency_samples(),
             stable_latencies: s.latency_samples(),
-            ..Default::default()
+            candidate_codes: c.client_error_codes.clone(),
+            stable_codes: s.client_error_codes.clone(),
         },
     );
     if let Some(cl) = classes {

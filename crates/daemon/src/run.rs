@@ -179,6 +179,7 @@ pub async fn start(
         });
     }
     engine.catch_up().await;
+    let live = crate::dashboard::Live::new(engine.events(), log.clone(), stop_rx.clone());
     let engine = tokio::spawn(engine.run(rx));
     let client = EngineClient { tx: tx.clone() };
     let poller = crate::trigger::spawn(
@@ -197,7 +198,9 @@ pub async fn start(
         reads_need_token: !api_addr.ip().is_loopback(),
         config: cfg.clone(),
         registry: opts.registry.clone(),
+        live: live.clone(),
     });
+    crate::dashboard::spawn_sampler(client.clone(), live);
     serve_api(listeners.api, app, stop_rx.clone(), &state.dir)?;
     let (stop, stop_now) = oneshot::channel::<()>();
     let done = tokio::spawn(supervise(

@@ -75,6 +75,7 @@ impl WindowOf for WindowView {
             p99_ms: s.quantile(0.99).map(|v| v * 1000.0),
             labelled: s.labelled,
             correct: s.correct,
+            latency_buckets: s.latency_buckets.clone(),
         }
     }
 }

@@ -891,6 +891,12 @@ fn after_answer(gw: &Gateway, table: &Arc<Table>, b: &Buffers, post: bool) {
     {
         gw.remember(&b.request_id, backend, p.labels.clone());
     }
+    if table.values
+        && let (Some(p), Some(backend)) = (&predictions, table.get(variant))
+        && !p.values.is_empty()
+    {
+        backend.counters.record_values(&p.values);
+    }
     if post && variant == Variant::Stable && table.mirrors(gw) {
         tokio::spawn(shadow::mirror(
             gw.clone(),

@@ -169,12 +169,14 @@ pub(crate) struct Table {
     pub(crate) shadow: u32,
     /// `routes.feedback`.
     pub(crate) feedback: bool,
+    /// `routes.values`, while a candidate takes traffic.
+    pub(crate) values: bool,
 }
 
 impl Table {
     /// Whether answers' bodies are read (mirroring or recording predictions).
     pub(crate) fn inspects(&self) -> bool {
-        self.shadow > 0 || self.feedback
+        self.shadow > 0 || self.feedback || self.values
     }
 
     /// Whether a request stable answered goes to the candidate as well.
@@ -302,6 +304,7 @@ impl Gateway {
                     weight: 0,
                     shadow: 0,
                     feedback: false,
+                    values: false,
                 }),
                 split_counter: AtomicU64::new(0),
                 request_ids: RequestIds::new(),

@@ -53,7 +53,9 @@ pub mod split;
 
 pub use gateway::{DEFAULT_FORCE_HEADER, Gateway, GatewayConfig};
 pub use inspect::ValueSums;
-pub use metrics::{ForcedStats, LATENCY_BUCKETS, ShadowStats, Snapshot, VariantStats};
+pub use metrics::{
+    ForcedStats, LATENCY_BUCKETS, LiveValues, RECENT_VALUES, ShadowStats, Snapshot, VariantStats,
+};
 pub use split::{Routes, RoutesError, Upstream, Variant};
 
 /// Entry points for fuzzing (`crates/gateway/fuzz`); not a stable API.

@@ -58,6 +58,65 @@ pub struct VariantStats {
     /// Error answers (4xx and 5xx from the backend) by status code, ascending, each
     /// with its count: a failure's reason names them ("400 on 31").
     pub error_codes: Vec<(u16, u64)>,
+    /// A regressor's live answers (`Routes::values`): one value per row.
+    pub values: LiveValues,
+}
+
+/// The values a variant answered on live traffic (a regressor's, one per row):
+/// their running sums over every row, and the latest [`RECENT_VALUES`] of them in
+/// the order they were answered.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveValues {
+    /// Rows, Σv and Σv² over all of them.
+    pub rows: u64,
+    pub sum: f64,
+    pub sum_squares: f64,
+    /// The latest rows' values, oldest first (at most [`RECENT_VALUES`]; fewer
+    /// than `rows` once that many have been answered).
+    pub recent: Vec<f64>,
+}
+
+/// How many of a variant's latest live values are kept for comparing distributions
+/// (quantile bins): enough for a PSI over ten bins to resolve a few points.
+pub const RECENT_VALUES: usize = 4096;
+
+impl LiveValues {
+    /// The rows answered between `earlier` and `self`: sums subtracted, and of the
+    /// recent values those answered since.
+    pub fn since(&self, earlier: &LiveValues) -> LiveValues {
+        let rows = self.rows.saturating_sub(earlier.rows);
+        let keep = usize::try_from(rows)
+            .unwrap_or(usize::MAX)
+            .min(self.recent.len());
+        LiveValues {
+            rows,
+            sum: self.sum - earlier.sum,
+            sum_squares: (self.sum_squares - earlier.sum_squares).max(0.0),
+            recent: self.recent[self.recent.len() - keep..].to_vec(),
+        }
+    }
+
+    fn add(&mut self, o: &LiveValues) {
+        self.rows += o.rows;
+        self.sum += o.sum;
+        self.sum_squares += o.sum_squares;
+        self.recent.extend_from_slice(&o.recent);
+        if self.recent.len() > RECENT_VALUES {
+            self.recent.drain(..self.recent.len() - RECENT_VALUES);
+        }
+    }
+
+    fn record(&mut self, values: &[f64]) {
+        for &v in values.iter().filter(|v| v.is_finite()) {
+            self.rows += 1;
+            self.sum += v;
+            self.sum_squares += v * v;
+            self.recent.push(v);
+        }
+        if self.recent.len() > 2 * RECENT_VALUES {
+            self.recent.drain(..self.recent.len() - RECENT_VALUES);
+        }
+    }
 }
 
 impl VariantStats {
@@ -92,6 +151,7 @@ impl VariantStats {
                 })
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            values: self.values.since(&earlier.values),
         }
     }
 
@@ -339,6 +399,8 @@ pub(crate) struct Counters {
     /// Answers by status code from 400 to 599 (index: code - 400). Error answers
     /// only, so not sharded.
     codes: Box<[AtomicU64]>,
+    /// A regressor's live values (only while `Routes::values` is on).
+    values: std::sync::Mutex<LiveValues>,
 }
 
 /// The error status codes counted one by one: 400 to 599.
@@ -351,6 +413,7 @@ impl Default for Counters {
             labelled: AtomicU64::new(0),
             correct: AtomicU64::new(0),
             codes: ERROR_CODES.map(|_| AtomicU64::new(0)).collect(),
+            values: Default::default(),
         }
     }
 }
@@ -384,6 +447,14 @@ impl Counters {
         self.correct.fetch_add(correct, Relaxed);
     }
 
+    /// Records the values of one answer of a regressor (non-finite ones skipped).
+    pub(crate) fn record_values(&self, values: &[f64]) {
+        self.values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(values);
+    }
+
     /// Requests of one class, over all shards.
     fn class_count(&self, class: Class) -> u64 {
         self.shards
@@ -394,6 +465,8 @@ impl Counters {
 
     /// Adds these counters into `into`.
     pub(crate) fn add_to(&self, into: &mut VariantStats) {
+        into.values
+            .add(&self.values.lock().unwrap_or_else(|e| e.into_inner()));
         into.labelled += self.labelled.load(Relaxed);
         into.correct += self.correct.load(Relaxed);
         for (i, n) in self.codes.iter().enumerate() {

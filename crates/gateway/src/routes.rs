@@ -99,6 +99,10 @@ impl Gateway {
             } else {
                 0
             },
+            values: routes.values
+                && candidate.is_some()
+                && stable.is_some()
+                && routes.candidate_weight > 0,
             stable,
             candidate,
             feedback: routes.feedback,

@@ -113,6 +113,11 @@ pub struct Routes {
     pub shadow_percent: u32,
     /// Remember each answer's predicted classes by request id, for `POST /feedback`.
     pub feedback: bool,
+    /// Read each variant's live answers for a regressor's values (one number per
+    /// row): their sums and the latest of them ([`crate::LiveValues`]), so the
+    /// candidate's values can be compared with stable's on live traffic. Only
+    /// while a candidate takes a share of the traffic.
+    pub values: bool,
 }
 
 /// How the split should decide one request, from its headers alone.
@@ -570,6 +575,7 @@ mod tests {
             candidate_weight: 100,
             shadow_percent: 100,
             feedback: true,
+            values: true,
         };
         assert_eq!(ok.validate(), Ok(()));
         assert_eq!(Routes::default().validate(), Ok(()));

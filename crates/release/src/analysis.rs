@@ -9,8 +9,10 @@ use crate::stats::{fisher_exact_greater, mann_whitney_u, psi_from_counts};
 
 pub mod sequential;
 mod shadow;
+mod values;
 
 pub use shadow::{Labels, ShadowWindow, judge_feedback, judge_shadow};
+pub use values::{ValuesSample, bin_counts, decile_edges, judge_live_values};
 
 /// Fewest requests a side before the candidate is compared with stable (latency or
 /// errors), whatever `min_requests` says: rank tests on a handful of requests are

@@ -80,6 +80,9 @@ pub struct Kubernetes {
     pub service_url: String,
     /// The namespace Prometheus scrapes from (allowed by the NetworkPolicy).
     pub prometheus_namespace: String,
+    /// The type of the app Service over both variants (the way in without a
+    /// Gateway); the per-variant Services stay ClusterIP.
+    pub service_type: ServiceType,
     /// How long one rollout (a Deployment's pods updated and available) may take.
     pub rollout_timeout: Dur,
     /// How long a pod's preStop waits, so endpoints drop it before it stops.
@@ -109,12 +112,34 @@ impl Default for Kubernetes {
             prometheus_url: None,
             service_url: "http://{service}.{namespace}.svc:80".into(),
             prometheus_namespace: "monitoring".into(),
+            service_type: ServiceType::ClusterIp,
             rollout_timeout: Dur(Duration::from_secs(600)),
             drain: Dur(Duration::from_secs(5)),
             field_manager: "hoist".into(),
             resources: ResourcesConfig::default(),
             autoscale: AutoscaleConfig::default(),
             controller: ControllerConfig::default(),
+        }
+    }
+}
+
+/// `kubernetes.service_type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceType {
+    #[default]
+    #[serde(rename = "ClusterIP")]
+    ClusterIp,
+    LoadBalancer,
+    NodePort,
+}
+
+impl ServiceType {
+    /// The Kubernetes spelling (`spec.type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIp => "ClusterIP",
+            ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::NodePort => "NodePort",
         }
     }
 }
@@ -176,6 +201,11 @@ pub struct AutoscaleConfig {
     pub max: u32,
     /// Average CPU utilisation aimed at, in percent of the request.
     pub cpu_percent: u32,
+    /// Also scale on memory: average memory use aimed at, in percent of
+    /// `resources.memory_request` (the autoscaler takes the larger count the two
+    /// metrics ask for). Unset: CPU only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_percent: Option<u32>,
 }
 
 impl Default for AutoscaleConfig {
@@ -185,6 +215,7 @@ impl Default for AutoscaleConfig {
             min: 3,
             max: 10,
             cpu_percent: 70,
+            memory_percent: None,
         }
     }
 }
@@ -317,6 +348,13 @@ impl Kubernetes {
             return Err(format!(
                 "kubernetes.autoscale: min {} and max {} at {}% CPU: need 1 <= min <= max and a percentage from 1 to 100",
                 a.min, a.max, a.cpu_percent
+            ));
+        }
+        if let Some(m) = a.memory_percent
+            && !(1..=100).contains(&m)
+        {
+            return Err(format!(
+                "kubernetes.autoscale.memory_percent: {m}: need a percentage of resources.memory_request from 1 to 100"
             ));
         }
         if !(1..=10).contains(&self.controller.replicas) {
@@ -481,6 +519,7 @@ memory_limit = "2Gi"
 min = 2
 max = 6
 cpu_percent = 60
+memory_percent = 80
 [kubernetes.controller]
 enabled = true
 replicas = 2
@@ -498,6 +537,7 @@ journal_claim = "hoist-journal"
         assert_eq!(k.rollout_timeout.0, Duration::from_secs(300));
         assert_eq!(k.resources.cpu_limit.as_deref(), Some("2"));
         assert_eq!(k.autoscale.cpu_percent, 60);
+        assert_eq!(k.autoscale.memory_percent, Some(80));
         assert!(k.controller.enabled);
         assert_eq!(
             k.require_image().unwrap(),

@@ -42,6 +42,10 @@ pub struct Args {
     /// Port to listen on; 0 picks a free one (printed on stdout).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// Also serve the Open Inference Protocol over gRPC (KServe v2
+    /// GRPCInferenceService) on this port of --host; 0 picks a free one (printed on stdout).
+    #[arg(long, env = "HOIST_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
     /// Inference runtime: auto uses ONNX Runtime when its library is found and loads the model, else tract.
     #[arg(long, value_enum, default_value = "auto")]
     pub runtime: RuntimeChoice,
@@ -170,9 +174,31 @@ fn run_main(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        println!("listening on http://{}", listener.local_addr()?);
-        crate::run(listener, config, admin, crate::server::shutdown_signal())
-            .await
-            .map_err(anyhow::Error::from)
+        let grpc = match args.grpc_port {
+            Some(port) => {
+                let addr = SocketAddr::new(addr.ip(), port);
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--grpc-port)"))?;
+                Some(l)
+            }
+            None => None,
+        };
+        // One write: a reader may stop reading after the first line.
+        let mut hello = format!("listening on http://{}\n", listener.local_addr()?);
+        if let Some(g) = &grpc {
+            hello.push_str(&format!("grpc listening on {}\n", g.local_addr()?));
+        }
+        print!("{hello}");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        crate::run_with_grpc(
+            listener,
+            grpc,
+            config,
+            admin,
+            crate::server::shutdown_signal(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
     })
 }

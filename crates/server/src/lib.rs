@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`cli`]: the `hoist-server` command line, [`cli::main_with_args`] (also behind `hoist serve`).
 //! - [`server`]: `run(listener, config, admin, shutdown)`, reload, auto-refresh, signals.
+//! - [`grpc`]: the Open Inference Protocol over gRPC (`--grpc-port`), sharing the REST state.
 //! - [`http`]: routes and protocols: [`http::v2`], [`http::mlflow`], [`http::image`], [`http::admin`].
 //! - [`model`]: a loaded model: package + runtime + executor; request validation.
 //! - [`executor`]: worker threads, bounded queue, adaptive batching.
@@ -14,6 +15,7 @@
 
 pub mod cli;
 pub mod executor;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -22,7 +24,7 @@ pub mod runtime;
 pub mod server;
 pub mod tensor;
 
-pub use server::{Config, ServeError, run};
+pub use server::{Config, ServeError, run, run_with_grpc};
 
 /// Entry points for the fuzz targets in `crates/server/fuzz`: the body parsers of
 /// both protocols, from raw bytes to checked tensors, with no HTTP and no runtime.

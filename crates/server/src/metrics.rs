@@ -14,6 +14,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     V2Infer,
+    /// `inference.GRPCInferenceService/ModelInfer` (gRPC).
+    GrpcInfer,
     Invocations,
     PredictImage,
     V2Metadata,
@@ -23,9 +25,16 @@ pub enum Route {
     Other,
 }
 
+/// The status codes a prediction route can answer, exposed at 0 before the first
+/// one: Prometheus's `increase()` counts a series only from its first scrape, so a
+/// series born with the first burst of 400s would lose that burst, and a candidate
+/// failing every batch from its first request would look clean.
+const EXPOSED_FROM_START: [u16; 8] = [200, 400, 404, 413, 415, 422, 500, 503];
+
 impl Route {
-    const ALL: [Route; 8] = [
+    const ALL: [Route; 9] = [
         Route::V2Infer,
+        Route::GrpcInfer,
         Route::Invocations,
         Route::PredictImage,
         Route::V2Metadata,
@@ -38,6 +47,7 @@ impl Route {
     fn label(self) -> &'static str {
         match self {
             Route::V2Infer => "/v2/models/:model/infer",
+            Route::GrpcInfer => "/inference.GRPCInferenceService/ModelInfer",
             Route::Invocations => "/invocations",
             Route::PredictImage => "/predict-image",
             Route::V2Metadata => "/v2/models/:model",
@@ -46,6 +56,14 @@ impl Route {
             Route::Admin => "/admin",
             Route::Other => "other",
         }
+    }
+
+    /// A prediction route: the routes a release's analysis counts.
+    fn predicts(self) -> bool {
+        matches!(
+            self,
+            Route::V2Infer | Route::GrpcInfer | Route::Invocations | Route::PredictImage
+        )
     }
 
     /// Classifies a matched route template.
@@ -247,7 +265,7 @@ impl Metrics {
         for (r, codes) in Route::ALL.iter().zip(&self.requests) {
             for (i, c) in codes.iter().enumerate() {
                 let n = c.load(Ordering::Relaxed);
-                if n > 0 {
+                if n > 0 || (r.predicts() && EXPOSED_FROM_START.contains(&(i as u16 + 100))) {
                     let _ = writeln!(
                         out,
                         "hoist_requests_total{{route=\"{}\",code=\"{}\"}} {n}",

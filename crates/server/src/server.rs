@@ -52,6 +52,19 @@ pub async fn run(
     admin: AdminTokens,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    run_with_grpc(listener, None, config, admin, shutdown).await
+}
+
+/// [`run`], and also the Open Inference Protocol over gRPC on `grpc` when given:
+/// the same model, executor, readiness and metrics on both listeners; both stop
+/// on `shutdown`.
+pub async fn run_with_grpc(
+    listener: TcpListener,
+    grpc: Option<TcpListener>,
+    config: Config,
+    admin: AdminTokens,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
     let state: Shared = Arc::new(AppState {
         model: Default::default(),
@@ -64,14 +77,31 @@ pub async fn run(
         max_body: config.max_body,
     });
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // One stop signal for every listener: the caller's shutdown, or a failed first load.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|&stop| stop).await;
+        }
+    };
+    {
+        let tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+    }
+    let grpc_server = grpc.map(|l| {
+        let stop = stopped();
+        tokio::spawn(crate::grpc::serve(l, state.clone(), stop))
+    });
     let app = http::router(state.clone());
     let signal_state = state.clone();
+    let stop = stopped();
     let graceful = async move {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = stop_rx.changed() => {}
-        }
+        stop.await;
         signal_state.ready.store(false, Ordering::Release);
         tracing::info!("shutting down: finishing requests in flight");
     };
@@ -105,6 +135,9 @@ pub async fn run(
         Err(e) => {
             let _ = stop_tx.send(true);
             let _ = server.await;
+            if let Some(g) = grpc_server {
+                let _ = g.await;
+            }
             return Err(ServeError::Load(e.to_string()));
         }
     }
@@ -113,10 +146,18 @@ pub async fn run(
         tokio::spawn(auto_refresh(state.clone(), every));
     }
 
-    match server.await {
+    let http_result = match server.await {
         Ok(r) => r.map_err(ServeError::Io),
         Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
+    };
+    if let Some(g) = grpc_server {
+        match g.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("gRPC server: {e}"),
+            Err(e) => tracing::error!("gRPC server task: {e}"),
+        }
     }
+    http_result
 }
 
 /// Loads the model at `path` (default: the current source), checks it, and swaps it

@@ -440,6 +440,39 @@ fn model_servers_are_pinned_hardened_and_probed() {
 }
 
 #[test]
+fn the_autoscaler_scales_on_memory_too_when_asked() {
+    let hpa = |spec: &AppSpec| {
+        let m = render::render(spec).unwrap();
+        let Some(Object::HorizontalPodAutoscaler(h)) = m
+            .objects
+            .into_iter()
+            .find(|o| matches!(o, Object::HorizontalPodAutoscaler(_)))
+        else {
+            panic!("no autoscaler rendered");
+        };
+        h.spec
+            .unwrap()
+            .metrics
+            .unwrap()
+            .into_iter()
+            .map(|m| {
+                let r = m.resource.unwrap();
+                (r.name, r.target.average_utilization.unwrap())
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut spec = gateway_canary();
+    assert_eq!(hpa(&spec), vec![("cpu".to_string(), 70)]);
+    spec.autoscale.as_mut().unwrap().memory_percent = Some(80);
+    assert_eq!(
+        hpa(&spec),
+        vec![("cpu".to_string(), 70), ("memory".to_string(), 80)]
+    );
+    spec.autoscale.as_mut().unwrap().memory_percent = Some(0);
+    assert!(render::render(&spec).is_err(), "0% is refused");
+}
+
+#[test]
 fn baked_model_needs_no_init_container() {
     let m = render::render(&baked_replica_ratio()).unwrap();
     let d = deployment(&m, "fraud-stable");

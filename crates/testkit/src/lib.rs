@@ -14,9 +14,10 @@
 //!   killed on drop.
 //! - [`PyClient`]: a long-lived Python process driving the real `mlflow` client, one
 //!   JSON command a line (`register`, `alias`, `stage`, `webhook`, `download`, `load`).
-//! - [`kube_api::FakeKubeApi`]: a stand-in Kubernetes API server on 127.0.0.1 (plain
-//!   HTTP, in-memory objects, Deployments that roll out at once unless told to fail),
-//!   and a kubeconfig pointing at it.
+//! - [`kube_api::envtest::Envtest`]: the real Kubernetes control plane of
+//!   `tools/envtest.sh` on 127.0.0.1 (API server with RBAC, controller manager,
+//!   scheduler, etcd, kwok's fake node), with kubectl helpers and minted
+//!   ServiceAccount tokens.
 //!
 //! - [`registry::Registry`]: a REAL OCI registry (Debian's `docker-registry`) on
 //!   127.0.0.1, plain or TLS + htpasswd, with its access log; [`registry::skopeo`].

@@ -23,7 +23,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         version = "1",
         description = "Reads are open when the API listens on loopback; every call that changes something needs `Authorization: Bearer <token>`. Bodies are JSON; an empty body counts as `{}`. Every error is `{\"error\": {\"code\", \"message\"}}`; the codes are hoist_types::ErrorCode's."
     ),
-    paths(status, list_releases, create_release, get_release, promote_release, approve_release, abort_release, rollback),
+    paths(status, list_releases, create_release, get_release, promote_release, approve_release, abort_release, rollback, metrics, versions),
     modifiers(&Common)
 )]
 struct ApiDoc;
@@ -187,6 +187,23 @@ fn abort_release() {}
 #[allow(dead_code)]
 fn rollback() {}
 
+/// Each environment's traffic over the last 15 minutes (the dashboard's charts; the
+/// live stream `GET /api/v1/events` is not described here: docs/dashboard.md)
+#[utoipa::path(get, path = "/api/v1/metrics", operation_id = "metrics",
+    responses((status = 200, description = "`{every_ms, samples: [{at_ms, envs: [{env, weight, stable, candidate}]}]}`", body = Object)))]
+#[allow(dead_code)]
+fn metrics() {}
+
+/// The registry's versions of the model, newest first, with digests, aliases and tags
+#[utoipa::path(get, path = "/api/v1/versions", operation_id = "versions",
+    responses(
+        (status = 200, description = "`{model, versions: [{version, digest, aliases, stage, tags, created_at_ms}]}`", body = Object),
+        (status = 404, description = "The registry has no such model", body = ErrorBody),
+        (status = 502, description = "The registry cannot be reached", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn versions() {}
+
 /// `s` as a regular expression that matches exactly `s`.
 fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -266,9 +283,11 @@ mod tests {
         assert_eq!(
             ops,
             [
+                "GET /api/v1/metrics",
                 "GET /api/v1/releases",
                 "GET /api/v1/releases/{id}",
                 "GET /api/v1/status",
+                "GET /api/v1/versions",
                 "POST /api/v1/releases",
                 "POST /api/v1/releases/{id}/abort",
                 "POST /api/v1/releases/{id}/approve",

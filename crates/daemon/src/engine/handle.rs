@@ -200,6 +200,13 @@ impl Engine {
             return;
         }
         let at_ms = self.clock.now_ms();
+        self.events.send(
+            "verdict",
+            serde_json::json!({
+                "release": id, "env": env, "step": step,
+                "verdict": verdict.to_api().name(), "at_ms": at_ms,
+            }),
+        );
         self.verdicts.insert(
             id,
             VerdictView {

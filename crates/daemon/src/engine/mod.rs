@@ -103,6 +103,8 @@ pub struct Engine {
     /// candidate runs again (gates, the smoke test and analysis cannot reach a
     /// candidate that is still starting).
     deferred: BTreeMap<ReleaseId, Vec<machine::Action>>,
+    /// The live stream (`GET /api/v1/events`): each journaled transition and verdict.
+    events: crate::events::Events,
 }
 
 /// Everything [`Engine::new`] needs.
@@ -156,7 +158,13 @@ impl Engine {
             failpoints: p.failpoints,
             killed: false,
             deferred: BTreeMap::new(),
+            events: Default::default(),
         }
+    }
+
+    /// Where this engine tells the live stream what it does.
+    pub fn events(&self) -> crate::events::Events {
+        self.events.clone()
     }
 
     fn say(&self, release: Option<ReleaseId>, message: String) {
@@ -248,6 +256,12 @@ impl Engine {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         self.active.insert(id, next.clone());
         self.notify(&r, &next, &event, &actions);
+        let phase = serde_json::to_value(&next.phase).unwrap_or_default();
+        self.events.transition(
+            id,
+            event.to_api().name(),
+            phase["phase"].as_str().unwrap_or_default(),
+        );
         for a in actions {
             let point = FailPoint::BeforeAction(action_kind(&a));
             if self.failpoints.fires(point) {

@@ -83,6 +83,35 @@ impl LiveMetrics for GatewayMetrics {
                     numbers: Default::default(),
                 }
             };
+            // A regressor's values on live traffic (the gateway reads them while a
+            // candidate takes a share): bias and distribution against stable's.
+            if live && snap.candidate.values.rows > 0 && snap.stable.values.rows > 0 {
+                let sample = |v: &hoist_gateway::LiveValues| {
+                    (
+                        Sums {
+                            n: v.rows,
+                            sum: v.sum,
+                            sum_squares: v.sum_squares,
+                        },
+                        v.recent.clone(),
+                    )
+                };
+                let (cs, cr) = sample(&snap.candidate.values);
+                let (ss, sr) = sample(&snap.stable.values);
+                let (v, n) = analysis::judge_live_values(
+                    analysis,
+                    &analysis::ValuesSample {
+                        sums: ss,
+                        recent: &sr,
+                    },
+                    &analysis::ValuesSample {
+                        sums: cs,
+                        recent: &cr,
+                    },
+                );
+                judged.numbers.insert("values".into(), n);
+                judged.verdict = worse(judged.verdict, v);
+            }
             if self.shape.shadow {
                 let (v, n) = judge_shadow(analysis, &snap.shadow);
                 judged.numbers.insert("shadow".into(), n);

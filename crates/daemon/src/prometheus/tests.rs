@@ -116,13 +116,15 @@ fn templates_render_to_promql() {
     );
     assert_eq!(
         b,
-        "sum by (v, le) (increase(hoist_request_duration_seconds_bucket{route=~\"/v2/models/:model/infer|/invocations|/predict-image\",job=\"m\"}[60s]))"
+        "sum by (v, le) (increase(hoist_request_duration_seconds_bucket{route=~\"/v2/models/:model/infer|/invocations|/predict-image|/inference.GRPCInferenceService/ModelInfer\",job=\"m\"}[60s]))"
     );
     for t in [
         &s.requests,
         &s.errors,
         &s.latency_buckets,
         s.predictions.as_ref().unwrap(),
+        s.client_errors.as_ref().unwrap(),
+        g.client_errors.as_ref().unwrap(),
     ] {
         let r = render(t, "a=\"b\"", Duration::from_secs(5), "variant");
         assert!(!r.contains("{{") && !r.contains("}}}"), "{r}");
@@ -209,6 +211,7 @@ fn measure(requests: f64, errors: f64, scale: f64) -> VariantMeasure {
             b(4.0, 4.0),
             (f64::INFINITY, requests),
         ]),
+        ..VariantMeasure::default()
     }
 }
 

@@ -58,6 +58,9 @@ pub struct LocalEnv {
     shadow: u32,
     /// Remember predictions for feedback labels (`analysis.feedback`).
     feedback: bool,
+    /// Read a regressor's live values while a candidate takes traffic, for the
+    /// live comparison of values (`analysis.enabled`).
+    values: bool,
     /// The gateway's counters when the current candidate arrived (or it started).
     baseline: Snapshot,
 }
@@ -69,7 +72,8 @@ impl LocalEnv {
         gateway: Gateway,
         parts: LocalParts,
     ) -> LocalEnv {
-        let feedback = parts.cfg.analysis.with(&env.analysis).feedback;
+        let analysis = parts.cfg.analysis.with(&env.analysis);
+        let (feedback, values) = (analysis.feedback, analysis.enabled);
         let this = LocalEnv {
             baseline: gateway.metrics(),
             env,
@@ -81,6 +85,7 @@ impl LocalEnv {
             weight: 0,
             shadow: 0,
             feedback,
+            values,
         };
         if this.feedback {
             this.apply_routes();
@@ -106,6 +111,7 @@ impl LocalEnv {
             candidate_weight: if candidate { self.weight } else { 0 },
             shadow_percent: if candidate { self.shadow } else { 0 },
             feedback: self.feedback,
+            values: self.values,
         });
     }
 

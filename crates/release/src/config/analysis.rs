@@ -79,9 +79,11 @@ pub struct Analysis {
     /// absolute difference between the candidate's and stable's values on the same
     /// rows, relative to the mean absolute value of stable's (0.2 = 20%).
     pub max_relative_diff: f64,
-    /// Regressors, shadow steps: highest bias, the mean signed difference of the
-    /// candidate's values from stable's, relative to the mean absolute value of
-    /// stable's (0.1 = 10%); judged with a confidence sequence of the mean.
+    /// Regressors: highest bias, relative to the mean absolute value of stable's
+    /// (0.1 = 10%). Shadow steps: the mean signed difference of the candidate's
+    /// values from stable's on the same rows (a confidence sequence of the mean);
+    /// live steps, with `drift` on: the difference of the two variants' means
+    /// (a confidence sequence of each).
     pub max_relative_bias: f64,
     /// Judge accuracy from feedback labels (`POST /feedback` on the gateway): the
     /// gateway remembers each answer's predicted classes by its `x-request-id`.

@@ -6,7 +6,10 @@ use super::*;
 #[serde(deny_unknown_fields)]
 pub struct Environment {
     pub name: String,
-    /// The gateway's address: clients send predictions here.
+    /// The gateway's address: clients send predictions here. Required with the local
+    /// target; on a cluster (`target = "kubernetes"`) the cluster's Gateway or Service
+    /// carries the traffic and it may be left out ([`NO_LISTEN`]).
+    #[serde(default = "no_listen")]
     pub listen: SocketAddr,
     /// hoist-server processes per variant.
     #[serde(default = "one")]
@@ -48,6 +51,14 @@ pub struct Environment {
 
 pub(super) fn sixty_seconds() -> Dur {
     Dur(Duration::from_secs(60))
+}
+
+/// `listen` left out (only allowed on a cluster): 0.0.0.0:0.
+pub const NO_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+pub(super) fn no_listen() -> SocketAddr {
+    NO_LISTEN
 }
 
 pub(super) fn one() -> usize {

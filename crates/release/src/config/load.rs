@@ -89,6 +89,13 @@ impl Config {
             if !names.insert(env.name.clone()) {
                 return Err(format!("{key}.name: `{}` is declared twice", env.name));
             }
+            if env.listen == NO_LISTEN && self.target != crate::kubernetes::TargetKind::Kubernetes {
+                return Err(format!(
+                    "{key}.listen: missing: the address clients send predictions to \
+                     (e.g. \"127.0.0.1:8080\"); only a cluster target (target = \"kubernetes\") \
+                     can leave it out"
+                ));
+            }
             if env.listen.port() != 0 && !listens.insert(env.listen) {
                 return Err(format!(
                     "{key}.listen: {} is already the address of another environment",

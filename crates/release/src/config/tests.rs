@@ -184,3 +184,19 @@ fn comparison_and_drift_bin_keys_are_checked_and_reach_the_servers() {
         assert!(err.contains(want), "{analysis}: {err}");
     }
 }
+
+#[test]
+fn listen_may_be_left_out_on_a_cluster_only() {
+    let env = "[[environments]]\nname = \"production\"\n";
+    let err = Config::parse(env, "hoist.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("environments[0].listen: missing") && err.contains("target = \"kubernetes\""),
+        "{err}"
+    );
+    let text = format!(
+        "target = \"kubernetes\"\n[kubernetes]\nimage = \"hoist@sha256:{}\"\nmodel_path = \"/m\"\n{env}",
+        "ab".repeat(32)
+    );
+    let c = Config::parse(&text, "hoist.toml").unwrap();
+    assert_eq!(c.environments[0].listen, NO_LISTEN);
+}

@@ -304,3 +304,15 @@ pub fn v2_output(resp: &Value, name: &str) -> Vec<f64> {
 pub fn as_i64(xs: &[f64]) -> Vec<i64> {
     xs.iter().map(|&x| x as i64).collect()
 }
+
+/// The requests a server's `/metrics` text counts with this status code, over
+/// every route (prediction routes expose their codes at 0 from the start, so a
+/// series' presence says nothing).
+pub fn requests_with_code(metrics: &str, code: u16) -> u64 {
+    let label = format!("code=\"{code}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("hoist_requests_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

@@ -70,6 +70,7 @@ pub fn app_spec(
         min: k.autoscale.min as i32,
         max: k.autoscale.max as i32,
         cpu_percent: k.autoscale.cpu_percent as i32,
+        memory_percent: k.autoscale.memory_percent.map(|m| m as i32),
     });
     s.admin_token_secret = k.admin_token_secret.clone();
     s.pull_secret = k.pull_secret.clone();
@@ -85,6 +86,7 @@ pub fn app_spec(
     s.server_args = cfg.server_args(env);
     s.force_header = Some(env.force_header.clone());
     s.drain_seconds = k.drain.0.as_secs() as i64;
+    s.service_type = k.service_type.as_str().to_string();
     s.startup_seconds = cfg.server.ready_timeout.0.as_secs().clamp(2, 3600) as i32;
     s.controller = k.controller.enabled.then(|| ControllerSpec {
         namespace: k.controller.namespace.clone(),

@@ -26,6 +26,7 @@
 pub mod cluster;
 pub mod config;
 pub mod crds;
+pub mod doctor;
 pub mod render;
 pub mod spec;
 

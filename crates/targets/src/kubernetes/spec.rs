@@ -70,6 +70,8 @@ pub struct Autoscale {
     pub max: i32,
     /// Average CPU utilisation (percent of the request) the autoscaler aims at.
     pub cpu_percent: i32,
+    /// Average memory use (percent of the request) it aims at too; `None`: CPU only.
+    pub memory_percent: Option<i32>,
 }
 
 impl Default for Autoscale {
@@ -78,6 +80,7 @@ impl Default for Autoscale {
             min: 3,
             max: 10,
             cpu_percent: 70,
+            memory_percent: None,
         }
     }
 }
@@ -168,6 +171,9 @@ pub struct AppSpec {
     pub force_header: Option<String>,
     /// Seconds the preStop hook waits so endpoints drop the pod before SIGTERM.
     pub drain_seconds: i64,
+    /// `spec.type` of the app Service (`ClusterIP`, `LoadBalancer`, `NodePort`); the
+    /// per-variant Services are always ClusterIP.
+    pub service_type: String,
     /// Seconds a starting server may take to load its model.
     pub startup_seconds: i32,
     pub controller: Option<ControllerSpec>,
@@ -208,6 +214,7 @@ impl AppSpec {
             server_args: Vec::new(),
             force_header: Some("x-hoist-variant".into()),
             drain_seconds: 5,
+            service_type: "ClusterIP".into(),
             startup_seconds: 60,
             controller: None,
         }
@@ -216,6 +223,15 @@ impl AppSpec {
     /// Every check the renderer relies on; the message names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: String| Err(Error::Invalid(format!("{field}: {why}")));
+        if !["ClusterIP", "LoadBalancer", "NodePort"].contains(&self.service_type.as_str()) {
+            return bad(
+                "service_type",
+                format!(
+                    "`{}` is not ClusterIP, LoadBalancer or NodePort",
+                    self.service_type
+                ),
+            );
+        }
         // `-candidate` is the longest suffix; Services are DNS-1035 labels (63).
         if !is_dns_label(&self.app) || self.app.len() > 63 - "-candidate".len() {
             return bad(
@@ -276,13 +292,16 @@ impl AppSpec {
             );
         }
         if let Some(a) = &self.autoscale
-            && !(a.min >= 1 && a.min <= a.max && (1..=100).contains(&a.cpu_percent))
+            && !(a.min >= 1
+                && a.min <= a.max
+                && (1..=100).contains(&a.cpu_percent)
+                && a.memory_percent.is_none_or(|m| (1..=100).contains(&m)))
         {
             return bad(
                 "autoscale",
                 format!(
-                    "min {} .. max {} at {}% CPU: need 1 <= min <= max and 1..=100%",
-                    a.min, a.max, a.cpu_percent
+                    "min {} .. max {} at {}% CPU, {:?}% memory: need 1 <= min <= max and 1..=100%",
+                    a.min, a.max, a.cpu_percent, a.memory_percent
                 ),
             );
         }

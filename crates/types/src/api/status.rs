@@ -41,6 +41,13 @@ pub struct WindowView {
     pub labelled: u64,
     #[serde(default)]
     pub correct: u64,
+    /// Per-bucket counts of the window's latencies over the gateway's bounds, then
+    /// `+Inf` (`hoist_gateway::LATENCY_BUCKETS`): in-process only, for the
+    /// dashboard's per-interval percentiles; never serialized (empty where the
+    /// numbers come from elsewhere).
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub latency_buckets: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

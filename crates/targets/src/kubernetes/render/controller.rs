@@ -38,7 +38,7 @@ pub fn render_controller(c: &ControllerSpec, app: &AppSpec) -> Result<Manifests>
                 api_groups: Some(vec!["coordination.k8s.io".into()]),
                 resources: Some(vec!["leases".into()]),
                 resource_names: Some(vec![CONTROLLER.into()]),
-                verbs: vec!["get".into(), "update".into(), "patch".into()],
+                verbs: vec!["get".into(), "update".into()],
                 ..Default::default()
             },
         ]),

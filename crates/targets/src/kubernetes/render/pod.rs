@@ -56,7 +56,9 @@ pub(super) fn server_identity(spec: &AppSpec) -> Vec<Object> {
 }
 
 /// What the in-cluster controller may do in this environment's namespace: exactly
-/// what [`super::super::Cluster`] calls, nothing more.
+/// what [`super::super::Cluster`] calls, nothing more (server-side applies are
+/// `patch`, and `create` when they create; `crates/cli/tests/cluster.rs` checks each
+/// permission against the API server's audit log of a whole canary).
 pub(super) fn controller_access(spec: &AppSpec, c: &ControllerSpec) -> Vec<Object> {
     let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![group.into()]),
@@ -67,14 +69,10 @@ pub(super) fn controller_access(spec: &AppSpec, c: &ControllerSpec) -> Vec<Objec
     let role = Role {
         metadata: meta(spec, CONTROLLER.into(), BTreeMap::new()),
         rules: Some(vec![
-            rule(
-                "apps",
-                &["deployments"],
-                &["get", "list", "watch", "create", "patch"],
-            ),
-            rule("apps", &["deployments/scale"], &["get", "patch"]),
-            rule("", &["services"], &["get", "create", "patch"]),
-            rule("", &["pods"], &["get", "list", "watch"]),
+            rule("apps", &["deployments"], &["get", "create", "patch"]),
+            rule("apps", &["deployments/scale"], &["patch"]),
+            rule("", &["services"], &["create", "patch"]),
+            rule("", &["pods"], &["list"]),
             rule(
                 "gateway.networking.k8s.io",
                 &["httproutes"],

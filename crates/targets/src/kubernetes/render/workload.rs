@@ -244,6 +244,10 @@ pub fn deployment(spec: &AppSpec, v: Variant, pin: &ModelPin, replicas: Option<i
 /// The Service of one variant, or with `None` the app's Service selecting both
 /// (the replica-ratio split, and the way in without a Gateway).
 pub fn service(spec: &AppSpec, v: Option<Variant>) -> Service {
+    let type_ = match v {
+        Some(_) => "ClusterIP".to_string(),
+        None => spec.service_type.clone(),
+    };
     let (name, sel, extra) = match v {
         Some(v) => (
             spec.name(v),
@@ -260,7 +264,7 @@ pub fn service(spec: &AppSpec, v: Option<Variant>) -> Service {
     Service {
         metadata: meta(spec, name, extra),
         spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
+            type_: Some(type_),
             selector: Some(sel),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
@@ -286,18 +290,23 @@ pub(super) fn hpa(spec: &AppSpec, a: &super::super::spec::Autoscale) -> Horizont
             },
             min_replicas: Some(a.min),
             max_replicas: a.max,
-            metrics: Some(vec![MetricSpec {
-                type_: "Resource".into(),
-                resource: Some(ResourceMetricSource {
-                    name: "cpu".into(),
-                    target: MetricTarget {
-                        type_: "Utilization".into(),
-                        average_utilization: Some(a.cpu_percent),
+            metrics: Some(
+                std::iter::once(("cpu", a.cpu_percent))
+                    .chain(a.memory_percent.map(|m| ("memory", m)))
+                    .map(|(name, percent)| MetricSpec {
+                        type_: "Resource".into(),
+                        resource: Some(ResourceMetricSource {
+                            name: name.into(),
+                            target: MetricTarget {
+                                type_: "Utilization".into(),
+                                average_utilization: Some(percent),
+                                ..Default::default()
+                            },
+                        }),
                         ..Default::default()
-                    },
-                }),
-                ..Default::default()
-            }]),
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }),
         ..Default::default()
