@@ -9,6 +9,8 @@
 //! - `image`: `hoist image push` and `hoist model push` (OCI images and artifacts).
 //! - `sign`: `hoist key generate`, `sign`, `attest`, `verify` (cosign-compatible).
 //! - `render`: `hoist render k8s`, the pipeline as Kubernetes manifests.
+//! - `gateway`: `hoist gateway`, hoist's gateway alone with its admin API (a cluster's
+//!   `split = "hoist"`).
 //! - `runtime`: `hoist runtime install|list`, ONNX Runtime's library for hoist-server.
 //! - `ci`: `hoist ci init github|azure`, the CI file that drives a release.
 //! - `output`: human tables and dates, and release summaries in Markdown (`--json`
@@ -20,6 +22,7 @@
 mod ci;
 mod client;
 mod doctor;
+mod gateway;
 mod image;
 mod mlflow;
 mod model;
@@ -187,6 +190,10 @@ pub enum Command {
     /// pushes, signs and attests the images and runs `hoist deploy --wait`
     #[command(subcommand, after_help = EXIT_CODES)]
     Ci(ci::CiCmd),
+    /// Run hoist's gateway alone in front of a stable and a candidate upstream, with
+    /// a token-protected admin API on its own address (a cluster's `split = "hoist"`)
+    #[command(after_help = EXIT_CODES)]
+    Gateway(gateway::GatewayArgs),
     /// Run a model server (the same program and flags as `hoist-server`)
     #[command(hide = true, disable_help_flag = true)]
     Serve {
@@ -384,6 +391,7 @@ pub fn run(
         Command::Runtime(cmd) => runtime::run(&ctx, cmd, out),
         Command::Doctor(a) => doctor::run(&ctx, a, out),
         Command::Ci(cmd) => ci::run(&ctx, cmd, out),
+        Command::Gateway(a) => gateway::run(env, a, out),
         Command::Serve { .. } => Err(CliError::Usage(
             "`hoist serve` is handled before the command line is parsed".into(),
         )),

@@ -34,7 +34,7 @@ pub(crate) struct Predictions {
 
 /// Sums over the rows of two regressors' answers to the same requests: the
 /// candidate's value minus stable's (`d`), for its mean, spread and bias.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ValueSums {
     /// Rows compared.
     pub rows: u64,

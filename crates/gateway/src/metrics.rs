@@ -33,7 +33,7 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 const MAX_SAMPLES: u64 = 10_000;
 
 /// The counters of one variant over some time (since start, or a window).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VariantStats {
     /// Completed requests routed to this variant (every class below).
     pub requests: u64,
@@ -65,7 +65,7 @@ pub struct VariantStats {
 /// The values a variant answered on live traffic (a regressor's, one per row):
 /// their running sums over every row, and the latest [`RECENT_VALUES`] of them in
 /// the order they were answered.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LiveValues {
     /// Rows, Σv and Σv² over all of them.
     pub rows: u64,
@@ -222,7 +222,7 @@ impl VariantStats {
 }
 
 /// Both variants' counters at one moment. Cumulative since the gateway started.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     /// Requests the split sent to the stable upstream (forced ones excluded).
     pub stable: VariantStats,
@@ -236,7 +236,7 @@ pub struct Snapshot {
 }
 
 /// Requests sent to a variant by the force header, counted apart from the split.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ForcedStats {
     pub stable: VariantStats,
     pub candidate: VariantStats,
@@ -262,7 +262,7 @@ impl ForcedStats {
 
 /// What the candidate answered to mirrored requests, compared with stable's answers
 /// to the same requests.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ShadowStats {
     /// The mirrored requests: classes of the candidate's answers and its latency.
     pub answers: VariantStats,
