@@ -314,6 +314,75 @@ fn rendered_manifests_are_accepted_by_a_real_api_server_and_reapplying_changes_n
     let _ = std::fs::remove_dir_all(&home);
 }
 
+/// `split = "hoist"`: hoist's gateway's Deployment, Service and admin NetworkPolicy
+/// are accepted by the real API server beside the rest; the gateway's pod becomes
+/// ready on kwok's node and is what the app Service selects (its EndpointSlice), the
+/// variants' Services stay; a second apply changes nothing.
+#[test]
+fn a_hoist_gateway_split_is_accepted_and_the_app_service_selects_the_gateway() {
+    let Some(k) = Envtest::get() else { return };
+    let p = Place::new(k, "hoistsplit");
+    let home = temp_home("cluster-hoist-split");
+    let dir = home.join("k8s");
+    let config = p.config(1, "enabled = false").replace(
+        "gateway = { name = \"public\", namespace = \"gateways\" }\n",
+        "split = \"hoist\"\nadmin_token_secret = \"hoist-admin\"\n",
+    );
+    assert!(config.contains("split = \"hoist\""), "{config}");
+    p.render(&home, &config, &dir, "1");
+    let out =
+        p.k.kubectl_ok(&["apply", "--server-side", "-k", dir.to_str().unwrap()]);
+    for want in [
+        "deployment.apps/m-gateway serverside-applied",
+        "service/m-gateway serverside-applied",
+        "networkpolicy.networking.k8s.io/m-gateway-admin serverside-applied",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(!out.contains("httproute"), "{out}");
+    p.wait("the gateway's pod ready behind the app Service", || {
+        let out = p.k.kubectl_ok(&[
+            "get",
+            "endpointslices",
+            "-n",
+            &p.ns,
+            "-l",
+            "kubernetes.io/service-name=m",
+            "-o",
+            "jsonpath={range .items[*].endpoints[*]}{.targetRef.name} {.conditions.ready}\n{end}",
+        ]);
+        let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        !lines.is_empty()
+            && lines
+                .iter()
+                .all(|l| l.starts_with("m-gateway-") && l.ends_with(" true"))
+    });
+    let gw = p.deployment("m-gateway").unwrap();
+    let args = gw["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains(&format!("http://m-stable.{}.svc:80", p.ns)),
+        "{args}"
+    );
+    let policy =
+        p.k.get_json("networkpolicy", &p.ns, "m-gateway-admin")
+            .unwrap();
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        p.ctl.as_str(),
+        "{policy}"
+    );
+    let diff =
+        p.k.kubectl(&["diff", "--server-side", "-k", dir.to_str().unwrap()]);
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "kubectl diff: {}{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&home);
+}
+
 /// `hoist up` as the rendered controller's ServiceAccount (only its RBAC, Namespaces
 /// and ServiceAccount applied beforehand: the daemon creates the rest): v1 straight to
 /// stable, v2 a canary 10 → 50 → 100 through the HTTPRoute's weights, v3 crash-loops

@@ -67,6 +67,17 @@ pub struct Kubernetes {
     /// The Gateway the HTTPRoute attaches to; absent: no HTTPRoute, the split is the
     /// ratio of stable and candidate replicas behind one Service.
     pub gateway: Option<GatewayParent>,
+    /// How traffic is split between stable and candidate: `gateway-api` (the
+    /// HTTPRoute's weights; the default with `gateway`), `replicas` (the ratio of
+    /// pods behind one Service; the default without), or `hoist` (hoist's own
+    /// gateway as a Deployment in front of both variants, driven through its admin
+    /// API: exact weights, shadow steps and feedback labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitKind>,
+    /// With `split = "hoist"`: how the controller reaches the gateway's admin API;
+    /// `{service}` (the gateway's Service) and `{namespace}` are replaced. The
+    /// default works in-cluster; a controller outside points it at a port-forward.
+    pub gateway_url: String,
     /// Host names of the HTTPRoute.
     pub hostnames: Vec<String>,
     /// Namespaces allowed to reach the model servers besides the gateway's and
@@ -107,6 +118,8 @@ impl Default for Kubernetes {
             pull_secret: None,
             admin_token_secret: None,
             gateway: None,
+            split: None,
+            gateway_url: "http://{service}.{namespace}.svc:9090".into(),
             hostnames: Vec::new(),
             ingress_namespaces: Vec::new(),
             prometheus_url: None,
@@ -142,6 +155,18 @@ impl ServiceType {
             ServiceType::NodePort => "NodePort",
         }
     }
+}
+
+/// `kubernetes.split`: what divides an environment's traffic between its variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitKind {
+    /// The Gateway API: the HTTPRoute's `backendRefs` weights (needs `gateway`).
+    GatewayApi,
+    /// Whole pods: the app Service selects both variants' pods.
+    Replicas,
+    /// hoist's gateway (`hoist gateway`) as a Deployment in front of both variants.
+    Hoist,
 }
 
 /// `kubernetes.model_source`.
@@ -308,6 +333,36 @@ impl Kubernetes {
                 return Err(format!("kubernetes.{key}: `{s}` is not a Secret name"));
             }
         }
+        match (self.split, &self.gateway) {
+            (Some(SplitKind::GatewayApi), None) => {
+                return Err(
+                    "kubernetes.split: `gateway-api` needs kubernetes.gateway (the Gateway the HTTPRoute attaches to)"
+                        .into(),
+                );
+            }
+            (Some(SplitKind::Hoist), Some(_)) => {
+                return Err(
+                    "kubernetes.split: `hoist` puts hoist's gateway behind the app Service; \
+                     kubernetes.gateway would render an HTTPRoute that bypasses it: remove \
+                     kubernetes.gateway and route your Gateway or ingress to the app Service"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if self.split == Some(SplitKind::Hoist) && self.admin_token_secret.is_none() {
+            return Err(
+                "kubernetes.admin_token_secret: split = \"hoist\" needs it: the gateway's admin API \
+                 (weights, shadow, counters) only answers the token in that Secret (key `token`)"
+                    .into(),
+            );
+        }
+        if !(self.gateway_url.starts_with("http://") || self.gateway_url.starts_with("https://")) {
+            return Err(format!(
+                "kubernetes.gateway_url: `{}` is not an http(s) URL",
+                self.gateway_url
+            ));
+        }
         if let Some(g) = &self.gateway {
             if g.name.trim().is_empty() {
                 return Err("kubernetes.gateway.name: must not be empty".into());
@@ -381,7 +436,24 @@ impl Kubernetes {
         })
     }
 
-    /// The namespace of environment `env`.
+    /// The split in use: `split`, else the Gateway API with a `gateway`, else
+    /// the replica ratio.
+    pub fn split(&self) -> SplitKind {
+        match (self.split, &self.gateway) {
+            (Some(s), _) => s,
+            (None, Some(_)) => SplitKind::GatewayApi,
+            (None, None) => SplitKind::Replicas,
+        }
+    }
+
+    /// Where the controller reaches the admin API of hoist's gateway (`service`
+    /// in `namespace`), by `gateway_url`.
+    pub fn gateway_url_for(&self, service: &str, namespace: &str) -> String {
+        self.gateway_url
+            .replace("{service}", service)
+            .replace("{namespace}", namespace)
+    }
+
     /// The URL of the Service `service` in `namespace`, by `service_url`.
     pub fn service_url_for(&self, service: &str, namespace: &str) -> String {
         self.service_url
@@ -389,6 +461,7 @@ impl Kubernetes {
             .replace("{namespace}", namespace)
     }
 
+    /// The namespace of environment `env`.
     pub fn namespace_for(&self, env: &str) -> String {
         self.namespace
             .replace("{env}", &env.to_ascii_lowercase().replace('_', "-"))
@@ -681,10 +754,61 @@ journal_claim = "hoist-journal"
             e.contains("steps[0].shadow: shadow steps need hoist's gateway"),
             "{e}"
         );
+        assert!(e.contains("kubernetes.split = \"hoist\""), "{e}");
         let feedback = format!("{base}[analysis]\nfeedback = true\n");
         let e = parse(&feedback).unwrap_err();
         assert!(e.contains("analysis.feedback"), "{e}");
         // The same pipeline runs locally.
         assert!(parse(&shadow.replace("target = \"kubernetes\"", "target = \"local\"")).is_ok());
+        // And on the cluster behind hoist's own gateway.
+        let hoist = |t: &str| {
+            t.replace(
+                "[kubernetes]\n",
+                "[kubernetes]\nsplit = \"hoist\"\nadmin_token_secret = \"hoist-admin\"\n",
+            )
+        };
+        let c = parse(&hoist(&shadow)).unwrap();
+        assert_eq!(c.kubernetes.split(), SplitKind::Hoist);
+        assert_eq!(
+            c.kubernetes.gateway_url_for("fraud-gateway", "ml-prod"),
+            "http://fraud-gateway.ml-prod.svc:9090"
+        );
+        assert!(parse(&hoist(&feedback)).is_ok());
+    }
+
+    #[test]
+    fn the_split_defaults_by_gateway_and_its_choices_are_checked() {
+        let c = parse("").unwrap();
+        assert_eq!(c.kubernetes.split(), SplitKind::Replicas);
+        let c = parse("[kubernetes]\ngateway = { name = \"public\" }\n").unwrap();
+        assert_eq!(c.kubernetes.split(), SplitKind::GatewayApi);
+        let c =
+            parse("[kubernetes]\nsplit = \"replicas\"\ngateway = { name = \"public\" }\n").unwrap();
+        assert_eq!(c.kubernetes.split(), SplitKind::Replicas);
+        for (toml, want) in [
+            (
+                "[kubernetes]\nsplit = \"gateway-api\"\n",
+                "kubernetes.split: `gateway-api` needs kubernetes.gateway",
+            ),
+            (
+                "[kubernetes]\nsplit = \"hoist\"\n",
+                "kubernetes.admin_token_secret: split = \"hoist\" needs it",
+            ),
+            (
+                "[kubernetes]\nsplit = \"hoist\"\nadmin_token_secret = \"t\"\ngateway = { name = \"public\" }\n",
+                "kubernetes.split: `hoist` puts hoist's gateway behind the app Service",
+            ),
+            (
+                "[kubernetes]\nsplit = \"istio\"\n",
+                "unknown variant `istio`",
+            ),
+            (
+                "[kubernetes]\ngateway_url = \"gw:9090\"\n",
+                "kubernetes.gateway_url: `gw:9090` is not an http(s) URL",
+            ),
+        ] {
+            let e = parse(toml).unwrap_err();
+            assert!(e.contains(want), "{toml}: {e}");
+        }
     }
 }

@@ -1,8 +1,11 @@
-//! Live metrics on one machine: the environment's gateway counters (both variants,
-//! mirrored answers, feedback labels) and the model servers' predicted-class counters.
+//! Live metrics from hoist's gateway: its counters (both variants, mirrored answers,
+//! feedback labels) and the model servers' predicted-class counters. The gateway is
+//! this process's on one machine, or `hoist gateway` on a cluster (`split = "hoist"`,
+//! read through its admin API): the same counters, judged the same way.
 
 use crate::views::WindowOf;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -14,25 +17,45 @@ use hoist_release::config::Analysis;
 use hoist_release::machine::Verdict;
 
 use super::{Judged, LiveMetrics, StepShape, worse};
+use crate::target::gateway_admin::GatewayAdmin;
 use crate::views::WindowView;
+
+/// Where a step's gateway counters come from.
+#[derive(Clone)]
+pub enum Counters {
+    /// This process's gateway.
+    Local(Gateway),
+    /// `hoist gateway` on a cluster, through its admin API.
+    Remote(Arc<GatewayAdmin>),
+}
+
+impl Counters {
+    /// The counters now and the id of the gateway process that counted them.
+    async fn read(&self) -> Result<(String, Snapshot), String> {
+        match self {
+            Counters::Local(g) => Ok((String::new(), g.metrics())),
+            Counters::Remote(a) => a.snapshot().await,
+        }
+    }
+}
 
 /// A step's metrics from hoist's gateway.
 pub struct GatewayMetrics {
-    gateway: Gateway,
+    gateway: Counters,
     http: reqwest::Client,
     /// Each variant's servers, whose predicted classes drift compares.
     candidate_addrs: Vec<SocketAddr>,
     stable_addrs: Vec<SocketAddr>,
     shape: StepShape,
-    /// The gateway's counters when the step began.
-    baseline: Option<Snapshot>,
+    /// The gateway's counters when the step began (and its process's id).
+    baseline: Option<(String, Snapshot)>,
     /// The servers' class counts when the step began (drift only).
     classes0: Option<(Vec<u64>, Vec<u64>)>,
 }
 
 impl GatewayMetrics {
     pub fn new(
-        gateway: Gateway,
+        gateway: Counters,
         http: reqwest::Client,
         candidate_addrs: Vec<SocketAddr>,
         stable_addrs: Vec<SocketAddr>,
@@ -60,7 +83,7 @@ impl GatewayMetrics {
 impl LiveMetrics for GatewayMetrics {
     fn begin<'a>(&'a mut self, analysis: &'a Analysis) -> BoxFuture<'a, ()> {
         async move {
-            self.baseline = Some(self.gateway.metrics());
+            self.baseline = self.gateway.read().await.ok();
             if analysis.drift && self.shape.live {
                 self.classes0 = self.classes().await;
             }
@@ -70,9 +93,33 @@ impl LiveMetrics for GatewayMetrics {
 
     fn judge<'a>(&'a mut self, analysis: &'a Analysis, elapsed: Duration) -> BoxFuture<'a, Judged> {
         async move {
+            let (instance, now) = match self.gateway.read().await {
+                Ok(n) => n,
+                Err(e) => return unjudged(format!("the gateway's counters cannot be read: {e}")),
+            };
             let snap = match &self.baseline {
-                Some(b) => self.gateway.metrics().since(b),
-                None => self.gateway.metrics(),
+                Some((i, b)) if *i == instance => now.since(b),
+                Some(_) => {
+                    // A new gateway process (a restarted pod): zeroed counters, and
+                    // back at 100% stable until it is given the split again.
+                    self.baseline = Some((instance, now));
+                    if let Counters::Remote(a) = &self.gateway
+                        && let Err(e) = a.reassert().await
+                    {
+                        return unjudged(format!(
+                            "the gateway restarted and cannot be set again: {e}"
+                        ));
+                    }
+                    return unjudged(
+                        "the gateway restarted: its counters start again from now".into(),
+                    );
+                }
+                None => {
+                    // The counters could not be read when the step began: count
+                    // from now rather than judge what came before the step.
+                    self.baseline = Some((instance, now));
+                    return unjudged("the gateway's counters start from now".into());
+                }
             };
             let live = self.shape.live;
             let mut judged = if live {
@@ -180,6 +227,15 @@ impl LiveMetrics for GatewayMetrics {
             }
         }
         .boxed()
+    }
+}
+
+/// An inconclusive measurement: nothing could be judged, for `reason`.
+fn unjudged(reason: String) -> Judged {
+    Judged {
+        verdict: Verdict::Inconclusive { reason },
+        window: WindowView::default(),
+        numbers: serde_json::json!({}),
     }
 }
 

@@ -12,6 +12,13 @@
 //! | stop candidate (rollback) | all traffic to stable in one apply, then candidate scaled to 0 |
 //! | analysis | Prometheus over its HTTP API ([`crate::live::prometheus`]), the same judges as on one machine |
 //!
+//! With `kubernetes.split = "hoist"`, hoist's gateway (`hoist gateway`, a Deployment
+//! in front of both variants' Services) splits the traffic: weights, shadow mirroring
+//! and the candidate's presence are set through its admin API
+//! ([`super::gateway_admin`]), in the same worker order as the cluster calls, and
+//! analysis judges its counters exactly as on one machine
+//! ([`crate::live::gateway`]): shadow comparisons and feedback labels included.
+//!
 //! Gates and smoke tests reach the variants' Services at `kubernetes.service_url`.
 
 use crate::views::WindowOf;
@@ -27,9 +34,11 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use hoist_release::journal::Live;
 
+use super::gateway_admin::GatewayAdmin;
 use super::{Candidate, EnvTarget, Serving};
 use crate::clock::now_ms;
 use crate::cmd::{Cmd, Started};
+use crate::live::gateway::{Counters, GatewayMetrics};
 use crate::live::prometheus::PrometheusMetrics;
 use crate::live::{LiveMetrics, StepShape};
 use crate::prometheus::{PrometheusSource, Queries};
@@ -52,6 +61,14 @@ enum Op {
     Rollback {
         id: ReleaseId,
     },
+    /// hoist's gateway only: mirror this percent of stable's requests.
+    Mirror {
+        percent: u32,
+    },
+    /// hoist's gateway only: the candidate (this version) can be routed to.
+    Candidate {
+        version: String,
+    },
 }
 
 /// One environment on the cluster.
@@ -68,6 +85,8 @@ pub struct ClusterEnv {
     pub prometheus: Option<Arc<PrometheusSource>>,
     /// The last split applied (with its effective share, for the replica ratio).
     pub split: std::sync::Mutex<Option<Split>>,
+    /// hoist's gateway's admin API, with `kubernetes.split = "hoist"`.
+    pub gateway: Option<Arc<GatewayAdmin>>,
     ops: mpsc::UnboundedSender<Op>,
 }
 
@@ -129,6 +148,15 @@ impl ClusterEnv {
             )),
             None => None,
         };
+        let gateway = spec.hoist_gateway.as_ref().map(|_| {
+            let analysis = cfg.analysis.with(&env.analysis);
+            Arc::new(GatewayAdmin::new(
+                &k.gateway_url_for(&spec.gateway_name(), &namespace),
+                &stable.version,
+                analysis.feedback,
+                analysis.enabled,
+            ))
+        });
         let cluster = Cluster::connect(spec, &k.field_manager)
             .await
             .map_err(|e| anyhow::anyhow!("environment {}: {e}", env.name))?;
@@ -152,6 +180,7 @@ impl ClusterEnv {
             app_url,
             prometheus,
             split: std::sync::Mutex::new(None),
+            gateway,
             ops,
         });
         let timeout = k.rollout_timeout.0;
@@ -179,6 +208,20 @@ impl ClusterEnv {
         let _ = self.ops.send(Op::Rollback { id });
     }
 
+    pub fn mirror(&self, percent: u32) {
+        if self.gateway.is_some() {
+            let _ = self.ops.send(Op::Mirror { percent });
+        }
+    }
+
+    pub fn candidate(&self, version: &str) {
+        if self.gateway.is_some() {
+            let _ = self.ops.send(Op::Candidate {
+                version: version.to_string(),
+            });
+        }
+    }
+
     /// How the split is made, for `hoist status`: the Gateway API's exact weights, or
     /// whole replicas (with the share they really give).
     pub fn split_note(&self) -> String {
@@ -190,10 +233,14 @@ impl ClusterEnv {
                 s.effective,
                 s.requested
             ),
+            Some(s) if s.mode == SplitMode::Hoist => {
+                format!("hoist's gateway {}/{}", 100 - s.effective, s.effective)
+            }
             Some(s) => format!("HTTPRoute weights {}/{}", 100 - s.effective, s.effective),
             None => match self.cluster.mode() {
                 SplitMode::Gateway => "HTTPRoute weights".into(),
                 SplitMode::ReplicaRatio => "replica ratio (no Gateway configured)".into(),
+                SplitMode::Hoist => "hoist's gateway".into(),
             },
         }
     }
@@ -294,7 +341,7 @@ async fn worker(
                     })
                     .await;
             }
-            Op::Weight { id, weight } => match c.set_weights(weight, deadline).await {
+            Op::Weight { id, weight } => match set_weight(&env, weight, deadline).await {
                 Ok(split) => {
                     if split.mode == SplitMode::ReplicaRatio && split.effective != split.requested {
                         say(
@@ -319,7 +366,7 @@ async fn worker(
                         .await;
                 }
             },
-            Op::Promote { id } => match c.promote(deadline).await {
+            Op::Promote { id } => match promote(&env, deadline).await {
                 Ok(pin) => {
                     *env.split.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     say(
@@ -338,7 +385,7 @@ async fn worker(
                     ),
                 ),
             },
-            Op::Rollback { id } => match c.rollback(deadline).await {
+            Op::Rollback { id } => match rollback(&env, deadline).await {
                 Ok(()) => {
                     *env.split.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     say(
@@ -353,8 +400,85 @@ async fn worker(
                     format!("release {id}: {name}: ROLLBACK ON THE CLUSTER FAILED: {e}"),
                 ),
             },
+            Op::Mirror { percent } => {
+                if let Some(g) = &env.gateway
+                    && let Err(e) = g.set(|d| d.shadow_percent = percent).await
+                {
+                    say(None, format!("{name}: mirroring {percent}%: {e}"));
+                }
+            }
+            Op::Candidate { version } => {
+                if let Some(g) = &env.gateway {
+                    g.mark_candidate();
+                    if let Err(e) = g.set(|d| d.candidate_version = Some(version.clone())).await {
+                        say(
+                            None,
+                            format!("{name}: routing to candidate v{version}: {e}"),
+                        );
+                    }
+                }
+            }
         }
     }
+}
+
+/// The candidate's share: hoist's gateway's weight (the cluster's objects stay), or
+/// the cluster's split.
+async fn set_weight(
+    env: &ClusterEnv,
+    weight: u32,
+    deadline: tokio::time::Instant,
+) -> Result<Split, String> {
+    let split = env
+        .cluster
+        .set_weights(weight, deadline)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(g) = &env.gateway {
+        g.set(|d| d.candidate_weight = weight).await?;
+    }
+    Ok(split)
+}
+
+/// Promotion. With hoist's gateway: the stable Deployment rolled to the candidate's
+/// model, then all traffic (and no mirror) on stable at the gateway, and only then
+/// the candidate scaled to zero, so the gateway never routes to a Service without
+/// pods.
+async fn promote(env: &ClusterEnv, deadline: tokio::time::Instant) -> Result<ModelPin, String> {
+    let c = &env.cluster;
+    let Some(g) = &env.gateway else {
+        return c.promote(deadline).await.map_err(|e| e.to_string());
+    };
+    let pin = c
+        .promote_stable(deadline)
+        .await
+        .map_err(|e| e.to_string())?;
+    g.set(|d| {
+        d.candidate_weight = 0;
+        d.shadow_percent = 0;
+        d.candidate_version = None;
+        d.stable_version = pin.version.clone();
+    })
+    .await?;
+    c.retire_candidate().await.map_err(|e| e.to_string())?;
+    Ok(pin)
+}
+
+/// Rollback: all traffic on stable first (at hoist's gateway, or the cluster's
+/// split), then the candidate scaled to zero.
+async fn rollback(env: &ClusterEnv, deadline: tokio::time::Instant) -> Result<(), String> {
+    if let Some(g) = &env.gateway {
+        g.set(|d| {
+            d.candidate_weight = 0;
+            d.shadow_percent = 0;
+            d.candidate_version = None;
+        })
+        .await?;
+    }
+    env.cluster
+        .rollback(deadline)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// An environment on a cluster, as the engine drives it.
@@ -454,7 +578,8 @@ impl EnvTarget for ClusterTarget {
         self.env.deploy(c.id, pin, self.replicas);
     }
 
-    fn take_candidate(&mut self, _: &str, started: Started, known: bool) -> bool {
+    fn take_candidate(&mut self, version: &str, started: Started, known: bool) -> bool {
+        self.env.candidate(version);
         !started.is_empty() || !known
     }
 
@@ -464,8 +589,10 @@ impl EnvTarget for ClusterTarget {
         self.env.set_weight(id, weight);
     }
 
-    /// Mirroring is hoist's gateway's: a cluster's split does not mirror.
-    fn mirror(&mut self, _: u32) {}
+    /// Mirroring is hoist's gateway's: without `split = "hoist"` nothing mirrors.
+    fn mirror(&mut self, percent: u32) {
+        self.env.mirror(percent);
+    }
 
     fn promote(&mut self, id: ReleaseId) {
         self.env.promote(id);
@@ -495,10 +622,22 @@ impl EnvTarget for ClusterTarget {
         async move { super::smoke::smoke_test(&http, &url, "", path.as_deref(), 1).await }.boxed()
     }
 
-    fn live_metrics(&self, _: StepShape) -> Box<dyn LiveMetrics> {
-        Box::new(PrometheusMetrics {
-            source: self.env.prometheus.clone(),
-        })
+    /// hoist's gateway's counters with `split = "hoist"` (drift of predicted classes
+    /// needs each server's counters, which a Service does not give: not judged
+    /// there), else Prometheus.
+    fn live_metrics(&self, shape: StepShape) -> Box<dyn LiveMetrics> {
+        match &self.env.gateway {
+            Some(g) => Box::new(GatewayMetrics::new(
+                Counters::Remote(g.clone()),
+                self.http.clone(),
+                Vec::new(),
+                Vec::new(),
+                shape,
+            )),
+            None => Box::new(PrometheusMetrics {
+                source: self.env.prometheus.clone(),
+            }),
+        }
     }
 
     /// The cluster's pods are not hoist's processes.
@@ -506,9 +645,18 @@ impl EnvTarget for ClusterTarget {
         Vec::new()
     }
 
-    /// hoist's gateway carries no traffic on a cluster.
+    /// hoist's gateway's counters since the candidate arrived, as analysis last read
+    /// them (with `split = "hoist"`); otherwise no gateway of hoist's carries traffic.
     fn windows(&self) -> (WindowView, WindowView) {
-        let none = hoist_gateway::VariantStats::default();
-        (WindowView::of(&none), WindowView::of(&none))
+        match &self.env.gateway {
+            Some(g) => {
+                let w = g.window();
+                (WindowView::of(&w.stable), WindowView::of(&w.candidate))
+            }
+            None => {
+                let none = hoist_gateway::VariantStats::default();
+                (WindowView::of(&none), WindowView::of(&none))
+            }
+        }
     }
 }

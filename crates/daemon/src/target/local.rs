@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::{Candidate, EnvTarget, Serving};
 use crate::cmd::{Cmd, Started};
-use crate::live::gateway::GatewayMetrics;
+use crate::live::gateway::{Counters, GatewayMetrics};
 use crate::live::{LiveMetrics, StepShape};
 use crate::views::{LogLine, ServerView, WindowView};
 
@@ -337,7 +337,7 @@ impl EnvTarget for LocalEnv {
 
     fn live_metrics(&self, shape: StepShape) -> Box<dyn LiveMetrics> {
         Box::new(GatewayMetrics::new(
-            self.gateway.clone(),
+            Counters::Local(self.gateway.clone()),
             self.parts.http.clone(),
             addrs(&self.candidate),
             addrs(&self.stable),

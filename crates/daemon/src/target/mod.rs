@@ -5,11 +5,12 @@
 //! | target | candidate | split | metrics |
 //! |---|---|---|---|
 //! | [`local`] | supervised `hoist-server` processes | hoist's gateway | the gateway's counters |
-//! | [`kube`] | a Deployment on the cluster | HTTPRoute weights or a replica ratio | Prometheus |
+//! | [`kube`] | a Deployment on the cluster | HTTPRoute weights, a replica ratio, or hoist's gateway ([`gateway_admin`]) | Prometheus, or hoist's gateway's counters |
 //!
 //! Long operations report back to the engine as [`Cmd`](crate::cmd::Cmd)s, so a
 //! target's methods return at once.
 
+pub mod gateway_admin;
 pub mod kube;
 pub mod local;
 pub mod smoke;

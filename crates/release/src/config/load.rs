@@ -41,17 +41,24 @@ impl Config {
         self.kubernetes.validate()?;
         if self.target == crate::kubernetes::TargetKind::Kubernetes {
             self.kubernetes.require_image()?;
-            for (i, env) in self.environments.iter().enumerate() {
+            // hoist's own gateway on the cluster compares and remembers answers.
+            let hoist_split = self.kubernetes.split() == crate::kubernetes::SplitKind::Hoist;
+            for (i, env) in self
+                .environments
+                .iter()
+                .enumerate()
+                .filter(|_| !hoist_split)
+            {
                 if let Some(j) = env.steps.iter().position(|s| s.shadow.0 > 0) {
                     return Err(format!(
                         "environments[{i}].steps[{j}].shadow: shadow steps need hoist's gateway, \
-                         which compares the answers; with target = \"kubernetes\" use canary weights"
+                         which compares the answers: on a cluster set kubernetes.split = \"hoist\", or use canary weights"
                     ));
                 }
                 if self.analysis.with(&env.analysis).feedback {
                     return Err(format!(
                         "environments[{i}].analysis.feedback: feedback labels are taken by hoist's \
-                         gateway (POST /feedback); with target = \"kubernetes\" they are not available yet"
+                         gateway (POST /feedback): on a cluster set kubernetes.split = \"hoist\""
                     ));
                 }
             }

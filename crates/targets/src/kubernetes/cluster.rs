@@ -44,6 +44,9 @@ pub enum SplitMode {
     Gateway,
     /// The app Service over both variants' pods: as precise as whole pods allow.
     ReplicaRatio,
+    /// hoist's gateway in front of both variants' Services: exact, set through its
+    /// admin API by the caller (the daemon); the cluster's objects do not move.
+    Hoist,
 }
 
 /// A traffic split that was set.
@@ -134,7 +137,9 @@ impl Cluster {
 
     /// The split this environment uses.
     pub fn mode(&self) -> SplitMode {
-        if self.spec.gateway.is_some() {
+        if self.spec.hoist_gateway.is_some() {
+            SplitMode::Hoist
+        } else if self.spec.gateway.is_some() {
             SplitMode::Gateway
         } else {
             SplitMode::ReplicaRatio
@@ -365,6 +370,16 @@ impl Cluster {
                 "a weight is a percentage from 0 to 100, not {candidate_percent}"
             )));
         }
+        if self.mode() == SplitMode::Hoist {
+            // hoist's gateway holds the weights; nothing on the cluster changes.
+            return Ok(Split {
+                mode: SplitMode::Hoist,
+                requested: candidate_percent,
+                effective: candidate_percent,
+                stable_replicas: None,
+                candidate_replicas: None,
+            });
+        }
         if self.spec.gateway.is_some() {
             let route = render::http_route(&self.spec, candidate_percent);
             self.apply_namespaced(&route).await?;
@@ -429,8 +444,12 @@ impl Cluster {
     /// Rolls back: all traffic to stable first (one apply of the HTTPRoute; without a
     /// Gateway, stable's replicas back and rolled out by `deadline`), then the
     /// candidate scaled to zero.
+    /// With hoist's gateway the caller has moved the traffic to stable first; this
+    /// only scales the candidate to zero.
     pub async fn rollback(&self, deadline: Instant) -> Result<()> {
-        if self.spec.gateway.is_some() {
+        if self.mode() == SplitMode::Hoist {
+            // Stable was never scaled down: its Service carries what the gateway sends.
+        } else if self.spec.gateway.is_some() {
             let route = render::http_route(&self.spec, 0);
             self.apply_namespaced(&route).await?;
         } else {
@@ -450,6 +469,20 @@ impl Cluster {
     /// candidate's model and rolled out (maxUnavailable 0: capacity never drops),
     /// then all traffic goes to stable and the candidate is scaled to zero.
     pub async fn promote(&self, deadline: Instant) -> Result<ModelPin> {
+        let pin = self.promote_stable(deadline).await?;
+        if self.spec.gateway.is_some() {
+            self.apply_namespaced(&render::http_route(&self.spec, 0))
+                .await?;
+        }
+        self.scale(Variant::Candidate, 0).await?;
+        Ok(pin)
+    }
+
+    /// The first half of [`Cluster::promote`]: the stable Deployment applied with
+    /// the candidate's model and rolled out by `deadline`. The traffic is then moved
+    /// to stable (by the caller, with hoist's gateway) before
+    /// [`Cluster::retire_candidate`].
+    pub async fn promote_stable(&self, deadline: Instant) -> Result<ModelPin> {
         let live = self.live().await?;
         let Some(candidate) = live.candidate else {
             return Err(Error::Missing(format!(
@@ -466,12 +499,15 @@ impl Cluster {
                 .await?;
         }
         self.wait_rollout(Variant::Stable, deadline).await?;
-        if self.spec.gateway.is_some() {
-            self.apply_namespaced(&render::http_route(&self.spec, 0))
-                .await?;
-        }
-        self.scale(Variant::Candidate, 0).await?;
         Ok(candidate.pin)
+    }
+
+    /// The candidate scaled to zero (when it exists): no traffic may reach it any more.
+    pub async fn retire_candidate(&self) -> Result<()> {
+        if self.get_deployment(Variant::Candidate).await?.is_some() {
+            self.scale(Variant::Candidate, 0).await?;
+        }
+        Ok(())
     }
 
     /// What runs, from the cluster alone: each Deployment's model (its `hoist.dev/*`
@@ -525,6 +561,8 @@ impl Cluster {
                 stable.as_ref().map_or(0, |s| s.replicas),
                 candidate.as_ref().map_or(0, |c| c.replicas),
             ),
+            // Held by hoist's gateway, not by any object: the caller asks it.
+            SplitMode::Hoist => 0,
         };
         Ok(Live {
             stable,

@@ -3,9 +3,28 @@
 //! daemon's cluster target so both produce the same objects.
 
 use hoist_release::config::{Config, Environment};
-use hoist_release::kubernetes::{Kubernetes, ModelSourceKind};
+use hoist_release::kubernetes::{Kubernetes, ModelSourceKind, SplitKind};
 
-use super::{AppSpec, Autoscale, ControllerSpec, GatewayRef, ModelPin, ModelSource, Resources};
+use super::{
+    AppSpec, Autoscale, ControllerSpec, GatewayRef, HoistGateway, ModelPin, ModelSource, Resources,
+};
+
+/// The environment's gateway settings as `hoist gateway` flags (the force header is
+/// rendered apart).
+pub fn gateway_args(env: &Environment) -> Vec<String> {
+    let mut a = Vec::new();
+    if let Some(h) = &env.sticky_header {
+        a.extend(["--sticky-header".to_string(), h.clone()]);
+    }
+    if let Some(c) = &env.sticky_cookie {
+        a.extend(["--sticky-cookie".to_string(), c.clone()]);
+    }
+    a.extend([
+        "--response-timeout".to_string(),
+        format!("{}s", env.response_timeout.0.as_secs().max(1)),
+    ]);
+    a
+}
 
 /// Where the pods get the model: baked into the image, or fetched from a registry
 /// reachable from the cluster.
@@ -74,11 +93,19 @@ pub fn app_spec(
     });
     s.admin_token_secret = k.admin_token_secret.clone();
     s.pull_secret = k.pull_secret.clone();
-    s.gateway = k.gateway.as_ref().map(|g| GatewayRef {
-        name: g.name.clone(),
-        namespace: g.namespace.clone(),
-        section_name: g.section_name.clone(),
+    let split = k.split();
+    s.hoist_gateway = (split == SplitKind::Hoist).then(|| HoistGateway {
+        args: gateway_args(env),
     });
+    s.gateway = k
+        .gateway
+        .as_ref()
+        .filter(|_| split == SplitKind::GatewayApi)
+        .map(|g| GatewayRef {
+            name: g.name.clone(),
+            namespace: g.namespace.clone(),
+            section_name: g.section_name.clone(),
+        });
     s.hostnames = k.hostnames.clone();
     s.ingress_namespaces = k.ingress_namespaces.clone();
     s.prometheus_namespace = k.prometheus_namespace.clone();

@@ -36,7 +36,8 @@ use std::time::Duration;
 pub use cluster::{Cluster, Live, LiveVariant, Rollout, Split, SplitMode};
 pub use render::{Manifests, Object, render, render_controller};
 pub use spec::{
-    AppSpec, Autoscale, ControllerSpec, GatewayRef, ModelPin, ModelSource, Resources, Variant,
+    AppSpec, Autoscale, ControllerSpec, GatewayRef, HoistGateway, ModelPin, ModelSource, Resources,
+    Variant,
 };
 
 /// `Result` with this module's [`Error`].

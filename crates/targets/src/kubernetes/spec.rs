@@ -112,6 +112,16 @@ pub enum ModelSource {
     Oci,
 }
 
+/// hoist's own gateway (`hoist gateway`) as a Deployment in front of both variants:
+/// the app Service selects its pods, and it forwards to the variants' Services.
+/// Weights, shadow mirroring and feedback are set through its admin API, which
+/// answers only the admin token ([`AppSpec::admin_token_secret`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HoistGateway {
+    /// Further `hoist gateway` flags (sticky header or cookie, response timeout).
+    pub args: Vec<String>,
+}
+
 /// The in-cluster controller (`hoist up` as a Deployment).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerSpec {
@@ -155,8 +165,12 @@ pub struct AppSpec {
     /// A `kubernetes.io/dockerconfigjson` Secret: every pod's `imagePullSecrets`, and
     /// the registry credentials of `hoist model pull` with [`ModelSource::Oci`].
     pub pull_secret: Option<String>,
-    /// `None`: no HTTPRoute; traffic splits by replica ratio through the app Service.
+    /// `None`: no HTTPRoute; traffic splits by replica ratio through the app Service
+    /// (or through hoist's gateway, [`AppSpec::hoist_gateway`]).
     pub gateway: Option<GatewayRef>,
+    /// hoist's gateway splits the traffic (`split = "hoist"`); excludes `gateway`.
+    #[serde(default)]
+    pub hoist_gateway: Option<HoistGateway>,
     pub hostnames: Vec<String>,
     /// Namespaces allowed to reach the model servers (the gateway's, an ingress
     /// controller's); Prometheus's is added.
@@ -179,8 +193,10 @@ pub struct AppSpec {
     pub controller: Option<ControllerSpec>,
 }
 
-/// The container port of hoist-server.
+/// The container port of hoist-server (and of hoist's gateway's traffic).
 pub const SERVER_PORT: i32 = 8080;
+/// The container port of hoist's gateway's admin API.
+pub const GATEWAY_ADMIN_PORT: i32 = 9090;
 
 impl AppSpec {
     /// A spec with the defaults; tests and the CLI fill in the rest.
@@ -207,6 +223,7 @@ impl AppSpec {
             admin_token_secret: None,
             pull_secret: None,
             gateway: None,
+            hoist_gateway: None,
             hostnames: Vec::new(),
             ingress_namespaces: Vec::new(),
             prometheus_namespace: "monitoring".into(),
@@ -313,6 +330,20 @@ impl AppSpec {
                 format!("`{url}` is not an http(s) URL of an MLflow tracking server"),
             );
         }
+        if self.hoist_gateway.is_some() {
+            if self.gateway.is_some() {
+                return bad(
+                    "hoist_gateway",
+                    "hoist's gateway and a Gateway API route are two splits: choose one".into(),
+                );
+            }
+            if self.admin_token_secret.is_none() {
+                return bad(
+                    "hoist_gateway",
+                    "its admin API needs the admin token: set admin_token_secret".into(),
+                );
+            }
+        }
         if let Some(c) = &self.controller {
             if !is_dns_label(&c.namespace) {
                 return bad(
@@ -328,6 +359,11 @@ impl AppSpec {
     /// `{app}-stable` or `{app}-candidate`: the Deployment and its Service.
     pub fn name(&self, v: Variant) -> String {
         format!("{}-{}", self.app, v.as_str())
+    }
+
+    /// `{app}-gateway`: hoist's gateway's Deployment and Service.
+    pub fn gateway_name(&self) -> String {
+        format!("{}-gateway", self.app)
     }
 }
 

@@ -45,6 +45,7 @@ use super::spec::{AppSpec, ControllerSpec, ModelPin, ModelSource, SERVER_PORT, V
 use super::{Error, Result};
 
 mod controller;
+pub mod gateway;
 mod meta;
 mod pod;
 mod route;
@@ -298,7 +299,8 @@ impl Manifests {
 
 /// Every object of one environment: its Namespace, the model servers' identity,
 /// the stable (and candidate) Deployment, Services, autoscaler, disruption budget,
-/// network policy, ServiceMonitor, the HTTPRoute when a Gateway is configured, and
+/// network policy, ServiceMonitor, the HTTPRoute when a Gateway is configured (or
+/// hoist's gateway's Deployment, Service and admin policy with `split = "hoist"`), and
 /// the controller's Role in this namespace when an in-cluster controller is.
 pub fn render(spec: &AppSpec) -> Result<Manifests> {
     spec.validate()?;
@@ -321,14 +323,25 @@ pub fn render(spec: &AppSpec) -> Result<Manifests> {
             Some(spec.replicas),
         ))));
     }
+    if let Some(g) = &spec.hoist_gateway {
+        objects.push(Object::Deployment(Box::new(gateway::gateway_deployment(
+            spec, g,
+        ))));
+    }
     objects.push(Object::Service(service(spec, Some(Variant::Stable))));
     objects.push(Object::Service(service(spec, Some(Variant::Candidate))));
     objects.push(Object::Service(service(spec, None)));
+    if spec.hoist_gateway.is_some() {
+        objects.push(Object::Service(gateway::gateway_service(spec)));
+    }
     if let Some(a) = &spec.autoscale {
         objects.push(Object::HorizontalPodAutoscaler(hpa(spec, a)));
     }
     objects.push(Object::PodDisruptionBudget(pdb(spec)));
     objects.push(Object::NetworkPolicy(network_policy(spec)));
+    if spec.hoist_gateway.is_some() {
+        objects.push(Object::NetworkPolicy(gateway::gateway_admin_policy(spec)));
+    }
     objects.push(Object::ServiceMonitor(service_monitor(spec)));
     if spec.gateway.is_some() {
         objects.push(Object::HttpRoute(http_route(spec, spec.candidate_weight)));

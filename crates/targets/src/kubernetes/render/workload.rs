@@ -255,6 +255,12 @@ pub fn service(spec: &AppSpec, v: Option<Variant>) -> Service {
             // Only the variant Services are scraped: the app's would count each pod twice.
             labels([(LABEL_VARIANT, v.as_str()), ("hoist.dev/monitor", "true")]),
         ),
+        // With hoist's gateway, the way in is the gateway's pods; else both variants'.
+        None if spec.hoist_gateway.is_some() => (
+            spec.app.clone(),
+            super::gateway::gateway_selector(spec),
+            BTreeMap::new(),
+        ),
         None => (
             spec.app.clone(),
             labels([(LABEL_APP, spec.app.as_str())]),
@@ -338,8 +344,9 @@ pub(super) fn from_namespace(ns: &str) -> NetworkPolicyPeer {
     }
 }
 
-/// Only the gateway or ingress namespaces, Prometheus, and the controller (which
-/// smoke-tests and warms up candidates) may reach the model servers.
+/// Only the gateway or ingress namespaces, Prometheus, the controller (which
+/// smoke-tests and warms up candidates) and hoist's gateway's pods (with `split =
+/// "hoist"`) may reach the model servers.
 pub(super) fn network_policy(spec: &AppSpec) -> NetworkPolicy {
     let mut from: Vec<String> = spec.ingress_namespaces.clone();
     if let Some(g) = &spec.gateway {
@@ -364,7 +371,19 @@ pub(super) fn network_policy(spec: &AppSpec) -> NetworkPolicy {
             }),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(from.iter().map(|ns| from_namespace(ns)).collect()),
+                from: Some(
+                    from.iter()
+                        .map(|ns| from_namespace(ns))
+                        // hoist's gateway, in this namespace, forwards to the servers.
+                        .chain(spec.hoist_gateway.as_ref().map(|_| NetworkPolicyPeer {
+                            pod_selector: Some(LabelSelector {
+                                match_labels: Some(super::gateway::gateway_selector(spec)),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }))
+                        .collect(),
+                ),
                 ports: Some(vec![NetworkPolicyPort {
                     port: Some(IntOrString::Int(SERVER_PORT)),
                     protocol: Some("TCP".into()),
