@@ -340,7 +340,7 @@ pub(crate) fn run(
             ));
         }
     };
-    if a.admin_listen == a.listen {
+    if a.admin_listen == a.listen && a.listen.port() != 0 {
         return Err(CliError::Usage(
             "--admin-listen must differ from --listen: the admin API is never on the public port"
                 .into(),
