@@ -422,6 +422,7 @@ impl Wiring<'_> {
             cfg: self.cfg.clone(),
             program: self.opts.program.clone(),
             log_dir: self.log_dir.clone(),
+            envs_dir: self.opts.home.join("envs"),
             registry: self.opts.registry.clone(),
             tx: self.tx.clone(),
             log: self.log.clone(),

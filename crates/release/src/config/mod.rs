@@ -259,6 +259,14 @@ pub struct ServerConfig {
     pub ready_timeout: Dur,
     /// How long a stopping server may take to drain before it is killed.
     pub stop_grace: Dur,
+    /// The Python that runs MLflow's scoring server (`python -m mlflow models
+    /// serve`) for a model version with no onnx flavor; it must have `mlflow` and the
+    /// model's libraries. Unset: hoist makes a virtualenv from the model's
+    /// `requirements.txt` once, under `HOIST_HOME/envs/<sha256>`.
+    pub python: Option<String>,
+    /// Further `mlflow models serve` flags for those models, e.g. `["--workers", "2"]`
+    /// (`args` are hoist-server's and do not apply to them).
+    pub mlflow_args: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -268,6 +276,8 @@ impl Default for ServerConfig {
             args: Vec::new(),
             ready_timeout: Dur(Duration::from_secs(60)),
             stop_grace: Dur(Duration::from_secs(10)),
+            python: None,
+            mlflow_args: Vec::new(),
         }
     }
 }

@@ -200,3 +200,21 @@ fn listen_may_be_left_out_on_a_cluster_only() {
     let c = Config::parse(&text, "hoist.toml").unwrap();
     assert_eq!(c.environments[0].listen, NO_LISTEN);
 }
+
+#[test]
+fn the_python_of_mlflow_models_is_a_server_key() {
+    let c = Config::parse(
+        "[server]\npython = \"/opt/venv/bin/python\"\nmlflow_args = [\"--workers\", \"2\"]\n",
+        "hoist.toml",
+    )
+    .unwrap();
+    assert_eq!(c.server.python.as_deref(), Some("/opt/venv/bin/python"));
+    assert_eq!(c.server.mlflow_args, ["--workers", "2"]);
+    assert_eq!(Config::default().server.python, None);
+    let err = Config::parse("[server]\npython = \"  \"\n", "hoist.toml").unwrap_err();
+    assert!(err.to_string().contains("server.python"), "{err}");
+    let err = Config::parse("[server]\nmlflow_args = [\"-p\", \"80\"]\n", "hoist.toml").unwrap_err();
+    assert!(err.to_string().contains("server.mlflow_args: `-p`"), "{err}");
+    let err = Config::parse("[server]\npyton = \"/usr/bin/python3\"\n", "hoist.toml").unwrap_err();
+    assert!(err.to_string().contains("pyton"), "{err}");
+}
