@@ -175,7 +175,10 @@ fn pyfunc_models_go_through_canaries_a_good_one_is_promoted_a_bad_one_rolled_bac
         .map(|t| t["event"]["reports"][0].clone())
         .unwrap_or_else(|| panic!("no gates_passed in {r}"));
     assert_eq!(gate["gate"], "golden-set", "{gate}");
-    assert!(gate["numbers"]["accuracy"].as_f64().unwrap() > 0.85, "{gate}");
+    assert!(
+        gate["numbers"]["accuracy"].as_f64().unwrap() > 0.85,
+        "{gate}"
+    );
     // The live judgement compared the classes both variants predicted.
     let judged: Vec<&Value> = r["transitions"]
         .as_array()

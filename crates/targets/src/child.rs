@@ -287,9 +287,11 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
 /// its port. Another process may take it before the server binds it: the server
 /// then exits at once and this start fails (restarts keep the replica's port).
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+    Ok(
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port(),
+    )
 }
 
 /// `PATH` with the directory of `program` first (and our own `PATH` after it).
@@ -325,7 +327,11 @@ pub(crate) fn group_running(pgid: u32) -> bool {
         return false;
     };
     dir.flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .any(|stat| {
             // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.

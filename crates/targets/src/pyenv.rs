@@ -184,7 +184,11 @@ async fn build(
     if req.is_file() {
         pip.arg("-r").arg(&req);
     } else {
-        pip.args(requirements(model_dir)?.lines().filter(|l| !l.trim().is_empty()));
+        pip.args(
+            requirements(model_dir)?
+                .lines()
+                .filter(|l| !l.trim().is_empty()),
+        );
     }
     run(model_dir, "pip install -r requirements.txt", pip, progress).await?;
     let mut check = Command::new(&python);
@@ -344,15 +348,21 @@ mod tests {
         let d = tempdir("build");
         let (model, envs) = (d.join("model"), d.join("envs"));
         std::fs::create_dir_all(&model).unwrap();
-        std::fs::write(model.join("requirements.txt"), "./no-such-wheel-1.0-py3-none-any.whl\n")
-            .unwrap();
+        std::fs::write(
+            model.join("requirements.txt"),
+            "./no-such-wheel-1.0-py3-none-any.whl\n",
+        )
+        .unwrap();
         let heard = std::sync::Mutex::new(Vec::new());
         let progress = |m: String| heard.lock().unwrap().push(m);
         let err = ensure_env(&model, &envs, Path::new("python3"), &progress)
             .await
             .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("pip install -r requirements.txt failed"), "{msg}");
+        assert!(
+            msg.contains("pip install -r requirements.txt failed"),
+            "{msg}"
+        );
         assert!(msg.contains("no-such-wheel"), "{msg}");
         assert!(heard.lock().unwrap()[0].contains("making a Python environment"));
         // Nothing under the final name, no temporary directory left.
@@ -363,7 +373,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("importing mlflow"), "{err}");
-        assert!(err.to_string().contains("No module named 'mlflow'"), "{err}");
+        assert!(
+            err.to_string().contains("No module named 'mlflow'"),
+            "{err}"
+        );
         assert_eq!(std::fs::read_dir(&envs).unwrap().count(), 0);
         std::fs::remove_dir_all(d).unwrap();
     }

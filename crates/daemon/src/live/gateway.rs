@@ -62,7 +62,10 @@ impl GatewayMetrics {
                 c.resize(hoist_types::wire::PREDICTION_CLASSES + 1, 0);
                 c
             };
-            return Some((padded(&snap.candidate.classes), padded(&snap.stable.classes)));
+            return Some((
+                padded(&snap.candidate.classes),
+                padded(&snap.stable.classes),
+            ));
         }
         Some((
             predictions(&self.http, &self.candidate_addrs).await?,

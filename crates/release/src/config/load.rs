@@ -250,7 +250,12 @@ impl Config {
                 self.server.runtime
             ));
         }
-        if self.server.python.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        if self
+            .server
+            .python
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
             return Err(
                 "server.python: must name a Python (with mlflow installed), or be left out to let hoist make one from each model's requirements.txt"
                     .into(),

@@ -213,8 +213,12 @@ fn the_python_of_mlflow_models_is_a_server_key() {
     assert_eq!(Config::default().server.python, None);
     let err = Config::parse("[server]\npython = \"  \"\n", "hoist.toml").unwrap_err();
     assert!(err.to_string().contains("server.python"), "{err}");
-    let err = Config::parse("[server]\nmlflow_args = [\"-p\", \"80\"]\n", "hoist.toml").unwrap_err();
-    assert!(err.to_string().contains("server.mlflow_args: `-p`"), "{err}");
+    let err =
+        Config::parse("[server]\nmlflow_args = [\"-p\", \"80\"]\n", "hoist.toml").unwrap_err();
+    assert!(
+        err.to_string().contains("server.mlflow_args: `-p`"),
+        "{err}"
+    );
     let err = Config::parse("[server]\npyton = \"/usr/bin/python3\"\n", "hoist.toml").unwrap_err();
     assert!(err.to_string().contains("pyton"), "{err}");
 }
