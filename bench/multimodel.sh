@@ -21,7 +21,8 @@
 # Each server answers one request per model before it is measured (so what a first
 # request allocates is counted). RSS is VmRSS from /proc/PID/status, summed over the
 # processes; PSS (/proc/PID/smaps_rollup, shared pages split between the processes
-# that map them) is given beside it. Writes bench/results/multimodel-<date>.txt.
+# that map them) is given beside it. Writes bench/results/multimodel-<date>.txt
+# (multimodel-<date>-debug.txt for a binary under a debug/ directory).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -141,7 +142,9 @@ done
 many_start=$(echo "$t1 - $t0" | bc)
 
 mkdir -p bench/results
-result="bench/results/multimodel-$(date -u +%Y-%m-%d).txt"
+suffix=""
+[[ "$bin" == */debug/* ]] && suffix="-debug"
+result="bench/results/multimodel-$(date -u +%Y-%m-%d)$suffix.txt"
 {
     echo "# bench/multimodel.sh $(date -u +%Y-%m-%dT%H:%M:%SZ): $BENCH_MODELS copies of examples/models/$BENCH_MODEL"
     echo "# $bin ($("$bin" --version | awk '{print $2}')), runtime auto (ONNX Runtime $(basename "$ort")), flags: ${BENCH_SERVER_ARGS:-(defaults)}"
