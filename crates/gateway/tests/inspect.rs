@@ -288,40 +288,31 @@ async fn a_rotated_feedback_token_file_takes_effect_at_once() {
     };
     let gw = Running::start(config, routes).await;
     let client = Client::new();
-    async fn label(client: &Client, url: &str) -> String {
-        let a = client.post(url, &[], "{}").await;
+    // Labels one fresh answer with `token`: the status of `POST /feedback`.
+    async fn label(client: &Client, gw: &Running, token: &str) -> u16 {
+        let a = client.post(&gw.url("/invocations"), &[], "{}").await;
         let id = a.header("x-request-id").unwrap().to_string();
-        json!({ "request_id": id, "labels": [1, 1] }).to_string()
+        let body = json!({ "request_id": id, "labels": [1, 1] }).to_string();
+        let auth = format!("Bearer {token}");
+        let r = client
+            .post(
+                &gw.url("/feedback"),
+                &[("authorization", auth.as_str())],
+                &body,
+            )
+            .await;
+        r.status.as_u16()
     }
-    let body = label(&client, &gw.url("/invocations")).await;
-    let r = client
-        .post(
-            &gw.url("/feedback"),
-            &[("authorization", "Bearer old-token")],
-            &body,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(label(&client, &gw, "old-token").await, 200);
 
     std::fs::write(dir.join("token.new"), "new-token").unwrap();
     std::fs::rename(dir.join("token.new"), &file).unwrap();
-    let body = label(&client, &gw.url("/invocations")).await;
-    let r = client
-        .post(
-            &gw.url("/feedback"),
-            &[("authorization", "Bearer old-token")],
-            &body,
-        )
-        .await;
-    assert_eq!(r.status, 401, "the old token after rotation: {}", r.body);
-    let r = client
-        .post(
-            &gw.url("/feedback"),
-            &[("authorization", "Bearer new-token")],
-            &body,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        label(&client, &gw, "old-token").await,
+        401,
+        "the old token after rotation"
+    );
+    assert_eq!(label(&client, &gw, "new-token").await, 200);
     assert_eq!(gw.gateway.metrics().stable.labelled, 4);
     let _ = std::fs::remove_dir_all(&dir);
 }
