@@ -135,7 +135,8 @@ pub struct Notification {
     /// `slack` (an incoming-webhook message).
     #[serde(default)]
     pub kind: NotificationKind,
-    /// Environment variable holding the signing secret (json only).
+    /// Environment variable holding the signing secret (json only), or whose `_FILE`
+    /// names a file holding it (read again when the file is rotated).
     #[serde(default)]
     pub secret_env: Option<String>,
     /// Which events (empty: all): started, gate_passed, gate_failed, step,
@@ -169,7 +170,8 @@ pub struct RegistryConfig {
     pub poll_interval: Dur,
     /// Receive MLflow webhooks on this address (`hoist mlflow connect` creates them).
     pub webhook_listen: Option<SocketAddr>,
-    /// Environment variable holding the webhook secret.
+    /// Environment variable holding the webhook secret, or whose `_FILE` names a file
+    /// holding it (read again when the file is rotated).
     pub webhook_secret_env: String,
 }
 
