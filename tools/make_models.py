@@ -974,6 +974,114 @@ def make_image_cnn(out: Path) -> None:
     )
 
 
+# --------------------------------------------------------------------------- pyfunc
+
+# The pyfunc group (--only pyfunc): MLflow models without an onnx flavor, served by
+# MLflow's own scoring server (`mlflow models serve`). Written under examples/pyfunc/
+# (not examples/models/: those are all ONNX). Loadable by the pinned MLflow venv
+# (tools/mlflow-venv.sh: the same scikit-learn, numpy and scipy as the pins below).
+PYFUNC_OUT = REPO / "examples" / "pyfunc"
+# The custom PythonModel's rule: benign (1) when the worst area is below this.
+CUSTOM_WORST_AREA = 880.0
+
+
+def pyfunc_requirements() -> list[str]:
+    import cloudpickle
+    import mlflow
+    import scipy
+    import sklearn
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"cloudpickle=={cloudpickle.__version__}",
+        f"numpy=={np.__version__}",
+        f"scikit-learn=={sklearn.__version__}",
+        f"scipy=={scipy.__version__}",
+    ]
+
+
+def save_pyfunc(out: Path, name: str, save) -> Path:
+    """Run `save(path)` into a fresh out/name, pin its MLmodel's per-run fields, and
+    check that it has no onnx flavor (it must be served by MLflow, not hoist-server)."""
+    import yaml
+
+    path = out / name
+    if path.exists():
+        shutil.rmtree(path)
+    save(str(path))
+    fix_mlmodel(path, name)
+    flavors = yaml.safe_load((path / "MLmodel").read_text())["flavors"]
+    assert "onnx" not in flavors and "python_function" in flavors, flavors
+    for f in path.rglob("*"):
+        assert f.stat().st_size < 1_000_000, f"{f} is too large"
+    return path
+
+
+class WorstAreaRule:
+    """The custom model's logic, kept apart from MLflow so it pickles by value."""
+
+    def __init__(self, column: int, limit: float):
+        self.column, self.limit = column, limit
+
+    def predict(self, x) -> list[int]:
+        x = np.asarray(x, dtype=np.float64)
+        return [int(v < self.limit) for v in x[:, self.column]]
+
+
+def make_pyfunc(out: Path) -> None:
+    """breast_cancer_sklearn (a pickled scikit-learn pipeline), breast_cancer_constant
+    (a pipeline that predicts class 0 for every row: a bad release) and
+    breast_cancer_custom (a custom `mlflow.pyfunc.PythonModel`: a one-feature rule)."""
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    names = list(load_breast_cancer().feature_names)
+    X_train, X_test, y_train, y_test = tabular_split(X, y)
+    X_train, X_test = X_train.astype(np.float64), X_test.astype(np.float64)
+    example = X_test[:2]
+    reqs = pyfunc_requirements()
+
+    def sklearn_model(name: str, pipe) -> None:
+        pipe.fit(X_train, y_train)
+        pred = pipe.predict(X_test)
+        sig = infer_signature(X_test, pred)
+        save_pyfunc(out, name, lambda p: mlflow.sklearn.save_model(
+            pipe, p, signature=sig, input_example=example, pip_requirements=reqs,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE))
+        print(f"{name}: accuracy {np.mean(pred == y_test):.3f}, "
+              f"classes {np.bincount(pred, minlength=2).tolist()} on the test split")
+
+    sklearn_model("breast_cancer_sklearn", Pipeline([
+        ("scaler", StandardScaler()),
+        ("clf", LogisticRegression(max_iter=1000, random_state=SEED)),
+    ]))
+    sklearn_model("breast_cancer_constant", Pipeline([
+        ("scaler", StandardScaler()),
+        ("clf", DummyClassifier(strategy="constant", constant=0)),
+    ]))
+
+    class WorstArea(mlflow.pyfunc.PythonModel):
+        def __init__(self, rule: WorstAreaRule):
+            self.rule = rule
+
+        def predict(self, context, model_input, params=None):
+            return self.rule.predict(model_input)
+
+    rule = WorstAreaRule(names.index("worst area"), CUSTOM_WORST_AREA)
+    pred = np.asarray(rule.predict(X_test))
+    save_pyfunc(out, "breast_cancer_custom", lambda p: mlflow.pyfunc.save_model(
+        p, python_model=WorstArea(rule), signature=infer_signature(X_test, pred),
+        input_example=example, pip_requirements=reqs))
+    print(f"breast_cancer_custom: accuracy {np.mean(pred == y_test):.3f} on the test split")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -982,13 +1090,17 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     ap.add_argument("--data-out", type=Path, default=DEFAULT_DATA_OUT,
                     help="output directory of the golden data (breast_cancer_golden.*)")
-    ap.add_argument("--only", choices=["diabetes", "judgement"],
+    ap.add_argument("--only", choices=["diabetes", "judgement", "pyfunc"],
                     help="write only these models (the others are left as they are)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     if args.only == "diabetes":
         make_diabetes(args.out)
+        return 0
+    if args.only == "pyfunc":
+        # MLflow pyfunc models (no onnx flavor) go to examples/pyfunc unless --out says.
+        make_pyfunc(PYFUNC_OUT if args.out == DEFAULT_OUT else args.out)
         return 0
     if args.only == "judgement":
         make_breast_cancer_batch1(args.out)

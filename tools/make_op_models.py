@@ -405,6 +405,29 @@ def fallback_model():
     (OUT / "fallback" / "tract_refuses.onnx").write_bytes(m.SerializeToString())
 
 
+def topk():
+    """TopK (standard domain) with NaN and ties: ONNX Runtime orders NaN above every
+    number in both directions and breaks ties by the lower index; tract's own TopK
+    did not (k-NN rows with a missing feature got other neighbours)."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(6, 40)).round(1).astype(np.float32)
+    x[1, :] = np.nan      # every distance NaN: a k-NN row with a missing feature
+    x[2, ::3] = np.nan    # NaN among numbers
+    x[3, 5:9] = x[3, 0]   # ties
+    # Along the features only: the operator test also runs each row alone.
+    for largest in (0, 1):
+        node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=1, largest=largest)
+        graph = helper.make_graph(
+            [node],
+            "topk",
+            [helper.make_tensor_value_info("x", FLOAT, [None, 40])],
+            [helper.make_tensor_value_info("values", FLOAT, [None, None]),
+             helper.make_tensor_value_info("indices", INT64, [None, None])],
+            initializer=[numpy_helper.from_array(np.array([5], dtype=np.int64), "k")],
+        )
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        save(f"topk_{'largest' if largest else 'smallest'}", m, [("x", x)])
+
 def main():
     if OUT.exists():
         shutil.rmtree(OUT)
@@ -416,6 +439,7 @@ def main():
     converters()
     declutter_repro()
     fallback_model()
+    topk()
     n = len(list(OUT.glob("*.onnx")))
     size = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"{n} models, {size / 1e6:.2f} MB in {OUT.relative_to(REPO)}")

@@ -408,11 +408,9 @@ def short(v) -> str:
 # Defects of hoist's own that are known and not yet fixed: counted as skipped, printed
 # with the reason, and listed in docs/mlflow.md ("Known defects"). Each entry: model
 # names, runtime, a substring of the case name.
-KNOWN_DEFECTS = [
-    (("knn_classifier", "knn_regressor"), "tract", "_null",
-     "tract's k-NN graph (TopK over distances with a NaN feature) picks other neighbours "
-     "than ONNX Runtime when a row has a missing value"),
-]
+# (models, runtime, case, why): none today. (k-NN rows with a missing value on tract
+# were one until hoist's own TopK ordered NaN as ONNX Runtime does.)
+KNOWN_DEFECTS: list = []
 
 
 def known_defect(model: str, ok, msg: str):

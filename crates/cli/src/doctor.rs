@@ -215,10 +215,17 @@ async fn mlflow(cfg: &Config, ctx: &Context<'_>) -> Check {
     let mut req = reqwest::Client::new()
         .get(&endpoint)
         .timeout(Duration::from_secs(10));
-    if let Some(t) = (ctx.env)("MLFLOW_TRACKING_TOKEN").filter(|t| !t.is_empty()) {
+    // As the registry client reads them: `VAR`, or the file `VAR_FILE` names.
+    let cred = |v: &str| {
+        hoist_types::Secret::from_env(v, ctx.env)
+            .ok()
+            .flatten()
+            .map(|s| s.get())
+    };
+    if let Some(t) = cred("MLFLOW_TRACKING_TOKEN") {
         req = req.bearer_auth(t);
-    } else if let Some(u) = (ctx.env)("MLFLOW_TRACKING_USERNAME") {
-        req = req.basic_auth(u, (ctx.env)("MLFLOW_TRACKING_PASSWORD"));
+    } else if let Some(u) = cred("MLFLOW_TRACKING_USERNAME") {
+        req = req.basic_auth(u, cred("MLFLOW_TRACKING_PASSWORD"));
     }
     match req.send().await {
         Ok(r) if r.status().is_success() => Check::pass(name, "reachable, credentials accepted"),

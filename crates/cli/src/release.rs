@@ -768,20 +768,6 @@ pub(crate) fn open_for_daemon(ctx: &Context<'_>, cfg: &Config) -> Result<DaemonR
     }
 }
 
-pub(crate) fn admin_token(ctx: &Context<'_>) -> Result<Option<String>, CliError> {
-    if let Some(t) = (ctx.env)("HOIST_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
-        return Ok(Some(t));
-    }
-    if let Some(p) = (ctx.env)("HOIST_ADMIN_TOKEN_FILE") {
-        let t = std::fs::read_to_string(&p).map_err(|e| CliError::Io {
-            context: format!("HOIST_ADMIN_TOKEN_FILE {p}"),
-            source: e,
-        })?;
-        return Ok(Some(t.trim().to_string()));
-    }
-    Ok(None)
-}
-
 pub(crate) fn load_config(path: Option<&PathBuf>) -> Result<(Config, String), CliError> {
     let path = match path {
         Some(p) => Some(p.clone()),
@@ -804,7 +790,9 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
     let home = ctx.home()?;
     let program =
         hoist_targets::ServerProgram::locate().map_err(|e| CliError::Usage(e.to_string()))?;
-    let token = admin_token(ctx)?;
+    // The daemon reads a token file again whenever it changes (a rotated Secret).
+    let token = hoist_types::Secret::from_env("HOIST_ADMIN_TOKEN", ctx.env)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let base_dir = match &a.config {
         Some(p) => p
             .parent()

@@ -93,6 +93,7 @@ fn k8s(ctx: &Context<'_>, a: K8sArgs, out: &mut dyn Write) -> Result<(), CliErro
         None => cfg.environments.iter().collect(),
     };
     let model_source = model_source(&cfg).map_err(bad)?;
+    hoist_targets::kubernetes::config::check_controller_env(&cfg).map_err(bad)?;
     let (stable, candidate) = pins(ctx, &cfg, &a)?;
     let config_text = match &a.config {
         Some(p) => std::fs::read_to_string(p).unwrap_or_default(),

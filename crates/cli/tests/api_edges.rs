@@ -130,3 +130,47 @@ fn hostile_requests_get_a_json_4xx_and_writes_need_the_token() {
     assert_eq!(d.get("/api/v1/releases")["releases"], serde_json::json!([]));
     d.stop();
 }
+
+/// `hoist up` with HOIST_ADMIN_TOKEN_FILE (a mounted Secret on a cluster) reads the file
+/// again when it is rotated: the old token is refused at once and the new one taken,
+/// with no restart; a file emptied by mistake keeps the last token.
+#[test]
+fn a_rotated_token_file_takes_effect_without_a_restart() {
+    let home = temp_home("api-token-rotation");
+    let file = home.join("admin-token");
+    std::fs::write(&file, "first-token\n").unwrap();
+    let d = Daemon::start_with_env(
+        &home,
+        &production(""),
+        &[("HOIST_ADMIN_TOKEN_FILE", file.to_str().unwrap())],
+    );
+    let api = std::fs::read_to_string(home.join("daemon/api"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let http = Client::new();
+    // A write that passes the token check and is then refused for its body: 400 means
+    // the token was taken, 401 that it was not.
+    let write_with = |token: &str| {
+        http.post(format!("{api}/api/v1/releases"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body("[1")
+            .send()
+            .unwrap()
+    };
+    error_of(write_with("first-token"), 400, "bad_request");
+
+    let rotate = |value: &str| {
+        let tmp = home.join("admin-token.new");
+        std::fs::write(&tmp, value).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    rotate("second-token");
+    error_of(write_with("first-token"), 401, "unauthorized");
+    error_of(write_with("second-token"), 400, "bad_request");
+
+    rotate("");
+    error_of(write_with("second-token"), 400, "bad_request");
+    drop(d);
+}

@@ -31,7 +31,8 @@ use hoist_types::api::{
 pub struct ApiState {
     pub client: EngineClient,
     pub journal: Arc<Journal>,
-    pub token: String,
+    /// Read again when its file is rotated.
+    pub token: hoist_types::Secret,
     pub reads_need_token: bool,
     pub config: Arc<Config>,
     pub registry: Arc<dyn hoist_registry::Registry>,
@@ -63,7 +64,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map_or("", |(_, t)| t.trim());
-    if !given.is_empty() && bool::from(given.as_bytes().ct_eq(state.token.as_bytes())) {
+    if !given.is_empty() && bool::from(given.as_bytes().ct_eq(state.token.get().as_bytes())) {
         Ok(())
     } else {
         Err(ApiError::new(

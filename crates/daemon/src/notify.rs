@@ -27,7 +27,8 @@
 //! is the same on every attempt of one event: a receiver that saw it already — an
 //! attempt that timed out after it arrived — can drop the duplicate).
 //!
-//! With `secret_env`, the request is signed with the secret that variable holds:
+//! With `secret_env`, the request is signed with the secret that variable holds (or
+//! the file `{VAR}_FILE` names, read again when it is rotated):
 //!
 //! ```text
 //! X-Hoist-Timestamp: <unix seconds when the attempt was made>
@@ -253,20 +254,21 @@ impl Notifier {
                 Some(var) if var.trim().is_empty() => {
                     return Err(format!("{at}.secret_env: names no variable"));
                 }
-                Some(var) => match env(var) {
-                    Some(v) if !v.is_empty() => Some(v.into_bytes()),
-                    Some(_) => {
+                Some(var) => match hoist_types::Secret::from_env(var, env) {
+                    Ok(Some(s)) => Some(s),
+                    Ok(None) if env(var).is_some() => {
                         return Err(format!(
-                            "{at}.secret_env: environment variable {var} is empty; set it to \
-                             the receiver's signing secret"
+                            "{at}.secret_env: environment variable {var} is empty; set it (or \
+                             {var}_FILE) to the receiver's signing secret"
                         ));
                     }
-                    None => {
+                    Ok(None) => {
                         return Err(format!(
-                            "{at}.secret_env: environment variable {var} is not set; set it to \
-                             the receiver's signing secret"
+                            "{at}.secret_env: environment variable {var} is not set; set it (or \
+                             {var}_FILE) to the receiver's signing secret"
                         ));
                     }
+                    Err(e) => return Err(format!("{at}.secret_env: {e}")),
                 },
             };
             workers.push((shown_url(&url, c.kind), url, secret));
@@ -471,7 +473,8 @@ struct Worker {
     url: reqwest::Url,
     shown: String,
     kind: NotificationKind,
-    secret: Option<Vec<u8>>,
+    /// Read again when its file is rotated.
+    secret: Option<hoist_types::Secret>,
     max_attempts: u32,
     client: reqwest::Client,
     shared: Arc<Shared>,
@@ -540,7 +543,7 @@ impl Worker {
                     .header(hoist_types::wire::headers::TIMESTAMP, ts.to_string())
                     .header(
                         hoist_types::wire::headers::SIGNATURE,
-                        signature(secret, ts, body),
+                        signature(secret.get().as_bytes(), ts, body),
                     );
             }
         }

@@ -25,6 +25,7 @@ use crate::target::EnvTarget;
 use crate::target::kube::{ClusterEnv, ClusterTarget};
 use crate::target::local::{LocalEnv, LocalParts};
 use crate::views::LogLine;
+use hoist_types::Secret;
 
 /// Everything the daemon needs besides its listeners.
 pub struct Options {
@@ -34,8 +35,9 @@ pub struct Options {
     /// The embedded registry, when that is the registry (its change log drives triggers).
     pub embedded: Option<Arc<EmbeddedRegistry>>,
     pub program: ServerProgram,
-    /// The API token; `None` generates one into `HOIST_HOME/daemon/token`.
-    pub token: Option<String>,
+    /// The API token; `None` generates one into `HOIST_HOME/daemon/token`. A token
+    /// read from a file (`HOIST_ADMIN_TOKEN_FILE`) is read again when the file changes.
+    pub token: Option<Secret>,
     /// Where relative paths in the config (gate files) start: hoist.toml's directory.
     pub base_dir: PathBuf,
 }
@@ -69,6 +71,7 @@ pub struct Daemon {
     /// Where each environment takes predictions: its gateway, or on a cluster the
     /// environment's Service.
     pub urls: Vec<(String, String)>,
+    /// The API token as it was at start.
     pub token: String,
     pub journal: Arc<Journal>,
     pub client: EngineClient,
@@ -114,10 +117,10 @@ struct State {
     dir: PathBuf,
     log_dir: PathBuf,
     journal: Arc<Journal>,
-    token: String,
+    token: Secret,
 }
 
-fn open_state(home: &Path, token: Option<String>) -> anyhow::Result<State> {
+fn open_state(home: &Path, token: Option<Secret>) -> anyhow::Result<State> {
     let dir = state_dir(home);
     let log_dir = dir.join("logs");
     std::fs::create_dir_all(&log_dir)
@@ -128,7 +131,7 @@ fn open_state(home: &Path, token: Option<String>) -> anyhow::Result<State> {
         None => {
             let t = random_token();
             write_private(&dir.join("token"), &t)?;
-            t
+            Secret::value(t)
         }
     };
     Ok(State {
@@ -215,7 +218,7 @@ pub async fn start(
         api_addr,
         envs,
         urls,
-        token: state.token,
+        token: state.token.get(),
         journal: state.journal,
         client,
         log,
@@ -275,13 +278,14 @@ async fn bind_gateways(
     let mut out = Vec::new();
     for env in &cfg.environments {
         let feedback_token = match &env.feedback_token_env {
-            Some(var) => match std::env::var(var) {
-                Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-                _ => anyhow::bail!(
+            Some(var) => match Secret::from_env(var, &|k| std::env::var(k).ok()) {
+                Ok(Some(t)) => Some(t),
+                Ok(None) => anyhow::bail!(
                     "environment {}: feedback_token_env names {var}, which holds no token: \
-                     set it to the token the application sends with its labels",
+                     set it (or {var}_FILE) to the token the application sends with its labels",
                     env.name
                 ),
+                Err(e) => anyhow::bail!("environment {}: feedback_token_env: {e}", env.name),
             },
             None => None,
         };
@@ -317,11 +321,13 @@ async fn webhook_listener(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
         return Ok(None);
     };
     let var = &cfg.registry.webhook_secret_env;
-    if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
-        anyhow::bail!(
+    match Secret::from_env(var, &|k| std::env::var(k).ok()) {
+        Ok(Some(_)) => {}
+        Ok(None) => anyhow::bail!(
             "registry.webhook_listen is set but {var} (registry.webhook_secret_env) holds no secret: \
-             set it to the secret the MLflow webhook was created with (`hoist mlflow connect`)"
-        );
+             set it (or {var}_FILE) to the secret the MLflow webhook was created with (`hoist mlflow connect`)"
+        ),
+        Err(e) => anyhow::bail!("registry.webhook_secret_env: {e}"),
     }
     Ok(Some(TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("registry.webhook_listen {addr}: {e}")
@@ -422,6 +428,7 @@ impl Wiring<'_> {
             cfg: self.cfg.clone(),
             program: self.opts.program.clone(),
             log_dir: self.log_dir.clone(),
+            envs_dir: self.opts.home.join("envs"),
             registry: self.opts.registry.clone(),
             tx: self.tx.clone(),
             log: self.log.clone(),

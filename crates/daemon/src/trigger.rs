@@ -47,8 +47,13 @@ pub fn spawn(
             watch::spawn_poller(registry, pc, etx)
         }
     };
-    if let Some(listener) = webhook {
-        let secret = std::env::var(&cfg.registry.webhook_secret_env).unwrap_or_default();
+    // Checked when the listener was bound (run.rs): without a secret no listener was
+    // bound. A secret in a file is read again when the file is rotated.
+    let secret =
+        hoist_types::Secret::from_env(&cfg.registry.webhook_secret_env, &|k| std::env::var(k).ok())
+            .ok()
+            .flatten();
+    if let (Some(listener), Some(secret)) = (webhook, secret) {
         let app = hoist_registry::webhook::router(
             hoist_registry::webhook::WebhookConfig::new(secret, registry_id),
             etx_webhook,

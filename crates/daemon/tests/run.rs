@@ -55,7 +55,7 @@ async fn every_server_stops_on_the_one_shutdown_future() {
         registry: registry.clone(),
         embedded: Some(registry),
         program: ServerProgram::binary("/nonexistent/hoist-server"),
-        token: Some("t0ken".into()),
+        token: Some(hoist_types::Secret::value("t0ken")),
         base_dir: home.clone(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

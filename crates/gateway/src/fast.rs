@@ -893,9 +893,12 @@ fn after_answer(gw: &Gateway, table: &Arc<Table>, b: &Buffers, post: bool) {
     }
     if table.values
         && let (Some(p), Some(backend)) = (&predictions, table.get(variant))
-        && !p.values.is_empty()
     {
-        backend.counters.record_values(&p.values);
+        if !p.values.is_empty() {
+            backend.counters.record_values(&p.values);
+        } else {
+            backend.counters.record_classes(&p.labels);
+        }
     }
     if post && variant == Variant::Stable && table.mirrors(gw) {
         tokio::spawn(shadow::mirror(

@@ -98,7 +98,7 @@ impl Gateway {
             let given = authorization
                 .and_then(|a| a.strip_prefix(b"Bearer "))
                 .unwrap_or(b"");
-            if given.is_empty() || !constant_time_eq(given, token.as_bytes()) {
+            if given.is_empty() || !constant_time_eq(given, token.get().as_bytes()) {
                 return bad(
                     401,
                     "feedback labels need the environment's feedback token: \

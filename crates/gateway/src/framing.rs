@@ -323,8 +323,10 @@ pub(crate) fn check_target(target: &str) -> Result<&str, Refused> {
 /// Refused as [`Refused::Private`]: a path whose first non-empty segment is `admin`
 /// (any letter case, with or without `;params`), after decoding percent-escapes up
 /// to three times (`/admin`, `//admin/x`, `/ADMIN`, `/%61dmin`, `/%2561dmin`,
-/// `/%2Fadmin`). The model server routes by the raw path, so anything that could
-/// mean `/admin` to any decoder is kept away from it.
+/// `/%2Fadmin`), and likewise a path starting `/v2/repository` (the Open Inference
+/// Protocol's repository extension: model load and unload). The model server routes
+/// by the raw path, so anything that could mean either to any decoder is kept away
+/// from it.
 pub(crate) fn check_path(target: &str) -> Result<(), Refused> {
     let b = target.as_bytes();
     if b.first() != Some(&b'/') {
@@ -361,18 +363,27 @@ fn check_segments(path: &[u8]) -> Result<(), Refused> {
     if path.contains(&b'\\') {
         return Err(Refused::Bad);
     }
-    let mut first = true;
+    // Non-empty segments seen, and whether the first was `v2`.
+    let mut seen = 0usize;
+    let mut v2 = false;
     for segment in path.split(|&c| c == b'/') {
         let name = segment.split(|&c| c == b';').next().unwrap_or(segment);
         if name == b"." || name == b".." {
             return Err(Refused::Bad);
         }
-        if first && !segment.is_empty() {
-            first = false;
-            if name.eq_ignore_ascii_case(b"admin") {
+        if segment.is_empty() {
+            continue;
+        }
+        match seen {
+            0 if name.eq_ignore_ascii_case(b"admin") => return Err(Refused::Private),
+            0 => v2 = name.eq_ignore_ascii_case(b"v2"),
+            // The repository extension loads and unloads models: operators only.
+            1 if v2 && name.eq_ignore_ascii_case(b"repository") => {
                 return Err(Refused::Private);
             }
+            _ => {}
         }
+        seen += 1;
     }
     Ok(())
 }
@@ -671,6 +682,12 @@ mod tests {
         assert_eq!(check_target("/a?x=../admin"), Ok("/a?x=../admin"));
         assert_eq!(check_target("/administrator"), Ok("/administrator"));
         assert_eq!(check_target("/x/admin"), Ok("/x/admin"));
+        assert_eq!(
+            check_target("/v2/models/repository/infer"),
+            Ok("/v2/models/repository/infer")
+        );
+        assert_eq!(check_target("/x/v2/repository"), Ok("/x/v2/repository"));
+        assert_eq!(check_target("/v2/repositoryx"), Ok("/v2/repositoryx"));
         assert_eq!(check_target("/100%25"), Ok("/100%25"));
         for private in [
             "/admin",
@@ -684,6 +701,12 @@ mod tests {
             "/%2Fadmin/reload",
             "http://h/admin/reload",
             "https://h//admin?x",
+            "/v2/repository/index",
+            "/v2/repository/models/m/load",
+            "//v2//repository/models/m/unload",
+            "/V2/Repository/index",
+            "/v2/%72epository/index",
+            "/v2;x/repository;y/index",
         ] {
             assert_eq!(check_target(private), Err(Refused::Private), "{private}");
         }

@@ -90,7 +90,8 @@ pub struct GatewayConfig {
     /// When set, `POST /feedback` needs `Authorization: Bearer <this token>` (401
     /// otherwise), so only the application that knows the true labels can sway an
     /// accuracy verdict. `None`: labels are taken from anyone who can reach the gateway.
-    pub feedback_token: Option<String>,
+    /// A token read from a file is read again when the file is rotated.
+    pub feedback_token: Option<hoist_types::Secret>,
 }
 
 impl Default for GatewayConfig {

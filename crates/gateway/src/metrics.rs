@@ -60,6 +60,12 @@ pub struct VariantStats {
     pub error_codes: Vec<(u16, u64)>,
     /// A regressor's live answers (`Routes::values`): one value per row.
     pub values: LiveValues,
+    /// A classifier's live answers (`Routes::values`): rows per predicted class,
+    /// indexed as hoist-server's `hoist_predictions_total` is (a label `0` to
+    /// `PREDICTION_CLASSES - 1` is its own slot, any other label the last one).
+    /// For drift when the servers count nothing themselves (MLflow's scoring
+    /// server). Empty until a class was read.
+    pub classes: Vec<u64>,
 }
 
 /// The values a variant answered on live traffic (a regressor's, one per row):
@@ -152,6 +158,12 @@ impl VariantStats {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             values: self.values.since(&earlier.values),
+            classes: self
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(earlier.classes.get(i).copied().unwrap_or(0)))
+                .collect(),
         }
     }
 
@@ -401,6 +413,20 @@ pub(crate) struct Counters {
     codes: Box<[AtomicU64]>,
     /// A regressor's live values (only while `Routes::values` is on).
     values: std::sync::Mutex<LiveValues>,
+    /// A classifier's rows per predicted class (only while `Routes::values` is on):
+    /// see [`VariantStats::classes`].
+    classes: Box<[AtomicU64]>,
+}
+
+/// The class slot of a predicted label: the label itself when it is a number from 0
+/// to `PREDICTION_CLASSES - 1`, else the last slot (hoist-server's rule).
+pub(crate) fn class_slot(label: &str) -> usize {
+    const CLASSES: usize = hoist_types::wire::PREDICTION_CLASSES;
+    label
+        .parse::<usize>()
+        .ok()
+        .filter(|&i| i < CLASSES)
+        .unwrap_or(CLASSES)
 }
 
 /// The error status codes counted one by one: 400 to 599.
@@ -414,6 +440,9 @@ impl Default for Counters {
             correct: AtomicU64::new(0),
             codes: ERROR_CODES.map(|_| AtomicU64::new(0)).collect(),
             values: Default::default(),
+            classes: (0..=hoist_types::wire::PREDICTION_CLASSES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 }
@@ -455,6 +484,13 @@ impl Counters {
             .record(values);
     }
 
+    /// Counts the predicted classes of one answer of a classifier.
+    pub(crate) fn record_classes(&self, labels: &[String]) {
+        for l in labels {
+            self.classes[class_slot(l)].fetch_add(1, Relaxed);
+        }
+    }
+
     /// Requests of one class, over all shards.
     fn class_count(&self, class: Class) -> u64 {
         self.shards
@@ -469,6 +505,14 @@ impl Counters {
             .add(&self.values.lock().unwrap_or_else(|e| e.into_inner()));
         into.labelled += self.labelled.load(Relaxed);
         into.correct += self.correct.load(Relaxed);
+        if self.classes.iter().any(|n| n.load(Relaxed) > 0) {
+            if into.classes.len() < self.classes.len() {
+                into.classes.resize(self.classes.len(), 0);
+            }
+            for (sum, n) in into.classes.iter_mut().zip(self.classes.iter()) {
+                *sum += n.load(Relaxed);
+            }
+        }
         for (i, n) in self.codes.iter().enumerate() {
             let n = n.load(Relaxed);
             if n == 0 {
@@ -740,6 +784,25 @@ mod tests {
             snapshot(&series).since(&Snapshot::default()),
             snapshot(&series)
         );
+    }
+
+    #[test]
+    fn predicted_classes_are_counted_in_hoist_servers_slots() {
+        let c = Arc::new(Counters::default());
+        let series = vec![(Variant::Candidate, "2".to_string(), c.clone())];
+        // Nothing read yet: no classes (drift then has nothing from the gateway).
+        assert!(snapshot(&series).candidate.classes.is_empty());
+        let labels = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        c.record_classes(&labels(&["1", "0", "1"]));
+        let before = snapshot(&series);
+        c.record_classes(&labels(&["1", "63", "64", "cat"]));
+        let all = snapshot(&series).candidate.classes;
+        assert_eq!(all.len(), hoist_types::wire::PREDICTION_CLASSES + 1);
+        assert_eq!((all[0], all[1], all[63], all[64]), (1, 3, 1, 2));
+        let window = snapshot(&series).since(&before).candidate.classes;
+        assert_eq!((window[0], window[1], window[63], window[64]), (0, 1, 1, 2));
+        assert_eq!(class_slot("07"), 7);
+        assert_eq!(class_slot("-1"), hoist_types::wire::PREDICTION_CLASSES);
     }
 
     #[test]

@@ -225,7 +225,7 @@ async fn feedback_labels_need_the_token_when_one_is_configured() {
         ..routes(Some(stable.upstream("1")), None, 0)
     };
     let config = hoist_gateway::GatewayConfig {
-        feedback_token: Some("labels-secret".into()),
+        feedback_token: Some(hoist_types::Secret::value("labels-secret")),
         ..config("prod")
     };
     let gw = Running::start(config, routes).await;
@@ -266,4 +266,53 @@ async fn feedback_labels_need_the_token_when_one_is_configured() {
     assert_eq!(r.status, 200, "{}", r.body);
     let m = gw.gateway.metrics();
     assert_eq!((m.stable.labelled, m.stable.correct), (2, 1), "{m:?}");
+}
+
+/// A feedback token in a file (`feedback_token_env`'s `_FILE`, a mounted Secret) is
+/// read again when the file is rotated: the old token is refused at once, the new one
+/// taken, with the gateway running on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_feedback_token_file_takes_effect_at_once() {
+    let stable = Backend::start(STABLE).await;
+    let routes = Routes {
+        feedback: true,
+        ..routes(Some(stable.upstream("1")), None, 0)
+    };
+    let dir = std::env::temp_dir().join(format!("hoist-feedback-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "old-token\n").unwrap();
+    let config = hoist_gateway::GatewayConfig {
+        feedback_token: Some(hoist_types::Secret::file(&file).unwrap()),
+        ..config("prod")
+    };
+    let gw = Running::start(config, routes).await;
+    let client = Client::new();
+    // Labels one fresh answer with `token`: the status of `POST /feedback`.
+    async fn label(client: &Client, gw: &Running, token: &str) -> u16 {
+        let a = client.post(&gw.url("/invocations"), &[], "{}").await;
+        let id = a.header("x-request-id").unwrap().to_string();
+        let body = json!({ "request_id": id, "labels": [1, 1] }).to_string();
+        let auth = format!("Bearer {token}");
+        let r = client
+            .post(
+                &gw.url("/feedback"),
+                &[("authorization", auth.as_str())],
+                &body,
+            )
+            .await;
+        r.status.as_u16()
+    }
+    assert_eq!(label(&client, &gw, "old-token").await, 200);
+
+    std::fs::write(dir.join("token.new"), "new-token").unwrap();
+    std::fs::rename(dir.join("token.new"), &file).unwrap();
+    assert_eq!(
+        label(&client, &gw, "old-token").await,
+        401,
+        "the old token after rotation"
+    );
+    assert_eq!(label(&client, &gw, "new-token").await, 200);
+    assert_eq!(gw.gateway.metrics().stable.labelled, 4);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -82,8 +82,9 @@ pub struct Event {
 /// The receiver's settings.
 #[derive(Clone)]
 pub struct WebhookConfig {
-    /// The secret the webhook was created with, shared with the MLflow server.
-    pub secret: String,
+    /// The secret the webhook was created with, shared with the MLflow server; read
+    /// again when its file is rotated.
+    pub secret: hoist_types::Secret,
     /// The identity put in every event (the tracking URI, as [`crate::Registry::id`]
     /// gives it), so that webhook and polled events de-duplicate against each other.
     pub registry: String,
@@ -95,7 +96,10 @@ pub struct WebhookConfig {
 
 impl WebhookConfig {
     /// Five minutes of freshness, 100 000 remembered deliveries.
-    pub fn new(secret: impl Into<String>, registry: impl Into<String>) -> WebhookConfig {
+    pub fn new(
+        secret: impl Into<hoist_types::Secret>,
+        registry: impl Into<String>,
+    ) -> WebhookConfig {
         WebhookConfig {
             secret: secret.into(),
             registry: registry.into(),
@@ -285,7 +289,7 @@ impl Verifier {
     }
 
     fn signature_ok(&self, id: &str, ts: &str, body: &[u8], header: &str) -> bool {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.config.secret.as_bytes())
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.config.secret.get().as_bytes())
             .expect("HMAC takes keys of any length");
         mac.update(id.as_bytes());
         mac.update(b".");

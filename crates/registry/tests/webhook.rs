@@ -39,6 +39,10 @@ struct Receiver {
 }
 
 async fn start(secret: &str) -> Receiver {
+    start_with(hoist_types::Secret::value(secret)).await
+}
+
+async fn start_with(secret: hoist_types::Secret) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/webhook", listener.local_addr().unwrap());
     let (tx, events) = mpsc::channel(16);
@@ -150,4 +154,35 @@ async fn the_receiver_accepts_fresh_signed_deliveries_and_refuses_the_rest() {
     );
     r.stop.send(()).unwrap();
     r.task.await.unwrap().unwrap();
+}
+
+/// The secret in a file (`HOIST_WEBHOOK_SECRET_FILE`, a mounted Secret) is read again
+/// when the file is rotated: deliveries signed with the new secret are accepted and
+/// those signed with the old one refused, with no restart of the receiver.
+#[tokio::test]
+async fn a_rotated_secret_file_takes_effect_without_a_restart() {
+    let f = fixture("model_version_alias.created");
+    let body = f["raw_body"].as_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("hoist-webhook-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secret");
+    std::fs::write(&file, "old-secret\n").unwrap();
+    let mut r = start_with(hoist_types::Secret::file(&file).unwrap()).await;
+
+    let ts = now();
+    let old = sign("old-secret", "rot-1", &ts, body);
+    assert_eq!(post(&r.url, "rot-1", &ts, Some(&old), body).await, 200);
+    assert!(r.events.recv().await.is_some());
+
+    std::fs::write(dir.join("secret.new"), "new-secret").unwrap();
+    std::fs::rename(dir.join("secret.new"), &file).unwrap();
+    let old = sign("old-secret", "rot-2", &ts, body);
+    assert_eq!(post(&r.url, "rot-2", &ts, Some(&old), body).await, 401);
+    let new = sign("new-secret", "rot-3", &ts, body);
+    assert_eq!(post(&r.url, "rot-3", &ts, Some(&new), body).await, 200);
+    assert!(r.events.recv().await.is_some());
+
+    r.stop.send(()).unwrap();
+    r.task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,6 +18,7 @@
 //! gateway = { name = "public", namespace = "gateway-system" }
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -259,6 +260,50 @@ pub struct ControllerConfig {
     /// A PersistentVolumeClaim for the journal; without one, a new controller pod
     /// recovers what is live from the objects' `hoist.dev/*` annotations.
     pub journal_claim: Option<String>,
+    /// Variables of the controller whose values are in Secrets: `VAR = "secret/key"`
+    /// mounts that key as a file and sets `VAR_FILE` to it, which hoist reads again
+    /// whenever the kubelet rotates the Secret (no restart). Every variable hoist.toml
+    /// names for the controller (`registry.webhook_secret_env` with a webhook,
+    /// `notifications[].secret_env`) must be here for `hoist render k8s`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
+}
+
+impl ControllerConfig {
+    /// [`ControllerConfig::secret_env`] as (variable, Secret, key), checked.
+    pub fn secret_env_refs(&self) -> Result<Vec<(String, String, String)>, String> {
+        let mut out = Vec::new();
+        for (var, r) in &self.secret_env {
+            let at = format!("kubernetes.controller.secret_env.{var}");
+            if var.is_empty()
+                || var.starts_with(|c: char| c.is_ascii_digit())
+                || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!(
+                    "{at}: `{var}` is not an environment variable name (letters, digits, `_`)"
+                ));
+            }
+            if var.ends_with("_FILE") {
+                return Err(format!(
+                    "{at}: name the variable hoist.toml names (without `_FILE`): its `_FILE` is set for it"
+                ));
+            }
+            let (secret, key) = r.split_once('/').unwrap_or((r.as_str(), ""));
+            if !is_dns_name(secret)
+                || key.is_empty()
+                || key.len() > 253
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(format!(
+                    "{at}: `{r}` must be \"<Secret name>/<key>\" (e.g. \"mlflow-webhook/secret\")"
+                ));
+            }
+            out.push((var.clone(), secret.to_string(), key.to_string()));
+        }
+        Ok(out)
+    }
 }
 
 impl Default for ControllerConfig {
@@ -269,6 +314,7 @@ impl Default for ControllerConfig {
             image: None,
             replicas: 2,
             journal_claim: None,
+            secret_env: BTreeMap::new(),
         }
     }
 }
@@ -292,6 +338,7 @@ impl Kubernetes {
         if let Some(image) = &self.controller.image {
             check_image(image).map_err(|e| format!("kubernetes.controller.image: {e}"))?;
         }
+        self.controller.secret_env_refs()?;
         if let Some(name) = &self.name
             && (!is_dns_label(name) || name.len() > 53)
         {

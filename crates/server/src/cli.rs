@@ -19,18 +19,32 @@ use crate::http::admin::AdminTokens;
 use crate::model::ModelOptions;
 use crate::runtime::{LoadOptions, RuntimeChoice};
 
-/// Serve one ONNX model (an MLflow model directory or a bare .onnx file) over the
-/// Open Inference Protocol v2 (KServe, Triton clients) and MLflow's /invocations.
+/// Serve ONNX models (MLflow model directories or bare .onnx files) over the Open
+/// Inference Protocol v2 (KServe, Triton clients) and MLflow's /invocations: one
+/// (--model PATH) or many (--model NAME=PATH, repeated, and/or --model-repository DIR).
 ///
 /// Admin reload (POST /admin/reload) is on only when HOIST_ADMIN_TOKEN or
 /// HOIST_ADMIN_TOKEN_FILE (one token per line, re-read on change) is set.
 #[derive(Parser, Debug)]
 #[command(name = "hoist-server", version, about, long_about)]
 pub struct Args {
-    /// MLflow model directory (MLmodel with the onnx flavor) or .onnx file.
-    #[arg(long, env = "HOIST_MODEL")]
-    pub model: PathBuf,
-    /// Name clients use (/v2/models/NAME); default: the directory or file name.
+    /// MLflow model directory (MLmodel with the onnx flavor) or .onnx file: one
+    /// model. Or NAME=PATH, repeatable: each a model under that name (many models
+    /// per process, with --model-repository).
+    #[arg(
+        long,
+        env = "HOIST_MODEL",
+        value_name = "[NAME=]PATH",
+        required_unless_present = "model_repository"
+    )]
+    pub model: Vec<String>,
+    /// A directory of model packages, each subdirectory one model named after it;
+    /// all are loaded at start, and the repository extension
+    /// (/v2/repository/models/NAME/load, /unload) loads and unloads them by name.
+    #[arg(long, value_name = "DIR")]
+    pub model_repository: Option<PathBuf>,
+    /// Name clients use (/v2/models/NAME) for a single --model PATH; default: the
+    /// directory or file name.
     #[arg(long)]
     pub name: Option<String>,
     /// Version clients see; default 1.
@@ -123,6 +137,48 @@ where
     }
 }
 
+/// `NAME=PATH` when the part before the first `=` is a model name (no `/`); a bare
+/// path otherwise, so `./a=b.onnx` stays a path.
+fn split_named(value: &str) -> Option<(String, PathBuf)> {
+    let (name, path) = value.split_once('=')?;
+    (crate::repository::valid_name(name) && !path.is_empty())
+        .then(|| (name.to_string(), PathBuf::from(path)))
+}
+
+/// The models the flags name: one bare `--model PATH` (today's meaning), or any
+/// number of `--model NAME=PATH` and a `--model-repository`.
+fn sources(
+    models: &[String],
+    repository: Option<PathBuf>,
+    named_flag: bool,
+) -> anyhow::Result<crate::repository::Sources> {
+    use crate::repository::Sources;
+    if let ([one], None) = (models, &repository)
+        && (named_flag || split_named(one).is_none())
+    {
+        return Ok(Sources::Single(PathBuf::from(one)));
+    }
+    if named_flag {
+        anyhow::bail!(
+            "--name names the one model of a bare --model PATH; with several models use --model NAME=PATH"
+        );
+    }
+    let named = models
+        .iter()
+        .map(|m| {
+            split_named(m).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--model {m}: with several models (or --model-repository) each --model is NAME=PATH"
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Sources::Many {
+        named,
+        dir: repository,
+    })
+}
+
 fn run_main(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
@@ -134,8 +190,13 @@ fn run_main(args: Args) -> anyhow::Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let sources = sources(
+        &args.model,
+        args.model_repository.clone(),
+        args.name.is_some(),
+    )?;
     let config = crate::Config {
-        model_path: args.model,
+        sources,
         model: ModelOptions {
             name: args.name,
             version: args.model_version,

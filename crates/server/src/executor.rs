@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::tensor::{Tensor, TensorData};
 
@@ -137,7 +137,7 @@ pub struct Executor {
     batchable: bool,
     /// Requests inside [`Executor::submit`] now.
     in_flight: AtomicUsize,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ModelMetrics>,
 }
 
 /// Counts a request in [`Executor::in_flight`] while it lives.
@@ -174,7 +174,7 @@ impl Executor {
         workers: usize,
         queue: usize,
         batch: BatchConfig,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ModelMetrics>,
     ) -> Executor {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(queue.max(1));
         let batchable = batch.max_batch_size > 1
@@ -251,7 +251,7 @@ struct Worker {
     rx: Receiver<Job>,
     batch: BatchConfig,
     batchable: bool,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ModelMetrics>,
     estimate: Arc<Estimate>,
 }
 
@@ -469,7 +469,7 @@ mod tests {
             max_batch_delay: Duration::ZERO,
             inline_max: Duration::from_secs(1),
         };
-        let exec = Executor::new(echo.clone(), 1, 8, batch, Arc::new(Metrics::default()));
+        let exec = Executor::new(echo.clone(), 1, 8, batch, ModelMetrics::detached("echo"));
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -1,11 +1,13 @@
-//! hoist-server: loads one ONNX model package and serves it over the Open Inference
-//! Protocol v2 and the MLflow scoring protocol, with health, metrics and admin reload.
+//! hoist-server: loads ONNX model packages (one, or many by name) and serves them over
+//! the Open Inference Protocol v2 (with its model repository extension) and the MLflow
+//! scoring protocol, with health, metrics and admin reload.
 //!
 //! # Layout
 //! - [`cli`]: the `hoist-server` command line, [`cli::main_with_args`] (also behind `hoist serve`).
 //! - [`server`]: `run(listener, config, admin, shutdown)`, reload, auto-refresh, signals.
 //! - [`grpc`]: the Open Inference Protocol over gRPC (`--grpc-port`), sharing the REST state.
 //! - [`http`]: routes and protocols: [`http::v2`], [`http::mlflow`], [`http::image`], [`http::admin`].
+//! - [`repository`]: the models served, by name; load, reload, unload, the index.
 //! - [`model`]: a loaded model: package + runtime + executor; request validation.
 //! - [`executor`]: worker threads, bounded queue, adaptive batching.
 //! - [`runtime`]: the runtime interface; ONNX Runtime and tract.
@@ -20,6 +22,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod package;
+pub mod repository;
 pub mod runtime;
 pub mod server;
 pub mod tensor;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::executor::{BatchConfig, ExecError, Executor};
-use crate::metrics::{Metrics, ModelInfo};
+use crate::metrics::{ModelInfo, ModelMetrics};
 use crate::package::{Package, PackageError};
 use crate::runtime::prepare::{ClassLabels, ZipMapOutput};
 use crate::runtime::{self, IoSpec, LoadOptions, RuntimeError, RuntimeKind};
@@ -136,7 +136,7 @@ pub struct Model {
     pub load_time: Duration,
     pub loaded_at: SystemTime,
     executor: Executor,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ModelMetrics>,
 }
 
 impl Model {
@@ -144,7 +144,7 @@ impl Model {
     pub fn load(
         path: &Path,
         opts: &ModelOptions,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ModelMetrics>,
     ) -> Result<Model, LoadError> {
         let start = Instant::now();
         let package = Package::read(path, opts.name.as_deref(), opts.version.as_deref())?;

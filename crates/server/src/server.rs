@@ -5,30 +5,34 @@
 //!
 //! # Expected flow
 //! 1. The listener accepts at once; `/health` and `/v2/health/ready` answer 503 while
-//!    the model loads.
-//! 2. The model is loaded and checked with its input example, then published; ready.
+//!    the models load.
+//! 2. Each model is loaded and checked with its input example, then published; once
+//!    every model has been tried, the server is ready. With one model (a bare
+//!    `--model PATH`) a failed load stops the server; with many, a model that fails
+//!    is `UNAVAILABLE` with the reason and the others serve.
 //! 3. Reloads (admin or auto-refresh) load and check the new model beside the old one
 //!    and swap them atomically; requests in flight finish on the model they started on.
 //!    A failed reload changes nothing and says why.
 //! 4. On shutdown, readiness turns false, in-flight requests finish, `run` returns.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use futures_util::StreamExt;
 use tokio::net::TcpListener;
 
 use crate::http::{self, AppState, Shared, admin::AdminTokens};
 use crate::metrics::Metrics;
-use crate::model::{Model, ModelOptions};
+use crate::model::ModelOptions;
+use crate::repository::{Entry, Repository, Sources};
 
 /// Everything `run` needs besides the listener.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub model_path: PathBuf,
+    /// The model (a bare `--model PATH`) or models to serve.
+    pub sources: Sources,
     pub model: ModelOptions,
     pub max_body: usize,
     /// Check the model path this often and reload when its digest changes.
@@ -40,12 +44,14 @@ pub struct Config {
 pub enum ServeError {
     #[error("cannot load the model: {0}")]
     Load(String),
+    #[error("{0}")]
+    Config(String),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Serves on `listener` until `shutdown` completes. Fails if the first model load
-/// fails. `admin` decides who may reload.
+/// Serves on `listener` until `shutdown` completes. With one model, fails if its
+/// first load fails. `admin` decides who may reload, load and unload.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -66,14 +72,17 @@ pub async fn run_with_grpc(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
+    let models = Repository::new(
+        config.sources.clone(),
+        config.model.clone(),
+        metrics.clone(),
+    )
+    .map_err(ServeError::Config)?;
     let state: Shared = Arc::new(AppState {
-        model: Default::default(),
+        models,
         metrics: metrics.clone(),
-        opts: config.model.clone(),
-        source: std::sync::Mutex::new(config.model_path.clone()),
         ready: Default::default(),
         admin,
-        reload_lock: Default::default(),
         max_body: config.max_body,
     });
 
@@ -111,36 +120,28 @@ pub async fn run_with_grpc(
             .await
     });
 
-    // First load, off the reactor, while the listener already answers health checks.
-    let path = config.model_path.clone();
-    let opts = config.model.clone();
-    let m = metrics.clone();
-    let loaded = tokio::task::spawn_blocking(move || Model::load(&path, &opts, m))
-        .await
-        .map_err(|e| ServeError::Load(format!("loader crashed: {e}")))?;
-    match loaded {
-        Ok(model) => {
-            tracing::info!(
-                name = %model.package.name,
-                version = %model.package.version,
-                digest = %model.package.digest,
-                runtime = model.runtime.as_str(),
-                load_ms = model.load_time.as_millis() as u64,
-                "model loaded"
-            );
-            metrics.model_loaded(model.info(), model.load_time);
-            state.model.store(Some(Arc::new(model)));
-            state.ready.store(true, Ordering::Release);
+    // First loads, off the reactor, while the listener already answers health checks;
+    // a few at a time so that many small models start quickly.
+    let entries = state.models.entries();
+    let at_once = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let results: Vec<_> = futures_util::stream::iter(entries.iter().map(|e| {
+        let state = state.clone();
+        let name = e.name.clone();
+        async move { state.models.load(&name, None, None).await }
+    }))
+    .buffer_unordered(at_once)
+    .collect()
+    .await;
+    if state.models.is_single() && results.iter().any(Result::is_err) {
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        if let Some(g) = grpc_server {
+            let _ = g.await;
         }
-        Err(e) => {
-            let _ = stop_tx.send(true);
-            let _ = server.await;
-            if let Some(g) = grpc_server {
-                let _ = g.await;
-            }
-            return Err(ServeError::Load(e.to_string()));
-        }
+        // The reason alone: "cannot load the model: <why>".
+        return Err(ServeError::Load(entries[0].status().1));
     }
+    state.ready.store(true, Ordering::Release);
 
     if let Some(every) = config.auto_refresh {
         tokio::spawn(auto_refresh(state.clone(), every));
@@ -160,86 +161,49 @@ pub async fn run_with_grpc(
     http_result
 }
 
-/// Loads the model at `path` (default: the current source), checks it, and swaps it
-/// in. On failure the old model keeps serving and the error says why.
-pub async fn reload(
-    state: &Shared,
-    path: Option<PathBuf>,
-    version: Option<String>,
-) -> Result<Value, String> {
-    let _one_at_a_time = state.reload_lock.lock().await;
-    let path = path.unwrap_or_else(|| state.source.lock().expect("source lock").clone());
-    let mut opts = state.opts.clone();
-    if version.is_some() {
-        opts.version = version;
-    }
-    let metrics = state.metrics.clone();
-    let p = path.clone();
-    let loaded = tokio::task::spawn_blocking(move || Model::load(&p, &opts, metrics))
-        .await
-        .map_err(|e| format!("loader crashed: {e}"))?;
-    let model = match loaded {
-        Ok(m) => m,
-        Err(e) => {
-            state.metrics.reloaded(false);
-            let msg = format!(
-                "reload from {} failed, still serving the previous model: {e}",
-                path.display()
-            );
-            tracing::warn!("{msg}");
-            return Err(msg);
-        }
-    };
-    let report = json!({
-        "status": "reloaded",
-        "name": model.package.name,
-        "version": model.package.version,
-        "digest": model.package.digest,
-        "runtime": model.runtime.as_str(),
-        "load_seconds": model.load_time.as_secs_f64(),
-        "previous": state.model.load().as_ref().map(|m| json!({
-            "version": m.package.version,
-            "digest": m.package.digest,
-        })),
-    });
-    state.metrics.model_loaded(model.info(), model.load_time);
-    state.metrics.reloaded(true);
-    *state.source.lock().expect("source lock") = path;
-    state.model.store(Some(Arc::new(model)));
-    tracing::info!(%report, "model reloaded");
-    Ok(report)
-}
-
-/// Watches the model path and reloads when its digest changes. A digest that failed
-/// to load is not retried until it changes again.
+/// Watches every model's path and reloads a model when its digest changes. A
+/// digest that failed to load is not retried until it changes again; an unloaded
+/// model is left alone.
 async fn auto_refresh(state: Shared, every: Duration) {
-    let mut failed: Option<String> = None;
+    let mut failed: std::collections::HashMap<String, String> = Default::default();
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let path = state.source.lock().expect("source lock").clone();
-        let digest =
-            match tokio::task::spawn_blocking(move || crate::package::digest_path(&path)).await {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => {
-                    tracing::warn!("auto-refresh: {e}");
-                    continue;
-                }
-                Err(_) => continue,
-            };
-        let current = state
-            .model
-            .load()
-            .as_ref()
-            .map(|m| m.package.digest.clone());
-        if current.as_deref() == Some(&digest) || failed.as_deref() == Some(&digest) {
-            continue;
+        for entry in state.models.entries() {
+            refresh(&state, &entry, &mut failed).await;
         }
-        tracing::info!(%digest, "auto-refresh: the model changed; reloading");
-        match reload(&state, None, None).await {
-            Ok(_) => failed = None,
-            Err(_) => failed = Some(digest),
+    }
+}
+
+async fn refresh(
+    state: &Shared,
+    entry: &Entry,
+    failed: &mut std::collections::HashMap<String, String>,
+) {
+    let Some(current) = entry.model() else {
+        return;
+    };
+    let path = entry.source();
+    let digest = match tokio::task::spawn_blocking(move || crate::package::digest_path(&path)).await
+    {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            tracing::warn!(model = %entry.name, "auto-refresh: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    if current.package.digest == digest || failed.get(&entry.name) == Some(&digest) {
+        return;
+    }
+    tracing::info!(model = %entry.name, %digest, "auto-refresh: the model changed; reloading");
+    match state.models.load(&current.package.name, None, None).await {
+        Ok(_) => {
+            failed.remove(&entry.name);
+        }
+        Err(_) => {
+            failed.insert(entry.name.clone(), digest);
         }
     }
 }

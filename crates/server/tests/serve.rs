@@ -490,8 +490,8 @@ fn concurrent_single_rows_are_batched_and_each_gets_its_own_answer() {
             .parse()
             .unwrap()
     };
-    let calls = count("hoist_batch_size_count");
-    let single = count("hoist_batch_size_bucket{le=\"1\"}");
+    let calls = count("hoist_batch_size_count{");
+    let single = count("hoist_batch_size_bucket{model=\"breast_cancer_gbt\",le=\"1\"}");
     assert!(
         single < calls,
         "no model call batched more than one row:\n{metrics}"
@@ -555,7 +555,10 @@ fn overload_answers_503_with_retry_after() {
     );
     let metrics = s.get("/metrics").text().unwrap();
     assert!(
-        metrics.contains(&format!("hoist_queue_rejected_total {}", rejected.len())),
+        metrics.contains(&format!(
+            "hoist_queue_rejected_total{{model=\"image_cnn\"}} {}",
+            rejected.len()
+        )),
         "{metrics}"
     );
 }
@@ -641,7 +644,7 @@ fn admin_reload_is_off_without_a_token_and_guarded_with_one() {
     assert_eq!(meta["versions"], json!(["2"]));
     let metrics = s.get("/metrics").text().unwrap();
     assert!(
-        metrics.contains("hoist_model_reloads_total{result=\"failure\"} 1"),
+        metrics.contains("hoist_model_reloads_total{model=\"bc\",result=\"failure\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("version=\"2\""), "{metrics}");
@@ -724,7 +727,7 @@ fn auto_refresh_picks_up_a_new_model_and_survives_a_broken_one() {
         s.get("/metrics")
             .text()
             .unwrap()
-            .contains("hoist_model_reloads_total{result=\"failure\"} 1")
+            .contains("hoist_model_reloads_total{model=\"bc\",result=\"failure\"} 1")
     });
     assert_eq!(digest(&s), first);
     let r = Reference::load("breast_cancer_lr");
@@ -770,11 +773,14 @@ fn sigterm_lets_the_request_in_flight_finish() {
             .status()
             .as_u16()
     });
-    // Wait until the request is being handled (the metrics request itself is one).
+    // Wait until the request is being handled (the metrics request itself counts
+    // under model="", the inference under its model).
     wait_for(|| {
         let m = s.get("/metrics").text().unwrap();
         m.lines().any(|l| {
-            l.starts_with("hoist_requests_in_flight ") && !l.ends_with(" 1") && !l.ends_with(" 0")
+            l.starts_with("hoist_requests_in_flight{model=")
+                && !l.starts_with("hoist_requests_in_flight{model=\"\"}")
+                && !l.ends_with(" 0")
         }) || pending.is_finished()
     });
     let status = s.terminate();
@@ -871,11 +877,15 @@ fn predicted_classes_are_counted_for_drift_analysis() {
     }
     let metrics = s.get("/metrics").text().unwrap();
     assert!(
-        metrics.contains("hoist_predictions_total{output=\"label\",class=\"1\"} 3"),
+        metrics.contains(
+            "hoist_predictions_total{model=\"breast_cancer_lr\",output=\"label\",class=\"1\"} 3"
+        ),
         "{metrics}"
     );
     assert!(
-        metrics.contains("hoist_predictions_total{output=\"label\",class=\"0\"} 3"),
+        metrics.contains(
+            "hoist_predictions_total{model=\"breast_cancer_lr\",output=\"label\",class=\"0\"} 3"
+        ),
         "{metrics}"
     );
 }
@@ -928,7 +938,9 @@ fn a_regressors_answers_are_counted_by_bin_with_prediction_bins() {
     }
     let metrics = s.get("/metrics").text().unwrap();
     for (bin, n) in per_bin.iter().enumerate().filter(|(_, n)| **n > 0) {
-        let line = format!("hoist_predictions_total{{output=\"variable\",class=\"{bin}\"}} {n}");
+        let line = format!(
+            "hoist_predictions_total{{model=\"diabetes_lr\",output=\"variable\",class=\"{bin}\"}} {n}"
+        );
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     }
     // Without the flag a regressor's answers are not counted.

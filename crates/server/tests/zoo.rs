@@ -374,10 +374,12 @@ fn same_json(got: &Value, want: &Value, at: &str) {
 }
 
 fn prediction_count(metrics: &str, output: &str, class: &str) -> u64 {
-    let prefix = format!("hoist_predictions_total{{output=\"{output}\",class=\"{class}\"}} ");
+    // One model per server: whatever its `model` label.
+    let suffix = format!(",output=\"{output}\",class=\"{class}\"}}");
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
+        .filter(|l| l.starts_with("hoist_predictions_total{"))
+        .find_map(|l| l.split_once(&suffix).map(|(_, n)| n.trim_start()))
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 

@@ -11,6 +11,12 @@
 //!
 //! The child's death or `ready_timeout` at any step ends the launch with an error
 //! that carries the stderr tail; on timeout the child is killed and reaped.
+//!
+//! MLflow's scoring server ([`ServerKind::Mlflow`]) differs in three places: hoist
+//! picks its port (it cannot listen on port 0 and report it), so there is no
+//! address line to wait for; readiness is `GET /ping`; and it runs in a process
+//! group of its own, because it serves from a uvicorn grandchild that every signal
+//! must reach ([`signal_server`]).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -29,6 +35,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::local::{ServerSpec, Shared};
 use crate::probe;
+use crate::program::ServerKind;
 
 /// How much of a child's stderr is kept for error messages.
 pub const TAIL_BYTES: usize = 4096;
@@ -41,6 +48,10 @@ const LISTENING: &str = "listening on http://";
 pub(crate) struct Running {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The child leads a process group of its own: signals go to the group.
+    pub group: bool,
+    /// The child's pid, kept after it is reaped: the id of its process group.
+    pub pgid: Option<u32>,
     stderr: Arc<Mutex<Tail>>,
     stderr_reader: JoinHandle<()>,
 }
@@ -81,16 +92,39 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
         None => None,
     };
 
+    let kind = spec.program.kind;
+    let port = match kind {
+        ServerKind::Mlflow if port == 0 => free_port().map_err(|source| Error::Io {
+            model: model.clone(),
+            source,
+        })?,
+        _ => port,
+    };
     let mut cmd = Command::new(&spec.program.program);
-    cmd.args(&spec.program.leading_args)
-        .arg("--model")
-        .arg(&spec.model_path)
-        .arg("--name")
-        .arg(&spec.model_name)
-        .arg("--model-version")
-        .arg(&spec.model_version)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(&spec.extra_args)
+    cmd.args(&spec.program.leading_args);
+    match kind {
+        ServerKind::Hoist => {
+            cmd.arg("--model")
+                .arg(&spec.model_path)
+                .arg("--name")
+                .arg(&spec.model_name)
+                .arg("--model-version")
+                .arg(&spec.model_version)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        }
+        ServerKind::Mlflow => {
+            cmd.arg("-m")
+                .arg(&spec.model_path)
+                .args(["--env-manager", "local", "-h", "127.0.0.1", "-p"])
+                .arg(port.to_string())
+                // MLflow runs `uvicorn` by name: the one beside this python.
+                .env("PATH", path_with(&spec.program.program))
+                // Its log lines reach the log file as they are written.
+                .env("PYTHONUNBUFFERED", "1")
+                .process_group(0);
+        }
+    }
+    cmd.args(&spec.extra_args)
         // anyhow reads RUST_LIB_BACKTRACE before RUST_BACKTRACE: with RUST_BACKTRACE=1
         // in our environment, hoist-server's one-line "Error: ..." would come with a
         // stack trace that pushes it out of the stderr tail. Panics keep theirs.
@@ -171,12 +205,18 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
         stderr_reader: Some(stderr_reader),
         shared,
         model,
+        group: kind == ServerKind::Mlflow,
+        pid,
     };
 
     let started = Instant::now();
     let deadline = started + spec.ready_timeout;
     let child = launching.child.as_mut().expect("child");
-    let addr = tokio::select! {
+    let addr = if kind == ServerKind::Mlflow {
+        // Told where to listen: nothing to read from its output.
+        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))
+    } else {
+        tokio::select! {
         // An address that arrived counts even if the child died right after it.
         biased;
         addr = &mut addr_rx => match addr {
@@ -200,10 +240,15 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
         _ = tokio::time::sleep_until(deadline) => {
             return Err(launching.timed_out(None, spec.ready_timeout).await);
         }
+        }
     };
     tracing::debug!(model = %launching.model, %addr, "model server listening; waiting until ready");
 
     let child = launching.child.as_mut().expect("child");
+    let ready_path = match kind {
+        ServerKind::Hoist => probe::READY_PATH,
+        ServerKind::Mlflow => probe::MLFLOW_READY_PATH,
+    };
     let ready = async {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -211,7 +256,7 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
                 return false;
             }
             let probe_timeout = left.min(Duration::from_secs(2));
-            if probe::get_status(addr, probe::READY_PATH, probe_timeout).await == Some(200) {
+            if probe::get_status(addr, ready_path, probe_timeout).await == Some(200) {
                 return true;
             }
             tokio::time::sleep(
@@ -236,6 +281,68 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
         "model server ready"
     );
     Ok(launching.into_running(addr))
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for a server that must be told
+/// its port. Another process may take it before the server binds it: the server
+/// then exits at once and this start fails (restarts keep the replica's port).
+fn free_port() -> std::io::Result<u16> {
+    Ok(
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port(),
+    )
+}
+
+/// `PATH` with the directory of `program` first (and our own `PATH` after it).
+fn path_with(program: &std::path::Path) -> std::ffi::OsString {
+    let ours = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = program
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf)
+        .into_iter()
+        .chain(std::env::split_paths(&ours));
+    std::env::join_paths(dirs).unwrap_or(ours)
+}
+
+/// Sends `signal` to a model server: to its whole process group when it leads one
+/// (MLflow's server and its uvicorn), else to the process alone.
+pub(crate) fn signal_server(pid: u32, group: bool, signal: libc::c_int) {
+    let target = if group {
+        -(pid as libc::pid_t)
+    } else {
+        pid as libc::pid_t
+    };
+    // SAFETY: kill(2) on our own child (or the group it leads), not yet reaped.
+    unsafe {
+        libc::kill(target, signal);
+    }
+}
+
+/// Whether any process of the group `pgid` is still running (a zombie, whose parent
+/// has not reaped it, no longer counts): read from `/proc`.
+pub(crate) fn group_running(pgid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .any(|stat| {
+            // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("Z");
+            let pgrp = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
+            pgrp == Some(pgid) && state != "Z" && state != "X"
+        })
 }
 
 /// Variables a model server never inherits: they hold credentials of whoever starts
@@ -288,12 +395,20 @@ struct Launching<'a> {
     stderr_reader: Option<JoinHandle<()>>,
     shared: &'a Shared,
     model: String,
+    /// The child leads a process group of its own (MLflow's server).
+    group: bool,
+    /// The child's pid (its process group's id when it leads one).
+    pid: Option<u32>,
 }
 
 impl Drop for Launching<'_> {
     fn drop(&mut self) {
-        // Abandoned (the launch was cancelled): the child is killed as it drops.
-        if self.child.is_some() {
+        // Abandoned (the launch was cancelled): the child is killed as it drops
+        // (and, leading a group, its group with it).
+        if let Some(child) = &self.child {
+            if let Some(pid) = child.id() {
+                signal_server(pid, self.group, libc::SIGKILL);
+            }
             self.shared.set_pid(None);
         }
     }
@@ -336,6 +451,9 @@ impl Launching<'_> {
     /// `ready_timeout` passed: kill and reap the child, then say so.
     async fn timed_out(&mut self, addr: Option<SocketAddr>, waited: Duration) -> Error {
         if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                signal_server(pid, self.group, libc::SIGKILL);
+            }
             let _ = child.kill().await;
         }
         self.shared.set_pid(None);
@@ -351,6 +469,8 @@ impl Launching<'_> {
         Running {
             child: self.child.take().expect("child"),
             addr,
+            group: self.group,
+            pgid: self.pid,
             stderr: self.tail.clone(),
             stderr_reader: self.stderr_reader.take().expect("reader"),
         }

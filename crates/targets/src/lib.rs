@@ -1,6 +1,7 @@
 //! hoist-targets: where hoist runs model servers.
 //!
-//! The local target runs each replica as a supervised `hoist-server` process on
+//! The local target runs each replica as a supervised `hoist-server` process (or,
+//! for an MLflow model without an onnx flavor, MLflow's own scoring server) on
 //! 127.0.0.1: started and waited on until ready, restarted on the same port when it
 //! dies, stopped gracefully, and never left behind as an orphan.
 //!
@@ -11,6 +12,8 @@
 //!   [`start_replicas`].
 //! - `child`: one child process: spawn, output capture, address, readiness.
 //! - `probe`: the readiness probe, a bare HTTP/1.1 GET.
+//! - [`pyenv`]: Python environments for MLflow's scoring server (models without an
+//!   onnx flavor), made once per set of requirements.
 //! - [`error`] holds [`Error`], the one error type, and [`Result`].
 //! - [`kubernetes`]: the cluster target: typed manifests (`hoist render k8s`) and a
 //!   kube-rs client ([`kubernetes::Cluster`]); it has its own error type.
@@ -32,7 +35,8 @@ pub mod kubernetes;
 pub mod local;
 mod probe;
 pub mod program;
+pub mod pyenv;
 
 pub use error::{Error, Result};
 pub use local::{ServerSpec, Status, Supervised, start_replicas};
-pub use program::ServerProgram;
+pub use program::{ServerKind, ServerProgram};

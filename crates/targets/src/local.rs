@@ -35,9 +35,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::child::{Running, launch};
+use crate::child::{Running, group_running, launch, signal_server};
 use crate::error::{Error, Result};
-use crate::program::ServerProgram;
+use crate::program::{ServerKind, ServerProgram};
 
 /// Default for [`ServerSpec::ready_timeout`].
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -128,6 +128,11 @@ impl std::fmt::Display for Status {
 pub(crate) struct Shared {
     /// The model name, for messages.
     model: String,
+    /// Which server the children are.
+    kind: ServerKind,
+    /// Each child leads a process group of its own (MLflow's server): every signal
+    /// goes to the group.
+    group: bool,
     state: Mutex<State>,
 }
 
@@ -196,6 +201,8 @@ impl Supervised {
         let model = spec.model_name.clone();
         let shared = Arc::new(Shared {
             model: model.clone(),
+            kind: spec.program.kind,
+            group: spec.program.kind == ServerKind::Mlflow,
             state: Mutex::new(State {
                 status: Status::Starting,
                 pid: None,
@@ -231,6 +238,11 @@ impl Supervised {
     /// The address clients use: `127.0.0.1:PORT`, stable across restarts.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Which server this replica runs (hoist-server or MLflow's).
+    pub fn kind(&self) -> ServerKind {
+        self.shared.kind
     }
 
     /// The live child's pid; `None` between a crash and its replacement.
@@ -286,11 +298,9 @@ impl Drop for Supervised {
             s.pid.take()
         };
         if let Some(pid) = pid {
-            // SAFETY: kill(2) with a pid this handle's child holds (it is not reaped
-            // before the supervisor clears the pid under the same lock).
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
+            // A pid this handle's child holds (it is not reaped before the
+            // supervisor clears the pid under the same lock).
+            signal_server(pid, self.shared.group, libc::SIGKILL);
         }
     }
 }
@@ -429,6 +439,13 @@ async fn supervise(
             // Drop killed it.
             return;
         }
+        if running.group
+            && let Some(pgid) = running.pgid
+        {
+            // What is left of its group (MLflow's uvicorn) would hold the port the
+            // replacement needs.
+            signal_server(pgid, true, libc::SIGKILL);
+        }
         let stderr = running.stderr_tail().await;
         let last_line = stderr.lines().rev().find(|l| !l.trim().is_empty());
         match &exit {
@@ -494,19 +511,28 @@ async fn supervise(
     }
 }
 
-/// SIGTERM, wait up to `grace`, then SIGKILL; always reaps.
+/// SIGTERM, wait up to `grace`, then SIGKILL; always reaps. A child that leads a
+/// process group (MLflow's server) is stopped as a group: SIGTERM to all, then up to
+/// `grace` until none of them runs (uvicorn drains after its parent is gone), then
+/// SIGKILL to what is left.
 async fn terminate(running: &mut Running, grace: Duration) {
+    let deadline = Instant::now() + grace;
     if let Some(pid) = running.child.id() {
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
+        signal_server(pid, running.group, libc::SIGTERM);
     }
-    if tokio::time::timeout(grace, running.child.wait())
+    if tokio::time::timeout_at(deadline, running.child.wait())
         .await
         .is_err()
     {
         let _ = running.child.kill().await;
+    }
+    if running.group
+        && let Some(pgid) = running.pgid
+    {
+        while group_running(pgid) && Instant::now() < deadline {
+            tokio::time::sleep(crate::child::PROBE_INTERVAL).await;
+        }
+        signal_server(pgid, true, libc::SIGKILL);
     }
 }
 
@@ -555,6 +581,7 @@ mod tests {
             ServerProgram {
                 program: "/bin/sh".into(),
                 leading_args: vec!["-c".into(), "echo 'no such model' >&2; exit 3".into()],
+                kind: ServerKind::Hoist,
             },
             "/m",
             "m",
@@ -580,6 +607,7 @@ mod tests {
                     "echo 'listening on http://127.0.0.1:9'; echo waiting >&2; exec sleep 60"
                         .into(),
                 ],
+                kind: ServerKind::Hoist,
             },
             "/m",
             "m",

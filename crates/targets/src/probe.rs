@@ -10,6 +10,10 @@ use tokio::net::TcpStream;
 /// its input example.
 pub(crate) const READY_PATH: &str = "/v2/health/ready";
 
+/// The path MLflow's scoring server answers 200 on: it loads the model before it
+/// listens, so a 200 means the model is loaded.
+pub(crate) const MLFLOW_READY_PATH: &str = "/ping";
+
 /// `GET path` on `addr`; the status code, or `None` when there is no (valid) answer
 /// within `timeout`.
 pub(crate) async fn get_status(addr: SocketAddr, path: &str, timeout: Duration) -> Option<u16> {

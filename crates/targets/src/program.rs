@@ -1,18 +1,60 @@
-//! Which program runs a model server: `hoist-server`, or `hoist serve`.
+//! Which program runs a model server: `hoist-server`, `hoist serve`, or MLflow's own
+//! scoring server (`python -m mlflow models serve`) for models without an onnx flavor.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// How to start a model server: the `hoist-server` binary, or the `hoist` binary
-/// with a leading `serve` argument.
+/// Which model server a program is: how it is told its model and port, and how it
+/// says it is ready.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerKind {
+    /// `hoist-server` (or `hoist serve`): `--model P --name N --model-version V --host
+    /// 127.0.0.1 --port PORT`; it prints `listening on http://ADDR` and answers
+    /// `GET /v2/health/ready` 200 once its model answered its input example.
+    #[default]
+    Hoist,
+    /// MLflow's scoring server: `-m DIR --env-manager local -h 127.0.0.1 -p PORT`
+    /// after the leading `-m mlflow models serve`. It cannot be given port 0, so
+    /// hoist picks a free port first; it is ready when `GET /ping` answers 200 (the
+    /// model is loaded before the server listens). It runs uvicorn as its own child,
+    /// so it gets a process group of its own and stops are sent to the whole group.
+    Mlflow,
+}
+
+impl ServerKind {
+    /// The server a model package needs, by its `MLmodel`: [`ServerKind::Mlflow`]
+    /// when it has a `python_function` flavor and no `onnx` one; hoist-server for
+    /// everything else (an onnx flavor, a bare `.onnx` file, a directory without
+    /// `MLmodel`, and an `MLmodel` hoist-server will say is wrong).
+    pub fn of_model(path: &Path) -> ServerKind {
+        let Ok(text) = std::fs::read_to_string(path.join("MLmodel")) else {
+            return ServerKind::Hoist;
+        };
+        let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+            return ServerKind::Hoist;
+        };
+        let flavors = doc.get("flavors");
+        let has = |name: &str| flavors.and_then(|f| f.get(name)).is_some();
+        if !has("onnx") && has("python_function") {
+            ServerKind::Mlflow
+        } else {
+            ServerKind::Hoist
+        }
+    }
+}
+
+/// How to start a model server: the `hoist-server` binary, the `hoist` binary with
+/// a leading `serve` argument, or a Python with MLflow ([`ServerProgram::mlflow`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerProgram {
     /// The executable.
     pub program: PathBuf,
     /// Arguments before the server's own flags (`["serve"]` for the `hoist` binary).
     pub leading_args: Vec<OsString>,
+    /// Which server it is: the flags it takes and its readiness path.
+    pub kind: ServerKind,
 }
 
 impl ServerProgram {
@@ -21,6 +63,20 @@ impl ServerProgram {
         ServerProgram {
             program: program.into(),
             leading_args: Vec::new(),
+            kind: ServerKind::Hoist,
+        }
+    }
+
+    /// MLflow's scoring server run by `python` (which must have `mlflow` installed):
+    /// `python -m mlflow models serve`. The directory of `python` is put first on
+    /// the child's `PATH`, because MLflow starts `uvicorn` by name.
+    pub fn mlflow(python: impl Into<PathBuf>) -> ServerProgram {
+        ServerProgram {
+            program: python.into(),
+            leading_args: ["-m", "mlflow", "models", "serve"]
+                .map(OsString::from)
+                .to_vec(),
+            kind: ServerKind::Mlflow,
         }
     }
 
@@ -74,6 +130,7 @@ pub(crate) fn locate_with(
                 return Ok(ServerProgram {
                     program: exe.clone(),
                     leading_args: vec![OsString::from("serve")],
+                    kind: ServerKind::Hoist,
                 });
             }
             tried.push(format!(
@@ -163,6 +220,37 @@ mod tests {
         assert_eq!(got, ServerProgram::binary(&sibling));
         std::fs::remove_dir_all(d).unwrap();
         std::fs::remove_dir_all(other).unwrap();
+    }
+
+    #[test]
+    fn the_mlmodel_picks_the_server() {
+        let d = tempdir("kind");
+        // No MLmodel (a directory of .onnx files, or a bare file): hoist-server.
+        assert_eq!(ServerKind::of_model(&d), ServerKind::Hoist);
+        assert_eq!(ServerKind::of_model(&d.join("m.onnx")), ServerKind::Hoist);
+        let mlmodel = d.join("MLmodel");
+        std::fs::write(
+            &mlmodel,
+            "flavors:\n  onnx: {data: model.onnx}\n  python_function: {loader_module: mlflow.onnx}\n",
+        )
+        .unwrap();
+        assert_eq!(ServerKind::of_model(&d), ServerKind::Hoist);
+        std::fs::write(
+            &mlmodel,
+            "flavors:\n  python_function: {loader_module: mlflow.sklearn}\n  sklearn: {pickled_model: model.pkl}\n",
+        )
+        .unwrap();
+        assert_eq!(ServerKind::of_model(&d), ServerKind::Mlflow);
+        // Neither flavor, or not YAML: hoist-server, which reports the problem.
+        std::fs::write(&mlmodel, "flavors:\n  crate: {}\n").unwrap();
+        assert_eq!(ServerKind::of_model(&d), ServerKind::Hoist);
+        std::fs::write(&mlmodel, "flavors: [").unwrap();
+        assert_eq!(ServerKind::of_model(&d), ServerKind::Hoist);
+        // MLflow's server is `python -m mlflow models serve`.
+        let m = ServerProgram::mlflow("/venv/bin/python");
+        assert_eq!(m.kind, ServerKind::Mlflow);
+        assert_eq!(m.leading_args, ["-m", "mlflow", "models", "serve"]);
+        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]

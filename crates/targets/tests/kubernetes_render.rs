@@ -68,6 +68,15 @@ fn controller() -> ControllerSpec {
         replicas: 2,
         config_toml: "target = \"kubernetes\"\n[model]\nname = \"fraud\"\n".into(),
         journal_claim: None,
+        secret_env: vec![
+            (
+                "HOIST_WEBHOOK_SECRET".into(),
+                "mlflow-webhook".into(),
+                "secret".into(),
+            ),
+            ("NOTIFY_SECRET".into(), "notify".into(), "signing".into()),
+        ],
+        webhook_port: Some(9000),
     }
 }
 
@@ -703,4 +712,162 @@ fn names_follow_the_variant() {
         render::selector_string(&s, Variant::Candidate),
         "app.kubernetes.io/name=fraud,hoist.dev/variant=candidate"
     );
+}
+
+/// The controller gets every secret as a file from a mounted Secret (`VAR_FILE`), never
+/// as a value in its environment, so hoist can read a rotated Secret again without a
+/// restart; the webhook port is on its container and its Service.
+#[test]
+fn the_controller_reads_secrets_from_mounted_files_and_exposes_the_webhook() {
+    use k8s_openapi::api::core::v1::Service;
+    let m = render_controller(&controller(), &gateway_canary()).unwrap();
+    let d = m
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::Deployment(d) => Some(d),
+            _ => None,
+        })
+        .unwrap();
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    let env = c.env.as_ref().unwrap();
+    assert!(
+        env.iter().all(|e| e
+            .value_from
+            .as_ref()
+            .is_none_or(|v| v.secret_key_ref.is_none())),
+        "no secret as a value: {env:?}"
+    );
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+            .unwrap_or_else(|| panic!("{name} not set: {env:?}"))
+    };
+    assert_eq!(
+        value("MLFLOW_TRACKING_PASSWORD_FILE"),
+        "/var/run/secrets/hoist/mlflow/password"
+    );
+    assert_eq!(
+        value("MLFLOW_TRACKING_TOKEN_FILE"),
+        "/var/run/secrets/hoist/mlflow/token"
+    );
+    assert_eq!(
+        value("HOIST_WEBHOOK_SECRET_FILE"),
+        "/var/run/secrets/hoist/env/mlflow-webhook/secret"
+    );
+    assert_eq!(
+        value("NOTIFY_SECRET_FILE"),
+        "/var/run/secrets/hoist/env/notify/signing"
+    );
+    let volumes = pod.volumes.as_ref().unwrap();
+    let mounts = c.volume_mounts.as_ref().unwrap();
+    for (secret, dir, keys) in [
+        ("mlflow-credentials", "/var/run/secrets/hoist/mlflow", None),
+        (
+            "mlflow-webhook",
+            "/var/run/secrets/hoist/env/mlflow-webhook",
+            Some(vec!["secret"]),
+        ),
+        (
+            "notify",
+            "/var/run/secrets/hoist/env/notify",
+            Some(vec!["signing"]),
+        ),
+    ] {
+        let v = volumes
+            .iter()
+            .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret))
+            .unwrap_or_else(|| panic!("no volume of {secret}"));
+        let items: Option<Vec<&str>> = v
+            .secret
+            .as_ref()
+            .unwrap()
+            .items
+            .as_ref()
+            .map(|i| i.iter().map(|k| k.key.as_str()).collect());
+        assert_eq!(items, keys, "{secret}");
+        let m = mounts.iter().find(|m| m.name == v.name).unwrap();
+        assert_eq!(m.mount_path, dir);
+        // A subPath mount would never see the kubelet's rotation.
+        assert_eq!(m.sub_path, None);
+        assert_eq!(m.read_only, Some(true));
+    }
+    let ports: Vec<(Option<&str>, i32)> = c
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    assert_eq!(ports, [(Some("api"), 7070), (Some("webhook"), 9000)]);
+    let svc: &Service = m
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::Service(s) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    let sports: Vec<(Option<&str>, i32)> = svc
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.as_deref(), p.port))
+        .collect();
+    assert_eq!(sports, [(Some("api"), 7070), (Some("webhook"), 9000)]);
+
+    // Without a webhook, no such port.
+    let mut plain = controller();
+    plain.webhook_port = None;
+    let yaml = render_controller(&plain, &gateway_canary())
+        .unwrap()
+        .to_yaml();
+    assert!(!yaml.contains("webhook"), "{yaml}");
+}
+
+/// `hoist render k8s` with the controller: every variable hoist.toml names for it must
+/// come from a Secret, and a webhook must listen beyond the pod's loopback.
+#[test]
+fn the_controller_needs_each_named_secret_from_a_secret() {
+    use hoist_release::config::Config;
+    use hoist_targets::kubernetes::config::check_controller_env;
+    let cfg = |extra: &str| {
+        let text = format!(
+            "target = \"kubernetes\"\n{extra}\n[kubernetes]\nimage = \"{IMAGE}\"\nmodel_path = \"/m\"\n\
+             [kubernetes.controller]\nenabled = true\n[[environments]]\nname = \"production\"\n"
+        );
+        Config::parse(&text, "hoist.toml").unwrap_or_else(|e| panic!("{text}: {e}"))
+    };
+    check_controller_env(&cfg("")).unwrap();
+    let webhook = "[registry]\nurl = \"http://mlflow:5000\"\nwebhook_listen = \"0.0.0.0:9000\"\n";
+    let err = check_controller_env(&cfg(webhook)).unwrap_err();
+    assert!(
+        err.contains("registry.webhook_secret_env")
+            && err.contains("HOIST_WEBHOOK_SECRET = \"<Secret name>/<key>\"")
+            && err.contains("[kubernetes.controller.secret_env]"),
+        "{err}"
+    );
+    let err = check_controller_env(&cfg(&webhook.replace("0.0.0.0", "127.0.0.1"))).unwrap_err();
+    assert!(err.contains("listen on 0.0.0.0:9000"), "{err}");
+    let notify = "[[notifications]]\nurl = \"https://hooks.example.com/x\"\nsecret_env = \"NOTIFY_SECRET\"\n";
+    let err = check_controller_env(&cfg(notify)).unwrap_err();
+    assert!(
+        err.contains("notifications[0].secret_env") && err.contains("NOTIFY_SECRET"),
+        "{err}"
+    );
+
+    let text = format!(
+        "target = \"kubernetes\"\n{webhook}{notify}[kubernetes]\nimage = \"{IMAGE}\"\nmodel_path = \"/m\"\n\
+         [kubernetes.controller]\nenabled = true\n[kubernetes.controller.secret_env]\n\
+         HOIST_WEBHOOK_SECRET = \"mlflow-webhook/secret\"\nNOTIFY_SECRET = \"notify/signing\"\n\
+         [[environments]]\nname = \"production\"\n"
+    );
+    let c = Config::parse(&text, "hoist.toml").unwrap();
+    check_controller_env(&c).unwrap();
 }

@@ -8,6 +8,8 @@
 //!   registry tag keys, the prediction-class count.
 //! - [`api`]: the daemon API's requests and answers, as the daemon sends them and the
 //!   CLI reads them.
+//! - [`secret`]: secrets from `VAR` or the file `VAR_FILE` names, re-read when the
+//!   file is rotated.
 //! - [`error`]: [`ErrorCode`], every failure the API answers with, its HTTP status and
 //!   the CLI's exit code for it.
 
@@ -16,9 +18,11 @@ pub mod digest;
 pub mod error;
 pub mod onnx;
 pub mod package;
+pub mod secret;
 pub mod time;
 pub mod wire;
 
 pub use digest::{collect_files, digest_path, hash_file, hex};
 pub use error::ErrorCode;
 pub use package::{PackageError, PackageFiles, check_package};
+pub use secret::{Secret, SecretError};

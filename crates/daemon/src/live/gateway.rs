@@ -46,6 +46,9 @@ pub struct GatewayMetrics {
     /// Each variant's servers, whose predicted classes drift compares.
     candidate_addrs: Vec<SocketAddr>,
     stable_addrs: Vec<SocketAddr>,
+    /// Count predicted classes from the answers the gateway read, not the servers'
+    /// counters: a variant is served by a server without them (MLflow's).
+    classes_from_gateway: bool,
     shape: StepShape,
     /// The gateway's counters when the step began (and its process's id).
     baseline: Option<(String, Snapshot)>,
@@ -59,6 +62,7 @@ impl GatewayMetrics {
         http: reqwest::Client,
         candidate_addrs: Vec<SocketAddr>,
         stable_addrs: Vec<SocketAddr>,
+        classes_from_gateway: bool,
         shape: StepShape,
     ) -> GatewayMetrics {
         GatewayMetrics {
@@ -66,6 +70,7 @@ impl GatewayMetrics {
             http,
             candidate_addrs,
             stable_addrs,
+            classes_from_gateway,
             shape,
             baseline: None,
             classes0: None,
@@ -73,6 +78,18 @@ impl GatewayMetrics {
     }
 
     async fn classes(&self) -> Option<(Vec<u64>, Vec<u64>)> {
+        if self.classes_from_gateway {
+            let snap = self.gateway.metrics();
+            let padded = |c: &[u64]| {
+                let mut c = c.to_vec();
+                c.resize(hoist_types::wire::PREDICTION_CLASSES + 1, 0);
+                c
+            };
+            return Some((
+                padded(&snap.candidate.classes),
+                padded(&snap.stable.classes),
+            ));
+        }
         Some((
             predictions(&self.http, &self.candidate_addrs).await?,
             predictions(&self.http, &self.stable_addrs).await?,
@@ -178,7 +195,15 @@ impl LiveMetrics for GatewayMetrics {
                 let diff = |a: &[u64], b: &[u64]| -> Vec<u64> {
                     a.iter().zip(b).map(|(x, y)| x.saturating_sub(*y)).collect()
                 };
-                judged.drift(analysis, &diff(&s1, s0), &diff(&c1, c0));
+                let (s, c) = (diff(&s1, s0), diff(&c1, c0));
+                // A regressor read by the gateway has values, not classes: its
+                // values are judged above, and there is no class to drift.
+                let values_only = self.classes_from_gateway
+                    && s.iter().chain(&c).all(|n| *n == 0)
+                    && snap.candidate.values.rows + snap.stable.values.rows > 0;
+                if !values_only {
+                    judged.drift(analysis, &s, &c);
+                }
             }
             if matches!(judged.verdict, Verdict::Inconclusive { .. }) {
                 let shadow = &snap.shadow.answers;

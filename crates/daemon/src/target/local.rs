@@ -1,5 +1,11 @@
 //! An environment on this machine: hoist's gateway in front of supervised
 //! `hoist-server` processes (`hoist_targets::start_replicas`), one set per variant.
+//!
+//! A model version whose `MLmodel` has no `onnx` flavor but a `python_function` one
+//! (a pickled scikit-learn pipeline, a custom `PythonModel`, ...) is served by
+//! MLflow's own scoring server instead, supervised the same way: with
+//! `[server] python`, or a Python environment made once from the model's
+//! `requirements.txt` (`hoist_targets::pyenv`).
 
 use crate::views::WindowOf;
 use std::net::SocketAddr;
@@ -14,7 +20,7 @@ use hoist_registry::Registry;
 use hoist_release::config::{Config, Environment};
 use hoist_release::journal::Live;
 use hoist_release::machine::ReleaseId;
-use hoist_targets::{ServerProgram, ServerSpec, Supervised};
+use hoist_targets::{ServerKind, ServerProgram, ServerSpec, Supervised};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Candidate, EnvTarget, Serving};
@@ -30,6 +36,9 @@ pub struct LocalParts {
     pub program: ServerProgram,
     /// Each model server's output goes to a file here.
     pub log_dir: PathBuf,
+    /// Python environments made for MLflow models without `[server] python`
+    /// (`HOIST_HOME/envs`).
+    pub envs_dir: PathBuf,
     /// Where a live version's files come from again when they are gone.
     pub registry: Arc<dyn Registry>,
     pub tx: mpsc::Sender<Cmd>,
@@ -115,28 +124,60 @@ impl LocalEnv {
         });
     }
 
-    fn spec(&self, path: &Path, version: &str) -> ServerSpec {
-        let cfg = &self.parts.cfg;
-        let mut spec = ServerSpec::new(
-            self.parts.program.clone(),
-            path,
-            cfg.model.name.clone(),
-            version.to_string(),
-        );
-        spec.extra_args = vec!["--runtime".into(), cfg.server.runtime.clone()];
-        spec.extra_args.extend(cfg.server_args(&self.env));
-        spec.ready_timeout = cfg.server.ready_timeout.0;
-        spec.log_file = Some(
-            self.parts
-                .log_dir
-                .join(format!("{}-v{version}.log", self.env.name)),
-        );
-        spec
+    /// How to serve `version` from `path`: hoist-server, or MLflow's scoring server
+    /// for a model without an onnx flavor (whose Python environment may be made
+    /// first: slow the first time, so this runs in the starting task).
+    fn spec(
+        &self,
+        path: &Path,
+        version: &str,
+        release: Option<ReleaseId>,
+    ) -> BoxFuture<'static, Result<ServerSpec, String>> {
+        let (parts, env) = (self.parts.clone(), self.env.clone());
+        let (path, version) = (path.to_path_buf(), version.to_string());
+        async move { server_spec(&parts, &env, &path, &version, release).await }.boxed()
     }
 
     fn grace(&self) -> Duration {
         self.parts.cfg.server.stop_grace.0
     }
+}
+
+/// The server spec of `version` at `path` in `env` (see [`LocalEnv::spec`]).
+async fn server_spec(
+    parts: &LocalParts,
+    env: &Environment,
+    path: &Path,
+    version: &str,
+    release: Option<ReleaseId>,
+) -> Result<ServerSpec, String> {
+    let cfg = &parts.cfg;
+    let program = match ServerKind::of_model(path) {
+        ServerKind::Hoist => parts.program.clone(),
+        ServerKind::Mlflow => ServerProgram::mlflow(match &cfg.server.python {
+            Some(python) => PathBuf::from(python),
+            None => {
+                let log = parts.log.clone();
+                let name = env.name.clone();
+                let say = move |m: String| crate::log::say(&log, release, format!("{name}: {m}"));
+                hoist_targets::pyenv::ensure_env(path, &parts.envs_dir, Path::new("python3"), &say)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        }),
+    };
+    let mut spec = ServerSpec::new(program, path, cfg.model.name.clone(), version.to_string());
+    spec.extra_args = match spec.program.kind {
+        ServerKind::Hoist => {
+            let mut args = vec!["--runtime".into(), cfg.server.runtime.clone()];
+            args.extend(cfg.server_args(env));
+            args
+        }
+        ServerKind::Mlflow => cfg.server.mlflow_args.clone(),
+    };
+    spec.ready_timeout = cfg.server.ready_timeout.0;
+    spec.log_file = Some(parts.log_dir.join(format!("{}-v{version}.log", env.name)));
+    Ok(spec)
 }
 
 /// Stop servers gracefully (drain, then kill after `grace`) without waiting here.
@@ -187,13 +228,13 @@ impl EnvTarget for LocalEnv {
                     live.version
                 ),
             );
-            let mut spec = self.spec(Path::new(&live.path), &live.version);
-            if !Path::new(&live.path).exists() {
+            let mut path = PathBuf::from(&live.path);
+            if !path.exists() {
                 let registry = self.parts.registry.clone();
                 match crate::artifact::fetch(registry, live.model.clone(), live.version.clone())
                     .await
                 {
-                    Ok((_, dir)) => spec.model_path = dir,
+                    Ok((_, dir)) => path = dir,
                     Err(e) => {
                         self.say(
                             None,
@@ -203,6 +244,16 @@ impl EnvTarget for LocalEnv {
                     }
                 }
             }
+            let spec = match self.spec(&path, &live.version, None).await {
+                Ok(spec) => spec,
+                Err(e) => {
+                    self.say(
+                        None,
+                        format!("{name}: the live version could not be restarted: {e}"),
+                    );
+                    return None;
+                }
+            };
             match hoist_targets::start_replicas(&spec, self.env.replicas).await {
                 Ok(servers) => {
                     self.stable = Some(Servers {
@@ -238,7 +289,7 @@ impl EnvTarget for LocalEnv {
             });
             return;
         };
-        let spec = self.spec(Path::new(&path), &c.version);
+        let spec = self.spec(Path::new(&path), &c.version, Some(id));
         let replicas = self.env.replicas;
         self.say(
             Some(id),
@@ -248,9 +299,12 @@ impl EnvTarget for LocalEnv {
             ),
         );
         tokio::spawn(async move {
-            let result = hoist_targets::start_replicas(&spec, replicas)
-                .await
-                .map_err(|e| e.to_string());
+            let result = match spec.await {
+                Ok(spec) => hoist_targets::start_replicas(&spec, replicas)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
             let _ = tx.send(Cmd::CandidateStarted { id, env, result }).await;
         });
     }
@@ -341,6 +395,13 @@ impl EnvTarget for LocalEnv {
             self.parts.http.clone(),
             addrs(&self.candidate),
             addrs(&self.stable),
+            // MLflow's server counts no predicted classes: the gateway does, for both
+            // variants alike.
+            [&self.candidate, &self.stable]
+                .into_iter()
+                .flatten()
+                .flat_map(|s| &s.servers)
+                .any(|s| s.kind() == ServerKind::Mlflow),
             shape,
         ))
     }

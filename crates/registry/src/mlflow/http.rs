@@ -16,8 +16,11 @@ impl MlflowRegistry {
     ) -> reqwest::blocking::RequestBuilder {
         match &self.auth {
             Auth::None => rb,
-            Auth::Basic { username, password } => rb.basic_auth(username, Some(password)),
-            Auth::Bearer(t) => rb.bearer_auth(t),
+            // Read at each call: a credentials file rotated in place takes effect at once.
+            Auth::Basic { username, password } => {
+                rb.basic_auth(username.get(), Some(password.get()))
+            }
+            Auth::Bearer(t) => rb.bearer_auth(t.get()),
         }
     }
 

@@ -32,6 +32,7 @@
 //!   registry), and two concurrent registrations of the same files may both create a
 //!   version: MLflow has no transaction hoist could hold across the upload.
 
+use hoist_types::{Secret, SecretError};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -74,9 +75,9 @@ pub enum Auth {
     #[default]
     None,
     /// `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`.
-    Basic { username: String, password: String },
+    Basic { username: Secret, password: Secret },
     /// `MLFLOW_TRACKING_TOKEN`.
-    Bearer(String),
+    Bearer(Secret),
 }
 
 impl std::fmt::Debug for Auth {
@@ -84,7 +85,7 @@ impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Auth::None => write!(f, "None"),
-            Auth::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            Auth::Basic { .. } => write!(f, "Basic(***)"),
             Auth::Bearer(_) => write!(f, "Bearer(***)"),
         }
     }
@@ -144,7 +145,10 @@ impl MlflowRegistry {
 
     /// From the environment MLflow users already set: `MLFLOW_TRACKING_URI` (required),
     /// `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD` (basic auth) or
-    /// `MLFLOW_TRACKING_TOKEN` (bearer); `MLFLOW_EXPERIMENT_NAME` names the experiment
+    /// `MLFLOW_TRACKING_TOKEN` (bearer), each also from the file `{VAR}_FILE` names
+    /// (read again when it is rotated; a file that does not exist counts as unset, as a
+    /// mounted Secret holds a username and password, or a token);
+    /// `MLFLOW_EXPERIMENT_NAME` names the experiment
     /// [`register`](Self::register) logs to (default [`DEFAULT_EXPERIMENT`]).
     pub fn from_env() -> Result<MlflowRegistry> {
         Self::from_vars(|k| std::env::var(k).ok())
@@ -155,10 +159,15 @@ impl MlflowRegistry {
         let uri = var("MLFLOW_TRACKING_URI")
             .filter(|u| !u.is_empty())
             .ok_or_else(|| Error::Invalid("MLFLOW_TRACKING_URI is not set".into()))?;
+        let cred = |name: &str| match Secret::from_env(name, &var) {
+            Ok(s) => Ok(s),
+            Err(SecretError::NoFile { .. }) => Ok(None),
+            Err(e) => Err(Error::Invalid(e.to_string())),
+        };
         let auth = match (
-            var("MLFLOW_TRACKING_USERNAME"),
-            var("MLFLOW_TRACKING_PASSWORD"),
-            var("MLFLOW_TRACKING_TOKEN"),
+            cred("MLFLOW_TRACKING_USERNAME")?,
+            cred("MLFLOW_TRACKING_PASSWORD")?,
+            cred("MLFLOW_TRACKING_TOKEN")?,
         ) {
             (Some(username), Some(password), _) => Auth::Basic { username, password },
             (_, _, Some(token)) => Auth::Bearer(token),

@@ -40,7 +40,7 @@ fn configuration_comes_from_mlflow_variables() {
     assert_eq!(r.id(), "http://127.0.0.1:5000");
     assert!(matches!(r.auth, Auth::Basic { .. }));
     assert_eq!(r.cache_dir, PathBuf::from("/tmp/h/artifacts"));
-    assert_eq!(format!("{:?}", r.auth), "Basic(u, ***)");
+    assert_eq!(format!("{:?}", r.auth), "Basic(***)");
     assert_eq!(r.experiment, DEFAULT_EXPERIMENT);
     let r = MlflowRegistry::from_vars(vars(&[
         ("MLFLOW_TRACKING_URI", "http://h"),
@@ -401,4 +401,76 @@ fn versions_parse_from_mlflow_json() {
     assert_eq!(v.aliases, vec!["champion".to_string()]);
     assert_eq!(v.created_at_ms, 1_700_000_000_000);
     assert!(version_key("10") > version_key("9"));
+}
+
+/// Credentials given as files (`MLFLOW_TRACKING_*_FILE`, a mounted Secret) are read
+/// again at the next call after the file is rotated: no restart. The loopback server
+/// records each request's `Authorization` header.
+#[test]
+fn credential_files_are_read_again_when_rotated() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut auth = String::new();
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("authorization")
+                {
+                    auth = v.trim().to_string();
+                }
+                if h == "\r\n" || h.is_empty() {
+                    break;
+                }
+            }
+            record.lock().unwrap().push(auth);
+            let body = r#"{"registered_models": []}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("hoist-mlflow-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "first\n").unwrap();
+    let m: HashMap<String, String> = [
+        ("MLFLOW_TRACKING_URI", uri.as_str()),
+        ("MLFLOW_TRACKING_TOKEN_FILE", token.to_str().unwrap()),
+        // A mounted Secret with only a token: the other two files do not exist.
+        ("MLFLOW_TRACKING_USERNAME_FILE", "/nonexistent/username"),
+        ("MLFLOW_TRACKING_PASSWORD_FILE", "/nonexistent/password"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let r = MlflowRegistry::from_vars(|k| m.get(k).cloned()).unwrap();
+    assert!(matches!(r.auth, Auth::Bearer(_)), "{:?}", r.auth);
+    r.list_models().unwrap();
+    // Rotated as the kubelet does: a new file renamed over the old one.
+    std::fs::write(dir.join("token.new"), "second").unwrap();
+    std::fs::rename(dir.join("token.new"), &token).unwrap();
+    r.list_models().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("Bearer first"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("Bearer second"),
+        "{seen:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -257,6 +257,27 @@ impl Config {
                 self.server.runtime
             ));
         }
+        if self
+            .server
+            .python
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            return Err(
+                "server.python: must name a Python (with mlflow installed), or be left out to let hoist make one from each model's requirements.txt"
+                    .into(),
+            );
+        }
+        if let Some(bad) = self.server.mlflow_args.iter().find(|a| {
+            matches!(
+                a.as_str(),
+                "-m" | "--model-uri" | "-p" | "--port" | "-h" | "--host" | "--env-manager"
+            )
+        }) {
+            return Err(format!(
+                "server.mlflow_args: `{bad}` is set by hoist (the model, address and --env-manager local)"
+            ));
+        }
         Ok(())
     }
 

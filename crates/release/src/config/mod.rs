@@ -135,7 +135,8 @@ pub struct Notification {
     /// `slack` (an incoming-webhook message).
     #[serde(default)]
     pub kind: NotificationKind,
-    /// Environment variable holding the signing secret (json only).
+    /// Environment variable holding the signing secret (json only), or whose `_FILE`
+    /// names a file holding it (read again when the file is rotated).
     #[serde(default)]
     pub secret_env: Option<String>,
     /// Which events (empty: all): started, gate_passed, gate_failed, step,
@@ -169,7 +170,8 @@ pub struct RegistryConfig {
     pub poll_interval: Dur,
     /// Receive MLflow webhooks on this address (`hoist mlflow connect` creates them).
     pub webhook_listen: Option<SocketAddr>,
-    /// Environment variable holding the webhook secret.
+    /// Environment variable holding the webhook secret, or whose `_FILE` names a file
+    /// holding it (read again when the file is rotated).
     pub webhook_secret_env: String,
 }
 
@@ -259,6 +261,14 @@ pub struct ServerConfig {
     pub ready_timeout: Dur,
     /// How long a stopping server may take to drain before it is killed.
     pub stop_grace: Dur,
+    /// The Python that runs MLflow's scoring server (`python -m mlflow models
+    /// serve`) for a model version with no onnx flavor; it must have `mlflow` and the
+    /// model's libraries. Unset: hoist makes a virtualenv from the model's
+    /// `requirements.txt` once, under `HOIST_HOME/envs/<sha256>`.
+    pub python: Option<String>,
+    /// Further `mlflow models serve` flags for those models, e.g. `["--workers", "2"]`
+    /// (`args` are hoist-server's and do not apply to them).
+    pub mlflow_args: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -268,6 +278,8 @@ impl Default for ServerConfig {
             args: Vec::new(),
             ready_timeout: Dur(Duration::from_secs(60)),
             stop_grace: Dur(Duration::from_secs(10)),
+            python: None,
+            mlflow_args: Vec::new(),
         }
     }
 }

@@ -200,3 +200,79 @@ fn listen_may_be_left_out_on_a_cluster_only() {
     let c = Config::parse(&text, "hoist.toml").unwrap();
     assert_eq!(c.environments[0].listen, NO_LISTEN);
 }
+
+#[test]
+fn the_python_of_mlflow_models_is_a_server_key() {
+    let c = Config::parse(
+        "[server]\npython = \"/opt/venv/bin/python\"\nmlflow_args = [\"--workers\", \"2\"]\n",
+        "hoist.toml",
+    )
+    .unwrap();
+    assert_eq!(c.server.python.as_deref(), Some("/opt/venv/bin/python"));
+    assert_eq!(c.server.mlflow_args, ["--workers", "2"]);
+    assert_eq!(Config::default().server.python, None);
+    let err = Config::parse("[server]\npython = \"  \"\n", "hoist.toml").unwrap_err();
+    assert!(err.to_string().contains("server.python"), "{err}");
+    let err =
+        Config::parse("[server]\nmlflow_args = [\"-p\", \"80\"]\n", "hoist.toml").unwrap_err();
+    assert!(
+        err.to_string().contains("server.mlflow_args: `-p`"),
+        "{err}"
+    );
+    let err = Config::parse("[server]\npyton = \"/usr/bin/python3\"\n", "hoist.toml").unwrap_err();
+    assert!(err.to_string().contains("pyton"), "{err}");
+
+fn controller_secret_env_names_a_variable_and_a_secret_key() {
+    let base = |table: &str| {
+        format!(
+            "[kubernetes.controller.secret_env]\n{table}\n[[environments]]\nname = \"p\"\nlisten = \"127.0.0.1:9\"\n"
+        )
+    };
+    let c = Config::parse(
+        &base("HOIST_WEBHOOK_SECRET = \"mlflow-webhook/secret\"\nSLACK = \"notify/url.txt\""),
+        "hoist.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.kubernetes.controller.secret_env_refs().unwrap(),
+        [
+            (
+                "HOIST_WEBHOOK_SECRET".to_string(),
+                "mlflow-webhook".to_string(),
+                "secret".to_string()
+            ),
+            (
+                "SLACK".to_string(),
+                "notify".to_string(),
+                "url.txt".to_string()
+            ),
+        ]
+    );
+    for (table, want) in [
+        (
+            "X = \"no-key\"",
+            "secret_env.X: `no-key` must be \"<Secret name>/<key>\"",
+        ),
+        ("X = \"Bad_Name/k\"", "must be \"<Secret name>/<key>\""),
+        ("X = \"s/\"", "must be \"<Secret name>/<key>\""),
+        ("X = \"s/a b\"", "must be \"<Secret name>/<key>\""),
+        (
+            "\"1X\" = \"s/k\"",
+            "`1X` is not an environment variable name",
+        ),
+        (
+            "\"A-B\" = \"s/k\"",
+            "`A-B` is not an environment variable name",
+        ),
+        ("T_FILE = \"s/k\"", "without `_FILE`"),
+    ] {
+        let err = Config::parse(&base(table), "hoist.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{table}: {err}");
+        assert!(
+            err.contains("kubernetes.controller.secret_env"),
+            "{table}: {err}"
+        );
+    }
+}

@@ -26,6 +26,7 @@ use super::proto::{
 use crate::http::Shared;
 use crate::metrics::Route;
 use crate::model::{InferError, Model};
+use crate::repository::LookupError;
 use crate::runtime::IoSpec;
 
 /// The service; cheap to clone (one `Arc`).
@@ -51,13 +52,19 @@ fn http_status(code: Code) -> u16 {
 impl Service {
     /// Runs `f`, counting it in the request metrics and turning a panic into
     /// `INTERNAL` for this one call (as the REST middleware does).
+    /// `model`: the model the call names (counted under it when the server knows it).
     async fn tracked<T>(
         &self,
         route: Route,
+        model: Option<&str>,
         f: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
+        let metrics = match model {
+            Some(name) => self.state.models.metrics_for(Some(name)),
+            None => self.state.metrics.unrouted().clone(),
+        };
         let start = Instant::now();
-        self.state.metrics.request_started();
+        metrics.request_started();
         let result = match AssertUnwindSafe(f).catch_unwind().await {
             Ok(r) => r,
             Err(_) => Err(Status::internal(
@@ -65,32 +72,17 @@ impl Service {
             )),
         };
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.state
-            .metrics
-            .request_finished(route, http_status(code), start.elapsed());
+        metrics.request_finished(route, http_status(code), start.elapsed());
         result.map(Response::new)
     }
 
-    /// The served model if it is `name` (and `version`, when not empty).
+    /// The served model `name` (and `version`, when not empty).
     fn lookup(&self, name: &str, version: &str) -> Result<Arc<Model>, Status> {
-        let model = self
-            .state
-            .model
-            .load_full()
-            .ok_or_else(|| Status::unavailable("no model is loaded yet"))?;
-        if model.package.name != name {
-            return Err(Status::not_found(format!(
-                "model '{name}' not found; this server serves '{}'",
-                model.package.name
-            )));
-        }
-        if !version.is_empty() && version != model.package.version {
-            return Err(Status::not_found(format!(
-                "model '{name}' version '{version}' not found; this server serves version '{}'",
-                model.package.version
-            )));
-        }
-        Ok(model)
+        let version = (!version.is_empty()).then_some(version);
+        self.state.models.find(name, version).map_err(|e| match e {
+            LookupError::NotFound(m) => Status::not_found(m),
+            LookupError::Loading(m) => Status::unavailable(m),
+        })
     }
 
     async fn infer(&self, mut req: ModelInferRequest) -> Result<ModelInferResponse, Status> {
@@ -177,7 +169,7 @@ impl GrpcInferenceService for Service {
         &self,
         _: Request<ServerLiveRequest>,
     ) -> Result<Response<ServerLiveResponse>, Status> {
-        self.tracked(Route::Health, async {
+        self.tracked(Route::Health, None, async {
             Ok(ServerLiveResponse { live: true })
         })
         .await
@@ -188,10 +180,9 @@ impl GrpcInferenceService for Service {
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
         let ready = self.state.is_ready();
-        self.tracked(
-            Route::Health,
-            async move { Ok(ServerReadyResponse { ready }) },
-        )
+        self.tracked(Route::Health, None, async move {
+            Ok(ServerReadyResponse { ready })
+        })
         .await
     }
 
@@ -202,11 +193,11 @@ impl GrpcInferenceService for Service {
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let r = request.into_inner();
-        let ready = self.state.is_ready() && self.lookup(&r.name, &r.version).is_ok();
-        self.tracked(
-            Route::Health,
-            async move { Ok(ModelReadyResponse { ready }) },
-        )
+        let ready = self.state.ready.load(std::sync::atomic::Ordering::Acquire)
+            && self.lookup(&r.name, &r.version).is_ok();
+        self.tracked(Route::Health, Some(&r.name), async move {
+            Ok(ModelReadyResponse { ready })
+        })
         .await
     }
 
@@ -214,7 +205,7 @@ impl GrpcInferenceService for Service {
         &self,
         _: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
-        self.tracked(Route::Health, async {
+        self.tracked(Route::Health, None, async {
             Ok(ServerMetadataResponse {
                 name: "hoist-server".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -229,7 +220,8 @@ impl GrpcInferenceService for Service {
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = request.into_inner();
-        self.tracked(Route::V2Metadata, async move {
+        let name = r.name.clone();
+        self.tracked(Route::V2Metadata, Some(&name), async move {
             let model = self.lookup(&r.name, &r.version)?;
             Ok(ModelMetadataResponse {
                 name: model.package.name.clone(),
@@ -247,7 +239,9 @@ impl GrpcInferenceService for Service {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let req = request.into_inner();
-        self.tracked(Route::GrpcInfer, self.infer(req)).await
+        let name = req.model_name.clone();
+        self.tracked(Route::GrpcInfer, Some(&name), self.infer(req))
+            .await
     }
 }
 

@@ -1,4 +1,5 @@
-//! Admin endpoints (`POST /admin/reload`), guarded by `X-Admin-Token`.
+//! Admin endpoints (`POST /admin/reload`, and the repository extension's `load` and
+//! `unload`), guarded by `X-Admin-Token`.
 //!
 //! # Guarantees
 //! - Without a configured token the admin endpoints answer 404: off, never open.
@@ -99,12 +100,15 @@ impl AdminTokens {
     }
 }
 
-/// Checks the admin token; `Err` is the response to send.
-pub fn authorize(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks the admin token for `action` (`reload`, `load`, `unload`); `Err` is the
+/// response to send.
+pub fn authorize(state: &Shared, headers: &HeaderMap, action: &str) -> Result<(), Response> {
     if !state.admin.configured() {
         return Err(json_error(
             StatusCode::NOT_FOUND,
-            "no route for POST /admin/reload (admin endpoints are off: set HOIST_ADMIN_TOKEN or HOIST_ADMIN_TOKEN_FILE)",
+            &format!(
+                "{action} is off: admin endpoints need HOIST_ADMIN_TOKEN or HOIST_ADMIN_TOKEN_FILE (no route for POST /admin/reload)"
+            ),
         ));
     }
     let presented = headers
@@ -123,15 +127,17 @@ pub fn authorize(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ReloadRequest {
+    /// The model to reload; needed when the server serves more than one.
+    model: Option<String>,
     /// Load from this path instead of the current one.
     path: Option<PathBuf>,
     /// Serve under this version.
     version: Option<String>,
 }
 
-/// `POST /admin/reload [{"path": ..., "version": ...}]`: load, check, swap.
+/// `POST /admin/reload [{"model": ..., "path": ..., "version": ...}]`: load, check, swap.
 pub async fn reload(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
+    if let Err(r) = authorize(&state, &headers, "reload") {
         return r;
     }
     let req: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -143,15 +149,42 @@ pub async fn reload(State(state): State<Shared>, headers: HeaderMap, body: Bytes
                 return json_error(
                     StatusCode::BAD_REQUEST,
                     &format!(
-                        "reload body must be empty or {{\"path\": ..., \"version\": ...}}: {e}"
+                        "reload body must be empty or {{\"model\": ..., \"path\": ..., \"version\": ...}}: {e}"
                     ),
                 );
             }
         }
     };
-    match crate::server::reload(&state, req.path, req.version).await {
+    let name = match req.model {
+        Some(m) => m,
+        None => {
+            let entries = state.models.entries();
+            match entries.as_slice() {
+                [one] => one
+                    .model()
+                    .map_or(one.name.clone(), |m| m.package.name.clone()),
+                many => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "this server serves {} models; name one with {{\"model\": ...}}: {}",
+                            many.len(),
+                            many.iter()
+                                .map(|e| format!("'{}'", e.name))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    };
+    match state.models.load(&name, req.path, req.version).await {
         Ok(report) => axum::Json(report).into_response(),
-        Err(msg) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &msg),
+        Err(crate::repository::LoadFailure::NotFound(m)) => json_error(StatusCode::NOT_FOUND, &m),
+        Err(crate::repository::LoadFailure::Failed(m)) => {
+            json_error(StatusCode::UNPROCESSABLE_ENTITY, &m)
+        }
     }
 }
 

@@ -178,9 +178,9 @@ pub async fn predict_image(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let model = match state.current() {
+    let model = match state.models.sole() {
         Ok(m) => m,
-        Err(e) => return image_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => return image_error(super::lookup_status(&e), &e.to_string()),
     };
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,

@@ -11,8 +11,8 @@
 //! flavor returns a DataFrame for a DataFrame. docs/mlflow.md lists the differences.
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -36,6 +36,7 @@ fn mlflow_error(status: StatusCode, message: &str) -> Response {
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => "BAD_REQUEST",
         StatusCode::PAYLOAD_TOO_LARGE => "REQUEST_LIMIT_EXCEEDED",
         StatusCode::SERVICE_UNAVAILABLE => "TEMPORARILY_UNAVAILABLE",
+        StatusCode::NOT_FOUND => "RESOURCE_DOES_NOT_EXIST",
         _ => "INTERNAL_ERROR",
     };
     let mut resp = (
@@ -51,8 +52,29 @@ fn mlflow_error(status: StatusCode, message: &str) -> Response {
     resp
 }
 
+/// `POST /invocations`: the one model this server serves (with several loaded, a
+/// 404 naming them and `/models/{name}/invocations`).
 pub async fn invocations(
     State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    invocations_inner(state, None, headers, body).await
+}
+
+/// `POST /models/{model}/invocations`: the MLflow protocol to one of the models.
+pub async fn invocations_named(
+    State(state): State<Shared>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    invocations_inner(state, Some(model), headers, body).await
+}
+
+async fn invocations_inner(
+    state: Shared,
+    name: Option<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -68,9 +90,9 @@ pub async fn invocations(
             );
         }
     };
-    let model = match state.current() {
+    let model = match name.map_or_else(|| state.models.sole(), |n| state.models.find(&n, None)) {
         Ok(m) => m,
-        Err(e) => return mlflow_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => return mlflow_error(super::lookup_status(&e), &e.to_string()),
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)

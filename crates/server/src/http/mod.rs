@@ -1,7 +1,8 @@
 //! The HTTP surface: routes, shared state, errors, and the metrics middleware.
 //!
-//! One module per protocol: [`v2`] (Open Inference Protocol), [`mlflow`] (MLflow
-//! scoring), [`image`] (`/predict-image`), [`admin`] (reload). Every error a client
+//! One module per protocol: [`v2`] (Open Inference Protocol, and its model
+//! repository extension), [`mlflow`] (MLflow scoring), [`image`] (`/predict-image`),
+//! [`admin`] (reload, and the token rules of load and unload). Every error a client
 //! sees is built here or in those modules on purpose; no panic reaches a client.
 
 // Handlers' helpers return `Result<_, Response>`: the error is the finished answer.
@@ -13,12 +14,10 @@ pub mod mlflow;
 pub mod v2;
 
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -28,38 +27,45 @@ use axum::routing::{get, post};
 use futures_util::FutureExt;
 use serde_json::json;
 
-use crate::metrics::{Metrics, Route};
-use crate::model::{InferError, Model, ModelOptions};
+use crate::metrics::{Metrics, ModelMetrics, Route};
+use crate::model::InferError;
+use crate::repository::{LookupError, Repository};
 
 /// Everything the handlers share.
 pub struct AppState {
-    /// The model being served; `None` until the first load succeeds. Swapped
-    /// atomically on reload: a request holds its own `Arc` until it finishes.
-    pub model: ArcSwapOption<Model>,
+    /// The models served, by name. Each is swapped atomically on reload: a request
+    /// holds its own `Arc` until it finishes.
+    pub models: Repository,
     pub metrics: Arc<Metrics>,
-    pub opts: ModelOptions,
-    /// Where the model is loaded from; a reload may point it elsewhere.
-    pub source: std::sync::Mutex<PathBuf>,
-    /// False before the first load and once shutdown starts.
+    /// False until every model's first load was tried, and once shutdown starts.
     pub ready: AtomicBool,
     pub admin: admin::AdminTokens,
-    /// One reload at a time.
-    pub reload_lock: tokio::sync::Mutex<()>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
 }
 
 impl AppState {
-    /// The model, or the error a client sees while none is loaded.
-    pub fn current(&self) -> Result<Arc<Model>, InferError> {
-        self.model
-            .load_full()
-            .ok_or_else(|| InferError::Model("no model is loaded yet".into()))
-    }
-
+    /// Whether the server takes traffic: started, not shutting down, and (one
+    /// model) that model loaded. With many models a model that failed or was
+    /// unloaded does not make the server unready (the others serve); its own
+    /// readiness (`/v2/models/{name}/ready`) says so.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.model.load().is_some()
+        self.ready.load(Ordering::Acquire)
+            && (!self.models.is_single() || self.models.sole().is_ok())
     }
+}
+
+/// The status of a model a client cannot use: 404 (unknown, not loaded), 503 (loading).
+pub fn lookup_status(e: &LookupError) -> StatusCode {
+    match e {
+        LookupError::NotFound(_) => StatusCode::NOT_FOUND,
+        LookupError::Loading(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The answer to a request for a model it cannot use.
+pub fn lookup_error(e: &LookupError) -> Response {
+    json_error(lookup_status(e), &e.to_string())
 }
 
 pub type Shared = Arc<AppState>;
@@ -87,6 +93,19 @@ pub fn router(state: Shared) -> Router {
             post(v2::infer_v),
         )
         .route("/invocations", post(mlflow::invocations))
+        .route(
+            "/models/{model}/invocations",
+            post(mlflow::invocations_named),
+        )
+        .route("/v2/repository/index", post(v2::repository_index))
+        .route(
+            "/v2/repository/models/{model}/load",
+            post(v2::repository_load),
+        )
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(v2::repository_unload),
+        )
         .route("/ping", get(mlflow::ping))
         .route("/version", get(mlflow::version))
         .route("/health", get(health))
@@ -106,8 +125,9 @@ async fn track(State(state): State<Shared>, req: Request, next: Next) -> Respons
         .get::<MatchedPath>()
         .map(|m| Route::of(m.as_str()))
         .unwrap_or(Route::Other);
+    let metrics = model_metrics(&state, req.uri().path());
     let start = Instant::now();
-    state.metrics.request_started();
+    metrics.request_started();
     // A bug must cost one request a 500, never the connection or the process.
     let resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
         Ok(resp) => resp,
@@ -116,19 +136,34 @@ async fn track(State(state): State<Shared>, req: Request, next: Next) -> Respons
             "internal error while handling the request (see the server log)",
         ),
     };
-    state
-        .metrics
-        .request_finished(route, resp.status().as_u16(), start.elapsed());
+    metrics.request_finished(route, resp.status().as_u16(), start.elapsed());
     resp
 }
 
-/// `GET /health`: the shape the seed documents' health checks read.
+/// The metrics a request to `path` counts in: those of the model it names
+/// (`/v2/models/{m}/...`, `/models/{m}/invocations`, `/v2/repository/models/{m}/...`)
+/// or, on `/invocations` and `/predict-image`, of the one model served.
+fn model_metrics(state: &Shared, path: &str) -> Arc<ModelMetrics> {
+    let named = ["/v2/models/", "/models/", "/v2/repository/models/"]
+        .iter()
+        .find_map(|p| path.strip_prefix(p))
+        .map(|rest| rest.split('/').next().unwrap_or(rest));
+    match named {
+        Some(name) => state.models.metrics_for(Some(name)),
+        None if matches!(path, "/invocations" | "/predict-image") => state.models.metrics_for(None),
+        None => state.metrics.unrouted().clone(),
+    }
+}
+
+/// `GET /health`: the shape the seed documents' health checks read; with many
+/// models, `models` lists each with its state.
 async fn health(State(state): State<Shared>) -> Response {
-    let model = state.model.load_full();
+    let model = state.models.sole().ok();
     let ready = state.is_ready();
-    let body = json!({
-        "status": if ready { "healthy" } else if model.is_some() { "shutting_down" } else { "loading" },
-        "model_loaded": model.is_some(),
+    let loaded = state.models.entries().iter().any(|e| e.model().is_some());
+    let mut body = json!({
+        "status": if ready { "healthy" } else if loaded { "shutting_down" } else { "loading" },
+        "model_loaded": loaded,
         "timestamp": hoist_types::time::rfc3339_now(),
         "version": model.as_ref().map(|m| m.package.version.clone()),
         "model": model.as_ref().map(|m| json!({
@@ -138,6 +173,9 @@ async fn health(State(state): State<Shared>) -> Response {
             "runtime": m.runtime.as_str(),
         })),
     });
+    if !state.models.is_single() {
+        body["models"] = json!(state.models.index(false));
+    }
     let status = if ready {
         StatusCode::OK
     } else {

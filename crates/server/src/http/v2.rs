@@ -26,7 +26,7 @@ pub async fn server_metadata() -> Response {
     axum::Json(json!({
         "name": "hoist-server",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": ["binary_tensor_data", "model_repository"],
     }))
     .into_response()
 }
@@ -47,33 +47,10 @@ pub async fn ready(State(state): State<Shared>) -> Response {
 
 /// Finds the served model by name (and version), or the 404 a client sees.
 fn lookup(state: &Shared, name: &str, version: Option<&str>) -> Result<Arc<Model>, Response> {
-    let Some(model) = state.model.load_full() else {
-        return Err(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no model is loaded yet",
-        ));
-    };
-    if model.package.name != name {
-        return Err(json_error(
-            StatusCode::NOT_FOUND,
-            &format!(
-                "model '{name}' not found; this server serves '{}'",
-                model.package.name
-            ),
-        ));
-    }
-    if let Some(v) = version
-        && v != model.package.version
-    {
-        return Err(json_error(
-            StatusCode::NOT_FOUND,
-            &format!(
-                "model '{name}' version '{v}' not found; this server serves version '{}'",
-                model.package.version
-            ),
-        ));
-    }
-    Ok(model)
+    state
+        .models
+        .find(name, version)
+        .map_err(|e| super::lookup_error(&e))
 }
 
 fn metadata(state: &Shared, name: &str, version: Option<&str>) -> Response {
@@ -126,7 +103,7 @@ pub async fn model_metadata_v(
 
 fn model_ready_inner(state: &Shared, name: &str, version: Option<&str>) -> Response {
     match lookup(state, name, version) {
-        Ok(m) if state.is_ready() => {
+        Ok(m) if state.ready.load(std::sync::atomic::Ordering::Acquire) => {
             axum::Json(json!({"name": m.package.name, "ready": true})).into_response()
         }
         Ok(m) => (
@@ -147,6 +124,100 @@ pub async fn model_ready_v(
     Path((model, version)): Path<(String, String)>,
 ) -> Response {
     model_ready_inner(&state, &model, Some(&version))
+}
+
+/// `POST /v2/repository/index` body: `{"repository_name": "", "ready": bool}`, all
+/// optional (Triton's model repository extension).
+#[derive(Deserialize, Default)]
+struct IndexRequest {
+    #[serde(default)]
+    repository_name: Option<String>,
+    #[serde(default)]
+    ready: Option<bool>,
+}
+
+/// `POST /v2/repository/index`: every model the server knows or its repository
+/// directory holds, as `[{"name", "version", "state", "reason"}]`.
+pub async fn repository_index(State(state): State<Shared>, body: Bytes) -> Response {
+    let req: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IndexRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("index body must be {{\"ready\": true|false}}: {e}"),
+                );
+            }
+        }
+    };
+    if let Some(r) = req.repository_name.filter(|r| !r.is_empty()) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "unknown repository '{r}'; this server has one repository (name it \"\" or leave it out)"
+            ),
+        );
+    }
+    axum::Json(state.models.index(req.ready.unwrap_or(false))).into_response()
+}
+
+/// `POST /v2/repository/models/{model}/load`: loads (or reloads) the model; 200
+/// once it serves, 400 with the reason when it did not load (it is then
+/// `UNAVAILABLE` in the index; a loaded model keeps serving), 404 for a model the
+/// server and its repository do not have. Admin token rules apply.
+pub async fn repository_load(
+    State(state): State<Shared>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = super::admin::authorize(&state, &headers, "load") {
+        return r;
+    }
+    // Triton's body is optional `{"parameters": {...}}`; none are taken here.
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(o)) if o.keys().all(|k| k == "parameters") => {
+                if let Some(p) = o.get("parameters").and_then(Value::as_object)
+                    && let Some(k) = p.keys().next()
+                {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("load parameter '{k}' is not supported; send none"),
+                    );
+                }
+            }
+            _ => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "load body must be empty or {\"parameters\": {}}",
+                );
+            }
+        }
+    }
+    match state.models.load(&model, None, None).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(crate::repository::LoadFailure::NotFound(m)) => json_error(StatusCode::NOT_FOUND, &m),
+        Err(crate::repository::LoadFailure::Failed(m)) => json_error(StatusCode::BAD_REQUEST, &m),
+    }
+}
+
+/// `POST /v2/repository/models/{model}/unload`: new requests to the model get 404,
+/// requests in flight finish. Admin token rules apply.
+pub async fn repository_unload(
+    State(state): State<Shared>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = super::admin::authorize(&state, &headers, "unload") {
+        return r;
+    }
+    match state.models.unload(&model).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => super::lookup_error(&e),
+    }
 }
 
 /// An inference request's JSON part.

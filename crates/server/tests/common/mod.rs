@@ -56,6 +56,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub stderr_log: PathBuf,
+    /// `host:port` of the gRPC listener, when started with `--grpc-port`.
+    pub grpc: Option<String>,
 }
 
 impl Server {
@@ -66,18 +68,31 @@ impl Server {
         s
     }
 
+    /// Starts `hoist-server ARGS` (see [`Server::spawn_args`]) and waits until it is ready.
+    pub fn start_args(args: &[String], runtime: &str, env: &[(&str, &str)]) -> Server {
+        let s = Server::spawn_args(args, runtime, env);
+        s.wait_ready();
+        s
+    }
+
     /// Starts the server without waiting for readiness.
     pub fn spawn(model: &Path, runtime: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut args = vec!["--model".to_string(), model.to_string_lossy().into_owned()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Server::spawn_args(&args, runtime, env)
+    }
+
+    /// Starts `hoist-server ARGS --port 0 --runtime RUNTIME` (ARGS name the models)
+    /// without waiting for readiness.
+    pub fn spawn_args(args: &[String], runtime: &str, env: &[(&str, &str)]) -> Server {
         let log = std::env::temp_dir().join(format!(
             "hoist-server-test-{}-{}.log",
             std::process::id(),
             COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoist-server"));
-        cmd.arg("--model")
-            .arg(model)
+        cmd.args(args)
             .args(["--port", "0", "--runtime", runtime])
-            .args(extra)
             .env_remove("HOIST_ADMIN_TOKEN")
             .env_remove("HOIST_ADMIN_TOKEN_FILE")
             .env_remove("MODEL_AUTO_REFRESH_SECONDS")
@@ -90,23 +105,30 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start hoist-server");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; stderr: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .to_string();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut read = |prefix: &str| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "unexpected line {line:?}; stderr: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                })
+                .to_string()
+        };
+        let base = read("listening on ");
+        let grpc = args
+            .iter()
+            .any(|a| a == "--grpc-port")
+            .then(|| read("grpc listening on "));
         Server {
             child,
             base,
             stderr_log: log,
+            grpc,
         }
     }
 

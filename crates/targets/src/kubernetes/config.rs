@@ -125,6 +125,49 @@ pub fn app_spec(
         replicas: k.controller.replicas as i32,
         config_toml: config_text.to_string(),
         journal_claim: k.controller.journal_claim.clone(),
+        // Checked when hoist.toml was loaded.
+        secret_env: k.controller.secret_env_refs().unwrap_or_default(),
+        webhook_port: cfg.registry.webhook_listen.map(|a| a.port()),
     });
     s
+}
+
+/// The in-cluster controller gets no environment of its own: every variable
+/// hoist.toml names for it must come from a Secret (`kubernetes.controller.secret_env`).
+/// The error names the first key that names one that does not, and the fix.
+pub fn check_controller_env(cfg: &Config) -> Result<(), String> {
+    if !cfg.kubernetes.controller.enabled {
+        return Ok(());
+    }
+    if let Some(a) = cfg.registry.webhook_listen
+        && a.ip().is_loopback()
+    {
+        return Err(format!(
+            "registry.webhook_listen: {a} is reachable only inside the controller's pod: \
+             listen on 0.0.0.0:{} so MLflow reaches it through the controller's Service",
+            a.port()
+        ));
+    }
+    let given = &cfg.kubernetes.controller.secret_env;
+    let mut needed: Vec<(String, &str)> = Vec::new();
+    if cfg.registry.webhook_listen.is_some() {
+        needed.push((
+            "registry.webhook_secret_env".into(),
+            cfg.registry.webhook_secret_env.as_str(),
+        ));
+    }
+    for (i, n) in cfg.notifications.iter().enumerate() {
+        if let Some(var) = &n.secret_env {
+            needed.push((format!("notifications[{i}].secret_env"), var.as_str()));
+        }
+    }
+    for (key, var) in needed {
+        if !given.contains_key(var) {
+            return Err(format!(
+                "{key}: the in-cluster controller reads {var} from a Secret: add \
+                 `{var} = \"<Secret name>/<key>\"` to [kubernetes.controller.secret_env]"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -157,41 +157,60 @@ async fn namespace(client: &Client, ns: &str) -> Check {
     }
 }
 
+/// One Secret a check wants: its namespace and name, the keys it must have, the keys
+/// of which it needs at least one, and what it is for.
+type Wanted<'a> = (&'a str, String, Vec<&'a str>, Vec<&'a str>, String);
+
 /// Each Secret the rendered pods mount, with the keys they read.
 async fn secrets(client: &Client, s: &AppSpec, out: &mut Vec<Check>) {
-    // (secret, keys it must have, keys of which at least one, what it is for)
-    let mut wanted: Vec<(String, Vec<&str>, Vec<&str>, &str)> = Vec::new();
+    // (namespace, secret, keys it must have, keys of which at least one, what it is for)
+    let mut wanted: Vec<Wanted> = Vec::new();
     if let ModelSource::Registry {
         credentials_secret: Some(secret),
         ..
     } = &s.model_source
     {
         wanted.push((
+            &s.namespace,
             secret.clone(),
             vec![],
             vec!["username", "password", "token"],
-            "kubernetes.registry_secret (MLflow credentials)",
+            "kubernetes.registry_secret (MLflow credentials)".into(),
         ));
     }
     if let Some(secret) = &s.admin_token_secret {
         wanted.push((
+            &s.namespace,
             secret.clone(),
             vec!["token"],
             vec![],
-            "kubernetes.admin_token_secret",
+            "kubernetes.admin_token_secret".into(),
         ));
     }
     if let Some(secret) = &s.pull_secret {
         wanted.push((
+            &s.namespace,
             secret.clone(),
             vec![".dockerconfigjson"],
             vec![],
-            "kubernetes.pull_secret (an image pull secret)",
+            "kubernetes.pull_secret (an image pull secret)".into(),
         ));
     }
-    let api: Api<Secret> = Api::namespaced(client.clone(), &s.namespace);
-    for (secret, all, any, what) in wanted {
-        let name = format!("secret {}/{secret}", s.namespace);
+    // The controller's own Secrets, in its namespace: each key of `secret_env`.
+    if let Some(c) = &s.controller {
+        for (var, secret, key) in &c.secret_env {
+            wanted.push((
+                &c.namespace,
+                secret.clone(),
+                vec![key.as_str()],
+                vec![],
+                format!("kubernetes.controller.secret_env.{var}"),
+            ));
+        }
+    }
+    for (namespace, secret, all, any, what) in wanted {
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let name = format!("secret {namespace}/{secret}");
         let keys = match api.get_opt(&secret).await {
             Ok(Some(x)) => {
                 let mut k: BTreeSet<String> = x.data.unwrap_or_default().into_keys().collect();
@@ -210,7 +229,7 @@ async fn secrets(client: &Client, s: &AppSpec, out: &mut Vec<Check>) {
                     format!("does not exist ({what})"),
                     format!(
                         "kubectl -n {} create secret generic {secret} {example}",
-                        s.namespace
+                        namespace
                     ),
                 ));
                 continue;
@@ -240,7 +259,7 @@ async fn secrets(client: &Client, s: &AppSpec, out: &mut Vec<Check>) {
             out.push(Check::fail(
                 name,
                 format!("has no key {need} ({what})"),
-                format!("add {need} to Secret {}/{secret}", s.namespace),
+                format!("add {need} to Secret {}/{secret}", namespace),
             ));
         }
     }
@@ -258,6 +277,8 @@ pub fn controller_rules(s: &AppSpec) -> Vec<(String, PolicyRule)> {
             replicas: 1,
             config_toml: String::new(),
             journal_claim: None,
+            secret_env: Vec::new(),
+            webhook_port: None,
         });
     }
     let mut out = Vec::new();

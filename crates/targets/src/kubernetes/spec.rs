@@ -136,6 +136,14 @@ pub struct ControllerSpec {
     /// A PersistentVolumeClaim for the journal; without it the journal is an emptyDir
     /// and a new pod recovers what is live from the objects' annotations.
     pub journal_claim: Option<String>,
+    /// Variables whose values are Secret keys mounted as files: `(VAR, secret, key)`
+    /// sets `VAR_FILE` (re-read by hoist when the Secret is rotated).
+    #[serde(default)]
+    pub secret_env: Vec<(String, String, String)>,
+    /// The port MLflow's webhooks reach (`registry.webhook_listen`), exposed by the
+    /// controller's container and Service when set.
+    #[serde(default)]
+    pub webhook_port: Option<u16>,
 }
 
 /// Everything one environment's manifests are made of.

@@ -36,7 +36,9 @@
 //! tract's own `LinearClassifier`, `LinearRegressor`, `Normalizer` and
 //! `TreeEnsembleClassifier` are replaced; its `CategoryMapper` matches ORT and
 //! stays. ZipMap is not here: the model loader rewrites it away. [`guard`] works
-//! around a tract declutter bug (`Tile`/`Expand` feeding a `MatMul`).
+//! around a tract declutter bug (`Tile`/`Expand` feeding a `MatMul`). [`topk`]
+//! replaces tract's `TopK` (NaN ordered as ONNX Runtime orders it: k-NN models
+//! answer rows with missing values as ORT and MLflow do).
 //!
 //! Every variant is checked against ORT by `crates/server/tests/ops.rs` on the
 //! models `tools/make_op_models.py` writes to `examples/ops/`.
@@ -62,6 +64,7 @@ mod parse;
 mod preprocess;
 mod scaler;
 mod svm;
+mod topk;
 mod tree_regressor;
 use model::{
     Ensemble, LEAF, Labels, MISSING_TRUE, Mode, Node, ORT_PARALLEL_N, ORT_PARALLEL_TREE,
@@ -105,6 +108,7 @@ pub fn register(onnx: &mut tract_onnx::Onnx) {
         .insert("FeatureVectorizer", preprocess::parse_feature_vectorizer);
     onnx.op_register
         .insert("LabelEncoder", label_encoder::parse_label_encoder);
+    topk::register(onnx);
 }
 
 /// Makes tree ensembles parsed from now on add up their trees in the order an

@@ -6,6 +6,36 @@ use super::*;
 /// its ServiceAccount, the Lease its replicas compete for, its hoist.toml in a
 /// ConfigMap, and a Service for the CLI (`kubectl port-forward`). Each environment's
 /// [`render`] adds the Role it needs there.
+/// Where the controller reads MLflow credentials (`registry_secret`) from.
+const MLFLOW_CREDENTIALS_DIR: &str = "/var/run/secrets/hoist/mlflow";
+/// Where `kubernetes.controller.secret_env`'s Secrets are mounted, one directory each.
+const SECRET_ENV_DIR: &str = "/var/run/secrets/hoist/env";
+
+/// A Secret as a read-only volume: every key (an absent Secret then mounts as an empty
+/// directory, as MLflow credentials are optional), or only `keys`, each at its own
+/// name (the Secret and keys must exist). Mounted whole (never by subPath), so the
+/// kubelet's rotation reaches the files.
+fn secret_volume(name: &str, secret: &str, keys: Option<&[&str]>) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            default_mode: Some(0o440),
+            optional: keys.is_none().then_some(true),
+            items: keys.map(|ks| {
+                ks.iter()
+                    .map(|k| KeyToPath {
+                        key: (*k).into(),
+                        path: (*k).into(),
+                        mode: None,
+                    })
+                    .collect()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
 pub fn render_controller(c: &ControllerSpec, app: &AppSpec) -> Result<Manifests> {
     app.validate()?;
     let ns = c.namespace.clone();
@@ -110,11 +140,46 @@ pub fn render_controller(c: &ControllerSpec, app: &AppSpec) -> Result<Manifests>
         mount("tmp", "/tmp", false),
         mount("home", "/var/lib/hoist", false),
     ];
+    // Secrets reach the controller as files (`VAR_FILE`), never as values in its
+    // environment: hoist reads such a file again when the kubelet rotates the Secret,
+    // so credentials change without a restart.
     if let ModelSource::Registry {
-        credentials_secret, ..
+        credentials_secret: Some(secret),
+        ..
     } = &app.model_source
     {
-        env.extend(registry_env(credentials_secret.as_deref()));
+        volumes.push(secret_volume("mlflow-credentials", secret, None));
+        mounts.push(mount("mlflow-credentials", MLFLOW_CREDENTIALS_DIR, true));
+        // username and password, or a token: whichever keys the Secret has (a file
+        // that does not exist counts as unset).
+        for (var, key) in [
+            ("MLFLOW_TRACKING_USERNAME_FILE", "username"),
+            ("MLFLOW_TRACKING_PASSWORD_FILE", "password"),
+            ("MLFLOW_TRACKING_TOKEN_FILE", "token"),
+        ] {
+            env.push(value_env(var, &format!("{MLFLOW_CREDENTIALS_DIR}/{key}")));
+        }
+    }
+    // `kubernetes.controller.secret_env`: one volume per Secret, holding only the
+    // keys named.
+    let mut by_secret: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for (var, secret, key) in &c.secret_env {
+        by_secret
+            .entry(secret.as_str())
+            .or_default()
+            .push((var.as_str(), key.as_str()));
+    }
+    for (i, (secret, vars)) in by_secret.iter().enumerate() {
+        let name = format!("secret-env-{i}");
+        let dir = format!("{SECRET_ENV_DIR}/{secret}");
+        let mut keys: Vec<&str> = vars.iter().map(|(_, k)| *k).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        volumes.push(secret_volume(&name, secret, Some(&keys)));
+        mounts.push(mount(&name, &dir, true));
+        for (var, key) in vars {
+            env.push(value_env(&format!("{var}_FILE"), &format!("{dir}/{key}")));
+        }
     }
     if let Some(s) = &app.admin_token_secret {
         volumes.push(admin_volume(s));
@@ -142,12 +207,17 @@ pub fn render_controller(c: &ControllerSpec, app: &AppSpec) -> Result<Manifests>
             .map(|s| s.to_string())
             .collect(),
         ),
-        ports: Some(vec![ContainerPort {
-            name: Some("api".into()),
-            container_port: 7070,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(
+            std::iter::once(("api", 7070))
+                .chain(c.webhook_port.map(|p| ("webhook", i32::from(p))))
+                .map(|(name, port)| ContainerPort {
+                    name: Some(name.into()),
+                    container_port: port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
         env: Some(env),
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
@@ -207,13 +277,20 @@ pub fn render_controller(c: &ControllerSpec, app: &AppSpec) -> Result<Manifests>
         metadata: meta(CONTROLLER),
         spec: Some(ServiceSpec {
             selector: Some(labels([(LABEL_APP, CONTROLLER)])),
-            ports: Some(vec![ServicePort {
-                name: Some("api".into()),
-                port: 7070,
-                target_port: Some(IntOrString::String("api".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            // The webhook port, when configured, is where MLflow's webhooks reach
+            // the controller (`http://hoist-controller.<namespace>.svc:<port>/`).
+            ports: Some(
+                std::iter::once(("api", 7070))
+                    .chain(c.webhook_port.map(|p| ("webhook", i32::from(p))))
+                    .map(|(name, port)| ServicePort {
+                        name: Some(name.into()),
+                        port,
+                        target_port: Some(IntOrString::String(name.into())),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }),
         ..Default::default()
