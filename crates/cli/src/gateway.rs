@@ -21,6 +21,7 @@
 //! Upstreams are URLs or `HOST:PORT`; a host name (a Service's DNS name) is resolved
 //! at start and again at every `PUT /admin/routes`.
 
+use hoist_types::Secret;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,26 +85,6 @@ fn duration(s: &str) -> Result<Duration, String> {
     hoist_release::config::parse_duration(s)
 }
 
-/// Where the admin token comes from, read at each call (a mounted Secret rotates in
-/// place).
-#[derive(Clone)]
-enum TokenSource {
-    File(PathBuf),
-    Fixed(String),
-}
-
-impl TokenSource {
-    fn current(&self) -> Option<String> {
-        match self {
-            TokenSource::Fixed(t) => Some(t.clone()),
-            TokenSource::File(p) => std::fs::read_to_string(p)
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty()),
-        }
-    }
-}
-
 /// The split as the admin API reads and writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,7 +128,8 @@ impl Default for RoutesBody {
 
 struct Admin {
     gateway: Gateway,
-    token: TokenSource,
+    /// Read again when its file is rotated (a mounted Secret).
+    token: Secret,
     stable: String,
     candidate: Option<String>,
     /// What was last set (the upstream addresses aside).
@@ -230,22 +212,18 @@ impl Admin {
         Ok(())
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let Some(want) = self.token.current() else {
-            return Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the admin token file is missing or empty".into(),
-            ));
-        };
+    /// The 401 to answer when the request lacks the admin token.
+    fn refused(&self, headers: &HeaderMap) -> Option<Response> {
+        let want = self.token.get();
         let got = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if constant_time_eq(got.as_bytes(), want.as_bytes()) {
-            Ok(())
+            None
         } else {
-            Err(error(
+            Some(error(
                 StatusCode::UNAUTHORIZED,
                 "the admin API needs `Authorization: Bearer <admin token>`".into(),
             ))
@@ -284,14 +262,14 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 async fn get_routes(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
-    if let Err(r) = a.authorized(&headers) {
+    if let Some(r) = a.refused(&headers) {
         return r;
     }
     axum::Json(a.view()).into_response()
 }
 
 async fn put_routes(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = a.authorized(&headers) {
+    if let Some(r) = a.refused(&headers) {
         return r;
     }
     let body: RoutesBody = match serde_json::from_slice(&body) {
@@ -305,7 +283,7 @@ async fn put_routes(State(a): State<Arc<Admin>>, headers: HeaderMap, body: Bytes
 }
 
 async fn snapshot(State(a): State<Arc<Admin>>, headers: HeaderMap) -> Response {
-    if let Err(r) = a.authorized(&headers) {
+    if let Some(r) = a.refused(&headers) {
         return r;
     }
     axum::Json(json!({
@@ -332,8 +310,10 @@ pub(crate) fn run(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let token = match (&a.admin_token_file, env("HOIST_ADMIN_TOKEN")) {
-        (Some(p), _) => TokenSource::File(p.clone()),
-        (None, Some(t)) if !t.trim().is_empty() => TokenSource::Fixed(t.trim().to_string()),
+        (Some(p), _) => {
+            Secret::file(p).map_err(|e| CliError::Usage(format!("--admin-token-file: {e}")))?
+        }
+        (None, Some(t)) if !t.trim().is_empty() => Secret::value(t.trim()),
         _ => {
             return Err(CliError::Usage(
                 "the admin API needs a token: --admin-token-file FILE or HOIST_ADMIN_TOKEN".into(),
@@ -351,15 +331,10 @@ pub(crate) fn run(
     {
         host_port(u).map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
     }
+    // Both read again when their files are rotated.
     let feedback_token = match &a.feedback_token_file {
         Some(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|source| CliError::Io {
-                    context: format!("--feedback-token-file {}", p.display()),
-                    source,
-                })?
-                .trim()
-                .to_string(),
+            Secret::file(p).map_err(|e| CliError::Usage(format!("--feedback-token-file: {e}")))?,
         ),
         None => None,
     };

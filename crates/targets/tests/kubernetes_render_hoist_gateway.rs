@@ -41,6 +41,8 @@ fn spec() -> AppSpec {
         replicas: 2,
         config_toml: String::new(),
         journal_claim: None,
+        secret_env: Vec::new(),
+        webhook_port: None,
     });
     s
 }

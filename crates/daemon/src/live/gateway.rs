@@ -79,7 +79,7 @@ impl GatewayMetrics {
 
     async fn classes(&self) -> Option<(Vec<u64>, Vec<u64>)> {
         if self.classes_from_gateway {
-            let snap = self.gateway.metrics();
+            let (_, snap) = self.gateway.read().await.ok()?;
             let padded = |c: &[u64]| {
                 let mut c = c.to_vec();
                 c.resize(hoist_types::wire::PREDICTION_CLASSES + 1, 0);

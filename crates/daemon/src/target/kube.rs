@@ -622,9 +622,9 @@ impl EnvTarget for ClusterTarget {
         async move { super::smoke::smoke_test(&http, &url, "", path.as_deref(), 1).await }.boxed()
     }
 
-    /// hoist's gateway's counters with `split = "hoist"` (drift of predicted classes
-    /// needs each server's counters, which a Service does not give: not judged
-    /// there), else Prometheus.
+    /// hoist's gateway's counters with `split = "hoist"` (predicted classes for drift
+    /// too, read by the gateway from the answers: a Service gives no server's own
+    /// counters), else Prometheus.
     fn live_metrics(&self, shape: StepShape) -> Box<dyn LiveMetrics> {
         match &self.env.gateway {
             Some(g) => Box::new(GatewayMetrics::new(
@@ -632,6 +632,7 @@ impl EnvTarget for ClusterTarget {
                 self.http.clone(),
                 Vec::new(),
                 Vec::new(),
+                true,
                 shape,
             )),
             None => Box::new(PrometheusMetrics {

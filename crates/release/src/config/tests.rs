@@ -221,7 +221,9 @@ fn the_python_of_mlflow_models_is_a_server_key() {
     );
     let err = Config::parse("[server]\npyton = \"/usr/bin/python3\"\n", "hoist.toml").unwrap_err();
     assert!(err.to_string().contains("pyton"), "{err}");
+}
 
+#[test]
 fn controller_secret_env_names_a_variable_and_a_secret_key() {
     let base = |table: &str| {
         format!(
