@@ -113,7 +113,7 @@ fi
 export HOIST_CHROMIUM HOIST_BROWSER_MODULES
 echo "== browser: $HOIST_CHROMIUM, playwright-core in $HOIST_BROWSER_MODULES"
 
-# The cluster tests (crates/cli/tests/cluster.rs and cluster_doctor.rs,
+# The cluster tests (crates/cli/tests/cluster.rs, cluster_doctor.rs and cluster_hoist_split.rs,
 # crates/targets/tests/kubernetes_envtest.rs) run last, against the control plane
 # whose build goes on in the background meanwhile: in the workspace run below they
 # find no control plane and say they are skipped; then they run for real, where a
@@ -146,7 +146,7 @@ fi
 echo "== the cluster tests against the real control plane ($envtest_kubeconfig)"
 HOIST_ENVTEST_KUBECONFIG="$envtest_kubeconfig" HOIST_REQUIRE_ENVTEST=1 HOIST_ENVTEST_LATER=0 \
   cargo test --locked --no-fail-fast -p hoist-cli --test cluster --test cluster_doctor \
-    -p hoist-targets --test kubernetes_envtest
+    --test cluster_hoist_split -p hoist-targets --test kubernetes_envtest
 
 echo "== external clients (tritonclient, MLflow scoring bodies)"
 HOIST_SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hoist-server" bash tests/clients/run.sh

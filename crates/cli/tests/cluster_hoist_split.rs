@@ -102,6 +102,19 @@ impl GatewayProc {
             .json()
             .unwrap()
     }
+
+    /// The routes once `ok` holds of them (the cluster worker applies a promotion
+    /// or rollback after the release has ended), or as they are after 60 s.
+    fn routes_when(&self, ok: impl Fn(&Value) -> bool) -> Value {
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.routes();
+            if ok(&r) || std::time::Instant::now() > until {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for GatewayProc {
@@ -293,9 +306,20 @@ steps = [{{ shadow = 100, pause = "4s" }}, {{ weight = 50, pause = "4s" }}]
     ));
     // As the cluster admin: only the namespaces and the controller's identity and
     // Roles; the controller applies the Services itself.
-    let mut yaml = String::new();
+    // Namespaces first: one apply creates the objects in the order given.
+    let kinds = ["Namespace", "ServiceAccount", "Role", "RoleBinding"];
+    let mut docs: Vec<(usize, String)> = Vec::new();
     let mut files = Vec::new();
-    for sub in [dir.clone(), dir.join("controller")] {
+    // Every environment's directory and the controller's.
+    let subs: Vec<std::path::PathBuf> = std::iter::once(dir.clone())
+        .chain(
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_dir()),
+        )
+        .collect();
+    for sub in subs {
         if let Ok(rd) = std::fs::read_dir(&sub) {
             files.extend(rd.map(|e| e.unwrap().path()));
         }
@@ -308,11 +332,12 @@ steps = [{{ shadow = 100, pause = "4s" }}, {{ weight = 50, pause = "4s" }}]
             .lines()
             .find_map(|l| l.strip_prefix("kind: "))
             .unwrap_or_default();
-        if ["Namespace", "ServiceAccount", "Role", "RoleBinding"].contains(&kind) {
-            yaml.push_str("---\n");
-            yaml.push_str(&text);
+        if let Some(rank) = kinds.iter().position(|k| *k == kind) {
+            docs.push((rank, text));
         }
     }
+    docs.sort_by_key(|(rank, _)| *rank);
+    let yaml: String = docs.iter().map(|(_, t)| format!("---\n{t}")).collect();
     k.apply(&yaml);
     let kubeconfig = k.service_account_kubeconfig(&home, &ctl, "hoist-controller");
     // The daemon's API token is the gateway's admin token (the rendered controller
@@ -339,7 +364,7 @@ steps = [{{ shadow = 100, pause = "4s" }}, {{ weight = 50, pause = "4s" }}]
     register(&home, "breast_cancer_gbt", Some("champion"));
     let r = d.wait_done(1, Duration::from_secs(120));
     assert_eq!(r["outcome"]["outcome"], "succeeded", "{r}");
-    let routes = gw.routes();
+    let routes = gw.routes_when(|r| r["routes"]["stable_version"] == "1");
     assert_eq!(routes["routes"]["stable_version"], "1", "{routes}");
     assert!(routes["routes"]["candidate_version"].is_null(), "{routes}");
     assert_eq!(routes["routes"]["feedback"], true, "{routes}");
@@ -366,7 +391,7 @@ steps = [{{ shadow = 100, pause = "4s" }}, {{ weight = 50, pause = "4s" }}]
     assert!(last["mirrored"].as_u64().unwrap() >= 10, "{last}");
     assert!(!weights(&r).iter().any(|w| *w > 0), "{r}");
     assert_eq!(failed, 0, "{failed} of {sent} requests failed");
-    let routes = gw.routes();
+    let routes = gw.routes_when(|r| r["routes"]["candidate_version"].is_null());
     assert_eq!(
         (
             &routes["routes"]["candidate_weight"],
@@ -422,7 +447,7 @@ steps = [{{ shadow = 100, pause = "4s" }}, {{ weight = 50, pause = "4s" }}]
                     .is_some_and(|d| d["spec"]["replicas"] == 0)
         },
     );
-    let routes = gw.routes();
+    let routes = gw.routes_when(|r| r["routes"]["stable_version"] == "3");
     assert_eq!(routes["routes"]["stable_version"], "3", "{routes}");
     assert!(routes["routes"]["candidate_version"].is_null(), "{routes}");
     let s = d.get("/api/v1/status");
