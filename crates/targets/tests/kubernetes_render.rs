@@ -828,7 +828,7 @@ fn the_controller_reads_secrets_from_mounted_files_and_exposes_the_webhook() {
     let yaml = render_controller(&plain, &gateway_canary())
         .unwrap()
         .to_yaml();
-    assert!(!yaml.contains("webhook"), "{yaml}");
+    assert!(!yaml.contains("name: webhook"), "{yaml}");
 }
 
 /// `hoist render k8s` with the controller: every variable hoist.toml names for it must
