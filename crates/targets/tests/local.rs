@@ -342,11 +342,13 @@ async fn stop_drains_requests_in_flight() {
     let start = Instant::now();
     loop {
         let m = request(addr, "GET", "/metrics", b"").await.unwrap().body;
+        // Summed over the `model` label: the inferences count under their model,
+        // this request under model="".
         let n: i64 = m
             .lines()
-            .find_map(|l| l.strip_prefix("hoist_requests_in_flight "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+            .filter(|l| l.starts_with("hoist_requests_in_flight{"))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<i64>().ok())
+            .sum();
         if n >= 4 {
             break;
         }

@@ -58,8 +58,6 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// Why a secret could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretError {
-    /// Both `VAR` and `VAR_FILE` are set.
-    Both { var: String },
     /// `VAR_FILE` names a file that does not exist.
     NoFile { var: String, path: PathBuf },
     /// The file exists but cannot be read, or holds nothing.
@@ -73,9 +71,6 @@ pub enum SecretError {
 impl fmt::Display for SecretError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SecretError::Both { var } => {
-                write!(f, "both {var} and {var}_FILE are set: set one of them")
-            }
             SecretError::NoFile { var, path } => {
                 write!(
                     f,
@@ -124,7 +119,7 @@ impl Secret {
         })))
     }
 
-    /// The secret in `var` (a non-empty value), or in the file `{var}_FILE` names;
+    /// The secret in `var` (a non-empty value), else in the file `{var}_FILE` names;
     /// `None` when neither is set. `env` reads the environment (tests pass a map).
     pub fn from_env(
         var: &str,
@@ -134,8 +129,8 @@ impl Secret {
         let file_var = format!("{var}_FILE");
         let file = env(&file_var).filter(|v| !v.is_empty());
         match (value, file) {
-            (Some(_), Some(_)) => Err(SecretError::Both { var: var.into() }),
-            (Some(v), None) => Ok(Some(Secret::value(v))),
+            // The value wins, as it always did for hoist's own variables.
+            (Some(v), _) => Ok(Some(Secret::value(v))),
             (None, None) => Ok(None),
             (None, Some(p)) => {
                 let path = PathBuf::from(p);
@@ -312,8 +307,10 @@ mod tests {
             format!("T_FILE {}: the file is empty", empty.display())
         );
 
-        let e =
-            Secret::from_env("T", &env(&[("T", "x"), ("T_FILE", "/etc/hostname")])).unwrap_err();
-        assert_eq!(e.to_string(), "both T and T_FILE are set: set one of them");
+        // Both set: the value wins (the file is not read).
+        let s = Secret::from_env("T", &env(&[("T", "x"), ("T_FILE", "/nonexistent")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.get(), "x");
     }
 }
