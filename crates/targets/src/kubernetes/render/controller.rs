@@ -228,21 +228,10 @@ pub fn render_controller(c: &ControllerSpec, app: &AppSpec) -> Result<Manifests>
             period_seconds: Some(5),
             ..Default::default()
         }),
-        resources: Some(ResourceRequirements {
-            requests: Some(
-                [("cpu", "100m"), ("memory", "128Mi")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), Quantity(v.into())))
-                    .collect(),
-            ),
-            limits: Some(
-                [("memory", "512Mi")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), Quantity(v.into())))
-                    .collect(),
-            ),
-            ..Default::default()
-        }),
+        resources: Some(fixed_resources(
+            &[("cpu", "100m"), ("memory", "128Mi")],
+            &[("memory", "512Mi")],
+        )),
         security_context: Some(restricted()),
         volume_mounts: Some(mounts),
         ..Default::default()

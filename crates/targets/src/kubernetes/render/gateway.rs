@@ -87,33 +87,13 @@ pub fn gateway_deployment(spec: &AppSpec, g: &HoistGateway) -> Deployment {
             port("http", SERVER_PORT),
             port("admin", GATEWAY_ADMIN_PORT),
         ]),
-        resources: Some(ResourceRequirements {
-            requests: Some(
-                [("cpu", "100m"), ("memory", "64Mi")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), Quantity(v.into())))
-                    .collect(),
-            ),
-            limits: Some(
-                [("memory", "256Mi")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), Quantity(v.into())))
-                    .collect(),
-            ),
-            ..Default::default()
-        }),
+        resources: Some(fixed_resources(
+            &[("cpu", "100m"), ("memory", "64Mi")],
+            &[("memory", "256Mi")],
+        )),
         readiness_probe: Some(probe.clone()),
         liveness_probe: Some(probe),
-        // Endpoints drop the pod while it still forwards; then SIGTERM drains it.
-        lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction {
-                    seconds: spec.drain_seconds,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        lifecycle: Some(drain_lifecycle(spec.drain_seconds)),
         security_context: Some(restricted()),
         volume_mounts: Some(mounts),
         ..Default::default()

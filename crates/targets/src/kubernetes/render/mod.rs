@@ -54,9 +54,9 @@ pub use controller::render_controller;
 use meta::{common, labels, meta, namespace};
 pub use meta::{pin_annotations, selector, selector_string};
 use pod::{
-    REGISTRY_AUTH_DIR, admin_volume, controller_access, empty_dir, http_probe, mount, pod_security,
-    pull_secret_volume, pull_secrets, registry_env, resources, restricted, server_identity,
-    value_env,
+    REGISTRY_AUTH_DIR, admin_volume, controller_access, drain_lifecycle, empty_dir,
+    fixed_resources, http_probe, mount, pod_security, pull_secret_volume, pull_secrets,
+    registry_env, resources, restricted, server_identity, value_env,
 };
 pub use route::{http_route, route_weight};
 pub use workload::{deployment, server_args, service};

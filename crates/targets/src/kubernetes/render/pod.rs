@@ -128,6 +128,35 @@ pub(super) fn pod_security() -> PodSecurityContext {
     }
 }
 
+/// Fixed requests and limits of hoist's own small containers (controller, gateway).
+pub(super) fn fixed_resources(
+    requests: &[(&str, &str)],
+    limits: &[(&str, &str)],
+) -> ResourceRequirements {
+    let map = |q: &[(&str, &str)]| {
+        q.iter()
+            .map(|(k, v)| (k.to_string(), Quantity((*v).into())))
+            .collect()
+    };
+    ResourceRequirements {
+        requests: Some(map(requests)),
+        limits: Some(map(limits)),
+        ..Default::default()
+    }
+}
+
+/// The preStop sleep: Endpoints drop the pod while it still serves, then SIGTERM
+/// drains it.
+pub(super) fn drain_lifecycle(seconds: i64) -> Lifecycle {
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            sleep: Some(SleepAction { seconds }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub(super) fn resources(spec: &AppSpec) -> ResourceRequirements {
     let r = &spec.resources;
     let mut requests = BTreeMap::new();

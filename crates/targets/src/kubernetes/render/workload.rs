@@ -153,16 +153,7 @@ pub fn deployment(spec: &AppSpec, v: Variant, pin: &ModelPin, replicas: Option<i
         )),
         readiness_probe: Some(http_probe("/v2/health/ready", 5, 2)),
         liveness_probe: Some(http_probe("/v2/health/live", 10, 3)),
-        // Endpoints drop the pod while it still serves; then SIGTERM drains it.
-        lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction {
-                    seconds: spec.drain_seconds,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        lifecycle: Some(drain_lifecycle(spec.drain_seconds)),
         security_context: Some(restricted()),
         volume_mounts: Some(server_mounts),
         ..Default::default()
