@@ -19,45 +19,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use hoist_testkit::kube_api::envtest::{Envtest, FAIL_ANNOTATION, unique};
 use serde_json::Value;
-
-/// A real model server standing in for the variants' Services.
-struct Server(Child, u16);
-
-impl Server {
-    fn start() -> Server {
-        let port = hoist_testkit::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_hoist"))
-            .arg("serve")
-            .arg("--model")
-            .arg(model("breast_cancer_lr"))
-            .args(["--runtime", "tract", "--workers", "1", "--port"])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("hoist serve");
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !hoist_testkit::answers_200(&addr, "/v2/health/ready") {
-            assert!(Instant::now() < deadline, "hoist serve did not get ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server(child, port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One test's place on the cluster: the environment's namespace and the controller's.
 struct Place {
@@ -392,7 +359,7 @@ fn a_hoist_gateway_split_is_accepted_and_the_app_service_selects_the_gateway() {
 fn hoist_up_as_the_rendered_controller_runs_a_canary_and_rolls_back_a_crashing_candidate() {
     let Some(k) = Envtest::get() else { return };
     let p = Place::new(k, "canary");
-    let server = Server::start();
+    let server = Serve::start("breast_cancer_lr");
     let home = temp_home("cluster");
     let config = p.config(server.1, "enabled = false");
     let dir = home.join("k8s");
@@ -510,7 +477,7 @@ fn hoist_up_as_the_rendered_controller_runs_a_canary_and_rolls_back_a_crashing_c
 fn without_prometheus_a_cluster_canary_fails_closed() {
     let Some(k) = Envtest::get() else { return };
     let p = Place::new(k, "noprom");
-    let server = Server::start();
+    let server = Serve::start("breast_cancer_lr");
     let home = temp_home("cluster-noprom");
     let config = p.config(server.1, "");
     let dir = home.join("k8s");
@@ -546,7 +513,7 @@ fn without_prometheus_a_cluster_canary_fails_closed() {
 fn a_controller_without_a_journal_adopts_the_cluster_and_rolls_back_a_leftover_candidate() {
     let Some(k) = Envtest::get() else { return };
     let p = Place::new(k, "adopt");
-    let server = Server::start();
+    let server = Serve::start("breast_cancer_lr");
     let home = temp_home("cluster-adopt");
     let config = p.config(server.1, "enabled = false");
     let dir = home.join("k8s");
@@ -638,7 +605,7 @@ fn a_controller_without_a_journal_adopts_the_cluster_and_rolls_back_a_leftover_c
 fn two_controllers_one_leader_through_the_lease() {
     let Some(k) = Envtest::get() else { return };
     let p = Place::new(k, "lease");
-    let server = Server::start();
+    let server = Serve::start("breast_cancer_lr");
     let home_a = temp_home("cluster-lease-a");
     let home_b = temp_home("cluster-lease-b");
     let config = p.config(server.1, "enabled = false");
@@ -764,7 +731,7 @@ fn on_a_cluster_only_signed_artifacts_are_applied_and_pods_pull_them_by_digest()
     let Some(k) = Envtest::get() else { return };
     let p = Place::new(k, "policy");
     let reg = hoist_testkit::registry::Registry::start();
-    let server = Server::start();
+    let server = Serve::start("breast_cancer_lr");
     let home = temp_home("cluster-policy");
     let key = PrivateKey::generate();
     std::fs::write(home.join("cosign.pub"), key.public().to_pem()).unwrap();
@@ -872,7 +839,7 @@ fn on_a_cluster_only_signed_artifacts_are_applied_and_pods_pull_them_by_digest()
 fn a_replica_ratio_canary_promoted_mid_rollout() {
     let Some(k) = Envtest::get() else { return };
     let p = Place::new(k, "ratio");
-    let server = Server::start();
+    let server = Serve::start("breast_cancer_lr");
     let home = temp_home("cluster-ratio");
     let config = p
         .config(server.1, "enabled = false")
@@ -951,7 +918,7 @@ fn a_replica_ratio_canary_promoted_mid_rollout() {
 fn a_controller_killed_mid_canary_resumes_from_its_journal() {
     let Some(k) = Envtest::get() else { return };
     let p = Place::new(k, "resume");
-    let server = Server::start();
+    let server = Serve::start("breast_cancer_lr");
     let home = temp_home("cluster-resume");
     let config = p.config(server.1, "enabled = false").replace(
         "steps = [{ weight = 10, pause = \"300ms\" }, { weight = 50, pause = \"300ms\" }]",
@@ -1018,7 +985,7 @@ fn a_controller_killed_mid_canary_resumes_from_its_journal() {
 fn a_blue_green_release_on_a_cluster_switches_the_route_at_once() {
     let Some(k) = Envtest::get() else { return };
     let p = Place::new(k, "bluegreen");
-    let server = Server::start();
+    let server = Serve::start("breast_cancer_lr");
     let home = temp_home("cluster-bluegreen");
     let config = p.config(server.1, "enabled = false").replace(
         "steps = [{ weight = 10, pause = \"300ms\" }, { weight = 50, pause = \"300ms\" }]",

@@ -21,45 +21,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use hoist_testkit::kube_api::envtest::{Envtest, unique};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "gateway-admin-token-for-this-test";
-
-/// A real model server on `port`, standing in for a variant's Service.
-struct Server(Child);
-
-impl Server {
-    fn start(package: &str, port: u16) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_hoist"))
-            .arg("serve")
-            .arg("--model")
-            .arg(model(package))
-            .args(["--runtime", "tract", "--workers", "1", "--port"])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("hoist serve");
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !hoist_testkit::answers_200(&addr, "/v2/health/ready") {
-            assert!(Instant::now() < deadline, "hoist serve did not get ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server(child)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `hoist gateway` and its public and admin URLs.
 struct GatewayProc(Child, String, String);
@@ -234,7 +202,7 @@ fn shadow_steps_and_feedback_labels_on_a_cluster_through_hoists_gateway() {
     let (ns, ctl) = (unique("hsplit-app"), unique("hsplit-ctl"));
     let stable_port = hoist_testkit::free_port();
     let candidate_port = hoist_testkit::free_port();
-    let _stable = Server::start("breast_cancer_gbt", stable_port);
+    let _stable = Serve::on("breast_cancer_gbt", stable_port);
     let gw = GatewayProc::start(stable_port, candidate_port);
     let home = temp_home("cluster-hoist-split");
     let config = format!(
@@ -360,7 +328,7 @@ steps = [{{ shadow = 100, pause = "4s" }}, {{ weight = 50, pause = "4s" }}]
     );
 
     // v1 straight to stable; the gateway then routes everything to stable.
-    let c1 = Server::start("breast_cancer_gbt", candidate_port);
+    let c1 = Serve::on("breast_cancer_gbt", candidate_port);
     register(&home, "breast_cancer_gbt", Some("champion"));
     let r = d.wait_done(1, Duration::from_secs(120));
     assert_eq!(r["outcome"]["outcome"], "succeeded", "{r}");
@@ -373,7 +341,7 @@ steps = [{{ shadow = 100, pause = "4s" }}, {{ weight = 50, pause = "4s" }}]
     // v2, trained on shuffled labels, comes up as the candidate: the shadow step
     // mirrors stable's requests to it, compares the answers, and rolls it back
     // before any caller sees one of its answers.
-    let c2 = Server::start("breast_cancer_shuffled", candidate_port);
+    let c2 = Serve::on("breast_cancer_shuffled", candidate_port);
     register(&home, "breast_cancer_shuffled", None);
     let traffic = Traffic::start(&gw.1);
     let out = hoist(&home, &["deploy", "m/2", "--wait"]);
@@ -413,7 +381,7 @@ steps = [{{ shadow = 100, pause = "4s" }}, {{ weight = 50, pause = "4s" }}]
 
     // v3 predicts like stable: it passes the shadow step, then takes 50% of live
     // traffic while the clients' labels judge its accuracy, and is promoted.
-    let _c3 = Server::start("breast_cancer_lr", candidate_port);
+    let _c3 = Serve::on("breast_cancer_lr", candidate_port);
     register(&home, "breast_cancer_lr", None);
     let traffic = Traffic::start(&gw.1);
     let out = hoist(&home, &["deploy", "m/3", "--wait"]);

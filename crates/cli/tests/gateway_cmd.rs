@@ -6,43 +6,9 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-
-/// A real model server.
-struct Server(Child, u16);
-
-impl Server {
-    fn start(package: &str) -> Server {
-        let port = hoist_testkit::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_hoist"))
-            .arg("serve")
-            .arg("--model")
-            .arg(model(package))
-            .args(["--runtime", "tract", "--workers", "1", "--port"])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("hoist serve");
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !hoist_testkit::answers_200(&addr, "/v2/health/ready") {
-            assert!(Instant::now() < deadline, "hoist serve did not get ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server(child, port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A `hoist gateway` process and the addresses it printed.
 struct GatewayProc {
@@ -128,8 +94,8 @@ fn snapshot(http: &reqwest::blocking::Client, g: &GatewayProc, token: &str) -> V
 
 #[test]
 fn the_admin_api_sets_the_split_and_hands_out_the_counters_only_with_the_token() {
-    let stable = Server::start("breast_cancer_gbt");
-    let candidate = Server::start("breast_cancer_lr");
+    let stable = Serve::start("breast_cancer_gbt");
+    let candidate = Serve::start("breast_cancer_lr");
     let home = temp_home("gateway-cmd");
     let token_file = home.join("token");
     std::fs::write(&token_file, "first-token\n").unwrap();

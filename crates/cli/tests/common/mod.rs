@@ -396,3 +396,46 @@ pub fn stripped_bin(dir: &Path) -> PathBuf {
     assert!(ok, "strip failed");
     bin
 }
+
+/// A real `hoist serve` of an example model on 127.0.0.1 (tract, one worker), ready
+/// when returned, killed on drop; `.1` is its port. Stands in for a model server
+/// hoist did not start (a variant's Service on a cluster, a gateway's upstream).
+pub struct Serve(pub Child, pub u16);
+
+impl Serve {
+    /// On a free port.
+    pub fn start(package: &str) -> Serve {
+        Serve::on(package, hoist_testkit::free_port())
+    }
+
+    /// On `port`.
+    pub fn on(package: &str, port: u16) -> Serve {
+        let child = Command::new(env!("CARGO_BIN_EXE_hoist"))
+            .arg("serve")
+            .arg("--model")
+            .arg(model(package))
+            .args(["--runtime", "tract", "--workers", "1", "--port"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("hoist serve");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !hoist_testkit::answers_200(&addr, "/v2/health/ready") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "hoist serve did not get ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Serve(child, port)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
