@@ -17,6 +17,10 @@ pub enum ConfigError {
 impl Config {
     /// Parse and validate the text of a `hoist.toml`; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        check_model_tables(text).map_err(|message| ConfigError::Invalid {
+            path: path.to_string(),
+            message,
+        })?;
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.to_string(),
             message: e.to_string().trim_end().to_string(),
@@ -38,6 +42,15 @@ impl Config {
 
     /// Checks that span keys; the message starts with the key path.
     fn validate(&self) -> Result<(), String> {
+        if self.models.is_empty() {
+            self.validate_one()
+        } else {
+            self.validate_models()
+        }
+    }
+
+    /// The checks of a one-model config (a `[model]` file, or one model's projection).
+    pub(super) fn validate_one(&self) -> Result<(), String> {
         self.kubernetes.validate()?;
         if self.target == crate::kubernetes::TargetKind::Kubernetes {
             self.kubernetes.require_image()?;
@@ -303,6 +316,23 @@ impl Config {
 /// Add the line of an `environments[i]` key to a validation message, where the file
 /// lets us find it (the i-th `[[environments]]` header).
 pub(super) fn locate(text: &str, message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("models[") {
+        let line = rest
+            .split(']')
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|i| {
+                text.lines()
+                    .enumerate()
+                    .filter(|(_, l)| l.trim_start().starts_with("[[models]]"))
+                    .nth(i)
+            })
+            .map(|(n, _)| n + 1);
+        return match line {
+            Some(n) => format!("{message} (model declared at line {n})"),
+            None => message.to_string(),
+        };
+    }
     let Some(rest) = message.strip_prefix("environments[") else {
         return message.to_string();
     };

@@ -18,6 +18,7 @@ mod analysis;
 mod duration;
 mod environment;
 mod load;
+mod models;
 mod policy;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ pub use analysis::*;
 pub use duration::*;
 pub use environment::*;
 pub use load::*;
+pub use models::*;
 pub use policy::*;
 
 /// A parsed, validated `hoist.toml`.
@@ -34,6 +36,10 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub api: ApiConfig,
     pub model: ModelConfig,
+    /// `[[models]]`: several models, each with its own releases (empty: the one
+    /// `[model]`). See [`Config::per_model`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelEntry>,
     pub server: ServerConfig,
     pub analysis: Analysis,
     #[serde(rename = "environments")]
@@ -289,6 +295,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             api: ApiConfig::default(),
             model: ModelConfig::default(),
+            models: Vec::new(),
             server: ServerConfig::default(),
             analysis: Analysis::default(),
             environments: vec![

@@ -278,3 +278,139 @@ fn controller_secret_env_names_a_variable_and_a_secret_key() {
         );
     }
 }
+
+const TWO_ENVS: &str = r#"
+[[environments]]
+name = "staging"
+listen = "127.0.0.1:9001"
+strategy = "blue-green"
+
+[[environments]]
+name = "production"
+listen = "127.0.0.1:9002"
+steps = [{ weight = 10, pause = "1m" }, { weight = 50, pause = "1m" }]
+"#;
+
+#[test]
+fn models_project_to_one_config_each() {
+    let text = format!(
+        r#"
+[[models]]
+name = "fraud"
+trigger = {{ alias = "prod" }}
+mid_rollout = "supersede"
+
+[[models]]
+name = "churn"
+trigger = "manual"
+environments = ["production"]
+steps = [{{ weight = 25, pause = "5s" }}]
+analysis = {{ max_error_rate = 0.2 }}
+gates = [{{ kind = "signature" }}]
+{TWO_ENVS}"#
+    );
+    let c = Config::parse(&text, "hoist.toml").unwrap();
+    assert_eq!(c.model_names(), ["fraud", "churn"]);
+    let per = c.per_model();
+    assert_eq!(per.len(), 2);
+    let (fraud, churn) = (&per[0], &per[1]);
+    assert_eq!(fraud.model.name, "fraud");
+    assert_eq!(fraud.model.trigger, Trigger::Alias("prod".into()));
+    assert_eq!(fraud.model.mid_rollout, MidRollout::Supersede);
+    assert_eq!(fraud.environments.len(), 2);
+    assert_eq!(fraud.environments[1].steps.len(), 2);
+    assert!(fraud.gates.is_empty());
+    assert!(fraud.models.is_empty());
+    assert_eq!(churn.model.trigger, Trigger::Manual);
+    let names: Vec<&str> = churn.environments.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["production"]);
+    assert_eq!(churn.environments[0].steps.len(), 1);
+    assert_eq!(churn.environments[0].steps[0].weight, Weight(25));
+    assert_eq!(churn.analysis.max_error_rate, 0.2);
+    assert_eq!(churn.gates.len(), 1);
+    assert_eq!(c.for_model("churn").as_ref(), Some(churn));
+    assert!(c.for_model("nope").is_none());
+}
+
+#[test]
+fn one_model_table_is_one_projection() {
+    let c = Config::parse("[model]\nname = \"fraud\"\n", "hoist.toml").unwrap();
+    assert_eq!(c.model_names(), ["fraud"]);
+    assert_eq!(c.per_model(), vec![c.clone()]);
+}
+
+#[test]
+fn a_blue_green_model_drops_the_environments_steps() {
+    let text = format!("[[models]]\nname = \"a\"\nstrategy = \"blue-green\"\n{TWO_ENVS}");
+    let c = Config::parse(&text, "hoist.toml").unwrap();
+    let a = &c.per_model()[0];
+    assert!(
+        a.environments
+            .iter()
+            .all(|e| e.strategy == StrategyKind::BlueGreen && e.steps.is_empty())
+    );
+}
+
+fn refused(text: &str) -> String {
+    Config::parse(text, "hoist.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn model_and_models_together_are_refused_with_lines() {
+    let err = refused("[model]\nname = \"a\"\n\n[[models]]\nname = \"b\"\n");
+    assert!(err.contains("[model] (line 1)"), "{err}");
+    assert!(err.contains("[[models]] (line 4)"), "{err}");
+}
+
+#[test]
+fn duplicate_model_names_are_refused_with_the_line() {
+    let err = refused(&format!(
+        "[[models]]\nname = \"a\"\n\n[[models]]\nname = \"a\"\n{TWO_ENVS}"
+    ));
+    assert!(
+        err.contains("models[1].name: `a` is declared twice"),
+        "{err}"
+    );
+    assert!(err.contains("line 4"), "{err}");
+}
+
+#[test]
+fn unknown_model_keys_are_refused_with_the_line() {
+    let err =
+        refused("[[models]]\nname = \"a\"\n\n[[models]]\nname = \"b\"\ntriger = \"manual\"\n");
+    assert!(err.contains("triger"), "{err}");
+    assert!(err.contains("line 6"), "{err}");
+}
+
+#[test]
+fn a_model_without_a_name_is_refused() {
+    let err = refused("[[models]]\ntrigger = \"manual\"\n");
+    assert!(err.contains("name"), "{err}");
+}
+
+#[test]
+fn a_model_cannot_invent_an_environment() {
+    let err = refused(&format!(
+        "[[models]]\nname = \"a\"\nenvironments = [\"qa\"]\n{TWO_ENVS}"
+    ));
+    assert!(
+        err.contains("models[0].environments: `qa` is not an environment"),
+        "{err}"
+    );
+    assert!(err.contains("staging, production"), "{err}");
+    assert!(err.contains("line 1"), "{err}");
+    let err = refused(&format!(
+        "[[models]]\nname = \"a\"\nenvironments = [\"production\", \"staging\"]\n{TWO_ENVS}"
+    ));
+    assert!(err.contains("out of order"), "{err}");
+}
+
+#[test]
+fn a_models_overrides_are_validated_as_its_environments() {
+    let err = refused(&format!(
+        "[[models]]\nname = \"a\"\n\n[[models]]\nname = \"b\"\nsteps = [{{ weight = 50 }}, {{ weight = 10 }}]\n{TWO_ENVS}"
+    ));
+    assert!(err.contains("models[1] (`b`)"), "{err}");
+    assert!(err.contains("weights must rise"), "{err}");
+    assert!(err.contains("line 4"), "{err}");
+}
