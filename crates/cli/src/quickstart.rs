@@ -366,7 +366,7 @@ async fn wait_release(
                 let _ = out.flush();
             }
         }
-        if let Ok(list) = d.journal.list(None, 20)
+        if let Ok(list) = d.journal.list(None, None, 20)
             && let Some(r) = list.into_iter().find(|r| r.release.version == version)
             && r.release.is_done()
         {

@@ -489,7 +489,7 @@ async fn killed_at(kind: &'static str, nth: usize, ending: Ending) {
     let id = match h.deploy(&b, "2").await {
         Some(id) => id,
         // Killed before it could answer: the release is in the journal.
-        None => h.journal.list(None, 1).unwrap()[0].release.id,
+        None => h.journal.list(None, None, 1).unwrap()[0].release.id,
     };
     let b = h.finish(id, b, &fired).await;
     assert_eq!(
@@ -532,13 +532,16 @@ async fn killed_at(kind: &'static str, nth: usize, ending: Ending) {
     );
     assert_eq!(world["staging"].stable.as_deref(), Some("2"), "{kind}");
     assert_eq!(
-        h.journal.live("production").unwrap().unwrap().version,
+        h.journal.live("m", "production").unwrap().unwrap().version,
         version
     );
-    assert_eq!(h.journal.live("staging").unwrap().unwrap().version, "2");
+    assert_eq!(
+        h.journal.live("m", "staging").unwrap().unwrap().version,
+        "2"
+    );
     // The tags are written (the registry's call runs off the engine's loop).
     for _ in 0..400 {
-        if h.journal.pending_tags().unwrap().is_empty() {
+        if h.journal.pending_tags(None).unwrap().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -553,7 +556,7 @@ async fn killed_at(kind: &'static str, nth: usize, ending: Ending) {
         Some(tag),
         "{kind}"
     );
-    assert!(h.journal.pending_tags().unwrap().is_empty(), "{kind}");
+    assert!(h.journal.pending_tags(None).unwrap().is_empty(), "{kind}");
     if let Ending::RolledBack = ending {
         let reason = h
             .registry

@@ -19,6 +19,10 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("journal: no release {0}")]
     NoRelease(ReleaseId),
+    #[error(
+        "journal: written by a newer hoist (schema version {0}; this one reads up to {1}): upgrade hoist"
+    )]
+    Newer(i64, i64),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -77,6 +81,8 @@ pub struct Journal {
     conn: Mutex<Connection>,
 }
 
+/// The tables as the first release of hoist wrote them (`PRAGMA user_version` 0);
+/// [`migrate`] brings them to [`SCHEMA_VERSION`].
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
@@ -123,6 +129,32 @@ CREATE TABLE IF NOT EXISTS pending_tags (
 );
 ";
 
+/// Version 1: every query is by (model, environment); indexes make those lookups
+/// cheap with many models. The tables themselves are unchanged (`releases` and
+/// `live_history` always carried `model`).
+const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: [&str; 1] = ["
+CREATE INDEX IF NOT EXISTS live_history_model_env ON live_history (model, env);
+CREATE INDEX IF NOT EXISTS releases_model_done ON releases (model, done);
+"];
+
+/// Brings a journal of any earlier version to [`SCHEMA_VERSION`], in one transaction
+/// (a crash leaves it as it was), and refuses one written by a newer hoist.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Newer(version, SCHEMA_VERSION));
+    }
+    for sql in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
 fn phase_name(r: &Release) -> String {
     serde_json::to_value(&r.phase)
         .ok()
@@ -131,9 +163,23 @@ fn phase_name(r: &Release) -> String {
 }
 
 impl Journal {
+    /// Opens (or creates) the journal at `path`, migrating an earlier version's in
+    /// place.
     pub fn open(path: &Path) -> Result<Journal> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn)?;
+        Ok(Journal {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The journal as the first release of hoist opened it: its tables, no
+    /// migration (tests write a journal of that version with it).
+    #[cfg(test)]
+    fn open_version_0(path: &Path) -> Result<Journal> {
+        let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
         Ok(Journal {
             conn: Mutex::new(conn),
@@ -141,8 +187,9 @@ impl Journal {
     }
 
     pub fn in_memory() -> Result<Journal> {
-        let conn = Connection::open_in_memory()?;
+        let mut conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn)?;
         Ok(Journal {
             conn: Mutex::new(conn),
         })
@@ -305,22 +352,31 @@ impl Journal {
         Self::to_record(row)
     }
 
-    /// Releases not finished, oldest first.
-    pub fn active(&self) -> Result<Vec<ReleaseRecord>> {
+    /// Releases not finished, oldest first: of `model`, or of every model.
+    pub fn active(&self, model: Option<&str>) -> Result<Vec<ReleaseRecord>> {
         self.query(
             &format!(
-                "SELECT {} FROM releases WHERE done = 0 ORDER BY id",
+                "SELECT {} FROM releases WHERE done = 0 AND (?1 IS NULL OR model = ?1) ORDER BY id",
                 Self::COLUMNS
             ),
-            &[],
+            &[&model],
         )
     }
 
-    /// The newest releases first; `env` keeps those whose plan includes it.
-    pub fn list(&self, env: Option<&str>, limit: usize) -> Result<Vec<ReleaseRecord>> {
+    /// The newest releases first, of `model` (or every model); `env` keeps those
+    /// whose plan includes it.
+    pub fn list(
+        &self,
+        model: Option<&str>,
+        env: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ReleaseRecord>> {
         let all = self.query(
-            &format!("SELECT {} FROM releases ORDER BY id DESC", Self::COLUMNS),
-            &[],
+            &format!(
+                "SELECT {} FROM releases WHERE ?1 IS NULL OR model = ?1 ORDER BY id DESC",
+                Self::COLUMNS
+            ),
+            &[&model],
         )?;
         Ok(all
             .into_iter()
@@ -379,27 +435,29 @@ impl Journal {
         })
     }
 
-    pub fn live(&self, env: &str) -> Result<Option<Live>> {
+    /// What serves `model` in `env`.
+    pub fn live(&self, model: &str, env: &str) -> Result<Option<Live>> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT env, model, version, digest, path, release_id, since_ms FROM live_history WHERE env = ?1 ORDER BY rowid DESC LIMIT 1",
-                params![env],
+                "SELECT env, model, version, digest, path, release_id, since_ms FROM live_history WHERE model = ?1 AND env = ?2 ORDER BY rowid DESC LIMIT 1",
+                params![model, env],
                 Self::read_live,
             )
             .optional()?)
     }
 
     /// The registry tags transitions asked for that are not confirmed written, oldest
-    /// release first: what a restarted driver writes again.
-    pub fn pending_tags(&self) -> Result<Vec<PendingTag>> {
+    /// release first, of `model` (or every model): what a restarted driver writes again.
+    pub fn pending_tags(&self, model: Option<&str>) -> Result<Vec<PendingTag>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT p.release_id, r.model, r.version, p.key, p.value FROM pending_tags p \
-             JOIN releases r ON r.id = p.release_id ORDER BY p.release_id, p.rowid",
+             JOIN releases r ON r.id = p.release_id WHERE ?1 IS NULL OR r.model = ?1 \
+             ORDER BY p.release_id, p.rowid",
         )?;
         let rows = stmt
-            .query_map([], |row| {
+            .query_map(params![model], |row| {
                 Ok(PendingTag {
                     release_id: row.get::<_, i64>(0)? as ReleaseId,
                     model: row.get(1)?,
@@ -422,14 +480,14 @@ impl Journal {
         Ok(())
     }
 
-    /// Every version that went live in `env`, newest first.
-    pub fn live_history(&self, env: &str) -> Result<Vec<Live>> {
+    /// Every version of `model` that went live in `env`, newest first.
+    pub fn live_history(&self, model: &str, env: &str) -> Result<Vec<Live>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT env, model, version, digest, path, release_id, since_ms FROM live_history WHERE env = ?1 ORDER BY rowid DESC",
+            "SELECT env, model, version, digest, path, release_id, since_ms FROM live_history WHERE model = ?1 AND env = ?2 ORDER BY rowid DESC",
         )?;
         let rows = stmt
-            .query_map(params![env], Self::read_live)?
+            .query_map(params![model, env], Self::read_live)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -465,27 +523,27 @@ mod tests {
             assert!(r.is_done());
         }
         let j = Journal::open(&path).unwrap();
-        let live = j.live("staging").unwrap().unwrap();
+        let live = j.live("m", "staging").unwrap().unwrap();
         assert_eq!(
             (live.version.as_str(), live.digest.as_str()),
             ("1", "sha256:ab")
         );
-        assert!(j.active().unwrap().is_empty());
+        assert!(j.active(None).unwrap().is_empty());
         let rec = j.get(1).unwrap();
         assert_eq!(rec.release.phase, Phase::Done);
         assert_eq!(j.transitions(1).unwrap().len(), 4);
-        assert_eq!(j.list(Some("staging"), 10).unwrap().len(), 1);
-        assert_eq!(j.list(Some("production"), 10).unwrap().len(), 0);
+        assert_eq!(j.list(None, Some("staging"), 10).unwrap().len(), 1);
+        assert_eq!(j.list(None, Some("production"), 10).unwrap().len(), 0);
         // The finished release's tag waits for the registry's confirmation, across
         // reopening.
-        let pending = j.pending_tags().unwrap();
+        let pending = j.pending_tags(None).unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(
             (pending[0].key.as_str(), pending[0].value.as_str()),
             ("hoist.staging", "live")
         );
         j.tag_written(1, "hoist.staging", "live").unwrap();
-        assert!(j.pending_tags().unwrap().is_empty());
+        assert!(j.pending_tags(None).unwrap().is_empty());
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -503,12 +561,123 @@ mod tests {
             .unwrap();
         // A late confirmation of the old value leaves the new one pending.
         j.tag_written(r.id, "hoist.staging", "passed").unwrap();
-        let pending = j.pending_tags().unwrap();
+        let pending = j.pending_tags(None).unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].value, "rolled-back");
         assert_eq!(
             (pending[0].model.as_str(), pending[0].version.as_str()),
             ("m", "1")
         );
+    }
+
+    /// Drives `model`'s release of `version` through staging to live.
+    fn go_live(j: &Journal, model: &str, version: &str) -> ReleaseId {
+        let plan = Plan::from_config(&Config::default(), Some("staging")).unwrap();
+        let mut r = j.create(model, version, plan, "cli", 1).unwrap();
+        j.set_artifact(r.id, &format!("sha256:{model}{version}"), "/tmp/m")
+            .unwrap();
+        for ev in [
+            Event::Start,
+            Event::Fetched,
+            Event::CandidateReady { has_stable: false },
+            Event::SmokePassed,
+        ] {
+            let (n, a) = step(&r, &ev, 5).unwrap();
+            j.record(&n, &ev, &a, 5).unwrap();
+            r = n;
+        }
+        r.id
+    }
+
+    #[test]
+    fn a_version_0_journal_is_migrated_in_place_and_keeps_its_live_versions() {
+        let dir = std::env::temp_dir().join(format!("hoist-journal-v0-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let j = Journal::open_version_0(&path).unwrap();
+            go_live(&j, "fraud", "1");
+            // A second release, left unfinished as a killed daemon leaves it.
+            let plan = Plan::from_config(&Config::default(), Some("staging")).unwrap();
+            let r = j.create("fraud", "2", plan, "cli", 6).unwrap();
+            let (n, a) = step(&r, &Event::Start, 7).unwrap();
+            j.record(&n, &Event::Start, &a, 7).unwrap();
+            let v: i64 = j
+                .conn()
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, 0);
+        }
+        let j = Journal::open(&path).unwrap();
+        let v: i64 = j
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let live = j.live("fraud", "staging").unwrap().unwrap();
+        assert_eq!(
+            (live.version.as_str(), live.digest.as_str()),
+            ("1", "sha256:fraud1")
+        );
+        let active = j.active(Some("fraud")).unwrap();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].release.version, "2");
+        assert_eq!(j.pending_tags(Some("fraud")).unwrap().len(), 1);
+        // Opening again changes nothing.
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.live("fraud", "staging").unwrap().unwrap().version, "1");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_journal_of_a_newer_hoist_is_refused() {
+        let dir = std::env::temp_dir().join(format!("hoist-journal-v9-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.db");
+        let _ = std::fs::remove_file(&path);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 9)
+            .unwrap();
+        let err = Journal::open(&path).err().unwrap().to_string();
+        assert!(err.contains("newer hoist (schema version 9"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn each_model_has_its_own_live_versions_releases_and_tags() {
+        let j = Journal::in_memory().unwrap();
+        go_live(&j, "fraud", "1");
+        go_live(&j, "churn", "7");
+        go_live(&j, "fraud", "2");
+        assert_eq!(j.live("fraud", "staging").unwrap().unwrap().version, "2");
+        assert_eq!(j.live("churn", "staging").unwrap().unwrap().version, "7");
+        assert!(j.live("other", "staging").unwrap().is_none());
+        let versions = |m| -> Vec<String> {
+            j.live_history(m, "staging")
+                .unwrap()
+                .into_iter()
+                .map(|l| l.version)
+                .collect()
+        };
+        assert_eq!(versions("fraud"), ["2", "1"]);
+        assert_eq!(versions("churn"), ["7"]);
+        assert_eq!(j.list(Some("churn"), None, 10).unwrap().len(), 1);
+        assert_eq!(j.list(Some("fraud"), Some("staging"), 10).unwrap().len(), 2);
+        assert_eq!(j.list(None, None, 10).unwrap().len(), 3);
+        let plan = Plan::from_config(&Config::default(), Some("staging")).unwrap();
+        j.create("churn", "8", plan, "cli", 9).unwrap();
+        assert!(j.active(Some("fraud")).unwrap().is_empty());
+        assert_eq!(j.active(Some("churn")).unwrap().len(), 1);
+        assert_eq!(j.active(None).unwrap().len(), 1);
+        assert!(
+            j.pending_tags(Some("churn"))
+                .unwrap()
+                .iter()
+                .all(|t| t.model == "churn")
+        );
+        assert_eq!(j.pending_tags(None).unwrap().len(), 3);
     }
 }

@@ -12,7 +12,7 @@ impl Engine {
     pub async fn recover(&mut self) {
         self.restore_live().await;
         self.retag();
-        let active = match self.journal.active() {
+        let active = match self.journal.active(Some(&self.cfg.model.name)) {
             Ok(a) => a,
             Err(e) => {
                 self.say(None, format!("cannot read the journal: {e}"));
@@ -53,11 +53,12 @@ impl Engine {
     /// (their listeners are bound; connections wait in the backlog meanwhile).
     async fn restore_live(&mut self) {
         let journal = self.journal.clone();
+        let model = self.cfg.model.name.clone();
         let mut errors = Vec::new();
         let restores: Vec<_> = self
             .envs
             .iter_mut()
-            .filter_map(|e| match journal.live(&e.cfg.name) {
+            .filter_map(|e| match journal.live(&model, &e.cfg.name) {
                 Ok(live) => {
                     let name = e.cfg.name.clone();
                     let restore = e.target.restore(live);
@@ -87,7 +88,7 @@ impl Engine {
     /// Registry tags journaled but not confirmed written (a kill came between): write
     /// them again; a tag written twice is the same tag.
     fn retag(&mut self) {
-        let pending = match self.journal.pending_tags() {
+        let pending = match self.journal.pending_tags(Some(&self.cfg.model.name)) {
             Ok(p) => p,
             Err(e) => {
                 self.say(None, format!("cannot read the journal's pending tags: {e}"));

@@ -28,7 +28,7 @@ impl Engine {
     pub(super) fn caught_up(&mut self, version: String, desc: String) {
         let seen = self
             .journal
-            .list(None, 10_000)
+            .list(Some(&self.cfg.model.name), None, 10_000)
             .map(|all| all.iter().any(|r| r.release.version == version))
             .unwrap_or(true);
         if seen {
@@ -84,7 +84,7 @@ impl Engine {
         // Already live everywhere it would go?
         let live_everywhere = plan.envs.iter().all(|e| {
             self.journal
-                .live(&e.name)
+                .live(&self.cfg.model.name, &e.name)
                 .ok()
                 .flatten()
                 .is_some_and(|l| l.version == req.version)
@@ -187,7 +187,7 @@ impl Engine {
         }
         let live = self
             .journal
-            .live(&env)
+            .live(&self.cfg.model.name, &env)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let target = match to {
             Some(v) => v,
@@ -195,7 +195,7 @@ impl Engine {
                 let current = live.as_ref().map(|l| l.version.clone());
                 let history = self
                     .journal
-                    .live_history(&env)
+                    .live_history(&self.cfg.model.name, &env)
                     .map_err(|e| ApiError::internal(e.to_string()))?;
                 history
                     .into_iter()
