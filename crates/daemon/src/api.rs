@@ -38,6 +38,9 @@ pub struct ApiState {
     pub registry: Arc<dyn hoist_registry::Registry>,
     /// The live stream, the traffic history (the dashboard's reads).
     pub live: crate::dashboard::Live,
+    /// Every model's engine, in hoist.toml's order (`client` and `config` are the
+    /// first's).
+    pub models: Vec<crate::run::ModelHandle>,
 }
 
 impl IntoResponse for ApiError {
@@ -168,10 +171,11 @@ async fn list(
         return Err(ApiError::bad_request(format!("no environment `{env}`")));
     }
     let j = s.journal.clone();
-    let rows = tokio::task::spawn_blocking(move || j.list(q.env.as_deref(), q.limit.unwrap_or(50)))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let rows =
+        tokio::task::spawn_blocking(move || j.list(None, q.env.as_deref(), q.limit.unwrap_or(50)))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::internal(e.to_string()))?;
     let releases = rows
         .iter()
         .map(|r| ReleaseSummary {

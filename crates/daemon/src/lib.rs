@@ -45,4 +45,4 @@ pub mod trigger;
 pub mod views;
 
 pub use cmd::EngineClient;
-pub use run::{Daemon, Listeners, Options, run, start, state_dir};
+pub use run::{Daemon, Listeners, ModelHandle, Options, run, start, state_dir};

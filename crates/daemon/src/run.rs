@@ -74,7 +74,10 @@ pub struct Daemon {
     /// The API token as it was at start.
     pub token: String,
     pub journal: Arc<Journal>,
+    /// The first model's engine.
     pub client: EngineClient,
+    /// Every model's engine, in hoist.toml's order.
+    pub models: Vec<ModelHandle>,
     pub log: broadcast::Sender<LogLine>,
     /// Stops the daemon as the shutdown future would.
     stop: Option<oneshot::Sender<()>>,
@@ -142,77 +145,129 @@ fn open_state(home: &Path, token: Option<Secret>) -> anyhow::Result<State> {
     })
 }
 
-/// Starts the daemon: the engine resumes what the journal holds, then every server
-/// starts; all stop when `shutdown` completes or [`Daemon::stop`] is called.
+/// One model's engine, as the API and the CLI reach it.
+#[derive(Clone)]
+pub struct ModelHandle {
+    pub name: String,
+    /// The model's single-model projection of hoist.toml ([`Config::per_model`]).
+    pub config: Arc<Config>,
+    pub client: EngineClient,
+}
+
+/// Starts the daemon: one engine per model (`[[models]]`, or the one `[model]`),
+/// each resuming what the journal holds of its model, then every server starts; all
+/// stop when `shutdown` completes or [`Daemon::stop`] is called.
 pub async fn start(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     opts: Options,
 ) -> anyhow::Result<Daemon> {
     let state = open_state(&opts.home, opts.token.clone())?;
-    let cfg = Arc::new(opts.config.clone());
     let api_addr = listeners.api.local_addr()?;
-    let gateways = bind_gateways(&cfg, listeners.gateways).await?;
-    let webhook = webhook_listener(&cfg).await?;
-    let notifier = crate::notify::Notifier::new(&cfg.notifications, &|k| std::env::var(k).ok())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (tx, rx) = mpsc::channel(1024);
+    let bound = bind_environments(&opts.config, listeners.gateways).await?;
+    let webhook = webhook_listener(&opts.config).await?;
     let (log, _) = broadcast::channel(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let wiring = Wiring {
-        cfg: cfg.clone(),
-        opts: &opts,
-        journal: state.journal.clone(),
-        log_dir: state.log_dir.clone(),
-        tx: tx.clone(),
-        log: log.clone(),
-    };
-    let (targets, envs, urls, serving) = wiring.targets(gateways).await?;
-    let mut engine = wiring.engine(targets, notifier);
-    // Promotions from this point on reach the trigger; earlier ones, catch_up.
+    let events = crate::events::Events::default();
+    let envs: Vec<(String, SocketAddr)> = bound
+        .iter()
+        .map(|(env, l)| {
+            let addr = l.as_ref().and_then(|l| l.local_addr().ok());
+            (env.name.clone(), addr.unwrap_or(env.listen))
+        })
+        .collect();
+    // Each model: its own engine, command channel and gateway per environment.
+    let mut models = Vec::new();
+    let mut engines = Vec::new();
+    let mut urls = Vec::new();
+    let mut served: Vec<Vec<(String, Gateway)>> = bound.iter().map(|_| Vec::new()).collect();
+    for one in opts.config.per_model() {
+        let cfg = Arc::new(one);
+        let notifier = crate::notify::Notifier::new(&cfg.notifications, &|k| std::env::var(k).ok())
+            .map_err(|e| anyhow::anyhow!("model {}: {e}", cfg.model.name))?;
+        let (tx, rx) = mpsc::channel(1024);
+        let wiring = Wiring {
+            cfg: cfg.clone(),
+            opts: &opts,
+            journal: state.journal.clone(),
+            log_dir: state.log_dir.clone(),
+            tx: tx.clone(),
+            log: log.clone(),
+        };
+        let mut gateways = Vec::new();
+        for env in &cfg.environments {
+            let i = bound
+                .iter()
+                .position(|(e, _)| e.name == env.name)
+                .expect("a model's environments are the file's (Config::validate)");
+            let gateway = env_gateway(env)?;
+            let addr = bound[i].1.as_ref().map(|_| envs[i].1);
+            if addr.is_some() {
+                served[i].push((cfg.model.name.clone(), gateway.clone()));
+            }
+            gateways.push((env.clone(), gateway, addr));
+        }
+        let (targets, model_urls) = wiring.targets(gateways).await?;
+        for (env, url) in model_urls {
+            if !urls.iter().any(|(e, _)| *e == env) {
+                urls.push((env, url));
+            }
+        }
+        let engine = wiring.engine(targets, notifier).with_events(events.clone());
+        models.push(ModelHandle {
+            name: cfg.model.name.clone(),
+            config: cfg,
+            client: EngineClient { tx },
+        });
+        engines.push((engine, rx));
+    }
+    // Promotions from this point on reach the triggers; earlier ones, catch_up.
     let start_seq = opts
         .embedded
         .as_ref()
         .and_then(|r| r.last_change_seq().ok());
-    engine.recover().await;
-    for (listener, g) in serving {
-        let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move {
-            let _ = g.serve(listener, stop).await;
-        });
+    futures_util::future::join_all(engines.iter_mut().map(|(e, _)| e.recover())).await;
+    for ((env, listener), gateways) in bound.into_iter().zip(served) {
+        if let Some(listener) = listener {
+            serve_environment(&env.name, listener, gateways, stopped(stop_rx.clone()))?;
+        }
     }
-    engine.catch_up().await;
-    let live = crate::dashboard::Live::new(engine.events(), log.clone(), stop_rx.clone());
-    let engine = tokio::spawn(engine.run(rx));
-    let client = EngineClient { tx: tx.clone() };
+    urls.sort_by_key(|(e, _)| envs.iter().position(|(n, _)| n == e));
+    let mut running = Vec::new();
+    for (mut engine, rx) in engines {
+        engine.catch_up().await;
+        running.push(tokio::spawn(engine.run(rx)));
+    }
+    let live = crate::dashboard::Live::new(events, log.clone(), stop_rx.clone());
     let poller = crate::trigger::spawn(
-        &cfg,
+        &opts.config,
+        models
+            .iter()
+            .map(|m| (m.config.clone(), m.client.tx.clone()))
+            .collect(),
         opts.registry.clone(),
         opts.embedded.clone(),
         start_seq,
         webhook,
-        tx.clone(),
         stop_rx.clone(),
     );
+    let first = models[0].clone();
     let app = crate::api::router(crate::api::ApiState {
-        client: client.clone(),
+        client: first.client.clone(),
         journal: state.journal.clone(),
         token: state.token.clone(),
         reads_need_token: !api_addr.ip().is_loopback(),
-        config: cfg.clone(),
+        config: first.config.clone(),
         registry: opts.registry.clone(),
         live: live.clone(),
+        models: models.clone(),
     });
-    crate::dashboard::spawn_sampler(client.clone(), live);
+    crate::dashboard::spawn_sampler(first.client.clone(), live);
     serve_api(listeners.api, app, stop_rx.clone(), &state.dir)?;
     let (stop, stop_now) = oneshot::channel::<()>();
+    let clients = models.iter().map(|m| m.client.clone()).collect();
     let done = tokio::spawn(supervise(
-        shutdown,
-        stop_now,
-        client.clone(),
-        engine,
-        stop_tx,
-        poller,
+        shutdown, stop_now, clients, running, stop_tx, poller,
     ));
     Ok(Daemon {
         api_addr,
@@ -220,11 +275,35 @@ pub async fn start(
         urls,
         token: state.token.get(),
         journal: state.journal,
-        client,
+        client: first.client,
+        models,
         log,
         stop: Some(stop),
         done,
     })
+}
+
+/// Serves an environment's listener: its one model's gateway, or a router sending
+/// each request to its model's gateway.
+fn serve_environment(
+    env: &str,
+    listener: TcpListener,
+    gateways: Vec<(String, Gateway)>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut gateways = gateways.into_iter();
+    match (gateways.next(), gateways.next()) {
+        (Some((_, g)), None) => {
+            tokio::spawn(async move {
+                let _ = g.serve(listener, stop).await;
+            });
+            Ok(())
+        }
+        (None, _) => Ok(()),
+        (Some(_), Some(_)) => anyhow::bail!(
+            "environment {env}: several models share its listener, which needs hoist_gateway::Router"
+        ),
+    }
 }
 
 /// Serves the API until the daemon stops, and tells the CLI where it is.
@@ -243,13 +322,13 @@ fn serve_api(
     Ok(())
 }
 
-/// Waits for the shutdown future (or [`Daemon::stop`]), then stops the engine (which
-/// drains the model servers) and after it every server.
+/// Waits for the shutdown future (or [`Daemon::stop`]), then stops every engine
+/// (each drains its model's servers) and after them every server.
 async fn supervise(
     shutdown: impl Future<Output = ()> + Send + 'static,
     stop_now: oneshot::Receiver<()>,
-    client: EngineClient,
-    engine: tokio::task::JoinHandle<()>,
+    clients: Vec<EngineClient>,
+    engines: Vec<tokio::task::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     poller: Option<hoist_registry::watch::PollerHandle>,
 ) {
@@ -257,48 +336,27 @@ async fn supervise(
         _ = shutdown => {}
         _ = stop_now => {}
     }
-    let _ = client.call(|reply| Cmd::Shutdown { reply }).await;
-    let _ = engine.await;
+    // Every engine drains its model's servers at once.
+    futures_util::future::join_all(
+        clients
+            .iter()
+            .map(|c| c.call(|reply| Cmd::Shutdown { reply })),
+    )
+    .await;
+    futures_util::future::join_all(engines).await;
     let _ = stop.send(true);
     drop(poller);
 }
 
-/// An environment's gateway and, on this machine, its listener.
-struct BoundGateway {
-    env: Environment,
-    gateway: Gateway,
-    listener: Option<TcpListener>,
-}
-
-async fn bind_gateways(
+/// Each environment's listener (none on a cluster, whose Gateway or Service carries
+/// the traffic), in the config's order.
+async fn bind_environments(
     cfg: &Config,
     mut given: Vec<(String, TcpListener)>,
-) -> anyhow::Result<Vec<BoundGateway>> {
+) -> anyhow::Result<Vec<(Environment, Option<TcpListener>)>> {
     let on_cluster = cfg.target == TargetKind::Kubernetes;
     let mut out = Vec::new();
     for env in &cfg.environments {
-        let feedback_token = match &env.feedback_token_env {
-            Some(var) => match Secret::from_env(var, &|k| std::env::var(k).ok()) {
-                Ok(Some(t)) => Some(t),
-                Ok(None) => anyhow::bail!(
-                    "environment {}: feedback_token_env names {var}, which holds no token: \
-                     set it (or {var}_FILE) to the token the application sends with its labels",
-                    env.name
-                ),
-                Err(e) => anyhow::bail!("environment {}: feedback_token_env: {e}", env.name),
-            },
-            None => None,
-        };
-        let gateway = Gateway::new(GatewayConfig {
-            name: env.name.clone(),
-            sticky_header: env.sticky_header.clone(),
-            sticky_cookie: env.sticky_cookie.clone(),
-            force_header: env.force_header.clone(),
-            response_timeout: env.response_timeout.0,
-            feedback_token,
-            ..GatewayConfig::default()
-        });
-        // On a cluster the cluster's Gateway (or Service) carries the traffic.
         let listener = match given.iter().position(|(n, _)| *n == env.name) {
             _ if on_cluster => None,
             Some(i) => Some(given.swap_remove(i).1),
@@ -306,13 +364,34 @@ async fn bind_gateways(
                 anyhow::anyhow!("environment {} (listen {}): {e}", env.name, env.listen)
             })?),
         };
-        out.push(BoundGateway {
-            env: env.clone(),
-            gateway,
-            listener,
-        });
+        out.push((env.clone(), listener));
     }
     Ok(out)
+}
+
+/// A model's gateway in `env`.
+fn env_gateway(env: &Environment) -> anyhow::Result<Gateway> {
+    let feedback_token = match &env.feedback_token_env {
+        Some(var) => match Secret::from_env(var, &|k| std::env::var(k).ok()) {
+            Ok(Some(t)) => Some(t),
+            Ok(None) => anyhow::bail!(
+                "environment {}: feedback_token_env names {var}, which holds no token: \
+                 set it (or {var}_FILE) to the token the application sends with its labels",
+                env.name
+            ),
+            Err(e) => anyhow::bail!("environment {}: feedback_token_env: {e}", env.name),
+        },
+        None => None,
+    };
+    Ok(Gateway::new(GatewayConfig {
+        name: env.name.clone(),
+        sticky_header: env.sticky_header.clone(),
+        sticky_cookie: env.sticky_cookie.clone(),
+        force_header: env.force_header.clone(),
+        response_timeout: env.response_timeout.0,
+        feedback_token,
+        ..GatewayConfig::default()
+    }))
 }
 
 /// MLflow webhooks, when configured: verified deliveries join the poller's events.
@@ -345,42 +424,32 @@ struct Wiring<'a> {
 }
 
 type Targets = Vec<(Environment, Box<dyn EnvTarget>)>;
-type Built = (
-    Targets,
-    Vec<(String, SocketAddr)>,
-    Vec<(String, String)>,
-    Vec<(TcpListener, Gateway)>,
-);
+type Built = (Targets, Vec<(String, String)>);
 
 impl Wiring<'_> {
-    /// Each environment's target: local (its gateway and servers) or its cluster.
-    async fn targets(&self, gateways: Vec<BoundGateway>) -> anyhow::Result<Built> {
-        let (mut targets, mut envs, mut urls, mut serving) = (vec![], vec![], vec![], vec![]);
+    /// Each environment's target for this model: local (its gateway, on the
+    /// environment's address, and servers) or its cluster (no address).
+    async fn targets(
+        &self,
+        gateways: Vec<(Environment, Gateway, Option<SocketAddr>)>,
+    ) -> anyhow::Result<Built> {
+        let (mut targets, mut urls) = (vec![], vec![]);
         let http = crate::artifact::http_client();
         let mut first_cluster = None;
-        for g in gateways {
-            let name = g.env.name.clone();
-            let target: Box<dyn EnvTarget> = match g.listener {
-                Some(listener) => {
-                    let addr = listener.local_addr()?;
-                    envs.push((name.clone(), addr));
-                    serving.push((listener, g.gateway.clone()));
-                    Box::new(LocalEnv::new(
-                        g.env.clone(),
-                        addr,
-                        g.gateway,
-                        self.local(&http),
-                    ))
+        for (env, gateway, addr) in gateways {
+            let name = env.name.clone();
+            let target: Box<dyn EnvTarget> = match addr {
+                Some(addr) => {
+                    Box::new(LocalEnv::new(env.clone(), addr, gateway, self.local(&http)))
                 }
                 None => {
-                    envs.push((name.clone(), g.env.listen));
                     let live = self
                         .journal
-                        .live(&name)?
+                        .live(&self.cfg.model.name, &name)?
                         .map(|l| crate::target::kube::pin(&l.model, &l.version, &l.digest, None));
                     let c = ClusterEnv::connect(
                         &self.cfg,
-                        &g.env,
+                        &env,
                         live,
                         self.tx.clone(),
                         self.log.clone(),
@@ -391,20 +460,20 @@ impl Wiring<'_> {
                     Box::new(ClusterTarget::new(
                         c,
                         model,
-                        g.env.replicas,
+                        env.replicas,
                         http.clone(),
                         self.log.clone(),
                     ))
                 }
             };
             urls.push((name, target.url()));
-            targets.push((g.env, target));
+            targets.push((env, target));
         }
         // In-cluster replicas of the controller: only the Lease holder drives.
         if let (Ok(lease), Some(c)) = (std::env::var("HOIST_LEASE"), first_cluster) {
             crate::target::kube::lead(c, &lease).await?;
         }
-        Ok((targets, envs, urls, serving))
+        Ok((targets, urls))
     }
 
     /// The engine, on the wall clock, without failure points.

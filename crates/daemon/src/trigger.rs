@@ -10,20 +10,24 @@ use tokio::sync::{mpsc, watch};
 
 use crate::cmd::Cmd;
 
-/// Starts the poller (and the webhook receiver, which stops on `stop`); `None` for a
-/// manual trigger.
+/// Starts one poller for every model whose trigger is not manual (and the webhook
+/// receiver, which stops on `stop`); each event goes to its model's engine when it
+/// is that model's trigger. `None` when every trigger is manual.
 pub fn spawn(
     cfg: &Config,
+    models: Vec<(Arc<Config>, mpsc::Sender<Cmd>)>,
     registry: Arc<dyn Registry>,
     embedded: Option<Arc<EmbeddedRegistry>>,
     start_seq: Option<i64>,
     webhook: Option<tokio::net::TcpListener>,
-    tx: mpsc::Sender<Cmd>,
     stop: watch::Receiver<bool>,
 ) -> Option<hoist_registry::watch::PollerHandle> {
     use hoist_registry::watch;
-    let trigger = cfg.model.trigger.clone();
-    if trigger == Trigger::Manual {
+    let models: Vec<_> = models
+        .into_iter()
+        .filter(|(c, _)| c.model.trigger != Trigger::Manual)
+        .collect();
+    if models.is_empty() {
         return None;
     }
     let (etx, mut erx) = mpsc::channel::<hoist_registry::Event>(256);
@@ -41,8 +45,10 @@ pub fn spawn(
         None => {
             let pc = watch::PollConfig {
                 interval,
-                models: Some(vec![cfg.model.name.clone()]),
-                stages: matches!(trigger, Trigger::Stage(_)),
+                models: Some(models.iter().map(|(c, _)| c.model.name.clone()).collect()),
+                stages: models
+                    .iter()
+                    .any(|(c, _)| matches!(c.model.trigger, Trigger::Stage(_))),
             };
             watch::spawn_poller(registry, pc, etx)
         }
@@ -64,42 +70,62 @@ pub fn spawn(
                 .await;
         });
     }
-    let model = cfg.model.name.clone();
+    // One sender per model; a model whose engine is busy does not hold up the others'.
+    let mut routes = std::collections::HashMap::new();
+    for (cfg, tx) in models {
+        let (mtx, mrx) = mpsc::channel::<hoist_registry::Event>(256);
+        tokio::spawn(promotions(cfg.model.trigger.clone(), mrx, tx));
+        routes.insert(cfg.model.name.clone(), mtx);
+    }
     tokio::spawn(async move {
-        let mut dedup = watch::Dedup::new(std::time::Duration::from_secs(300));
         while let Some(e) = erx.recv().await {
-            if e.model != model || !dedup.admit(&e, std::time::Instant::now()) {
-                continue;
-            }
-            let Some(version) = e.version.clone() else {
-                continue;
-            };
-            let desc = match (&trigger, &e.kind) {
-                (Trigger::Alias(a), hoist_registry::EventKind::AliasSet)
-                    if e.alias.as_deref() == Some(a.as_str()) =>
-                {
-                    format!("alias {a} → v{version}")
-                }
-                (Trigger::Stage(s), hoist_registry::EventKind::StageChanged)
-                    if e.stage
-                        .as_deref()
-                        .is_some_and(|st| st.eq_ignore_ascii_case(s)) =>
-                {
-                    format!("stage {s} → v{version}")
-                }
-                _ => continue,
-            };
-            if tx
-                .send(Cmd::Promotion {
-                    version,
-                    trigger: desc,
-                })
-                .await
-                .is_err()
-            {
-                return;
+            if let Some(mtx) = routes.get(&e.model) {
+                let _ = mtx.send(e).await;
             }
         }
     });
     Some(handle)
+}
+
+/// One model's registry events that match its trigger, as promotions for its engine.
+async fn promotions(
+    trigger: Trigger,
+    mut erx: mpsc::Receiver<hoist_registry::Event>,
+    tx: mpsc::Sender<Cmd>,
+) {
+    use hoist_registry::watch;
+    let mut dedup = watch::Dedup::new(std::time::Duration::from_secs(300));
+    while let Some(e) = erx.recv().await {
+        if !dedup.admit(&e, std::time::Instant::now()) {
+            continue;
+        }
+        let Some(version) = e.version.clone() else {
+            continue;
+        };
+        let desc = match (&trigger, &e.kind) {
+            (Trigger::Alias(a), hoist_registry::EventKind::AliasSet)
+                if e.alias.as_deref() == Some(a.as_str()) =>
+            {
+                format!("alias {a} → v{version}")
+            }
+            (Trigger::Stage(s), hoist_registry::EventKind::StageChanged)
+                if e.stage
+                    .as_deref()
+                    .is_some_and(|st| st.eq_ignore_ascii_case(s)) =>
+            {
+                format!("stage {s} → v{version}")
+            }
+            _ => continue,
+        };
+        if tx
+            .send(Cmd::Promotion {
+                version,
+                trigger: desc,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }

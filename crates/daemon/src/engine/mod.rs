@@ -162,6 +162,12 @@ impl Engine {
         }
     }
 
+    /// Tell `events` (the stream engines of other models share) what this engine does.
+    pub fn with_events(mut self, events: crate::events::Events) -> Engine {
+        self.events = events;
+        self
+    }
+
     /// Where this engine tells the live stream what it does.
     pub fn events(&self) -> crate::events::Events {
         self.events.clone()

@@ -110,6 +110,12 @@ impl Config {
     /// `[[models]]` checks: unique names, environments that exist (in order), and
     /// every projection valid on its own.
     pub(super) fn validate_models(&self) -> Result<(), String> {
+        if self.target == crate::kubernetes::TargetKind::Kubernetes && self.models.len() > 1 {
+            return Err(
+                "models: target = \"kubernetes\" delivers one model per daemon for now: run one daemon per model on a cluster, or use target = \"local\""
+                    .into(),
+            );
+        }
         let mut names = BTreeSet::new();
         let known: Vec<&str> = self.environments.iter().map(|e| e.name.as_str()).collect();
         for (i, m) in self.models.iter().enumerate() {
