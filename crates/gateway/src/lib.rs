@@ -94,4 +94,11 @@ pub mod fuzzing {
     pub fn guard_stream(data: &[u8], cuts: &[u8]) -> Vec<u8> {
         crate::guard::fuzz_stream(data, cuts)
     }
+
+    /// Routes a request target as a [`crate::Router`] with models `a` and `b` does
+    /// on the fast path, after the same target checks: `Ok((model, target it gets))`
+    /// or `Err(status)` (a refusal, or the router's own answer). Never panics.
+    pub fn route(target: &str) -> Result<(String, String), u16> {
+        crate::router::fuzz_route(target)
+    }
 }

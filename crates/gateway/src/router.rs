@@ -408,6 +408,24 @@ impl Front {
     }
 }
 
+/// `crate::fuzzing::route`: a router of models `a` and `b`, made once.
+pub(crate) fn fuzz_route(target: &str) -> Result<(String, String), u16> {
+    static ROUTER: std::sync::OnceLock<Router> = std::sync::OnceLock::new();
+    let router = ROUTER.get_or_init(|| {
+        let router = Router::new("fuzz");
+        for name in ["a", "b"] {
+            let mut config = crate::GatewayConfig::default();
+            config.name = name.to_string();
+            router.insert(name, Gateway::new(config));
+        }
+        router
+    });
+    let target = crate::framing::check_target(target).map_err(|r| r.status())?;
+    let path = target.split('?').next().unwrap_or(target);
+    let (gw, forwarded) = router.resolve(target, path).map_err(|(status, _)| status)?;
+    Ok((gw.inner.config.name.clone(), forwarded.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +471,41 @@ mod tests {
         let (status, body) = cut(&m, "/v2/health/ready").unwrap_err();
         assert_eq!(status, 503);
         assert!(body.contains("a, b"), "{body}");
+    }
+
+    #[test]
+    fn forwarded_targets_pass_the_same_checks() {
+        // What a model's gateway receives is the checked target or a suffix of it
+        // that passes the checks on its own.
+        for target in [
+            "/models/a/invocations?x=/../admin",
+            "/models/a/feedback",
+            "/v2/models/b/feedback?q",
+            "/v2/models/b/infer",
+            "http://h/models/b/ping",
+            "/models/a/%2e%2e/admin",
+            "/models/a/admin",
+            "/models/a//invocations",
+            "/v2/models/a%2fb/infer",
+            "/v2/models//infer",
+        ] {
+            match crate::fuzzing::route(target) {
+                Ok((model, forwarded)) => {
+                    assert!(target.ends_with(&forwarded), "{target} -> {forwarded}");
+                    assert!(
+                        crate::framing::check_target(&forwarded).is_ok(),
+                        "{forwarded}"
+                    );
+                    assert!(target.contains(&format!("/models/{model}")), "{target}");
+                }
+                Err(status) => assert!((400..500).contains(&status), "{target}: {status}"),
+            }
+        }
+        assert_eq!(
+            crate::fuzzing::route("/models/a/invocations?x=1"),
+            Ok(("a".to_string(), "/invocations?x=1".to_string()))
+        );
+        assert_eq!(crate::fuzzing::route("/models/a/%2e%2e/admin"), Err(400));
     }
 
     #[test]
