@@ -414,8 +414,10 @@ pub(crate) fn fuzz_route(target: &str) -> Result<(String, String), u16> {
     let router = ROUTER.get_or_init(|| {
         let router = Router::new("fuzz");
         for name in ["a", "b"] {
-            let mut config = crate::GatewayConfig::default();
-            config.name = name.to_string();
+            let config = crate::GatewayConfig {
+                name: name.to_string(),
+                ..Default::default()
+            };
             router.insert(name, Gateway::new(config));
         }
         router
