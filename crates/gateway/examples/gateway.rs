@@ -3,7 +3,12 @@
 //! Usage:
 //! `gateway --listen 127.0.0.1:8080 --stable ADDR[,ADDR] [--candidate ADDR[,ADDR]] [--weight N]
 //!  [--shadow N] [--feedback] [--name ENV] [--sticky-header NAME] [--sticky-cookie NAME]
-//!  [--threads N]`
+//!  [--threads N] [--models N]`
+//!
+//! `--models N` serves a [`hoist_gateway::Router`] of N models named `m0` ..
+//! `m{N-1}` instead of one gateway: each model its own `Gateway` with the same
+//! routes (its own split counter, pools and metrics), reached at
+//! `/models/m{i}/invocations` or `/v2/models/m{i}/...` (`bench/router.sh`).
 //!
 //! `--shadow N` mirrors N% of stable's requests to the candidate and compares the
 //! answers; `--feedback` remembers each answer's predictions for `POST /feedback`.
@@ -14,13 +19,14 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
-use hoist_gateway::{Gateway, GatewayConfig, Routes, Upstream};
+use hoist_gateway::{Gateway, GatewayConfig, Router, Routes, Upstream};
 
 struct Args {
     listen: SocketAddr,
     routes: Routes,
     config: GatewayConfig,
     threads: Option<usize>,
+    models: Option<usize>,
 }
 
 fn addrs(list: &str) -> Result<Vec<SocketAddr>, String> {
@@ -35,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
     let mut routes = Routes::default();
     let mut config = GatewayConfig::default();
     let mut threads = None;
+    let mut models = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -77,11 +84,19 @@ fn parse_args() -> Result<Args, String> {
                 let v = value()?;
                 threads = Some(v.parse().map_err(|e| format!("--threads {v:?}: {e}"))?);
             }
+            "--models" => {
+                let v = value()?;
+                let n: usize = v.parse().map_err(|e| format!("--models {v:?}: {e}"))?;
+                if n == 0 {
+                    return Err("--models needs at least 1".into());
+                }
+                models = Some(n);
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: gateway --listen ADDR --stable ADDR[,ADDR] [--candidate ADDR[,ADDR]] \
                      [--weight N] [--shadow N] [--feedback] [--name ENV] [--sticky-header NAME] \
-                     [--sticky-cookie NAME] [--threads N]"
+                     [--sticky-cookie NAME] [--threads N] [--models N]"
                 );
                 std::process::exit(0);
             }
@@ -93,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
         routes,
         config,
         threads,
+        models,
     })
 }
 
@@ -132,14 +148,31 @@ fn main() {
             }
         };
         let local = listener.local_addr().expect("bound socket has an address");
-        let gateway = Gateway::new(args.config);
-        gateway.set_routes(args.routes);
-        println!("listening on http://{local}");
-        let _ = std::io::stdout().flush();
-        if let Err(e) = gateway
-            .serve_with_threads(listener, threads, shutdown_signal())
-            .await
-        {
+        let served = match args.models {
+            None => {
+                let gateway = Gateway::new(args.config);
+                gateway.set_routes(args.routes);
+                println!("listening on http://{local}");
+                let _ = std::io::stdout().flush();
+                gateway
+                    .serve_with_threads(listener, threads, shutdown_signal())
+                    .await
+            }
+            Some(n) => {
+                let router = Router::new(args.config.name.clone());
+                for i in 0..n {
+                    let gateway = Gateway::new(args.config.clone());
+                    gateway.set_routes(args.routes.clone());
+                    router.insert(&format!("m{i}"), gateway);
+                }
+                println!("listening on http://{local}");
+                let _ = std::io::stdout().flush();
+                router
+                    .serve_with_threads(listener, threads, shutdown_signal())
+                    .await
+            }
+        };
+        if let Err(e) = served {
             eprintln!("gateway: {e}");
             std::process::exit(1);
         }

@@ -45,7 +45,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::framing::{self, Body, ChunkScan, MAX_HEAD, Parsed, Refused};
-use crate::gateway::{Attempt, Backend, Gateway, Table, json_error_body};
+use crate::gateway::{Attempt, Backend, Front, Gateway, Table, json_error_body};
 use crate::guard::Guarded;
 use crate::metrics::Class;
 use crate::pool::Pool;
@@ -119,6 +119,9 @@ enum Prep {
     },
     /// Proxy it: `Buffers::request` holds what to send.
     Proxy {
+        /// The model's gateway, and its routes as read for this request.
+        gw: Gateway,
+        table: Arc<Table>,
         consumed: usize,
         decision: Decision,
         head: bool,
@@ -129,27 +132,26 @@ enum Prep {
 
 /// Serves one client connection until it closes, `closing` changes (the request in
 /// flight finishes first), or it is handed to hyper.
-pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch::Receiver<()>) {
+pub(crate) async fn serve(front: Front, mut client: TcpStream, mut closing: watch::Receiver<()>) {
     let mut b = Buffers::default();
     b.input.reserve(READ_SPACE);
-    let config = &gw.inner.config;
     loop {
+        let (idle_timeout, header_timeout) = front.timeouts();
         // When the request under way must have arrived (set by its first bytes).
         let mut deadline: Option<tokio::time::Instant> = None;
         // How much of `b.input` was an incomplete head when last parsed: it is parsed
         // again only once a new line may have ended it (a head sent a byte at a
         // time costs one parse per line, not one per byte).
         let mut partial = 0;
-        let (table, prep) = loop {
+        let prep = loop {
             let no_new_line = partial > 0
                 && b.input.len() <= MAX_HEAD
                 && !b.input[partial.min(b.input.len())..].contains(&b'\n');
             if !b.input.is_empty() && !no_new_line {
-                let table = gw.inner.table.load_full();
-                match prepare(&gw, &table, &mut b) {
+                match prepare(&front, &mut b) {
                     Prep::More => partial = 0,
                     Prep::MoreHead => partial = b.input.len(),
-                    prep => break (table, prep),
+                    prep => break prep,
                 }
             }
             if b.input.capacity() - b.input.len() < READ_SPACE {
@@ -160,11 +162,11 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
                     biased;
                     r = client.read_buf(&mut b.input) => r,
                     _ = closing.changed() => return,
-                    _ = tokio::time::sleep(config.idle_timeout) => return,
+                    _ = tokio::time::sleep(idle_timeout) => return,
                 }
             } else {
-                let at = *deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + config.header_timeout);
+                let at =
+                    *deadline.get_or_insert_with(|| tokio::time::Instant::now() + header_timeout);
                 match tokio::time::timeout_at(at, client.read_buf(&mut b.input)).await {
                     Ok(r) => r,
                     Err(_) => {
@@ -184,7 +186,7 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
             Prep::More | Prep::MoreHead => unreachable!("loops until there is more than that"),
             Prep::Fallback => {
                 let io = Guarded::new(client, std::mem::take(&mut b.input));
-                return gw.serve_hyper(io, closing).await;
+                return front.serve_hyper(io, closing).await;
             }
             Prep::Bad(status) => {
                 simple_response(&mut b.output, status, "", b"", None, true);
@@ -213,6 +215,8 @@ pub(crate) async fn serve(gw: Gateway, mut client: TcpStream, mut closing: watch
                 consume(&mut b.input, consumed);
             }
             Prep::Proxy {
+                gw,
+                table,
                 consumed,
                 decision,
                 head,
@@ -269,8 +273,9 @@ fn consume(input: &mut Vec<u8>, n: usize) {
     }
 }
 
-/// Parses what `b.input` holds; for a request to proxy, writes it to `b.request`.
-fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
+/// Parses what `b.input` holds; for a request to proxy, finds the model's gateway
+/// and writes the request to `b.request`.
+fn prepare(front: &Front, b: &mut Buffers) -> Prep {
     let buf = &b.input[..];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let req = match framing::parse_request(buf, &mut headers) {
@@ -317,10 +322,29 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
             consumed,
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: gw.prometheus(),
+            body: front.prometheus(),
             close,
         };
     }
+    // The model's gateway, and the target as it goes to it.
+    let (gw, target) = match front.resolve(target, path) {
+        Ok(found) => found,
+        Err((status, body)) => {
+            return Prep::Answer {
+                consumed,
+                status,
+                content_type: "application/json",
+                // A HEAD request's answer has no body (RFC 9110 section 9.3.2).
+                body: if req.method == "HEAD" {
+                    String::new()
+                } else {
+                    body
+                },
+                close,
+            };
+        }
+    };
+    let path = target.split('?').next().unwrap_or(target);
     if method == "POST" && path == "/feedback" {
         let authorization = req
             .headers
@@ -337,6 +361,7 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
         };
     }
 
+    let table = gw.inner.table.load_full();
     let decision = gw
         .inner
         .split
@@ -378,6 +403,8 @@ fn prepare(gw: &Gateway, table: &Table, b: &mut Buffers) -> Prep {
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&buf[head_len..consumed]);
     Prep::Proxy {
+        gw,
+        table,
         consumed,
         decision,
         head: method == "HEAD",

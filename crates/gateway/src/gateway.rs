@@ -269,7 +269,7 @@ impl<'a> Attempt<'a> {
     }
 }
 
-type GatewayBody = Either<Tracked, Full<Bytes>>;
+pub(crate) type GatewayBody = Either<Tracked, Full<Bytes>>;
 
 impl Gateway {
     /// A gateway with no routes (every proxied request gets a 503 until
@@ -334,16 +334,17 @@ impl Gateway {
 
     /// The `/metrics` text (Prometheus format 0.0.4).
     pub fn prometheus(&self) -> String {
+        self.prometheus_with(&metrics::env_labels(&self.inner.config.name))
+    }
+
+    /// The `/metrics` text with `labels` (`env="…"` and maybe more) on every series.
+    pub(crate) fn prometheus_with(&self, labels: &str) -> String {
         let weight = self.inner.table.load().weight;
         let control = self.control();
-        let mut text = metrics::render(&self.inner.config.name, &control.series, weight);
-        metrics::render_forced(&mut text, &self.inner.config.name, &control.forced);
+        let mut text = metrics::render(labels, &control.series, weight);
+        metrics::render_forced(&mut text, labels, &control.forced);
         drop(control);
-        metrics::render_shadow(
-            &mut text,
-            &self.inner.config.name,
-            &self.inner.shadow.snapshot(),
-        );
+        metrics::render_shadow(&mut text, labels, &self.inner.shadow.snapshot());
         text
     }
 
@@ -375,98 +376,17 @@ impl Gateway {
         threads: usize,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let listener = listener.into_std()?;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        // Closed (recv gives None) once every worker thread has finished.
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
-        for worker in 0..threads.max(1) {
-            let listener = listener.try_clone()?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let (gateway, stop, done) = (self.clone(), stop_rx.clone(), done_tx.clone());
-            std::thread::Builder::new()
-                .name(format!("hoist-gateway-{worker}"))
-                .spawn(move || {
-                    crate::pool::set_worker(worker);
-                    runtime.block_on(async move {
-                        match TcpListener::from_std(listener) {
-                            Ok(listener) => gateway.accept_loop(listener, stop).await,
-                            Err(e) => tracing::error!("gateway worker {worker}: {e}"),
-                        }
-                    });
-                    drop(done);
-                })?;
-        }
-        drop((listener, stop_rx, done_tx));
-        shutdown.await;
-        let _ = stop_tx.send(true);
-        let _ = done_rx.recv().await;
-        Ok(())
-    }
-
-    /// One worker: accepts until `stop`, then waits for its connections to finish.
-    async fn accept_loop(
-        &self,
-        listener: TcpListener,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let (conns_tx, conns_rx) = tokio::sync::watch::channel(());
-        loop {
-            let stream = tokio::select! {
-                biased;
-                _ = stop.wait_for(|stopped| *stopped) => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!("gateway accept: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let gateway = self.clone();
-            let closing = conns_rx.clone();
-            tokio::spawn(crate::fast::serve(gateway, stream, closing));
-        }
-        drop(listener);
-        drop(conns_rx);
-        let _ = conns_tx.send(());
-        conns_tx.closed().await;
-    }
-
-    /// Serves one client connection with hyper until it closes or `closing` changes
-    /// (then lets the request in flight finish). The fast path hands over the
-    /// connections it does not handle itself.
-    pub(crate) async fn serve_hyper<I>(self, io: I, mut closing: tokio::sync::watch::Receiver<()>)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let header_timeout = self.inner.config.header_timeout;
-        let gateway = self;
-        let service = service_fn(move |req| gateway.clone().handle(req));
-        let conn = http1::Builder::new()
-            .keep_alive(true)
-            // Also bounds an idle keep-alive connection's wait for its next request.
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(io), service);
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = closing.changed() => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
+        serve_front(Front::One(self), listener, threads, shutdown).await
     }
 
     pub(crate) fn control(&self) -> std::sync::MutexGuard<'_, Control> {
         self.inner.control.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn handle(self, req: Request<Incoming>) -> Result<Response<GatewayBody>, Infallible> {
+    pub(crate) async fn handle(
+        self,
+        req: Request<Incoming>,
+    ) -> Result<Response<GatewayBody>, Infallible> {
         let start = Instant::now();
         // `crate::guard` has checked the head already; this is the same check on
         // what hyper made of the target.
@@ -641,6 +561,126 @@ impl Gateway {
         };
         table.get(variant).or_else(|| table.get(variant.other()))
     }
+}
+
+/// What a listener serves: one model's gateway, or a router over many.
+#[derive(Clone)]
+pub(crate) enum Front {
+    One(Gateway),
+    Many(crate::Router),
+}
+
+impl Front {
+    /// (idle timeout, header timeout) of client connections.
+    pub(crate) fn timeouts(&self) -> (Duration, Duration) {
+        match self {
+            Front::One(gw) => (gw.inner.config.idle_timeout, gw.inner.config.header_timeout),
+            Front::Many(router) => router.timeouts(),
+        }
+    }
+
+    /// One request on hyper's path.
+    async fn handle(self, req: Request<Incoming>) -> Result<Response<GatewayBody>, Infallible> {
+        match self {
+            Front::One(gw) => gw.handle(req).await,
+            Front::Many(router) => router.handle(req).await,
+        }
+    }
+
+    /// Serves one client connection with hyper until it closes or `closing` changes
+    /// (then lets the request in flight finish). The fast path hands over the
+    /// connections it does not handle itself.
+    pub(crate) async fn serve_hyper<I>(self, io: I, mut closing: tokio::sync::watch::Receiver<()>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let header_timeout = self.timeouts().1;
+        let front = self;
+        let service = service_fn(move |req| front.clone().handle(req));
+        let conn = http1::Builder::new()
+            .keep_alive(true)
+            // Also bounds an idle keep-alive connection's wait for its next request.
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = closing.changed() => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+}
+
+/// Serves `front` on `listener` with `threads` threads (see
+/// [`Gateway::serve_with_threads`]) until `shutdown` completes.
+pub(crate) async fn serve_front(
+    front: Front,
+    listener: TcpListener,
+    threads: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Closed (recv gives None) once every worker thread has finished.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+    for worker in 0..threads.max(1) {
+        let listener = listener.try_clone()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (gateway, stop, done) = (front.clone(), stop_rx.clone(), done_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("hoist-gateway-{worker}"))
+            .spawn(move || {
+                crate::pool::set_worker(worker);
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => accept_loop(gateway, listener, stop).await,
+                        Err(e) => tracing::error!("gateway worker {worker}: {e}"),
+                    }
+                });
+                drop(done);
+            })?;
+    }
+    drop((listener, stop_rx, done_tx));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = done_rx.recv().await;
+    Ok(())
+}
+
+/// One worker: accepts until `stop`, then waits for its connections to finish.
+async fn accept_loop(
+    front: Front,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (conns_tx, conns_rx) = tokio::sync::watch::channel(());
+    loop {
+        let stream = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("gateway accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let front = front.clone();
+        let closing = conns_rx.clone();
+        tokio::spawn(crate::fast::serve(front, stream, closing));
+    }
+    drop(listener);
+    drop(conns_rx);
+    let _ = conns_tx.send(());
+    conns_tx.closed().await;
 }
 
 /// The client's response: the backend's, with our headers, counted when done.
@@ -831,7 +871,7 @@ fn reusable(parts: &http::response::Parts) -> bool {
 
 /// The answer to a request whose target [`crate::framing::check_path`] refused:
 /// 404 for an operator-only path, else 400 and the connection closes.
-fn refusal(refused: crate::framing::Refused) -> Response<GatewayBody> {
+pub(crate) fn refusal(refused: crate::framing::Refused) -> Response<GatewayBody> {
     use crate::framing::Refused;
     match refused {
         Refused::Private => json_error(
@@ -848,7 +888,7 @@ fn refusal(refused: crate::framing::Refused) -> Response<GatewayBody> {
 }
 
 /// `{"error": message}` with `status`.
-fn json_error(status: StatusCode, message: &str) -> Response<GatewayBody> {
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<GatewayBody> {
     let body = json_error_body(message);
     let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *res.status_mut() = status;

@@ -31,6 +31,8 @@
 //! - `framing`: RFC 9112 message framing, hop-by-hop headers and target checks,
 //!   one set of rules for both paths; `guard` applies them on hyper's path.
 //! - `pool`: keep-alive connections per backend address.
+//! - `router`: [`Router`]: one environment's gateway for many models, each
+//!   request dispatched to its model's [`Gateway`].
 //! - `routes`: validating and applying [`Routes`].
 //! - [`metrics`]: lock-free counters, [`Snapshot`]s, Prometheus text.
 //! - `shadow`: mirroring stable's requests to the candidate and comparing answers.
@@ -47,6 +49,7 @@ mod guard;
 mod inspect;
 pub mod metrics;
 mod pool;
+mod router;
 mod routes;
 mod shadow;
 pub mod split;
@@ -56,6 +59,7 @@ pub use inspect::ValueSums;
 pub use metrics::{
     ForcedStats, LATENCY_BUCKETS, LiveValues, RECENT_VALUES, ShadowStats, Snapshot, VariantStats,
 };
+pub use router::Router;
 pub use split::{Routes, RoutesError, Upstream, Variant};
 
 /// Entry points for fuzzing (`crates/gateway/fuzz`); not a stable API.
@@ -89,5 +93,12 @@ pub mod fuzzing {
     /// out is `data`'s checked requests, then possibly a refusal hyper answers.
     pub fn guard_stream(data: &[u8], cuts: &[u8]) -> Vec<u8> {
         crate::guard::fuzz_stream(data, cuts)
+    }
+
+    /// Routes a request target as a [`crate::Router`] with models `a` and `b` does
+    /// on the fast path, after the same target checks: `Ok((model, target it gets))`
+    /// or `Err(status)` (a refusal, or the router's own answer). Never panics.
+    pub fn route(target: &str) -> Result<(String, String), u16> {
+        crate::router::fuzz_route(target)
     }
 }

@@ -569,8 +569,7 @@ pub(crate) fn forced_snapshot(series: &Series) -> ForcedStats {
 /// Appends `hoist_gateway_forced_requests_total`: requests the force header sent,
 /// by the variant and version that served them and the class of the answer. Apart
 /// from `hoist_gateway_requests_total`, so queries on that never see them.
-pub(crate) fn render_forced(out: &mut String, env: &str, series: &Series) {
-    let env = escape(env);
+pub(crate) fn render_forced(out: &mut String, labels: &str, series: &Series) {
     out.push_str(
         "# HELP hoist_gateway_forced_requests_total Requests the force header sent to a variant (served, but never part of hoist_gateway_requests_total or a release's analysis), by the variant and version that served them and the class of the answer.\n\
          # TYPE hoist_gateway_forced_requests_total counter\n",
@@ -580,7 +579,7 @@ pub(crate) fn render_forced(out: &mut String, env: &str, series: &Series) {
         for class in Class::ALL {
             let _ = writeln!(
                 out,
-                "hoist_gateway_forced_requests_total{{env=\"{env}\",variant=\"{variant}\",version=\"{version}\",class=\"{}\"}} {}",
+                "hoist_gateway_forced_requests_total{{{labels},variant=\"{variant}\",version=\"{version}\",class=\"{}\"}} {}",
                 class.label(),
                 counters.class_count(class)
             );
@@ -589,8 +588,7 @@ pub(crate) fn render_forced(out: &mut String, env: &str, series: &Series) {
 }
 
 /// Prometheus text format 0.0.4.
-pub(crate) fn render(env: &str, series: &Series, candidate_weight: u32) -> String {
-    let env = escape(env);
+pub(crate) fn render(labels: &str, series: &Series, candidate_weight: u32) -> String {
     let mut out = String::with_capacity(16 * 1024);
     out.push_str(
         "# HELP hoist_gateway_requests_total Requests the gateway completed, by the variant and version that served them and the class of the answer (upstream: backend unreachable or failed mid-response).\n\
@@ -601,7 +599,7 @@ pub(crate) fn render(env: &str, series: &Series, candidate_weight: u32) -> Strin
         for class in Class::ALL {
             let _ = writeln!(
                 out,
-                "hoist_gateway_requests_total{{env=\"{env}\",variant=\"{variant}\",version=\"{version}\",class=\"{}\"}} {}",
+                "hoist_gateway_requests_total{{{labels},variant=\"{variant}\",version=\"{version}\",class=\"{}\"}} {}",
                 class.label(),
                 counters.class_count(class)
             );
@@ -623,17 +621,17 @@ pub(crate) fn render(env: &str, series: &Series, candidate_weight: u32) -> Strin
             };
             let _ = writeln!(
                 out,
-                "hoist_gateway_request_duration_seconds_bucket{{env=\"{env}\",variant=\"{variant}\",le=\"{le}\"}} {cumulative}"
+                "hoist_gateway_request_duration_seconds_bucket{{{labels},variant=\"{variant}\",le=\"{le}\"}} {cumulative}"
             );
         }
         let _ = writeln!(
             out,
-            "hoist_gateway_request_duration_seconds_sum{{env=\"{env}\",variant=\"{variant}\"}} {}",
+            "hoist_gateway_request_duration_seconds_sum{{{labels},variant=\"{variant}\"}} {}",
             s.latency_sum_seconds
         );
         let _ = writeln!(
             out,
-            "hoist_gateway_request_duration_seconds_count{{env=\"{env}\",variant=\"{variant}\"}} {cumulative}"
+            "hoist_gateway_request_duration_seconds_count{{{labels},variant=\"{variant}\"}} {cumulative}"
         );
     }
     out.push_str(
@@ -650,7 +648,7 @@ pub(crate) fn render(env: &str, series: &Series, candidate_weight: u32) -> Strin
         ] {
             let _ = writeln!(
                 out,
-                "hoist_gateway_feedback_rows_total{{env=\"{env}\",variant=\"{variant}\",version=\"{version}\",result=\"{result}\"}} {n}"
+                "hoist_gateway_feedback_rows_total{{{labels},variant=\"{variant}\",version=\"{version}\",result=\"{result}\"}} {n}"
             );
         }
     }
@@ -658,33 +656,32 @@ pub(crate) fn render(env: &str, series: &Series, candidate_weight: u32) -> Strin
         out,
         "# HELP hoist_gateway_candidate_weight Percent of traffic routed to the candidate.\n\
          # TYPE hoist_gateway_candidate_weight gauge\n\
-         hoist_gateway_candidate_weight{{env=\"{env}\"}} {candidate_weight}\n"
+         hoist_gateway_candidate_weight{{{labels}}} {candidate_weight}\n"
     );
     out
 }
 
 /// Appends the shadow series (mirrored requests and how their answers compared).
-pub(crate) fn render_shadow(out: &mut String, env: &str, s: &ShadowStats) {
-    let env = escape(env);
+pub(crate) fn render_shadow(out: &mut String, labels: &str, s: &ShadowStats) {
     let a = &s.answers;
     let _ = write!(
         out,
         "# HELP hoist_gateway_shadow_requests_total Requests mirrored to the candidate, by the class of its answer.\n\
          # TYPE hoist_gateway_shadow_requests_total counter\n\
-         hoist_gateway_shadow_requests_total{{env=\"{env}\",class=\"ok\"}} {}\n\
-         hoist_gateway_shadow_requests_total{{env=\"{env}\",class=\"4xx\"}} {}\n\
-         hoist_gateway_shadow_requests_total{{env=\"{env}\",class=\"5xx\"}} {}\n\
-         hoist_gateway_shadow_requests_total{{env=\"{env}\",class=\"upstream\"}} {}\n\
+         hoist_gateway_shadow_requests_total{{{labels},class=\"ok\"}} {}\n\
+         hoist_gateway_shadow_requests_total{{{labels},class=\"4xx\"}} {}\n\
+         hoist_gateway_shadow_requests_total{{{labels},class=\"5xx\"}} {}\n\
+         hoist_gateway_shadow_requests_total{{{labels},class=\"upstream\"}} {}\n\
          # HELP hoist_gateway_shadow_rows_total Rows of mirrored answers compared with stable's, by whether the predicted classes agreed.\n\
          # TYPE hoist_gateway_shadow_rows_total counter\n\
-         hoist_gateway_shadow_rows_total{{env=\"{env}\",agreement=\"agree\"}} {}\n\
-         hoist_gateway_shadow_rows_total{{env=\"{env}\",agreement=\"disagree\"}} {}\n\
+         hoist_gateway_shadow_rows_total{{{labels},agreement=\"agree\"}} {}\n\
+         hoist_gateway_shadow_rows_total{{{labels},agreement=\"disagree\"}} {}\n\
          # HELP hoist_gateway_shadow_probability_diff_sum Sum of absolute differences between the candidate's and stable's probabilities.\n\
          # TYPE hoist_gateway_shadow_probability_diff_sum counter\n\
-         hoist_gateway_shadow_probability_diff_sum{{env=\"{env}\"}} {}\n\
+         hoist_gateway_shadow_probability_diff_sum{{{labels}}} {}\n\
          # HELP hoist_gateway_shadow_probabilities_total Probabilities compared.\n\
          # TYPE hoist_gateway_shadow_probabilities_total counter\n\
-         hoist_gateway_shadow_probabilities_total{{env=\"{env}\"}} {}\n",
+         hoist_gateway_shadow_probabilities_total{{{labels}}} {}\n",
         a.ok,
         a.client_errors,
         a.server_errors,
@@ -694,6 +691,57 @@ pub(crate) fn render_shadow(out: &mut String, env: &str, s: &ShadowStats) {
         s.probability_diff_sum,
         s.probabilities,
     );
+}
+
+/// The labels every series of one environment's gateway carries: `env="…"`.
+pub(crate) fn env_labels(env: &str) -> String {
+    format!("env=\"{}\"", escape(env))
+}
+
+/// The labels of one model's series behind a [`crate::Router`]: `env="…",model="…"`.
+pub(crate) fn model_labels(env: &str, model: &str) -> String {
+    format!("env=\"{}\",model=\"{}\"", escape(env), escape(model))
+}
+
+/// Joins several gateways' Prometheus texts into one: each family's `# HELP` and
+/// `# TYPE` once, followed by every text's samples of it (the text format wants a
+/// family's samples together, under one `TYPE`), families in first-seen order.
+pub(crate) fn merge(texts: &[String]) -> String {
+    // (family, its HELP and TYPE lines, its samples)
+    let mut families: Vec<(&str, String, String)> = Vec::new();
+    for text in texts {
+        let mut at: Option<usize> = None;
+        for line in text.lines() {
+            if let Some(rest) = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+            {
+                let name = rest.split(' ').next().unwrap_or("");
+                let i = match families.iter().position(|f| f.0 == name) {
+                    Some(i) => i,
+                    None => {
+                        families.push((name, String::new(), String::new()));
+                        families.len() - 1
+                    }
+                };
+                // The first text's headers serve for all.
+                if !families[i].1.contains(line) {
+                    families[i].1.push_str(line);
+                    families[i].1.push('\n');
+                }
+                at = Some(i);
+            } else if let Some(i) = at {
+                families[i].2.push_str(line);
+                families[i].2.push('\n');
+            }
+        }
+    }
+    let mut out = String::with_capacity(texts.iter().map(String::len).sum());
+    for (_, headers, samples) in families {
+        out.push_str(&headers);
+        out.push_str(&samples);
+    }
+    out
 }
 
 /// Escapes a label value (backslash, quote, newline).
@@ -821,7 +869,11 @@ mod tests {
     fn renders_prometheus_text() {
         let c = Counters::default();
         c.record(Class::Success, ms(1.0));
-        let text = render("prod", &[(Variant::Stable, "7".into(), Arc::new(c))], 25);
+        let text = render(
+            &env_labels("prod"),
+            &[(Variant::Stable, "7".into(), Arc::new(c))],
+            25,
+        );
         assert!(text.contains(
             "hoist_gateway_requests_total{env=\"prod\",variant=\"stable\",version=\"7\",class=\"2xx\"} 1"
         ));
@@ -840,7 +892,7 @@ mod tests {
         c.record(Class::ServerError, ms(1.0));
         let series = [(Variant::Candidate, "2".to_string(), Arc::new(c))];
         let mut text = String::new();
-        render_forced(&mut text, "prod", &series);
+        render_forced(&mut text, &env_labels("prod"), &series);
         assert!(text.contains(
             "hoist_gateway_forced_requests_total{env=\"prod\",variant=\"candidate\",version=\"2\",class=\"5xx\"} 1"
         ));
@@ -861,8 +913,8 @@ mod tests {
         let c = Counters::default();
         c.record(Class::Success, ms(1.0));
         let series = [(Variant::Stable, "7".to_string(), Arc::new(c))];
-        let mut text = render("prod", &series, 25);
-        render_forced(&mut text, "prod", &series);
+        let mut text = render(&env_labels("prod"), &series, 25);
+        render_forced(&mut text, &env_labels("prod"), &series);
         let labels = format!(
             "{{{}=\"prod\",{}=\"stable\",{}=\"7\",{}=\"2xx\"}}",
             m::LABEL_ENV,

@@ -23,7 +23,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// A stand-in for a model server. It answers with its own name, and obeys two
 /// request headers: `x-status: N` (answer with that status) and `x-sleep-ms: N`
-/// (wait that long first). It echoes the `x-request-id` it saw as `x-seen-request-id`.
+/// (wait that long first). It echoes the `x-request-id` it saw as `x-seen-request-id`,
+/// and the target it got as `x-seen-path`.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -49,6 +50,10 @@ async fn answer(
     let sleep = header("x-sleep-ms").unwrap_or(0);
     let seen_id = req.headers().get("x-request-id").cloned();
     let seen_connection = req.headers().contains_key("x-hop");
+    let seen_path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |pq| pq.as_str().to_string());
     let _ = req.into_body().collect().await;
     if sleep > 0 {
         tokio::time::sleep(Duration::from_millis(sleep)).await;
@@ -57,6 +62,9 @@ async fn answer(
     *res.status_mut() = StatusCode::from_u16(status as u16).unwrap();
     if let Some(id) = seen_id {
         res.headers_mut().insert("x-seen-request-id", id);
+    }
+    if let Ok(path) = seen_path.parse() {
+        res.headers_mut().insert("x-seen-path", path);
     }
     if seen_connection {
         res.headers_mut().insert("x-saw-hop", "1".parse().unwrap());
