@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hoist_gateway::{Gateway, GatewayConfig};
+use hoist_gateway::{Gateway, GatewayConfig, Router};
 use hoist_registry::Registry;
 use hoist_registry::embedded::EmbeddedRegistry;
 use hoist_release::config::{Config, Environment};
@@ -229,7 +229,7 @@ pub async fn start(
     futures_util::future::join_all(engines.iter_mut().map(|(e, _)| e.recover())).await;
     for ((env, listener), gateways) in bound.into_iter().zip(served) {
         if let Some(listener) = listener {
-            serve_environment(&env.name, listener, gateways, stopped(stop_rx.clone()))?;
+            serve_environment(&env.name, listener, gateways, stopped(stop_rx.clone()));
         }
     }
     urls.sort_by_key(|(e, _)| envs.iter().position(|(n, _)| n == e));
@@ -283,27 +283,22 @@ pub async fn start(
     })
 }
 
-/// Serves an environment's listener: its one model's gateway, or a router sending
-/// each request to its model's gateway.
+/// Serves an environment's listener: a router sending each request to its model's
+/// gateway (`/v2/models/{name}/…`, `/models/{name}/invocations`; with one model,
+/// everything to it).
 fn serve_environment(
     env: &str,
     listener: TcpListener,
     gateways: Vec<(String, Gateway)>,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let mut gateways = gateways.into_iter();
-    match (gateways.next(), gateways.next()) {
-        (Some((_, g)), None) => {
-            tokio::spawn(async move {
-                let _ = g.serve(listener, stop).await;
-            });
-            Ok(())
-        }
-        (None, _) => Ok(()),
-        (Some(_), Some(_)) => anyhow::bail!(
-            "environment {env}: several models share its listener, which needs hoist_gateway::Router"
-        ),
+) {
+    let router = Router::new(env);
+    for (model, g) in gateways {
+        router.insert(&model, g);
     }
+    tokio::spawn(async move {
+        let _ = router.serve(listener, stop).await;
+    });
 }
 
 /// Serves the API until the daemon stops, and tells the CLI where it is.

@@ -42,6 +42,9 @@ impl Counters {
 /// A step's metrics from hoist's gateway.
 pub struct GatewayMetrics {
     gateway: Counters,
+    /// The release's model: a server serving several models (or an older one
+    /// without the label) counts only this one's predictions.
+    model: String,
     http: reqwest::Client,
     /// Each variant's servers, whose predicted classes drift compares.
     candidate_addrs: Vec<SocketAddr>,
@@ -59,6 +62,7 @@ pub struct GatewayMetrics {
 impl GatewayMetrics {
     pub fn new(
         gateway: Counters,
+        model: String,
         http: reqwest::Client,
         candidate_addrs: Vec<SocketAddr>,
         stable_addrs: Vec<SocketAddr>,
@@ -67,6 +71,7 @@ impl GatewayMetrics {
     ) -> GatewayMetrics {
         GatewayMetrics {
             gateway,
+            model,
             http,
             candidate_addrs,
             stable_addrs,
@@ -91,8 +96,8 @@ impl GatewayMetrics {
             ));
         }
         Some((
-            predictions(&self.http, &self.candidate_addrs).await?,
-            predictions(&self.http, &self.stable_addrs).await?,
+            predictions(&self.http, &self.candidate_addrs, &self.model).await?,
+            predictions(&self.http, &self.stable_addrs, &self.model).await?,
         ))
     }
 }
@@ -349,9 +354,23 @@ fn judge_feedback(a: &Analysis, snap: &Snapshot) -> (Verdict, serde_json::Value)
     (analysis::judge_feedback(a, &c, &s), numbers)
 }
 
+/// Whether a series line is `model`'s: its `model` label is `model`, or it has none.
+fn of_model(line: &str, model: &str) -> bool {
+    let labels = line.split_once('{').and_then(|(_, r)| r.split_once('}'));
+    match labels.and_then(|(l, _)| l.split("model=\"").nth(1)) {
+        Some(rest) => rest.split('"').next() == Some(model),
+        None => true,
+    }
+}
+
 /// The predicted-class counts of a deployment's servers (summed), from their
-/// `hoist_predictions_total`; `None` when a server cannot be read.
-async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec<u64>> {
+/// `hoist_predictions_total` series of `model` (a series without a `model` label
+/// counts too: a server that serves one model); `None` when a server cannot be read.
+async fn predictions(
+    http: &reqwest::Client,
+    addrs: &[SocketAddr],
+    model: &str,
+) -> Option<Vec<u64>> {
     if addrs.is_empty() {
         return None;
     }
@@ -368,6 +387,7 @@ async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec
         for line in text
             .lines()
             .filter(|l| l.starts_with("hoist_predictions_total{"))
+            .filter(|l| of_model(l, model))
         {
             let class = line
                 .split("class=\"")
@@ -385,4 +405,18 @@ async fn predictions(http: &reqwest::Client, addrs: &[SocketAddr]) -> Option<Vec
         }
     }
     Some(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::of_model;
+
+    #[test]
+    fn predictions_are_counted_for_the_release_model_only() {
+        let a = r#"hoist_predictions_total{model="fraud",class="1"} 7"#;
+        assert!(of_model(a, "fraud"));
+        assert!(!of_model(a, "fraud2"));
+        assert!(!of_model(a, "churn"));
+        assert!(of_model(r#"hoist_predictions_total{class="1"} 7"#, "churn"));
+    }
 }

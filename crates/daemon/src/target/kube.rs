@@ -619,7 +619,8 @@ impl EnvTarget for ClusterTarget {
     /// force header; one round.
     fn smoke_test(&self, path: Option<String>) -> BoxFuture<'static, Result<(), String>> {
         let (http, url) = (self.http.clone(), self.env.candidate_url.clone());
-        async move { super::smoke::smoke_test(&http, &url, "", path.as_deref(), 1).await }.boxed()
+        async move { super::smoke::smoke_test(&http, &url, None, "", path.as_deref(), 1).await }
+            .boxed()
     }
 
     /// hoist's gateway's counters with `split = "hoist"` (predicted classes for drift
@@ -629,6 +630,7 @@ impl EnvTarget for ClusterTarget {
         match &self.env.gateway {
             Some(g) => Box::new(GatewayMetrics::new(
                 Counters::Remote(g.clone()),
+                self.model.clone(),
                 self.http.clone(),
                 Vec::new(),
                 Vec::new(),

@@ -385,13 +385,19 @@ impl EnvTarget for LocalEnv {
     fn smoke_test(&self, path: Option<String>) -> BoxFuture<'static, Result<(), String>> {
         let (http, url) = (self.parts.http.clone(), self.url());
         let (force, replicas) = (self.env.force_header.clone(), self.env.replicas);
-        async move { super::smoke::smoke_test(&http, &url, &force, path.as_deref(), replicas).await }
-            .boxed()
+        // The environment's listener routes by model (other models may share it).
+        let model = self.parts.cfg.model.name.clone();
+        async move {
+            let model = Some(model.as_str());
+            super::smoke::smoke_test(&http, &url, model, &force, path.as_deref(), replicas).await
+        }
+        .boxed()
     }
 
     fn live_metrics(&self, shape: StepShape) -> Box<dyn LiveMetrics> {
         Box::new(GatewayMetrics::new(
             Counters::Local(self.gateway.clone()),
+            self.parts.cfg.model.name.clone(),
             self.parts.http.clone(),
             addrs(&self.candidate),
             addrs(&self.stable),

@@ -9,21 +9,34 @@ const SMOKE_ROUNDS: usize = 10;
 /// Send the model's input example through the gateway to the candidate (forced by
 /// header), once per replica: each must answer 200 with one prediction per example
 /// row. Without an example, the candidate's readiness is checked instead. An empty
-/// `force_header` means `url` is the candidate itself (a cluster's Service).
+/// `force_header` means `url` is the candidate itself (a cluster's Service). With
+/// `model`, `url` is a gateway serving several models: the requests name it
+/// (`/models/{model}/invocations`, `/v2/models/{model}/ready`).
 pub async fn smoke_test(
     http: &reqwest::Client,
     url: &str,
+    model: Option<&str>,
     force_header: &str,
     path: Option<&str>,
     replicas: usize,
 ) -> Result<(), String> {
     let example = path.and_then(|p| read_example(Path::new(p)));
+    let (invocations, ready) = match model {
+        Some(m) => (
+            format!("{url}/models/{m}/invocations"),
+            format!("{url}/v2/models/{m}/ready"),
+        ),
+        None => (
+            format!("{url}/invocations"),
+            format!("{url}/v2/health/ready"),
+        ),
+    };
     // A few rounds per replica: the smoke test, and a warm-up so a cold candidate's
     // first requests do not count against it in the analysis that follows.
     for _ in 0..replicas.max(1) * SMOKE_ROUNDS {
         match &example {
             Some((body, rows)) => {
-                let mut req = http.post(format!("{url}/invocations"));
+                let mut req = http.post(&invocations);
                 if !force_header.is_empty() {
                     req = req.header(force_header, "candidate");
                 }
@@ -70,7 +83,7 @@ pub async fn smoke_test(
                 }
             }
             None => {
-                let mut req = http.get(format!("{url}/v2/health/ready"));
+                let mut req = http.get(&ready);
                 if !force_header.is_empty() {
                     req = req.header(force_header, "candidate");
                 }
