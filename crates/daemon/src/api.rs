@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 
 use crate::EngineClient;
 use crate::engine::{ApiError, Cmd, CreateRequest};
+use crate::run::ModelHandle;
 use crate::views::ToApi;
 use hoist_types::ErrorCode;
 use hoist_types::api::{
@@ -96,6 +97,26 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/releases/{id}/approve", post(approve))
         .route("/api/v1/releases/{id}/abort", post(abort))
         .route("/api/v1/rollback", post(rollback))
+        .route("/api/v1/models", get(models))
+        .route("/api/v1/models/{model}/status", get(model_status))
+        .route(
+            "/api/v1/models/{model}/releases",
+            get(model_list).post(model_create),
+        )
+        .route("/api/v1/models/{model}/releases/{id}", get(model_show))
+        .route(
+            "/api/v1/models/{model}/releases/{id}/promote",
+            post(model_promote),
+        )
+        .route(
+            "/api/v1/models/{model}/releases/{id}/approve",
+            post(model_approve),
+        )
+        .route(
+            "/api/v1/models/{model}/releases/{id}/abort",
+            post(model_abort),
+        )
+        .route("/api/v1/models/{model}/rollback", post(model_rollback))
         .merge(crate::dashboard::routes())
         .fallback(|| async {
             ApiError::not_found("no such API endpoint; see /api/v1/openapi.json")
@@ -152,30 +173,166 @@ fn body<T: serde::de::DeserializeOwned + Default>(
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// The model a request is about: the one named in the path (404 naming the models
+/// when unknown), or, on the paths without one, the daemon's only model (with
+/// several, a 400 naming them).
+fn model_of<'a>(s: &'a ApiState, named: Option<&str>) -> Result<&'a ModelHandle, ApiError> {
+    let names = || {
+        s.models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match named {
+        Some(n) => s.models.iter().find(|m| m.name == n).ok_or_else(|| {
+            let shown: String = n.chars().take(64).collect();
+            ApiError::not_found(format!(
+                "no model `{shown}`; this daemon delivers: {}",
+                names()
+            ))
+        }),
+        None if s.models.len() == 1 => Ok(&s.models[0]),
+        None => Err(ApiError::bad_request(format!(
+            "this daemon delivers several models ({}): use /api/v1/models/{{model}}/... (the CLI: --model)",
+            names()
+        ))),
+    }
+}
+
+/// A model name from the path, in the JSON error shape when it is not one.
+fn model_path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(m)| m)
+        .map_err(|e| ApiError::bad_request(format!("bad model name: {e}")))
+}
+
+/// A (model, release id) path.
+fn model_id_path(
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, Result<Path<String>, PathRejection>), ApiError> {
+    let Path((m, id)) = p.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    Ok((m, Ok(Path(id))))
+}
+
 async fn status(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
-    read_ok(&s, &headers)?;
-    let v = s.client.call(|reply| Cmd::Status { reply }).await?;
+    status_of(&s, &headers, None).await
+}
+
+async fn model_status(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let m = model_path(m)?;
+    status_of(&s, &headers, Some(&m)).await
+}
+
+async fn status_of(s: &ApiState, headers: &HeaderMap, named: Option<&str>) -> ApiResult {
+    read_ok(s, headers)?;
+    let m = model_of(s, named)?;
+    let v = m.client.call(|reply| Cmd::Status { reply }).await?;
     Ok(Json(v).into_response())
 }
 
+/// One model as `GET /api/v1/models` shows it.
+#[derive(serde::Serialize)]
+struct ModelView {
+    name: String,
+    /// `alias:NAME`, `stage:NAME` or `manual`.
+    trigger: String,
+    environments: Vec<ModelEnvView>,
+    /// Unfinished releases, oldest first.
+    active: Vec<hoist_types::api::Release>,
+}
+
+#[derive(serde::Serialize)]
+struct ModelEnvView {
+    name: String,
+    /// The version live there, if any.
+    live: Option<String>,
+}
+
+async fn models(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    read_ok(&s, &headers)?;
+    let models = s.models.clone();
+    let j = s.journal.clone();
+    let views = tokio::task::spawn_blocking(move || {
+        models
+            .iter()
+            .map(|m| {
+                let name = m.name.clone();
+                let environments = m
+                    .config
+                    .environments
+                    .iter()
+                    .map(|e| {
+                        Ok(ModelEnvView {
+                            name: e.name.clone(),
+                            live: j.live(&name, &e.name)?.map(|l| l.version),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, hoist_release::journal::Error>>()?;
+                let active = j.active(Some(&name))?.iter().map(|r| r.to_api()).collect();
+                let trigger = match &m.config.model.trigger {
+                    hoist_release::config::Trigger::Alias(a) => format!("alias:{a}"),
+                    hoist_release::config::Trigger::Stage(st) => format!("stage:{st}"),
+                    hoist_release::config::Trigger::Manual => "manual".into(),
+                };
+                Ok(ModelView {
+                    name,
+                    trigger,
+                    environments,
+                    active,
+                })
+            })
+            .collect::<Result<Vec<_>, hoist_release::journal::Error>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(serde_json::json!({ "models": views })).into_response())
+}
+
+/// Releases of every model, newest first.
 async fn list(
     State(s): State<ApiState>,
     headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult {
-    read_ok(&s, &headers)?;
+    list_of(&s, &headers, q, None).await
+}
+
+async fn model_list(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult {
+    let m = model_path(m)?;
+    model_of(&s, Some(&m))?;
+    list_of(&s, &headers, q, Some(m)).await
+}
+
+async fn list_of(
+    s: &ApiState,
+    headers: &HeaderMap,
+    q: Result<Query<ListQuery>, QueryRejection>,
+    model: Option<String>,
+) -> ApiResult {
+    read_ok(s, headers)?;
     let q = query(q)?;
     if let Some(env) = &q.env
-        && s.config.environment(env).is_none()
+        && s.models.iter().all(|m| m.config.environment(env).is_none())
     {
         return Err(ApiError::bad_request(format!("no environment `{env}`")));
     }
     let j = s.journal.clone();
-    let rows =
-        tokio::task::spawn_blocking(move || j.list(None, q.env.as_deref(), q.limit.unwrap_or(50)))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+    let rows = tokio::task::spawn_blocking(move || {
+        j.list(model.as_deref(), q.env.as_deref(), q.limit.unwrap_or(50))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     let releases = rows
         .iter()
         .map(|r| ReleaseSummary {
@@ -191,12 +348,46 @@ async fn show(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    read_ok(&s, &headers)?;
-    let id = parse_id(id)?;
-    let rec = s
-        .journal
+    show_of(&s, &headers, id, None).await
+}
+
+async fn model_show(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let (m, id) = model_id_path(p)?;
+    show_of(&s, &headers, id, Some(&m)).await
+}
+
+/// Release `id` of the journal; with `model`, it must be that model's (else 404).
+fn release_of(
+    s: &ApiState,
+    id: u64,
+    model: Option<&str>,
+) -> Result<hoist_release::journal::ReleaseRecord, ApiError> {
+    if let Some(m) = model {
+        model_of(s, Some(m))?;
+    }
+    s.journal
         .get(id)
-        .map_err(|_| ApiError::not_found(format!("no release {id}")))?;
+        .ok()
+        .filter(|r| model.is_none_or(|m| r.release.model == m))
+        .ok_or_else(|| match model {
+            Some(m) => ApiError::not_found(format!("no release {id} of model `{m}`")),
+            None => ApiError::not_found(format!("no release {id}")),
+        })
+}
+
+async fn show_of(
+    s: &ApiState,
+    headers: &HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    model: Option<&str>,
+) -> ApiResult {
+    read_ok(s, headers)?;
+    let id = parse_id(id)?;
+    let rec = release_of(s, id, model)?;
     let transitions = s
         .journal
         .transitions(id)
@@ -210,12 +401,35 @@ async fn show(
     Ok(Json(detail).into_response())
 }
 
+/// A release of the model the body names (`model`), whichever it is.
 async fn create(
     State(s): State<ApiState>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authorize(&s, &headers)?;
+    create_of(&s, &headers, bytes, None).await
+}
+
+async fn model_create(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let m = model_path(m)?;
+    create_of(&s, &headers, bytes, Some(&m)).await
+}
+
+async fn create_of(
+    s: &ApiState,
+    headers: &HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+    path_model: Option<&str>,
+) -> ApiResult {
+    authorize(s, headers)?;
+    if let Some(m) = path_model {
+        model_of(s, Some(m))?;
+    }
     let b: CreateRelease = body(bytes)?;
     if b.model.is_empty() {
         return Err(ApiError::bad_request(
@@ -224,19 +438,40 @@ async fn create(
     }
     let r = hoist_registry::ModelRef::parse(&b.model)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if r.name != s.config.model.name {
+    if let Some(m) = path_model
+        && r.name != m
+    {
         return Err(ApiError::bad_request(format!(
-            "this daemon delivers model `{}`, not `{}`",
-            s.config.model.name, r.name
+            "the body names model `{}`, the path `{m}`",
+            r.name
         )));
     }
+    let Some(m) = s.models.iter().find(|m| m.name == r.name) else {
+        let names: Vec<&str> = s.models.iter().map(|m| m.name.as_str()).collect();
+        return Err(ApiError::bad_request(if names.len() == 1 {
+            format!(
+                "this daemon delivers model `{}`, not `{}`",
+                names[0], r.name
+            )
+        } else {
+            format!(
+                "this daemon delivers models {}, not `{}`",
+                names.join(", "),
+                r.name
+            )
+        }));
+    };
     if let Some(env) = &b.env
-        && s.config.environment(env).is_none()
+        && m.config.environment(env).is_none()
     {
-        return Err(ApiError::bad_request(format!("no environment `{env}`")));
+        return Err(ApiError::bad_request(format!(
+            "no environment `{env}` for model `{}`",
+            m.name
+        )));
     }
+    let client = m.client.clone();
     let sel = b.model.clone();
-    let v = resolve(&s, r, &sel).await?;
+    let v = resolve(s, r, &sel).await?;
     let req = CreateRequest {
         version: v.version,
         env: b.env,
@@ -244,7 +479,7 @@ async fn create(
         trigger: format!("api: {sel}"),
         breaking_change: b.breaking_change,
     };
-    let rec = s.client.call(|reply| Cmd::Create { req, reply }).await??;
+    let rec = client.call(|reply| Cmd::Create { req, reply }).await??;
     Ok((StatusCode::CREATED, Json(rec.to_api())).into_response())
 }
 
@@ -268,8 +503,11 @@ async fn resolve(
         })
 }
 
-async fn operator(s: &ApiState, id: u64, event: Event) -> ApiResult {
-    let rec = s
+/// An operator event for release `id`, sent to its model's engine.
+async fn operator(s: &ApiState, id: u64, event: Event, model: Option<&str>) -> ApiResult {
+    let rec = release_of(s, id, model)?;
+    let m = model_of(s, Some(&rec.release.model))?;
+    let rec = m
         .client
         .call(|reply| Cmd::Operator { id, event, reply })
         .await??;
@@ -282,10 +520,30 @@ async fn promote(
     id: Result<Path<String>, PathRejection>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authorize(&s, &headers)?;
+    promote_of(&s, &headers, id, bytes, None).await
+}
+
+async fn model_promote(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (m, id) = model_id_path(p)?;
+    promote_of(&s, &headers, id, bytes, Some(&m)).await
+}
+
+async fn promote_of(
+    s: &ApiState,
+    headers: &HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+    model: Option<&str>,
+) -> ApiResult {
+    authorize(s, headers)?;
     let id = parse_id(id)?;
     let b: Promote = body(bytes)?;
-    operator(&s, id, Event::Promote { full: b.full }).await
+    operator(s, id, Event::Promote { full: b.full }, model).await
 }
 
 async fn approve(
@@ -295,7 +553,18 @@ async fn approve(
 ) -> ApiResult {
     authorize(&s, &headers)?;
     let id = parse_id(id)?;
-    operator(&s, id, Event::Approve).await
+    operator(&s, id, Event::Approve, None).await
+}
+
+async fn model_approve(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    authorize(&s, &headers)?;
+    let (m, id) = model_id_path(p)?;
+    let id = parse_id(id)?;
+    operator(&s, id, Event::Approve, Some(&m)).await
 }
 
 async fn abort(
@@ -304,11 +573,31 @@ async fn abort(
     id: Result<Path<String>, PathRejection>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authorize(&s, &headers)?;
+    abort_of(&s, &headers, id, bytes, None).await
+}
+
+async fn model_abort(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (m, id) = model_id_path(p)?;
+    abort_of(&s, &headers, id, bytes, Some(&m)).await
+}
+
+async fn abort_of(
+    s: &ApiState,
+    headers: &HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+    model: Option<&str>,
+) -> ApiResult {
+    authorize(s, headers)?;
     let id = parse_id(id)?;
     let b: Abort = body(bytes)?;
     let reason = b.reason.unwrap_or_else(|| "aborted by an operator".into());
-    operator(&s, id, Event::Abort { reason }).await
+    operator(s, id, Event::Abort { reason }, model).await
 }
 
 async fn rollback(
@@ -316,7 +605,27 @@ async fn rollback(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authorize(&s, &headers)?;
+    rollback_of(&s, &headers, bytes, None).await
+}
+
+async fn model_rollback(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let m = model_path(m)?;
+    rollback_of(&s, &headers, bytes, Some(&m)).await
+}
+
+async fn rollback_of(
+    s: &ApiState,
+    headers: &HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+    named: Option<&str>,
+) -> ApiResult {
+    authorize(s, headers)?;
+    let m = model_of(s, named)?;
     let b: Rollback = body(bytes)?;
     // A version to go back to must exist before anything is aborted for it.
     if let Some(to) = &b.to {
@@ -324,13 +633,13 @@ async fn rollback(
             return Err(ApiError::bad_request("`to` is empty: name a version"));
         }
         let r = hoist_registry::ModelRef {
-            name: s.config.model.name.clone(),
+            name: m.name.clone(),
             selector: hoist_registry::Selector::Version(to.clone()),
         };
-        let sel = format!("{}/{to}", s.config.model.name);
-        resolve(&s, r, &sel).await?;
+        let sel = format!("{}/{to}", m.name);
+        resolve(s, r, &sel).await?;
     }
-    let rec = s
+    let rec = m
         .client
         .call(|reply| Cmd::Rollback {
             env: b.env,
@@ -341,20 +650,21 @@ async fn rollback(
     Ok(Json(rec.to_api()).into_response())
 }
 
-/// The document names this daemon's model and environments (as examples and enums)
+/// The document names this daemon's models and environments (as examples and enums)
 /// to whoever may read; to others (reads need the token beyond loopback) it is the
 /// generic one.
 async fn openapi(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     let doc = if read_ok(&s, &headers).is_ok() {
-        let envs: Vec<String> = s
-            .config
-            .environments
-            .iter()
-            .map(|e| e.name.clone())
-            .collect();
-        openapi::document(&s.config.model.name, &envs)
+        let mut envs: Vec<String> = Vec::new();
+        for e in s.models.iter().flat_map(|m| &m.config.environments) {
+            if !envs.contains(&e.name) {
+                envs.push(e.name.clone());
+            }
+        }
+        let models: Vec<String> = s.models.iter().map(|m| m.name.clone()).collect();
+        openapi::document(&models, &envs)
     } else {
-        openapi::document("MODEL", &[])
+        openapi::document(&["MODEL".into()], &[])
     };
     Json(doc).into_response()
 }

@@ -23,7 +23,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         version = "1",
         description = "Reads are open when the API listens on loopback; every call that changes something needs `Authorization: Bearer <token>`. Bodies are JSON; an empty body counts as `{}`. Every error is `{\"error\": {\"code\", \"message\"}}`; the codes are hoist_types::ErrorCode's."
     ),
-    paths(status, list_releases, create_release, get_release, promote_release, approve_release, abort_release, rollback, metrics, versions),
+    paths(status, list_releases, create_release, get_release, promote_release, approve_release, abort_release, rollback, metrics, versions,
+        models, model_status, model_list_releases, model_create_release, model_get_release, model_promote_release, model_approve_release, model_abort_release, model_rollback),
     modifiers(&Common)
 )]
 struct ApiDoc;
@@ -204,6 +205,124 @@ fn metrics() {}
 #[allow(dead_code)]
 fn versions() {}
 
+/// Every model the daemon delivers: its trigger, environments, live versions and
+/// unfinished releases
+#[utoipa::path(get, path = "/api/v1/models", operation_id = "models",
+    responses((status = 200, description = "`{models: [{name, trigger, environments: [{name, live}], active: [Release]}]}`", body = Object)))]
+#[allow(dead_code)]
+fn models() {}
+
+/// One model's status (`GET /api/v1/status` answers only while the daemon delivers one model)
+#[utoipa::path(get, path = "/api/v1/models/{model}/status", operation_id = "modelStatus",
+    params(("model" = String, Path, description = "A model the daemon delivers")),
+    responses(
+        (status = 200, description = "Status", body = StatusView),
+        (status = 404, description = "No such model (the message names the models)", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn model_status() {}
+
+/// One model's releases, newest first (`GET /api/v1/releases` lists every model's)
+#[utoipa::path(get, path = "/api/v1/models/{model}/releases", operation_id = "modelListReleases",
+    params(
+        ("model" = String, Path, description = "A model the daemon delivers"),
+        ("env" = Option<String>, Query, description = "only releases that go through this environment"),
+        ("limit" = Option<u64>, Query, description = "at most this many (default 50)", minimum = 0)
+    ),
+    responses(
+        (status = 200, description = "The releases", body = ReleaseList),
+        (status = 400, description = "No such environment, or a bad query", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn model_list_releases() {}
+
+/// Start a release of this model (the body's `model` must name it)
+#[utoipa::path(post, path = "/api/v1/models/{model}/releases", operation_id = "modelCreateRelease",
+    params(("model" = String, Path, description = "A model the daemon delivers")),
+    request_body(content = CreateRelease, content_type = "application/json"),
+    security(("token" = [])),
+    responses(
+        (status = 201, description = "The new release", body = Release),
+        (status = 400, description = "A bad body, another model, or no such environment", body = ErrorBody),
+        (status = 404, description = "No such model, or the registry has no such version", body = ErrorBody),
+        (status = 409, description = "Another release of this model is mid-rollout, or the version is already live", body = ErrorBody),
+        (status = 502, description = "The registry cannot be reached", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn model_create_release() {}
+
+/// One release of this model with every transition
+#[utoipa::path(get, path = "/api/v1/models/{model}/releases/{id}", operation_id = "modelGetRelease",
+    params(("model" = String, Path, description = "A model the daemon delivers"),
+        ("id" = u64, Path, description = "A release id", minimum = 1, example = 1)),
+    responses(
+        (status = 200, description = "The release", body = ReleaseDetail),
+        (status = 400, description = "Not a release id", body = ErrorBody),
+        (status = 404, description = "No such model, or no such release of it", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn model_get_release() {}
+
+/// Promote a release of this model (as `POST /api/v1/releases/{id}/promote`)
+#[utoipa::path(post, path = "/api/v1/models/{model}/releases/{id}/promote", operation_id = "modelPromoteRelease",
+    params(("model" = String, Path, description = "A model the daemon delivers"),
+        ("id" = u64, Path, description = "A release id", minimum = 1, example = 1)),
+    request_body(content = Promote, content_type = "application/json"),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The release", body = Release),
+        (status = 400, description = "A bad body or id", body = ErrorBody),
+        (status = 404, description = "No such model, or no such release of it", body = ErrorBody),
+        (status = 409, description = "The release cannot be promoted now", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn model_promote_release() {}
+
+/// Approve a release of this model waiting for approval
+#[utoipa::path(post, path = "/api/v1/models/{model}/releases/{id}/approve", operation_id = "modelApproveRelease",
+    params(("model" = String, Path, description = "A model the daemon delivers"),
+        ("id" = u64, Path, description = "A release id", minimum = 1, example = 1)),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The release", body = Release),
+        (status = 400, description = "Not a release id", body = ErrorBody),
+        (status = 404, description = "No such model, or no such release of it", body = ErrorBody),
+        (status = 409, description = "The release is not waiting for approval", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn model_approve_release() {}
+
+/// Abort a release of this model (back to 100% stable)
+#[utoipa::path(post, path = "/api/v1/models/{model}/releases/{id}/abort", operation_id = "modelAbortRelease",
+    params(("model" = String, Path, description = "A model the daemon delivers"),
+        ("id" = u64, Path, description = "A release id", minimum = 1, example = 1)),
+    request_body(content = Abort, content_type = "application/json"),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The release", body = Release),
+        (status = 400, description = "A bad body or id", body = ErrorBody),
+        (status = 404, description = "No such model, or no such release of it", body = ErrorBody),
+        (status = 409, description = "The release has finished", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn model_abort_release() {}
+
+/// Roll this model back in an environment (`POST /api/v1/rollback` answers only while
+/// the daemon delivers one model)
+#[utoipa::path(post, path = "/api/v1/models/{model}/rollback", operation_id = "modelRollback",
+    params(("model" = String, Path, description = "A model the daemon delivers")),
+    request_body(content = Rollback, content_type = "application/json"),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The rollback release", body = Release),
+        (status = 400, description = "A bad body, or no such environment", body = ErrorBody),
+        (status = 404, description = "No such model, or no such version to go back to", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back to, or a release is in the way", body = ErrorBody)
+    ))]
+#[allow(dead_code)]
+fn model_rollback() {}
+
 /// `s` as a regular expression that matches exactly `s`.
 fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -233,23 +352,50 @@ fn env_schema(envs: &[String], nullable: bool) -> Value {
 /// The whole document for a daemon that delivers `model` to `envs`: the generated
 /// one, with the model's name as the pattern (and examples) of a release's `model`,
 /// and the environments as the values an `env` may take.
-pub fn document(model: &str, envs: &[String]) -> Value {
+pub fn document(models: &[String], envs: &[String]) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    let model = models.first().map_or("default", String::as_str);
+    let names: Vec<String> = models.iter().map(|m| regex_escape(m)).collect();
+    let names = match names.len() {
+        1 => names[0].clone(),
+        _ => format!("({})", names.join("|")),
+    };
     let schemas = &mut doc["components"]["schemas"];
     let create = &mut schemas["CreateRelease"];
-    create["properties"]["model"]["pattern"] =
-        format!("^{}(/[^/@]+|@[^/@]+)?$", regex_escape(model)).into();
+    create["properties"]["model"]["pattern"] = format!("^{names}(/[^/@]+|@[^/@]+)?$").into();
     create["examples"] = json!([{ "model": format!("{model}/1") }, { "model": format!("{model}@champion"), "supersede": false }]);
     create["properties"]["env"] = env_schema(envs, true);
     schemas["Rollback"]["properties"]["env"] = env_schema(envs, true);
     schemas["Rollback"]["examples"] = json!([{}, { "to": "1" }]);
-    for p in doc["paths"]["/api/v1/releases"]["get"]["parameters"]
-        .as_array_mut()
+    for path in ["/api/v1/releases", "/api/v1/models/{model}/releases"] {
+        for p in doc["paths"][path]["get"]["parameters"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            if p["name"] == "env" {
+                p["schema"] = env_schema(envs, false);
+            }
+            if p["name"] == "model" {
+                p["schema"]["enum"] = json!(models);
+            }
+        }
+    }
+    for item in doc["paths"]
+        .as_object_mut()
         .into_iter()
-        .flatten()
+        .flat_map(|p| p.values_mut())
     {
-        if p["name"] == "env" {
-            p["schema"] = env_schema(envs, false);
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            for p in op["parameters"].as_array_mut().into_iter().flatten() {
+                if p["name"] == "model" && p["in"] == "path" {
+                    p["schema"]["enum"] = json!(models);
+                }
+            }
         }
     }
     doc
@@ -261,7 +407,7 @@ mod tests {
 
     #[test]
     fn every_operation_is_described() {
-        let doc = document("m.x", &["staging".into(), "production".into()]);
+        let doc = document(&["m.x".into()], &["staging".into(), "production".into()]);
         let paths = doc["paths"].as_object().unwrap();
         let mut ops = Vec::new();
         for (path, item) in paths {
@@ -269,9 +415,13 @@ mod tests {
                 ops.push(format!("{} {path}", method.to_uppercase()));
                 let responses = op["responses"].as_object().unwrap();
                 assert!(responses.contains_key("401"), "{method} {path}");
-                if path.contains("{id}") {
-                    assert_eq!(op["parameters"][0]["name"], "id", "{method} {path}");
-                    assert_eq!(op["parameters"][0]["in"], "path", "{method} {path}");
+                for (i, name) in ["model", "id"]
+                    .into_iter()
+                    .filter(|n| path.contains(&format!("{{{n}}}")))
+                    .enumerate()
+                {
+                    assert_eq!(op["parameters"][i]["name"], name, "{method} {path}");
+                    assert_eq!(op["parameters"][i]["in"], "path", "{method} {path}");
                 }
                 if method == "post" {
                     assert_eq!(op["security"][0]["token"], json!([]), "{method} {path}");
@@ -284,10 +434,19 @@ mod tests {
             ops,
             [
                 "GET /api/v1/metrics",
+                "GET /api/v1/models",
+                "GET /api/v1/models/{model}/releases",
+                "GET /api/v1/models/{model}/releases/{id}",
+                "GET /api/v1/models/{model}/status",
                 "GET /api/v1/releases",
                 "GET /api/v1/releases/{id}",
                 "GET /api/v1/status",
                 "GET /api/v1/versions",
+                "POST /api/v1/models/{model}/releases",
+                "POST /api/v1/models/{model}/releases/{id}/abort",
+                "POST /api/v1/models/{model}/releases/{id}/approve",
+                "POST /api/v1/models/{model}/releases/{id}/promote",
+                "POST /api/v1/models/{model}/rollback",
                 "POST /api/v1/releases",
                 "POST /api/v1/releases/{id}/abort",
                 "POST /api/v1/releases/{id}/approve",
@@ -331,5 +490,17 @@ mod tests {
                 .map(Vec::len),
             Some(hoist_types::ErrorCode::ALL.len())
         );
+    }
+
+    #[test]
+    fn several_models_are_the_model_patterns_and_path_values() {
+        let doc = document(&["a".into(), "b.c".into()], &["production".into()]);
+        let create = &doc["components"]["schemas"]["CreateRelease"];
+        assert_eq!(
+            create["properties"]["model"]["pattern"],
+            "^(a|b\\.c)(/[^/@]+|@[^/@]+)?$"
+        );
+        let p = &doc["paths"]["/api/v1/models/{model}/rollback"]["post"]["parameters"][0];
+        assert_eq!(p["schema"]["enum"], json!(["a", "b.c"]));
     }
 }

@@ -1,0 +1,195 @@
+//! Several models, one daemon (`[[models]]`): real `hoist up`, real hoist-server
+//! processes, real HTTP through one gateway per environment routing by model.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const MODELS: [&str; 3] = ["fraud", "churn", "risk"];
+
+fn config() -> String {
+    let base = BASE.replace(
+        "[model]\nname = \"m\"\ntrigger = { alias = \"champion\" }\n",
+        "",
+    );
+    let mut text = base;
+    for m in MODELS {
+        text.push_str(&format!("\n[[models]]\nname = \"{m}\"\n"));
+    }
+    text.push_str(
+        "\n[[environments]]\nname = \"production\"\nlisten = \"127.0.0.1:0\"\nsteps = [{ weight = 50, pause = \"4s\" }]\n",
+    );
+    text
+}
+
+fn register_as(home: &std::path::Path, package: &str, name: &str) {
+    let p = model(package);
+    ok(&hoist(
+        home,
+        &[
+            "model",
+            "register",
+            p.to_str().unwrap(),
+            "--name",
+            name,
+            "--alias",
+            "champion",
+        ],
+    ));
+}
+
+/// The newest release of `m`, once it has finished.
+fn newest_done(d: &Daemon, m: &str, version: &str) -> Value {
+    let mut last = Value::Null;
+    hoist_testkit::poll(Duration::from_secs(120), || {
+        let list = d.get(&format!("/api/v1/models/{m}/releases"));
+        let r = list["releases"]
+            .as_array()?
+            .iter()
+            .find(|r| r["version"] == version)
+            .cloned();
+        match r {
+            Some(r) if r["phase"]["phase"] == "done" => Some(r),
+            r => {
+                last = r.unwrap_or(list);
+                None
+            }
+        }
+    })
+    .unwrap_or_else(|| panic!("{m} v{version} did not finish: {last}"))
+}
+
+#[test]
+fn three_models_release_at_once_under_traffic_one_rolls_back_the_others_promote() {
+    let home = temp_home("models3");
+    let d = Daemon::start(&home, &config());
+    for m in MODELS {
+        register_as(&home, "breast_cancer_gbt", m);
+    }
+    for m in MODELS {
+        let r = newest_done(&d, m, "1");
+        assert_eq!(r["outcome"]["outcome"], "succeeded", "{m}: {r}");
+    }
+    let models = d.get("/api/v1/models");
+    let names: Vec<&str> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, MODELS);
+    for m in models["models"].as_array().unwrap() {
+        assert_eq!(m["environments"][0]["live"], "1", "{m}");
+        assert_eq!(m["trigger"], "alias:champion", "{m}");
+    }
+    // The old single-model paths name the models when they cannot choose.
+    let status = d.get("/api/v1/status");
+    let msg = status["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("fraud, churn, risk"), "{status}");
+
+    // Traffic to every model through the one production gateway, by model path.
+    let gw = d.env("production");
+    let traffic: Vec<(&str, Traffic)> = MODELS
+        .iter()
+        .map(|m| (*m, Traffic::start(&format!("{gw}/models/{m}"), 1)))
+        .collect();
+    // fraud's v2 fails one-row requests (its batch size is fixed): it must roll
+    // back; churn's and risk's v2 are healthy and must go live; all three at once
+    // (fraud's last: the others pause 4 s at 50%, so all three overlap).
+    register_as(&home, "breast_cancer_lr", "churn");
+    register_as(&home, "breast_cancer_lr", "risk");
+    register_as(&home, "breast_cancer_batch2", "fraud");
+    let done: Vec<(&str, Value)> = MODELS
+        .iter()
+        .map(|m| (*m, newest_done(&d, m, "2")))
+        .collect();
+    let counts: Vec<_> = traffic.into_iter().map(|(m, t)| (m, t.finish())).collect();
+    for (m, r) in &done {
+        let want = if *m == "fraud" { "failed" } else { "succeeded" };
+        assert_eq!(r["outcome"]["outcome"], want, "{m}: {r}");
+    }
+    // The three rollouts overlapped: each started before any other finished.
+    let started = |r: &Value| r["created_ms"].as_u64().unwrap();
+    let ended = |r: &Value| r["updated_ms"].as_u64().unwrap();
+    let first_end = done.iter().map(|(_, r)| ended(r)).min().unwrap();
+    for (m, r) in &done {
+        assert!(started(r) < first_end, "{m} started after another ended");
+    }
+    for (m, c) in &counts {
+        assert_eq!(failed(c, "stable"), 0, "{m}: {c:?}");
+        assert_eq!(failed(c, "transport"), 0, "{m}: {c:?}");
+        assert!(served(c, "stable/v1") > 0, "{m}: {c:?}");
+        if *m != "fraud" {
+            assert_eq!(failed(c, "candidate"), 0, "{m}: {c:?}");
+        }
+    }
+    let models = d.get("/api/v1/models");
+    for m in models["models"].as_array().unwrap() {
+        let want = if m["name"] == "fraud" { "1" } else { "2" };
+        assert_eq!(m["environments"][0]["live"], want, "{m}");
+        assert!(m["active"].as_array().unwrap().is_empty(), "{m}");
+    }
+    // Each model answers with its own live version through the router.
+    let http = reqwest::blocking::Client::new();
+    for (m, want) in [("fraud", "1"), ("churn", "2"), ("risk", "2")] {
+        let r = http
+            .get(format!("{gw}/v2/models/{m}/ready"))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{m}: {}", r.status());
+        let s = d.get(&format!("/api/v1/models/{m}/status"));
+        assert_eq!(
+            Daemon::stable_version(&s, "production").as_deref(),
+            Some(want),
+            "{s}"
+        );
+    }
+    // An unknown model is a 404 naming the models, on the API and the gateway.
+    let s = d.get("/api/v1/models/nope/status");
+    assert!(
+        s["error"]["message"]
+            .as_str()
+            .is_some_and(|e| e.contains("fraud, churn, risk")),
+        "{s}"
+    );
+    let r = http
+        .post(format!("{gw}/models/nope/invocations"))
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    d.stop();
+}
+
+#[test]
+fn bad_models_configs_are_refused_with_the_line() {
+    let home = temp_home("models-bad");
+    let cases = [
+        (
+            "[model]\nname = \"a\"\n\n[[models]]\nname = \"b\"\n",
+            "cannot both be set",
+        ),
+        (
+            "[[models]]\nname = \"a\"\n\n[[models]]\nname = \"a\"\n",
+            "`a` is declared twice",
+        ),
+        ("[[models]]\nname = \"a\"\ntriger = \"manual\"\n", "triger"),
+        (
+            "[[models]]\nname = \"a\"\nenvironments = [\"qa\"]\n",
+            "`qa` is not an environment",
+        ),
+    ];
+    for (text, want) in cases {
+        let cfg = home.join("hoist.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let out = hoist(&home, &["up", "--config", cfg.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(err.contains(want), "{text}: {err}");
+        assert!(err.contains("line "), "{text}: {err}");
+    }
+    std::fs::remove_dir_all(&home).ok();
+}
