@@ -57,18 +57,45 @@ impl Client {
         })
     }
 
-    /// `GET /api/v1/status`.
-    pub(crate) fn status(&self) -> Result<StatusView, CliError> {
-        self.get(paths::STATUS)
+    /// `GET /api/v1/status`, or `/api/v1/models/{model}/status`.
+    pub(crate) fn status(&self, model: Option<&str>) -> Result<StatusView, CliError> {
+        match model {
+            Some(m) => self.get(&format!("{}/status", model_path(m))),
+            None => self.get(paths::STATUS),
+        }
     }
 
-    /// `GET /api/v1/releases?limit=&env=`.
+    /// The names of the daemon's models (`GET /api/v1/models`); one empty name from
+    /// a daemon older than that call (it delivers one model).
+    pub(crate) fn models(&self) -> Result<Vec<String>, CliError> {
+        match self.get::<serde_json::Value>("/api/v1/models") {
+            Ok(v) => Ok(v["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["name"].as_str().map(str::to_string))
+                .collect()),
+            Err(CliError::Api {
+                code: ErrorCode::NotFound,
+                ..
+            }) => Ok(vec![String::new()]),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /api/v1/releases?limit=&env=` (every model's), or
+    /// `/api/v1/models/{model}/releases?...`.
     pub(crate) fn releases(
         &self,
+        model: Option<&str>,
         env: Option<&str>,
         limit: usize,
     ) -> Result<ReleaseList, CliError> {
-        let mut path = format!("{}?limit={limit}", paths::RELEASES);
+        let base = match model {
+            Some(m) => format!("{}/releases", model_path(m)),
+            None => paths::RELEASES.to_string(),
+        };
+        let mut path = format!("{base}?limit={limit}");
         if let Some(e) = env {
             path.push_str(&format!("&env={e}"));
         }
@@ -85,24 +112,43 @@ impl Client {
         self.post(paths::RELEASES, body)
     }
 
-    /// `POST /api/v1/releases/{id}/promote`.
-    pub(crate) fn promote(&self, id: u64, body: &Promote) -> Result<Release, CliError> {
-        self.post(&paths::release_op(id, "promote"), body)
+    /// `POST /api/v1/releases/{id}/promote` (with `model`, under its path: the
+    /// daemon checks the release is that model's).
+    pub(crate) fn promote(
+        &self,
+        model: Option<&str>,
+        id: u64,
+        body: &Promote,
+    ) -> Result<Release, CliError> {
+        self.post(&release_op(model, id, "promote"), body)
     }
 
     /// `POST /api/v1/releases/{id}/approve`.
-    pub(crate) fn approve(&self, id: u64) -> Result<Release, CliError> {
-        self.post(&paths::release_op(id, "approve"), &serde_json::json!({}))
+    pub(crate) fn approve(&self, model: Option<&str>, id: u64) -> Result<Release, CliError> {
+        self.post(&release_op(model, id, "approve"), &serde_json::json!({}))
     }
 
     /// `POST /api/v1/releases/{id}/abort`.
-    pub(crate) fn abort(&self, id: u64, body: &Abort) -> Result<Release, CliError> {
-        self.post(&paths::release_op(id, "abort"), body)
+    pub(crate) fn abort(
+        &self,
+        model: Option<&str>,
+        id: u64,
+        body: &Abort,
+    ) -> Result<Release, CliError> {
+        self.post(&release_op(model, id, "abort"), body)
     }
 
-    /// `POST /api/v1/rollback`.
-    pub(crate) fn rollback(&self, body: &Rollback) -> Result<Release, CliError> {
-        self.post(paths::ROLLBACK, body)
+    /// `POST /api/v1/rollback` (the daemon's only model), or
+    /// `/api/v1/models/{model}/rollback`.
+    pub(crate) fn rollback(
+        &self,
+        model: Option<&str>,
+        body: &Rollback,
+    ) -> Result<Release, CliError> {
+        match model {
+            Some(m) => self.post(&format!("{}/rollback", model_path(m)), body),
+            None => self.post(paths::ROLLBACK, body),
+        }
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
@@ -143,6 +189,26 @@ impl Client {
                 self.base
             ),
         })
+    }
+}
+
+/// `/api/v1/models/{m}`, the name percent-encoded.
+fn model_path(m: &str) -> String {
+    let mut enc = String::new();
+    for b in m.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("/api/v1/models/{enc}")
+}
+
+fn release_op(model: Option<&str>, id: u64, op: &str) -> String {
+    match model {
+        Some(m) => format!("{}/releases/{id}/{op}", model_path(m)),
+        None => paths::release_op(id, op),
     }
 }
 

@@ -367,7 +367,13 @@ pub fn run(
         Command::Status(a) => release::status(&ctx, a, out),
         Command::Promote(a) => release::operator(
             &ctx,
-            |api| api.promote(a.release, &hoist_types::api::Promote { full: a.full }),
+            |api| {
+                api.promote(
+                    a.model.as_deref(),
+                    a.release,
+                    &hoist_types::api::Promote { full: a.full },
+                )
+            },
             if a.full {
                 "promoted to 100%"
             } else {
@@ -375,12 +381,21 @@ pub fn run(
             },
             out,
         ),
-        Command::Approve(a) => {
-            release::operator(&ctx, |api| api.approve(a.release), "approved", out)
-        }
+        Command::Approve(a) => release::operator(
+            &ctx,
+            |api| api.approve(a.model.as_deref(), a.release),
+            "approved",
+            out,
+        ),
         Command::Abort(a) => release::operator(
             &ctx,
-            |api| api.abort(a.release, &hoist_types::api::Abort { reason: a.reason }),
+            |api| {
+                api.abort(
+                    a.model.as_deref(),
+                    a.release,
+                    &hoist_types::api::Abort { reason: a.reason },
+                )
+            },
             "aborted: 100% back on stable",
             out,
         ),

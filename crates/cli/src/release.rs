@@ -70,6 +70,9 @@ pub enum Format {
 pub struct StatusArgs {
     /// One release (id) instead of the whole daemon
     pub release: Option<u64>,
+    /// Only this model (default: every model the daemon delivers)
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
     /// Keep the view live (redrawn in a terminal; one line per change otherwise)
     #[arg(long, short)]
     pub watch: bool,
@@ -81,6 +84,9 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
     pub release: u64,
+    /// The release's model (checked; the id alone finds it)
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
     /// Skip the remaining steps: 100% now
     #[arg(long)]
     pub full: bool,
@@ -89,11 +95,17 @@ pub struct PromoteArgs {
 #[derive(Debug, Args)]
 pub struct ReleaseIdArgs {
     pub release: u64,
+    /// The release's model (checked; the id alone finds it)
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct AbortArgs {
     pub release: u64,
+    /// The release's model (checked; the id alone finds it)
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
     /// Why (written to the journal and the registry tag hoist.rollback_reason)
     #[arg(long)]
     pub reason: Option<String>,
@@ -101,6 +113,10 @@ pub struct AbortArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// The model to roll back [default: the daemon's only model; with several the
+    /// daemon refuses, naming them]
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
     /// The environment [default: the pipeline's last, usually production]
     #[arg(long, value_name = "ENV")]
     pub env: Option<String>,
@@ -117,6 +133,9 @@ pub struct HistoryArgs {
     /// One release: every verdict it got, with the numbers each was based on
     #[arg(value_name = "RELEASE")]
     pub release: Option<u64>,
+    /// Only this model's releases (default: every model's)
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
     #[arg(long, value_name = "ENV")]
     pub env: Option<String>,
     #[arg(long, default_value_t = 50)]
@@ -201,7 +220,11 @@ fn write_markdown(
 ) -> Result<(), CliError> {
     let extras = crate::output::markdown::Extras {
         image: recorded_image(ctx, &detail.release.model, &detail.release.version),
-        environments: api.status().map(|s| s.environments).unwrap_or_default(),
+        environments: api
+            .status(Some(&detail.release.model))
+            .or_else(|_| api.status(None))
+            .map(|s| s.environments)
+            .unwrap_or_default(),
     };
     crate::output::markdown::release(detail, &extras, out).map_err(stdout_err)
 }
@@ -283,10 +306,13 @@ pub(crate) fn rollback(
 ) -> Result<(), CliError> {
     let api = Client::new(ctx)?;
     let started = Instant::now();
-    let rec = api.rollback(&Rollback {
-        env: a.env.clone(),
-        to: a.to.clone(),
-    })?;
+    let rec = api.rollback(
+        a.model.as_deref(),
+        &Rollback {
+            env: a.env.clone(),
+            to: a.to.clone(),
+        },
+    )?;
     let id = rec.id;
     if matches!(rec.outcome, Some(Outcome::Aborted { .. })) {
         return print(ctx, out, &rec, |o| {
@@ -373,12 +399,38 @@ pub(crate) fn history(
             "--format markdown needs a RELEASE (hoist history RELEASE --format markdown)".into(),
         ));
     }
-    let v = api.releases(a.env.as_deref(), a.limit)?;
+    let v = api.releases(a.model.as_deref(), a.env.as_deref(), a.limit)?;
+    // A MODEL column once the list spans several models.
+    let several = v
+        .releases
+        .iter()
+        .any(|s| s.release.model != v.releases[0].release.model);
+    let width = v
+        .releases
+        .iter()
+        .map(|s| s.release.model.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let model_col = |m: &str| {
+        if several {
+            format!("{m:<width$} ")
+        } else {
+            String::new()
+        }
+    };
     print(ctx, out, &v, |o| {
         writeln!(
             o,
-            "{:<4} {:<8} {:<14} {:<28} {:<22} {:<12} {:>8}  REASON",
-            "ID", "VERSION", "DIGEST", "TRIGGER", "ENVIRONMENTS", "OUTCOME", "TOOK"
+            "{:<4} {}{:<8} {:<14} {:<28} {:<22} {:<12} {:>8}  REASON",
+            "ID",
+            model_col("MODEL"),
+            "VERSION",
+            "DIGEST",
+            "TRIGGER",
+            "ENVIRONMENTS",
+            "OUTCOME",
+            "TOOK"
         )?;
         for s in &v.releases {
             let r = &s.release;
@@ -401,8 +453,9 @@ pub(crate) fn history(
             let took = r.updated_ms.saturating_sub(r.created_ms) as f64 / 1000.0;
             writeln!(
                 o,
-                "{:<4} {:<8} {:<14} {:<28} {:<22} {:<12} {:>7.1}s  {reason}",
+                "{:<4} {}{:<8} {:<14} {:<28} {:<22} {:<12} {:>7.1}s  {reason}",
                 r.id.to_string(),
+                model_col(&r.model),
                 format!("v{}", r.version),
                 short,
                 truncate(&r.trigger, 28),
@@ -682,16 +735,61 @@ pub(crate) fn status(
             |v| v.release.is_done(),
             out,
         ),
-        None => watch_view(
-            ctx,
-            &a,
-            || api.status(),
-            render_status,
-            status_line,
-            |_| false,
-            out,
-        ),
+        None => {
+            // One model (named, or the daemon's only one): its status, as always.
+            let models = match &a.model {
+                Some(m) => vec![m.clone()],
+                None => api.models()?,
+            };
+            if models.len() <= 1 {
+                let model = a.model.as_deref();
+                return watch_view(
+                    ctx,
+                    &a,
+                    || api.status(model),
+                    render_status,
+                    status_line,
+                    |_| false,
+                    out,
+                );
+            }
+            watch_view(
+                ctx,
+                &a,
+                || {
+                    let models = models
+                        .iter()
+                        .map(|m| api.status(Some(m)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(ModelsStatus { models })
+                },
+                |v: &ModelsStatus, o: &mut dyn Write| {
+                    for (i, s) in v.models.iter().enumerate() {
+                        if i > 0 {
+                            writeln!(o)?;
+                        }
+                        render_status(s, o)?;
+                    }
+                    Ok(())
+                },
+                |v| {
+                    v.models
+                        .iter()
+                        .map(status_line)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                },
+                |_| false,
+                out,
+            )
+        }
     }
+}
+
+/// `hoist status` of a daemon delivering several models (`--json`: `{"models": [...]}`).
+#[derive(Serialize)]
+struct ModelsStatus {
+    models: Vec<hoist_types::api::StatusView>,
 }
 
 /// Prints `fetch()`'s view once, or with `--watch` until `done`: redrawn in a

@@ -147,6 +147,57 @@ fn three_models_release_at_once_under_traffic_one_rolls_back_the_others_promote(
             "{s}"
         );
     }
+    // The CLI: status and history of every model, or of one with --model.
+    let all: Value = serde_json::from_str(&ok(&hoist(&home, &["--json", "status"]))).unwrap();
+    let shown: Vec<&str> = all["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, MODELS, "{all}");
+    let text = ok(&hoist(&home, &["status"]));
+    for m in MODELS {
+        assert!(text.contains(m), "{text}");
+    }
+    let one: Value = serde_json::from_str(&ok(&hoist(
+        &home,
+        &["--json", "status", "--model", "churn"],
+    )))
+    .unwrap();
+    assert_eq!(one["model"], "churn", "{one}");
+    let h: Value = serde_json::from_str(&ok(&hoist(
+        &home,
+        &["--json", "history", "--model", "fraud"],
+    )))
+    .unwrap();
+    let versions: Vec<&str> = h["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["model"], "fraud", "{r}");
+            r["version"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(versions, ["2", "1"]);
+    let text = ok(&hoist(&home, &["history"]));
+    assert!(text.contains("MODEL"), "{text}");
+    // Rollback needs --model with several models, and names them without it.
+    let out = hoist(&home, &["rollback"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fraud, churn, risk"), "{err}");
+    ok(&hoist(&home, &["rollback", "--model", "churn"]));
+    for (m, want) in [("fraud", "1"), ("churn", "1"), ("risk", "2")] {
+        let s = d.get(&format!("/api/v1/models/{m}/status"));
+        assert_eq!(
+            Daemon::stable_version(&s, "production").as_deref(),
+            Some(want),
+            "{m}: {s}"
+        );
+    }
+
     // An unknown model is a 404 naming the models, on the API and the gateway.
     let s = d.get("/api/v1/models/nope/status");
     assert!(
