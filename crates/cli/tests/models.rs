@@ -244,3 +244,104 @@ fn bad_models_configs_are_refused_with_the_line() {
     }
     std::fs::remove_dir_all(&home).ok();
 }
+
+/// Two models, production only, whose canary pauses at 50% until `hoist promote`.
+fn two_models(extra_a: &str) -> String {
+    let base = BASE.replace(
+        "[model]\nname = \"m\"\ntrigger = { alias = \"champion\" }\n",
+        "",
+    );
+    format!(
+        "{base}\n[[models]]\nname = \"a\"\n{extra_a}\n\n[[models]]\nname = \"b\"\n\n\
+         [[environments]]\nname = \"production\"\nlisten = \"127.0.0.1:0\"\n\
+         steps = [{{ weight = 50, pause = true }}]\n"
+    )
+}
+
+#[test]
+fn a_model_stuck_in_its_gate_does_not_hold_up_another() {
+    let home = temp_home("models-gate");
+    // a's gate does not answer for a minute; b has none.
+    let d = Daemon::start(
+        &home,
+        &two_models(
+            "gates = [{ kind = \"command\", run = [\"sleep\", \"60\"], timeout = \"2m\" }]",
+        ),
+    );
+    register_as(&home, "breast_cancer_gbt", "a");
+    register_as(&home, "breast_cancer_gbt", "b");
+    let b = newest_done(&d, "b", "1");
+    assert_eq!(b["outcome"]["outcome"], "succeeded", "{b}");
+    // a is still at its gate: unfinished, nothing live.
+    let models = d.get("/api/v1/models");
+    let a = &models["models"][0];
+    assert_eq!(a["name"], "a");
+    assert_eq!(a["active"].as_array().map(Vec::len), Some(1), "{a}");
+    assert!(a["environments"][0]["live"].is_null(), "{a}");
+    assert_eq!(models["models"][1]["environments"][0]["live"], "1");
+    d.stop();
+}
+
+#[test]
+fn a_daemon_killed_during_two_models_releases_resumes_both() {
+    let home = temp_home("models-kill");
+    let config = two_models("");
+    let d = Daemon::start(&home, &config);
+    for m in ["a", "b"] {
+        register_as(&home, "breast_cancer_gbt", m);
+    }
+    for m in ["a", "b"] {
+        assert_eq!(newest_done(&d, m, "1")["outcome"]["outcome"], "succeeded");
+    }
+    for m in ["a", "b"] {
+        register_as(&home, "breast_cancer_lr", m);
+    }
+    // Both v2 wait at 50% for `hoist promote`.
+    let mut ids = Vec::new();
+    for m in ["a", "b"] {
+        let mut last = Value::Null;
+        let s = hoist_testkit::poll(Duration::from_secs(60), || {
+            let s = d.get(&format!("/api/v1/models/{m}/status"));
+            let at_50 = s["environments"][0]["weight"] == 50;
+            last = s.clone();
+            at_50.then_some(s)
+        })
+        .unwrap_or_else(|| panic!("{m} did not reach 50%: {last}"));
+        ids.push(s["active"][0]["id"].as_u64().unwrap());
+    }
+    // SIGKILL: no cleanup at all.
+    let mut d = d;
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    std::mem::forget(d);
+    let d = Daemon::start(&home, &config);
+    for (m, id) in ["a", "b"].iter().zip(&ids) {
+        let mut last = Value::Null;
+        hoist_testkit::poll(Duration::from_secs(60), || {
+            let s = d.get(&format!("/api/v1/models/{m}/status"));
+            let back = s["environments"][0]["weight"] == 50
+                && s["environments"][0]["candidate"]["version"] == "2";
+            last = s;
+            back.then_some(())
+        })
+        .unwrap_or_else(|| panic!("{m} did not resume at 50%: {last}"));
+        ok(&hoist(&home, &["promote", &id.to_string(), "--model", m]));
+    }
+    for m in ["a", "b"] {
+        let r = newest_done(&d, m, "2");
+        assert_eq!(r["outcome"]["outcome"], "succeeded", "{m}: {r}");
+        assert_eq!(
+            weights(&d.get(&format!("/api/v1/models/{m}/releases/{}", r["id"]))),
+            [50, 100]
+        );
+    }
+    // --model is checked against the release's model.
+    let out = hoist(&home, &["abort", &ids[0].to_string(), "--model", "b"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("of model `b`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.stop();
+}
