@@ -934,11 +934,13 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
                 "api": format!("http://{}", d.api_addr),
                 "config": source,
                 "registry": registry.id(),
+                "models": d.models.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
                 "environments": d.urls.iter().map(|(n, u)| serde_json::json!({"name": n, "url": u})).collect::<Vec<_>>(),
             });
             writeln!(out, "{v}").map_err(stdout_err)?;
         } else {
-            writeln!(out, "hoist up: {} from {source}, registry {}", cfg.model.name, registry.id()).map_err(stdout_err)?;
+            let names: Vec<&str> = d.models.iter().map(|m| m.name.as_str()).collect();
+            writeln!(out, "hoist up: {} from {source}, registry {}", names.join(", "), registry.id()).map_err(stdout_err)?;
             writeln!(out, "  api          http://{}", d.api_addr).map_err(stdout_err)?;
             if generated {
                 writeln!(out, "  token        {}", daemon::state_dir(&home).join("token").display()).map_err(stdout_err)?;
@@ -946,12 +948,14 @@ pub(crate) fn up(ctx: &Context<'_>, a: UpArgs, out: &mut dyn Write) -> Result<()
             for (n, url) in &d.urls {
                 writeln!(out, "  {:<12} {url}", n).map_err(stdout_err)?;
             }
-            let trigger = match &cfg.model.trigger {
-                hoist_release::config::Trigger::Alias(a) => format!("alias {a} of {}", cfg.model.name),
-                hoist_release::config::Trigger::Stage(st) => format!("stage {st} of {}", cfg.model.name),
-                hoist_release::config::Trigger::Manual => "manual (hoist deploy)".to_string(),
-            };
-            writeln!(out, "  trigger      {trigger}").map_err(stdout_err)?;
+            for m in &d.models {
+                let trigger = match &m.config.model.trigger {
+                    hoist_release::config::Trigger::Alias(a) => format!("alias {a} of {}", m.name),
+                    hoist_release::config::Trigger::Stage(st) => format!("stage {st} of {}", m.name),
+                    hoist_release::config::Trigger::Manual => format!("manual (hoist deploy {}/VERSION)", m.name),
+                };
+                writeln!(out, "  trigger      {trigger}").map_err(stdout_err)?;
+            }
         }
         out.flush().map_err(stdout_err)?;
         loop {

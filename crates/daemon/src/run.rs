@@ -196,10 +196,13 @@ pub async fn start(
         };
         let mut gateways = Vec::new();
         for env in &cfg.environments {
-            let i = bound
-                .iter()
-                .position(|(e, _)| e.name == env.name)
-                .expect("a model's environments are the file's (Config::validate)");
+            let Some(i) = bound.iter().position(|(e, _)| e.name == env.name) else {
+                anyhow::bail!(
+                    "model {}: environment {} is not one of the file's [[environments]]",
+                    cfg.model.name,
+                    env.name
+                );
+            };
             let gateway = env_gateway(env)?;
             let addr = bound[i].1.as_ref().map(|_| envs[i].1);
             if addr.is_some() {
