@@ -198,7 +198,18 @@ fn three_models_release_at_once_under_traffic_one_rolls_back_the_others_promote(
         );
     }
 
+    let v = d.get("/api/v1/versions?model=churn");
+    assert_eq!(v["model"], "churn", "{v}");
+    assert_eq!(v["versions"][0]["version"], "2", "{v}");
+
     // An unknown model is a 404 naming the models, on the API and the gateway.
+    let v = d.get("/api/v1/versions?model=nope");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|e| e.contains("fraud, churn, risk")),
+        "{v}"
+    );
     let s = d.get("/api/v1/models/nope/status");
     assert!(
         s["error"]["message"]

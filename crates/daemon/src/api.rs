@@ -176,7 +176,10 @@ fn body<T: serde::de::DeserializeOwned + Default>(
 /// The model a request is about: the one named in the path (404 naming the models
 /// when unknown), or, on the paths without one, the daemon's only model (with
 /// several, a 400 naming them).
-fn model_of<'a>(s: &'a ApiState, named: Option<&str>) -> Result<&'a ModelHandle, ApiError> {
+pub(crate) fn model_of<'a>(
+    s: &'a ApiState,
+    named: Option<&str>,
+) -> Result<&'a ModelHandle, ApiError> {
     let names = || {
         s.models
             .iter()

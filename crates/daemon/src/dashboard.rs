@@ -202,9 +202,27 @@ struct VersionView {
     created_at_ms: i64,
 }
 
-async fn versions(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// `?model=`: which model's versions (default: the first model's).
+#[derive(Debug, serde::Deserialize)]
+struct VersionsQuery {
+    model: Option<String>,
+}
+
+async fn versions(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    q: Result<axum::extract::Query<VersionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     crate::api::read_ok(&s, &headers)?;
-    let (registry, name) = (s.registry.clone(), s.config.model.name.clone());
+    let q = q
+        .map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let name = match &q.model {
+        Some(m) => crate::api::model_of(&s, Some(m))?.name.clone(),
+        None => s.config.model.name.clone(),
+    };
+    let registry = s.registry.clone();
+    let shown = name.clone();
     let listed = tokio::task::spawn_blocking(move || registry.list_versions(&name))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
@@ -235,7 +253,7 @@ async fn versions(State(s): State<ApiState>, headers: HeaderMap) -> Result<Respo
     });
     Ok((
         StatusCode::OK,
-        axum::Json(serde_json::json!({ "model": s.config.model.name, "versions": versions })),
+        axum::Json(serde_json::json!({ "model": shown, "versions": versions })),
     )
         .into_response())
 }

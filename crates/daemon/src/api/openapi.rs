@@ -197,6 +197,7 @@ fn metrics() {}
 
 /// The registry's versions of the model, newest first, with digests, aliases and tags
 #[utoipa::path(get, path = "/api/v1/versions", operation_id = "versions",
+    params(("model" = Option<String>, Query, description = "which model's versions (default: the first model's)")),
     responses(
         (status = 200, description = "`{model, versions: [{version, digest, aliases, stage, tags, created_at_ms}]}`", body = Object),
         (status = 404, description = "The registry has no such model", body = ErrorBody),
