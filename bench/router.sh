@@ -189,7 +189,8 @@ wait_http() {  # URL PID NAME
 # with nginx backends the gateway's (PATH $3) count, summed over its models.
 served() {
     if [[ "$BENCH_BACKEND" == hoist-server ]]; then
-        curl -sf "$1/metrics" | awk '/^hoist_requests_total\{route="\/invocations"/ {n += $NF} END {printf "%d", n}'
+        # (hoist-server labels its series by model too: route= is not always first)
+        curl -sf "$1/metrics" | awk '/^hoist_requests_total\{/ && /route="\/invocations"/ {n += $NF} END {printf "%d", n}'
     else
         curl -sf "${url[$3]}/metrics" | awk -v v="variant=\"$2\"" \
             '/^hoist_gateway_requests_total\{/ && index($0, v) {n += $NF} END {printf "%d", n}'
