@@ -2,7 +2,8 @@
 -- parseable line (the same WRK_RESULT line as post.lua).
 --   WRK_BODY_FILE  file holding the request body (required)
 --   WRK_MODELS     how many models: requests go to /models/m0/invocations ..
---                  /models/m{N-1}/invocations in turn (default 1)
+--                  /models/m{N-1}/invocations in turn (default 1); 0: every
+--                  request to plain /invocations (a gateway of one model)
 --   WRK_LABEL      free text copied into the result line
 -- Every request is built once in init(); request() only picks the next one, so
 -- one model and fifty cost wrk the same.
@@ -21,10 +22,15 @@ local next_one = 0
 
 init = function(args)
    local headers = { ["Content-Type"] = "application/json" }
-   for i = 0, n - 1 do
-      requests[i] = wrk.format("POST", "/models/m" .. i .. "/invocations", headers, body)
+   if n == 0 then
+      requests[0] = wrk.format("POST", "/invocations", headers, body)
+      n = 1
+   else
+      for i = 0, n - 1 do
+         requests[i] = wrk.format("POST", "/models/m" .. i .. "/invocations", headers, body)
+      end
    end
-   -- Each connection of each thread starts at another model.
+   -- Each thread starts at another model.
    next_one = math.random(0, n - 1)
 end
 

@@ -8,9 +8,9 @@
 #   fifty   wrk -> hoist gateway example --models 50 (a Router)  POST /models/m{0..49}/invocations in turn
 #
 # In `fifty` every model is its own Gateway (own split counter, pools and metrics);
-# consecutive requests on one connection go to different models. `one` and `fifty`
-# use the same wrk script (bench/models.lua, every request built once), so they
-# differ only in the number of models. The issue's target: fifty's throughput at
+# consecutive requests on one connection go to different models. All three use the
+# same wrk script (bench/models.lua, every request built once and picked per
+# request), so `one` and `fifty` differ only in the number of models. The issue's target: fifty's throughput at
 # least 97% of one's. `single` shows what the Router costs against a bare Gateway.
 # After the runs, `fifty`'s /metrics must show traffic for all 50 models.
 #
@@ -26,6 +26,11 @@
 #   BENCH_TAG=name            report to bench/results/router-DATE-name.txt
 #   BENCH_READY_TIMEOUT=60    seconds a process may take to get ready
 #   ORT_DYLIB_PATH            libonnxruntime.so for hoist-server (default: ~/.hoist/lib)
+#   BENCH_BACKEND=hoist-server  or `nginx`: two server blocks of one nginx (one worker)
+#                             answering a fixed prediction (the reference label): the
+#                             backends then cost next to nothing and the gateway's own
+#                             work is most of the run (the split is then read from the
+#                             gateways' own counters, not the backends')
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +44,7 @@ BENCH_MODELS="${BENCH_MODELS:-50}"
 BENCH_WEIGHT="${BENCH_WEIGHT:-10}"
 BENCH_PATHS="${BENCH_PATHS:-single one fifty}"
 BENCH_READY_TIMEOUT="${BENCH_READY_TIMEOUT:-60}"
+BENCH_BACKEND="${BENCH_BACKEND:-hoist-server}"
 model_dir="$repo/examples/models/breast_cancer_lr"
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 
@@ -109,13 +115,24 @@ if ! command -v wrk >/dev/null; then
 fi
 command -v curl >/dev/null || die "curl is needed"
 
+case "$BENCH_BACKEND" in
+    hoist-server) build=(-p hoist-server --bin hoist-server) ;;
+    nginx)
+        build=()
+        if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+            log "installing nginx (apt-get)"
+            $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq nginx >/dev/null || die "could not install nginx"
+        fi
+        nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)" ;;
+    *) die "BENCH_BACKEND is hoist-server or nginx, not $BENCH_BACKEND" ;;
+esac
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-    log "cargo build --release -p hoist-server --bin hoist-server -p hoist-gateway --example gateway"
-    cargo build --release -q -p hoist-server --bin hoist-server -p hoist-gateway --example gateway
+    log "cargo build --release ${build[*]} -p hoist-gateway --example gateway"
+    cargo build --release -q "${build[@]}" -p hoist-gateway --example gateway
 fi
 server_bin="$target_dir/release/hoist-server"
 gateway_bin="$target_dir/release/examples/gateway"
-[[ -x "$server_bin" ]] || die "no $server_bin"
+[[ "$BENCH_BACKEND" != hoist-server || -x "$server_bin" ]] || die "no $server_bin"
 [[ -x "$gateway_bin" ]] || die "no $gateway_bin"
 
 runtime_args=()
@@ -168,21 +185,50 @@ wait_http() {  # URL PID NAME
     done
 }
 
-# Requests a hoist-server answered on /invocations so far.
+# Requests of a variant ($2) so far: hoist-server's own count on /invocations, or
+# with nginx backends the gateway's (PATH $3) count, summed over its models.
 served() {
-    curl -sf "$1/metrics" | awk '/^hoist_requests_total\{route="\/invocations"/ {n += $NF} END {printf "%d", n}'
+    if [[ "$BENCH_BACKEND" == hoist-server ]]; then
+        # (hoist-server labels its series by model too: route= is not always first)
+        curl -sf "$1/metrics" | awk '/^hoist_requests_total\{/ && /route="\/invocations"/ {n += $NF} END {printf "%d", n}'
+    else
+        curl -sf "${url[$3]}/metrics" | awk -v v="variant=\"$2\"" \
+            '/^hoist_gateway_requests_total\{/ && index($0, v) {n += $NF} END {printf "%d", n}'
+    fi
 }
 
 # ---------------------------------------------------------------- backends
 declare -A url pid_of
-for b in stable candidate; do
-    log "starting hoist-server ($b)"
-    setsid "$server_bin" --model "$model_dir" --host 127.0.0.1 --port 0 "${runtime_args[@]}" \
-        > "$work/$b.out" 2> "$work/$b.log" &
-    pid_of[$b]=$!; started+=("$!")
-    url[$b]="$(wait_listening "${pid_of[$b]}" "$b")"
-    wait_http "${url[$b]}/v2/health/ready" "${pid_of[$b]}" "$b"
-done
+if [[ "$BENCH_BACKEND" == hoist-server ]]; then
+    for b in stable candidate; do
+        log "starting hoist-server ($b)"
+        setsid "$server_bin" --model "$model_dir" --host 127.0.0.1 --port 0 "${runtime_args[@]}" \
+            > "$work/$b.out" 2> "$work/$b.log" &
+        pid_of[$b]=$!; started+=("$!")
+        url[$b]="$(wait_listening "${pid_of[$b]}" "$b")"
+        wait_http "${url[$b]}/v2/health/ready" "${pid_of[$b]}" "$b"
+    done
+else
+    label="$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["label"]))' "$work/expect-1.json")"
+    mkdir -p "$work/nginx/tmp" "$work/nginx/logs"
+    url[stable]="http://127.0.0.1:$(free_port)"; url[candidate]="http://127.0.0.1:$(free_port)"
+    {
+        echo "worker_processes 1; daemon off; pid $work/nginx/nginx.pid;"
+        echo "error_log $work/nginx/logs/error.log warn; events { worker_connections 4096; }"
+        echo "http { access_log off; client_body_temp_path $work/nginx/tmp/body; keepalive_requests 1000000;"
+        for b in stable candidate; do
+            echo "  server { listen ${url[$b]#http://}; default_type application/json;"
+            echo "    location / { return 200 '{\"predictions\":{\"label\":[$label]}}'; } }"
+        done
+        echo "}"
+    } > "$work/nginx/nginx.conf"
+    log "starting nginx backends (one worker, fixed answer)"
+    setsid "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/logs/error.log" \
+        > "$work/nginx.out" 2> "$work/nginx.log" &
+    pid_of[nginx]=$!; started+=("$!")
+    wait_http "${url[stable]}/" "${pid_of[nginx]}" nginx
+    wait_http "${url[candidate]}/" "${pid_of[nginx]}" nginx
+fi
 stable_addr="${url[stable]#http://}"
 candidate_addr="${url[candidate]#http://}"
 
@@ -208,15 +254,11 @@ for p in $BENCH_PATHS; do
 done
 
 # wrk_run PATH CONNECTIONS SECONDS: prints wrk's WRK_RESULT line
+# (one wrk script for all three: every request built once, picked per request)
 wrk_run() {
     local p="$1" conc="$2" secs="$3"
-    if [[ "${models_of[$p]}" == 0 ]]; then
-        WRK_BODY_FILE="$work/invocations-1.json" WRK_LABEL="$p" \
-            wrk -t2 -c"$conc" -d"${secs}s" --timeout 10s -s "$repo/bench/post.lua" "${url[$p]}/invocations"
-    else
-        WRK_BODY_FILE="$work/invocations-1.json" WRK_LABEL="$p" WRK_MODELS="${models_of[$p]}" \
-            wrk -t2 -c"$conc" -d"${secs}s" --timeout 10s -s "$repo/bench/models.lua" "${url[$p]}"
-    fi
+    WRK_BODY_FILE="$work/invocations-1.json" WRK_LABEL="$p" WRK_MODELS="${models_of[$p]}" \
+        wrk -t2 -c"$conc" -d"${secs}s" --timeout 10s -s "$repo/bench/models.lua" "${url[$p]}"
 }
 
 for p in $BENCH_PATHS; do
@@ -235,11 +277,11 @@ for round in $(seq "$BENCH_ROUNDS"); do
     for i in "${!paths[@]}"; do order+=("${paths[$(( (i + round - 1) % ${#paths[@]} ))]}"); done
     for conc in $BENCH_CONCURRENCY; do
         for p in "${order[@]}"; do
-            s0="$(served "${url[stable]}")"; c0="$(served "${url[candidate]}")"
+            s0="$(served "${url[stable]}" stable "$p")"; c0="$(served "${url[candidate]}" candidate "$p")"
             cpu0="$(tree_cpu "${pid_of[$p]}")"
             out="$(wrk_run "$p" "$conc" "$BENCH_SECONDS")" || die "wrk failed against $p"
             cpu1="$(tree_cpu "${pid_of[$p]}")"
-            s1="$(served "${url[stable]}")"; c1="$(served "${url[candidate]}")"
+            s1="$(served "${url[stable]}" stable "$p")"; c1="$(served "${url[candidate]}" candidate "$p")"
             line="$(grep '^WRK_RESULT ' <<<"$out")" || die "wrk printed no WRK_RESULT line: $out"
             errors=$(( $(field non2xx "$line") + $(field socket_errors "$line") ))
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$p" "$conc" \
@@ -269,7 +311,7 @@ fi
 
 # ---------------------------------------------------------------- report
 mkdir -p bench/results
-report="bench/results/router-$(date -u +%Y-%m-%d)${BENCH_TAG:+-$BENCH_TAG}.txt"
+report="bench/results/router-$(date -u +%Y-%m-%d)-${BENCH_BACKEND}${BENCH_TAG:+-$BENCH_TAG}.txt"
 python3 - "$results" "$report" "$spread" <<EOF
 import sys, os, statistics
 results, report, spread = sys.argv[1:]
@@ -288,7 +330,7 @@ out.append(f"127.0.0.1, {os.cpu_count()} cores (shared by wrk, the gateway and b
            "wrk -t2, ${BENCH_SECONDS} s per run after a ${BENCH_WARMUP_SECONDS} s warm-up per path; "
            "one row of breast_cancer_lr; ${BENCH_ROUNDS} round(s) of the paths (${BENCH_PATHS}), "
            "each round starting with the next path.")
-out.append("Backends: two hoist-server release builds, split ${BENCH_WEIGHT}% to the candidate. "
+out.append("Backends (${BENCH_BACKEND}): " + ("two hoist-server release builds" if "${BENCH_BACKEND}" == "hoist-server" else "two server blocks of one nginx worker answering a fixed prediction") + ", split ${BENCH_WEIGHT}% to the candidate. "
            "single: crates/gateway/examples/gateway.rs (one Gateway, POST /invocations); "
            "one: the same with --models 1 (a Router, POST /models/m0/invocations); "
            "fifty: --models ${BENCH_MODELS} (POST /models/m{i}/invocations, i taking turns on each connection).")

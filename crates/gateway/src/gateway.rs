@@ -148,11 +148,34 @@ pub(crate) struct Inner {
 pub(crate) struct Control {
     /// One pool per backend address in the current routes.
     pub(crate) pools: HashMap<SocketAddr, Arc<Pool>>,
+    /// Where the pools come from while the gateway is a [`crate::Router`]'s model
+    /// (shared with the router's other models); `None`: its own.
+    pub(crate) shared: Option<Arc<crate::pool::Shared>>,
     /// Counters of every (variant, version) that was ever routed to: the split's
     /// traffic, what releases are judged on.
     pub(crate) series: Vec<(Variant, String, Arc<Counters>)>,
     /// The same for requests the force header sent (never judged).
     pub(crate) forced: Vec<(Variant, String, Arc<Counters>)>,
+}
+
+impl Control {
+    /// Lets every pool go (retired, or released to the shared pools).
+    pub(crate) fn release_pools(&mut self) {
+        for (addr, pool) in self.pools.drain() {
+            match &self.shared {
+                Some(s) => s.release(addr),
+                None => pool.retire(),
+            }
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        if self.shared.is_some() {
+            self.release_pools();
+        }
+    }
 }
 
 /// The routes, resolved for the request path.

@@ -24,10 +24,10 @@
 //!   to a request it read as two) would otherwise be read as the answer to the next
 //!   client's request. Such a connection, and one the backend closed, is dropped.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -235,6 +235,38 @@ impl Pool {
             }
         }
         None
+    }
+}
+
+/// The pools of one [`crate::Router`]'s models, by address: models whose servers
+/// share an address (a server packing several models) share its connections, as
+/// one gateway would. A pool is retired when the last model using it lets it go.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pools: Mutex<HashMap<SocketAddr, (Arc<Pool>, usize)>>,
+}
+
+impl Shared {
+    /// The pool of `addr`, for one more user.
+    pub(crate) fn take(&self, addr: SocketAddr) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = pools
+            .entry(addr)
+            .or_insert_with(|| (Arc::new(Pool::new(addr)), 0));
+        entry.1 += 1;
+        entry.0.clone()
+    }
+
+    /// One user less of `addr`'s pool; the last one retires it.
+    pub(crate) fn release(&self, addr: SocketAddr) {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = pools.get_mut(&addr) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                let (pool, _) = pools.remove(&addr).expect("just found");
+                pool.retire();
+            }
+        }
     }
 }
 

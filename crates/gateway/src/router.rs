@@ -67,6 +67,8 @@ struct Inner {
     models: ArcSwap<Models>,
     /// Serialises `insert` and `remove` (each builds the next map from the last).
     edit: Mutex<()>,
+    /// The models' connection pools, shared by backend address.
+    pools: Arc<crate::pool::Shared>,
 }
 
 /// The models at one moment; replaced whole on every change.
@@ -220,6 +222,7 @@ impl Router {
                 name: name.into(),
                 models: ArcSwap::from_pointee(Models::new(HashMap::new())),
                 edit: Mutex::new(()),
+                pools: Default::default(),
             }),
         }
     }
@@ -239,13 +242,25 @@ impl Router {
 
     /// Adds `model`, or replaces its gateway, while serving: its requests go to
     /// `gateway` from now on; requests under way finish where they were sent.
+    ///
+    /// The models' gateways share their connections to a backend address (a model
+    /// server packing several models): the gateway takes its pools from the router.
     pub fn insert(&self, model: &str, gateway: Gateway) {
-        self.edit(|m| m.insert(model.to_string(), gateway));
+        gateway.share_pools(Some(self.inner.pools.clone()));
+        let old = self.edit(|m| m.insert(model.to_string(), gateway.clone()));
+        if let Some(old) = old.filter(|o| !Arc::ptr_eq(&o.inner, &gateway.inner)) {
+            old.share_pools(None);
+        }
     }
 
-    /// Removes `model`: its requests get 404 from now on.
+    /// Removes `model`: its requests get 404 from now on. The gateway returned has
+    /// its own connection pools again.
     pub fn remove(&self, model: &str) -> Option<Gateway> {
-        self.edit(|m| m.remove(model))
+        let old = self.edit(|m| m.remove(model));
+        if let Some(old) = &old {
+            old.share_pools(None);
+        }
+        old
     }
 
     /// The models, sorted.

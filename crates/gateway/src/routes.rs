@@ -38,10 +38,31 @@ impl Gateway {
         self.apply_routes(routes);
     }
 
+    /// Takes the pools from `shared` (a router's, when the gateway becomes one of
+    /// its models) or makes its own (`None`), and lets the previous ones go: a
+    /// request under way finishes on the connection it has.
+    pub(crate) fn share_pools(&self, shared: Option<Arc<crate::pool::Shared>>) {
+        {
+            let mut control = self.control();
+            let same = match (&control.shared, &shared) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                return;
+            }
+            control.release_pools();
+            control.shared = shared;
+        }
+        self.apply_routes(self.routes());
+    }
+
     fn apply_routes(&self, routes: Routes) {
         let mut control = self.control();
         let Control {
             pools,
+            shared,
             series,
             forced,
         } = &mut *control;
@@ -75,7 +96,10 @@ impl Gateway {
                         .map(|a| {
                             pools
                                 .entry(*a)
-                                .or_insert_with(|| Arc::new(Pool::new(*a)))
+                                .or_insert_with(|| match shared {
+                                    Some(s) => s.take(*a),
+                                    None => Arc::new(Pool::new(*a)),
+                                })
                                 .clone()
                         })
                         .collect(),
@@ -114,7 +138,10 @@ impl Gateway {
                 .flatten()
                 .any(|u| u.addrs.contains(addr));
             if !keep {
-                pool.retire();
+                match shared {
+                    Some(s) => s.release(*addr),
+                    None => pool.retire(),
+                }
             }
             keep
         });

@@ -472,3 +472,36 @@ async fn metrics_carry_every_models_series_labelled_by_model() {
         r#"hoist_gateway_requests_total{env="prod",variant="stable",version="1",class="2xx"} 3"#
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_on_one_server_share_its_connections() {
+    // Two models packed into one server: one address behind both gateways.
+    let server = Backend::start("packed").await;
+    let router = Router::new("prod");
+    for name in ["a", "b"] {
+        let gateway = Gateway::new(config("prod"));
+        gateway.set_routes(routes(Some(server.upstream("1")), None, 0));
+        router.insert(name, gateway);
+    }
+    let gw = Served::start(router.clone()).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    for i in 0..20 {
+        let path = if i % 2 == 0 {
+            "/models/a/invocations"
+        } else {
+            "/v2/models/b/infer"
+        };
+        let a = exchange(&mut s, &post(path)).await;
+        assert_eq!((a.status, a.body.as_str()), (200, "packed"), "{path}");
+    }
+    // One client connection, served by one worker, one request at a time: one
+    // backend connection serves both models.
+    assert_eq!(server.conns.load(Ordering::SeqCst), 1);
+    // Removed, b has pools of its own; a keeps the shared connection.
+    let b = router.remove("b").unwrap();
+    let a = exchange(&mut s, &post("/models/a/invocations")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(server.conns.load(Ordering::SeqCst), 1);
+    assert_eq!(b.metrics().stable.requests, 10);
+    assert_eq!(router.get("a").unwrap().metrics().stable.requests, 11);
+}

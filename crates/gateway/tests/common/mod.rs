@@ -30,6 +30,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Requests that arrived (counted before any sleep).
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -80,6 +82,8 @@ impl Backend {
         let owned = name.to_string();
         let hits = Arc::new(AtomicUsize::new(0));
         let counted = hits.clone();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let accepted_conns = conns.clone();
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
@@ -87,6 +91,7 @@ impl Backend {
                     _ = &mut stop_rx => break,
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
+                        accepted_conns.fetch_add(1, Ordering::SeqCst);
                         let (name, hits) = (owned.clone(), counted.clone());
                         conns.spawn(async move {
                             let svc = service_fn(move |req| answer(name.clone(), hits.clone(), req));
@@ -104,6 +109,7 @@ impl Backend {
             name: name.to_string(),
             addr,
             hits,
+            conns,
             stop: Some(stop_tx),
             task: Some(task),
         }
