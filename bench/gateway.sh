@@ -176,7 +176,8 @@ wait_http() {  # URL PID NAME
 
 # Requests a hoist-server answered on /invocations so far.
 served() {
-    curl -sf "$1/metrics" | awk '/^hoist_requests_total\{route="\/invocations"/ {n += $NF} END {printf "%d", n}'
+    # (hoist-server labels every series by model first: match route= anywhere)
+    curl -sf "$1/metrics" | awk '/^hoist_requests_total\{/ && /route="\/invocations"/ {n += $NF} END {printf "%d", n}'
 }
 
 # ---------------------------------------------------------------- backends

@@ -293,7 +293,7 @@ fn a_hoist_gateway_split_is_accepted_and_the_app_service_selects_the_gateway() {
     let dir = home.join("k8s");
     let config = p.config(1, "enabled = false").replace(
         "gateway = { name = \"public\", namespace = \"gateways\" }\n",
-        "split = \"hoist\"\nadmin_token_secret = \"hoist-admin\"\n",
+        "split = \"hoist\"\nadmin_token_secret = \"hoist-admin\"\nfeedback_token_secret = \"m-labels\"\n",
     );
     assert!(config.contains("split = \"hoist\""), "{config}");
     p.render(&home, &config, &dir, "1");
@@ -330,6 +330,9 @@ fn a_hoist_gateway_split_is_accepted_and_the_app_service_selects_the_gateway() {
         args.contains(&format!("http://m-stable.{}.svc:80", p.ns)),
         "{args}"
     );
+    assert!(args.contains("--feedback-token-file"), "{args}");
+    let volumes = gw["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(volumes.contains("\"secretName\":\"m-labels\""), "{volumes}");
     let policy =
         p.k.get_json("networkpolicy", &p.ns, "m-gateway-admin")
             .unwrap();

@@ -77,6 +77,11 @@ kind = "golden-set"
 file = "{golden}"
 min_accuracy = 0.3
 
+# MLflow's scoring server describes no inputs or outputs: the gate compares the
+# signatures the versions were logged with.
+[[gates]]
+kind = "signature"
+
 [[environments]]
 name = "production"
 listen = "127.0.0.1:0"
@@ -178,6 +183,20 @@ fn pyfunc_models_go_through_canaries_a_good_one_is_promoted_a_bad_one_rolled_bac
     assert!(
         gate["numbers"]["accuracy"].as_f64().unwrap() > 0.85,
         "{gate}"
+    );
+    let sig = r["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["event"]["event"] == "gates_passed")
+        .map(|t| t["event"]["reports"][1].clone())
+        .unwrap();
+    assert_eq!(sig["gate"], "signature", "{sig}");
+    assert_eq!(sig["passed"], true, "{sig}");
+    assert_eq!(sig["numbers"]["source"], "MLmodel", "{sig}");
+    assert_eq!(
+        sig["numbers"]["candidate"]["inputs"][0]["shape"], "[-1,30]",
+        "{sig}"
     );
     // The live judgement compared the classes both variants predicted.
     let judged: Vec<&Value> = r["transitions"]

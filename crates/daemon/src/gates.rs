@@ -17,6 +17,8 @@ pub struct GateContext {
     pub candidate: String,
     /// A stable server in the same environment, if there is one.
     pub stable: Option<String>,
+    /// The stable version's files, when the journal has them (its logged signature).
+    pub stable_path: Option<PathBuf>,
     pub model_name: String,
     pub model_path: PathBuf,
     pub version: String,
@@ -533,35 +535,114 @@ fn tensors(v: &Value, key: &str) -> Vec<verdicts::Tensor> {
         .collect()
 }
 
+/// A variant's inputs and outputs, and where they were read.
+struct Described {
+    inputs: Vec<verdicts::Tensor>,
+    outputs: Vec<verdicts::Tensor>,
+    raw: Value,
+    /// `server` (its Open Inference Protocol metadata) or `MLmodel` (the logged signature).
+    source: &'static str,
+}
+
+/// What the variant's server says (`GET /v2/models/{name}`), else the signature its
+/// MLmodel was logged with (a flavor served by `mlflow models serve` has no
+/// metadata endpoint).
+async fn describe(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    files: Option<&Path>,
+) -> Result<Described, String> {
+    match metadata(http, url, name).await {
+        Ok(v) => Ok(Described {
+            inputs: tensors(&v, "inputs"),
+            outputs: tensors(&v, "outputs"),
+            raw: json!({ "inputs": v["inputs"], "outputs": v["outputs"] }),
+            source: "server",
+        }),
+        Err(server) => logged(files).map_err(|why| format!("{server}; {why}")),
+    }
+}
+
+fn logged(files: Option<&Path>) -> Result<Described, String> {
+    let Some(dir) = files.filter(|d| !d.as_os_str().is_empty()) else {
+        return Err("no model files to read a logged signature from".into());
+    };
+    let dir = if dir.is_file() {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    match hoist_types::signature::logged(dir)? {
+        Some((inputs, outputs)) => {
+            let list = |ts: &[verdicts::Tensor]| {
+                ts.iter()
+                    .map(|(n, t, s)| json!({ "name": n, "type": t, "shape": s }))
+                    .collect::<Vec<_>>()
+            };
+            Ok(Described {
+                raw: json!({ "inputs": list(&inputs), "outputs": list(&outputs) }),
+                inputs,
+                outputs,
+                source: "MLmodel",
+            })
+        }
+        None => Err(format!(
+            "{} logs no signature to compare instead (MLmodel `signature:`; log the model \
+             with one, e.g. mlflow's `signature=infer_signature(X, model.predict(X))`)",
+            dir.display()
+        )),
+    }
+}
+
 async fn signature(
     ctx: &GateContext,
     http: &reqwest::Client,
     allow_breaking: bool,
 ) -> Result<GateReport, String> {
-    let cand = metadata(http, &ctx.candidate, &ctx.model_name).await?;
+    let mut cand = describe(http, &ctx.candidate, &ctx.model_name, Some(&ctx.model_path)).await?;
     let Some(stable) = &ctx.stable else {
         return Ok(GateReport {
             gate: "signature".into(),
             passed: true,
             summary: "no stable version to compare with".into(),
-            numbers: json!({ "inputs": cand["inputs"], "outputs": cand["outputs"] }),
+            numbers: json!({ "inputs": cand.raw["inputs"], "outputs": cand.raw["outputs"], "source": cand.source }),
             output: None,
         });
     };
-    let st = metadata(http, stable, &ctx.model_name).await?;
+    let mut st = describe(http, stable, &ctx.model_name, ctx.stable_path.as_deref()).await?;
+    if st.source != cand.source {
+        // One server describes itself, the other does not (a flavor changed between
+        // versions): compare what both were logged with, or nothing.
+        let why = |e: String| {
+            format!(
+                "stable's signature comes from its {} and the candidate's from its {}, and \
+                 they cannot be compared: {e}",
+                st.source, cand.source
+            )
+        };
+        let c = logged(Some(&ctx.model_path)).map_err(why)?;
+        let s = logged(ctx.stable_path.as_deref()).map_err(why)?;
+        (cand, st) = (c, s);
+    }
     let why = match (&ctx.breaking_change, allow_breaking) {
         (Some(why), _) => Some(why.as_str()),
         (None, true) => Some("allow_breaking = true"),
         (None, false) => None,
     };
-    let (si, so) = (tensors(&st, "inputs"), tensors(&st, "outputs"));
-    let (ci, co) = (tensors(&cand, "inputs"), tensors(&cand, "outputs"));
-    let (passed, summary) = verdicts::judge_signature([&si, &so], [&ci, &co], why);
+    let (passed, mut summary) = verdicts::judge_signature(
+        [&st.inputs, &st.outputs],
+        [&cand.inputs, &cand.outputs],
+        why,
+    );
+    if cand.source == "MLmodel" {
+        summary.push_str(" (the signatures the versions were logged with, in their MLmodel)");
+    }
     Ok(GateReport {
         gate: "signature".into(),
         passed,
         summary,
-        numbers: json!({ "stable": { "inputs": st["inputs"], "outputs": st["outputs"] }, "candidate": { "inputs": cand["inputs"], "outputs": cand["outputs"] } }),
+        numbers: json!({ "stable": st.raw, "candidate": cand.raw, "source": cand.source }),
         output: None,
     })
 }

@@ -65,6 +65,10 @@ pub struct Kubernetes {
     /// Secret with key `token`: hoist-server's admin token, mounted as a file
     /// (HOIST_ADMIN_TOKEN_FILE), so a rotated Secret needs no restart.
     pub admin_token_secret: Option<String>,
+    /// With `split = "hoist"`: Secret with key `token`, the token `POST /feedback`
+    /// needs at hoist's gateway, mounted as a file (re-read when it rotates).
+    /// Without it, anyone who reaches the app Service may post labels.
+    pub feedback_token_secret: Option<String>,
     /// The Gateway the HTTPRoute attaches to; absent: no HTTPRoute, the split is the
     /// ratio of stable and candidate replicas behind one Service.
     pub gateway: Option<GatewayParent>,
@@ -118,6 +122,7 @@ impl Default for Kubernetes {
             model_source: ModelSourceKind::Registry,
             pull_secret: None,
             admin_token_secret: None,
+            feedback_token_secret: None,
             gateway: None,
             split: None,
             gateway_url: "http://{service}.{namespace}.svc:9090".into(),
@@ -372,6 +377,7 @@ impl Kubernetes {
         for (key, secret) in [
             ("registry_secret", &self.registry_secret),
             ("admin_token_secret", &self.admin_token_secret),
+            ("feedback_token_secret", &self.feedback_token_secret),
             ("pull_secret", &self.pull_secret),
         ] {
             if let Some(s) = secret
@@ -396,6 +402,13 @@ impl Kubernetes {
                 );
             }
             _ => {}
+        }
+        if self.feedback_token_secret.is_some() && self.split != Some(SplitKind::Hoist) {
+            return Err(
+                "kubernetes.feedback_token_secret: only hoist's gateway takes feedback labels on a \
+                 cluster: set split = \"hoist\", or remove the key"
+                    .into(),
+            );
         }
         if self.split == Some(SplitKind::Hoist) && self.admin_token_secret.is_none() {
             return Err(
@@ -844,6 +857,14 @@ journal_claim = "hoist-journal"
             (
                 "[kubernetes]\nsplit = \"hoist\"\nadmin_token_secret = \"t\"\ngateway = { name = \"public\" }\n",
                 "kubernetes.split: `hoist` puts hoist's gateway behind the app Service",
+            ),
+            (
+                "[kubernetes]\nfeedback_token_secret = \"labels\"\n",
+                "kubernetes.feedback_token_secret: only hoist's gateway takes feedback labels",
+            ),
+            (
+                "[kubernetes]\nsplit = \"hoist\"\nadmin_token_secret = \"t\"\nfeedback_token_secret = \"Labels!\"\n",
+                "kubernetes.feedback_token_secret: `Labels!` is not a Secret name",
             ),
             (
                 "[kubernetes]\nsplit = \"istio\"\n",

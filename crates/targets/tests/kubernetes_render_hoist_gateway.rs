@@ -34,6 +34,7 @@ fn spec() -> AppSpec {
     s.admin_token_secret = Some("hoist-admin-token".into());
     s.hoist_gateway = Some(HoistGateway {
         args: vec!["--sticky-header".into(), "x-user".into()],
+        feedback_token_secret: None,
     });
     s.controller = Some(ControllerSpec {
         namespace: "hoist-system".into(),
@@ -212,4 +213,66 @@ fn the_gateway_needs_the_admin_token_and_excludes_a_gateway_api_route() {
         panic!("rendered two splits")
     };
     assert!(e.contains("choose one"), "{e}");
+}
+
+#[test]
+fn the_feedback_token_secret_is_mounted_as_a_file_the_gateway_rereads() {
+    let plain = render(&spec()).unwrap().objects;
+    let args = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap()
+    };
+    assert!(
+        !args(&deployment(&plain, "fraud-gateway")).contains(&"--feedback-token-file".into()),
+        "no feedback token without the Secret"
+    );
+
+    let mut s = spec();
+    s.hoist_gateway.as_mut().unwrap().feedback_token_secret = Some("fraud-labels".into());
+    let objects = render(&s).unwrap().objects;
+    let d = deployment(&objects, "fraud-gateway");
+    let a = args(&d);
+    let i = a
+        .iter()
+        .position(|x| x == "--feedback-token-file")
+        .expect("--feedback-token-file");
+    assert_eq!(a[i + 1], "/var/run/secrets/hoist/feedback/token");
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    // The whole Secret as a directory (not a subPath), so a rotation reaches the file.
+    let vol = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("fraud-labels"))
+        .expect("a volume of the Secret");
+    let m = pod.containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == vol.name)
+        .expect("mounted");
+    assert_eq!(m.mount_path, "/var/run/secrets/hoist/feedback");
+    assert_eq!(m.read_only, Some(true));
+    assert!(m.sub_path.is_none());
+    // The gateway's identity may read it (and the admin token), nothing else.
+    let role = match find(&objects, "Role", "fraud-server") {
+        Object::Role(r) => r.clone(),
+        _ => unreachable!(),
+    };
+    let names = role.rules.unwrap()[0].resource_names.clone().unwrap();
+    assert_eq!(
+        names,
+        vec!["hoist-admin-token".to_string(), "fraud-labels".into()]
+    );
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod onnx;
 pub mod package;
 pub mod secret;
+pub mod signature;
 pub mod time;
 pub mod wire;
 

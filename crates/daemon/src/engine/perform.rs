@@ -143,6 +143,12 @@ impl Engine {
         let mut ctx = crate::gates::GateContext {
             candidate,
             stable: url(false),
+            stable_path: self
+                .journal
+                .live(&env)
+                .ok()
+                .flatten()
+                .map(|l| PathBuf::from(l.path)),
             model_name: self.cfg.model.name.clone(),
             model_path: rec
                 .as_ref()

@@ -237,10 +237,13 @@ impl ClusterEnv {
                 format!("hoist's gateway {}/{}", 100 - s.effective, s.effective)
             }
             Some(s) => format!("HTTPRoute weights {}/{}", 100 - s.effective, s.effective),
+            // No candidate: every request goes to stable.
             None => match self.cluster.mode() {
-                SplitMode::Gateway => "HTTPRoute weights".into(),
-                SplitMode::ReplicaRatio => "replica ratio (no Gateway configured)".into(),
-                SplitMode::Hoist => "hoist's gateway".into(),
+                SplitMode::Gateway => "HTTPRoute weights 100/0 (no candidate)".into(),
+                SplitMode::ReplicaRatio => {
+                    "replica ratio, no candidate (no Gateway configured)".into()
+                }
+                SplitMode::Hoist => "hoist's gateway 100/0 (no candidate)".into(),
             },
         }
     }

@@ -96,6 +96,7 @@ pub fn app_spec(
     let split = k.split();
     s.hoist_gateway = (split == SplitKind::Hoist).then(|| HoistGateway {
         args: gateway_args(env),
+        feedback_token_secret: k.feedback_token_secret.clone(),
     });
     s.gateway = k
         .gateway

@@ -187,6 +187,19 @@ async fn secrets(client: &Client, s: &AppSpec, out: &mut Vec<Check>) {
             "kubernetes.admin_token_secret".into(),
         ));
     }
+    if let Some(secret) = s
+        .hoist_gateway
+        .as_ref()
+        .and_then(|g| g.feedback_token_secret.as_ref())
+    {
+        wanted.push((
+            &s.namespace,
+            secret.clone(),
+            vec!["token"],
+            vec![],
+            "kubernetes.feedback_token_secret (hoist's gateway's feedback token)".into(),
+        ));
+    }
     if let Some(secret) = &s.pull_secret {
         wanted.push((
             &s.namespace,

@@ -120,6 +120,10 @@ pub enum ModelSource {
 pub struct HoistGateway {
     /// Further `hoist gateway` flags (sticky header or cookie, response timeout).
     pub args: Vec<String>,
+    /// Secret with key `token`: the token `POST /feedback` needs, mounted as a file
+    /// (`--feedback-token-file`); none: labels from anyone who reaches the gateway.
+    #[serde(default)]
+    pub feedback_token_secret: Option<String>,
 }
 
 /// The in-cluster controller (`hoist up` as a Deployment).

@@ -45,12 +45,19 @@ pub fn gateway_args(spec: &AppSpec, g: &HoistGateway) -> Vec<String> {
     if let Some(h) = &spec.force_header {
         args.extend(["--force-header".to_string(), h.clone()]);
     }
+    if g.feedback_token_secret.is_some() {
+        args.extend([
+            "--feedback-token-file".to_string(),
+            format!("{FEEDBACK_DIR}/token"),
+        ]);
+    }
     args.extend(g.args.iter().cloned());
     args
 }
 
 /// The gateway's Deployment: one replica (the controller drives one admin API),
-/// the admin token mounted as a directory so a rotated Secret reaches it.
+/// the admin token (and the feedback token, if any) mounted as directories so a
+/// rotated Secret reaches them.
 pub fn gateway_deployment(spec: &AppSpec, g: &HoistGateway) -> Deployment {
     let sel = gateway_selector(spec);
     let mut pod_labels = common(spec);
@@ -60,6 +67,10 @@ pub fn gateway_deployment(spec: &AppSpec, g: &HoistGateway) -> Deployment {
     if let Some(s) = &spec.admin_token_secret {
         volumes.push(admin_volume(s));
         mounts.push(mount("admin-token", ADMIN_DIR, true));
+    }
+    if let Some(s) = &g.feedback_token_secret {
+        volumes.push(secret_volume("feedback-token", s));
+        mounts.push(mount("feedback-token", FEEDBACK_DIR, true));
     }
     let port = |name: &str, p: i32| ContainerPort {
         name: Some(name.into()),

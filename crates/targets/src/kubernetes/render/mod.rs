@@ -56,7 +56,7 @@ pub use meta::{pin_annotations, selector, selector_string};
 use pod::{
     REGISTRY_AUTH_DIR, admin_volume, controller_access, drain_lifecycle, empty_dir,
     fixed_resources, http_probe, mount, pod_security, pull_secret_volume, pull_secrets,
-    registry_env, resources, restricted, server_identity, value_env,
+    registry_env, resources, restricted, secret_volume, server_identity, value_env,
 };
 pub use route::{http_route, route_weight};
 pub use workload::{deployment, server_args, service};
@@ -87,6 +87,8 @@ const MODEL_DIR: &str = "/models";
 /// Where the admin token Secret is mounted; the whole directory, not a subPath, so a
 /// rotated Secret reaches the file (the kubelet swaps the directory's symlink).
 const ADMIN_DIR: &str = "/var/run/secrets/hoist/admin";
+/// Where hoist's gateway finds the feedback token Secret (the same way).
+const FEEDBACK_DIR: &str = "/var/run/secrets/hoist/feedback";
 /// The uid of the distroless `nonroot` user; any non-zero uid works.
 const UID: i64 = 65532;
 

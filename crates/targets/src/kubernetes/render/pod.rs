@@ -12,6 +12,14 @@ pub(super) fn server_identity(spec: &AppSpec) -> Vec<Object> {
         ..Default::default()
     };
     let mut secrets: Vec<String> = spec.admin_token_secret.iter().cloned().collect();
+    // hoist's gateway runs as this identity too.
+    if let Some(s) = spec
+        .hoist_gateway
+        .as_ref()
+        .and_then(|g| g.feedback_token_secret.as_ref())
+    {
+        secrets.push(s.clone());
+    }
     if let ModelSource::Registry {
         credentials_secret: Some(s),
         ..
@@ -243,8 +251,13 @@ pub(super) fn registry_env(secret: Option<&str>) -> Vec<EnvVar> {
 }
 
 pub(super) fn admin_volume(secret: &str) -> Volume {
+    secret_volume("admin-token", secret)
+}
+
+/// A Secret as a read-only directory of files (owner and group may read).
+pub(super) fn secret_volume(name: &str, secret: &str) -> Volume {
     Volume {
-        name: "admin-token".into(),
+        name: name.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(secret.into()),
             default_mode: Some(0o440),
