@@ -145,7 +145,7 @@ impl Engine {
             stable: url(false),
             stable_path: self
                 .journal
-                .live(&env)
+                .live(&self.cfg.model.name, &env)
                 .ok()
                 .flatten()
                 .map(|l| PathBuf::from(l.path)),
