@@ -1,14 +1,19 @@
 //! `hoist quickstart`: the whole product in about a minute, on a fresh machine.
 //!
-//! A temporary daemon with the embedded registry; v1 of the bundled breast-cancer
-//! classifier is registered and goes live; steady prediction traffic starts; v2 (more
-//! accurate) goes through staging and a canary into production; v3, which shipped an
-//! unpruned dense block and answers 30-60 ms slower, is caught by the canary analysis
-//! and rolled back by itself. A summary follows, and nothing is left running unless
-//! `--keep`.
+//! A temporary daemon with the embedded registry delivers two models at once
+//! (`[[models]]`): the bundled breast-cancer classifier and the diabetes regressor,
+//! through one gateway per environment that routes by model
+//! (`/models/{model}/invocations`). Both first versions go live together; steady
+//! prediction traffic to both starts; breast-cancer v2 (more accurate) goes through
+//! staging and a canary into production; then two releases overlap: diabetes v2
+//! (retrained) goes live while breast-cancer v3, which shipped an unpruned dense
+//! block and answers 30-60 ms slower, is caught by the canary analysis and rolled
+//! back by itself. A summary per release and per model follows, and nothing is left
+//! running unless `--keep`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +22,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hoist_registry::embedded::EmbeddedRegistry;
 use hoist_release::config::{
-    Analysis, AnalysisOverride, Config, Dur, Environment, Pause, Step, StrategyKind, Trigger,
-    Weight,
+    Analysis, AnalysisOverride, Config, Dur, Environment, MidRollout, ModelEntry, Pause, Step,
+    StrategyKind, Trigger, Weight,
 };
 use hoist_release::journal::ReleaseRecord;
 
@@ -39,7 +44,11 @@ pub struct QuickstartArgs {
     pub rps: u32,
 }
 
-const MODEL: &str = "breast-cancer";
+/// The classifier: its third version is the slow one the canary rolls back.
+const CLASSIFIER: &str = "breast-cancer";
+/// The regressor: its second version goes live while the classifier's third is
+/// rolled back.
+const REGRESSOR: &str = "diabetes";
 
 macro_rules! package {
     ($dir:literal) => {
@@ -100,20 +109,94 @@ macro_rules! package {
 
 type Package = &'static [(&'static str, &'static [u8])];
 
-/// The three versions: (description, files).
-const VERSIONS: [(&str, Package); 3] = [
+/// The rows the traffic generator sends each model, one row per request, in turn:
+/// the first 20 held-out rows of its data (the bundled models' `reference.json`).
+/// Varied rows give the analysis a real spread of answers to compare (the same
+/// row over and over would make any retrained regressor look like drift).
+const TRAFFIC_ROWS: [(&str, &[u8]); 2] = [
     (
-        "gradient-boosted trees, 95.1% held-out accuracy",
-        package!("breast_cancer_gbt"),
+        CLASSIFIER,
+        include_bytes!("../../../examples/models/breast_cancer_gbt/reference.json"),
     ),
     (
-        "logistic regression, 95.8% held-out accuracy",
-        package!("breast_cancer_lr"),
+        REGRESSOR,
+        include_bytes!("../../../examples/models/diabetes_lr/reference.json"),
     ),
-    (
-        "logistic regression with an unpruned dense block: same answers, 30-60 ms slower",
-        package!("breast_cancer_slow"),
-    ),
+];
+
+/// One request body per row of a `reference.json` (`inputs.input`: shape and
+/// flat data): `{"inputs": [[...]]}`.
+fn request_bodies(reference: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(reference).unwrap_or_default();
+    let input = &v["inputs"]["input"];
+    let width = input["shape"][1].as_u64().unwrap_or(1).max(1) as usize;
+    let data: Vec<serde_json::Value> = input["data"].as_array().cloned().unwrap_or_default();
+    data.chunks(width)
+        .map(|row| serde_json::json!({ "inputs": [row] }).to_string())
+        .collect()
+}
+
+/// One version the quickstart registers.
+struct Version {
+    model: &'static str,
+    /// What changed, as the user reads it.
+    what: &'static str,
+    files: Package,
+    /// The outcome the story expects (`succeeded`, `failed`).
+    expect: &'static str,
+}
+
+/// One act of the story: versions registered together, whose releases then run at
+/// the same time (one engine per model), and a headline.
+struct Act {
+    headline: &'static str,
+    versions: &'static [Version],
+}
+
+const ACTS: [Act; 3] = [
+    Act {
+        headline: "both models' first versions, released at once",
+        versions: &[
+            Version {
+                model: CLASSIFIER,
+                what: "gradient-boosted trees, 95.1% held-out accuracy",
+                files: package!("breast_cancer_gbt"),
+                expect: "succeeded",
+            },
+            Version {
+                model: REGRESSOR,
+                what: "linear regression, R² 0.36 on held-out rows",
+                files: package!("diabetes_lr"),
+                expect: "succeeded",
+            },
+        ],
+    },
+    Act {
+        headline: "a more accurate classifier through staging and a canary",
+        versions: &[Version {
+            model: CLASSIFIER,
+            what: "logistic regression, 95.8% held-out accuracy",
+            files: package!("breast_cancer_lr"),
+            expect: "succeeded",
+        }],
+    },
+    Act {
+        headline: "two releases at the same time: one goes live, one is rolled back",
+        versions: &[
+            Version {
+                model: REGRESSOR,
+                what: "linear regression retrained on another split",
+                files: package!("diabetes_retrain"),
+                expect: "succeeded",
+            },
+            Version {
+                model: CLASSIFIER,
+                what: "logistic regression with an unpruned dense block: same answers, 30-60 ms slower",
+                files: package!("breast_cancer_slow"),
+                expect: "failed",
+            },
+        ],
+    },
 ];
 
 fn write_package(dir: &Path, files: Package) -> std::io::Result<()> {
@@ -124,8 +207,9 @@ fn write_package(dir: &Path, files: Package) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The quickstart's pipeline: staging (blue-green, smoke tests) then production
-/// (canary 25% → 50% → 100%, judged every 250 ms on error rate and p99).
+/// The quickstart's pipeline, the same for both models (`[[models]]`): staging
+/// (blue-green, smoke tests) then production (canary 25% → 50% → 100%, judged
+/// every 250 ms on error rate and p99).
 fn pipeline(step: Duration) -> Config {
     let env = |name: &str, strategy, steps: Vec<Step>, analysis: AnalysisOverride| Environment {
         name: name.into(),
@@ -146,8 +230,21 @@ fn pipeline(step: Duration) -> Config {
     cfg.api.listen = ([127, 0, 0, 1], 0).into();
     cfg.registry.url = Some("embedded".into());
     cfg.registry.poll_interval = Dur(Duration::from_millis(100));
-    cfg.model.name = MODEL.into();
-    cfg.model.trigger = Trigger::Alias("champion".into());
+    cfg.models = [CLASSIFIER, REGRESSOR]
+        .into_iter()
+        .map(|name| ModelEntry {
+            name: name.into(),
+            trigger: Trigger::Alias("champion".into()),
+            mid_rollout: MidRollout::default(),
+            artifact_repository: None,
+            environments: None,
+            strategy: None,
+            steps: None,
+            analysis: None,
+            gates: None,
+            notifications: None,
+        })
+        .collect();
     cfg.server.stop_grace = Dur(Duration::from_secs(5));
     cfg.analysis = Analysis {
         enabled: true,
@@ -195,17 +292,21 @@ struct Count {
     failed: u64,
 }
 
-/// Requests served and failed per (variant, version), as the traffic generator saw them.
+/// Requests served and failed per (model, variant, version), as the traffic
+/// generator saw them.
 #[derive(Default)]
 struct Traffic {
-    by: Mutex<BTreeMap<(String, String), Count>>,
-    /// Failures with no variant header (the gateway itself failed).
-    unrouted_failures: Mutex<u64>,
+    by: Mutex<BTreeMap<(String, String, String), Count>>,
+    /// Failures with no variant header (the gateway itself failed), per model.
+    unrouted_failures: Mutex<BTreeMap<String, u64>>,
 }
 
+/// Sends `rps` predictions a second to `model` through the gateway at `gateway`
+/// (`/models/{model}/invocations`) until `stop`.
 async fn generate(
-    url: String,
-    body: String,
+    gateway: SocketAddr,
+    model: &'static str,
+    bodies: Vec<String>,
     rps: u32,
     stop: Arc<AtomicBool>,
     traffic: Arc<Traffic>,
@@ -215,13 +316,20 @@ async fn generate(
         .build()
         .expect("http client");
     let workers = 8u32;
+    let url = format!("http://{gateway}/models/{model}/invocations");
+    if bodies.is_empty() {
+        return;
+    }
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let period = Duration::from_secs_f64(workers as f64 / rps.max(1) as f64);
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (http, url, body, stop, traffic) = (
+        let (http, url, bodies, next, stop, traffic) = (
             http.clone(),
             url.clone(),
-            body.clone(),
+            bodies.clone(),
+            next.clone(),
             stop.clone(),
             traffic.clone(),
         );
@@ -231,10 +339,11 @@ async fn generate(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
+                let body = bodies[next.fetch_add(1, Ordering::Relaxed) % bodies.len()].clone();
                 let resp = http
-                    .post(format!("{url}/invocations"))
+                    .post(&url)
                     .header("content-type", "application/json")
-                    .body(body.clone())
+                    .body(body)
                     .send()
                     .await;
                 match resp {
@@ -247,6 +356,7 @@ async fn generate(
                                 .to_string()
                         };
                         let key = (
+                            model.to_string(),
                             h(hoist_types::wire::headers::VARIANT),
                             h(hoist_types::wire::headers::VERSION),
                         );
@@ -259,7 +369,9 @@ async fn generate(
                         *traffic
                             .unrouted_failures
                             .lock()
-                            .unwrap_or_else(|p| p.into_inner()) += 1
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(model.to_string())
+                            .or_default() += 1
                     }
                 }
             }
@@ -326,8 +438,14 @@ pub(crate) fn run(
             );
             let _ = writeln!(
                 out,
-                "  hoist status --watch    hoist history    hoist rollback --to 1"
+                "  hoist status --watch    hoist history --model {CLASSIFIER}    hoist rollback --model {REGRESSOR} --to 1"
             );
+            if let Some((_, prod)) = d.envs.iter().find(|(n, _)| n == "production") {
+                let _ = writeln!(
+                    out,
+                    "  curl -s http://{prod}/models/{REGRESSOR}/invocations -H 'content-type: application/json' \\\n    -d '{{\"inputs\": [[0.02, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]]}}'"
+                );
+            }
             let _ = writeln!(out, "Ctrl-C stops it.");
             let _ = out.flush();
             let _ = tokio::signal::ctrl_c().await;
@@ -342,39 +460,97 @@ pub(crate) fn run(
     result
 }
 
-/// Waits for the newest release of `version` to finish, printing the daemon's
-/// progress lines meanwhile.
-async fn wait_release(
-    d: &Daemon,
-    version: &str,
-    timeout: Duration,
-    log: &mut tokio::sync::broadcast::Receiver<LogLine>,
-    out: &mut dyn Write,
+/// Prints the daemon's progress lines, each prefixed with its release's model.
+struct Progress {
+    log: tokio::sync::broadcast::Receiver<LogLine>,
+    /// Release id → model, looked up once in the journal.
+    models: BTreeMap<u64, String>,
     json: bool,
     t0: Instant,
-) -> Option<ReleaseRecord> {
+}
+
+impl Progress {
+    fn drain(&mut self, d: &Daemon, out: &mut dyn Write) {
+        while let Ok(l) = self.log.try_recv() {
+            if self.json {
+                continue;
+            }
+            let model = match l.release {
+                Some(id) => match self.models.get(&id) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = d
+                            .journal
+                            .get(id)
+                            .map(|r| r.release.model)
+                            .unwrap_or_default();
+                        self.models.insert(id, m.clone());
+                        m
+                    }
+                },
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  [{:>5.1}s] {:<13} {}",
+                self.t0.elapsed().as_secs_f64(),
+                model,
+                l.message
+            );
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Waits until the newest release of each (model, version) has finished, printing
+/// the daemon's progress lines meanwhile; the records in the same order.
+async fn wait_releases(
+    d: &Daemon,
+    wanted: &[(&str, String)],
+    timeout: Duration,
+    progress: &mut Progress,
+    out: &mut dyn Write,
+) -> Result<Vec<ReleaseRecord>, CliError> {
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        while let Ok(l) = log.try_recv() {
-            if !json {
-                let _ = writeln!(
-                    out,
-                    "  [{:>5.1}s] {}",
-                    t0.elapsed().as_secs_f64(),
-                    l.message
-                );
-                let _ = out.flush();
+    loop {
+        progress.drain(d, out);
+        let mut done = Vec::new();
+        for (model, version) in wanted {
+            if let Ok(list) = d.journal.list(Some(model), None, 20)
+                && let Some(r) = list.into_iter().find(|r| &r.release.version == version)
+                && r.release.is_done()
+            {
+                done.push(r);
             }
         }
-        if let Ok(list) = d.journal.list(None, None, 20)
-            && let Some(r) = list.into_iter().find(|r| r.release.version == version)
-            && r.release.is_done()
-        {
-            return Some(r);
+        if done.len() == wanted.len() {
+            return Ok(done);
+        }
+        if Instant::now() >= deadline {
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|(m, v)| {
+                    !done
+                        .iter()
+                        .any(|r| r.release.model == *m && &r.release.version == v)
+                })
+                .map(|(m, v)| format!("{m} v{v}"))
+                .collect();
+            return Err(CliError::ReleaseFailed(format!(
+                "{}: no release finished within {} s",
+                missing.join(", "),
+                timeout.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    None
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 async fn story(
@@ -393,192 +569,286 @@ async fn story(
         }
         Ok(())
     };
-    let prod = d
-        .envs
-        .iter()
-        .find(|(n, _)| n == "production")
-        .map(|(_, a)| *a)
-        .expect("production");
-    let staging = d
-        .envs
-        .iter()
-        .find(|(n, _)| n == "staging")
-        .map(|(_, a)| *a)
-        .expect("staging");
+    // The journal's times are wall-clock milliseconds; the story's start in them.
+    let start_ms = unix_ms().saturating_sub(started.elapsed().as_millis() as u64);
+    let since_start = |ms: u64| ms.saturating_sub(start_ms) as f64 / 1000.0;
+    let env_addr = |name: &str| {
+        d.envs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| CliError::Usage(format!("the daemon has no {name} environment")))
+    };
+    let staging = env_addr("staging")?;
+    let prod = env_addr("production")?;
     say(
         out,
-        format!("hoist quickstart: a temporary daemon in {}", home.display()),
-    )?;
-    say(
-        out,
-        format!("  staging    http://{staging}   (blue-green, smoke tests)"),
+        format!(
+            "hoist quickstart: a temporary daemon in {}, delivering two models side by side:\n  \
+             {CLASSIFIER} (a classifier) and {REGRESSOR} (a regressor), each with its own releases",
+            home.display()
+        ),
     )?;
     say(
         out,
         format!(
-            "  production http://{prod}   (canary 25% → 50% → 100%, {}s per step, judged on errors and p99 ≤ 25 ms)",
+            "  staging    http://{staging}/models/<model>/invocations   (blue-green, smoke tests)"
+        ),
+    )?;
+    say(
+        out,
+        format!(
+            "  production http://{prod}/models/<model>/invocations   (canary 25% → 50% → 100%, {}s per step, judged on errors and p99 ≤ 25 ms)",
             a.step_seconds
         ),
     )?;
 
-    let mut log = d.log.subscribe();
-
+    let mut progress = Progress {
+        log: d.log.subscribe(),
+        models: BTreeMap::new(),
+        json: ctx.json,
+        t0: started,
+    };
     let traffic = Arc::new(Traffic::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut outcomes = Vec::new();
-    let mut generator = None;
-    for (i, (what, files)) in VERSIONS.iter().enumerate() {
-        let v = i + 1;
-        let dir = home.join("packages").join(format!("v{v}"));
-        write_package(&dir, files).map_err(|e| CliError::Io {
-            context: format!("writing {}", dir.display()),
-            source: e,
-        })?;
-        let reg = registry.clone();
-        let t = Instant::now();
-        let version = tokio::task::spawn_blocking(move || {
-            let mv = reg.register(&dir, MODEL, &BTreeMap::new(), Some("champion"))?;
-            Ok::<_, hoist_registry::Error>(mv.version)
-        })
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))??;
-        say(
-            out,
-            format!(
-                "\n▶ v{version}: {what}\n  registered and aliased `champion` → the daemon starts a release"
-            ),
-        )?;
-        let rec = wait_release(
-            d,
-            &version,
-            Duration::from_secs(180),
-            &mut log,
-            out,
-            ctx.json,
-            started,
-        )
-        .await;
-        let took = t.elapsed();
-        let Some(rec) = rec else {
-            return Err(CliError::ReleaseFailed(format!(
-                "v{version}: no release finished within 180 s"
-            )));
-        };
-        outcomes.push((
-            rec.release.id,
-            version.clone(),
-            what.to_string(),
-            rec.release.outcome.clone(),
-            took,
-        ));
-        if v == 1 && generator.is_none() {
-            let body = serde_json::json!({ "inputs": serde_json::from_slice::<serde_json::Value>(files[2].1).unwrap_or_default() }).to_string();
-            let url = format!("http://{prod}");
+    let mut generators = Vec::new();
+    let mut rows: Vec<SummaryRow> = Vec::new();
+    let mut all_as_expected = true;
+    // The version each model should end with live in production.
+    let mut want_live: BTreeMap<&str, String> = BTreeMap::new();
+    let mut overlapped = false;
+    let mut overlap_line = String::new();
+    for (n, act) in ACTS.iter().enumerate() {
+        say(out, format!("\n▶ {}. {}", n + 1, act.headline))?;
+        let mut wanted = Vec::new();
+        for (k, v) in act.versions.iter().enumerate() {
+            let dir = home
+                .join("packages")
+                .join(format!("{}-{}-{k}", v.model, n + 1));
+            write_package(&dir, v.files).map_err(|e| CliError::Io {
+                context: format!("writing {}", dir.display()),
+                source: e,
+            })?;
+            let reg = registry.clone();
+            let model = v.model;
+            let version = tokio::task::spawn_blocking(move || {
+                let mv = reg.register(&dir, model, &BTreeMap::new(), Some("champion"))?;
+                Ok::<_, hoist_registry::Error>(mv.version)
+            })
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))??;
             say(
                 out,
                 format!(
-                    "  traffic: {} predictions/s to production from now on",
+                    "  {model} v{version}: {}\n    registered and aliased `champion` → the daemon starts a release",
+                    v.what
+                ),
+            )?;
+            wanted.push((v.model, version));
+        }
+        let recs = wait_releases(d, &wanted, Duration::from_secs(180), &mut progress, out).await?;
+        let first = rows.len();
+        for (v, rec) in act.versions.iter().zip(&recs) {
+            let outcome = rec.release.outcome.as_ref();
+            let tag = outcome.map(outcome_name).unwrap_or("unfinished");
+            all_as_expected &= tag == v.expect;
+            if v.expect == "succeeded" {
+                want_live.insert(v.model, rec.release.version.clone());
+            }
+            rows.push(SummaryRow {
+                release: rec.release.id,
+                act: n + 1,
+                model: v.model,
+                version: rec.release.version.clone(),
+                what: v.what,
+                outcome: outcome.map(|o| o.label()).unwrap_or("unfinished"),
+                reason: outcome.and_then(|o| o.reason()),
+                started_s: since_start(rec.created_ms),
+                ended_s: since_start(rec.updated_ms),
+            });
+        }
+        if n + 1 == ACTS.len() {
+            // Every release of the last act started before any of them ended.
+            let act_rows = &rows[first..];
+            let first_end = act_rows.iter().map(|r| r.ended_s).fold(f64::MAX, f64::min);
+            overlapped = act_rows.iter().all(|r| r.started_s < first_end);
+            overlap_line = act_rows
+                .iter()
+                .map(|r| {
+                    let what = if r.outcome == "succeeded" {
+                        "went live"
+                    } else {
+                        r.outcome
+                    };
+                    format!(
+                        "{} v{} {what} ({:.1}–{:.1} s)",
+                        r.model, r.version, r.started_s, r.ended_s
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" while ");
+        }
+        if n == 0 && generators.is_empty() {
+            say(
+                out,
+                format!(
+                    "  traffic: {} predictions/s to each model through the production gateway from now on",
                     a.rps
                 ),
             )?;
-            generator = Some(tokio::spawn(generate(
-                url,
-                body,
-                a.rps,
-                stop.clone(),
-                traffic.clone(),
-            )));
+            for (model, reference) in TRAFFIC_ROWS {
+                generators.push(tokio::spawn(generate(
+                    prod,
+                    model,
+                    request_bodies(reference),
+                    a.rps,
+                    stop.clone(),
+                    traffic.clone(),
+                )));
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+    progress.drain(d, out);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    if let Some(g) = generator {
+    for g in generators {
         let _ = g.await;
     }
 
     // Summary.
     let by = traffic.by.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let unrouted = *traffic
+    let unrouted = traffic
         .unrouted_failures
         .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let expected = ["succeeded", "succeeded", "failed"];
-    let mut all_as_expected = true;
-    let mut rows = Vec::new();
-    for ((id, version, what, outcome, took), want) in outcomes.iter().zip(expected) {
-        let label = outcome.as_ref().map(|o| o.label()).unwrap_or("unfinished");
-        let tag = outcome.as_ref().map(outcome_name).unwrap_or_default();
-        all_as_expected &= tag == want;
-        rows.push(SummaryRow {
-            release: *id,
-            version: version.clone(),
-            model: what.clone(),
-            outcome: label,
-            reason: outcome.as_ref().and_then(|o| o.reason()),
-            seconds: took.as_secs_f64(),
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut models = Vec::new();
+    for model in [CLASSIFIER, REGRESSOR] {
+        let of = |variant: Option<&str>| {
+            by.iter()
+                .filter(|((m, v, _), _)| m == model && variant.is_none_or(|x| x == v))
+                .fold(Count::default(), |s, (_, c)| Count {
+                    ok: s.ok + c.ok,
+                    failed: s.failed + c.failed,
+                })
+        };
+        let live = d
+            .journal
+            .live(model, "production")
+            .ok()
+            .flatten()
+            .map(|l| l.version);
+        models.push(ModelSummary {
+            name: model,
+            live_in_production: live.clone(),
+            expected_live: want_live.get(model).cloned(),
+            served: of(None).ok,
+            failed: of(None).failed,
+            stable_failed: of(Some("stable")).failed,
+            gateway_failures: unrouted.get(model).copied().unwrap_or(0),
         });
     }
-    let stable_failed: u64 = by
-        .iter()
-        .filter(|((variant, _), _)| variant == "stable")
-        .map(|(_, c)| c.failed)
-        .sum();
-    let traffic_rows: Vec<_> = by.iter().map(|((variant, version), c)| serde_json::json!({"variant": variant, "version": version, "served": c.ok, "failed": c.failed})).collect();
-    let ok = all_as_expected && stable_failed == 0 && unrouted == 0;
+    let models_ok = models.iter().all(|m| {
+        m.live_in_production == m.expected_live
+            && m.stable_failed == 0
+            && m.gateway_failures == 0
+            && m.served > 0
+    });
+    let ok = all_as_expected && overlapped && models_ok;
     if ctx.json {
-        let v = serde_json::json!({ "ok": ok, "releases": rows, "traffic": traffic_rows, "gateway_failures": unrouted, "seconds": started.elapsed().as_secs_f64() });
+        let traffic_rows: Vec<_> = by
+            .iter()
+            .map(|((model, variant, version), c)| serde_json::json!({"model": model, "variant": variant, "version": version, "served": c.ok, "failed": c.failed}))
+            .collect();
+        let v = serde_json::json!({
+            "ok": ok,
+            "releases": rows,
+            "overlapped": overlapped,
+            "models": models,
+            "traffic": traffic_rows,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
         writeln!(out, "{v}").map_err(stdout_err)?;
     } else {
-        writeln!(out, "\nSummary ({:.0} s)", started.elapsed().as_secs_f64())
-            .map_err(stdout_err)?;
-        writeln!(
-            out,
-            "  {:<8} {:<8} {:<12} {:>7}  REASON",
-            "RELEASE", "VERSION", "OUTCOME", "TOOK"
-        )
-        .map_err(stdout_err)?;
+        let mut w = |s: String| writeln!(out, "{s}").map_err(stdout_err);
+        w(format!(
+            "\nSummary ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        ))?;
+        w(format!(
+            "  {:<8} {:<14} {:<8} {:<12} {:>12}  REASON",
+            "RELEASE", "MODEL", "VERSION", "OUTCOME", "FROM–TO"
+        ))?;
         for r in &rows {
-            writeln!(
-                out,
-                "  {:<8} {:<8} {:<12} {:>6.1}s  {}",
+            w(format!(
+                "  {:<8} {:<14} {:<8} {:<12} {:>5.1}–{:>5.1}s  {}",
                 r.release.to_string(),
+                r.model,
                 format!("v{}", r.version),
                 r.outcome,
-                r.seconds,
+                r.started_s,
+                r.ended_s,
                 r.reason.as_deref().unwrap_or("")
-            )
-            .map_err(stdout_err)?;
+            ))?;
         }
-        writeln!(out, "  traffic to production, as the client saw it:").map_err(stdout_err)?;
-        for ((variant, version), c) in &by {
-            writeln!(
-                out,
-                "    {:<10} v{:<4} {:>7} served {:>5} failed",
-                variant, version, c.ok, c.failed
-            )
-            .map_err(stdout_err)?;
+        w(format!(
+            "  at the same time: {overlap_line}{}",
+            if overlapped {
+                ""
+            } else {
+                " (they did not overlap)"
+            }
+        ))?;
+        w("  traffic through the production gateway, as the client saw it:".into())?;
+        for ((model, variant, version), c) in &by {
+            w(format!(
+                "    {:<14} {:<10} v{:<4} {:>7} served {:>5} failed",
+                model, variant, version, c.ok, c.failed
+            ))?;
         }
-        if unrouted > 0 {
-            writeln!(
-                out,
-                "    {unrouted} requests failed before any variant answered"
-            )
-            .map_err(stdout_err)?;
+        w("  each model now:".into())?;
+        for m in &models {
+            w(format!(
+                "    {:<14} v{} live in production; {} requests served, {} failed on stable{}",
+                m.name,
+                m.live_in_production.as_deref().unwrap_or("-"),
+                m.served,
+                m.stable_failed,
+                if m.gateway_failures > 0 {
+                    format!(
+                        ", {} failed before any variant answered",
+                        m.gateway_failures
+                    )
+                } else {
+                    String::new()
+                }
+            ))?;
         }
         if !a.keep {
-            writeln!(out, "  (run `hoist quickstart --keep` to explore the daemon afterwards: hoist status, history, rollback)").map_err(stdout_err)?;
+            w("  (run `hoist quickstart --keep` to explore the daemon afterwards: hoist status, history, rollback --model)".into())?;
         }
     }
     if ok {
         Ok(())
     } else {
         Err(CliError::ReleaseFailed(format!(
-            "the quickstart did not go as expected: outcomes {:?}, {stable_failed} failed requests on stable, {unrouted} failed at the gateway",
-            outcomes
+            "the quickstart did not go as expected: outcomes {:?}, last act overlapped: {overlapped}, models {}",
+            rows.iter()
+                .map(|r| format!("{} v{} {}", r.model, r.version, r.outcome))
+                .collect::<Vec<_>>(),
+            models
                 .iter()
-                .map(|o| o.3.as_ref().map(|x| x.label()).unwrap_or("unfinished"))
+                .map(|m| format!(
+                    "{} (live v{}, expected v{}; {} failed on stable, {} at the gateway)",
+                    m.name,
+                    m.live_in_production.as_deref().unwrap_or("-"),
+                    m.expected_live.as_deref().unwrap_or("-"),
+                    m.stable_failed,
+                    m.gateway_failures
+                ))
                 .collect::<Vec<_>>()
+                .join(", ")
         )))
     }
 }
@@ -587,11 +857,36 @@ async fn story(
 #[derive(serde::Serialize)]
 struct SummaryRow {
     release: u64,
+    /// Which act of the story (1-based); releases of one act run together.
+    act: usize,
+    model: &'static str,
     version: String,
-    model: String,
+    /// What the version changed.
+    what: &'static str,
     outcome: &'static str,
     reason: Option<String>,
-    seconds: f64,
+    /// When the release was created and when it ended, seconds since the
+    /// quickstart started (the journal's times): how a reader sees the overlap.
+    started_s: f64,
+    ended_s: f64,
+}
+
+/// One model at the end (`--json`: one object of `models`).
+#[derive(serde::Serialize)]
+struct ModelSummary {
+    name: &'static str,
+    /// The version production serves as stable now (the journal's live record).
+    live_in_production: Option<String>,
+    /// The version the story should have left live.
+    expected_live: Option<String>,
+    /// Requests answered with success, every variant.
+    served: u64,
+    /// Requests that failed, every variant.
+    failed: u64,
+    /// Requests stable failed: the quickstart's promise is zero.
+    stable_failed: u64,
+    /// Requests that failed before any variant answered.
+    gateway_failures: u64,
 }
 
 /// An outcome's name on the wire (`succeeded`, `failed`, ...).
