@@ -170,8 +170,8 @@ pub enum Command {
     /// id, every verdict it got and the numbers behind each
     #[command(after_help = EXIT_CODES)]
     History(release::HistoryArgs),
-    /// The whole product in one minute: a temporary daemon, three model versions, a
-    /// canary that succeeds and one that is caught and rolled back, under live traffic
+    /// The whole product in one minute: a temporary daemon delivering two models under
+    /// live traffic; canaries that succeed and, at the same time, one caught and rolled back
     #[command(after_help = EXIT_CODES)]
     Quickstart(quickstart::QuickstartArgs),
     /// Render the pipeline for another platform: `hoist render k8s` writes Kubernetes

@@ -39,7 +39,7 @@ pub struct QuickstartArgs {
     /// Seconds each canary step lasts
     #[arg(long, default_value_t = 3)]
     pub step_seconds: u64,
-    /// Prediction requests per second of the traffic generator
+    /// Prediction requests per second the traffic generator sends each model
     #[arg(long, default_value_t = 150)]
     pub rps: u32,
 }

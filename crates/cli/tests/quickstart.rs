@@ -55,8 +55,10 @@ fn quickstart_runs_two_models_one_goes_live_while_the_other_rolls_back() {
     );
     let slow = &releases[4];
     let reason = slow["reason"].as_str().unwrap();
+    // Caught on latency: the p99 bound when requests queue behind it, else the
+    // comparison with stable's median.
     assert!(
-        reason.contains("production") && reason.contains("p99"),
+        reason.contains("production") && reason.contains("latency"),
         "{reason}"
     );
 
