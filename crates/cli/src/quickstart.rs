@@ -209,7 +209,7 @@ fn write_package(dir: &Path, files: Package) -> std::io::Result<()> {
 
 /// The quickstart's pipeline, the same for both models (`[[models]]`): staging
 /// (blue-green, smoke tests) then production (canary 25% → 50% → 100%, judged
-/// every 250 ms on error rate and p99).
+/// every 250 ms on errors, drift and latency against stable's).
 fn pipeline(step: Duration) -> Config {
     let env = |name: &str, strategy, steps: Vec<Step>, analysis: AnalysisOverride| Environment {
         name: name.into(),
