@@ -341,7 +341,7 @@ function renderModels() {
   box.replaceChildren(...ms.map((m) => h('div', { class: 'model', 'data-model': m.model },
     h('h3', {}, 'Model ', h('code', { text: m.model })),
     h('div', { class: 'grid' }, ...(m.environments || []).map((e) => envCard(m, e))))));
-  if (!ms.length) box.replaceChildren(h('p', { class: 'muted', role: 'alert', text: S.readError || 'no answer from the daemon yet' }));
+  if (!ms.length) box.replaceChildren(h('p', { class: 'muted', role: 'alert', text: S.readError || (S.model !== null ? 'loading…' : 'no answer from the daemon yet') }));
 }
 
 function envCard(m, e) {

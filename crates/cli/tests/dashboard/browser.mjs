@@ -191,6 +191,9 @@ try {
   });
   await bp.route((u) => u.pathname === '/api/v1/models', (r) => r.fulfill({ json: many }));
   await bp.route((u) => /^\/api\/v1\/models\/model-\d+\/status$/.test(u.pathname), (r) => r.fulfill({ json: { ...real, model: 'model-0' } }));
+  // The daemon has no model-0: its metrics and versions are the real model's.
+  await bp.route((u) => ['/api/v1/metrics', '/api/v1/versions'].includes(u.pathname),
+    async (r) => r.fulfill({ json: { ...(await get(new URL(r.request().url()).pathname)), model: 'model-0' } }));
   await bp.route((u) => u.pathname === '/api/v1/releases', (r) => r.fulfill({ json: { releases } }));
   const t0 = Date.now();
   await bp.goto(API + '/');
