@@ -209,7 +209,12 @@ function onEvent(name, d) {
   else if (name === 'verdict') refresh(d.at_ms, false);
   else if (name === 'log') {
     // What `hoist up` prints, newest first, the last 30.
-    const li = h('li', { 'data-release': d.release ?? '' }, h('span', { class: 'muted', text: fmtTime(d.at_ms) }), ' ', d.message);
+    // With several models, each line names its release's model (when the page knows
+    // the release already).
+    const rel = S.models.length > 1 && S.releases.find((x) => x.release.id === d.release);
+    const model = rel ? rel.release.model : null;
+    const li = h('li', { 'data-release': d.release ?? '', 'data-model': model }, h('span', { class: 'muted', text: fmtTime(d.at_ms) }), ' ',
+      model ? h('b', { text: model + ': ' }) : null, d.message);
     const ol = $('activity');
     ol.prepend(li);
     while (ol.children.length > 30) ol.lastChild.remove();

@@ -86,6 +86,8 @@ try {
     return f && +f.dataset.stableLast > 0 && +f.dataset.candidateLast > 0 && +f.dataset.candidatePoints >= 2;
   }, null, { timeout: T });
   check(true, 'churn\'s charts show traffic to both of its variants');
+  await page.locator('#activity li[data-model=churn]:has-text("churn: release")').first().waitFor({ timeout: T });
+  check(true, 'the activity list names the model of each line');
   const churnVersions = await page.$$eval('#v-table tbody tr', (trs) => trs.map((t) => t.cells[0].textContent + ' v' + t.dataset.version));
   check(JSON.stringify(churnVersions) === '["churn v2","churn v1"]', `the registry view lists churn's versions: ${churnVersions}`);
   await page.screenshot({ path: `${SHOTS}/models.png` });
