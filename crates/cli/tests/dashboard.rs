@@ -104,6 +104,132 @@ fn the_dashboard_approves_promotes_aborts_and_rolls_back_in_a_real_browser() {
     assert!(m["page_weight_bytes"].as_u64().unwrap() < 500 * 1024, "{m}");
 }
 
+/// Two models (`[[models]]` fraud and churn), both behind approval, traffic to churn
+/// only.
+fn two_models() -> String {
+    let mut text = BASE.replace(
+        "[model]\nname = \"m\"\ntrigger = { alias = \"champion\" }\n",
+        "",
+    );
+    for m in ["fraud", "churn"] {
+        text.push_str(&format!("\n[[models]]\nname = \"{m}\"\n"));
+    }
+    text.push_str(&format!(
+        "\n[[environments]]\nname = \"production\"\nlisten = \"127.0.0.1:0\"\n{CONFIG_EXTRA}\n"
+    ));
+    text
+}
+
+fn register_as(home: &std::path::Path, package: &str, name: &str) {
+    let p = model(package);
+    ok(&hoist(
+        home,
+        &[
+            "model",
+            "register",
+            p.to_str().unwrap(),
+            "--name",
+            name,
+            "--alias",
+            "champion",
+        ],
+    ));
+}
+
+#[test]
+fn the_dashboard_shows_and_acts_on_each_of_two_models_in_a_real_browser() {
+    let home = temp_home("dashboard-models");
+    let d = Daemon::start(&home, &two_models());
+    // The dashboard's reads name the model; an unknown one, or an unknown parameter,
+    // is a 4xx naming what was wrong.
+    let http = reqwest::blocking::Client::new();
+    let api = api_of(&home);
+    for (path, code, says) in [
+        (
+            "/api/v1/metrics?model=nope",
+            404,
+            "no model `nope`; this daemon delivers: fraud, churn",
+        ),
+        ("/api/v1/versions?model=nope", 404, "no model `nope`"),
+        ("/api/v1/metrics?modle=churn", 400, "modle"),
+    ] {
+        let r = http.get(format!("{api}{path}")).send().unwrap();
+        assert_eq!(r.status().as_u16(), code, "{path}");
+        let body: serde_json::Value = r.json().unwrap();
+        let msg = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(says), "{path}: {body}");
+    }
+    for m in ["fraud", "churn"] {
+        register_as(&home, "breast_cancer_gbt", m);
+        let mut last = serde_json::Value::Null;
+        hoist_testkit::poll(Duration::from_secs(30), || {
+            let s = d.get(&format!("/api/v1/models/{m}/status"));
+            if s["active"][0]["phase"]["phase"] == "awaiting_approval" {
+                return Some(());
+            }
+            last = s;
+            None
+        })
+        .unwrap_or_else(|| panic!("{m}'s v1 did not wait for approval: {last}"));
+    }
+    // Each model's samples carry its name; the default is the first model's.
+    let m = d.get("/api/v1/metrics?model=churn");
+    assert_eq!(m["model"], "churn", "{m}");
+    assert_eq!(d.get("/api/v1/metrics")["model"], "fraud");
+    let traffic = Traffic::paced(
+        &format!("{}/models/churn", d.env("production")),
+        2,
+        2,
+        Duration::from_millis(20),
+    );
+    let (chromium, modules) = browser();
+    let shots = std::env::var("HOIST_DASHBOARD_SHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| home.join("shots"));
+    let token = std::fs::read_to_string(home.join("daemon/token")).unwrap();
+    let out = Command::new("node")
+        .arg(repo().join("crates/cli/tests/dashboard/models.mjs"))
+        .env("HOIST_API", &api)
+        .env("HOIST_TOKEN", token.trim())
+        .env("HOIST_BIN", env!("CARGO_BIN_EXE_hoist"))
+        .env("HOIST_HOME", &home)
+        .env("HOIST_MODELS", model("breast_cancer_lr").parent().unwrap())
+        .env("HOIST_CHROMIUM", &chromium)
+        .env("HOIST_BROWSER_MODULES", &modules)
+        .env("HOIST_SHOTS", &shots)
+        .output()
+        .expect("run node");
+    let counts = traffic.finish();
+    let log = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{log}");
+    assert!(out.status.success(), "the browser test failed:\n{log}");
+    // What the page did, as the API tells it: churn went v1, v2, back to v1; fraud
+    // stayed on v1 throughout.
+    let live = |m: &str| {
+        let s = d.get(&format!("/api/v1/models/{m}/status"));
+        Daemon::stable_version(&s, "production")
+    };
+    assert_eq!(live("fraud").as_deref(), Some("1"));
+    assert_eq!(live("churn").as_deref(), Some("1"));
+    let churn = d.get("/api/v1/models/churn/releases");
+    let triggers: Vec<&str> = churn["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["trigger"].as_str().unwrap())
+        .collect();
+    assert_eq!(triggers[0], "rollback to v1", "{churn}");
+    assert_eq!(
+        d.get("/api/v1/models/fraud/releases")["releases"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(failed(&counts, ""), 0, "no request failed: {counts:?}");
+    d.stop();
+}
+
 /// One raw HTTP/1.1 GET: status line + headers, and the body read until `until`
 /// appears (or the connection ends).
 fn raw_get(addr: &str, path: &str, extra: &str, until: &str) -> (String, String) {

@@ -8,7 +8,12 @@ const WINDOW_MS = 15 * 60 * 1000;
 const S = {
   status: null, releases: [], versions: null, versionsError: null, samples: [],
   detail: null, selected: null, pinned: false, stream: 'connecting',
+  // Every model the daemon delivers (GET /api/v1/models) and the one shown.
+  models: [], model: new URLSearchParams(location.search).get('model') || null,
 };
+const enc = encodeURIComponent;
+// The model shown's API paths (the per-model routes work with one model too).
+const modelPath = (m) => '/api/v1/models/' + enc(m);
 // What the tests and curious people can read: render counts and timings.
 const dash = (window.hoistDash = { renders: 0, firstRenderMs: null, lastLatencyMs: null, events: 0 });
 
@@ -74,11 +79,9 @@ function toast(msg) {
 }
 
 // ---- data ------------------------------------------------------------------------
-// Every model the daemon delivers: today one (`status` itself); a daemon with many
-// models answers `models: [...]` of the same shape, and the page needs nothing else.
+// The model shown: its status (environments, active releases) as one entry.
 function models(st) {
   if (!st) return [];
-  if (Array.isArray(st.models)) return st.models;
   return [{ model: st.model, environments: st.environments, active: st.active }];
 }
 function envName(rel) { const e = rel.plan.envs[rel.env]; return e ? e.name : ''; }
@@ -88,10 +91,23 @@ function activeFor(m, env) {
 
 // The API flattens a release into its views; the page keeps it apart.
 const wrap = (x) => ({ release: x, summary: x.summary, progress: x.progress, last_verdict: x.last_verdict, transitions: x.transitions });
+// Every model's summary; picks the model shown (the URL's `?model=`, else the first).
+async function loadModels() {
+  const r = await api('/api/v1/models');
+  if (!r.ok) return r;
+  S.models = r.body.models;
+  const names = S.models.map((m) => m.name);
+  if (!names.includes(S.model)) {
+    if (S.model !== null) toast(`no model ${S.model} here: showing ${names[0]}`);
+    S.model = names[0] || null;
+  }
+  return r;
+}
 async function loadStatus() {
-  const r = await api('/api/v1/status');
+  if (S.model === null) await loadModels();
+  const r = await api(S.model === null ? '/api/v1/status' : modelPath(S.model) + '/status');
   if (r.ok) {
-    for (const m of Array.isArray(r.body.models) ? r.body.models : [r.body]) m.active = (m.active || []).map(wrap);
+    r.body.active = (r.body.active || []).map(wrap);
     S.status = r.body;
     S.readError = null;
   } else {
@@ -106,17 +122,21 @@ async function loadReleases() {
   if (r.ok) S.releases = r.body.releases.map(wrap);
 }
 async function loadVersions() {
-  const r = await api('/api/v1/versions');
+  const m = S.model;
+  const r = await api('/api/v1/versions' + (m === null ? '' : '?model=' + enc(m)));
+  if (m !== S.model) return;
   if (r.ok) { S.versions = r.body; S.versionsError = null; } else S.versionsError = r.body && r.body.error;
 }
 async function loadMetrics() {
-  const r = await api('/api/v1/metrics');
-  if (r.ok) S.samples = r.body.samples;
+  const m = S.model;
+  const r = await api('/api/v1/metrics' + (m === null ? '' : '?model=' + enc(m)));
+  if (r.ok && m === S.model) S.samples = r.body.samples;
 }
 async function loadDetail() {
   if (!S.pinned) {
     const act = models(S.status).flatMap((m) => m.active || []);
-    const next = act.length ? act[0].release.id : (S.releases[0] ? S.releases[0].release.id : null);
+    const mine = S.releases.find((x) => x.release.model === S.model) || S.releases[0];
+    const next = act.length ? act[0].release.id : (mine ? mine.release.id : null);
     if (next !== null) S.selected = next;
   }
   if (S.selected === null) { S.detail = null; return; }
@@ -136,7 +156,7 @@ function refresh(atMs, releases) {
     pendingAt = null; wantReleases = false;
     try {
       // A new release may come from a new registry version: read both again.
-      await Promise.all([loadStatus(), rel ? loadReleases() : null, rel ? loadVersions() : null]);
+      await Promise.all([rel ? loadModels() : null, loadStatus(), rel ? loadReleases() : null, rel ? loadVersions() : null]);
       await loadDetail();
       renderAll();
       if (at) { dash.lastLatencyMs = Date.now() - at; document.body.dataset.latency = dash.lastLatencyMs; }
@@ -189,11 +209,18 @@ function onEvent(name, d) {
   else if (name === 'verdict') refresh(d.at_ms, false);
   else if (name === 'log') {
     // What `hoist up` prints, newest first, the last 30.
-    const li = h('li', { 'data-release': d.release ?? '' }, h('span', { class: 'muted', text: fmtTime(d.at_ms) }), ' ', d.message);
+    // With several models, each line names its release's model (when the page knows
+    // the release already).
+    const rel = S.models.length > 1 && S.releases.find((x) => x.release.id === d.release);
+    const model = rel ? rel.release.model : null;
+    const li = h('li', { 'data-release': d.release ?? '', 'data-model': model }, h('span', { class: 'muted', text: fmtTime(d.at_ms) }), ' ',
+      model ? h('b', { text: model + ': ' }) : null, d.message);
     const ol = $('activity');
     ol.prepend(li);
     while (ol.children.length > 30) ol.lastChild.remove();
   } else if (name === 'metrics') {
+    // One sample per model: the shown model's only.
+    if (d.model !== undefined && d.model !== S.model) return;
     S.samples.push(d);
     const cut = d.at_ms - WINDOW_MS;
     while (S.samples.length && S.samples[0].at_ms < cut) S.samples.shift();
@@ -202,6 +229,7 @@ function onEvent(name, d) {
 }
 
 async function loadAll() {
+  await loadModels();
   await Promise.all([loadStatus(), loadReleases(), loadVersions(), loadMetrics()]);
   renderAll();
   // The release shown in the timeline needs the list first: drawn right after.
@@ -217,7 +245,7 @@ function keepFocus(fn) {
 }
 function renderAll() {
   const t0 = performance.now();
-  keepFocus(() => { renderModels(); renderCharts(); renderRelease(); renderHistory(); renderVersions(); renderMode(); });
+  keepFocus(() => { renderPicker(); renderModelList(); renderModels(); renderCharts(); renderRelease(); renderHistory(); renderVersions(); renderMode(); });
   dash.renders++;
   document.body.dataset.renders = dash.renders;
   dash.lastRenderWorkMs = performance.now() - t0;
@@ -268,6 +296,49 @@ function actionButton(id, label, enabled, onclick, cls) {
     disabled: true, onclick }, label);
 }
 
+// The model picker (hidden with one model): the page shows one model at a time.
+function renderPicker() {
+  const sel = $('model-select');
+  const names = S.models.map((m) => m.name);
+  $('model-pick').hidden = names.length < 2;
+  if ([...sel.options].map((o) => o.value).join('\n') !== names.join('\n'))
+    sel.replaceChildren(...names.map((n) => h('option', { value: n, text: n })));
+  if (S.model !== null) sel.value = S.model;
+}
+// With several models: one row each (what is live where, what is in progress), a
+// button to show it.
+function renderModelList() {
+  const box = $('model-list');
+  box.hidden = S.models.length < 2;
+  if (box.hidden) { box.replaceChildren(); return; }
+  const envs = [];
+  for (const m of S.models) for (const e of m.environments) if (!envs.includes(e.name)) envs.push(e.name);
+  box.replaceChildren(h('table', { id: 'm-table', 'aria-label': 'every model' },
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Model' }), h('th', { scope: 'col', text: 'Trigger' }),
+      ...envs.map((e) => h('th', { scope: 'col', text: `live in ${e}` })), h('th', { scope: 'col', text: 'In progress' }))),
+    h('tbody', {}, ...S.models.map((m) => h('tr', { 'data-model': m.name, class: m.name === S.model ? 'current' : null,
+      'aria-current': m.name === S.model ? 'true' : null },
+      h('td', {}, h('button', { type: 'button', class: 'link', 'data-show-model': m.name, onclick: () => showModel(m.name),
+        'aria-label': `show model ${m.name}`, text: m.name })),
+      h('td', { text: m.trigger }),
+      ...envs.map((en) => {
+        const e = m.environments.find((x) => x.name === en);
+        return h('td', { 'data-env': en, text: !e ? '' : e.live ? 'v' + e.live : 'none' });
+      }),
+      h('td', { 'data-active': m.active.length, text: m.active.map((r) => `#${r.id} v${r.version} (${r.phase.phase.replace(/_/g, ' ')})`).join(', ') }))))));
+}
+// Show another model: its status, charts, versions; the URL keeps it (?model=).
+function showModel(name) {
+  if (name === S.model) return;
+  S.model = name;
+  S.samples = []; S.versions = null; S.status = null; S.pinned = false;
+  const u = new URL(location.href);
+  u.searchParams.set('model', name);
+  history.replaceState(null, '', u);
+  renderAll();
+  loadAll().catch(() => {});
+}
+
 function renderModels() {
   const box = $('models');
   const ms = models(S.status);
@@ -275,7 +346,7 @@ function renderModels() {
   box.replaceChildren(...ms.map((m) => h('div', { class: 'model', 'data-model': m.model },
     h('h3', {}, 'Model ', h('code', { text: m.model })),
     h('div', { class: 'grid' }, ...(m.environments || []).map((e) => envCard(m, e))))));
-  if (!ms.length) box.replaceChildren(h('p', { class: 'muted', role: 'alert', text: S.readError || 'no answer from the daemon yet' }));
+  if (!ms.length) box.replaceChildren(h('p', { class: 'muted', role: 'alert', text: S.readError || (S.model !== null ? 'loading…' : 'no answer from the daemon yet') }));
 }
 
 function envCard(m, e) {
@@ -567,20 +638,20 @@ function confirmAction({ title, body, extra, call, done }) {
 }
 function approve(r) {
   confirmAction({ title: `Approve release #${r.id}?`, body: `v${r.version} starts receiving traffic in ${envName(r)}.`,
-    call: () => api(`/api/v1/releases/${r.id}/approve`, { method: 'POST' }),
+    call: () => api(`${modelPath(r.model)}/releases/${r.id}/approve`, { method: 'POST' }),
     done: () => `release #${r.id} approved` });
 }
 function promote(r, full) {
   confirmAction({ title: full ? `Promote release #${r.id} fully?` : `Promote release #${r.id} one step?`,
     body: full ? `v${r.version} takes all traffic in ${envName(r)}, skipping the remaining steps and pauses.` : `v${r.version} moves to the next step in ${envName(r)}.`,
-    call: () => api(`/api/v1/releases/${r.id}/promote`, { method: 'POST', body: { full } }),
+    call: () => api(`${modelPath(r.model)}/releases/${r.id}/promote`, { method: 'POST', body: { full } }),
     done: () => `release #${r.id} promoted` + (full ? ' fully' : ' one step') });
 }
 function abort(r) {
   const reason = h('input', { id: 'c-reason', type: 'text', value: 'aborted from the dashboard', size: 40 });
   confirmAction({ title: `Abort release #${r.id}?`, body: `Traffic goes back to the stable version in ${envName(r)} at once.`,
     extra: [h('label', { for: 'c-reason', text: 'Reason ' }), reason],
-    call: () => api(`/api/v1/releases/${r.id}/abort`, { method: 'POST', body: { reason: reason.value } }),
+    call: () => api(`${modelPath(r.model)}/releases/${r.id}/abort`, { method: 'POST', body: { reason: reason.value } }),
     done: () => `release #${r.id} aborted` });
 }
 function rollback(m, e) {
@@ -589,7 +660,7 @@ function rollback(m, e) {
       h('option', { value: v.version, text: `v${v.version}` + (e.stable && e.stable.version === v.version ? ' (live now)' : '') }))));
   confirmAction({ title: `Roll back ${m.model} in ${e.name}?`, body: `The version chosen becomes live in ${e.name} at once, without steps.`,
     extra: [h('label', { for: 'c-version', text: 'To ' }), sel],
-    call: () => api('/api/v1/rollback', { method: 'POST', body: sel.value ? { env: e.name, to: sel.value } : { env: e.name } }),
+    call: () => api(`${modelPath(m.model)}/rollback`, { method: 'POST', body: sel.value ? { env: e.name, to: sel.value } : { env: e.name } }),
     done: (b) => `rolling back ${e.name} to v${b.version} (release #${b.id})` });
 }
 
@@ -606,6 +677,7 @@ function start() {
   });
   $('forget').addEventListener('click', () => { sessionStorage.removeItem(TOKEN_KEY); renderMode(); $('token').focus(); });
   for (const id of ['f-model', 'f-env', 'f-outcome']) $(id).addEventListener('change', renderHistory);
+  $('model-select').addEventListener('change', (ev) => showModel(ev.target.value));
   $('h-timeline').tabIndex = -1;
   setInterval(() => {
     for (const e of document.querySelectorAll('[data-until]')) e.textContent = fmtDur(+e.dataset.until - Date.now()) + ' left';

@@ -2,11 +2,14 @@
 //! (hand-written HTML, CSS and JavaScript in `crates/daemon/assets/`, embedded in the
 //! binary: no CDN, no build step), and the reads only it needs:
 //!
-//! - `GET /api/v1/metrics`: every environment's traffic over the last 15 minutes, one
-//!   [`Sample`] every [`SAMPLE_EVERY`] (request rate and error rate per interval, p50
-//!   and p99 of the step's window as `hoist status` shows them);
-//! - `GET /api/v1/versions`: the registry's versions of the model, with their tags
-//!   (hoist's included), aliases and digests;
+//! - `GET /api/v1/metrics?model=M`: model M's traffic in every environment over the
+//!   last 15 minutes, one [`Sample`] every [`SAMPLE_EVERY`] (request rate and error
+//!   rate per interval, p50 and p99 of the step's window as `hoist status` shows them);
+//! - `GET /api/v1/versions?model=M`: the registry's versions of model M, with their
+//!   tags (hoist's included), aliases and digests;
+//!
+//! (without `model=`, both answer for the daemon's first model; an unknown model is a
+//! 404 naming the models)
 //! - `GET /api/v1/events`: the live stream ([`crate::events`]).
 //!
 //! The page reads with the same access as the CLI (open on loopback) and writes only
@@ -14,7 +17,7 @@
 //! header is added, and the page's Content-Security-Policy lets it talk to its own
 //! origin only.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,13 +45,14 @@ const INDEX: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 
-/// What the live parts of the API share: the engine's events, the progress lines,
-/// the traffic history, and the stop signal (which ends every open stream).
+/// What the live parts of the API share: the engines' events, the progress lines,
+/// each model's traffic history, and the stop signal (which ends every open stream).
 #[derive(Clone)]
 pub struct Live {
     pub events: Events,
     pub log: broadcast::Sender<LogLine>,
-    pub history: Arc<Mutex<VecDeque<Sample>>>,
+    /// Each model's samples, oldest first.
+    pub history: Arc<Mutex<HashMap<String, VecDeque<Sample>>>>,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -67,9 +71,10 @@ impl Live {
     }
 }
 
-/// Every environment's traffic at one moment.
+/// One model's traffic in every environment at one moment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
+    pub model: String,
     pub at_ms: u64,
     pub envs: Vec<EnvSample>,
 }
@@ -176,15 +181,48 @@ async fn asset(Path(file): Path<String>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// `?model=`: which model (default: the first model).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelQuery {
+    model: Option<String>,
+}
+
+/// The model a dashboard read is about: `?model=` (a 400 for a bad query, a 404
+/// naming the models for an unknown one), else the first model.
+fn model_query(
+    s: &ApiState,
+    q: Result<axum::extract::Query<ModelQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<String, ApiError> {
+    let q = q
+        .map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    Ok(match &q.model {
+        Some(m) => crate::api::model_of(s, Some(m))?.name.clone(),
+        None => s
+            .models
+            .first()
+            .map_or_else(|| s.config.model.name.clone(), |m| m.name.clone()),
+    })
+}
+
+async fn metrics(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    q: Result<axum::extract::Query<ModelQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     crate::api::read_ok(&s, &headers)?;
+    let model = model_query(&s, q)?;
     let samples: Vec<Sample> = s
         .live
         .history
         .lock()
-        .map(|h| h.iter().cloned().collect())
+        .map(|h| h.get(&model).map(|d| d.iter().cloned().collect()))
+        .ok()
+        .flatten()
         .unwrap_or_default();
     Ok(axum::Json(serde_json::json!({
+        "model": model,
         "every_ms": SAMPLE_EVERY.as_millis() as u64,
         "samples": samples,
     }))
@@ -202,25 +240,13 @@ struct VersionView {
     created_at_ms: i64,
 }
 
-/// `?model=`: which model's versions (default: the first model's).
-#[derive(Debug, serde::Deserialize)]
-struct VersionsQuery {
-    model: Option<String>,
-}
-
 async fn versions(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    q: Result<axum::extract::Query<VersionsQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<axum::extract::Query<ModelQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     crate::api::read_ok(&s, &headers)?;
-    let q = q
-        .map(|axum::extract::Query(q)| q)
-        .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
-    let name = match &q.model {
-        Some(m) => crate::api::model_of(&s, Some(m))?.name.clone(),
-        None => s.config.model.name.clone(),
-    };
+    let name = model_query(&s, q)?;
     let registry = s.registry.clone();
     let shown = name.clone();
     let listed = tokio::task::spawn_blocking(move || registry.list_versions(&name))
@@ -258,9 +284,16 @@ async fn versions(
         .into_response())
 }
 
-/// Reads every environment's counters every [`SAMPLE_EVERY`] until the daemon stops;
-/// keeps [`HISTORY`] of them and tells the live stream each one.
-pub fn spawn_sampler(client: EngineClient, live: Live) {
+/// Reads every model's counters in every environment every [`SAMPLE_EVERY`] until
+/// the daemon stops (one task per model, so that a busy engine delays only its own
+/// samples); keeps [`HISTORY`] of them per model and tells the live stream each one.
+pub fn spawn_sampler(models: &[crate::run::ModelHandle], live: Live) {
+    for m in models {
+        spawn_model_sampler(m.client.clone(), live.clone());
+    }
+}
+
+fn spawn_model_sampler(client: EngineClient, live: Live) {
     let mut stop = live.stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
@@ -277,9 +310,10 @@ pub fn spawn_sampler(client: EngineClient, live: Live) {
             let sample = sample(&status, last.as_ref(), now_ms());
             if let Ok(mut h) = live.history.lock() {
                 let keep = (HISTORY.as_millis() / SAMPLE_EVERY.as_millis()) as usize;
-                h.push_back(sample.clone());
-                while h.len() > keep {
-                    h.pop_front();
+                let mine = h.entry(sample.model.clone()).or_default();
+                mine.push_back(sample.clone());
+                while mine.len() > keep {
+                    mine.pop_front();
                 }
             }
             live.events
@@ -289,7 +323,7 @@ pub fn spawn_sampler(client: EngineClient, live: Live) {
     });
 }
 
-/// This moment's sample, rates taken against the previous one.
+/// This moment's sample of the status's model, rates taken against the previous one.
 pub fn sample(status: &StatusView, last: Option<&Sample>, at_ms: u64) -> Sample {
     let envs = status
         .environments
@@ -349,7 +383,11 @@ pub fn sample(status: &StatusView, last: Option<&Sample>, at_ms: u64) -> Sample 
             }
         })
         .collect();
-    Sample { at_ms, envs }
+    Sample {
+        model: status.model.clone(),
+        at_ms,
+        envs,
+    }
 }
 
 #[cfg(test)]
@@ -403,6 +441,7 @@ mod tests {
     #[test]
     fn rates_are_per_interval_and_survive_a_window_restart() {
         let first = sample(&status((100, 0), None), None, 10_000);
+        assert_eq!(first.model, "m", "a sample names its model");
         assert_eq!(first.envs[0].stable.rps, 0.0, "no interval yet");
         assert_eq!(first.envs[0].stable.version.as_deref(), Some("1"));
         assert_eq!(first.envs[0].candidate.version, None);

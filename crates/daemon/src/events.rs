@@ -12,7 +12,7 @@
 //! | `transition` | `{"release", "event", "phase", "at_ms"}`: a transition was journaled |
 //! | `verdict` | `{"release", "env", "step", "verdict", "at_ms"}`: a measurement of live traffic |
 //! | `log` | a progress line, as `hoist up` prints it |
-//! | `metrics` | one sample of every environment ([`crate::dashboard::Sample`]) |
+//! | `metrics` | one sample of a model in every environment ([`crate::dashboard::Sample`], with its `model`) |
 //! | `lagged` | `{"missed"}`: this reader fell behind and missed events: read everything again |
 
 use std::convert::Infallible;

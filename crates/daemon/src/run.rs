@@ -265,7 +265,7 @@ pub async fn start(
         live: live.clone(),
         models: models.clone(),
     });
-    crate::dashboard::spawn_sampler(first.client.clone(), live);
+    crate::dashboard::spawn_sampler(&models, live);
     serve_api(listeners.api, app, stop_rx.clone(), &state.dir)?;
     let (stop, stop_now) = oneshot::channel::<()>();
     let clients = models.iter().map(|m| m.client.clone()).collect();

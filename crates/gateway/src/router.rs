@@ -4,7 +4,8 @@
 //! # Routing (every request, on the fast path and on hyper's path alike)
 //! The target is checked first, exactly as a single gateway checks it
 //! ([`crate::framing::check_target`]: framing, `..`, percent-escapes, `/admin`);
-//! only then is the model read from the path, as raw bytes, never decoded:
+//! only then is the model read from the path (its name percent-decoded for the lookup
+//! only; the target forwarded is the checked one, unchanged):
 //!
 //! | path | goes to |
 //! | --- | --- |
@@ -149,11 +150,42 @@ fn named(path: &str) -> Option<(&str, usize)> {
     None
 }
 
+/// A model name as sent, percent-escapes decoded (`fraud%20detector` is the model
+/// `fraud detector`, as clients such as tritonclient quote names). Only the lookup
+/// uses it: the target forwarded is the one checked, unchanged. An escape that does
+/// not decode to UTF-8 leaves the name as sent (and unknown).
+fn decoded(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.contains('%') {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let b = name.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_or(std::borrow::Cow::Borrowed(name), std::borrow::Cow::Owned)
+}
+
 impl Models {
     /// Routes a request by its path (without the query), per the module docs.
     fn route(&self, path: &str) -> Routed<'_> {
         if let Some((name, end)) = named(path) {
-            let Some(gw) = self.by_name.get(name) else {
+            let Some(gw) = self.by_name.get(decoded(name).as_ref()) else {
                 let (status, body) = self.unknown(name);
                 return Routed::Answer(status, body);
             };
@@ -476,8 +508,18 @@ mod tests {
         let (status, body) = cut(&m, "/v2/models/x/infer").unwrap_err();
         assert_eq!(status, 404);
         assert_eq!(body, r#"{"error":"no model \"x\" here; models: a, b"}"#);
-        // Not decoded: a name is matched as sent.
-        assert_eq!(cut(&m, "/v2/models/%61/infer").unwrap_err().0, 404);
+        // Names are matched percent-decoded (as a model server decodes them).
+        assert_eq!(cut(&m, "/v2/models/%61/infer"), Ok(0));
+        let spaced = models(&["fraud detector", "b"]);
+        assert_eq!(cut(&spaced, "/v2/models/fraud%20detector/infer"), Ok(0));
+        assert_eq!(
+            cut(&spaced, "/models/fraud%20detector/invocations"),
+            Ok("/models/fraud%20detector".len())
+        );
+        let (status, body) = cut(&spaced, "/v2/models/fraud%ZZdetector/infer").unwrap_err();
+        assert_eq!(status, 404);
+        assert!(body.contains("fraud%ZZdetector"), "{body}");
+        assert_eq!(cut(&spaced, "/v2/models/%ff%fe/infer").unwrap_err().0, 404);
         assert_eq!(cut(&m, "/models/a/admin").unwrap_err().0, 404);
         assert_eq!(cut(&m, "/models/a").unwrap_err().0, 404);
         let (status, body) = cut(&m, "/invocations").unwrap_err();

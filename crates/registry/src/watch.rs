@@ -23,7 +23,9 @@
 //!
 //! # Caveats
 //! - Snapshot polling ([`Poller`], for MLflow) sees states, not transitions: an alias
-//!   moved twice between two polls is reported once, at its final version.
+//!   moved twice between two polls is reported once, at its final version. A change
+//!   is reported once two reads in a row agree on it ([`settle`]), so one read served
+//!   from an older state (MLflow behind several workers or a replica) moves nothing.
 //! - The embedded registry is better followed through its change log
 //!   ([`ChangeLogPoller`]), which sees every transition.
 
@@ -157,15 +159,52 @@ impl Poller {
     }
 
     /// One poll. The first returns no events (it is the baseline).
+    ///
+    /// A poll that sees a change reads again at once and reports only what both reads
+    /// agree on ([`settle`]): a registry behind several workers or replicas (MLflow
+    /// with `--workers`, a read replica) can answer one read from an older state, and
+    /// a snapshot that went back and forth would report a promotion nobody made.
     pub fn poll(&mut self) -> Result<Vec<Event>> {
         let now = snapshot(self.registry.as_ref(), &self.config)?;
-        let events = match &self.last {
-            Some(old) => diff(&self.registry.id(), old, &now),
-            None => Vec::new(),
+        let Some(old) = self.last.take() else {
+            self.last = Some(now);
+            return Ok(Vec::new());
         };
-        self.last = Some(now);
+        if diff("", &old, &now).is_empty() {
+            self.last = Some(now);
+            return Ok(Vec::new());
+        }
+        let again = match snapshot(self.registry.as_ref(), &self.config) {
+            Ok(s) => s,
+            Err(e) => {
+                self.last = Some(old);
+                return Err(e);
+            }
+        };
+        let settled = settle(&old, &now, &again);
+        let events = diff(&self.registry.id(), &old, &settled);
+        self.last = Some(settled);
         Ok(events)
     }
+}
+
+/// What two reads taken one after the other agree on, over `old`: a pointer both
+/// reads give the same target (or both lack) takes it; one they disagree on keeps
+/// its `old` target until a later poll settles it.
+pub fn settle(old: &Snapshot, first: &Snapshot, second: &Snapshot) -> Snapshot {
+    let mut out = old.clone();
+    for key in first.keys().chain(second.keys()).chain(old.keys()) {
+        match (first.get(key), second.get(key)) {
+            (a, b) if a != b => {}
+            (Some(v), _) => {
+                out.insert(key.clone(), v.clone());
+            }
+            (None, _) => {
+                out.remove(key);
+            }
+        }
+    }
+    out
 }
 
 /// Anything that can be asked "what changed since you were last asked?".
@@ -436,6 +475,31 @@ mod tests {
 
     fn alias(a: &str) -> Pointer {
         Pointer::Alias(a.into())
+    }
+
+    #[test]
+    fn a_change_is_reported_only_once_two_reads_agree_on_it() {
+        let one = snap(&[("m", alias("champion"), "1")]);
+        let two = snap(&[("m", alias("champion"), "2")]);
+        let none = snap(&[]);
+        // Both reads see the move: it is the new state.
+        assert_eq!(settle(&one, &two, &two), two);
+        // One read from an older state (a second worker, a replica): nothing moves yet.
+        assert_eq!(settle(&two, &one, &two), two);
+        assert_eq!(settle(&two, &two, &one), two);
+        // Deletion, the same way.
+        assert_eq!(settle(&one, &none, &none), none);
+        assert_eq!(settle(&one, &none, &one), one);
+        // Pointers the reads agree on settle even when another one does not.
+        let old = snap(&[("m", alias("champion"), "1"), ("m", alias("beta"), "1")]);
+        let a = snap(&[("m", alias("champion"), "2"), ("m", alias("beta"), "3")]);
+        let b = snap(&[("m", alias("champion"), "2"), ("m", alias("beta"), "1")]);
+        assert_eq!(
+            settle(&old, &a, &b),
+            snap(&[("m", alias("champion"), "2"), ("m", alias("beta"), "1")])
+        );
+        // A new pointer both reads see.
+        assert_eq!(settle(&none, &one, &one), one);
     }
 
     #[test]

@@ -188,10 +188,15 @@ fn abort_release() {}
 #[allow(dead_code)]
 fn rollback() {}
 
-/// Each environment's traffic over the last 15 minutes (the dashboard's charts; the
-/// live stream `GET /api/v1/events` is not described here: docs/dashboard.md)
+/// A model's traffic in each environment over the last 15 minutes (the dashboard's
+/// charts; the live stream `GET /api/v1/events` is not described here: docs/dashboard.md)
 #[utoipa::path(get, path = "/api/v1/metrics", operation_id = "metrics",
-    responses((status = 200, description = "`{every_ms, samples: [{at_ms, envs: [{env, weight, stable, candidate}]}]}`", body = Object)))]
+    params(("model" = Option<String>, Query, description = "which model's traffic (default: the first model's)")),
+    responses(
+        (status = 200, description = "`{model, every_ms, samples: [{model, at_ms, envs: [{env, weight, stable, candidate}]}]}`", body = Object),
+        (status = 400, description = "A bad query (an unknown parameter)", body = ErrorBody),
+        (status = 404, description = "The daemon delivers no such model", body = ErrorBody)
+    ))]
 #[allow(dead_code)]
 fn metrics() {}
 
@@ -200,7 +205,8 @@ fn metrics() {}
     params(("model" = Option<String>, Query, description = "which model's versions (default: the first model's)")),
     responses(
         (status = 200, description = "`{model, versions: [{version, digest, aliases, stage, tags, created_at_ms}]}`", body = Object),
-        (status = 404, description = "The registry has no such model", body = ErrorBody),
+        (status = 400, description = "A bad query (an unknown parameter)", body = ErrorBody),
+        (status = 404, description = "The daemon delivers no such model, or the registry has none", body = ErrorBody),
         (status = 502, description = "The registry cannot be reached", body = ErrorBody)
     ))]
 #[allow(dead_code)]

@@ -123,6 +123,20 @@ impl Config {
             if m.name.trim().is_empty() {
                 return Err(format!("{key}.name: must not be empty"));
             }
+            // Requests name the model in their path (/models/{name}/..., /v2/models/{name}/...).
+            if m.name.contains('/')
+                || m.name.chars().any(char::is_control)
+                || m.name.trim() != m.name
+                || m.name == "."
+                || m.name == ".."
+            {
+                return Err(format!(
+                    "{key}.name: `{}` cannot name a model in a request path \
+                     (/models/{{name}}/invocations): no '/', control characters, surrounding \
+                     spaces, `.` or `..`",
+                    m.name.escape_debug()
+                ));
+            }
             if !names.insert(m.name.as_str()) {
                 return Err(format!(
                     "{key}.name: `{}` is declared twice; each model appears once",

@@ -375,6 +375,30 @@ fn duplicate_model_names_are_refused_with_the_line() {
 }
 
 #[test]
+fn model_names_a_request_path_cannot_carry_are_refused() {
+    for name in ["a/b", "..", " a", "a\\u0007"] {
+        let err = refused(&format!(
+            "[[models]]\nname = \"ok\"\n\n[[models]]\nname = \"{name}\"\n{TWO_ENVS}"
+        ));
+        assert!(err.contains("models[1].name:"), "{name}: {err}");
+        assert!(
+            err.contains("cannot name a model in a request path"),
+            "{name}: {err}"
+        );
+    }
+    // Spaces inside a name are fine: clients escape them (fraud%20detector).
+    assert!(
+        Config::parse(
+            &format!(
+                "[[models]]\nname = \"fraud detector\"\n\n[[models]]\nname = \"b\"\n{TWO_ENVS}"
+            ),
+            "hoist.toml"
+        )
+        .is_ok()
+    );
+}
+
+#[test]
 fn unknown_model_keys_are_refused_with_the_line() {
     let err =
         refused("[[models]]\nname = \"a\"\n\n[[models]]\nname = \"b\"\ntriger = \"manual\"\n");
