@@ -375,11 +375,13 @@ pub fn document(models: &[String], envs: &[String]) -> Value {
     schemas["Rollback"]["properties"]["env"] = env_schema(envs, true);
     schemas["Rollback"]["examples"] = json!([{}, { "to": "1" }]);
     for path in ["/api/v1/releases", "/api/v1/models/{model}/releases"] {
-        for p in doc["paths"][path]["get"]["parameters"]
-            .as_array_mut()
-            .into_iter()
-            .flatten()
-        {
+        let params = doc
+            .pointer_mut(&format!(
+                "/paths/{}/get/parameters",
+                path.replace('/', "~1")
+            ))
+            .and_then(Value::as_array_mut);
+        for p in params.into_iter().flatten() {
             if p["name"] == "env" {
                 p["schema"] = env_schema(envs, false);
             }
@@ -398,7 +400,9 @@ pub fn document(models: &[String], envs: &[String]) -> Value {
             .into_iter()
             .flat_map(|o| o.values_mut())
         {
-            for p in op["parameters"].as_array_mut().into_iter().flatten() {
+            // `get_mut`, not indexing: indexing a missing key would add `"parameters": null`.
+            let params = op.get_mut("parameters").and_then(Value::as_array_mut);
+            for p in params.into_iter().flatten() {
                 if p["name"] == "model" && p["in"] == "path" {
                     p["schema"]["enum"] = json!(models);
                 }
@@ -411,6 +415,19 @@ pub fn document(models: &[String], envs: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_operation_has_null_parameters() {
+        // Schemathesis (and any OpenAPI validator) refuses `"parameters": null`.
+        let doc = document(&["a".into(), "b".into()], &["production".into()]);
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if let Some(p) = op.get("parameters") {
+                    assert!(p.is_array(), "{method} {path}: parameters {p}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_operation_is_described() {
