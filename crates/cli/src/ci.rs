@@ -134,7 +134,7 @@ fn check_value(what: &str, v: &str) -> Result<(), CliError> {
 }
 
 fn init(ctx: &Context<'_>, a: InitArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let (cfg, _source) = crate::release::load_config(a.config.as_ref())?;
+    let (cfg, _source) = crate::release::load_one_model(a.config.as_ref(), "hoist ci")?;
     let model = a.model.clone().unwrap_or_else(|| model_of(&cfg));
     hoist_registry::ModelRef::parse(&model)?;
     check_value("model", &model)?;

@@ -28,7 +28,7 @@ pub struct DoctorArgs {
 }
 
 pub(crate) fn run(ctx: &Context<'_>, a: DoctorArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let (cfg, source) = crate::release::load_config(a.config.as_ref())?;
+    let (cfg, source) = crate::release::load_one_model(a.config.as_ref(), "hoist doctor")?;
     let bad = |m: String| CliError::Config(format!("{source}: {m}"));
     if cfg.target != TargetKind::Kubernetes {
         return Err(CliError::Usage(format!(

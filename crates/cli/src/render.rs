@@ -70,7 +70,7 @@ pub(crate) fn run(ctx: &Context<'_>, cmd: RenderCmd, out: &mut dyn Write) -> Res
 }
 
 fn k8s(ctx: &Context<'_>, a: K8sArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let (cfg, source) = crate::release::load_config(a.config.as_ref())?;
+    let (cfg, source) = crate::release::load_one_model(a.config.as_ref(), "hoist render k8s")?;
     let k = &cfg.kubernetes;
     let bad = |m: String| CliError::Config(format!("{source}: {m}"));
     let image = k.require_image().map_err(bad)?.to_string();

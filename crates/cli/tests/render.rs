@@ -438,3 +438,51 @@ fn an_oci_model_source_pulls_the_versions_artifact_by_digest() {
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// One `[[models]]` entry is that model (not the default `[model]`); several are
+/// refused by name: a rendered set delivers one model.
+#[test]
+fn render_k8s_takes_the_one_model_of_models_and_refuses_several() {
+    let home = temp_home("render-models");
+    let one = std::fs::read_to_string(config(&home, IMAGE, ""))
+        .unwrap()
+        .replace(
+            "[model]\nname = \"fraud\"\ntrigger = { alias = \"champion\" }\n",
+            "[[models]]\nname = \"churn\"\n",
+        );
+    assert!(one.contains("[[models]]"), "{one}");
+    let p = home.join("one.toml");
+    std::fs::write(&p, &one).unwrap();
+    let out = render_staging_v7(&home, &p, &format!("sha256:{}", "7".repeat(64)));
+    assert!(out.contains("name: churn-stable"), "{out}");
+    assert!(!out.contains("default-stable"), "{out}");
+
+    let two = one
+        .replace("target = \"kubernetes\"", "target = \"local\"")
+        .replace(
+            "[[models]]\nname = \"churn\"\n",
+            "[[models]]\nname = \"churn\"\n\n[[models]]\nname = \"fraud\"\n",
+        );
+    let p = home.join("two.toml");
+    std::fs::write(&p, &two).unwrap();
+    let o = hoist(
+        &home,
+        &[
+            "render",
+            "k8s",
+            "--config",
+            p.to_str().unwrap(),
+            "--env",
+            "staging",
+            "--version",
+            "7",
+            "--digest",
+            &format!("sha256:{}", "7".repeat(64)),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("works on one model"), "{err}");
+    assert!(err.contains("churn, fraud"), "{err}");
+    let _ = std::fs::remove_dir_all(&home);
+}
