@@ -27,6 +27,7 @@ mod image;
 mod mlflow;
 mod model;
 mod output;
+mod pipeline_file;
 mod quickstart;
 mod release;
 mod render;

@@ -120,22 +120,6 @@ fn two_models() -> String {
     text
 }
 
-fn register_as(home: &std::path::Path, package: &str, name: &str) {
-    let p = model(package);
-    ok(&hoist(
-        home,
-        &[
-            "model",
-            "register",
-            p.to_str().unwrap(),
-            "--name",
-            name,
-            "--alias",
-            "champion",
-        ],
-    ));
-}
-
 #[test]
 fn the_dashboard_shows_and_acts_on_each_of_two_models_in_a_real_browser() {
     let home = temp_home("dashboard-models");

@@ -25,22 +25,6 @@ fn config() -> String {
     text
 }
 
-fn register_as(home: &std::path::Path, package: &str, name: &str) {
-    let p = model(package);
-    ok(&hoist(
-        home,
-        &[
-            "model",
-            "register",
-            p.to_str().unwrap(),
-            "--name",
-            name,
-            "--alias",
-            "champion",
-        ],
-    ));
-}
-
 /// The newest release of `m`, once it has finished.
 fn newest_done(d: &Daemon, m: &str, version: &str) -> Value {
     let mut last = Value::Null;

@@ -54,6 +54,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::guard::{reusable, strip_hop_by_hop};
 use crate::metrics::{self, Class, Counters, Snapshot};
 use crate::pool::{Conn, Pool, SendError};
 use crate::split::{self, Decision, Routes, SplitRules, Variant};
@@ -846,50 +847,6 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         self.finish(false);
     }
-}
-
-/// Whether a header belongs to one connection ([`crate::framing::HOP_BY_HOP`]).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    crate::framing::is_hop_by_hop(name.as_str())
-}
-
-/// Removes the headers that belong to one connection, and those every `Connection`
-/// header names, except the [`crate::framing::PROTECTED`] ones (a request naming
-/// them never gets here: it is refused).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass of cheap comparisons; most messages have none of them.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| crate::framing::tokens(v.as_bytes()))
-        .filter_map(|t| HeaderName::from_bytes(t).ok())
-        .filter(|n| !crate::framing::PROTECTED.contains(&n.as_str()))
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in crate::framing::HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// Whether a backend connection may take another request after this response:
-/// HTTP/1.1, no `Connection: close`, and framing nobody could read two ways (not
-/// both `Transfer-Encoding` and `Content-Length`, at most one `Transfer-Encoding`).
-/// hyper's client checks the rest (lengths, chunks, bytes after the response).
-fn reusable(parts: &http::response::Parts) -> bool {
-    let h = &parts.headers;
-    let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
-    parts.version == Version::HTTP_11
-        && te <= 1
-        && !(te == 1 && h.contains_key(header::CONTENT_LENGTH))
-        && !h
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| crate::framing::tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")))
 }
 
 /// The answer to a request whose target [`crate::framing::check_path`] refused:

@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::framing::{self, Body, ChunkScan, Parsed, Refused};
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName};
 
 /// The largest chunked body held back until it is complete.
 pub(crate) const HOLD: usize = 1024 * 1024;
@@ -324,6 +326,53 @@ pub fn fuzz_stream(data: &[u8], cuts: &[u8]) -> Vec<u8> {
             Poll::Ready(Err(_)) | Poll::Pending => return given,
         }
     }
+}
+
+// Hop-by-hop headers and backend reuse on hyper's path (the fast path has its own,
+// from the same rules in `crate::framing`).
+
+/// Whether a header belongs to one connection ([`crate::framing::HOP_BY_HOP`]).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    crate::framing::is_hop_by_hop(name.as_str())
+}
+
+/// Removes the headers that belong to one connection, and those every `Connection`
+/// header names, except the [`crate::framing::PROTECTED`] ones (a request naming
+/// them never gets here: it is refused).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass of cheap comparisons; most messages have none of them.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| crate::framing::tokens(v.as_bytes()))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .filter(|n| !crate::framing::PROTECTED.contains(&n.as_str()))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in crate::framing::HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Whether a backend connection may take another request after this response:
+/// HTTP/1.1, no `Connection: close`, and framing nobody could read two ways (not
+/// both `Transfer-Encoding` and `Content-Length`, at most one `Transfer-Encoding`).
+/// hyper's client checks the rest (lengths, chunks, bytes after the response).
+pub(crate) fn reusable(parts: &http::response::Parts) -> bool {
+    let h = &parts.headers;
+    let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
+    parts.version == Version::HTTP_11
+        && te <= 1
+        && !(te == 1 && h.contains_key(header::CONTENT_LENGTH))
+        && !h
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| crate::framing::tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")))
 }
 
 #[cfg(test)]

@@ -53,6 +53,21 @@ pub fn ok(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Registers an example model package as model `name`, aliased `champion`.
+pub fn register_as(home: &Path, package: &str, name: &str) {
+    let p = model(package);
+    let args = [
+        "model",
+        "register",
+        p.to_str().unwrap(),
+        "--name",
+        name,
+        "--alias",
+        "champion",
+    ];
+    ok(&hoist(home, &args));
+}
+
 pub fn register(home: &Path, package: &str, alias: Option<&str>) {
     let p = model(package);
     let mut args = vec!["model", "register", p.to_str().unwrap(), "--name", "m"];
