@@ -287,9 +287,17 @@ impl Traffic {
                                         .unwrap_or("none")
                                         .to_string()
                                 };
-                                let key =
+                                let good = r.status().is_success();
+                                let mut key =
                                     format!("{}/v{}", h("x-hoist-variant"), h("x-hoist-version"));
-                                (key, r.status().is_success())
+                                if !good {
+                                    // A failure names its status and what the gateway said.
+                                    let status = r.status().as_u16();
+                                    let body = r.text().unwrap_or_default();
+                                    let said: String = body.chars().take(160).collect();
+                                    key = format!("{key} {status} {said}");
+                                }
+                                (key, good)
                             }
                             Err(_) => ("transport".to_string(), false),
                         };

@@ -180,9 +180,25 @@ async fn server_spec(
     Ok(spec)
 }
 
+/// How long a server the gateway stopped routing to keeps serving before it is told
+/// to stop. A request that chose it just before the switch (on a busy machine its
+/// thread may be descheduled between choosing and sending) still finds it listening;
+/// stopping at once lost such a request now and then: the server closed the pooled
+/// connection and no longer accepted new ones.
+pub const RETIRE_AFTER: Duration = Duration::from_secs(1);
+
 /// Stop servers gracefully (drain, then kill after `grace`) without waiting here.
 pub fn stop_in_background(servers: Vec<Supervised>, grace: Duration) {
     tokio::spawn(async move {
+        futures_util::future::join_all(servers.into_iter().map(|s| s.stop(grace))).await;
+    });
+}
+
+/// Stop servers that were routed to: [`RETIRE_AFTER`] later, then as
+/// [`stop_in_background`].
+fn retire(servers: Vec<Supervised>, grace: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(RETIRE_AFTER).await;
         futures_util::future::join_all(servers.into_iter().map(|s| s.stop(grace))).await;
     });
 }
@@ -344,7 +360,7 @@ impl EnvTarget for LocalEnv {
         self.weight = 0;
         self.apply_routes();
         if let Some(old) = old {
-            stop_in_background(old.servers, self.grace());
+            retire(old.servers, self.grace());
         }
     }
 
@@ -353,7 +369,7 @@ impl EnvTarget for LocalEnv {
         let old = self.candidate.take();
         self.apply_routes();
         if let Some(old) = old {
-            stop_in_background(old.servers, self.grace());
+            retire(old.servers, self.grace());
         }
     }
 
