@@ -186,6 +186,7 @@ impl Admin {
             }
             (Some(v), Some(u)) => Some(Upstream {
                 version: v.clone(),
+                model: None,
                 addrs: resolve(u)
                     .await
                     .map_err(|e| (StatusCode::BAD_GATEWAY, format!("candidate: {e}")))?,
@@ -194,6 +195,7 @@ impl Admin {
         };
         let stable = Upstream {
             version: body.stable_version.clone(),
+            model: None,
             addrs: resolve(&self.stable)
                 .await
                 .map_err(|e| (StatusCode::BAD_GATEWAY, format!("stable: {e}")))?,

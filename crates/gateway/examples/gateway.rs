@@ -53,12 +53,14 @@ fn parse_args() -> Result<Args, String> {
             "--stable" => {
                 routes.stable = Some(Upstream {
                     version: "stable".into(),
+                    model: None,
                     addrs: addrs(&value()?)?,
                 })
             }
             "--candidate" => {
                 routes.candidate = Some(Upstream {
                     version: "candidate".into(),
+                    model: None,
                     addrs: addrs(&value()?)?,
                 })
             }

@@ -9,8 +9,8 @@
 //! use hoist_gateway::{Gateway, GatewayConfig, Routes, Upstream};
 //! let gateway = Gateway::new(GatewayConfig { name: "production".into(), ..Default::default() });
 //! gateway.set_routes(Routes {
-//!     stable: Some(Upstream { version: "3".into(), addrs: vec!["127.0.0.1:9001".parse().unwrap()] }),
-//!     candidate: Some(Upstream { version: "4".into(), addrs: vec!["127.0.0.1:9002".parse().unwrap()] }),
+//!     stable: Some(Upstream { version: "3".into(), model: None, addrs: vec!["127.0.0.1:9001".parse().unwrap()] }),
+//!     candidate: Some(Upstream { version: "4".into(), model: None, addrs: vec!["127.0.0.1:9002".parse().unwrap()] }),
 //!     candidate_weight: 10,
 //!     ..Default::default()
 //! });

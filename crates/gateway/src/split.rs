@@ -96,6 +96,11 @@ pub struct Upstream {
     pub version: String,
     /// Replicas, used round-robin.
     pub addrs: Vec<SocketAddr>,
+    /// Set when these servers serve several models (a shared `hoist-server`, see
+    /// `[server] pack`): the name they know this model by. A request on a path that
+    /// names no model (`/invocations`) is then sent as `/models/{name}/invocations`;
+    /// `/v2/models/{name}/...` paths name it already.
+    pub model: Option<String>,
 }
 
 /// What the gateway routes to. Swapped atomically by [`crate::Gateway::set_routes`].
@@ -567,6 +572,7 @@ mod tests {
     fn routes_are_validated() {
         let up = |v: &str| Upstream {
             version: v.into(),
+            model: None,
             addrs: vec!["127.0.0.1:1".parse().unwrap()],
         };
         let ok = Routes {

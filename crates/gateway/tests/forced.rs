@@ -260,6 +260,7 @@ async fn invalid_routes_are_refused_and_the_old_ones_stay() {
             Some(stable.upstream("1")),
             Some(hoist_gateway::Upstream {
                 version: "2".into(),
+                model: None,
                 addrs: vec![],
             }),
             5,
@@ -274,6 +275,7 @@ async fn invalid_routes_are_refused_and_the_old_ones_stay() {
         Some(stable.upstream("1")),
         Some(hoist_gateway::Upstream {
             version: "2".into(),
+            model: None,
             addrs: vec![],
         }),
         100,

@@ -154,6 +154,7 @@ async fn a_dead_replica_is_skipped_within_the_variant() {
         routes(
             Some(Upstream {
                 version: "1".into(),
+                model: None,
                 addrs: vec![dead_addr, live.addr],
             }),
             None,

@@ -422,6 +422,7 @@ async fn gateway() -> (Running, SocketAddr, Log) {
         routes(
             Some(Upstream {
                 version: "1".into(),
+                model: None,
                 addrs: vec![backend],
             }),
             None,
@@ -618,6 +619,7 @@ async fn backend_connections_are_reused_only_after_unambiguous_responses() {
     gateway.set_routes(routes(
         Some(Upstream {
             version: "1".into(),
+            model: None,
             addrs: vec![backend],
         }),
         None,

@@ -185,6 +185,7 @@ async fn replicas_take_turns() {
         routes(
             Some(Upstream {
                 version: "1".into(),
+                model: None,
                 addrs: replicas.iter().map(|r| r.addr).collect(),
             }),
             None,

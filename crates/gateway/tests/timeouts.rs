@@ -42,6 +42,7 @@ async fn in_front_of_a_silent_backend() -> Running {
     };
     let stable = Upstream {
         version: "1".into(),
+        model: None,
         addrs: vec![silent_backend().await],
     };
     Running::start(config, routes(Some(stable), None, 0)).await

@@ -132,6 +132,7 @@ async fn gateway() -> Running {
         routes(
             Some(Upstream {
                 version: "7".into(),
+                model: None,
                 addrs: vec![backend],
             }),
             None,

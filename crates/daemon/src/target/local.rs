@@ -110,6 +110,7 @@ impl LocalEnv {
         let upstream = |s: &Option<Servers>| {
             s.as_ref().map(|s| Upstream {
                 version: s.version.clone(),
+                model: None,
                 addrs: s.servers.iter().map(|s| s.addr()).collect(),
             })
         };

@@ -135,6 +135,7 @@ impl Backend {
     pub fn upstream(&self, version: &str) -> Upstream {
         Upstream {
             version: version.to_string(),
+            model: None,
             addrs: vec![self.addr],
         }
     }
