@@ -103,6 +103,14 @@ pub(crate) async fn launch(spec: &ServerSpec, port: u16, shared: &Shared) -> Res
     let mut cmd = Command::new(&spec.program.program);
     cmd.args(&spec.program.leading_args);
     match kind {
+        ServerKind::Hoist if let Some(dir) = &spec.repository => {
+            cmd.arg("--model-repository").arg(dir).args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ]);
+        }
         ServerKind::Hoist => {
             cmd.arg("--model")
                 .arg(&spec.model_path)

@@ -71,6 +71,10 @@ pub struct ServerSpec {
     pub log_file: Option<PathBuf>,
     /// How long a child may take from spawn to ready (default 30 s).
     pub ready_timeout: Duration,
+    /// A shared server: `hoist-server --model-repository DIR` serving every model
+    /// package (or link to one) in `DIR`, instead of `--model P --name N
+    /// --model-version V`. `model_name` then only names the server in messages.
+    pub repository: Option<PathBuf>,
 }
 
 impl ServerSpec {
@@ -91,6 +95,7 @@ impl ServerSpec {
             env: Vec::new(),
             log_file: None,
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            repository: None,
         }
     }
 }

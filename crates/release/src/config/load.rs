@@ -52,6 +52,7 @@ impl Config {
     /// The checks of a one-model config (a `[model]` file, or one model's projection).
     pub(super) fn validate_one(&self) -> Result<(), String> {
         self.kubernetes.validate()?;
+        self.validate_pack()?;
         if self.target == crate::kubernetes::TargetKind::Kubernetes {
             self.kubernetes.require_image()?;
             // hoist's own gateway on the cluster compares and remembers answers.

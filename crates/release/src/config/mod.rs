@@ -275,6 +275,11 @@ pub struct ServerConfig {
     /// Further `mlflow models serve` flags for those models, e.g. `["--workers", "2"]`
     /// (`args` are hoist-server's and do not apply to them).
     pub mlflow_args: Vec<String>,
+    /// Pack the models of each environment into two shared hoist-server processes
+    /// (a model's stable in one, its candidate in the other) instead of one process
+    /// per model version. Local environments with one replica only; a version
+    /// hoist-server cannot serve (an MLflow pyfunc) keeps a process of its own.
+    pub pack: bool,
 }
 
 impl Default for ServerConfig {
@@ -286,6 +291,7 @@ impl Default for ServerConfig {
             stop_grace: Dur(Duration::from_secs(10)),
             python: None,
             mlflow_args: Vec::new(),
+            pack: false,
         }
     }
 }

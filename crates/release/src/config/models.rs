@@ -209,3 +209,42 @@ pub(super) fn check_model_tables(text: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+impl Config {
+    /// `[server] pack`: only where hoist runs the servers, one replica each, and for
+    /// model names a shared server's repository can hold (they become directory
+    /// names there).
+    pub(super) fn validate_pack(&self) -> Result<(), String> {
+        if !self.server.pack {
+            return Ok(());
+        }
+        if self.target == crate::kubernetes::TargetKind::Kubernetes {
+            return Err(
+                "server.pack: shares hoist-server processes on this machine; \
+                 target = \"kubernetes\" runs a Deployment per version: remove server.pack"
+                    .into(),
+            );
+        }
+        if let Some(env) = self.environments.iter().find(|e| e.replicas > 1) {
+            return Err(format!(
+                "server.pack: environment {} has replicas = {}; a packed environment runs one \
+                 shared server per variant: set replicas = 1 or remove server.pack",
+                env.name, env.replicas
+            ));
+        }
+        let name = &self.model.name;
+        let fits = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !fits {
+            return Err(format!(
+                "server.pack: model `{name}`: a packed model's name must be letters, digits, \
+                 `.`, `-` or `_` (it names a directory in the shared server's repository)"
+            ));
+        }
+        Ok(())
+    }
+}

@@ -438,3 +438,31 @@ fn a_models_overrides_are_validated_as_its_environments() {
     assert!(err.contains("weights must rise"), "{err}");
     assert!(err.contains("line 4"), "{err}");
 }
+
+#[test]
+fn pack_is_refused_where_a_shared_server_cannot_serve() {
+    let two = |names: [&str; 2], extra: &str| {
+        format!(
+            "[server]\npack = true\n\n[[models]]\nname = \"{}\"\n\n[[models]]\nname = \"{}\"\n{TWO_ENVS}{extra}",
+            names[0], names[1]
+        )
+    };
+    let ok = Config::parse(&two(["fraud", "churn.v2"], ""), "hoist.toml").unwrap();
+    assert!(ok.server.pack);
+    assert!(ok.per_model().iter().all(|m| m.server.pack));
+    let err = refused(&two(["fraud detector", "b"], ""));
+    assert!(err.contains("server.pack: model `fraud detector`"), "{err}");
+    let err = refused(&two(["a", "b"], "replicas = 2\n"));
+    assert!(
+        err.contains("server.pack: environment production has replicas = 2"),
+        "{err}"
+    );
+    let err = refused(&format!(
+        "target = \"kubernetes\"\n\n[server]\npack = true\n\n[model]\nname = \"m\"\n\n\
+         [kubernetes]\nimage = \"hoist@sha256:{}\"\nmodel_path = \"/m\"\n\n\
+         [[environments]]\nname = \"production\"\n",
+        "a".repeat(64)
+    ));
+    assert!(err.contains("server.pack"), "{err}");
+    assert!(!Config::default().server.pack);
+}
