@@ -13,9 +13,26 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::views::{ApiError, CreateRequest, StatusView, WindowView};
 
-/// What a started candidate is made of: its local servers (none on a cluster, whose
-/// pods the cluster keeps).
-pub type Started = Vec<Supervised>;
+/// What a started candidate is made of: its local servers, or its place in a shared
+/// server (`[server] pack`); nothing on a cluster, whose pods the cluster keeps.
+#[derive(Default)]
+pub struct Started {
+    pub servers: Vec<Supervised>,
+    pub packed: Option<crate::target::pack::Packed>,
+}
+
+impl Started {
+    pub fn own(servers: Vec<Supervised>) -> Started {
+        Started {
+            servers,
+            packed: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.packed.is_none()
+    }
+}
 
 pub enum Cmd {
     Create {

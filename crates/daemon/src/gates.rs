@@ -509,6 +509,9 @@ async fn command(
 }
 
 async fn metadata(http: &reqwest::Client, url: &str, name: &str) -> Result<Value, String> {
+    // A packed variant's URL is its shared server's `/models/{name}` (where it scores
+    // this model); the server's metadata paths start at its root.
+    let url = url.strip_suffix(&format!("/models/{name}")).unwrap_or(url);
     let r = http
         .get(format!("{url}/v2/models/{name}"))
         .send()

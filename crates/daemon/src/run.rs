@@ -3,6 +3,7 @@
 //! shutdown future, and every server started here (API, webhook receiver, gateways)
 //! stops on that one future, after the engine has drained the model servers.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use crate::shutdown::stopped;
 use crate::target::EnvTarget;
 use crate::target::kube::{ClusterEnv, ClusterTarget};
 use crate::target::local::{LocalEnv, LocalParts};
+use crate::target::pack::Packs;
 use crate::views::LogLine;
 use hoist_types::Secret;
 
@@ -176,6 +178,7 @@ pub async fn start(
             (env.name.clone(), addr.unwrap_or(env.listen))
         })
         .collect();
+    let packs = env_packs(&opts, &state, &bound)?;
     // Each model: its own engine, command channel and gateway per environment.
     let mut models = Vec::new();
     let mut engines = Vec::new();
@@ -193,6 +196,7 @@ pub async fn start(
             log_dir: state.log_dir.clone(),
             tx: tx.clone(),
             log: log.clone(),
+            packs: &packs,
         };
         let mut gateways = Vec::new();
         for env in &cfg.environments {
@@ -419,6 +423,8 @@ struct Wiring<'a> {
     log_dir: PathBuf,
     tx: mpsc::Sender<Cmd>,
     log: broadcast::Sender<LogLine>,
+    /// Each local environment's shared servers, with `[server] pack`.
+    packs: &'a BTreeMap<String, Arc<Packs>>,
 }
 
 type Targets = Vec<(Environment, Box<dyn EnvTarget>)>;
@@ -438,7 +444,7 @@ impl Wiring<'_> {
             let name = env.name.clone();
             let target: Box<dyn EnvTarget> = match addr {
                 Some(addr) => {
-                    Box::new(LocalEnv::new(env.clone(), addr, gateway, self.local(&http)))
+                    Box::new(LocalEnv::new(env.clone(), addr, gateway, self.local(&http, &name)))
                 }
                 None => {
                     let live = self
@@ -490,7 +496,7 @@ impl Wiring<'_> {
         })
     }
 
-    fn local(&self, http: &reqwest::Client) -> LocalParts {
+    fn local(&self, http: &reqwest::Client, env: &str) -> LocalParts {
         LocalParts {
             cfg: self.cfg.clone(),
             program: self.opts.program.clone(),
@@ -500,11 +506,42 @@ impl Wiring<'_> {
             tx: self.tx.clone(),
             log: self.log.clone(),
             http: http.clone(),
+            packs: self.packs.get(env).cloned(),
         }
     }
 }
 
-fn random_token() -> String {
+/// `[server] pack`: the shared servers of each environment served on this machine
+/// (none without it), in `daemon/packs/<env>/` of the state directory.
+fn env_packs(
+    opts: &Options,
+    state: &State,
+    bound: &[(Environment, Option<TcpListener>)],
+) -> anyhow::Result<BTreeMap<String, Arc<Packs>>> {
+    let cfg = &opts.config;
+    let mut packs = BTreeMap::new();
+    if !cfg.server.pack {
+        return Ok(packs);
+    }
+    let http = crate::artifact::http_client();
+    for (env, listener) in bound {
+        if listener.is_none() {
+            continue;
+        }
+        let mut template = hoist_targets::ServerSpec::new(opts.program.clone(), "", "pack", "");
+        template.extra_args = vec!["--runtime".into(), cfg.server.runtime.clone()];
+        template.extra_args.extend(cfg.server_args(env));
+        template.ready_timeout = cfg.server.ready_timeout.0;
+        template.log_file = Some(state.log_dir.join("packs.log"));
+        let dir = state.dir.join("packs").join(&env.name);
+        let p = Packs::new(&env.name, &dir, template, http.clone())
+            .map_err(|e| anyhow::anyhow!("server.pack: {}: {e}", dir.display()))?;
+        packs.insert(env.name.clone(), p);
+    }
+    Ok(packs)
+}
+
+pub(crate) fn random_token() -> String {
     use std::io::Read;
     let mut b = [0u8; 24];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {

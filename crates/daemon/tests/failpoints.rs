@@ -108,7 +108,7 @@ impl EnvTarget for FakeTarget {
         self.with(|w| w.candidate = Some(c.version.clone()));
         let (tx, env) = (self.tx.clone(), self.name.clone());
         tokio::spawn(async move {
-            let result = Ok(Vec::new());
+            let result = Ok(Started::default());
             let _ = tx
                 .send(Cmd::CandidateStarted {
                     id: c.id,

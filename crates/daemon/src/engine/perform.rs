@@ -8,7 +8,7 @@ use std::time::Duration;
 use hoist_release::machine::{Action, Release, ReleaseId};
 
 use super::Engine;
-use crate::cmd::Cmd;
+use crate::cmd::{Cmd, Started};
 use crate::live::{self, StepShape};
 use crate::target::Candidate;
 
@@ -75,7 +75,7 @@ impl Engine {
         if e.candidate.as_ref().is_some_and(|c| c.release_id == id) {
             let tx = self.tx.clone();
             tokio::spawn(async move {
-                let result = Ok(Vec::new());
+                let result = Ok(Started::default());
                 let _ = tx.send(Cmd::CandidateStarted { id, env, result }).await;
             });
             return;

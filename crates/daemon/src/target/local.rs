@@ -23,6 +23,7 @@ use hoist_release::machine::ReleaseId;
 use hoist_targets::{ServerKind, ServerProgram, ServerSpec, Supervised};
 use tokio::sync::{broadcast, mpsc};
 
+use super::pack::{Packed, Packs};
 use super::{Candidate, EnvTarget, Serving};
 use crate::cmd::{Cmd, Started};
 use crate::live::gateway::{Counters, GatewayMetrics};
@@ -44,12 +45,32 @@ pub struct LocalParts {
     pub tx: mpsc::Sender<Cmd>,
     pub log: broadcast::Sender<LogLine>,
     pub http: reqwest::Client,
+    /// This environment's shared servers, with `[server] pack`.
+    pub packs: Option<Arc<Packs>>,
 }
 
-/// One variant's servers.
+/// One variant's servers: processes of its own, or its place in a pack.
 struct Servers {
     version: String,
     servers: Vec<Supervised>,
+    packed: Option<Packed>,
+}
+
+impl Servers {
+    fn own(version: &str, servers: Vec<Supervised>) -> Servers {
+        Servers {
+            version: version.to_string(),
+            servers,
+            packed: None,
+        }
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        match &self.packed {
+            Some(p) => vec![p.addr],
+            None => self.servers.iter().map(|s| s.addr()).collect(),
+        }
+    }
 }
 
 /// One environment on this machine.
@@ -110,8 +131,8 @@ impl LocalEnv {
         let upstream = |s: &Option<Servers>| {
             s.as_ref().map(|s| Upstream {
                 version: s.version.clone(),
-                model: None,
-                addrs: s.servers.iter().map(|s| s.addr()).collect(),
+                model: s.packed.as_ref().map(|p| p.model.clone()),
+                addrs: s.addrs(),
             })
         };
         let candidate = self.candidate.is_some();
@@ -204,25 +225,51 @@ fn retire(servers: Vec<Supervised>, grace: Duration) {
     });
 }
 
-fn server_views(servers: &Option<Servers>) -> Vec<ServerView> {
-    servers
-        .iter()
-        .flat_map(|s| &s.servers)
-        .map(|s| ServerView {
-            addr: s.addr(),
-            pid: s.pid(),
-            restarts: s.restarts(),
-            status: format!("{:?}", s.status()),
-        })
-        .collect()
+fn addrs(servers: &Option<Servers>) -> Vec<SocketAddr> {
+    servers.as_ref().map(Servers::addrs).unwrap_or_default()
 }
 
-fn addrs(servers: &Option<Servers>) -> Vec<SocketAddr> {
-    servers
-        .iter()
-        .flat_map(|s| &s.servers)
-        .map(|s| s.addr())
-        .collect()
+impl LocalEnv {
+    fn server_views(&self, servers: &Option<Servers>) -> Vec<ServerView> {
+        let Some(s) = servers else {
+            return Vec::new();
+        };
+        if let (Some(p), Some(packs)) = (&s.packed, &self.parts.packs) {
+            return packs.view(p);
+        }
+        s.servers
+            .iter()
+            .map(|s| ServerView {
+                addr: s.addr(),
+                pid: s.pid(),
+                restarts: s.restarts(),
+                status: format!("{:?}", s.status()),
+            })
+            .collect()
+    }
+
+    /// Stops what served a variant the gateway no longer routes to, [`RETIRE_AFTER`]
+    /// from now (`now`: at once, it never took traffic).
+    fn let_go(&self, s: Servers, now: bool) {
+        let after = if now { Duration::ZERO } else { RETIRE_AFTER };
+        if let (Some(p), Some(packs)) = (s.packed, &self.parts.packs) {
+            packs.unload_later(p, after);
+        }
+        if now {
+            stop_in_background(s.servers, self.grace());
+        } else {
+            retire(s.servers, self.grace());
+        }
+    }
+
+    /// Whether `path`'s version goes into a pack: with `[server] pack`, when
+    /// hoist-server serves it (an MLflow pyfunc keeps a process of its own).
+    fn packs_for(&self, path: &Path) -> Option<Arc<Packs>> {
+        self.parts
+            .packs
+            .clone()
+            .filter(|_| ServerKind::of_model(path) == ServerKind::Hoist)
+    }
 }
 
 impl EnvTarget for LocalEnv {
@@ -261,6 +308,35 @@ impl EnvTarget for LocalEnv {
                     }
                 }
             }
+            if let Some(packs) = self.packs_for(&path) {
+                let model = self.parts.cfg.model.name.clone();
+                return match packs.load(None, &model, &live.version, &path).await {
+                    Ok(p) => {
+                        self.stable = Some(Servers {
+                            version: live.version.clone(),
+                            servers: Vec::new(),
+                            packed: Some(p),
+                        });
+                        self.apply_routes();
+                        self.say(
+                            None,
+                            format!("{name}: v{} serving again (shared server)", live.version),
+                        );
+                        Some(Serving {
+                            version: live.version,
+                            digest: live.digest,
+                            release_id: live.release_id,
+                        })
+                    }
+                    Err(e) => {
+                        self.say(
+                            None,
+                            format!("{name}: the live version could not be restarted: {e}"),
+                        );
+                        None
+                    }
+                };
+            }
             let spec = match self.spec(&path, &live.version, None).await {
                 Ok(spec) => spec,
                 Err(e) => {
@@ -273,10 +349,7 @@ impl EnvTarget for LocalEnv {
             };
             match hoist_targets::start_replicas(&spec, self.env.replicas).await {
                 Ok(servers) => {
-                    self.stable = Some(Servers {
-                        version: live.version.clone(),
-                        servers,
-                    });
+                    self.stable = Some(Servers::own(&live.version, servers));
                     self.apply_routes();
                     self.say(None, format!("{name}: v{} serving again", live.version));
                     Some(Serving {
@@ -306,6 +379,29 @@ impl EnvTarget for LocalEnv {
             });
             return;
         };
+        if let Some(packs) = self.packs_for(Path::new(&path)) {
+            let avoid = self
+                .stable
+                .as_ref()
+                .and_then(|s| s.packed.as_ref())
+                .map(|p| p.pack);
+            let (model, version) = (self.parts.cfg.model.name.clone(), c.version.clone());
+            self.say(
+                Some(id),
+                format!("release {id}: {env}: loading v{version} into a shared server"),
+            );
+            tokio::spawn(async move {
+                let result = packs
+                    .load(avoid, &model, &version, Path::new(&path))
+                    .await
+                    .map(|p| Started {
+                        servers: Vec::new(),
+                        packed: Some(p),
+                    });
+                let _ = tx.send(Cmd::CandidateStarted { id, env, result }).await;
+            });
+            return;
+        }
         let spec = self.spec(Path::new(&path), &c.version, Some(id));
         let replicas = self.env.replicas;
         self.say(
@@ -319,6 +415,7 @@ impl EnvTarget for LocalEnv {
             let result = match spec.await {
                 Ok(spec) => hoist_targets::start_replicas(&spec, replicas)
                     .await
+                    .map(Started::own)
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
@@ -332,7 +429,8 @@ impl EnvTarget for LocalEnv {
         }
         self.candidate = Some(Servers {
             version: version.to_string(),
-            servers: started,
+            servers: started.servers,
+            packed: started.packed,
         });
         self.baseline = self.gateway.metrics();
         self.apply_routes();
@@ -340,7 +438,12 @@ impl EnvTarget for LocalEnv {
     }
 
     fn discard(&mut self, started: Started) {
-        stop_in_background(started, self.grace());
+        let s = Servers {
+            version: String::new(),
+            servers: started.servers,
+            packed: started.packed,
+        };
+        self.let_go(s, true);
     }
 
     fn set_weight(&mut self, _: ReleaseId, weight: u32) {
@@ -361,7 +464,7 @@ impl EnvTarget for LocalEnv {
         self.weight = 0;
         self.apply_routes();
         if let Some(old) = old {
-            retire(old.servers, self.grace());
+            self.let_go(old, false);
         }
     }
 
@@ -370,7 +473,7 @@ impl EnvTarget for LocalEnv {
         let old = self.candidate.take();
         self.apply_routes();
         if let Some(old) = old {
-            retire(old.servers, self.grace());
+            self.let_go(old, false);
         }
     }
 
@@ -381,8 +484,12 @@ impl EnvTarget for LocalEnv {
             .flatten()
             .flat_map(|s| s.servers)
             .collect();
+        let packs = self.parts.packs.clone();
         async move {
             futures_util::future::join_all(servers.into_iter().map(|s| s.stop(grace))).await;
+            if let Some(packs) = packs {
+                packs.stop(grace).await;
+            }
         }
         .boxed()
     }
@@ -393,10 +500,12 @@ impl EnvTarget for LocalEnv {
         } else {
             &self.stable
         };
-        servers
-            .as_ref()
-            .and_then(|s| s.servers.first())
-            .map(|s| format!("http://{}", s.addr()))
+        let s = servers.as_ref()?;
+        match &s.packed {
+            // The shared server scores this model at /models/{name}/invocations.
+            Some(p) => Some(format!("http://{}/models/{}", p.addr, p.model)),
+            None => s.servers.first().map(|s| format!("http://{}", s.addr())),
+        }
     }
 
     fn smoke_test(&self, path: Option<String>) -> BoxFuture<'static, Result<(), String>> {
@@ -430,7 +539,7 @@ impl EnvTarget for LocalEnv {
     }
 
     fn servers(&self, candidate: bool) -> Vec<ServerView> {
-        server_views(if candidate {
+        self.server_views(if candidate {
             &self.candidate
         } else {
             &self.stable

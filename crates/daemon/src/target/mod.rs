@@ -13,6 +13,7 @@
 pub mod gateway_admin;
 pub mod kube;
 pub mod local;
+pub mod pack;
 pub mod smoke;
 
 use futures_util::future::BoxFuture;
