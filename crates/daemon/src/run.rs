@@ -443,9 +443,12 @@ impl Wiring<'_> {
         for (env, gateway, addr) in gateways {
             let name = env.name.clone();
             let target: Box<dyn EnvTarget> = match addr {
-                Some(addr) => {
-                    Box::new(LocalEnv::new(env.clone(), addr, gateway, self.local(&http, &name)))
-                }
+                Some(addr) => Box::new(LocalEnv::new(
+                    env.clone(),
+                    addr,
+                    gateway,
+                    self.local(&http, &name),
+                )),
                 None => {
                     let live = self
                         .journal

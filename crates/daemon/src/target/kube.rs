@@ -335,7 +335,9 @@ async fn worker(
                     Ok(()) => c.wait_rollout(Variant::Candidate, deadline).await.map(drop),
                     Err(e) => Err(e),
                 };
-                let result = result.map(|()| Started::default()).map_err(|e| e.to_string());
+                let result = result
+                    .map(|()| Started::default())
+                    .map_err(|e| e.to_string());
                 let _ = tx
                     .send(Cmd::CandidateStarted {
                         id,

@@ -189,10 +189,7 @@ impl Packs {
         if held.models.get(&p.model).map(|(_, g)| *g) != Some(p.generation) {
             return;
         }
-        let url = format!(
-            "http://{}/v2/repository/models/{}/unload",
-            p.addr, p.model
-        );
+        let url = format!("http://{}/v2/repository/models/{}/unload", p.addr, p.model);
         let answer = self
             .http
             .post(url)
