@@ -82,16 +82,24 @@ impl ShadowCounters {
     }
 }
 
-/// Sends `request` (a whole HTTP/1.1 request as the fast path wrote it for stable) to
-/// the candidate of `table`, and compares its answer with `stable`'s predictions.
+/// Sends `request` (a whole HTTP/1.1 request as the fast path wrote it, its target
+/// as the client sent it, starting at `bare_at` when it names no model) to the
+/// candidate of `table`, and compares its answer with `stable`'s predictions. A
+/// packed candidate gets its `/models/{name}` in front of a target that names no
+/// model (`crate::packed`), whatever stable got.
 pub(crate) async fn mirror(
     gw: Gateway,
     table: Arc<Table>,
     request: Vec<u8>,
+    bare_at: Option<usize>,
     stable: Option<Predictions>,
 ) {
     let Some(candidate) = table.get(crate::split::Variant::Candidate) else {
         return;
+    };
+    let request = match (bare_at, &candidate.model_path) {
+        (Some(at), Some(prefix)) => crate::packed::insert_prefix(request, at, prefix),
+        _ => request,
     };
     let counters = &gw.inner.shadow;
     let start = Instant::now();
