@@ -25,7 +25,8 @@
 //!   codings as it came) and gain `x-hoist-variant`, `x-hoist-version` and
 //!   `x-request-id`.
 //! - A refused connection sends the request to the next replica, then to the other
-//!   variant, then answers 502; no upstream at all is a 503.
+//!   variant, then answers 502; no upstream at all is a 503. A packed backend gets
+//!   `/models/{name}` in front of `/invocations`, per attempt (`crate::packed`).
 //! - A request is counted when the backend's body has ended, before its last bytes
 //!   are written to the client; a backend failing mid-body counts as an upstream
 //!   error, a client going away counts by the status.

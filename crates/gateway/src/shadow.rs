@@ -8,7 +8,8 @@
 //! 2. When stable answered 2xx and the shadow counter picks the request
 //!    ([`split::counter_picks_candidate`] at the shadow share: exact, not random),
 //!    a task sends the same request bytes to the next candidate replica on a
-//!    connection of its own pool.
+//!    connection of its own pool (with the candidate's `/models/{name}` in front of
+//!    `/invocations` when it is packed, see `crate::packed`).
 //! 3. The candidate's answer is counted like a request (class, latency) in the
 //!    shadow counters; when both answers hold predictions ([`inspect::parse`]),
 //!    their labels and probabilities are compared row by row.
