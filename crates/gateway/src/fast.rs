@@ -25,7 +25,8 @@
 //!   codings as it came) and gain `x-hoist-variant`, `x-hoist-version` and
 //!   `x-request-id`.
 //! - A refused connection sends the request to the next replica, then to the other
-//!   variant, then answers 502; no upstream at all is a 503.
+//!   variant, then answers 502; no upstream at all is a 503. A packed backend gets
+//!   `/models/{name}` in front of `/invocations`, per attempt (`crate::packed`).
 //! - A request is counted when the backend's body has ended, before its last bytes
 //!   are written to the client; a backend failing mid-body counts as an upstream
 //!   error, a client going away counts by the status.
@@ -50,7 +51,7 @@ use crate::guard::Guarded;
 use crate::metrics::Class;
 use crate::pool::Pool;
 use crate::split::{Decision, Variant};
-use crate::{inspect, shadow};
+use crate::{inspect, packed, shadow};
 
 /// Largest request body the fast path buffers; larger ones go to hyper.
 const MAX_BODY: usize = 1024 * 1024;
@@ -80,6 +81,9 @@ struct Buffers {
     capture_ok: bool,
     /// Who answered the request just proxied, and the status.
     served: Option<(Variant, u16)>,
+    /// Where `request`'s target starts when it names no model: a packed backend
+    /// gets its `/models/{name}` there (`crate::packed`).
+    bare_at: Option<usize>,
 }
 
 impl Buffers {
@@ -367,6 +371,7 @@ fn prepare(front: &Front, b: &mut Buffers) -> Prep {
         .split
         .decide_raw(req.headers, |v| table.get(v).is_some());
 
+    b.bare_at = packed::names_no_model(target).then_some(method.len() + 1);
     let out = &mut b.request;
     out.clear();
     out.extend_from_slice(method.as_bytes());
@@ -637,8 +642,7 @@ async fn send_and_read_head(
     head: bool,
     close: bool,
 ) -> Result<ResponseHead, (bool, String)> {
-    stream
-        .write_all(&b.request)
+    packed::write_request(stream, &b.request, b.bare_at, backend)
         .await
         .map_err(|e| (true, e.to_string()))?;
     b.response.clear();
@@ -932,6 +936,7 @@ fn after_answer(gw: &Gateway, table: &Arc<Table>, b: &Buffers, post: bool) {
             gw.clone(),
             table.clone(),
             b.request.clone(),
+            b.bare_at,
             predictions,
         ));
     }

@@ -245,6 +245,10 @@ pub(crate) struct Backend {
     pub(crate) counters: Arc<Counters>,
     /// Serves forced requests: `counters` is a forced series.
     pub(crate) forced: bool,
+    /// `/models/{name}` when these servers serve several models
+    /// ([`crate::Upstream::model`]): put in front of a target that names no model
+    /// (`crate::packed`). `None` for a server of one model.
+    pub(crate) model_path: Option<Bytes>,
 }
 
 /// Which replica a request goes to: the round-robin pick first; when nothing was sent
@@ -458,6 +462,8 @@ impl Gateway {
                 id
             }
         };
+        // Set per attempt when the target names no model and a backend is packed.
+        let bare = crate::packed::Bare::of(&parts.uri, &table);
         let mut req = Request::from_parts(parts, body);
 
         let mut attempt = Attempt::new(first);
@@ -467,6 +473,9 @@ impl Gateway {
             let backend = attempt.backend;
             let slot = attempt.slot();
             let pool = &backend.pools[slot];
+            if let Some(bare) = &bare {
+                *req.uri_mut() = bare.uri_for(backend);
+            }
             let Ok(sent) = tokio::time::timeout(timeout, pool.send(req)).await else {
                 status = StatusCode::GATEWAY_TIMEOUT;
                 break format!("{}: no answer within {timeout:?}", pool.addr);

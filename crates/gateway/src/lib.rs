@@ -30,6 +30,8 @@
 //!   does not handle (chunked or upgrade requests, HTTP/1.0, large bodies) to hyper.
 //! - `framing`: RFC 9112 message framing, hop-by-hop headers and target checks,
 //!   one set of rules for both paths; `guard` applies them on hyper's path.
+//! - `packed`: the target a server packing several models gets (`/invocations`
+//!   becomes `/models/{name}/invocations`), per attempt on both paths.
 //! - `pool`: keep-alive connections per backend address.
 //! - `router`: [`Router`]: one environment's gateway for many models, each
 //!   request dispatched to its model's [`Gateway`].
@@ -48,6 +50,7 @@ mod gateway;
 mod guard;
 mod inspect;
 pub mod metrics;
+mod packed;
 mod pool;
 mod router;
 mod routes;

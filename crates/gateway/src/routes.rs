@@ -106,6 +106,7 @@ impl Gateway {
                     next: AtomicUsize::new(0),
                     counters,
                     forced: is_forced,
+                    model_path: up.model.as_deref().map(crate::packed::model_prefix),
                 })
             };
         let stable = backend(Variant::Stable, &routes.stable, false);

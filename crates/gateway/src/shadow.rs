@@ -8,7 +8,8 @@
 //! 2. When stable answered 2xx and the shadow counter picks the request
 //!    ([`split::counter_picks_candidate`] at the shadow share: exact, not random),
 //!    a task sends the same request bytes to the next candidate replica on a
-//!    connection of its own pool.
+//!    connection of its own pool (with the candidate's `/models/{name}` in front of
+//!    `/invocations` when it is packed, see `crate::packed`).
 //! 3. The candidate's answer is counted like a request (class, latency) in the
 //!    shadow counters; when both answers hold predictions ([`inspect::parse`]),
 //!    their labels and probabilities are compared row by row.
@@ -82,16 +83,24 @@ impl ShadowCounters {
     }
 }
 
-/// Sends `request` (a whole HTTP/1.1 request as the fast path wrote it for stable) to
-/// the candidate of `table`, and compares its answer with `stable`'s predictions.
+/// Sends `request` (a whole HTTP/1.1 request as the fast path wrote it, its target
+/// as the client sent it, starting at `bare_at` when it names no model) to the
+/// candidate of `table`, and compares its answer with `stable`'s predictions. A
+/// packed candidate gets its `/models/{name}` in front of a target that names no
+/// model (`crate::packed`), whatever stable got.
 pub(crate) async fn mirror(
     gw: Gateway,
     table: Arc<Table>,
     request: Vec<u8>,
+    bare_at: Option<usize>,
     stable: Option<Predictions>,
 ) {
     let Some(candidate) = table.get(crate::split::Variant::Candidate) else {
         return;
+    };
+    let request = match (bare_at, &candidate.model_path) {
+        (Some(at), Some(prefix)) => crate::packed::insert_prefix(request, at, prefix),
+        _ => request,
     };
     let counters = &gw.inner.shadow;
     let start = Instant::now();
