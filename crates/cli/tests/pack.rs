@@ -126,12 +126,15 @@ fn packed_models_share_two_servers_and_release_at_once_under_traffic() {
     register_as(&home, "breast_cancer_lr", "churn");
     register_as(&home, "breast_cancer_lr", "risk");
     register_as(&home, "breast_cancer_batch2", "fraud");
+    // Each candidate as first seen (fraud's may be gone again once it failed).
+    let mut seen: Vec<Option<(u64, String)>> = vec![None; MODELS.len()];
     let candidates: Vec<(u64, String)> = hoist_testkit::poll(Duration::from_secs(60), || {
-        let c: Option<Vec<_>> = MODELS
-            .iter()
-            .map(|m| server_of(&d, m, "candidate"))
-            .collect();
-        c
+        for (m, s) in MODELS.iter().zip(seen.iter_mut()) {
+            if s.is_none() {
+                *s = server_of(&d, m, "candidate");
+            }
+        }
+        seen.iter().cloned().collect::<Option<Vec<_>>>()
     })
     .expect("three candidates running");
     assert!(
@@ -218,10 +221,7 @@ fn packed_models_share_two_servers_and_release_at_once_under_traffic() {
 #[test]
 fn pack_is_refused_with_replicas_and_names_it_cannot_hold() {
     let home = temp_home("pack-bad");
-    let bad = config().replace(
-        "listen = \"127.0.0.1:0\"\n",
-        "listen = \"127.0.0.1:0\"\nreplicas = 2\n",
-    );
+    let bad = config().replace("steps = [", "replicas = 2\nsteps = [");
     let path = home.join("hoist.toml");
     std::fs::write(&path, bad).unwrap();
     let out = hoist(&home, &["up", "--config", path.to_str().unwrap()]);
