@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hoist_targets::{ServerSpec, Supervised};
+use hoist_targets::{ServerSpec, Status, Supervised};
 
 use crate::views::ServerView;
 
@@ -205,8 +205,16 @@ impl Packs {
 
     /// The pack's server, started if it is not running yet.
     async fn ensure_started(&self, pack: &Pack) -> Result<SocketAddr, String> {
-        if let Some(s) = pack.server.lock().unwrap().as_ref() {
-            return Ok(s.addr());
+        {
+            let mut server = pack.server.lock().unwrap();
+            if let Some(s) = server.as_ref() {
+                if !matches!(s.status(), Status::Failed { .. }) {
+                    return Ok(s.addr());
+                }
+                // Supervision gave up on it: a new one (its models come back with it,
+                // from the directory's links).
+                drop(server.take());
+            }
         }
         let mut spec = self.template.clone();
         spec.repository = Some(pack.dir.clone());
