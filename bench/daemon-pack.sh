@@ -101,7 +101,12 @@ stop_daemon() {
     while kill -0 "$daemon_pid" 2>/dev/null && (( t < 300 )); do sleep 0.1; t=$((t + 1)); done
     kill -KILL "$daemon_pid" 2>/dev/null || true
     wait "$daemon_pid" 2>/dev/null || true
-    for p in "${tracked[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    # Only a hoist-server still there (a pid the daemon's servers had may be reused).
+    for p in "${tracked[@]}"; do
+        if [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == hoist-server* ]]; then
+            kill -KILL "$p" 2>/dev/null || true
+        fi
+    done
     daemon_pid=""
     tracked=()
 }
