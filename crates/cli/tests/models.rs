@@ -11,39 +11,7 @@ use serde_json::Value;
 const MODELS: [&str; 3] = ["fraud", "churn", "risk"];
 
 fn config() -> String {
-    let base = BASE.replace(
-        "[model]\nname = \"m\"\ntrigger = { alias = \"champion\" }\n",
-        "",
-    );
-    let mut text = base;
-    for m in MODELS {
-        text.push_str(&format!("\n[[models]]\nname = \"{m}\"\n"));
-    }
-    text.push_str(
-        "\n[[environments]]\nname = \"production\"\nlisten = \"127.0.0.1:0\"\nsteps = [{ weight = 50, pause = \"4s\" }]\n",
-    );
-    text
-}
-
-/// The newest release of `m`, once it has finished.
-fn newest_done(d: &Daemon, m: &str, version: &str) -> Value {
-    let mut last = Value::Null;
-    hoist_testkit::poll(Duration::from_secs(120), || {
-        let list = d.get(&format!("/api/v1/models/{m}/releases"));
-        let r = list["releases"]
-            .as_array()?
-            .iter()
-            .find(|r| r["version"] == version)
-            .cloned();
-        match r {
-            Some(r) if r["phase"]["phase"] == "done" => Some(r),
-            r => {
-                last = r.unwrap_or(list);
-                None
-            }
-        }
-    })
-    .unwrap_or_else(|| panic!("{m} v{version} did not finish: {last}"))
+    models_config(&MODELS, "", "steps = [{ weight = 50, pause = \"4s\" }]")
 }
 
 #[test]
@@ -54,7 +22,7 @@ fn three_models_release_at_once_under_traffic_one_rolls_back_the_others_promote(
         register_as(&home, "breast_cancer_gbt", m);
     }
     for m in MODELS {
-        let r = newest_done(&d, m, "1");
+        let r = model_release_done(&d, m, "1");
         assert_eq!(r["outcome"]["outcome"], "succeeded", "{m}: {r}");
     }
     let models = d.get("/api/v1/models");
@@ -88,7 +56,7 @@ fn three_models_release_at_once_under_traffic_one_rolls_back_the_others_promote(
     register_as(&home, "breast_cancer_batch2", "fraud");
     let done: Vec<(&str, Value)> = MODELS
         .iter()
-        .map(|m| (*m, newest_done(&d, m, "2")))
+        .map(|m| (*m, model_release_done(&d, m, "2")))
         .collect();
     let counts: Vec<_> = traffic.into_iter().map(|(m, t)| (m, t.finish())).collect();
     for (m, r) in &done {
@@ -265,7 +233,7 @@ fn a_model_stuck_in_its_gate_does_not_hold_up_another() {
     );
     register_as(&home, "breast_cancer_gbt", "a");
     register_as(&home, "breast_cancer_gbt", "b");
-    let b = newest_done(&d, "b", "1");
+    let b = model_release_done(&d, "b", "1");
     assert_eq!(b["outcome"]["outcome"], "succeeded", "{b}");
     // a is still at its gate: unfinished, nothing live.
     let models = d.get("/api/v1/models");
@@ -286,7 +254,10 @@ fn a_daemon_killed_during_two_models_releases_resumes_both() {
         register_as(&home, "breast_cancer_gbt", m);
     }
     for m in ["a", "b"] {
-        assert_eq!(newest_done(&d, m, "1")["outcome"]["outcome"], "succeeded");
+        assert_eq!(
+            model_release_done(&d, m, "1")["outcome"]["outcome"],
+            "succeeded"
+        );
     }
     for m in ["a", "b"] {
         register_as(&home, "breast_cancer_lr", m);
@@ -323,7 +294,7 @@ fn a_daemon_killed_during_two_models_releases_resumes_both() {
         ok(&hoist(&home, &["promote", &id.to_string(), "--model", m]));
     }
     for m in ["a", "b"] {
-        let r = newest_done(&d, m, "2");
+        let r = model_release_done(&d, m, "2");
         assert_eq!(r["outcome"]["outcome"], "succeeded", "{m}: {r}");
         assert_eq!(
             weights(&d.get(&format!("/api/v1/models/{m}/releases/{}", r["id"]))),

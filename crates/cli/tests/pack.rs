@@ -16,40 +16,11 @@ use serde_json::Value;
 const MODELS: [&str; 3] = ["fraud", "churn", "risk"];
 
 fn config() -> String {
-    let mut text = BASE
-        .replace(
-            "[model]\nname = \"m\"\ntrigger = { alias = \"champion\" }\n",
-            "",
-        )
-        .replace("[server]\n", "[server]\npack = true\n");
-    for m in MODELS {
-        text.push_str(&format!("\n[[models]]\nname = \"{m}\"\n"));
-    }
-    text.push_str(
-        "\n[[environments]]\nname = \"production\"\nlisten = \"127.0.0.1:0\"\nsteps = [{ weight = 50, pause = \"4s\" }]\n",
-    );
-    text
-}
-
-/// The newest release of `m` at `version`, once it has finished.
-fn done(d: &Daemon, m: &str, version: &str) -> Value {
-    let mut last = Value::Null;
-    hoist_testkit::poll(Duration::from_secs(120), || {
-        let list = d.get(&format!("/api/v1/models/{m}/releases"));
-        let r = list["releases"]
-            .as_array()?
-            .iter()
-            .find(|r| r["version"] == version)
-            .cloned();
-        match r {
-            Some(r) if r["phase"]["phase"] == "done" => Some(r),
-            r => {
-                last = r.unwrap_or(list);
-                None
-            }
-        }
-    })
-    .unwrap_or_else(|| panic!("{m} v{version} did not finish: {last}"))
+    models_config(
+        &MODELS,
+        "pack = true\n",
+        "steps = [{ weight = 50, pause = \"4s\" }]",
+    )
 }
 
 /// The (pid, address) of the server of `m`'s `variant` in production.
@@ -100,7 +71,7 @@ fn packed_models_share_two_servers_and_release_at_once_under_traffic() {
         register_as(&home, "breast_cancer_gbt", m);
     }
     for m in MODELS {
-        let r = done(&d, m, "1");
+        let r = model_release_done(&d, m, "1");
         assert_eq!(r["outcome"]["outcome"], "succeeded", "{m}: {r}");
     }
     // Every stable in one process.
@@ -143,7 +114,10 @@ fn packed_models_share_two_servers_and_release_at_once_under_traffic() {
     );
     let (pack1_pid, pack1) = candidates[0].clone();
     assert_ne!(pack1_pid, pack0_pid, "stable and candidate share a process");
-    let ended: Vec<(&str, Value)> = MODELS.iter().map(|m| (*m, done(&d, m, "2"))).collect();
+    let ended: Vec<(&str, Value)> = MODELS
+        .iter()
+        .map(|m| (*m, model_release_done(&d, m, "2")))
+        .collect();
     let counts: Vec<_> = traffic.into_iter().map(|(m, t)| (m, t.finish())).collect();
     for (m, r) in &ended {
         let want = if *m == "fraud" { "failed" } else { "succeeded" };
@@ -179,7 +153,7 @@ fn packed_models_share_two_servers_and_release_at_once_under_traffic() {
         std::fs::read_to_string(model("breast_cancer_lr").join("input_example.json")).unwrap();
     let rows: Value = serde_json::from_str(&example).unwrap();
     let body = serde_json::json!({ "inputs": [rows[0]] }).to_string();
-    for (m, want) in [("fraud", "1"), ("churn", "2"), ("risk", "2")] {
+    let answers = |gw: &str, m: &str, want: &str| {
         let r = http
             .post(format!("{gw}/models/{m}/invocations"))
             .header("content-type", "application/json")
@@ -188,6 +162,9 @@ fn packed_models_share_two_servers_and_release_at_once_under_traffic() {
             .unwrap();
         assert_eq!(r.status(), 200, "{m}");
         assert_eq!(r.headers()["x-hoist-version"], want, "{m}");
+    };
+    for (m, want) in [("fraud", "1"), ("churn", "2"), ("risk", "2")] {
+        answers(&gw, m, want);
         let r = http
             .get(format!("{gw}/v2/models/{m}/ready"))
             .send()
@@ -207,14 +184,7 @@ fn packed_models_share_two_servers_and_release_at_once_under_traffic() {
     .expect("every model serving again");
     assert!(again.iter().all(|s| *s == again[0]), "{again:?}");
     for (m, want) in [("fraud", "1"), ("churn", "2"), ("risk", "2")] {
-        let r = http
-            .post(format!("{}/models/{m}/invocations", d.env("production")))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200, "{m}");
-        assert_eq!(r.headers()["x-hoist-version"], want, "{m}");
+        answers(&d.env("production"), m, want);
     }
 }
 

@@ -353,6 +353,45 @@ pub fn weights(release: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// BASE with `[[models]]` `names` instead of its `[model]`, `server` added to its
+/// `[server]` table, and one `production` environment with `env` added.
+pub fn models_config(names: &[&str], server: &str, env: &str) -> String {
+    let mut text = BASE
+        .replace(
+            "[model]\nname = \"m\"\ntrigger = { alias = \"champion\" }\n",
+            "",
+        )
+        .replace("[server]\n", &format!("[server]\n{server}"));
+    for m in names {
+        text.push_str(&format!("\n[[models]]\nname = \"{m}\"\n"));
+    }
+    text.push_str(&format!(
+        "\n[[environments]]\nname = \"production\"\nlisten = \"127.0.0.1:0\"\n{env}\n"
+    ));
+    text
+}
+
+/// The release of model `m` at `version`, once it has finished.
+pub fn model_release_done(d: &Daemon, m: &str, version: &str) -> Value {
+    let mut last = Value::Null;
+    hoist_testkit::poll(Duration::from_secs(120), || {
+        let list = d.get(&format!("/api/v1/models/{m}/releases"));
+        let r = list["releases"]
+            .as_array()?
+            .iter()
+            .find(|r| r["version"] == version)
+            .cloned();
+        match r {
+            Some(r) if r["phase"]["phase"] == "done" => Some(r),
+            r => {
+                last = r.unwrap_or(list);
+                None
+            }
+        }
+    })
+    .unwrap_or_else(|| panic!("{m} v{version} did not finish: {last}"))
+}
+
 pub fn production(extra: &str) -> String {
     format!("{BASE}\n[[environments]]\nname = \"production\"\nlisten = \"127.0.0.1:0\"\n{extra}\n")
 }

@@ -225,6 +225,16 @@ fn retire(servers: Vec<Supervised>, grace: Duration) {
     });
 }
 
+/// A supervised server as `hoist status` shows it.
+pub(crate) fn server_view(s: &Supervised) -> ServerView {
+    ServerView {
+        addr: s.addr(),
+        pid: s.pid(),
+        restarts: s.restarts(),
+        status: format!("{:?}", s.status()),
+    }
+}
+
 fn addrs(servers: &Option<Servers>) -> Vec<SocketAddr> {
     servers.as_ref().map(Servers::addrs).unwrap_or_default()
 }
@@ -237,15 +247,7 @@ impl LocalEnv {
         if let (Some(p), Some(packs)) = (&s.packed, &self.parts.packs) {
             return packs.view(p);
         }
-        s.servers
-            .iter()
-            .map(|s| ServerView {
-                addr: s.addr(),
-                pid: s.pid(),
-                restarts: s.restarts(),
-                status: format!("{:?}", s.status()),
-            })
-            .collect()
+        s.servers.iter().map(server_view).collect()
     }
 
     /// Stops what served a variant the gateway no longer routes to, [`RETIRE_AFTER`]
@@ -270,6 +272,34 @@ impl LocalEnv {
             .clone()
             .filter(|_| ServerKind::of_model(path) == ServerKind::Hoist)
     }
+
+    /// Starts the journal's live version again (fetched again when its files are
+    /// gone): in a pack, or in processes of its own.
+    async fn start_live(&self, live: &Live) -> Result<Servers, String> {
+        let mut path = PathBuf::from(&live.path);
+        if !path.exists() {
+            let registry = self.parts.registry.clone();
+            let (_, dir) =
+                crate::artifact::fetch(registry, live.model.clone(), live.version.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            path = dir;
+        }
+        if let Some(packs) = self.packs_for(&path) {
+            let model = &self.parts.cfg.model.name;
+            let p = packs.load(None, model, &live.version, &path).await?;
+            return Ok(Servers {
+                version: live.version.clone(),
+                servers: Vec::new(),
+                packed: Some(p),
+            });
+        }
+        let spec = self.spec(&path, &live.version, None).await?;
+        let servers = hoist_targets::start_replicas(&spec, self.env.replicas)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Servers::own(&live.version, servers))
+    }
 }
 
 impl EnvTarget for LocalEnv {
@@ -292,66 +322,19 @@ impl EnvTarget for LocalEnv {
                     live.version
                 ),
             );
-            let mut path = PathBuf::from(&live.path);
-            if !path.exists() {
-                let registry = self.parts.registry.clone();
-                match crate::artifact::fetch(registry, live.model.clone(), live.version.clone())
-                    .await
-                {
-                    Ok((_, dir)) => path = dir,
-                    Err(e) => {
-                        self.say(
-                            None,
-                            format!("{name}: the live version could not be restarted: {e}"),
-                        );
-                        return None;
-                    }
-                }
-            }
-            if let Some(packs) = self.packs_for(&path) {
-                let model = self.parts.cfg.model.name.clone();
-                return match packs.load(None, &model, &live.version, &path).await {
-                    Ok(p) => {
-                        self.stable = Some(Servers {
-                            version: live.version.clone(),
-                            servers: Vec::new(),
-                            packed: Some(p),
-                        });
-                        self.apply_routes();
-                        self.say(
-                            None,
-                            format!("{name}: v{} serving again (shared server)", live.version),
-                        );
-                        Some(Serving {
-                            version: live.version,
-                            digest: live.digest,
-                            release_id: live.release_id,
-                        })
-                    }
-                    Err(e) => {
-                        self.say(
-                            None,
-                            format!("{name}: the live version could not be restarted: {e}"),
-                        );
-                        None
-                    }
-                };
-            }
-            let spec = match self.spec(&path, &live.version, None).await {
-                Ok(spec) => spec,
-                Err(e) => {
+            match self.start_live(&live).await {
+                Ok(servers) => {
+                    let shared = if servers.packed.is_some() {
+                        " (shared server)"
+                    } else {
+                        ""
+                    };
+                    self.stable = Some(servers);
+                    self.apply_routes();
                     self.say(
                         None,
-                        format!("{name}: the live version could not be restarted: {e}"),
+                        format!("{name}: v{} serving again{shared}", live.version),
                     );
-                    return None;
-                }
-            };
-            match hoist_targets::start_replicas(&spec, self.env.replicas).await {
-                Ok(servers) => {
-                    self.stable = Some(Servers::own(&live.version, servers));
-                    self.apply_routes();
-                    self.say(None, format!("{name}: v{} serving again", live.version));
                     Some(Serving {
                         version: live.version,
                         digest: live.digest,

@@ -238,15 +238,7 @@ impl Packs {
     /// The pack's server as `hoist status` shows it.
     pub fn view(&self, p: &Packed) -> Vec<ServerView> {
         let server = self.packs[p.pack.min(1)].server.lock().unwrap();
-        server
-            .iter()
-            .map(|s| ServerView {
-                addr: s.addr(),
-                pid: s.pid(),
-                restarts: s.restarts(),
-                status: format!("{:?}", s.status()),
-            })
-            .collect()
+        server.iter().map(super::local::server_view).collect()
     }
 
     /// Stops both packs' servers (drain, then kill after `grace`).
