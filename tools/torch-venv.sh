@@ -5,9 +5,9 @@
 # tools/mlflow-venv.sh (so the scikit-learn example models load in it too). Prints the
 # venv's python path as its last line; tools/test.sh exports it as HOIST_TORCH_PYTHON.
 #
-# PyPI's Linux torch wheel is the CUDA build: ~540 MB, plus ~2.5 GB of nvidia-* CUDA
+# The package index's Linux torch wheel is the CUDA build: 539 MB, plus 2.1 GB of nvidia-* CUDA
 # libraries that libtorch links against (it runs on a CPU-only machine, no GPU needed,
-# but will not import without them). About 4.4 GB on disk, so the venv lives under
+# but will not import without them). 5.1 GB on disk with MLflow, so the venv lives under
 # ~/.hoist (not in the checkout), named by a hash of the pins: runs on the same machine
 # reuse it, new pins make a new one (remove old ~/.hoist/venv-torch-* by hand).
 #
