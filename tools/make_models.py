@@ -1082,6 +1082,104 @@ def make_pyfunc(out: Path) -> None:
     print(f"breast_cancer_custom: accuracy {np.mean(pred == y_test):.3f} on the test split")
 
 
+# --------------------------------------------------------------------------- pytorch
+
+# The pytorch group (--only pytorch): MLflow models with the pytorch flavor (a pickled
+# torch.nn.Module, no onnx flavor), served by MLflow's scoring server. Run with the
+# python of tools/torch-venv.sh (torch 2.15.0 and the MLflow venv's pins); written under
+# examples/pyfunc/ beside the other models MLflow serves.
+TORCH_HIDDEN = 16  # width of the MLP's one hidden layer
+TORCH_EPOCHS = 200  # full-batch Adam steps on the training split
+TORCH_LR = 0.01
+
+
+def pytorch_requirements() -> list[str]:
+    import cloudpickle
+    import mlflow
+    import torch
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"cloudpickle=={cloudpickle.__version__}",
+        f"numpy=={np.__version__}",
+        # The local version (+cu132) names the CUDA build; any 2.15.0 build loads it.
+        f"torch=={torch.__version__.split('+')[0]}",
+    ]
+
+
+def make_pytorch(out: Path) -> None:
+    """breast_cancer_torch (a small MLP, trained) and breast_cancer_torch_bad (the same
+    MLP with an output layer that says "malignant" (0) for every row: a bad release).
+    Both take the 30 float64 features and answer one class label per row, as the
+    scikit-learn pyfunc models do, so the gateway's judgement reads their classes."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_breast_cancer
+
+    torch.manual_seed(SEED)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X_train, X_test, y_train, y_test = tabular_split(X, y)
+    X_train, X_test = X_train.astype(np.float64), X_test.astype(np.float64)
+    example = X_test[:2]
+    reqs = pytorch_requirements()
+
+    class BreastCancerMLP(torch.nn.Module):
+        """Standardize with the training split's mean and std (buffers), one hidden
+        ReLU layer, two logits; `forward` answers the argmax: the class label."""
+
+        def __init__(self, mean: np.ndarray, std: np.ndarray, hidden: int):
+            super().__init__()
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+            self.hidden = torch.nn.Linear(len(mean), hidden)
+            self.out = torch.nn.Linear(hidden, 2)
+
+        def logits(self, x):
+            x = (x.to(torch.float32) - self.mean) / self.std
+            return self.out(torch.relu(self.hidden(x)))
+
+        def forward(self, x):
+            return self.logits(x).argmax(dim=1)
+
+    def predict(model) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(X_test)).numpy()
+
+    model = BreastCancerMLP(X_train.mean(axis=0), X_train.std(axis=0) + 1e-6, TORCH_HIDDEN)
+    opt = torch.optim.Adam(model.parameters(), lr=TORCH_LR)
+    xt, yt = torch.from_numpy(X_train), torch.from_numpy(y_train).long()
+    for _ in range(TORCH_EPOCHS):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model.logits(xt), yt)
+        loss.backward()
+        opt.step()
+    model.eval()
+
+    bad = BreastCancerMLP(X_train.mean(axis=0), X_train.std(axis=0) + 1e-6, TORCH_HIDDEN)
+    bad.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        bad.out.weight.zero_()
+        bad.out.bias.copy_(torch.tensor([1.0, 0.0]))
+    bad.eval()
+
+    for name, m in [("breast_cancer_torch", model), ("breast_cancer_torch_bad", bad)]:
+        pred = predict(m)
+        sig = infer_signature(X_test, pred)
+        save_pyfunc(out, name, lambda p, m=m, sig=sig: mlflow.pytorch.save_model(
+            m, p, signature=sig, input_example=example, pip_requirements=reqs))
+        # What MLflow's scoring server will call: the model as pyfunc loads it.
+        loaded = mlflow.pyfunc.load_model(str(out / name)).predict(X_test)
+        assert np.array_equal(np.asarray(loaded), pred), name
+        print(f"{name}: accuracy {np.mean(pred == y_test):.3f}, "
+              f"classes {np.bincount(pred, minlength=2).tolist()} on the test split")
+    bad_pred = predict(bad)
+    assert (bad_pred == 0).all(), bad_pred
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -1090,7 +1188,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     ap.add_argument("--data-out", type=Path, default=DEFAULT_DATA_OUT,
                     help="output directory of the golden data (breast_cancer_golden.*)")
-    ap.add_argument("--only", choices=["diabetes", "judgement", "pyfunc"],
+    ap.add_argument("--only", choices=["diabetes", "judgement", "pyfunc", "pytorch"],
                     help="write only these models (the others are left as they are)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -1101,6 +1199,10 @@ def main() -> int:
     if args.only == "pyfunc":
         # MLflow pyfunc models (no onnx flavor) go to examples/pyfunc unless --out says.
         make_pyfunc(PYFUNC_OUT if args.out == DEFAULT_OUT else args.out)
+        return 0
+    if args.only == "pytorch":
+        # PyTorch models (tools/torch-venv.sh's python) go to examples/pyfunc too.
+        make_pytorch(PYFUNC_OUT if args.out == DEFAULT_OUT else args.out)
         return 0
     if args.only == "judgement":
         make_breast_cancer_batch1(args.out)

@@ -24,6 +24,9 @@
 #   - runs the external-client tests (tritonclient, MLflow scoring bodies) in a venv
 #   - runs Triton's gRPC client against hoist-server's --grpc-port (tests/grpc/run.sh;
 #     the pinned venv from tools/grpc-venv.sh is made in the background beside cargo)
+#   - makes the pinned PyTorch venv (tools/torch-venv.sh: torch's CUDA build and its
+#     CUDA libraries, ~5 GB, cached under ~/.hoist; in the background like grpc-venv)
+#     whose python serves the PyTorch models of crates/cli/tests/flavors.rs
 #   - runs the differential conformance suite: hoist-server beside `mlflow models serve`
 #     for every example model, the same bodies to both (tests/conformance/run.sh)
 #   - runs Schemathesis against the daemon API of a real `hoist up` (tests/api/run.sh)
@@ -57,6 +60,12 @@ grpc_venv_log="$(mktemp)"
 if [ -z "${HOIST_GRPC_PYTHON:-}" ]; then
   bash tools/grpc-venv.sh >"$grpc_venv_log" 2>&1 &
   grpc_venv_pid=$!
+fi
+
+torch_venv_log="$(mktemp)"
+if [ -z "${HOIST_TORCH_PYTHON:-}" ]; then
+  bash tools/torch-venv.sh >"$torch_venv_log" 2>&1 &
+  torch_venv_pid=$!
 fi
 
 ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(bash tools/fetch-onnxruntime.sh | tail -n 1)}"
@@ -121,6 +130,13 @@ echo "== browser: $HOIST_CHROMIUM, playwright-core in $HOIST_BROWSER_MODULES"
 envtest_kubeconfig="${HOIST_ENVTEST_KUBECONFIG:-}"
 unset HOIST_ENVTEST_KUBECONFIG HOIST_REQUIRE_ENVTEST
 export HOIST_ENVTEST_LATER=1
+
+if [ -z "${HOIST_TORCH_PYTHON:-}" ]; then
+  wait "$torch_venv_pid" || { cat "$torch_venv_log" >&2; echo "tools/torch-venv.sh failed" >&2; exit 1; }
+  HOIST_TORCH_PYTHON="$(tail -n 1 "$torch_venv_log")"
+fi
+export HOIST_TORCH_PYTHON
+echo "== PyTorch venv: $HOIST_TORCH_PYTHON"
 
 echo "== cargo test"
 if command -v cargo-nextest >/dev/null 2>&1; then

@@ -3,7 +3,9 @@
 //! scoring server (`python -m mlflow models serve`), which the daemon starts and
 //! supervises, behind the same gateway, gates and live judgement. Real daemon, real
 //! MLflow servers from the pinned MLflow venv (HOIST_MLFLOW_PYTHON, which
-//! tools/test.sh exports), real traffic of golden-set rows.
+//! tools/test.sh exports), real traffic of golden-set rows. PyTorch models (the
+//! pytorch flavor, `mlflow.pytorch`) the same way, from the pinned torch venv
+//! (HOIST_TORCH_PYTHON, else tools/torch-venv.sh is run).
 
 mod common;
 
@@ -24,6 +26,27 @@ fn mlflow_python() -> PathBuf {
         "no MLflow venv: run tools/mlflow-venv.sh or set HOIST_MLFLOW_PYTHON"
     );
     p
+}
+
+/// The Python with torch 2.15, MLflow 3.17 and scikit-learn (tools/torch-venv.sh):
+/// HOIST_TORCH_PYTHON, else the script's venv (made on the first run, reused after).
+fn torch_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("HOIST_TORCH_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("tools/torch-venv.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run bash tools/torch-venv.sh");
+    assert!(
+        out.status.success(),
+        "tools/torch-venv.sh failed (its messages are above)"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let python = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(python.exists(), "tools/torch-venv.sh printed {stdout:?}");
+    python
 }
 
 /// An example pyfunc model (examples/pyfunc, written by
@@ -242,6 +265,133 @@ fn pyfunc_models_go_through_canaries_a_good_one_is_promoted_a_bad_one_rolled_bac
     assert_eq!(code, Some(5), "{stdout}");
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");
     let r = d.release(3);
+    let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.to_lowercase().contains("psi"), "{r}");
+    assert_eq!(
+        Daemon::stable_version(&d.get("/api/v1/status"), "production").as_deref(),
+        Some("2")
+    );
+    d.stop();
+}
+
+/// The `-m DIR` an MLflow server was started with, and its command line.
+fn served_model(server: &Value) -> (PathBuf, String) {
+    let pid = server["pid"].as_u64().expect("a pid");
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<&str> = cmdline.split('\0').collect();
+    let dir = args
+        .windows(2)
+        .find(|w| w[0] == "-m" && w[1] != "mlflow")
+        .map(|w| PathBuf::from(w[1]))
+        .unwrap_or_else(|| panic!("no -m DIR in {args:?}"));
+    (dir, args.join(" "))
+}
+
+#[test]
+fn pytorch_models_go_through_canaries_a_good_one_is_promoted_a_bad_one_rolled_back() {
+    let home = temp_home("flavors-torch");
+    let python = torch_python();
+    let d = Daemon::start(&home, &config(&python));
+    let url = d.env("production");
+    let rows = golden_rows();
+
+    // v1, the pickled scikit-learn pipeline, goes live (the torch venv has the MLflow
+    // venv's scikit-learn pins).
+    register_pyfunc(&home, "breast_cancer_sklearn", Some("champion"));
+    let r = d.wait_done(1, Duration::from_secs(240));
+    assert_eq!(r["outcome"]["outcome"], "succeeded", "{r}");
+
+    // v2, a PyTorch MLP (`mlflow.pytorch`, 0.95 accurate): a canary step under
+    // traffic, judged live on the classes MLflow's answers hold, promoted with no
+    // failed request.
+    register_pyfunc(&home, "breast_cancer_torch", None);
+    let traffic = Traffic::of_rows(&url, rows[..8].to_vec(), 2, Duration::from_millis(10));
+    let (code, stdout) = deploy_wait(&home, "m/2");
+    let counts = traffic.finish();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(failed(&counts, ""), 0, "{counts:?}");
+    assert!(served(&counts, "candidate/v2") > 0, "{counts:?}");
+    assert!(served(&counts, "stable/v1") > 0, "{counts:?}");
+    let r = d.release(2);
+    assert_eq!(r["outcome"]["outcome"], "succeeded", "{r}");
+    let transitions = r["transitions"].as_array().unwrap();
+    let reports = transitions
+        .iter()
+        .find(|t| t["event"]["event"] == "gates_passed")
+        .map(|t| t["event"]["reports"].clone())
+        .unwrap_or_else(|| panic!("no gates_passed in {r}"));
+    assert_eq!(reports[0]["gate"], "golden-set", "{reports}");
+    assert!(
+        reports[0]["numbers"]["accuracy"].as_f64().unwrap() > 0.9,
+        "{reports}"
+    );
+    // The PyTorch model was logged with the same signature as the pipeline.
+    assert_eq!(reports[1]["gate"], "signature", "{reports}");
+    assert_eq!(reports[1]["passed"], true, "{reports}");
+    let drift = transitions
+        .iter()
+        .rev()
+        .find_map(|t| t["event"]["numbers"]["drift"].as_object())
+        .unwrap_or_else(|| panic!("no drift numbers in {r}"));
+    let classes = |k: &str| -> u64 {
+        drift[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum()
+    };
+    assert!(
+        classes("candidate_classes") >= 20 && classes("stable_classes") >= 20,
+        "{drift:?}"
+    );
+    assert_eq!(
+        Daemon::stable_version(&d.get("/api/v1/status"), "production").as_deref(),
+        Some("2")
+    );
+    // Live now: MLflow's scoring server, from the torch venv, serving the pytorch
+    // flavor, answering a class label per row through the gateway.
+    let stable = servers(&d, "production", "stable");
+    assert_eq!(stable.len(), 1, "{stable:?}");
+    let (dir, cmdline) = served_model(&stable[0]);
+    assert!(
+        cmdline.starts_with(&format!("{} -m mlflow models serve", python.display()))
+            && cmdline.contains("--env-manager local"),
+        "{cmdline}"
+    );
+    let mlmodel = std::fs::read_to_string(dir.join("MLmodel")).unwrap();
+    assert!(
+        mlmodel.contains("loader_module: mlflow.pytorch") && mlmodel.contains("\n  pytorch:"),
+        "{mlmodel}"
+    );
+    let answer = reqwest::blocking::Client::new()
+        .post(format!("{url}/invocations"))
+        .header("content-type", "application/json")
+        .body(json!({ "inputs": &rows[..4] }).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-hoist-version"], "2");
+    let v: Value = answer.json().unwrap();
+    let labels = v["predictions"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(labels.len(), 4, "{v}");
+    assert!(
+        labels.iter().all(|l| l == 0 || l == 1),
+        "class labels expected: {v}"
+    );
+
+    // v3, the same MLP answering "malignant" for every row: it passes the loose gate,
+    // then the canary's class mix drifts from stable's and it is rolled back, with no
+    // failed request; v2 stays live.
+    register_pyfunc(&home, "breast_cancer_torch_bad", None);
+    let traffic = Traffic::of_rows(&url, rows[..8].to_vec(), 2, Duration::from_millis(10));
+    let (code, stdout) = deploy_wait(&home, "m/3");
+    let counts = traffic.finish();
+    assert_eq!(code, Some(5), "{stdout}");
+    assert_eq!(failed(&counts, ""), 0, "{counts:?}");
+    assert!(served(&counts, "candidate/v3") > 0, "{counts:?}");
+    let r = d.release(3);
+    assert_eq!(r["outcome"]["outcome"], "failed", "{r}");
     let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
     assert!(reason.to_lowercase().contains("psi"), "{r}");
     assert_eq!(
