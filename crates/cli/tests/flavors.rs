@@ -115,6 +115,30 @@ steps = [{{ weight = 50, pause = "8s" }}]
     )
 }
 
+/// The release's last drift judgement saw at least 20 predicted classes from each
+/// variant (read by the gateway from MLflow's answers).
+fn judged_on_both(r: &Value) {
+    let drift = r["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find_map(|t| t["event"]["numbers"]["drift"].as_object())
+        .unwrap_or_else(|| panic!("no drift numbers in {r}"));
+    let classes = |k: &str| -> u64 {
+        drift[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum()
+    };
+    assert!(
+        classes("candidate_classes") >= 20 && classes("stable_classes") >= 20,
+        "{drift:?}"
+    );
+}
+
 /// The golden set's feature rows, as `/invocations` clients send them.
 fn golden_rows() -> Vec<Value> {
     let text = std::fs::read_to_string(repo().join("examples/data/breast_cancer_golden.jsonl"))
@@ -222,26 +246,7 @@ fn pyfunc_models_go_through_canaries_a_good_one_is_promoted_a_bad_one_rolled_bac
         "{sig}"
     );
     // The live judgement compared the classes both variants predicted.
-    let judged: Vec<&Value> = r["transitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t["event"]["numbers"]["drift"].as_object().map(|_| t))
-        .collect();
-    assert!(!judged.is_empty(), "no drift numbers in {r}");
-    let drift = &judged.last().unwrap()["event"]["numbers"]["drift"];
-    let classes = |k: &str| -> u64 {
-        drift[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_u64().unwrap())
-            .sum()
-    };
-    assert!(
-        classes("candidate_classes") >= 20 && classes("stable_classes") >= 20,
-        "{drift}"
-    );
+    judged_on_both(&r);
     assert_eq!(
         Daemon::stable_version(&d.get("/api/v1/status"), "production").as_deref(),
         Some("2")
@@ -328,23 +333,7 @@ fn pytorch_models_go_through_canaries_a_good_one_is_promoted_a_bad_one_rolled_ba
     // The PyTorch model was logged with the same signature as the pipeline.
     assert_eq!(reports[1]["gate"], "signature", "{reports}");
     assert_eq!(reports[1]["passed"], true, "{reports}");
-    let drift = transitions
-        .iter()
-        .rev()
-        .find_map(|t| t["event"]["numbers"]["drift"].as_object())
-        .unwrap_or_else(|| panic!("no drift numbers in {r}"));
-    let classes = |k: &str| -> u64 {
-        drift[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_u64().unwrap())
-            .sum()
-    };
-    assert!(
-        classes("candidate_classes") >= 20 && classes("stable_classes") >= 20,
-        "{drift:?}"
-    );
+    judged_on_both(&r);
     assert_eq!(
         Daemon::stable_version(&d.get("/api/v1/status"), "production").as_deref(),
         Some("2")
