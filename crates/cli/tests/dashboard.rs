@@ -50,11 +50,37 @@ fn api_of(home: &std::path::Path) -> String {
         .to_string()
 }
 
+/// Runs `crates/cli/tests/dashboard/<script>` (playwright-core driving Chromium)
+/// against the daemon of `home`, with its token; screenshots go to
+/// `HOIST_DASHBOARD_SHOTS`, else `home/shots`.
+fn run_page(
+    script: &str,
+    home: &std::path::Path,
+    (chromium, modules): &(String, String),
+) -> std::process::Output {
+    let shots = std::env::var("HOIST_DASHBOARD_SHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| home.join("shots"));
+    let token = std::fs::read_to_string(home.join("daemon/token")).unwrap();
+    Command::new("node")
+        .arg(repo().join("crates/cli/tests/dashboard").join(script))
+        .env("HOIST_API", api_of(home))
+        .env("HOIST_TOKEN", token.trim())
+        .env("HOIST_BIN", env!("CARGO_BIN_EXE_hoist"))
+        .env("HOIST_HOME", home)
+        .env("HOIST_MODELS", model("breast_cancer_lr").parent().unwrap())
+        .env("HOIST_CHROMIUM", chromium)
+        .env("HOIST_BROWSER_MODULES", modules)
+        .env("HOIST_SHOTS", &shots)
+        .output()
+        .expect("run node")
+}
+
 const CONFIG_EXTRA: &str = "approval = true\nsteps = [{ weight = 50, pause = true }]";
 
 #[test]
 fn the_dashboard_approves_promotes_aborts_and_rolls_back_in_a_real_browser() {
-    let (chromium, modules) = browser();
+    let browser = browser();
     let home = temp_home("dashboard");
     let d = Daemon::start(&home, &production(CONFIG_EXTRA));
     register(&home, "breast_cancer_gbt", Some("champion"));
@@ -62,23 +88,8 @@ fn the_dashboard_approves_promotes_aborts_and_rolls_back_in_a_real_browser() {
         s["active"][0]["phase"]["phase"] == "awaiting_approval"
     });
     let traffic = Traffic::paced(&d.env("production"), 2, 2, Duration::from_millis(20));
-    let shots = std::env::var("HOIST_DASHBOARD_SHOTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| home.join("shots"));
-    let token = std::fs::read_to_string(home.join("daemon/token")).unwrap();
     let started = Instant::now();
-    let out = Command::new("node")
-        .arg(repo().join("crates/cli/tests/dashboard/browser.mjs"))
-        .env("HOIST_API", api_of(&home))
-        .env("HOIST_TOKEN", token.trim())
-        .env("HOIST_BIN", env!("CARGO_BIN_EXE_hoist"))
-        .env("HOIST_HOME", &home)
-        .env("HOIST_MODELS", model("breast_cancer_lr").parent().unwrap())
-        .env("HOIST_CHROMIUM", &chromium)
-        .env("HOIST_BROWSER_MODULES", &modules)
-        .env("HOIST_SHOTS", &shots)
-        .output()
-        .expect("run node");
+    let out = run_page("browser.mjs", &home, &browser);
     let counts = traffic.finish();
     let log = String::from_utf8_lossy(&out.stderr);
     let measured = String::from_utf8_lossy(&out.stdout);
@@ -166,23 +177,7 @@ fn the_dashboard_shows_and_acts_on_each_of_two_models_in_a_real_browser() {
         2,
         Duration::from_millis(20),
     );
-    let (chromium, modules) = browser();
-    let shots = std::env::var("HOIST_DASHBOARD_SHOTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| home.join("shots"));
-    let token = std::fs::read_to_string(home.join("daemon/token")).unwrap();
-    let out = Command::new("node")
-        .arg(repo().join("crates/cli/tests/dashboard/models.mjs"))
-        .env("HOIST_API", &api)
-        .env("HOIST_TOKEN", token.trim())
-        .env("HOIST_BIN", env!("CARGO_BIN_EXE_hoist"))
-        .env("HOIST_HOME", &home)
-        .env("HOIST_MODELS", model("breast_cancer_lr").parent().unwrap())
-        .env("HOIST_CHROMIUM", &chromium)
-        .env("HOIST_BROWSER_MODULES", &modules)
-        .env("HOIST_SHOTS", &shots)
-        .output()
-        .expect("run node");
+    let out = run_page("models.mjs", &home, &browser());
     let counts = traffic.finish();
     let log = String::from_utf8_lossy(&out.stderr);
     eprintln!("{log}");

@@ -139,6 +139,23 @@ fn judged_on_both(r: &Value) {
     );
 }
 
+/// `hoist deploy m/<release> --wait` while two clients send the first eight golden
+/// rows to `url`: its exit code, what it printed and what the clients saw.
+fn deploy_under_traffic(
+    home: &Path,
+    url: &str,
+    rows: &[Value],
+    release: u64,
+) -> (
+    Option<i32>,
+    String,
+    std::collections::BTreeMap<String, (u64, u64)>,
+) {
+    let traffic = Traffic::of_rows(url, rows[..8].to_vec(), 2, Duration::from_millis(10));
+    let (code, stdout) = deploy_wait(home, &format!("m/{release}"));
+    (code, stdout, traffic.finish())
+}
+
 /// The golden set's feature rows, as `/invocations` clients send them.
 fn golden_rows() -> Vec<Value> {
     let text = std::fs::read_to_string(repo().join("examples/data/breast_cancer_golden.jsonl"))
@@ -211,9 +228,7 @@ fn pyfunc_models_go_through_canaries_a_good_one_is_promoted_a_bad_one_rolled_bac
     // under traffic, judged live (drift on the classes the gateway reads from
     // MLflow's answers), promoted.
     register_pyfunc(&home, "breast_cancer_custom", None);
-    let traffic = Traffic::of_rows(&url, rows[..8].to_vec(), 2, Duration::from_millis(10));
-    let (code, stdout) = deploy_wait(&home, "m/2");
-    let counts = traffic.finish();
+    let (code, stdout, counts) = deploy_under_traffic(&home, &url, &rows, 2);
     assert_eq!(code, Some(0), "{stdout}");
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");
     assert!(served(&counts, "candidate/v2") > 0, "{counts:?}");
@@ -264,9 +279,7 @@ fn pyfunc_models_go_through_canaries_a_good_one_is_promoted_a_bad_one_rolled_bac
     // canary sees its class mix drift from stable's and rolls it back, with no
     // failed request on the way.
     register_pyfunc(&home, "breast_cancer_constant", None);
-    let traffic = Traffic::of_rows(&url, rows[..8].to_vec(), 2, Duration::from_millis(10));
-    let (code, stdout) = deploy_wait(&home, "m/3");
-    let counts = traffic.finish();
+    let (code, stdout, counts) = deploy_under_traffic(&home, &url, &rows, 3);
     assert_eq!(code, Some(5), "{stdout}");
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");
     let r = d.release(3);
@@ -310,9 +323,7 @@ fn pytorch_models_go_through_canaries_a_good_one_is_promoted_a_bad_one_rolled_ba
     // traffic, judged live on the classes MLflow's answers hold, promoted with no
     // failed request.
     register_pyfunc(&home, "breast_cancer_torch", None);
-    let traffic = Traffic::of_rows(&url, rows[..8].to_vec(), 2, Duration::from_millis(10));
-    let (code, stdout) = deploy_wait(&home, "m/2");
-    let counts = traffic.finish();
+    let (code, stdout, counts) = deploy_under_traffic(&home, &url, &rows, 2);
     assert_eq!(code, Some(0), "{stdout}");
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");
     assert!(served(&counts, "candidate/v2") > 0, "{counts:?}");
@@ -373,9 +384,7 @@ fn pytorch_models_go_through_canaries_a_good_one_is_promoted_a_bad_one_rolled_ba
     // then the canary's class mix drifts from stable's and it is rolled back, with no
     // failed request; v2 stays live.
     register_pyfunc(&home, "breast_cancer_torch_bad", None);
-    let traffic = Traffic::of_rows(&url, rows[..8].to_vec(), 2, Duration::from_millis(10));
-    let (code, stdout) = deploy_wait(&home, "m/3");
-    let counts = traffic.finish();
+    let (code, stdout, counts) = deploy_under_traffic(&home, &url, &rows, 3);
     assert_eq!(code, Some(5), "{stdout}");
     assert_eq!(failed(&counts, ""), 0, "{counts:?}");
     assert!(served(&counts, "candidate/v3") > 0, "{counts:?}");

@@ -505,21 +505,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("journal.db");
         let _ = std::fs::remove_file(&path);
-        let plan = Plan::from_config(&Config::default(), Some("staging")).unwrap();
         {
             let j = Journal::open(&path).unwrap();
-            let mut r = j.create("m", "1", plan, "cli", 1).unwrap();
-            j.set_artifact(r.id, "sha256:ab", "/tmp/m").unwrap();
-            for ev in [
-                Event::Start,
-                Event::Fetched,
-                Event::CandidateReady { has_stable: false },
-                Event::SmokePassed,
-            ] {
-                let (n, a) = step(&r, &ev, 5).unwrap();
-                j.record(&n, &ev, &a, 5).unwrap();
-                r = n;
-            }
+            let r = drive_live(&j, "m", "1", "sha256:ab");
             assert!(r.is_done());
         }
         let j = Journal::open(&path).unwrap();
@@ -572,10 +560,15 @@ mod tests {
 
     /// Drives `model`'s release of `version` through staging to live.
     fn go_live(j: &Journal, model: &str, version: &str) -> ReleaseId {
+        drive_live(j, model, version, &format!("sha256:{model}{version}")).id
+    }
+
+    /// Drives `model`'s release of `version` (files of `digest`) through staging;
+    /// returns the release as it ends.
+    fn drive_live(j: &Journal, model: &str, version: &str, digest: &str) -> Release {
         let plan = Plan::from_config(&Config::default(), Some("staging")).unwrap();
         let mut r = j.create(model, version, plan, "cli", 1).unwrap();
-        j.set_artifact(r.id, &format!("sha256:{model}{version}"), "/tmp/m")
-            .unwrap();
+        j.set_artifact(r.id, digest, "/tmp/m").unwrap();
         for ev in [
             Event::Start,
             Event::Fetched,
@@ -586,7 +579,7 @@ mod tests {
             j.record(&n, &ev, &a, 5).unwrap();
             r = n;
         }
-        r.id
+        r
     }
 
     #[test]

@@ -4,30 +4,10 @@
 // Environment: HOIST_API, HOIST_TOKEN, HOIST_BIN, HOIST_HOME, HOIST_MODELS,
 // HOIST_CHROMIUM, HOIST_BROWSER_MODULES, HOIST_SHOTS (where screenshots go).
 // Prints one JSON line of measurements last; exits non-zero on the first failed check.
-import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { env, API, TOKEN, SHOTS, chromium, T, check, get, waitApi } from './common.mjs';
 
-const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
-const API = env('HOIST_API'), TOKEN = env('HOIST_TOKEN'), SHOTS = env('HOIST_SHOTS');
-const require = createRequire(env('HOIST_BROWSER_MODULES') + '/');
-const { chromium } = require('playwright-core');
-mkdirSync(SHOTS, { recursive: true });
-
-const T = 60_000; // every wait is bounded
 const measured = {};
-function check(cond, what) { if (!cond) throw new Error('check failed: ' + what); console.error('ok: ' + what); }
-async function get(path) { const r = await fetch(API + path); return r.json(); }
-async function waitApi(what, path, f) {
-  const end = Date.now() + T;
-  let last;
-  while (Date.now() < end) {
-    last = await get(path);
-    if (f(last)) return last;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last).slice(0, 2000)}`);
-}
 function hoist(...args) {
   return execFileSync(env('HOIST_BIN'), ['--home', env('HOIST_HOME'), ...args], { encoding: 'utf8' });
 }

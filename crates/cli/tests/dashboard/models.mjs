@@ -2,29 +2,8 @@
 // real browser against the real daemon crates/cli/tests/dashboard.rs started, with
 // traffic to churn only. Fraud's and churn's v1 wait for approval when this starts.
 // Environment: as browser.mjs. Exits non-zero on the first failed check.
-import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-
-const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
-const API = env('HOIST_API'), TOKEN = env('HOIST_TOKEN'), SHOTS = env('HOIST_SHOTS');
-const require = createRequire(env('HOIST_BROWSER_MODULES') + '/');
-const { chromium } = require('playwright-core');
-mkdirSync(SHOTS, { recursive: true });
-
-const T = 60_000; // every wait is bounded
-function check(cond, what) { if (!cond) throw new Error('check failed: ' + what); console.error('ok: ' + what); }
-async function get(path) { const r = await fetch(API + path); return r.json(); }
-async function waitApi(what, path, f) {
-  const end = Date.now() + T;
-  let last;
-  while (Date.now() < end) {
-    last = await get(path);
-    if (f(last)) return last;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last).slice(0, 2000)}`);
-}
+import { env, API, TOKEN, SHOTS, chromium, T, check, get, waitApi } from './common.mjs';
 const register = (pkg, name) => execFileSync(env('HOIST_BIN'), ['--home', env('HOIST_HOME'), 'model', 'register',
   `${env('HOIST_MODELS')}/${pkg}`, '--name', name, '--alias', 'champion'], { encoding: 'utf8' });
 const prod = (s) => s.environments.find((e) => e.name === 'production');
