@@ -5,7 +5,7 @@
 // HOIST_CHROMIUM, HOIST_BROWSER_MODULES, HOIST_SHOTS (where screenshots go).
 // Prints one JSON line of measurements last; exits non-zero on the first failed check.
 import { execFileSync } from 'node:child_process';
-import { env, API, TOKEN, SHOTS, chromium, T, check, get, waitApi } from './common.mjs';
+import { env, API, TOKEN, SHOTS, T, check, get, waitApi, launch } from './common.mjs';
 
 const measured = {};
 function hoist(...args) {
@@ -18,11 +18,7 @@ async function shot(page, name, sel) {
   await (sel ? page.locator(sel) : page).screenshot({ path: `${SHOTS}/${name}.png` });
 }
 
-const browser = await chromium.launch({
-  executablePath: env('HOIST_CHROMIUM'), headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run'],
-});
+const browser = await launch();
 let page = null;
 const errors = [];
 try {

@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 export const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
 export const API = env('HOIST_API'), TOKEN = env('HOIST_TOKEN'), SHOTS = env('HOIST_SHOTS');
 const require = createRequire(env('HOIST_BROWSER_MODULES') + '/');
-export const { chromium } = require('playwright-core');
+const { chromium } = require('playwright-core');
 mkdirSync(SHOTS, { recursive: true });
 
 export const T = 60_000; // every wait is bounded
@@ -22,4 +22,13 @@ export async function waitApi(what, path, f) {
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last).slice(0, 2000)}`);
+}
+
+// Debian's Chromium (HOIST_CHROMIUM), headless, without its background traffic.
+export function launch() {
+  return chromium.launch({
+    executablePath: env('HOIST_CHROMIUM'), headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run'],
+  });
 }

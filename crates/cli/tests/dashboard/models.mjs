@@ -3,18 +3,14 @@
 // traffic to churn only. Fraud's and churn's v1 wait for approval when this starts.
 // Environment: as browser.mjs. Exits non-zero on the first failed check.
 import { execFileSync } from 'node:child_process';
-import { env, API, TOKEN, SHOTS, chromium, T, check, get, waitApi } from './common.mjs';
+import { env, API, TOKEN, SHOTS, T, check, get, waitApi, launch } from './common.mjs';
 const register = (pkg, name) => execFileSync(env('HOIST_BIN'), ['--home', env('HOIST_HOME'), 'model', 'register',
   `${env('HOIST_MODELS')}/${pkg}`, '--name', name, '--alias', 'champion'], { encoding: 'utf8' });
 const prod = (s) => s.environments.find((e) => e.name === 'production');
 const status = (m) => get(`/api/v1/models/${m}/status`);
 const live = async (m) => { const e = prod(await status(m)); return e.stable ? e.stable.version : null; };
 
-const browser = await chromium.launch({
-  executablePath: env('HOIST_CHROMIUM'), headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run'],
-});
+const browser = await launch();
 let page = null;
 const errors = [];
 try {
