@@ -114,11 +114,9 @@ pub async fn run_with_grpc(
         signal_state.ready.store(false, Ordering::Release);
         tracing::info!("shutting down: finishing requests in flight");
     };
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .await
-    });
+    let serve_state = state.clone();
+    let server =
+        tokio::spawn(async move { http::fast::serve(listener, serve_state, app, graceful).await });
 
     // First loads, off the reactor, while the listener already answers health checks;
     // a few at a time so that many small models start quickly.

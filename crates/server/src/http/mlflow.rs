@@ -90,13 +90,25 @@ async fn invocations_inner(
             );
         }
     };
-    let model = match name.map_or_else(|| state.models.sole(), |n| state.models.find(&n, None)) {
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+    invocations_body(&state, name.as_deref(), content_type, &body).await
+}
+
+/// The answer to an MLflow scoring request whose body is `body`, for the model `name`
+/// (none: the one model served); `content_type` is the request's header, if any.
+/// Shared by the routes above and the fast path (`super::fast`).
+pub(crate) async fn invocations_body(
+    state: &Shared,
+    name: Option<&str>,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Response {
+    let model = match name.map_or_else(|| state.models.sole(), |n| state.models.find(n, None)) {
         Ok(m) => m,
         Err(e) => return mlflow_error(super::lookup_status(&e), &e.to_string()),
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let content_type = content_type
+        .and_then(|v| std::str::from_utf8(v).ok())
         .unwrap_or("application/json")
         .split(';')
         .next()
@@ -105,7 +117,7 @@ async fn invocations_inner(
         .to_ascii_lowercase();
     let parsed = match content_type.as_str() {
         "text/csv" | "application/json" | "" => {
-            parse_request(&Signature::of(&model), &content_type, &body)
+            parse_request(&Signature::of(&model), &content_type, body)
         }
         other => {
             return mlflow_error(

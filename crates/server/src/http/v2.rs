@@ -288,11 +288,24 @@ async fn infer_inner(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let model = match lookup(&state, name, version) {
+    infer_body(&state, name, version, &headers, &body).await
+}
+
+/// The answer to an inference request with `headers` and `body` for model `name`
+/// (at `version`, if given). Shared by the routes above and the fast path
+/// (`super::fast`).
+pub(crate) async fn infer_body(
+    state: &Shared,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let model = match lookup(state, name, version) {
         Ok(m) => m,
         Err(r) => return r,
     };
-    let (req, inputs) = match parse_request(&headers, &body) {
+    let (req, inputs) = match parse_request(headers, body) {
         Ok(x) => x,
         Err(msg) => return json_error(StatusCode::BAD_REQUEST, &msg),
     };
