@@ -6,10 +6,12 @@ Every scikit-learn model is converted with `skl2onnx.to_onnx(model, X)` and its
 defaults (so classifiers get skl2onnx's ZipMap `output_probability`, a sequence of
 maps), XGBoost and LightGBM with onnxmltools' defaults, and each is saved with
 `mlflow.onnx.save_model(onx, path, input_example=...)` (a pandas DataFrame or an
-ndarray, whichever the model was trained on). The CNN is built with onnx.helper from
-exactly the operators `torch.onnx.export` emits for Conv -> Relu -> MaxPool -> Flatten
--> Gemm (torch's wheel pulls in CUDA libraries far too large for CI; see
-examples/zoo/README.md).
+ndarray, whichever the model was trained on). The CNN is trained in PyTorch and
+exported by `torch.onnx.export`, once with each exporter (`cnn`: the legacy
+TorchScript one, `cnn_dynamo`: the dynamo one): tools/export_cnn.py, run as a
+subprocess with the PyTorch venv's python (HOIST_TORCH_PYTHON, else the one
+tools/torch-venv.sh prints; torch's wheel is too large for this venv), then saved here
+like the others.
 
 Everything is deterministic (fixed seeds, datasets that ship with scikit-learn). Run
 through `bash tools/make-models.sh --zoo`, which sets up the pinned virtualenv.
@@ -19,6 +21,10 @@ its kind, inputs (deterministic sample rows) and the outputs ONNX Runtime (Pytho
 CPU) gave for them. A ZipMap output is recorded as hoist serves it: its probability
 matrix (`[n, classes]` FP32) plus the class labels (`labels`). In sample data,
 `null` stands for NaN (JSON has no NaN).
+
+`--only cnn,cnn_dynamo` regenerates just those models (files and zoo.json entries);
+the others keep theirs. Models are written under examples/zoo/.staging/ and moved into
+place once all are made.
 """
 
 from __future__ import annotations
@@ -40,6 +46,16 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "examples" / "zoo"
 SAMPLE_ROWS = 5
 MAX_FILE_BYTES = 1_000_000
+STAGING = ".staging"
+
+# --only: the models to regenerate (None: all); the others keep their files and their
+# zoo.json entries (PREVIOUS, read from the existing zoo.json).
+ONLY: set[str] | None = None
+PREVIOUS: dict[str, dict] = {}
+
+
+def selected(name: str) -> bool:
+    return ONLY is None or name in ONLY
 
 import warnings  # noqa: E402
 
@@ -174,9 +190,18 @@ def run_reference(path: Path, onx, feeds: dict) -> dict:
 
 def save(out: Path, name: str, kind: str, onx, input_example, feeds: dict, zoo: list,
          note: str) -> None:
+    """Saves the model under out/.staging/<name> (main() moves it into place once every
+    model is made) and appends its zoo.json entry. A model --only leaves out keeps its
+    files and its previous entry."""
     import mlflow.onnx
     import onnx
 
+    if not selected(name):
+        if name not in PREVIOUS:
+            raise SystemExit(f"make_zoo: {name} is not in {out / 'zoo.json'} yet; "
+                             f"add it to --only")
+        zoo.append(PREVIOUS[name])
+        return
     onnx.checker.check_model(onx)
     # Reproducible bytes: converters list opsets in set order and onnxmltools names
     # the graph with a random uuid. Neither changes what the model computes.
@@ -185,7 +210,7 @@ def save(out: Path, name: str, kind: str, onx, input_example, feeds: dict, zoo: 
     onx.opset_import.extend(opsets)
     if re.fullmatch(r"[0-9a-f]{32}", onx.graph.name):
         onx.graph.name = name
-    path = out / name
+    path = out / STAGING / name
     if path.exists():
         shutil.rmtree(path)
     mlflow.onnx.save_model(
@@ -416,70 +441,82 @@ def make_boosters(out: Path, zoo: list) -> None:
          {"input": X_test[:SAMPLE_ROWS]}, zoo, "LGBMRegressor on diabetes via onnxmltools")
 
 
-def make_cnn(out: Path, zoo: list) -> None:
-    """The graph torch.onnx.export writes for
+def torch_python() -> str:
+    """The PyTorch venv's python: HOIST_TORCH_PYTHON, else the last line
+    tools/torch-venv.sh prints (it creates the venv under ~/.hoist the first time)."""
+    import os
+    import subprocess
 
-        nn.Sequential(Conv2d(1, 4, 3, padding=1), ReLU(), MaxPool2d(2), Flatten(),
-                      Linear(4 * 4 * 4, 10))
+    if os.environ.get("HOIST_TORCH_PYTHON"):
+        return os.environ["HOIST_TORCH_PYTHON"]
+    done = subprocess.run(["bash", str(REPO / "tools" / "torch-venv.sh")],
+                          stdout=subprocess.PIPE, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
 
-    on a [N, 1, 8, 8] input (opset 18, `input` -> `output`, a dynamic batch): Conv,
-    Relu, MaxPool, Flatten, Gemm(transB=1). The weights are fitted on digits (the
-    conv layer fixed random, the Gemm by logistic regression on its features)."""
+
+def strip_stack_traces(onx) -> None:
+    """The dynamo exporter records each node's Python stack trace, with the absolute
+    paths of the exporting machine's torch install, in `pkg.torch.onnx.stack_trace`
+    node metadata. Drop those (the other metadata stays); nothing else changes."""
+    for node in onx.graph.node:
+        keep = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+
+
+def make_cnn(out: Path, zoo: list, versions: dict) -> None:
+    """A small CNN trained in PyTorch on 8x8 digits and exported by torch.onnx.export,
+    once with each exporter: tools/export_cnn.py, run with the PyTorch venv's python
+    (the torch wheel is too large for .venv-models). `cnn` is the legacy TorchScript
+    exporter's graph (Conv, Relu, MaxPool, Flatten, Gemm), `cnn_dynamo` the dynamo
+    exporter's (Conv, Relu, MaxPool, Reshape, Gemm); both take `input` [batch_size, 1,
+    8, 8] and answer `output`, the logits."""
+    import subprocess
+    import tempfile
+
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    from sklearn.linear_model import LogisticRegression
+    import onnxruntime as ort
 
-    X_train, X_test, y_train, _ = digits()
-    rng = np.random.default_rng(SEED + 7)
-    w = rng.normal(0.0, 0.5, size=(4, 1, 3, 3)).astype(np.float32)
-    b = np.zeros(4, dtype=np.float32)
+    names = ("cnn", "cnn_dynamo")
+    if not any(selected(n) for n in names):
+        for n in names:
+            save(out, n, "cnn", None, None, {}, zoo, "")
+        return
+    X_train, X_test, y_train, y_test = digits()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "train.npz", X=X_train, y=y_train)
+        subprocess.run([torch_python(), str(REPO / "tools" / "export_cnn.py"),
+                        "--data", str(tmp / "train.npz"), "--out", str(tmp / "export")],
+                       check=True)
+        exported = json.loads((tmp / "export" / "export.json").read_text())
+        versions.update({"torch": exported["torch"], "onnxscript": exported["onnxscript"]})
+        assert exported["onnx"] == onnx.__version__, exported
+        models = {n: onnx.load(str(tmp / "export" / f"{n}.onnx")) for n in names}
 
-    def features(x):  # numpy Conv(pad 1) -> Relu -> MaxPool(2) -> Flatten
-        img = x.reshape(-1, 1, 8, 8)
-        pad = np.pad(img, ((0, 0), (0, 0), (1, 1), (1, 1)))
-        conv = np.zeros((img.shape[0], 4, 8, 8), dtype=np.float32)
-        for k in range(4):
-            for i in range(3):
-                for j in range(3):
-                    conv[:, k] += w[k, 0, i, j] * pad[:, 0, i:i + 8, j:j + 8]
-            conv[:, k] += b[k]
-        r = np.maximum(conv, 0)
-        p = r.reshape(-1, 4, 4, 2, 4, 2).max(axis=(3, 5))
-        return p.reshape(p.shape[0], -1)
+    # Both graphs compute the same trained module: same logits, decent accuracy.
+    images = X_test.reshape(-1, 1, 8, 8)
+    logits = {}
+    for n, onx in models.items():
+        sess = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
+        logits[n] = sess.run(None, {"input": images})[0]
+        acc = float((logits[n].argmax(1) == y_test).mean())
+        print(f"make_zoo: {n} test accuracy {acc:.3f}", file=sys.stderr)
+        assert acc >= 0.9, f"{n}: test accuracy only {acc:.3f}"
+    np.testing.assert_allclose(logits["cnn"], logits["cnn_dynamo"], rtol=1e-5, atol=1e-5)
 
-    clf = LogisticRegression(max_iter=2000).fit(features(X_train), y_train)
-    inits = [
-        numpy_helper.from_array(w, "0.weight"),
-        numpy_helper.from_array(b, "0.bias"),
-        numpy_helper.from_array(clf.coef_.astype(np.float32), "4.weight"),
-        numpy_helper.from_array(clf.intercept_.astype(np.float32), "4.bias"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["input", "0.weight", "0.bias"], ["/0/Conv_output_0"],
-                         name="/0/Conv", dilations=[1, 1], group=1, kernel_shape=[3, 3],
-                         pads=[1, 1, 1, 1], strides=[1, 1]),
-        helper.make_node("Relu", ["/0/Conv_output_0"], ["/1/Relu_output_0"], name="/1/Relu"),
-        helper.make_node("MaxPool", ["/1/Relu_output_0"], ["/2/MaxPool_output_0"],
-                         name="/2/MaxPool", ceil_mode=0, dilations=[1, 1], kernel_shape=[2, 2],
-                         pads=[0, 0, 0, 0], strides=[2, 2]),
-        helper.make_node("Flatten", ["/2/MaxPool_output_0"], ["/3/Flatten_output_0"],
-                         name="/3/Flatten", axis=1),
-        helper.make_node("Gemm", ["/3/Flatten_output_0", "4.weight", "4.bias"], ["output"],
-                         name="/4/Gemm", alpha=1.0, beta=1.0, transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "main_graph",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch_size", 1, 8, 8])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch_size", 10])],
-        initializer=inits,
-    )
-    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
-                            producer_name="pytorch", producer_version="2.15.0")
-    onx.ir_version = 10  # what torch.onnx.export writes at opset 18
-    onnx.checker.check_model(onx, full_check=True)
-    x = X_test[:SAMPLE_ROWS].reshape(-1, 1, 8, 8)
-    save(out, "cnn", "cnn", onx, X_test[:2].reshape(-1, 1, 8, 8), {"input": x}, zoo,
-         "Conv-Relu-MaxPool-Flatten-Gemm (torch.onnx.export's ops) on 8x8 digits; logits")
+    x = images[:SAMPLE_ROWS]
+    torch_v = exported["torch"]
+    notes = {
+        "cnn": f"Conv-Relu-MaxPool-Flatten-Gemm trained in torch {torch_v} on 8x8 digits, "
+               "exported by torch.onnx.export(dynamo=False) (TorchScript); logits",
+        "cnn_dynamo": f"the same CNN exported by torch.onnx.export(dynamo=True) (torch "
+                      f"{torch_v}, onnxscript {exported['onnxscript']}): Conv-Relu-MaxPool-"
+                      "Reshape-Gemm; logits",
+    }
+    for n, onx in models.items():
+        strip_stack_traces(onx)
+        save(out, n, "cnn", onx, images[:2], {"input": x}, zoo, notes[n])
 
 
 def make_current_ir(out: Path, zoo: list) -> None:
@@ -508,18 +545,52 @@ def make_current_ir(out: Path, zoo: list) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    global ONLY, PREVIOUS
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--only", metavar="NAME[,NAME...]",
+                    help="regenerate only these models; the others keep their files and "
+                         "their entries in the existing zoo.json")
     args = ap.parse_args()
     out: Path = args.out
+    previous_doc: dict = {}
+    if args.only:
+        ONLY = {n.strip() for n in args.only.split(",") if n.strip()}
+        try:
+            previous_doc = json.loads((out / "zoo.json").read_text())
+        except (OSError, ValueError) as e:
+            print(f"make_zoo: --only needs the existing {out / 'zoo.json'}: {e}",
+                  file=sys.stderr)
+            return 2
+        PREVIOUS = {m["name"]: m for m in previous_doc["models"]}
     out.mkdir(parents=True, exist_ok=True)
+    staging = out / STAGING
+    if staging.exists():
+        shutil.rmtree(staging)
     np.random.seed(SEED)
     zoo: list = []
+    versions: dict = {}
     make_sklearn(out, zoo)
     make_categorical(out, zoo)
     make_boosters(out, zoo)
-    make_cnn(out, zoo)
+    make_cnn(out, zoo, versions)
     make_current_ir(out, zoo)
+
+    names = [m["name"] for m in zoo]
+    unknown = sorted((ONLY or set()) - set(names))
+    if unknown:
+        shutil.rmtree(staging, ignore_errors=True)
+        print(f"make_zoo: --only: no model named {', '.join(unknown)} (the zoo has: "
+              f"{', '.join(names)}); nothing written", file=sys.stderr)
+        return 2
+    if staging.exists():
+        for made in sorted(staging.iterdir()):
+            if (out / made.name).exists():
+                shutil.rmtree(out / made.name)
+            made.rename(out / made.name)
+        staging.rmdir()
+
     import lightgbm
     import mlflow
     import onnx
@@ -529,14 +600,19 @@ def main() -> int:
     import sklearn
     import xgboost
 
+    versions = {
+        "mlflow": mlflow.__version__, "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__, "skl2onnx": skl2onnx.__version__,
+        "onnxmltools": onnxmltools.__version__, "scikit-learn": sklearn.__version__,
+        "xgboost": xgboost.__version__, "lightgbm": lightgbm.__version__,
+        # torch's, from the CNN's export (or the previous zoo.json when --only left it out)
+        "torch": previous_doc.get("versions", {}).get("torch"),
+        "onnxscript": previous_doc.get("versions", {}).get("onnxscript"),
+        **versions,
+    }
     doc = {
         "generated_by": "tools/make_zoo.py",
-        "versions": {
-            "mlflow": mlflow.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "skl2onnx": skl2onnx.__version__,
-            "onnxmltools": onnxmltools.__version__, "scikit-learn": sklearn.__version__,
-            "xgboost": xgboost.__version__, "lightgbm": lightgbm.__version__,
-        },
+        "versions": versions,
         "models": zoo,
     }
     (out / "zoo.json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")

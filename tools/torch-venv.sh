@@ -2,8 +2,10 @@
 # Create (or reuse) the virtualenv the PyTorch flavor test serves its models from
 # (crates/cli/tests/flavors.rs: `[server] python` is this venv's python, which runs
 # `python -m mlflow models serve`): a real PyTorch, MLflow 3.17.2 and the pins of
-# tools/mlflow-venv.sh (so the scikit-learn example models load in it too). Prints the
-# venv's python path as its last line; tools/test.sh exports it as HOIST_TORCH_PYTHON.
+# tools/mlflow-venv.sh (so the scikit-learn example models load in it too), and onnx +
+# onnxscript for torch.onnx.export (tools/make_zoo.py exports the model zoo's CNN with
+# it). Prints the venv's python path as its last line; tools/test.sh exports it as
+# HOIST_TORCH_PYTHON.
 #
 # The package index's Linux torch wheel is the CUDA build: 539 MB, plus 2.1 GB of nvidia-* CUDA
 # libraries that libtorch links against (it runs on a CPU-only machine, no GPU needed,
@@ -15,6 +17,12 @@
 # triton (~1 GB, torch.compile's GPU kernels) and cuda-bindings, which CPU inference
 # never loads. pip then warns that torch's triton requirement is missing; that is
 # expected.
+#
+# The last group is for exporting the model zoo's CNN (tools/export_cnn.py, run by
+# tools/make_zoo.py): torch.onnx.export needs `onnx` (its legacy TorchScript exporter)
+# and `onnxscript` with `onnx-ir` (its default, dynamo exporter); onnx needs ml-dtypes.
+# Also --no-deps, every one pinned: their other requirements (numpy, protobuf,
+# packaging, typing-extensions) are already pinned above or come with MLflow.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +59,13 @@ numpy==2.4.6
 scikit-learn==1.9.1
 scipy==1.17.1"
 
-hash="$(printf '%s\n%s\n' "$torch_reqs" "$mlflow_reqs" | sha256sum | cut -c1-12)"
+export_reqs="--no-deps
+onnx==1.23.2
+onnxscript==0.7.2
+onnx-ir==1.1.0
+ml-dtypes==0.7.0"
+
+hash="$(printf '%s\n%s\n%s\n' "$torch_reqs" "$mlflow_reqs" "$export_reqs" | sha256sum | cut -c1-12)"
 venv="${HOIST_TORCH_VENV:-$HOME/.hoist/venv-torch-$hash}"
 mkdir -p "$(dirname "$venv")"
 
@@ -62,5 +76,8 @@ ensure_venv torch-venv "$venv" "$torch_reqs" \
     "torch 2.15.0 (CUDA build, run on the CPU) and its CUDA libraries"
 ensure_venv torch-mlflow-venv "$venv" "$mlflow_reqs" 'import mlflow.pytorch, sklearn' \
     "mlflow 3.17.2 and scikit-learn"
+ensure_venv torch-export-venv "$venv" "$export_reqs" \
+    'import onnx, onnxscript, onnx_ir, torch.onnx; assert onnx.__version__ == "1.23.2", onnx.__version__' \
+    "onnx 1.23.2 and onnxscript 0.7.2 (torch.onnx.export)"
 
 echo "$venv/bin/python"

@@ -176,6 +176,86 @@ fn declutter_tile_before_matmul() {
     compare(&model, &out, &ort.run(&ins).unwrap()).unwrap();
 }
 
+/// A float tensor `[dims]` for a graph's input, output or value_info; a dimension is
+/// a size or a symbol.
+fn value_info(name: &str, dims: &[Result<i64, &str>]) -> tract_onnx::pb::ValueInfoProto {
+    use tract_onnx::pb::{self, tensor_shape_proto::dimension::Value as Dim};
+    let dim = |d: &Result<i64, &str>| pb::tensor_shape_proto::Dimension {
+        value: Some(match d {
+            Ok(n) => Dim::DimValue(*n),
+            Err(s) => Dim::DimParam(s.to_string()),
+        }),
+        ..Default::default()
+    };
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims.iter().map(dim).collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The reproduction of what failed on torch's dynamo exporter's graphs: the exporter
+/// records every intermediate value's shape in `value_info` with its own batch symbol
+/// (`batch_size`); hoist names the inputs' batch dimension N (or 1 for single rows),
+/// and tract failed with "Impossible to unify Sym(batch_size) with Sym(N)". X → Relu →
+/// Neg, the Relu's output in value_info as `[batch_size, 3]`: loads on tract, from the
+/// file and as a rewritten model, and answers ORT's answer for 2 rows and for 1.
+#[test]
+fn an_exporters_batch_symbol_in_value_info() {
+    use tract_onnx::pb;
+    let batch = Err("batch_size");
+    let node = |op: &str, input: &str, output: &str| pb::NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        input: vec![input.into()],
+        output: vec![output.into()],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 10,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 20,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "value_info_symbol".into(),
+            node: vec![node("Relu", "X", "r"), node("Neg", "r", "Y")],
+            input: vec![value_info("X", &[batch, Ok(3)])],
+            output: vec![value_info("Y", &[batch, Ok(3)])],
+            value_info: vec![value_info("r", &[batch, Ok(3)])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = std::env::temp_dir().join(format!("hoist-ops-value-info-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, hoist_server::runtime::prepare::encode(&model)).unwrap();
+
+    let ort = OrtRuntime::load(&path, &common::ort_lib(), 1).unwrap();
+    let from_file = TractRuntime::load(&path).expect("tract loads the file");
+    let rewritten = TractRuntime::load_from(&path, Some(&model)).expect("tract loads the proto");
+    for rows in [2, 1] {
+        let data: Vec<f32> = (0..rows * 3).map(|i| i as f32 - 2.5).collect();
+        let x = Tensor::new("X", vec![rows, 3], TensorData::F32(data)).unwrap();
+        let want = ort.run(std::slice::from_ref(&x)).unwrap();
+        assert_eq!(want[0].shape, vec![rows, 3]);
+        for tract in [&from_file, &rewritten] {
+            let got = tract.run(std::slice::from_ref(&x)).unwrap();
+            compare(&path, &got, &want).unwrap();
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `--runtime auto` serves a model ONNX Runtime refuses with tract, and says why;
 /// a model ORT loads stays on ORT.
 #[test]

@@ -224,6 +224,54 @@ fn the_zoo_has_what_mlflow_users_log() {
     }
 }
 
+/// The CNNs are torch.onnx.export's own graphs, one per exporter (tools/export_cnn.py).
+#[test]
+fn the_cnns_are_what_each_torch_exporter_writes() {
+    let names: Vec<String> = zoo()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect();
+    for (name, ops, ir) in [
+        ("cnn", ["Conv", "Relu", "MaxPool", "Flatten", "Gemm"], 9),
+        (
+            "cnn_dynamo",
+            ["Conv", "Relu", "MaxPool", "Reshape", "Gemm"],
+            10,
+        ),
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} is not in zoo.json");
+        let model =
+            hoist_server::runtime::prepare::decode(&std::fs::read(onnx_path(name)).unwrap())
+                .unwrap();
+        assert_eq!(model.producer_name, "pytorch", "{name}");
+        assert!(model.producer_version.starts_with("2.15.0"), "{name}");
+        assert_eq!(model.ir_version, ir, "{name}");
+        let graph = model.graph.unwrap();
+        let got: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(got, ops, "{name}");
+        // One input, `input` [batch_size, 1, 8, 8]: the batch dimension is dynamic.
+        use tract_onnx::pb::{tensor_shape_proto::dimension::Value as Dim, type_proto::Value};
+        assert_eq!(graph.input.len(), 1, "{name}");
+        assert_eq!(graph.input[0].name, "input", "{name}");
+        let Some(Value::TensorType(t)) = graph.input[0].r#type.as_ref().unwrap().value.as_ref()
+        else {
+            panic!("{name}: the input is not a tensor");
+        };
+        let dims: Vec<String> = t
+            .shape
+            .as_ref()
+            .unwrap()
+            .dim
+            .iter()
+            .map(|d| match d.value.as_ref().unwrap() {
+                Dim::DimValue(n) => n.to_string(),
+                Dim::DimParam(p) => p.clone(),
+            })
+            .collect();
+        assert_eq!(dims, ["batch_size", "1", "8", "8"], "{name}");
+    }
+}
+
 #[test]
 fn every_zoo_model_answers_like_python_onnx_runtime_on_onnx_runtime() {
     let failures = zoo_on(RuntimeChoice::Onnxruntime);

@@ -63,12 +63,20 @@ impl TractRuntime {
         };
         let mut onnx = tract_onnx::onnx();
         super::tract_ops::register(&mut onnx);
-        let read;
+        let owned;
         let proto = match rewritten {
-            Some(p) => p,
+            Some(p) if !has_symbolic_value_info(p) => p,
+            Some(p) => {
+                let mut p = p.clone();
+                forget_symbolic_value_info(&mut p);
+                owned = p;
+                &owned
+            }
             None => {
-                read = onnx.proto_model_for_path(path).map_err(err)?;
-                &read
+                let mut p = onnx.proto_model_for_path(path).map_err(err)?;
+                forget_symbolic_value_info(&mut p);
+                owned = p;
+                &owned
             }
         };
         let graph = proto.graph.as_ref().ok_or_else(|| RuntimeError::Load {
@@ -156,6 +164,51 @@ impl TractRuntime {
             inputs,
             outputs,
         })
+    }
+}
+
+/// Whether the graph's `value_info` names a dimension by a symbol.
+fn has_symbolic_value_info(proto: &tract_onnx::pb::ModelProto) -> bool {
+    proto.graph.as_ref().is_some_and(|g| {
+        g.value_info.iter().any(|v| {
+            value_info_dims(v).is_some_and(|dims| {
+                dims.iter()
+                    .any(|d| matches!(d.value, Some(PbDim::DimParam(_))))
+            })
+        })
+    })
+}
+
+fn value_info_dims(
+    v: &tract_onnx::pb::ValueInfoProto,
+) -> Option<&Vec<tract_onnx::pb::tensor_shape_proto::Dimension>> {
+    match v.r#type.as_ref()?.value.as_ref()? {
+        PbTypeValue::TensorType(t) => Some(&t.shape.as_ref()?.dim),
+    }
+}
+
+/// Makes every symbolic dimension of the graph's `value_info` (the shapes an exporter
+/// recorded for intermediate values) unknown; fixed dimensions and element types stay.
+///
+/// hoist gives the inputs' variable dimensions its own symbol (N, or 1 for the
+/// single-row plan; see [`optimise`]), and tract takes `value_info` as facts, so an
+/// exporter's own symbol there cannot unify with them: torch's dynamo exporter
+/// records `batch_size` on every intermediate value, and tract failed with "Impossible
+/// to unify Sym(batch_size) with Sym(N)". tract infers those dimensions itself.
+fn forget_symbolic_value_info(proto: &mut tract_onnx::pb::ModelProto) {
+    let Some(graph) = proto.graph.as_mut() else {
+        return;
+    };
+    for v in &mut graph.value_info {
+        if let Some(PbTypeValue::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(shape) = t.shape.as_mut()
+        {
+            for d in &mut shape.dim {
+                if matches!(d.value, Some(PbDim::DimParam(_))) {
+                    d.value = None;
+                }
+            }
+        }
     }
 }
 
