@@ -17,12 +17,11 @@
 //!   crossing, two thread wake-ups, costs more than a 5 µs model). The estimate keeps
 //!   being updated by every small call, inline or not, so a model that turns slow goes
 //!   back to the workers; large requests always go to the workers; `inline_max` zero
-//!   turns this off. For a model that batches, a request runs inline only when no
-//!   other request is in the executor and few connections are open (the I/O
-//!   runtime's live tasks): under concurrent load, folding requests into
-//!   one model call on a worker does more per request than skipping the crossing
-//!   (measured: at 64 connections always-inline gave ~20% fewer requests per second
-//!   than the workers, at one connection inline gave ~30% more; docs/benchmarks.md).
+//!   turns this off. A model that batches and takes under [`FOLD_GAIN_MIN`] runs
+//!   inline too: folding its calls cannot save what the crossing costs. A slower one
+//!   runs inline only when no other request is in the executor and few connections
+//!   are open (the I/O thread's live tasks): under concurrent load, folding requests
+//!   into one model call on a worker does more per request than skipping the crossing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -157,6 +156,11 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A batching model whose small calls take less than this runs inline even under
+/// load: the crossing to a worker and back (two thread wake-ups, 5-8 µs of CPU on the
+/// benchmark machine) costs more than folding such calls can save.
+pub const FOLD_GAIN_MIN: Duration = Duration::from_micros(10);
+
 /// At most this many live tasks on the I/O runtime (one per open connection, plus a
 /// few of the server's own) count as quiet traffic.
 const QUIET_TASKS: usize = 16;
@@ -214,9 +218,16 @@ impl Executor {
     pub async fn submit(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ExecError> {
         let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
         let (_in_flight, others) = InFlight::enter(&self.in_flight);
-        if (!self.batchable || (others == 0 && quiet()))
-            && self.estimate.inline(rows, self.inline_max)
-        {
+        let inline = if self.batchable {
+            // Folding requests into one call saves at most a call's fixed cost; below
+            // FOLD_GAIN_MIN that is less than the crossing to a worker and back.
+            self.estimate
+                .inline(rows, FOLD_GAIN_MIN.min(self.inline_max))
+                || (others == 0 && quiet() && self.estimate.inline(rows, self.inline_max))
+        } else {
+            self.estimate.inline(rows, self.inline_max)
+        };
+        if inline {
             let start = Instant::now();
             let result = guarded_run(&*self.runtime, &inputs);
             let took = start.elapsed();
@@ -431,10 +442,11 @@ mod tests {
         assert!(!e.inline(1, MAX));
     }
 
-    /// Answers its input back, and says on which thread it ran.
+    /// Answers its input back after `takes` at least, and says on which thread it ran.
     struct Echo {
         io: Vec<crate::runtime::IoSpec>,
         threads: std::sync::Mutex<Vec<String>>,
+        takes: Duration,
     }
 
     impl Runtime for Echo {
@@ -450,12 +462,16 @@ mod tests {
         fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
             let name = std::thread::current().name().unwrap_or("").to_string();
             self.threads.lock().unwrap().push(name);
+            if !self.takes.is_zero() {
+                std::thread::sleep(self.takes);
+            }
             Ok(inputs.to_vec())
         }
     }
 
-    #[test]
-    fn a_batching_model_runs_inline_only_when_no_other_request_is_in() {
+    /// Where a warm batching model (max 32 rows, no delay) taking `takes` per call
+    /// runs a one-row request: alone, then with another request in the executor.
+    fn batching_model_runs_on(takes: Duration) -> (String, String) {
         let echo = Arc::new(Echo {
             io: vec![crate::runtime::IoSpec {
                 name: "x".into(),
@@ -463,6 +479,7 @@ mod tests {
                 shape: vec![-1, 1],
             }],
             threads: Default::default(),
+            takes,
         });
         let batch = BatchConfig {
             max_batch_size: 32,
@@ -479,18 +496,25 @@ mod tests {
             rt.block_on(exec.submit(one())).unwrap();
         }
         rt.block_on(exec.submit(one())).unwrap();
-        assert!(
-            !last_thread().starts_with("hoist-infer"),
-            "alone and warm: inline"
-        );
-        // Another request in the executor: this one goes to a worker, to be batched.
+        let alone = last_thread();
         let (_other, _) = InFlight::enter(&exec.in_flight);
         let out = rt.block_on(exec.submit(one())).unwrap();
         assert_eq!(out[0].data, TensorData::F32(vec![1.0]));
-        assert!(
-            last_thread().starts_with("hoist-infer"),
-            "{}",
-            last_thread()
-        );
+        (alone, last_thread())
+    }
+
+    #[test]
+    fn a_slower_batching_model_runs_inline_only_when_no_other_request_is_in() {
+        let (alone, busy) = batching_model_runs_on(FOLD_GAIN_MIN * 3);
+        assert!(!alone.starts_with("hoist-infer"), "alone and warm: inline");
+        // Another request in the executor: this one goes to a worker, to be batched.
+        assert!(busy.starts_with("hoist-infer"), "{busy}");
+    }
+
+    #[test]
+    fn a_batching_model_faster_than_a_crossing_always_runs_inline() {
+        let (alone, busy) = batching_model_runs_on(Duration::ZERO);
+        assert!(!alone.starts_with("hoist-infer"), "{alone}");
+        assert!(!busy.starts_with("hoist-infer"), "{busy}");
     }
 }

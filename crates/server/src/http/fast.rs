@@ -61,20 +61,66 @@ const READ_SPACE: usize = 16 * 1024;
 
 /// Accepts connections on `listener` until `shutdown` completes; then stops
 /// accepting, lets every connection finish the request it is on, and returns.
+///
+/// # Threads
+/// Like the gateway's (and nginx's) workers: one thread per core, each running a
+/// single-threaded Tokio runtime that accepts from the shared listener and keeps the
+/// connections it accepted to itself. A request never moves between threads, so no
+/// thread wakes another and a connection's buffers stay in one core's cache; the
+/// work-stealing runtime moved requests between cores and spent about a fifth more
+/// CPU per request (docs/benchmarks.md). Requests that go to a model's worker
+/// threads still do; the caller's runtime keeps loading models and serving gRPC.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Shared,
     app: Router,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let listener = listener.into_std()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Closed (recv gives None) once every thread has finished.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+    for worker in 0..threads {
+        let listener = listener.try_clone()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (state, app, stop, done) =
+            (state.clone(), app.clone(), stop_rx.clone(), done_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("hoist-http-{worker}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => accept_loop(listener, state, app, stop).await,
+                        Err(e) => tracing::error!("HTTP thread {worker}: {e}"),
+                    }
+                });
+                drop(done);
+            })?;
+    }
+    drop((listener, stop_rx, done_tx));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = done_rx.recv().await;
+    Ok(())
+}
+
+/// One thread's loop: accepts until `stop`, then waits for its connections to end.
+async fn accept_loop(
+    listener: TcpListener,
+    state: Shared,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) {
     // Changed once, at shutdown; every connection holds a receiver, so `closed()`
     // completes when the last connection has ended.
     let (closing_tx, closing_rx) = watch::channel(());
-    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            _ = stop.wait_for(|stopped| *stopped) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -97,7 +143,6 @@ pub(crate) async fn serve(
     drop(closing_rx);
     let _ = closing_tx.send(());
     closing_tx.closed().await;
-    Ok(())
 }
 
 /// What the bytes read so far hold.
