@@ -35,6 +35,8 @@ use std::future::Future;
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -64,12 +66,15 @@ const READ_SPACE: usize = 16 * 1024;
 ///
 /// # Threads
 /// Like the gateway's (and nginx's) workers: one thread per core, each running a
-/// single-threaded Tokio runtime that accepts from the shared listener and keeps the
-/// connections it accepted to itself. A request never moves between threads, so no
-/// thread wakes another and a connection's buffers stay in one core's cache; the
-/// work-stealing runtime moved requests between cores and spent about a fifth more
-/// CPU per request (docs/benchmarks.md). Requests that go to a model's worker
-/// threads still do; the caller's runtime keeps loading models and serving gRPC.
+/// single-threaded Tokio runtime that keeps the connections given to it. A request
+/// never moves between threads, so no thread wakes another and a connection's
+/// buffers stay in one core's cache; the work-stealing runtime moved requests
+/// between cores and spent about a fifth more CPU per request (docs/benchmarks.md).
+/// The caller's runtime accepts and gives each connection to the thread with the
+/// fewest open (threads accepting for themselves took 2:1 shares of a benchmark's
+/// connections, leaving one core idle part of the time). Requests that go to a
+/// model's worker threads still do; the caller's runtime also keeps loading models
+/// and serving gRPC.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Shared,
@@ -77,50 +82,31 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let listener = listener.into_std()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     // Closed (recv gives None) once every thread has finished.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut workers = Vec::with_capacity(threads);
     for worker in 0..threads {
-        let listener = listener.try_clone()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (state, app, stop, done) =
-            (state.clone(), app.clone(), stop_rx.clone(), done_tx.clone());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let live = Arc::new(AtomicUsize::new(0));
+        let (state, app, done, count) = (state.clone(), app.clone(), done_tx.clone(), live.clone());
         std::thread::Builder::new()
             .name(format!("hoist-http-{worker}"))
             .spawn(move || {
-                runtime.block_on(async move {
-                    match TcpListener::from_std(listener) {
-                        Ok(listener) => accept_loop(listener, state, app, stop).await,
-                        Err(e) => tracing::error!("HTTP thread {worker}: {e}"),
-                    }
-                });
+                runtime.block_on(worker_loop(rx, state, app, count));
                 drop(done);
             })?;
+        workers.push((tx, live));
     }
-    drop((listener, stop_rx, done_tx));
-    shutdown.await;
-    let _ = stop_tx.send(true);
-    let _ = done_rx.recv().await;
-    Ok(())
-}
-
-/// One thread's loop: accepts until `stop`, then waits for its connections to end.
-async fn accept_loop(
-    listener: TcpListener,
-    state: Shared,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    // Changed once, at shutdown; every connection holds a receiver, so `closed()`
-    // completes when the last connection has ended.
-    let (closing_tx, closing_rx) = watch::channel(());
+    drop(done_tx);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut next = 0;
     loop {
         let stream = tokio::select! {
             biased;
-            _ = stop.wait_for(|stopped| *stopped) => break,
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -132,17 +118,61 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
-            state.clone(),
-            app.clone(),
-            stream,
-            closing_rx.clone(),
-        ));
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        // The fewest open connections; among equals, the next in turn.
+        let n = workers.len();
+        let pick = (0..n)
+            .map(|i| (next + i) % n)
+            .min_by_key(|&i| workers[i].1.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        next = (pick + 1) % n;
+        workers[pick].1.fetch_add(1, Ordering::Relaxed);
+        if workers[pick].0.send(stream).is_err() {
+            workers[pick].1.fetch_sub(1, Ordering::Relaxed);
+        }
     }
     drop(listener);
+    drop(workers);
+    let _ = done_rx.recv().await;
+    Ok(())
+}
+
+/// One thread: serves the connections it is given until the acceptor stops, then
+/// tells them to close after their request in flight and waits for them.
+async fn worker_loop(
+    mut streams: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    state: Shared,
+    app: Router,
+    live: Arc<AtomicUsize>,
+) {
+    // Changed once, at shutdown; every connection holds a receiver, so `closed()`
+    // completes when the last connection has ended.
+    let (closing_tx, closing_rx) = watch::channel(());
+    while let Some(stream) = streams.recv().await {
+        let gone = Gone(live.clone());
+        let Ok(stream) = TcpStream::from_std(stream) else {
+            continue;
+        };
+        let conn = connection(state.clone(), app.clone(), stream, closing_rx.clone());
+        tokio::spawn(async move {
+            conn.await;
+            drop(gone);
+        });
+    }
     drop(closing_rx);
     let _ = closing_tx.send(());
     closing_tx.closed().await;
+}
+
+/// Counts a connection out of its thread's open connections when it ends.
+struct Gone(Arc<AtomicUsize>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the bytes read so far hold.

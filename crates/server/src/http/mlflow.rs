@@ -21,7 +21,7 @@ use super::{Shared, body_or_error, infer_status};
 use crate::model::{InferError, Model};
 use crate::runtime::IoSpec;
 use crate::runtime::prepare::ClassLabels;
-use crate::tensor::{FlatJson, NestedSer, Tensor, TensorData, TensorError, flatten_json};
+use crate::tensor::{DataType, FlatJson, NestedSer, Tensor, TensorData, TensorError, flatten_json};
 
 pub async fn ping() -> Response {
     (StatusCode::OK, "\n").into_response()
@@ -258,6 +258,15 @@ fn fast_tensor_body(model: &Signature, body: &[u8]) -> Option<Result<Vec<Tensor>
     let [spec] = model.inputs else {
         return None;
     };
+    if matches!(spec.datatype, DataType::F32 | DataType::F64)
+        && let Some((shape, values)) = super::numbers::numeric_inputs(body)
+    {
+        let data = match spec.datatype {
+            DataType::F32 => TensorData::F32(values.iter().map(|&v| v as f32).collect()),
+            _ => TensorData::F64(values),
+        };
+        return Some(tensor_with_shape(spec, shape, data).map(|t| vec![t]));
+    }
     // Derived structs also read JSON arrays; MLflow's bodies are objects only.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
@@ -277,11 +286,21 @@ fn tensor_for(spec: &IoSpec, v: &Value) -> Result<Tensor, TensorError> {
 /// batch dimension (`[1, 2, 3]` for `[-1, 3]`) gets one.
 fn tensor_from_flat<V: std::borrow::Borrow<Value>>(
     spec: &IoSpec,
-    mut shape: Vec<usize>,
+    shape: Vec<usize>,
     flat: &[V],
 ) -> Result<Tensor, TensorError> {
     let data = TensorData::from_json_scalars(spec.datatype, flat)
         .map_err(|e| TensorError::new(format!("input '{}': {e}", spec.name)))?;
+    tensor_with_shape(spec, shape, data)
+}
+
+/// The tensor for `spec` from a body's nested arrays: one row's array gets the
+/// batch dimension the input declares.
+fn tensor_with_shape(
+    spec: &IoSpec,
+    mut shape: Vec<usize>,
+    data: TensorData,
+) -> Result<Tensor, TensorError> {
     if shape.len() + 1 == spec.shape.len() && spec.shape[0] < 0 {
         shape.insert(0, 1);
     }

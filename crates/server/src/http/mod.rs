@@ -12,6 +12,7 @@ pub mod admin;
 pub(crate) mod fast;
 pub mod image;
 pub mod mlflow;
+mod numbers;
 pub mod v2;
 
 use std::panic::AssertUnwindSafe;
