@@ -25,18 +25,35 @@ pub(crate) fn numeric_inputs(body: &[u8]) -> Option<(Vec<usize>, Vec<f64>)> {
     s.ws();
     s.eat(b':')?;
     s.ws();
-    let mut nest = Nest::default();
-    nest.values.reserve(body.len() / 4);
-    s.array(0, &mut nest)?;
+    let nest = s.nested(body.len())?;
     s.ws();
     s.eat(b'}')?;
     s.ws();
     if s.i != body.len() {
         return None;
     }
-    let leaf = nest.leaf_depth?;
-    let shape = nest.dims[..=leaf].iter().map(|d| d.unwrap_or(0)).collect();
-    Some((shape, nest.values))
+    nest.shaped()
+}
+
+/// The shape and the numbers of `text`, a rectangular nested array of numbers and
+/// nothing else (as a V2 input's `data`), or `None`.
+pub(crate) fn numeric_array(text: &[u8]) -> Option<(Vec<usize>, Vec<f64>)> {
+    let mut s = Scan { s: text, i: 0 };
+    s.ws();
+    let nest = s.nested(text.len())?;
+    s.ws();
+    if s.i != text.len() {
+        return None;
+    }
+    nest.shaped()
+}
+
+impl Nest {
+    fn shaped(self) -> Option<(Vec<usize>, Vec<f64>)> {
+        let leaf = self.leaf_depth?;
+        let shape = self.dims[..=leaf].iter().map(|d| d.unwrap_or(0)).collect();
+        Some((shape, self.values))
+    }
 }
 
 /// What the arrays read so far say: each depth's length, where the numbers are.
@@ -53,6 +70,14 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
+    /// A nested array of numbers at the cursor.
+    fn nested(&mut self, hint: usize) -> Option<Nest> {
+        let mut nest = Nest::default();
+        nest.values.reserve(hint / 4);
+        self.array(0, &mut nest)?;
+        Some(nest)
+    }
+
     fn peek(&self) -> Option<u8> {
         self.s.get(self.i).copied()
     }

@@ -223,25 +223,64 @@ pub async fn repository_unload(
 /// An inference request's JSON part.
 #[doc(hidden)]
 #[derive(Deserialize)]
-pub struct InferRequest {
+#[serde(bound(deserialize = "D: Deserialize<'de>"))]
+pub struct InferRequest<D = FlatJson> {
     #[serde(default)]
     id: Option<Value>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    inputs: Vec<RequestInput>,
+    inputs: Vec<RequestInput<D>>,
     #[serde(default)]
     outputs: Option<Vec<RequestOutput>>,
 }
 
+/// One input; `D` is how its `data` is read: serde values ([`FlatJson`]), or its
+/// text, for [`numeric_request`].
 #[derive(Deserialize)]
-pub struct RequestInput {
+#[serde(bound(deserialize = "D: Deserialize<'de>"))]
+pub struct RequestInput<D = FlatJson> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
     #[serde(default)]
-    data: Option<FlatJson>,
+    data: Option<D>,
+}
+
+/// The request and its tensors when the body is JSON only, and every input is FP32 or
+/// FP64 with `data` of numbers alone (what clients send for tabular and image
+/// models): those numbers are read by `super::numbers` without serde's values.
+/// `None` for any other request, which [`parse_request`] then reads as before, so
+/// its answers and errors do not change.
+fn numeric_request(body: &[u8]) -> Option<(InferRequest, Vec<Tensor>)> {
+    let req: InferRequest<Box<serde_json::value::RawValue>> = serde_json::from_slice(body).ok()?;
+    let mut tensors = Vec::with_capacity(req.inputs.len());
+    for input in &req.inputs {
+        let dt = DataType::parse(&input.datatype)?;
+        if !matches!(dt, DataType::F32 | DataType::F64)
+            || input.parameters.as_ref().is_some_and(|p| !p.is_empty())
+        {
+            return None;
+        }
+        let shape = shape_from_i64(&input.shape).ok()?;
+        let (_, values) = super::numbers::numeric_array(input.data.as_ref()?.get().as_bytes())?;
+        if element_count(&shape).ok()? != values.len() {
+            return None;
+        }
+        let data = match dt {
+            DataType::F32 => TensorData::F32(values.iter().map(|&v| v as f32).collect()),
+            _ => TensorData::F64(values),
+        };
+        tensors.push(Tensor::new(input.name.clone(), shape, data).ok()?);
+    }
+    let req = InferRequest {
+        id: req.id,
+        parameters: req.parameters,
+        inputs: Vec::new(),
+        outputs: req.outputs,
+    };
+    Some((req, tensors))
 }
 
 #[derive(Deserialize)]
@@ -344,7 +383,7 @@ pub fn parse_request(
     body: &[u8],
 ) -> Result<(InferRequest, Vec<Tensor>), String> {
     let mut header_len = headers.get_all(HEADER_LEN).iter();
-    let (json_part, mut binary) = match (header_len.next(), header_len.next()) {
+    let (json_part, binary) = match (header_len.next(), header_len.next()) {
         (Some(_), Some(_)) => {
             return Err("Inference-Header-Content-Length is sent more than once".into());
         }
@@ -364,8 +403,16 @@ pub fn parse_request(
             }
             body.split_at(n)
         }
-        (None, _) => (body, &[][..]),
+        (None, _) => match numeric_request(body) {
+            Some(parsed) => return Ok(parsed),
+            None => (body, &[][..]),
+        },
     };
+    parse_json(json_part, binary)
+}
+
+/// The request in `json_part`, its inputs' data in it or in `binary` (in order).
+fn parse_json(json_part: &[u8], mut binary: &[u8]) -> Result<(InferRequest, Vec<Tensor>), String> {
     let mut req: InferRequest = serde_json::from_slice(json_part)
         .map_err(|e| format!("invalid inference request JSON: {e}"))?;
     let mut tensors = Vec::with_capacity(req.inputs.len());
@@ -549,6 +596,41 @@ fn respond(model: &Model, req: InferRequest, outputs: Vec<Tensor>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_requests_read_as_the_general_parser_reads_them() {
+        let same = [
+            r#"{"id": "a", "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [[1, 2.5, -3e-2], [4, 5, 6]]}], "outputs": [{"name": "y"}]}"#,
+            r#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP64", "data": [0.1, 0.30000000000000004, 1e300]}, {"name": "z", "shape": [1, 1], "datatype": "FP32", "data": [7]}], "parameters": {"k": 1}}"#,
+            r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2], "parameters": {}}]}"#,
+        ];
+        for body in same {
+            let (fast_req, fast) = numeric_request(body.as_bytes()).expect(body);
+            let (req, general) = parse_json(body.as_bytes(), &[]).unwrap();
+            assert_eq!(fast, general, "{body}");
+            assert_eq!(fast_req.id, req.id);
+            assert_eq!(fast_req.parameters, req.parameters);
+            let names = |r: &InferRequest| {
+                r.outputs
+                    .as_ref()
+                    .map(|o| o.iter().map(|o| o.name.clone()).collect::<Vec<_>>())
+            };
+            assert_eq!(names(&fast_req), names(&req));
+        }
+        // Everything else is left to the general parser, errors included.
+        for body in [
+            r#"{"inputs": [{"name": "x", "shape": [2], "datatype": "INT64", "data": [1, 2]}]}"#,
+            r#"{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, null]}]}"#,
+            r#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}"#,
+            r#"{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]}"#,
+            r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": null}]}"#,
+            r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}"#,
+            r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1], "data": [2]}]}"#,
+            r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]"#,
+        ] {
+            assert!(numeric_request(body.as_bytes()).is_none(), "{body}");
+        }
+    }
 
     #[test]
     fn binary_inputs_are_split_by_the_header_length() {
