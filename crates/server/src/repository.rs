@@ -152,6 +152,9 @@ fn default_name(path: &Path) -> String {
 pub struct Repository {
     /// A bare `--model PATH`: the one entry answers by its package's name.
     single: bool,
+    /// The one entry of a one-model server, which never changes: requests find it
+    /// without the lock and the list that `entries` takes and builds.
+    sole_entry: Option<Arc<Entry>>,
     /// `--model-repository`: where `load` finds a model it does not know yet.
     dir: Option<PathBuf>,
     entries: RwLock<BTreeMap<String, Arc<Entry>>>,
@@ -197,8 +200,10 @@ impl Repository {
                 (false, dir)
             }
         };
+        let sole_entry = single.then(|| entries.values().next().cloned()).flatten();
         Ok(Repository {
             single,
+            sole_entry,
             dir,
             entries: RwLock::new(entries),
             opts,
@@ -224,7 +229,7 @@ impl Repository {
     fn get(&self, name: &str) -> Option<Arc<Entry>> {
         if self.single {
             // The one model answers to its package's name, which a reload may change.
-            let e = self.entries().into_iter().next()?;
+            let e = self.sole_entry.clone()?;
             let matches = match e.model() {
                 Some(m) => m.package.name == name,
                 None => e.name == name,
@@ -296,13 +301,12 @@ impl Repository {
     /// The model of the routes that name none (`/invocations`, `/predict-image`):
     /// the only model loaded. With several, the error names the per-model routes.
     pub fn sole(&self) -> Result<Arc<Model>, LookupError> {
-        let entries = self.entries();
-        if self.single {
-            let e = entries.first().expect("single has one entry");
+        if let Some(e) = &self.sole_entry {
             return e
                 .model()
                 .ok_or_else(|| LookupError::Loading("no model is loaded yet".into()));
         }
+        let entries = self.entries();
         let loaded: Vec<Arc<Model>> = entries.iter().filter_map(|e| e.model()).collect();
         match loaded.len() {
             1 => Ok(loaded.into_iter().next().expect("one")),
@@ -327,16 +331,12 @@ impl Repository {
     pub fn metrics_for(&self, name: Option<&str>) -> Arc<ModelMetrics> {
         let entry = match name {
             Some(n) => self.get(n),
+            None if self.single => self.sole_entry.clone(),
             None => {
-                let entries = self.entries();
-                if self.single {
-                    entries.into_iter().next()
-                } else {
-                    let mut loaded = entries.into_iter().filter(|e| e.model().is_some());
-                    match (loaded.next(), loaded.next()) {
-                        (Some(e), None) => Some(e),
-                        _ => None,
-                    }
+                let mut loaded = self.entries().into_iter().filter(|e| e.model().is_some());
+                match (loaded.next(), loaded.next()) {
+                    (Some(e), None) => Some(e),
+                    _ => None,
                 }
             }
         };
