@@ -9,7 +9,9 @@
 #   BENCH_WARMUP_SECONDS=3    wrk warm-up per server before the runs
 #   BENCH_CONCURRENCY="16 64" wrk connections
 #   BENCH_ROWS="1 64"         rows per request
-#   BENCH_SERVERS="mlflow mlserver hoist ceiling"
+#   BENCH_SERVERS="mlflow mlserver hoist hoist-tract ceiling"
+#                             (hoist: the pinned ONNX Runtime; hoist-tract: the
+#                             pure-Rust runtime a machine without ONNX Runtime uses)
 #   BENCH_READY_TIMEOUT=120   seconds a server may take to get ready
 #   BENCH_SKIP_BUILD=1        use the existing target/release binaries
 #   ORT_DYLIB_PATH            libonnxruntime.so for hoist (default: ~/.hoist/lib,
@@ -23,7 +25,7 @@ BENCH_SECONDS="${BENCH_SECONDS:-10}"
 BENCH_WARMUP_SECONDS="${BENCH_WARMUP_SECONDS:-3}"
 BENCH_CONCURRENCY="${BENCH_CONCURRENCY:-16 64}"
 BENCH_ROWS="${BENCH_ROWS:-1 64}"
-BENCH_SERVERS="${BENCH_SERVERS:-mlflow mlserver hoist ceiling}"
+BENCH_SERVERS="${BENCH_SERVERS:-mlflow mlserver hoist hoist-tract ceiling}"
 BENCH_READY_TIMEOUT="${BENCH_READY_TIMEOUT:-120}"
 model_dir="$repo/examples/models/breast_cancer_lr"
 model_name="breast_cancer_lr"
@@ -281,16 +283,22 @@ EOF
         bench_server mlserver "$pid" \
             "/invocations http://127.0.0.1:$port/invocations invocations;/v2/infer http://127.0.0.1:$port/v2/models/$model_name/infer v2"
         ;;
-    hoist)
+    hoist|hoist-tract)
         [[ -x "$hoist_bin" ]] || die "no $hoist_bin (cargo build --release -p hoist-server)"
-        [[ -n "${ORT_DYLIB_PATH:-}" ]] || die "no libonnxruntime found: set ORT_DYLIB_PATH"
-        log "starting hoist-server (onnxruntime: $ORT_DYLIB_PATH)"
-        setsid "$hoist_bin" --model "$model_dir" --host 127.0.0.1 --port 0 --runtime onnxruntime \
-            > "$work/hoist.out" 2> "$work/hoist.log" &
+        if [[ "$server" == hoist ]]; then
+            [[ -n "${ORT_DYLIB_PATH:-}" ]] || die "no libonnxruntime found: set ORT_DYLIB_PATH"
+            runtime=onnxruntime
+            log "starting hoist-server (onnxruntime: $ORT_DYLIB_PATH)"
+        else
+            runtime=tract
+            log "starting hoist-server (tract)"
+        fi
+        setsid "$hoist_bin" --model "$model_dir" --host 127.0.0.1 --port 0 --runtime "$runtime" \
+            > "$work/$server.out" 2> "$work/$server.log" &
         pid=$!; started+=("$pid")
-        base="$(wait_listening "$pid" hoist)"
-        wait_http "$base/v2/health/ready" "$pid" hoist
-        bench_server hoist "$pid" \
+        base="$(wait_listening "$pid" "$server")"
+        wait_http "$base/v2/health/ready" "$pid" "$server"
+        bench_server "$server" "$pid" \
             "/invocations $base/invocations invocations;/v2/infer $base/v2/models/$model_name/infer v2"
         ;;
     ceiling)
@@ -320,7 +328,8 @@ out.append("")
 out.append(f"Model breast_cancer_lr; 127.0.0.1; {os.cpu_count()} cores; wrk -t2, ${BENCH_SECONDS} s per run "
            "after a ${BENCH_WARMUP_SECONDS} s warm-up. Servers run one at a time with their defaults "
            "(mlflow 3.17.2 models serve, one uvicorn worker; MLServer 1.7.1 + mlserver-mlflow; "
-           "hoist-server release build, onnxruntime runtime; hyper_ceiling: fixed body, no model). "
+           "hoist-server release build: hoist with the onnxruntime runtime, hoist-tract with tract; "
+           "hyper_ceiling: fixed body, no model). "
            "RSS: idle VmRSS summed over the server's process tree.")
 out.append("")
 out.append("| server | endpoint | rows | concurrency | req/s | p50 ms | p99 ms | errors | RSS MB |")
@@ -336,10 +345,10 @@ peers = ("mlflow", "mlserver")
 by = {(s, e, r, c): (f(rps), f(p99)) for s, e, r, c, rps, p50, p99, err, mb in rows}
 ratios = []
 for (s, e, r, c), (rps, p99) in sorted(by.items()):
-    if s != "hoist":
+    if s not in ("hoist", "hoist-tract"):
         continue
     peer = [(p, by[(p, e, r, c)]) for p in peers if (p, e, r, c) in by]
-    line = f"| {e} | {r} | {c} |"
+    line = f"| {s} | {e} | {r} | {c} |"
     if peer:
         best_rps = max(peer, key=lambda kv: kv[1][0]); best_p99 = min(peer, key=lambda kv: kv[1][1])
         line += f" {rps / best_rps[1][0]:.1f}x ({best_rps[0]}) | {p99 / best_p99[1][1]:.3f} ({best_p99[0]}) |"
@@ -352,14 +361,15 @@ if ratios:
     out.append("")
     out.append("hoist / best peer (req/s: higher is better; p99: lower is better) and hoist / HTTP ceiling (req/s):")
     out.append("")
-    out.append("| endpoint | rows | concurrency | req/s vs best peer | p99 vs best peer | req/s vs ceiling |")
-    out.append("|---|--:|--:|--:|--:|--:|")
+    out.append("| server | endpoint | rows | concurrency | req/s vs best peer | p99 vs best peer | req/s vs ceiling |")
+    out.append("|---|---|--:|--:|--:|--:|--:|")
     out.extend(ratios)
     peer_rss = [int(rss[p][0]) for p in peers if p in rss]
-    if "hoist" in rss and peer_rss:
-        out.append("")
-        out.append(f"Idle RSS hoist / smallest peer: {int(rss['hoist'][0])} / {min(peer_rss)} MB = "
-                   f"{int(rss['hoist'][0]) / min(peer_rss):.3f}")
+    for h in ("hoist", "hoist-tract"):
+        if h in rss and peer_rss:
+            out.append("")
+            out.append(f"Idle RSS {h} / smallest peer: {int(rss[h][0])} / {min(peer_rss)} MB = "
+                       f"{int(rss[h][0]) / min(peer_rss):.3f}")
 text = "\n".join(out) + "\n"
 open(report, "w").write(text)
 print(text)
