@@ -83,8 +83,8 @@ pub struct Args {
     /// inference worker, once the model's small calls average under this many
     /// microseconds (0: always use the workers). A model that batches (see
     /// --max-batch-size) runs inline under load only below 25 µs a call, where
-    /// folding calls saves less than the hand-off costs; above, only while few
-    /// connections are open.
+    /// folding calls saves less than the hand-off costs, and only without
+    /// --max-batch-delay-us; otherwise only while few connections are open.
     #[arg(long, default_value_t = 50, value_name = "US")]
     pub inline_max_us: u64,
     /// Largest request body, in bytes; larger bodies get 413.

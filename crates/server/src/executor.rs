@@ -18,7 +18,8 @@
 //!   being updated by every small call, inline or not, so a model that turns slow goes
 //!   back to the workers; large requests always go to the workers; `inline_max` zero
 //!   turns this off. A model that batches and takes under [`FOLD_GAIN_MIN`] runs
-//!   inline too: folding its calls cannot save what the crossing costs. A slower one
+//!   inline too, unless a batch delay was set: folding its calls cannot save what the
+//!   crossing costs. A slower one (or one with a batch delay)
 //!   runs inline only when no other request is in the executor and few connections
 //!   are open (the I/O thread's live tasks): under concurrent load, folding requests
 //!   into one model call on a worker does more per request than skipping the crossing.
@@ -139,6 +140,9 @@ pub struct Executor {
     inline_max: Duration,
     /// Whether the workers fold queued requests into one call.
     batchable: bool,
+    /// Whether a batching model under [`FOLD_GAIN_MIN`] runs inline even under load
+    /// (no batch delay was asked for).
+    eager_inline: bool,
     /// Requests inside [`Executor::submit`] now.
     in_flight: AtomicUsize,
     metrics: Arc<ModelMetrics>,
@@ -215,6 +219,7 @@ impl Executor {
             estimate,
             inline_max: batch.inline_max,
             batchable,
+            eager_inline: batch.max_batch_delay.is_zero(),
             in_flight: AtomicUsize::new(0),
             metrics,
         }
@@ -227,9 +232,12 @@ impl Executor {
         let (_in_flight, others) = InFlight::enter(&self.in_flight);
         let inline = if self.batchable {
             // Folding requests into one call saves at most a call's fixed cost; below
-            // FOLD_GAIN_MIN that is less than the crossing to a worker and back.
-            self.estimate
-                .inline(rows, FOLD_GAIN_MIN.min(self.inline_max))
+            // FOLD_GAIN_MIN that is less than the crossing to a worker and back. Not
+            // when the operator set a batch delay: they asked for batches.
+            (self.eager_inline
+                && self
+                    .estimate
+                    .inline(rows, FOLD_GAIN_MIN.min(self.inline_max)))
                 || (others == 0 && quiet() && self.estimate.inline(rows, self.inline_max))
         } else {
             self.estimate.inline(rows, self.inline_max)
@@ -488,9 +496,10 @@ mod tests {
         }
     }
 
-    /// Where a warm batching model (max 32 rows, no delay) taking `takes` per call
-    /// runs a one-row request: alone, then with another request in the executor.
-    fn batching_model_runs_on(takes: Duration) -> (String, String) {
+    /// Where a warm batching model (max 32 rows, batch delay `delay`) taking `takes`
+    /// per call runs a one-row request: alone, then with another request in the
+    /// executor.
+    fn batching_model_runs_on(takes: Duration, delay: Duration) -> (String, String) {
         let echo = Arc::new(Echo {
             io: vec![crate::runtime::IoSpec {
                 name: "x".into(),
@@ -502,7 +511,7 @@ mod tests {
         });
         let batch = BatchConfig {
             max_batch_size: 32,
-            max_batch_delay: Duration::ZERO,
+            max_batch_delay: delay,
             inline_max: Duration::from_secs(1),
         };
         let exec = Executor::new(echo.clone(), 1, 8, batch, ModelMetrics::detached("echo"));
@@ -524,7 +533,7 @@ mod tests {
 
     #[test]
     fn a_slower_batching_model_runs_inline_only_when_no_other_request_is_in() {
-        let (alone, busy) = batching_model_runs_on(FOLD_GAIN_MIN * 3);
+        let (alone, busy) = batching_model_runs_on(FOLD_GAIN_MIN * 3, Duration::ZERO);
         assert!(!alone.starts_with("hoist-infer"), "alone and warm: inline");
         // Another request in the executor: this one goes to a worker, to be batched.
         assert!(busy.starts_with("hoist-infer"), "{busy}");
@@ -532,8 +541,12 @@ mod tests {
 
     #[test]
     fn a_batching_model_faster_than_a_crossing_always_runs_inline() {
-        let (alone, busy) = batching_model_runs_on(Duration::ZERO);
+        let (alone, busy) = batching_model_runs_on(Duration::ZERO, Duration::ZERO);
         assert!(!alone.starts_with("hoist-infer"), "{alone}");
         assert!(!busy.starts_with("hoist-infer"), "{busy}");
+        // With a batch delay the operator asked for batches: to the workers when busy.
+        let (alone, busy) = batching_model_runs_on(Duration::ZERO, Duration::from_micros(200));
+        assert!(!alone.starts_with("hoist-infer"), "{alone}");
+        assert!(busy.starts_with("hoist-infer"), "{busy}");
     }
 }
