@@ -167,9 +167,9 @@ impl Drop for InFlight<'_> {
 
 /// A batching model whose small calls take less than this runs inline even under
 /// load: the crossing to a worker and back (two thread wake-ups) costs more than
-/// folding such calls can save. Measured on the benchmark machine (2 cores, 64
-/// connections, ONNX Runtime, a 5 µs model): 33 µs of CPU per request through the
-/// workers, batching included, against 16 µs inline.
+/// folding such calls can save. In development runs on a 2-core machine (64
+/// connections, ONNX Runtime, a 5 µs model) a request cost about twice the CPU
+/// through the workers, batching included, as inline.
 pub const FOLD_GAIN_MIN: Duration = Duration::from_micros(25);
 
 /// At most this many live tasks on the I/O runtime (one per open connection, plus a

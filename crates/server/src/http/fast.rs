@@ -68,11 +68,11 @@ const READ_SPACE: usize = 16 * 1024;
 /// Like the gateway's (and nginx's) workers: one thread per core, each running a
 /// single-threaded Tokio runtime that keeps the connections given to it. A request
 /// never moves between threads, so no thread wakes another and a connection's
-/// buffers stay in one core's cache; the work-stealing runtime moved requests
-/// between cores and spent about a fifth more CPU per request (docs/benchmarks.md).
+/// buffers stay in one core's cache (the work-stealing runtime moved requests
+/// between cores, and spent more CPU per request in development runs).
 /// The caller's runtime accepts and gives each connection to the thread with the
-/// fewest open (threads accepting for themselves took 2:1 shares of a benchmark's
-/// connections, leaving one core idle part of the time). Requests that go to a
+/// fewest open (threads accepting for themselves could take uneven shares of a
+/// benchmark's connections and leave a core idle part of the time). Requests that go to a
 /// model's worker threads still do; the caller's runtime also keeps loading models
 /// and serving gRPC.
 pub(crate) async fn serve(
