@@ -217,7 +217,10 @@ async fn connection(
                     Plan::More => {}
                     Plan::Fallback => return fallback(app, stream, input, closing).await,
                     Plan::Fast(f) if input.len() >= f.head + f.len => break f,
-                    Plan::Fast(f) => input.reserve(f.head + f.len - input.len()),
+                    // Not all of the body yet. The buffer grows as bytes arrive, never
+                    // by what the head claims: idle connections claiming a large body
+                    // must not cost the server that memory up front.
+                    Plan::Fast(_) => {}
                 }
             }
             if input.capacity() - input.len() < READ_SPACE {
