@@ -21,7 +21,8 @@
 //!
 //! # Same answers as axum's path
 //! - The handlers are shared (`mlflow::invocations_body`, `v2::infer_body`), and so
-//!   is the counting (`super::tracked`: per model, per route, per status, a panic a 500).
+//!   is the counting (`super::finish_tracked`: per model, per route, per status, a panic
+//!   a 500; in flight from the moment the head is in, as on axum's path).
 //! - The answer is the handler's status, headers and body, plus `content-length` and
 //!   `date` as hyper writes them, and `connection: close` when the client asked for it
 //!   or the server is shutting down (then the connection closes after the answer).
@@ -38,7 +39,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::http::HeaderMap;
@@ -49,8 +50,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::{Shared, mlflow, tracked, v2};
-use crate::metrics::Route;
+use super::{Shared, finish_tracked, mlflow, v2};
+use crate::metrics::{ModelMetrics, Route};
 
 /// Largest request body the fast path buffers; larger ones go to hyper.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -211,16 +212,27 @@ async fn connection(
     let mut input: Vec<u8> = Vec::with_capacity(READ_SPACE);
     let mut output: Vec<u8> = Vec::new();
     loop {
+        // The request under way, counted in flight since its head came in (as axum's
+        // path counts it): its model's metrics, route and start.
+        let mut started: Option<(Arc<ModelMetrics>, Route, Instant)> = None;
         let fast = loop {
             if !input.is_empty() {
                 match plan(&state, &input) {
                     Plan::More => {}
                     Plan::Fallback => return fallback(app, stream, input, closing).await,
-                    Plan::Fast(f) if input.len() >= f.head + f.len => break f,
-                    // Not all of the body yet. The buffer grows as bytes arrive, never
-                    // by what the head claims: idle connections claiming a large body
-                    // must not cost the server that memory up front.
-                    Plan::Fast(_) => {}
+                    Plan::Fast(f) => {
+                        if started.is_none() {
+                            let (metrics, route) = counted_in(&state, &input, &f);
+                            metrics.request_started();
+                            started = Some((metrics, route, Instant::now()));
+                        }
+                        if input.len() >= f.head + f.len {
+                            break f;
+                        }
+                        // Not all of the body yet. The buffer grows as bytes arrive,
+                        // never by what the head claims: idle connections claiming a
+                        // large body must not cost the server that memory up front.
+                    }
                 }
             }
             if input.capacity() - input.len() < READ_SPACE {
@@ -236,11 +248,23 @@ async fn connection(
                 stream.read_buf(&mut input).await
             };
             match read {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    // Gone before its body was in: a 400, as axum counts a body it
+                    // could not read.
+                    if let Some((metrics, route, start)) = started {
+                        metrics.request_finished(route, 400, start.elapsed());
+                    }
+                    return;
+                }
                 Ok(_) => {}
             }
         };
-        let resp = answer(&state, &input, &fast).await;
+        let (metrics, route, start) = started.unwrap_or_else(|| {
+            let (metrics, route) = counted_in(&state, &input, &fast);
+            metrics.request_started();
+            (metrics, route, Instant::now())
+        });
+        let resp = finish_tracked(&metrics, route, start, answer(&state, &input, &fast)).await;
         let close = fast.close || closing.has_changed().unwrap_or(true);
         if !write_response(&mut stream, &mut output, resp, close).await || close {
             let _ = stream.shutdown().await;
@@ -259,24 +283,37 @@ async fn connection(
 }
 
 /// Runs the request's handler, counted as axum's path counts it.
+/// The metrics and route a request counts in, as axum's path counts it.
+fn counted_in(state: &Shared, input: &[u8], f: &Fast) -> (Arc<ModelMetrics>, Route) {
+    let text = |r: &Range<usize>| std::str::from_utf8(&input[r.clone()]).unwrap_or("");
+    match &f.route {
+        Hot::Invocations(name) => (
+            state.models.metrics_for(name.as_ref().map(text)),
+            Route::Invocations,
+        ),
+        Hot::Infer(name, _) => (state.models.metrics_for(Some(text(name))), Route::V2Infer),
+    }
+}
+
+/// Runs the request's handler.
 async fn answer(state: &Shared, input: &[u8], f: &Fast) -> Response {
     let text = |r: &Range<usize>| std::str::from_utf8(&input[r.clone()]).unwrap_or("");
     let body = &input[f.head..f.head + f.len];
     match &f.route {
         Hot::Invocations(name) => {
-            let name = name.as_ref().map(text);
-            let metrics = state.models.metrics_for(name);
             let content_type = f.content_type.as_ref().map(|r| &input[r.clone()]);
-            let handle = mlflow::invocations_body(state, name, content_type, body);
-            tracked(&metrics, Route::Invocations, handle).await
+            mlflow::invocations_body(state, name.as_ref().map(text), content_type, body).await
         }
         Hot::Infer(name, version) => {
-            let name = text(name);
-            let metrics = state.models.metrics_for(Some(name));
-            let version = version.as_ref().map(text);
             let headers = HeaderMap::new();
-            let handle = v2::infer_body(state, name, version, &headers, body);
-            tracked(&metrics, Route::V2Infer, handle).await
+            v2::infer_body(
+                state,
+                text(name),
+                version.as_ref().map(text),
+                &headers,
+                body,
+            )
+            .await
         }
     }
 }

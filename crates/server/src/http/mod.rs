@@ -141,6 +141,18 @@ pub(crate) async fn tracked(
 ) -> Response {
     let start = Instant::now();
     metrics.request_started();
+    finish_tracked(metrics, route, start, handle).await
+}
+
+/// The end of [`tracked`], for a request already counted as started at `start`
+/// (the fast path counts a request once its head is in, as hyper hands axum a
+/// request before its body).
+pub(crate) async fn finish_tracked(
+    metrics: &ModelMetrics,
+    route: Route,
+    start: Instant,
+    handle: impl std::future::Future<Output = Response>,
+) -> Response {
     // A bug must cost one request a 500, never the connection or the process.
     let resp = match AssertUnwindSafe(handle).catch_unwind().await {
         Ok(resp) => resp,
