@@ -150,10 +150,9 @@ fn default_name(path: &Path) -> String {
 
 /// The models of one server.
 pub struct Repository {
-    /// A bare `--model PATH`: the one entry answers by its package's name.
-    single: bool,
-    /// The one entry of a one-model server, which never changes: requests find it
-    /// without the lock and the list that `entries` takes and builds.
+    /// A bare `--model PATH` (a one-model server): its one entry, which answers by
+    /// its package's name and never changes, so requests find it without the lock and
+    /// the list that `entries` takes and builds.
     sole_entry: Option<Arc<Entry>>,
     /// `--model-repository`: where `load` finds a model it does not know yet.
     dir: Option<PathBuf>,
@@ -202,7 +201,6 @@ impl Repository {
         };
         let sole_entry = single.then(|| entries.values().next().cloned()).flatten();
         Ok(Repository {
-            single,
             sole_entry,
             dir,
             entries: RwLock::new(entries),
@@ -213,7 +211,7 @@ impl Repository {
 
     /// Whether this is a one-model server (a bare `--model PATH`).
     pub fn is_single(&self) -> bool {
-        self.single
+        self.sole_entry.is_some()
     }
 
     /// Every model the server knows, by name.
@@ -227,14 +225,13 @@ impl Repository {
     }
 
     fn get(&self, name: &str) -> Option<Arc<Entry>> {
-        if self.single {
+        if let Some(e) = &self.sole_entry {
             // The one model answers to its package's name, which a reload may change.
-            let e = self.sole_entry.clone()?;
             let matches = match e.model() {
                 Some(m) => m.package.name == name,
                 None => e.name == name,
             };
-            return matches.then_some(e);
+            return matches.then(|| e.clone());
         }
         self.entries
             .read()
@@ -274,7 +271,7 @@ impl Repository {
         let Some(model) = entry.model() else {
             let (state, reason) = entry.status();
             return Err(if state == ModelState::Loading {
-                LookupError::Loading(if self.single {
+                LookupError::Loading(if self.is_single() {
                     "no model is loaded yet".into()
                 } else {
                     format!("model '{name}' is loading")
@@ -331,7 +328,7 @@ impl Repository {
     pub fn metrics_for(&self, name: Option<&str>) -> Arc<ModelMetrics> {
         let entry = match name {
             Some(n) => self.get(n),
-            None if self.single => self.sole_entry.clone(),
+            None if self.is_single() => self.sole_entry.clone(),
             None => {
                 let mut loaded = self.entries().into_iter().filter(|e| e.model().is_some());
                 match (loaded.next(), loaded.next()) {
@@ -360,7 +357,7 @@ impl Repository {
         let _one_at_a_time = entry.lock.lock().await;
         let path = path.unwrap_or_else(|| entry.source());
         let mut opts = self.opts.clone();
-        if !self.single {
+        if !self.is_single() {
             opts.name = Some(entry.name.clone());
         }
         if version.is_some() {

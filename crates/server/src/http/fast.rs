@@ -215,20 +215,21 @@ async fn connection(
         // The request under way, counted in flight since its head came in (as axum's
         // path counts it): its model's metrics, route and start.
         let mut started: Option<(Arc<ModelMetrics>, Route, Instant)> = None;
-        let fast = loop {
+        let (fast, (metrics, route, start)) = loop {
             if !input.is_empty() {
                 match plan(&state, &input) {
                     Plan::More => {}
                     Plan::Fallback => return fallback(app, stream, input, closing).await,
                     Plan::Fast(f) => {
-                        if started.is_none() {
+                        let counted = started.take().unwrap_or_else(|| {
                             let (metrics, route) = counted_in(&state, &input, &f);
                             metrics.request_started();
-                            started = Some((metrics, route, Instant::now()));
-                        }
+                            (metrics, route, Instant::now())
+                        });
                         if input.len() >= f.head + f.len {
-                            break f;
+                            break (f, counted);
                         }
+                        started = Some(counted);
                         // Not all of the body yet. The buffer grows as bytes arrive,
                         // never by what the head claims: idle connections claiming a
                         // large body must not cost the server that memory up front.
@@ -259,11 +260,6 @@ async fn connection(
                 Ok(_) => {}
             }
         };
-        let (metrics, route, start) = started.unwrap_or_else(|| {
-            let (metrics, route) = counted_in(&state, &input, &fast);
-            metrics.request_started();
-            (metrics, route, Instant::now())
-        });
         let resp = finish_tracked(&metrics, route, start, answer(&state, &input, &fast)).await;
         let close = fast.close || closing.has_changed().unwrap_or(true);
         if !write_response(&mut stream, &mut output, resp, close).await || close {
