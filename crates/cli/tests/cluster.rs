@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hoist_testkit::kube_api::envtest::{Envtest, FAIL_ANNOTATION, unique};
+use hoist_testkit::kube_api::envtest::{Envtest, FAIL_ANNOTATION, unique, yaml_files};
 use serde_json::Value;
 
 /// One test's place on the cluster: the environment's namespace and the controller's.
@@ -201,22 +201,6 @@ fn weighted_rule(route: &Value) -> Option<&Value> {
         .find(|r| r["backendRefs"].as_array().is_some_and(|b| b.len() == 2))
 }
 
-fn yaml_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(yaml_files(&p));
-        } else if p.extension().is_some_and(|x| x == "yaml")
-            && p.file_name().is_some_and(|n| n != "kustomization.yaml")
-        {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Everything `hoist render k8s` writes is accepted by the real API server through
 /// `kubectl apply --server-side -k` (the HTTPRoute and ServiceMonitor validated by
 /// their CRDs' schemas, the Roles by RBAC), and applying it again changes nothing.
@@ -262,15 +246,7 @@ fn rendered_manifests_are_accepted_by_a_real_api_server_and_reapplying_changes_n
     });
 
     // The same objects again: no difference on the server, no new generation.
-    let diff =
-        p.k.kubectl(&["diff", "--server-side", "-k", dir.to_str().unwrap()]);
-    assert_eq!(
-        diff.status.code(),
-        Some(0),
-        "kubectl diff: {}{}",
-        String::from_utf8_lossy(&diff.stdout),
-        String::from_utf8_lossy(&diff.stderr)
-    );
+    p.k.assert_no_diff(&dir);
     apply(&[]);
     let again = p.deployment("m-stable").unwrap();
     assert_eq!(
@@ -341,15 +317,7 @@ fn a_hoist_gateway_split_is_accepted_and_the_app_service_selects_the_gateway() {
         p.ctl.as_str(),
         "{policy}"
     );
-    let diff =
-        p.k.kubectl(&["diff", "--server-side", "-k", dir.to_str().unwrap()]);
-    assert_eq!(
-        diff.status.code(),
-        Some(0),
-        "kubectl diff: {}{}",
-        String::from_utf8_lossy(&diff.stdout),
-        String::from_utf8_lossy(&diff.stderr)
-    );
+    p.k.assert_no_diff(&dir);
     let _ = std::fs::remove_dir_all(&home);
 }
 

@@ -271,6 +271,29 @@ impl Envtest {
     }
 
     /// Waits (bounded by `timeout`) until `f` holds, panicking with `what` after.
+    /// `kubectl diff --server-side -k DIR` finds nothing to change. Controllers keep
+    /// writing status (a PodDisruptionBudget's conditions, a Deployment's replicas)
+    /// between diff's read of the live object and its dry run, which shows as a
+    /// difference that is gone on the next read; a difference that stays for 10 s
+    /// is real and fails.
+    pub fn assert_no_diff(&self, dir: &Path) {
+        let mut last = String::new();
+        for _ in 0..10 {
+            let diff = self.kubectl(&["diff", "--server-side", "-k", &dir.to_string_lossy()]);
+            if diff.status.code() == Some(0) {
+                return;
+            }
+            last = format!(
+                "exit {:?}\n{}{}",
+                diff.status.code(),
+                String::from_utf8_lossy(&diff.stdout),
+                String::from_utf8_lossy(&diff.stderr)
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!("kubectl diff: {last}");
+    }
+
     pub fn wait(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + timeout;
         while !f() {
@@ -295,4 +318,22 @@ pub fn unique(prefix: &str) -> String {
     );
     s.truncate(55);
     s
+}
+
+/// The manifests under `dir` (recursively), in order: every `.yaml` but kustomize's
+/// own `kustomization.yaml`.
+pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(yaml_files(&p));
+        } else if p.extension().is_some_and(|x| x == "yaml")
+            && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+        {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
 }
