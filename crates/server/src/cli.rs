@@ -83,8 +83,10 @@ pub struct Args {
     /// inference worker, once the model's small calls average under this many
     /// microseconds (0: always use the workers). A model that batches (see
     /// --max-batch-size) runs inline under load only below 25 µs a call, where
-    /// folding calls saves less than the hand-off costs, and only without
-    /// --max-batch-delay-us; otherwise only while few connections are open.
+    /// folding calls on a worker saves less than the hand-off costs, and only
+    /// without --max-batch-delay-us; otherwise only while few connections are open.
+    /// Under load such a model's requests that one HTTP thread reads together are
+    /// folded into one call on that thread.
     #[arg(long, default_value_t = 50, value_name = "US")]
     pub inline_max_us: u64,
     /// Largest request body, in bytes; larger bodies get 413.

@@ -23,9 +23,17 @@
 //!   runs inline only when no other request is in the executor and few connections
 //!   are open (the I/O thread's live tasks): under concurrent load, folding requests
 //!   into one model call on a worker does more per request than skipping the crossing.
+//! - Under load (many connections on the I/O thread), a batching model under
+//!   [`FOLD_GAIN_MIN`] folds on the I/O thread itself: the first request opens a
+//!   fold and yields once, the requests the thread reads meanwhile join it, and the
+//!   first then runs them as calls of at most `max_batch_size` compatible rows. No
+//!   timer: a fold holds what one turn of the thread read. A fold whose first
+//!   request is dropped runs when it is dropped, so the others are still answered.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -135,9 +143,12 @@ impl Job {
 /// A pool of worker threads in front of one loaded model.
 pub struct Executor {
     tx: Sender<Job>,
-    runtime: Arc<dyn Runtime>,
-    estimate: Arc<Estimate>,
+    runner: Arc<Runner>,
     inline_max: Duration,
+    /// Most rows one call may fold.
+    max_batch_size: usize,
+    /// This executor's key among an I/O thread's open folds ([`FOLDS`]).
+    id: u64,
     /// Whether the workers fold queued requests into one call.
     batchable: bool,
     /// Whether a batching model under [`FOLD_GAIN_MIN`] runs inline even under load
@@ -145,7 +156,6 @@ pub struct Executor {
     eager_inline: bool,
     /// Requests inside [`Executor::submit`] now.
     in_flight: AtomicUsize,
-    metrics: Arc<ModelMetrics>,
 }
 
 /// Counts a request in [`Executor::in_flight`] while it lives.
@@ -183,6 +193,32 @@ fn quiet() -> bool {
         .is_ok_and(|h| h.metrics().num_alive_tasks() <= QUIET_TASKS)
 }
 
+/// Requests for one model gathered on one I/O thread, to run as one call.
+struct Fold {
+    jobs: Vec<Job>,
+    /// Taken to run: a request arriving now starts the next fold.
+    closed: bool,
+}
+
+thread_local! {
+    /// The folds open on this thread, by executor ([`Executor::id`]). A fold is
+    /// shared with its leader, which may resume on another thread of a
+    /// multi-threaded runtime: it then runs the fold it holds all the same.
+    static FOLDS: RefCell<HashMap<u64, Arc<Mutex<Fold>>>> = RefCell::default();
+}
+
+/// The request that opened a fold; runs the fold when dropped.
+struct Lead<'a> {
+    exec: &'a Executor,
+    fold: Arc<Mutex<Fold>>,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.exec.run_fold(&self.fold);
+    }
+}
+
 impl Executor {
     pub fn new(
         runtime: Arc<dyn Runtime>,
@@ -198,30 +234,33 @@ impl Executor {
                 .iter()
                 .chain(runtime.outputs())
                 .all(|s| s.shape.first().is_some_and(|&d| d < 0));
-        let estimate = Arc::new(Estimate::default());
+        let runner = Arc::new(Runner {
+            runtime,
+            metrics,
+            estimate: Estimate::default(),
+        });
         for i in 0..workers.max(1) {
             let worker = Worker {
-                runtime: runtime.clone(),
                 rx: rx.clone(),
                 batch,
                 batchable,
-                metrics: metrics.clone(),
-                estimate: estimate.clone(),
+                runner: runner.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("hoist-infer-{i}"))
                 .spawn(move || worker.run())
                 .expect("spawn inference worker");
         }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Executor {
             tx,
-            runtime,
-            estimate,
+            runner,
             inline_max: batch.inline_max,
+            max_batch_size: batch.max_batch_size,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             batchable,
             eager_inline: batch.max_batch_delay.is_zero(),
             in_flight: AtomicUsize::new(0),
-            metrics,
         }
     }
 
@@ -230,24 +269,27 @@ impl Executor {
     pub async fn submit(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ExecError> {
         let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
         let (_in_flight, others) = InFlight::enter(&self.in_flight);
+        let estimate = &self.runner.estimate;
+        // Folding requests into one call saves at most a call's fixed cost; below
+        // FOLD_GAIN_MIN that is less than the crossing to a worker and back. Not when
+        // the operator set a batch delay: they asked for batches.
+        let eager = self.batchable
+            && self.eager_inline
+            && estimate.inline(rows, FOLD_GAIN_MIN.min(self.inline_max));
+        if eager && !quiet() {
+            return self.fold(inputs).await;
+        }
         let inline = if self.batchable {
-            // Folding requests into one call saves at most a call's fixed cost; below
-            // FOLD_GAIN_MIN that is less than the crossing to a worker and back. Not
-            // when the operator set a batch delay: they asked for batches.
-            (self.eager_inline
-                && self
-                    .estimate
-                    .inline(rows, FOLD_GAIN_MIN.min(self.inline_max)))
-                || (others == 0 && quiet() && self.estimate.inline(rows, self.inline_max))
+            eager || (others == 0 && quiet() && estimate.inline(rows, self.inline_max))
         } else {
-            self.estimate.inline(rows, self.inline_max)
+            estimate.inline(rows, self.inline_max)
         };
         if inline {
             let start = Instant::now();
-            let result = guarded_run(&*self.runtime, &inputs);
+            let result = guarded_run(&*self.runner.runtime, &inputs);
             let took = start.elapsed();
-            self.metrics.observe_inference(took, rows);
-            self.estimate.observe(rows, took);
+            self.runner.metrics.observe_inference(took, rows);
+            estimate.observe(rows, took);
             return Ok(result?);
         }
         let (reply, rx) = oneshot::channel();
@@ -262,6 +304,72 @@ impl Executor {
         }
     }
 
+    /// Runs `inputs` on this I/O thread, folded into one call with the requests for
+    /// this model that the thread reads before its next turn: the first to arrive
+    /// leads, lets the thread's other ready connections (and those the reactor finds
+    /// ready meanwhile) run up to their own call, then runs them all.
+    async fn fold(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ExecError> {
+        let (reply, rx) = oneshot::channel();
+        let mut job = Some(Job { inputs, reply });
+        let lead = FOLDS.with(|folds| {
+            let mut folds = folds.borrow_mut();
+            if let Some(open) = folds.get(&self.id) {
+                let mut open = open.lock().unwrap_or_else(PoisonError::into_inner);
+                if !open.closed {
+                    open.jobs.extend(job.take());
+                    return None;
+                }
+            }
+            let fold = Arc::new(Mutex::new(Fold {
+                jobs: job.take().into_iter().collect(),
+                closed: false,
+            }));
+            folds.insert(self.id, fold.clone());
+            Some(fold)
+        });
+        if let Some(fold) = lead {
+            // Dropped (the fold run) after the yield, or where the request is dropped.
+            let _lead = Lead { exec: self, fold };
+            tokio::task::yield_now().await;
+        }
+        match rx.await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ExecError::Stopped),
+        }
+    }
+
+    /// Closes `fold` and runs its requests: consecutive compatible ones as one call
+    /// of at most `max_batch_size` rows.
+    fn run_fold(&self, fold: &Arc<Mutex<Fold>>) {
+        let jobs = {
+            let mut f = fold.lock().unwrap_or_else(PoisonError::into_inner);
+            f.closed = true;
+            std::mem::take(&mut f.jobs)
+        };
+        let _ = FOLDS.try_with(|folds| {
+            let mut folds = folds.borrow_mut();
+            if folds.get(&self.id).is_some_and(|f| Arc::ptr_eq(f, fold)) {
+                folds.remove(&self.id);
+            }
+        });
+        let (mut group, mut rows) = (Vec::<Job>::new(), 0);
+        for job in jobs {
+            let n = job.rows();
+            if group
+                .first()
+                .is_some_and(|head| !head.compatible(&job) || rows + n > self.max_batch_size)
+            {
+                self.runner.run_jobs(std::mem::take(&mut group), rows);
+                rows = 0;
+            }
+            rows += n;
+            group.push(job);
+        }
+        if !group.is_empty() {
+            self.runner.run_jobs(group, rows);
+        }
+    }
+
     /// Runs `inputs` on the calling thread's turn in the queue, blocking (load checks).
     pub fn submit_blocking(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ExecError> {
         let (reply, rx) = oneshot::channel();
@@ -273,12 +381,17 @@ impl Executor {
 }
 
 struct Worker {
-    runtime: Arc<dyn Runtime>,
     rx: Receiver<Job>,
     batch: BatchConfig,
     batchable: bool,
+    runner: Arc<Runner>,
+}
+
+/// What runs jobs, alone or folded into one call: the model, its metrics, its estimate.
+struct Runner {
+    runtime: Arc<dyn Runtime>,
     metrics: Arc<ModelMetrics>,
-    estimate: Arc<Estimate>,
+    estimate: Estimate,
 }
 
 /// Runs the model, turning a panic inside the runtime into an error for this call
@@ -301,8 +414,8 @@ impl Worker {
                 },
             };
             // Until the estimate is warm, calls run alone so that it gets its samples.
-            if !self.batchable || !self.estimate.warm() {
-                self.run_one(first);
+            if !self.batchable || !self.runner.estimate.warm() {
+                self.runner.run_one(first);
                 continue;
             }
             let mut rows = first.rows();
@@ -335,11 +448,18 @@ impl Worker {
                     break;
                 }
             }
-            if jobs.len() == 1 {
-                self.run_one(jobs.pop().expect("one job"));
-            } else {
-                self.run_batch(jobs, rows);
-            }
+            self.runner.run_jobs(jobs, rows);
+        }
+    }
+}
+
+impl Runner {
+    /// Runs `jobs` (compatible, `rows` rows in all): one alone, several as one call.
+    fn run_jobs(&self, mut jobs: Vec<Job>, rows: usize) {
+        if jobs.len() == 1 {
+            self.run_one(jobs.pop().expect("one job"));
+        } else {
+            self.run_batch(jobs, rows);
         }
     }
 
@@ -548,5 +668,104 @@ mod tests {
         let (alone, busy) = batching_model_runs_on(Duration::ZERO, Duration::from_micros(200));
         assert!(!alone.starts_with("hoist-infer"), "{alone}");
         assert!(busy.starts_with("hoist-infer"), "{busy}");
+    }
+
+    /// A warm, fast batching model behind an executor of at most `max` rows a call.
+    fn folding_executor(max: usize) -> (Arc<Echo>, Arc<Executor>) {
+        let echo = Arc::new(Echo {
+            io: vec![crate::runtime::IoSpec {
+                name: "x".into(),
+                datatype: crate::tensor::DataType::F32,
+                shape: vec![-1, 1],
+            }],
+            threads: Default::default(),
+            takes: Duration::ZERO,
+        });
+        let batch = BatchConfig {
+            max_batch_size: max,
+            max_batch_delay: Duration::ZERO,
+            inline_max: Duration::from_secs(1),
+        };
+        let exec = Executor::new(echo.clone(), 1, 8, batch, ModelMetrics::detached("echo"));
+        for _ in 0..=WARM_UP_CALLS {
+            exec.submit_blocking(row(0.0)).unwrap();
+        }
+        (echo, Arc::new(exec))
+    }
+
+    fn row(x: f32) -> Vec<Tensor> {
+        vec![Tensor::new("x", vec![1, 1], TensorData::F32(vec![x])).unwrap()]
+    }
+
+    #[test]
+    fn many_connections_on_one_io_thread_fold_into_few_calls_each_getting_its_own_row() {
+        let (echo, exec) = folding_executor(8);
+        let before = echo.threads.lock().unwrap().len();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // 40 requests at once on one I/O thread: more live tasks than quiet traffic.
+        let answers = rt.block_on(async {
+            let tasks: Vec<_> = (0..40)
+                .map(|i| {
+                    let exec = exec.clone();
+                    tokio::spawn(async move { (i, exec.submit(row(i as f32)).await) })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        });
+        for (i, answer) in answers {
+            let answer = answer.unwrap();
+            assert_eq!(answer[0].shape, vec![1, 1]);
+            assert_eq!(
+                answer[0].data,
+                TensorData::F32(vec![i as f32]),
+                "request {i}"
+            );
+        }
+        let threads = echo.threads.lock().unwrap()[before..].to_vec();
+        assert!(
+            threads.iter().all(|t| !t.starts_with("hoist-infer")),
+            "on the I/O thread: {threads:?}"
+        );
+        // At most 8 rows a call: at least 5 calls, and far fewer than 40.
+        assert!(
+            (5..=10).contains(&threads.len()),
+            "{} calls for 40 requests",
+            threads.len()
+        );
+    }
+
+    #[test]
+    fn a_fold_whose_leading_request_is_dropped_still_answers_the_others() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let (echo, exec) = folding_executor(32);
+        let before = echo.threads.lock().unwrap().len();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut lead = Box::pin(exec.fold(row(1.0)));
+        assert!(
+            lead.as_mut().poll(&mut cx).is_pending(),
+            "the leader yields"
+        );
+        let mut other = Box::pin(exec.fold(row(2.0)));
+        assert!(other.as_mut().poll(&mut cx).is_pending(), "joins the fold");
+        drop(lead);
+        let Poll::Ready(answer) = other.as_mut().poll(&mut cx) else {
+            panic!("the fold ran when its leader was dropped");
+        };
+        assert_eq!(answer.unwrap()[0].data, TensorData::F32(vec![2.0]));
+        assert_eq!(echo.threads.lock().unwrap().len() - before, 1, "one call");
+        // The next request opens a new fold.
+        let mut next = Box::pin(exec.fold(row(3.0)));
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        let Poll::Ready(answer) = next.as_mut().poll(&mut cx) else {
+            panic!("a lone leader runs after its yield");
+        };
+        assert_eq!(answer.unwrap()[0].data, TensorData::F32(vec![3.0]));
     }
 }

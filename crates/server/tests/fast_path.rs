@@ -324,3 +324,77 @@ fn connection_close_and_shutdown_end_connections_after_their_answer() {
     let mut rest = Vec::new();
     assert_eq!(idle.read_to_end(&mut rest).unwrap(), 0);
 }
+
+/// The value of the first `/metrics` line starting with `series`.
+fn metric(server: &Server, series: &str) -> f64 {
+    let text = server.get("/metrics").text().unwrap();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// Many keep-alive connections at once, as a load generator opens them: with the
+/// default flags a fast batching model folds the requests one I/O thread reads
+/// together into one call (src/executor.rs). Each answer is still its own row's,
+/// on both endpoints and both runtimes, and every row is run exactly once.
+#[test]
+fn concurrent_connections_each_get_their_own_rows_answer() {
+    let r = Reference::load("breast_cancer_lr");
+    for runtime in ["tract", "onnxruntime"] {
+        let server = Server::start(&model_dir("breast_cancer_lr"), runtime, &[], &[]);
+        let rows_before = metric(&server, "hoist_batch_size_sum{");
+        let (connections, each) = (40, 12);
+        std::thread::scope(|scope| {
+            for c in 0..connections {
+                let (server, r) = (&server, &r);
+                scope.spawn(move || {
+                    let mut conn = connect(server);
+                    for i in 0..each {
+                        let row = (c + i) % r.rows();
+                        let v2 = i % 2 == 1;
+                        let request = if v2 {
+                            post(
+                                INFER,
+                                &[],
+                                v2_request(r, row..row + 1).to_string().as_bytes(),
+                            )
+                        } else {
+                            let body = json!({"inputs": [r.row(row)]}).to_string();
+                            post(INVOCATIONS, &[], body.as_bytes())
+                        };
+                        conn.get_mut().write_all(&request).unwrap();
+                        let answer = read_answer(&mut conn);
+                        assert_eq!(answer.status, 200, "{runtime}: {:?}", answer);
+                        let json = answer.json();
+                        let (labels, probs) = if v2 {
+                            (
+                                as_i64(&v2_output(&json, "label")),
+                                v2_output(&json, "probabilities"),
+                            )
+                        } else {
+                            let p = &json["predictions"];
+                            let nums = |v: &Value| -> Vec<f64> {
+                                v.as_array()
+                                    .unwrap()
+                                    .iter()
+                                    .flat_map(|x| match x.as_array() {
+                                        Some(inner) => inner.clone(),
+                                        None => vec![x.clone()],
+                                    })
+                                    .map(|x| x.as_f64().unwrap())
+                                    .collect()
+                            };
+                            (as_i64(&nums(&p["label"])), nums(&p["probabilities"]))
+                        };
+                        let context = format!("{runtime}, connection {c}, request {i}");
+                        r.check(row, &labels, &probs, &context);
+                    }
+                });
+            }
+        });
+        let rows = metric(&server, "hoist_batch_size_sum{") - rows_before;
+        assert_eq!(rows, (connections * each) as f64, "{runtime}: rows run");
+    }
+}
