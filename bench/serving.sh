@@ -12,6 +12,10 @@
 #   BENCH_SERVERS="mlflow mlserver hoist hoist-tract ceiling"
 #                             (hoist: the pinned ONNX Runtime; hoist-tract: the
 #                             pure-Rust runtime a machine without ONNX Runtime uses)
+#   BENCH_ROUNDS=1            rounds of the whole sequence, each server started anew and
+#                             the order rotated each round; the tables give medians over
+#                             rounds, and each hoist / ceiling ratio is taken within a
+#                             round (one start of the ceiling swings by 10-20%)
 #   BENCH_READY_TIMEOUT=120   seconds a server may take to get ready
 #   BENCH_SKIP_BUILD=1        use the existing target/release binaries
 #   ORT_DYLIB_PATH            libonnxruntime.so for hoist (default: ~/.hoist/lib,
@@ -27,6 +31,7 @@ BENCH_CONCURRENCY="${BENCH_CONCURRENCY:-16 64}"
 BENCH_ROWS="${BENCH_ROWS:-1 64}"
 BENCH_SERVERS="${BENCH_SERVERS:-mlflow mlserver hoist hoist-tract ceiling}"
 BENCH_READY_TIMEOUT="${BENCH_READY_TIMEOUT:-120}"
+BENCH_ROUNDS="${BENCH_ROUNDS:-1}"
 model_dir="$repo/examples/models/breast_cancer_lr"
 model_name="breast_cancer_lr"
 venv="$repo/.venv-bench"
@@ -51,14 +56,14 @@ descendants() {
     done
 }
 
-# Sum of VmRSS (MiB) over a process and all its descendants.
+# Sum of VmRSS (MiB, one decimal) over a process and all its descendants.
 tree_rss_mb() {
     local total=0 p kb
     for p in "$1" $(descendants "$1"); do
         kb="$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)"
         total=$((total + ${kb:-0}))
     done
-    echo $(((total + 512) / 1024))
+    awk -v kb="$total" 'BEGIN {printf "%.1f\n", kb / 1024}'
 }
 
 stop_tree() {
@@ -221,8 +226,8 @@ run_wrk() {
     p99="$(sed -E 's/.* p99_ms=([^ ]+).*/\1/' <<<"$line")"
     non2xx="$(sed -E 's/.* non2xx=([^ ]+).*/\1/' <<<"$line")"
     sock="$(sed -E 's/.* socket_errors=([^ ]+).*/\1/' <<<"$line")"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$server" "$endpoint" "$rows" "$conc" "$rps" "$p50" "$p99" "$((non2xx + sock))" "$rss" >> "$results"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$server" "$endpoint" "$rows" "$conc" "$rps" "$p50" "$p99" "$((non2xx + sock))" "$rss" "$round" >> "$results"
     log "$server $endpoint rows=$rows c=$conc: $rps req/s, p50 $p50 ms, p99 $p99 ms, errors $((non2xx + sock))"
 }
 
@@ -251,11 +256,17 @@ bench_server() {
             done
         done
     done
-    printf '%s\t%s\t%s\n' "$name" "$rss" "$(tree_rss_mb "$pid")" >> "$rss_summary"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$rss" "$(tree_rss_mb "$pid")" "$round" >> "$rss_summary"
     stop_tree "$pid"
 }
 
-for server in $BENCH_SERVERS; do
+read -ra server_list <<<"$BENCH_SERVERS"
+for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+  # Round k starts with the k-th server, so that none always runs first.
+  shift_by=$(((round - 1) % ${#server_list[@]}))
+  order=("${server_list[@]:shift_by}" "${server_list[@]:0:shift_by}")
+  ((BENCH_ROUNDS > 1)) && log "round $round of $BENCH_ROUNDS: ${order[*]}"
+  for server in "${order[@]}"; do
     case "$server" in
     mlflow)
         port="$(free_port)"
@@ -311,6 +322,7 @@ EOF
         ;;
     *) die "unknown server $server (BENCH_SERVERS)";;
     esac
+  done
 done
 
 # ---------------------------------------------------------------- report
@@ -319,8 +331,21 @@ report="bench/results/serving-$(date +%Y-%m-%d).md"
 "$py" - "$results" "$rss_summary" "$report" <<EOF
 import sys, platform, os, subprocess
 results, rss_path, report = sys.argv[1:]
-rows = [l.rstrip("\n").split("\t") for l in open(results) if l.strip()]
-rss = {l.split("\t")[0]: l.rstrip("\n").split("\t")[1:] for l in open(rss_path) if l.strip()}
+from statistics import median
+raw = [l.rstrip("\n").split("\t") for l in open(results) if l.strip()]
+rounds = max(int(x[9]) for x in raw)
+# One row per cell (in the order first measured): medians over the rounds.
+cells = {}
+for s, e, r, c, rps, p50, p99, err, mb, rnd in raw:
+    cells.setdefault((s, e, r, c), []).append((float(rps), float(p50), float(p99), int(err), float(mb), int(rnd)))
+rows = [(s, e, r, c, median(x[0] for x in v), median(x[1] for x in v), median(x[2] for x in v),
+         sum(x[3] for x in v), median(x[4] for x in v)) for (s, e, r, c), v in cells.items()]
+rss_rounds = {}
+for l in open(rss_path):
+    if l.strip():
+        name, idle, after, _ = l.rstrip("\n").split("\t")
+        rss_rounds.setdefault(name, []).append((float(idle), float(after)))
+rss = {n: (median(x[0] for x in v), median(x[1] for x in v)) for n, v in rss_rounds.items()}
 def f(x): return float(x)
 out = []
 out.append("# Serving benchmark, $(date -u +%Y-%m-%dT%H:%MZ)")
@@ -330,17 +355,18 @@ out.append(f"Model breast_cancer_lr; 127.0.0.1; {os.cpu_count()} cores; wrk -t2,
            "(mlflow 3.17.2 models serve, one uvicorn worker; MLServer 1.7.1 + mlserver-mlflow; "
            "hoist-server release build: hoist with the onnxruntime runtime, hoist-tract with tract; "
            "hyper_ceiling: fixed body, no model). "
-           "RSS: idle VmRSS summed over the server's process tree.")
+           "RSS: idle VmRSS summed over the server's process tree."
+           + (f" {rounds} rounds, each server started anew each round; medians over the rounds." if rounds > 1 else ""))
 out.append("")
 out.append("| server | endpoint | rows | concurrency | req/s | p50 ms | p99 ms | errors | RSS MB |")
 out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|")
 for s, e, r, c, rps, p50, p99, err, mb in rows:
-    out.append(f"| {s} | {e} | {r} | {c} | {f(rps):.0f} | {f(p50):.2f} | {f(p99):.2f} | {err} | {mb} |")
+    out.append(f"| {s} | {e} | {r} | {c} | {f(rps):.0f} | {f(p50):.2f} | {f(p99):.2f} | {err} | {mb:.1f} |")
 out.append("")
 out.append("| server | idle RSS MB | RSS after load MB |")
 out.append("|---|--:|--:|")
 for s, (idle, after) in rss.items():
-    out.append(f"| {s} | {idle} | {after} |")
+    out.append(f"| {s} | {idle:.1f} | {after:.1f} |")
 peers = ("mlflow", "mlserver")
 by = {(s, e, r, c): (f(rps), f(p99)) for s, e, r, c, rps, p50, p99, err, mb in rows}
 ratios = []
@@ -354,8 +380,16 @@ for (s, e, r, c), (rps, p99) in sorted(by.items()):
         line += f" {rps / best_rps[1][0]:.1f}x ({best_rps[0]}) | {p99 / best_p99[1][1]:.3f} ({best_p99[0]}) |"
     else:
         line += " - | - |"
-    ceil = by.get(("ceiling", "fixed", r, c))
-    line += f" {rps / ceil[0]:.2f} |" if ceil else " - |"
+    # Within each round, then the median (and the range) over the rounds.
+    mine = {x[5]: x[0] for x in cells[(s, e, r, c)]}
+    ceil = {x[5]: x[0] for x in cells.get(("ceiling", "fixed", r, c), [])}
+    per_round = [mine[k] / ceil[k] for k in sorted(mine) if k in ceil]
+    if per_round and len(per_round) > 1:
+        line += f" {median(per_round):.2f} ({min(per_round):.2f}-{max(per_round):.2f}) |"
+    elif per_round:
+        line += f" {per_round[0]:.2f} |"
+    else:
+        line += " - |"
     ratios.append(line)
 if ratios:
     out.append("")
@@ -364,12 +398,12 @@ if ratios:
     out.append("| server | endpoint | rows | concurrency | req/s vs best peer | p99 vs best peer | req/s vs ceiling |")
     out.append("|---|---|--:|--:|--:|--:|--:|")
     out.extend(ratios)
-    peer_rss = [int(rss[p][0]) for p in peers if p in rss]
+    peer_rss = [rss[p][0] for p in peers if p in rss]
     for h in ("hoist", "hoist-tract"):
         if h in rss and peer_rss:
             out.append("")
-            out.append(f"Idle RSS {h} / smallest peer: {int(rss[h][0])} / {min(peer_rss)} MB = "
-                       f"{int(rss[h][0]) / min(peer_rss):.3f}")
+            out.append(f"Idle RSS {h} / smallest peer: {rss[h][0]:.1f} / {min(peer_rss):.1f} MB = "
+                       f"{rss[h][0] / min(peer_rss):.4f}")
 text = "\n".join(out) + "\n"
 open(report, "w").write(text)
 print(text)

@@ -133,7 +133,8 @@ impl Job {
     fn compatible(&self, other: &Job) -> bool {
         self.inputs.len() == other.inputs.len()
             && self.inputs.iter().zip(&other.inputs).all(|(a, b)| {
-                a.data.datatype() == b.data.datatype()
+                a.name == b.name
+                    && a.data.datatype() == b.data.datatype()
                     && a.shape.len() == b.shape.len()
                     && a.shape.get(1..) == b.shape.get(1..)
             })
