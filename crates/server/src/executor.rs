@@ -617,10 +617,9 @@ mod tests {
         }
     }
 
-    /// Where a warm batching model (max 32 rows, batch delay `delay`) taking `takes`
-    /// per call runs a one-row request: alone, then with another request in the
-    /// executor.
-    fn batching_model_runs_on(takes: Duration, delay: Duration) -> (String, String) {
+    /// An [`Echo`] model taking `takes` a call behind an executor of one worker that
+    /// batches up to `max` rows with a batch delay of `delay`.
+    fn echo_executor(takes: Duration, max: usize, delay: Duration) -> (Arc<Echo>, Executor) {
         let echo = Arc::new(Echo {
             io: vec![crate::runtime::IoSpec {
                 name: "x".into(),
@@ -631,11 +630,19 @@ mod tests {
             takes,
         });
         let batch = BatchConfig {
-            max_batch_size: 32,
+            max_batch_size: max,
             max_batch_delay: delay,
             inline_max: Duration::from_secs(1),
         };
         let exec = Executor::new(echo.clone(), 1, 8, batch, ModelMetrics::detached("echo"));
+        (echo, exec)
+    }
+
+    /// Where a warm batching model (max 32 rows, batch delay `delay`) taking `takes`
+    /// per call runs a one-row request: alone, then with another request in the
+    /// executor.
+    fn batching_model_runs_on(takes: Duration, delay: Duration) -> (String, String) {
+        let (echo, exec) = echo_executor(takes, 32, delay);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -673,21 +680,7 @@ mod tests {
 
     /// A warm, fast batching model behind an executor of at most `max` rows a call.
     fn folding_executor(max: usize) -> (Arc<Echo>, Arc<Executor>) {
-        let echo = Arc::new(Echo {
-            io: vec![crate::runtime::IoSpec {
-                name: "x".into(),
-                datatype: crate::tensor::DataType::F32,
-                shape: vec![-1, 1],
-            }],
-            threads: Default::default(),
-            takes: Duration::ZERO,
-        });
-        let batch = BatchConfig {
-            max_batch_size: max,
-            max_batch_delay: Duration::ZERO,
-            inline_max: Duration::from_secs(1),
-        };
-        let exec = Executor::new(echo.clone(), 1, 8, batch, ModelMetrics::detached("echo"));
+        let (echo, exec) = echo_executor(Duration::ZERO, max, Duration::ZERO);
         for _ in 0..=WARM_UP_CALLS {
             exec.submit_blocking(row(0.0)).unwrap();
         }
