@@ -286,12 +286,7 @@ impl Executor {
             estimate.inline(rows, self.inline_max)
         };
         if inline {
-            let start = Instant::now();
-            let result = guarded_run(&*self.runner.runtime, &inputs);
-            let took = start.elapsed();
-            self.runner.metrics.observe_inference(took, rows);
-            estimate.observe(rows, took);
-            return Ok(result?);
+            return Ok(self.runner.run(&inputs, rows)?);
         }
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Job { inputs, reply }) {
@@ -464,13 +459,19 @@ impl Runner {
         }
     }
 
-    fn run_one(&self, job: Job) {
-        let rows = job.rows();
+    /// Runs the model once on `inputs` (`rows` rows in all), timing the call for the
+    /// metrics and the estimate.
+    fn run(&self, inputs: &[Tensor], rows: usize) -> Result<Vec<Tensor>, RuntimeError> {
         let start = Instant::now();
-        let result = guarded_run(&*self.runtime, &job.inputs);
+        let result = guarded_run(&*self.runtime, inputs);
         let took = start.elapsed();
         self.metrics.observe_inference(took, rows);
         self.estimate.observe(rows, took);
+        result
+    }
+
+    fn run_one(&self, job: Job) {
+        let result = self.run(&job.inputs, job.rows());
         let _ = job.reply.send(result);
     }
 
@@ -489,11 +490,7 @@ impl Runner {
                     .map_err(|e| RuntimeError::Run(e.to_string()))
             })
             .collect();
-        let start = Instant::now();
-        let outputs = inputs.and_then(|inputs| guarded_run(&*self.runtime, &inputs));
-        let took = start.elapsed();
-        self.metrics.observe_inference(took, rows);
-        self.estimate.observe(rows, took);
+        let outputs = inputs.and_then(|inputs| self.run(&inputs, rows));
         match outputs {
             Ok(outputs) if outputs.iter().all(|o| o.shape.first() == Some(&rows)) => {
                 let mut offset = 0;

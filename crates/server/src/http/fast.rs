@@ -278,7 +278,6 @@ async fn connection(
     }
 }
 
-/// Runs the request's handler, counted as axum's path counts it.
 /// The metrics and route a request counts in, as axum's path counts it.
 fn counted_in(state: &Shared, input: &[u8], f: &Fast) -> (Arc<ModelMetrics>, Route) {
     let text = |r: &Range<usize>| std::str::from_utf8(&input[r.clone()]).unwrap_or("");

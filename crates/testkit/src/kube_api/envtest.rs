@@ -270,7 +270,6 @@ impl Envtest {
             .collect()
     }
 
-    /// Waits (bounded by `timeout`) until `f` holds, panicking with `what` after.
     /// `kubectl diff --server-side -k DIR` finds nothing to change. Controllers keep
     /// writing status (a PodDisruptionBudget's conditions, a Deployment's replicas)
     /// between diff's read of the live object and its dry run, which shows as a
@@ -294,6 +293,7 @@ impl Envtest {
         panic!("kubectl diff: {last}");
     }
 
+    /// Waits (bounded by `timeout`) until `f` holds, panicking with `what` after.
     pub fn wait(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + timeout;
         while !f() {
